@@ -1,0 +1,3 @@
+from wxnet.cli.main import main
+
+main()

@@ -1,0 +1,60 @@
+"""The ``wxnet`` command: one entry point, one module per command group.
+
+Each command module has ``register(subparsers)``, which adds its parsers and sets
+``func`` on them; ``func(args, io)`` returns an :class:`ExitStatus` (or int).
+Modules are imported lazily by name so that ``wxnet proto`` does not load aiohttp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from wxnet import __version__
+from wxnet.cli.common import IO, ExitStatus, UsageError
+
+__all__ = ["main", "run"]
+
+#: Command modules, in the order ``wxnet --help`` lists them.
+COMMAND_MODULES = ("wxnet.cli.proto_cmd",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wxnet",
+        description="wxnet: WeChat-style messaging server and client, gateway, and lab.",
+    )
+    parser.add_argument("--version", action="version", version=f"wxnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None, io: IO | None = None) -> int:
+    """Parse ``argv`` and run the command; returns the exit status (never raises
+    for user errors, which are printed to ``io.err``)."""
+    io = io or IO()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse prints its own message
+        return int(exc.code or 0)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(io.out)
+        return ExitStatus.USAGE
+    try:
+        return int(func(args, io))
+    except UsageError as exc:
+        io.error(str(exc))
+        return ExitStatus.USAGE
+    except KeyboardInterrupt:
+        io.error("interrupted")
+        return ExitStatus.INTERRUPTED
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,141 @@
+"""Long-link packet framing (S32, S33; DESIGN section 3).
+
+A packet is a fixed 16-byte header followed by a body. All integers are big-endian::
+
+    u32 total_len   header included; 16 means a header-only packet
+    u16 header_len  16 (a larger value is accepted and the extra bytes skipped)
+    u16 version     1
+    u32 cmd
+    u32 seq
+
+The seed's example ``00 00 00 10 00 10 00 01 00 00 00 06 00 00 00 0f`` is a header-only
+packet with cmd 6 (noop) and seq 15. One TCP write may hold several packets and one
+packet may span several reads (S33): :class:`PacketDecoder` takes bytes at any split
+and yields whole packets.
+
+This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from wxnet.proto.errors import RemoteProtocolError
+
+__all__ = [
+    "HEADER",
+    "HEADER_LEN",
+    "MAX_PACKET",
+    "PROTOCOL_VERSION",
+    "Packet",
+    "PacketDecoder",
+    "encode_packet",
+]
+
+HEADER = struct.Struct(">IHHII")
+HEADER_LEN = HEADER.size  # 16
+PROTOCOL_VERSION = 1
+#: Mars rejects any frame above 1 MiB (research/mobile-protocol.md 1.1); so do we.
+MAX_PACKET = 1 << 20
+_U32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One long-link packet: command, sequence number and (opaque) body."""
+
+    cmd: int
+    seq: int
+    body: bytes = b""
+
+    def encode(self) -> bytes:
+        return encode_packet(self.cmd, self.seq, self.body)
+
+
+def encode_packet(cmd: int, seq: int, body: bytes = b"") -> bytes:
+    """Return the wire bytes of one packet.
+
+    Raises:
+        ValueError: cmd or seq outside u32, or the packet would exceed :data:`MAX_PACKET`.
+    """
+    if not 0 <= cmd <= _U32 or not 0 <= seq <= _U32:
+        raise ValueError(f"cmd and seq must fit in 32 bits (cmd={cmd}, seq={seq})")
+    total = HEADER_LEN + len(body)
+    if total > MAX_PACKET:
+        raise ValueError(f"packet of {total} bytes exceeds the {MAX_PACKET}-byte limit")
+    return HEADER.pack(total, HEADER_LEN, PROTOCOL_VERSION, cmd, seq) + body
+
+
+class PacketDecoder:
+    """Incremental decoder: feed bytes with :meth:`feed`, then call :meth:`next_packet`.
+
+    ``next_packet`` returns a :class:`Packet`, or ``None`` when more bytes are needed.
+    A malformed header raises :class:`RemoteProtocolError`; after that the decoder is
+    broken for good (every later call raises the same error), since the stream has lost
+    its framing and no later byte can be trusted.
+    """
+
+    __slots__ = ("_buf", "_error", "_pos", "max_packet")
+
+    def __init__(self, max_packet: int = MAX_PACKET) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._error: RemoteProtocolError | None = None
+        self.max_packet = max_packet
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a packet."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    def next_packet(self) -> Packet | None:
+        if self._error is not None:
+            raise self._error
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < HEADER_LEN:
+            self._compact()
+            return None
+        total, header_len, version, cmd, seq = HEADER.unpack_from(buf, pos)
+        if header_len < HEADER_LEN:
+            self._fail(f"header length {header_len} is below {HEADER_LEN}")
+        if version != PROTOCOL_VERSION:
+            self._fail(f"unsupported protocol version {version}")
+        if total < header_len:
+            self._fail(f"packet length {total} is shorter than its header ({header_len})")
+        if total > self.max_packet:
+            self._fail(f"packet length {total} exceeds the {self.max_packet}-byte limit")
+        if len(buf) - pos < total:
+            self._compact()
+            return None
+        body = bytes(buf[pos + header_len : pos + total])
+        self._pos = pos + total
+        return Packet(cmd, seq, body)
+
+    def packets(self, data: bytes = b"") -> list[Packet]:
+        """Feed ``data`` and return every whole packet now available."""
+        if data:
+            self.feed(data)
+        out: list[Packet] = []
+        while (packet := self.next_packet()) is not None:
+            out.append(packet)
+        return out
+
+    def _compact(self) -> None:
+        if self._pos > 65536 or self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+
+    def _fail(self, message: str) -> None:
+        self._error = RemoteProtocolError(message)
+        self._buf.clear()
+        self._pos = 0
+        raise self._error
