@@ -68,6 +68,7 @@ __all__ = [
     "ClientConfig",
     "ClientEvent",
     "item_to_json",
+    "parse_server_url",
 ]
 
 MSG_TEXT = 1
@@ -158,6 +159,18 @@ def item_to_json(item: pb.CmdItem) -> dict[str, Any]:
         if k in out:
             out[k] = int(out[k])
     return out
+
+
+def parse_server_url(url: str) -> Address:
+    """``http://HOST[:PORT]`` -> the short-link address; raises ValueError."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 80
+    except ValueError:
+        raise ValueError(f"not a valid URL: {url!r}") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"the server URL must be http://HOST[:PORT], got {url!r}")
+    return Address(parts.hostname, port, AddressSource.DNS)
 
 
 def _mm_check(resp: Message, name: str) -> None:
@@ -313,12 +326,7 @@ class Client:
     # ---- addresses ---------------------------------------------------------------------
 
     def _url_address(self) -> Address | None:
-        if not self.config.server_url:
-            return None
-        parts = urlsplit(self.config.server_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"server URL must be http://HOST[:PORT]: {self.config.server_url}")
-        return Address(parts.hostname, parts.port or 80, AddressSource.DNS)
+        return parse_server_url(self.config.server_url) if self.config.server_url else None
 
     def cached_dns(self) -> CachedDns | None:
         raw = self.store.get_json("newdns")
