@@ -110,6 +110,10 @@ class ClientConfig:
     send_delays: tuple[float, ...] = (1.0, 3.0)
     reconnect_ladder: tuple[float, ...] = DEFAULT_LADDER
     device_name: str = "wxnet"
+    #: A fixed noop interval in seconds (Mars ``longlink_noop_interval``); 0: smart.
+    noop_interval: float = 0.0
+    noop_timeout: float = 8.0
+    dns_timeout: float = 2.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,13 +206,19 @@ class Client:
         self.config = config
         if resolver is None:
             resolver = (
-                UdpResolver(list(config.nameservers)) if config.nameservers else SystemResolver()
+                UdpResolver(list(config.nameservers), config.dns_timeout)
+                if config.nameservers
+                else SystemResolver(config.dns_timeout)
             )
         self.resolver = resolver
         self.clock = clock
         self.rng = rng or random.Random()
         self.book = AddressBook()
-        self.heartbeat = SmartHeartbeat()
+        self.heartbeat = (
+            SmartHeartbeat(config.noop_interval, config.noop_interval)
+            if config.noop_interval > 0
+            else SmartHeartbeat()
+        )
         self._restore_heartbeat()
         self.backoff = ReconnectBackoff(config.reconnect_ladder, jitter=1.0)
         self.send_policy = SendRetryPolicy(config.send_attempts, config.send_delays)
@@ -586,6 +596,7 @@ class Client:
             self.config.network_label,
             self._on_notify,
             self.config.request_timeout,
+            noop_timeout=self.config.noop_timeout,
             clock=self.clock,
         )
         link.start()

@@ -499,10 +499,13 @@ class ProfileStore:
                     (s.talker, s.msg_id),
                 )
             else:
+                # The reader names the conversation from their side: in a 1:1 chat it is
+                # us, so on our side the conversation is the reader.
+                conv = s.talker if s.talker.endswith("@chatroom") else s.reader
                 db.execute(
                     "UPDATE messages SET status = ? WHERE talker = ? AND msg_id <= ?"
                     " AND (from_user = ? OR real_from = ?)",
-                    (s.status or 4, s.talker, s.msg_id, me, me),
+                    (s.status or 4, conv, s.msg_id, me, me),
                 )
             return True
         if kind == "user_info":
