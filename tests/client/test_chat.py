@@ -53,7 +53,7 @@ async def test_chat_sends_shows_and_sends_read_receipts(server: Server, clients:
         # A failed message shows the red exclamation mark (S23).
         row = bob.store.queue("alice", 1, "stuck")
         bob.store.mark_failed(row.client_msg_id, "test")
-        app.show("alice")  # type: ignore[attr-defined]
+        app.show("alice")
         assert f"(!) bob: stuck  [{row.client_msg_id}]" in log_text(app)
         for ch in "/quit":
             await pilot.press(ch)
