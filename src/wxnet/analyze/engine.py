@@ -390,10 +390,11 @@ class Analyzer:
         flow = _Flow(key, tcp, client, cport, server, sport, ts)
         self._flows[key] = flow
         self.stats.flows += 1
-        if len(self._flows) > self.stats.max_live_flows:
-            self.stats.max_live_flows = len(self._flows)
-            if len(self._flows) > self.max_flows:
-                self._evict_oldest(ts)
+        live = len(self._flows)
+        if live > self.stats.max_live_flows:
+            self.stats.max_live_flows = live
+        if live > self.max_flows:
+            self._evict_oldest(ts)
         return flow
 
     def _tcp(
