@@ -24,14 +24,14 @@ def test_pcap_both_byte_orders_and_resolutions(nano: bool, big: bool) -> None:
         S.pcap_record(1000.25 + i, FRAME, nano, big) for i in range(3)
     )
     pkts = read(data)
-    assert [p.ts for p in pkts] == [1000.25, 1001.25, 1002.25]
-    assert all(p.data == FRAME and p.linktype == 1 and p.wire_len == len(FRAME) for p in pkts)
+    assert [p[0] for p in pkts] == [1000.25, 1001.25, 1002.25]
+    assert all(p[1:] == (1, FRAME, len(FRAME)) for p in pkts)
 
 
 def test_gzip_pcap() -> None:
     data = gzip.compress(S.pcap_header() + S.pcap_record(5.0, FRAME))
     reader = CaptureReader(io.BytesIO(data))
-    assert [p.data for p in reader] == [FRAME] and reader.compressed
+    assert [p[2] for p in reader] == [FRAME] and reader.compressed
 
 
 @pytest.mark.parametrize(("resol", "ticks"), [(None, 1_000_000), (9, 1_000_000_000)])
@@ -42,7 +42,7 @@ def test_pcapng(resol: int | None, ticks: int) -> None:
         + S.pcapng_packet(13.0, FRAME[:-1], ticks)
     )
     pkts = read(data)
-    assert [(p.ts, p.data) for p in pkts] == [(12.5, FRAME), (13.0, FRAME[:-1])]
+    assert [(p[0], p[2]) for p in pkts] == [(12.5, FRAME), (13.0, FRAME[:-1])]
 
 
 def test_truncated_pcap_reports_offset_after_good_packets() -> None:

@@ -196,3 +196,36 @@ def test_garbage_frames_never_raise(frames: list[bytes], link: int) -> None:
         a.packet(1.0, link, S.ipv4("10.0.0.2", "10.0.0.3", 6, f))
         a.packet(1.0, link, S.ipv6("2001:db8::1", "2001:db8::2", 17, f))
     a.finish()
+
+
+@pytest.mark.parametrize("name", ["quickplay.pcap", "1kxun.pcap.gz", "youtubeupload.pcap"])
+def test_fast_run_loop_equals_packet_by_packet(name: str) -> None:
+    _, slow = run(CAPTURES / name)
+    fast: list[FlowRecord] = []
+    a = Analyzer(fast.append)
+    with open(CAPTURES / name, "rb") as f:
+        a.run(CaptureReader(f))
+    a.finish()
+    assert sorted(map(repr, fast)) == sorted(map(repr, slow))
+
+
+def test_fast_run_loop_on_synthetic_ethernet_flows() -> None:
+    frames = []
+    for i in range(30):
+        c, s, cp = "10.0.0.2", f"203.205.151.{i + 1}", 30000 + i
+        frames += [S.ether(f) for f in handshake(c, s, cp, 80)]
+        req = b"POST /mmtls/00 HTTP/1.1\r\nHost: sgshort.wechat.com\r\n\r\n\x19\xf1\x04\x00\x01"
+        frames.append(S.ether(S.ip(c, s, 6, S.tcp(cp, 80, 1001, 5001, S.ACK, req))))
+        frames += [S.ether(S.ip(s, c, 6, S.tcp(80, cp, 5001, 1001, S.ACK, b"x" * 10)))] * 5
+        frames.append(S.ether(S.ip(c, s, 17, S.udp(cp, 9000, b"\xd1\x0a\x2e\x0a1234"))))
+        frames.append(S.ether(S.ip(s, c, 17, S.udp(9000, cp, b"pong"))))
+    fast: list[FlowRecord] = []
+    a = Analyzer(fast.append)
+    a.run((float(i), 1, f, 0) for i, f in enumerate(frames))
+    a.finish()
+    _, slow = feed(frames, link=1)
+    assert sorted(map(repr, fast)) == sorted(map(repr, slow))
+    assert a.stats.packets == len(frames)
+    tcp = [r for r in fast if r.transport == "tcp"]
+    assert len(tcp) == 30 and all(r.verdict.app == "wechat" and r.packets == 9 for r in tcp)
+    assert all(r.verdict.app == "wechat" for r in fast if r.transport == "udp")

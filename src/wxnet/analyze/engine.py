@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from wxnet.classify import Classifier, DnsMemory, Evidence, FlowView, Verdict
@@ -45,6 +45,8 @@ _NULL = 0
 _V6_EXT = frozenset({0, 43, 60})
 _U16 = struct.Struct(">H").unpack_from
 _U32 = struct.Struct(">I").unpack_from
+# Ethernet II + IPv4: ethertype, version/IHL, total length, flags/fragment offset, protocol.
+_ETH_IP4 = struct.Struct(">12xHBxH2xHxB")
 _MAX_OOO = 16
 _LONGLINK_SHOWN = 20
 
@@ -155,6 +157,8 @@ class _Flow:
         "first",
         "key",
         "last",
+        "quiet",
+        "rkey",
         "s",
         "s_bytes",
         "s_fin",
@@ -166,9 +170,19 @@ class _Flow:
     )
 
     def __init__(
-        self, key: bytes, tcp: bool, client: str, cport: int, server: str, sport: int, ts: float
+        self,
+        key: bytes,
+        rkey: bytes,
+        tcp: bool,
+        client: str,
+        cport: int,
+        server: str,
+        sport: int,
+        ts: float,
     ) -> None:
-        self.key = key
+        self.key = key  # client's src+dst addresses and ports, as on the wire
+        self.rkey = rkey  # the same seen from the server
+        self.quiet = False  # verdict final and nothing more to collect: count only
         self.tcp = tcp
         self.client = client
         self.cport = cport
@@ -220,14 +234,110 @@ class Analyzer:
         self.linger = linger
         self.max_flows = max_flows
         self.sweep_every = sweep_every
-        self._flows: dict[bytes, _Flow] = {}
+        # Each flow is in its table twice, under the key seen from either side, with a
+        # flag saying whether that key is the client's: one lookup per packet.
+        self._tcp_flows: dict[bytes, tuple[_Flow, bool]] = {}
+        self._udp_flows: dict[bytes, tuple[_Flow, bool]] = {}
+        self._live: dict[int, _Flow] = {}
         self._next_sweep: float | None = None
 
     @property
     def live_flows(self) -> int:
-        return len(self._flows)
+        return len(self._live)
 
     # ----------------------------------------------------------------- packets
+
+    def run(self, packets: Iterable[tuple[float, int, bytes, int]]) -> None:
+        """Feed every packet of an iterable (e.g. a :class:`CaptureReader`).
+
+        Same result as calling :meth:`packet` for each, but packets of flows that are
+        only being counted (verdict final, nothing left to collect) on plain Ethernet +
+        IPv4 take a short path: one struct call, one dict lookup, a few counters.
+        """
+        tcp_flows = self._tcp_flows
+        udp_flows = self._udp_flows
+        head = _ETH_IP4.unpack_from
+        slow = self.packet
+        st = self.stats
+        n = size_sum = 0
+        sweep_at = self._next_sweep if self._next_sweep is not None else float("-inf")
+        try:
+            for ts, link, data, wire in packets:
+                if link == 1 and len(data) >= 42:
+                    etype, vihl, total, frag, proto = head(data, 0)
+                    if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and total >= 28:
+                        end = 14 + total
+                        if end > len(data):
+                            end = len(data)
+                        if proto == 6:
+                            hit = tcp_flows.get(data[26:38])
+                            if hit is None or end < 54:
+                                slow(ts, link, data, wire)
+                                continue
+                            flow, from_client = hit
+                            size = wire or len(data)
+                            n += 1
+                            size_sum += size
+                            if flow.quiet:
+                                flow.last = ts
+                                if from_client:
+                                    flow.c_pkts += 1
+                                    flow.c_bytes += size
+                                else:
+                                    flow.s_pkts += 1
+                                    flow.s_bytes += size
+                                if data[47] & 0x05:
+                                    self._tcp_end(flow, from_client, data[47], ts)
+                            else:
+                                doff = (data[46] >> 4) * 4
+                                if doff < 20 or 34 + doff > end:
+                                    st.malformed += 1
+                                    continue
+                                self._tcp(flow, from_client, data, 34, doff, end, ts, size)
+                        elif proto == 17:
+                            hit = udp_flows.get(data[26:38])
+                            if hit is None:
+                                slow(ts, link, data, wire)
+                                continue
+                            flow, from_client = hit
+                            size = wire or len(data)
+                            n += 1
+                            size_sum += size
+                            if flow.quiet:
+                                flow.last = ts
+                                if from_client:
+                                    flow.c_pkts += 1
+                                    flow.c_bytes += size
+                                else:
+                                    flow.s_pkts += 1
+                                    flow.s_bytes += size
+                            else:
+                                self._udp(flow, from_client, data[42:end], ts, size)
+                        else:
+                            slow(ts, link, data, wire)
+                            continue
+                        if ts >= sweep_at:
+                            st.last_ts = ts
+                            if self._next_sweep is not None and ts >= self._next_sweep:
+                                self._sweep(ts)
+                            sweep_at = self._next_sweep or ts
+                        continue
+                slow(ts, link, data, wire)
+                if self._next_sweep is not None:
+                    sweep_at = self._next_sweep
+        finally:
+            st.packets += n
+            st.bytes += size_sum
+
+    @staticmethod
+    def _tcp_end(flow: _Flow, from_client: bool, flags: int, ts: float) -> None:
+        if flags & 0x01:
+            if from_client:
+                flow.c_fin = True
+            else:
+                flow.s_fin = True
+        if (flags & 0x04 or (flow.c_fin and flow.s_fin)) and flow.end_ts is None:
+            flow.end_ts = ts
 
     def packet(self, ts: float, linktype: int, data: bytes, wire_len: int = 0) -> None:
         """Account one captured frame. Malformed frames are counted, never raised."""
@@ -340,44 +450,40 @@ class Analyzer:
                 st.malformed += 1
                 return
             ports = data[l4 : l4 + 4]
-            key = b"T" + src + dst + ports
-            flow = self._flows.get(key)
-            if flow is not None:
-                from_client = True
+            key = src + dst + ports
+            hit = self._tcp_flows.get(key)
+            if hit is not None:
+                flow, from_client = hit
             else:
-                flow = self._flows.get(b"T" + dst + src + ports[2:] + ports[:2])
-                from_client = False
-                if flow is None:
-                    flags = data[l4 + 13]
-                    sp, dp = _U16(ports, 0)[0], _U16(ports, 2)[0]
-                    # SYN+ACK comes from the server; without a handshake guess by port.
-                    if (flags & 0x12) == 0x12 or ((flags & 0x02) == 0 and _server_port(sp, dp)):
-                        key = b"T" + dst + src + ports[2:] + ports[:2]
-                        flow = self._new(key, True, ntop(dst), dp, ntop(src), sp, ts)
-                    else:
-                        flow = self._new(key, True, ntop(src), sp, ntop(dst), dp, ts)
-                        from_client = True
+                rkey = dst + src + ports[2:] + ports[:2]
+                flags = data[l4 + 13]
+                sp, dp = _U16(ports, 0)[0], _U16(ports, 2)[0]
+                # SYN+ACK comes from the server; without a handshake guess by port.
+                if (flags & 0x12) == 0x12 or ((flags & 0x02) == 0 and _server_port(sp, dp)):
+                    flow = self._new(rkey, key, True, ntop(dst), dp, ntop(src), sp, ts)
+                    from_client = False
+                else:
+                    flow = self._new(key, rkey, True, ntop(src), sp, ntop(dst), dp, ts)
+                    from_client = True
             self._tcp(flow, from_client, data, l4, doff, end, ts, size)
         elif proto == _UDP:
             if end - l4 < 8:
                 st.malformed += 1
                 return
             ports = data[l4 : l4 + 4]
-            key = b"U" + src + dst + ports
-            flow = self._flows.get(key)
-            if flow is not None:
-                from_client = True
+            key = src + dst + ports
+            hit = self._udp_flows.get(key)
+            if hit is not None:
+                flow, from_client = hit
             else:
-                flow = self._flows.get(b"U" + dst + src + ports[2:] + ports[:2])
-                from_client = False
-                if flow is None:
-                    sp, dp = _U16(ports, 0)[0], _U16(ports, 2)[0]
-                    if _server_port(sp, dp):
-                        key = b"U" + dst + src + ports[2:] + ports[:2]
-                        flow = self._new(key, False, ntop(dst), dp, ntop(src), sp, ts)
-                    else:
-                        flow = self._new(key, False, ntop(src), sp, ntop(dst), dp, ts)
-                        from_client = True
+                rkey = dst + src + ports[2:] + ports[:2]
+                sp, dp = _U16(ports, 0)[0], _U16(ports, 2)[0]
+                if _server_port(sp, dp):
+                    flow = self._new(rkey, key, False, ntop(dst), dp, ntop(src), sp, ts)
+                    from_client = False
+                else:
+                    flow = self._new(key, rkey, False, ntop(src), sp, ntop(dst), dp, ts)
+                    from_client = True
             self._udp(flow, from_client, data[l4 + 8 : end], ts, size)
         else:
             st.other_transport += 1
@@ -385,12 +491,23 @@ class Analyzer:
             self._sweep(ts)
 
     def _new(
-        self, key: bytes, tcp: bool, client: str, cport: int, server: str, sport: int, ts: float
+        self,
+        key: bytes,
+        rkey: bytes,
+        tcp: bool,
+        client: str,
+        cport: int,
+        server: str,
+        sport: int,
+        ts: float,
     ) -> _Flow:
-        flow = _Flow(key, tcp, client, cport, server, sport, ts)
-        self._flows[key] = flow
+        flow = _Flow(key, rkey, tcp, client, cport, server, sport, ts)
+        table = self._tcp_flows if tcp else self._udp_flows
+        table[key] = (flow, True)
+        table[rkey] = (flow, False)
+        self._live[id(flow)] = flow
         self.stats.flows += 1
-        live = len(self._flows)
+        live = len(self._live)
         if live > self.stats.max_live_flows:
             self.stats.max_live_flows = live
         if live > self.max_flows:
@@ -425,6 +542,8 @@ class Analyzer:
         if (flags & 0x04 or (flow.c_fin and flow.s_fin)) and flow.end_ts is None:
             flow.end_ts = ts
         if d.done:
+            if flow.final and flow.c.done and flow.s.done:
+                flow.quiet = True
             return
         seq = _U32(data, l4 + 4)[0]
         if flags & 0x02:  # SYN: data starts at seq + 1
@@ -497,6 +616,8 @@ class Analyzer:
                 flow.s.buf += payload[: self.server_limit]
             if flow.sport == 53 and payload:
                 self._learn_dns(flow.client, payload, ts)
+        if flow.final and flow.sport != 53:
+            flow.quiet = True
 
     def _learn_dns(self, client: str, payload: bytes, ts: float) -> None:
         msg = parse_dns(payload)
@@ -532,32 +653,44 @@ class Analyzer:
                 flow.s.ooo.clear()
             flow.c.done = True
             flow.c.ooo.clear()
+            flow.quiet = flow.s.done and (flow.tcp or flow.sport != 53)
 
     # ------------------------------------------------------------- lifecycle
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + self.sweep_every
         gone = []
-        for key, f in self._flows.items():
+        for f in self._live.values():
             if f.end_ts is not None:
                 if now - f.last >= self.linger:
-                    gone.append(key)
+                    gone.append(f)
             elif now - f.last >= (self.tcp_idle if f.tcp else self.udp_idle):
-                gone.append(key)
-        for key in gone:
-            self._emit(self._flows.pop(key))
+                gone.append(f)
+        for f in gone:
+            self._drop(f)
+            self._emit(f)
+
+    def _drop(self, f: _Flow) -> None:
+        table = self._tcp_flows if f.tcp else self._udp_flows
+        del table[f.key]
+        # Two flows may share a key pair only if one is a reversed duplicate; keep safe.
+        if table.get(f.rkey, (None, False))[0] is f:
+            del table[f.rkey]
+        del self._live[id(f)]
 
     def _evict_oldest(self, now: float) -> None:
         """Over ``max_flows``: emit the least recently active tenth."""
-        ordered = sorted(self._flows.values(), key=lambda f: f.last)
+        ordered = sorted(self._live.values(), key=lambda f: f.last)
         for f in ordered[: max(1, len(ordered) // 10)]:
-            del self._flows[f.key]
+            self._drop(f)
             self._emit(f)
 
     def finish(self) -> None:
         """Emit every live flow (end of capture, or after a read error)."""
-        flows = sorted(self._flows.values(), key=lambda f: f.first)
-        self._flows.clear()
+        flows = sorted(self._live.values(), key=lambda f: f.first)
+        self._live.clear()
+        self._tcp_flows.clear()
+        self._udp_flows.clear()
         for f in flows:
             self._emit(f)
 

@@ -24,6 +24,7 @@ compare against).
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -149,9 +150,8 @@ class Classifier:
         A signature that lists ports claims its ranges only on those ports (Apple's
         17.0.0.0/8 is push on 5223, not NTP on 123); pass ``transport`` and ``port``.
         """
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        ip = _ip(address)
+        if ip is None:
             return None
         value = int(ip)
         lst = self._ranges[ip.version]
@@ -173,9 +173,8 @@ class Classifier:
         return port in ports.get(transport, ())
 
     def _in_ranges_of(self, sig: AppSignature, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        ip = _ip(address)
+        if ip is None:
             return False
         sets = [sig, *(self._set.apps[r] for r in sig.trusted_ranges_from)]
         return any(ip in net for s in sets for net in s.ranges if net.version == ip.version)
@@ -418,6 +417,14 @@ class Classifier:
             f'claims "{names[0]}" ({sig.label}) but {flow.server} was in no DNS answer to '
             f"{flow.client} for a {sig.label} name and is outside its known ranges",
         )
+
+
+@functools.lru_cache(maxsize=65536)
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
 
 
 def _clip(text: str, n: int = 80) -> str:

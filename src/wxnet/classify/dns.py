@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -9,6 +10,7 @@ from collections.abc import Iterable
 __all__ = ["DnsMemory"]
 
 
+@functools.lru_cache(maxsize=65536)
 def _norm_addr(text: str) -> str | None:
     try:
         return str(ipaddress.ip_address(text.strip()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from wxnet.analyze import Analyzer, CaptureError, CaptureReader, FlowRecord
+from wxnet.analyze import Analyzer, CaptureError, CaptureReader, FlowRecord, RawPacket
 from wxnet.classify import Classifier, SignatureError, load_signatures
 from wxnet.cli.common import IO, ExitStatus, UsageError
 
@@ -110,9 +111,7 @@ def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
             if show:
                 _run_with_progress(reader, analyzer, size, io)
             else:
-                packet = analyzer.packet
-                for ts, link, data, wire in reader:
-                    packet(ts, link, data, wire)
+                analyzer.run(reader)
         except CaptureError as exc:
             error = exc
         analyzer.finish()
@@ -154,11 +153,15 @@ def _run_with_progress(reader: CaptureReader, analyzer: Analyzer, size: int, io:
     )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("read", total=size, flows=0)
-        packet = analyzer.packet
-        for n, (ts, link, data, wire) in enumerate(reader):
-            packet(ts, link, data, wire)
-            if not n & 0x3FFF:
-                progress.update(task, completed=reader.raw_position(), flows=analyzer.live_flows)
+
+        def ticking() -> Iterator[RawPacket]:
+            for n, pkt in enumerate(reader):
+                if not n & 0x3FFF:
+                    live = analyzer.live_flows
+                    progress.update(task, completed=reader.raw_position(), flows=live)
+                yield pkt
+
+        analyzer.run(ticking())
         progress.update(task, completed=size)
 
 
