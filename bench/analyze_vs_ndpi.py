@@ -10,8 +10,9 @@ flows of 20 packets each, written to ``--out``) it measures, in the same run:
 * processing rate: packets / time spent reading and classifying, without process start
   and set-up (for nDPI: its own "Packet Processing Time"; for wxnet: the reader +
   engine loop in this process, signatures already loaded);
-* wall rate: packets / wall time of the whole command (``ndpiReader -q -i F`` vs
-  ``wxnet analyze --summary F``), process start and set-up included;
+* command rate: packets / CPU time (user + sys) of the whole command (``ndpiReader -i F``
+  vs ``wxnet analyze --summary F``), process start and set-up included; CPU time rather
+  than wall time because the machine may be shared;
 
 and prints a side-by-side table of the flows where the two disagree about WeChat, QQ,
 Tencent or push, with the reason. Output is Markdown, for docs/benchmarks.md.
@@ -24,6 +25,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -158,32 +160,29 @@ def write_synthetic(path: Path, flows: int, window: int = 500) -> int:
 @dataclass
 class Run:
     packets: int
-    proc_s: float
-    wall_s: float
+    proc_s: float  # best time spent processing packets (set-up excluded)
+    cpu_s: float  # best CPU time (user + sys) of the whole command
 
 
-def run_wxnet(path: Path, classifier: Classifier) -> tuple[Run, list[FlowRecord]]:
+def _child(args: list[str]) -> tuple[float, str]:
+    """Run a command; return its CPU time (user + sys) and its output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = subprocess.run(args, check=True, capture_output=True, text=True, errors="replace")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, res.stdout + res.stderr
+
+
+def wxnet_in_process(path: Path, classifier: Classifier) -> tuple[float, int, list[FlowRecord]]:
     recs: list[FlowRecord] = []
-    best = None
-    for _ in range(3):
-        recs = []
-        a = Analyzer(recs.append, classifier)
-        t0 = time.perf_counter()
-        with open(path, "rb") as f:
-            packet = a.packet
-            for ts, link, data, wire in CaptureReader(f):
-                packet(ts, link, data, wire)
-        a.finish()
-        dt = time.perf_counter() - t0
-        best = dt if best is None else min(best, dt)
-    wxnet = str(Path(sys.executable).parent / "wxnet")
-    walls = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        subprocess.run([wxnet, "analyze", "--summary", str(path)], check=True, capture_output=True)
-        walls.append(time.perf_counter() - t0)
-    assert best is not None
-    return Run(a.stats.packets, best, min(walls)), recs
+    a = Analyzer(recs.append, classifier)
+    t0 = time.perf_counter()
+    with open(path, "rb") as f:
+        reader = CaptureReader(f)
+        a.run(reader)
+        reader.close()
+    a.finish()
+    return time.perf_counter() - t0, a.stats.packets, recs
 
 
 _NDPI_FLOW = re.compile(
@@ -192,37 +191,56 @@ _NDPI_FLOW = re.compile(
 )
 
 
-def run_ndpi(path: Path) -> tuple[Run, dict[FlowKey, tuple[str, str, str]]]:
-    exe = shutil.which("ndpiReader")
-    if exe is None:
-        raise SystemExit("ndpiReader not found: apt-get install libndpi-bin")
-    procs, walls = [], []
-    out = ""
-    packets = 0
-    for i in range(3):
-        t0 = time.perf_counter()
-        args = [exe, "-i", str(path), "-v", "2"] if i == 0 else [exe, "-i", str(path)]
-        res = subprocess.run(args, check=True, capture_output=True, text=True, errors="replace")
-        wall = time.perf_counter() - t0
-        text = res.stdout + res.stderr
-        m = re.search(r"Packet Processing Time:\s+([\d.]+) (msec|sec|usec)", text)
-        p = re.search(r"IP packets:\s+(\d+)", text)
-        if m and p:
-            unit = {"msec": 1e-3, "sec": 1.0, "usec": 1e-6}[m.group(2)]
-            procs.append(max(float(m.group(1)) * unit, 1e-3))
-            packets = int(p.group(1))
-        if i == 0:
-            out = text
-        else:
-            walls.append(wall)
+def ndpi_flows(text: str) -> dict[FlowKey, tuple[str, str, str]]:
     flows: dict[FlowKey, tuple[str, str, str]] = {}
-    for line in out.splitlines():
+    for line in text.splitlines():
         fm = _NDPI_FLOW.match(line)
         if fm:
             t, a, ap, b, bp, proto, conf, host = fm.groups()
             key = (t.lower(), a.strip("[]"), int(ap), b.strip("[]"), int(bp))
             flows[key] = (proto, conf or "", host or "")
-    return Run(packets, min(procs), min(walls) if walls else 0.0), flows
+    return flows
+
+
+def measure(
+    path: Path, classifier: Classifier, reps: int
+) -> tuple[Run, Run, list[FlowRecord], dict[FlowKey, tuple[str, str, str]]]:
+    """Alternate the two tools ``reps`` times (the machine is shared: interleaving keeps
+    both under the same load) and keep each one's best."""
+    exe = shutil.which("ndpiReader")
+    if exe is None:
+        raise SystemExit("ndpiReader not found: apt-get install libndpi-bin")
+    wxnet = str(Path(sys.executable).parent / "wxnet")
+    n_proc: list[float] = []
+    n_cpu: list[float] = []
+    w_proc: list[float] = []
+    w_cpu: list[float] = []
+    n_packets = w_packets = 0
+    labels: dict[FlowKey, tuple[str, str, str]] = {}
+    recs: list[FlowRecord] = []
+    for i in range(reps):
+        args = [exe, "-i", str(path)] + (["-v", "2"] if i == 0 else [])
+        cpu, text = _child(args)
+        if i == 0:
+            labels = ndpi_flows(text)
+        else:
+            n_cpu.append(cpu)
+        m = re.search(r"Packet Processing Time:\s+([\d.]+) (msec|sec|usec)", text)
+        p = re.search(r"IP packets:\s+(\d+)", text)
+        if m and p:
+            unit = {"msec": 1e-3, "sec": 1.0, "usec": 1e-6}[m.group(2)]
+            n_proc.append(max(float(m.group(1)) * unit, 1e-3))
+            n_packets = int(p.group(1))
+        dt, w_packets, recs = wxnet_in_process(path, classifier)
+        w_proc.append(dt)
+        cpu, _ = _child([wxnet, "analyze", "--summary", str(path)])
+        w_cpu.append(cpu)
+    return (
+        Run(n_packets, min(n_proc), min(n_cpu)),
+        Run(w_packets, min(w_proc), min(w_cpu)),
+        recs,
+        labels,
+    )
 
 
 def ndpi_app(proto: str) -> str | None:
@@ -299,6 +317,7 @@ def main() -> None:
     )
     ap.add_argument("--flows", type=int, default=25000, help="synthetic flows (20 packets each)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out")
+    ap.add_argument("--reps", type=int, default=5, help="alternating runs per tool")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     captures = []
@@ -323,21 +342,20 @@ def main() -> None:
     )
     print(
         "| capture | packets | nDPI proc pps | wxnet proc pps | ratio "
-        "| nDPI wall pps | wxnet wall pps | ratio |"
+        "| nDPI command pps (CPU) | wxnet command pps (CPU) | ratio |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     tables = []
     for cap in captures:
-        ours, recs = run_wxnet(cap, classifier)
-        theirs, nflows = run_ndpi(cap)
+        theirs, ours, recs, nflows = measure(cap, classifier, args.reps)
         n = ours.packets
         np_ = theirs.packets / theirs.proc_s
         wp = n / ours.proc_s
-        nw = theirs.packets / theirs.wall_s if theirs.wall_s else 0.0
-        ww = n / ours.wall_s
+        nc = theirs.packets / theirs.cpu_s
+        wc = n / ours.cpu_s
         print(
             f"| {cap.name} | {n} | {np_:,.0f} | {wp:,.0f} | {wp / np_:.2f} "
-            f"| {nw:,.0f} | {ww:,.0f} | {ww / nw if nw else 0:.2f} |"
+            f"| {nc:,.0f} | {wc:,.0f} | {wc / nc:.2f} |"
         )
         tables.append((cap.name, disagreements(recs, nflows), len(recs), len(nflows)))
     for name, rows, ours_n, theirs_n in tables:

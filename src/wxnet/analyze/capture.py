@@ -21,6 +21,10 @@ stream) of the bad record; the packets before it have already been yielded.
 from __future__ import annotations
 
 import gzip
+import io
+import mmap
+import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterator
@@ -64,14 +68,34 @@ class CaptureReader:
         self._f: BinaryIO | gzip.GzipFile = (
             gzip.GzipFile(fileobj=raw, mode="rb") if self.compressed else raw
         )
-        self._buf = b""
+        self._buf: bytes | mmap.mmap = b""
         self._pos = 0
         self._base = 0  # stream offset of self._buf[0]
         self._eof = False
+        self._mapped = False
         self.format = ""
         self.offset = 0
+        if not self.compressed:
+            # A plain file is mapped: packets are sliced straight out of the page cache,
+            # with no chunk copies.
+            try:
+                fd = raw.fileno()
+                if stat.S_ISREG(os.fstat(fd).st_mode) and os.fstat(fd).st_size > 0:
+                    self._buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                    self._eof = self._mapped = True
+            except (OSError, ValueError, io.UnsupportedOperation):
+                pass
+
+    def close(self) -> None:
+        """Release the file mapping (the caller closes the file itself)."""
+        if isinstance(self._buf, mmap.mmap):
+            self._buf.close()
+        self._buf = b""
+        self._pos = 0
 
     def raw_position(self) -> int:
+        if self._mapped:
+            return self._base + self._pos
         try:
             return self._raw.tell()
         except (OSError, ValueError):
@@ -106,6 +130,8 @@ class CaptureReader:
     # ---------------------------------------------------------------- packets
 
     def __iter__(self) -> Iterator[RawPacket]:
+        """Detect the format and return the packet iterator (raises CaptureError for a
+        file that is empty or not a capture)."""
         if not self._fill(4):
             if len(self._buf) - self._pos == 0:
                 raise CaptureError("empty file: not a pcap or pcapng capture", 0)
@@ -113,15 +139,14 @@ class CaptureReader:
         magic = self._buf[self._pos : self._pos + 4]
         if magic == b"\x0a\x0d\x0d\x0a":
             self.format = "pcapng"
-            yield from self._pcapng()
+            return self._pcapng()
         elif magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
             self.format = "pcap"
-            yield from self._pcap("<", magic == b"\x4d\x3c\xb2\xa1")
+            return self._pcap("<", magic == b"\x4d\x3c\xb2\xa1")
         elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
             self.format = "pcap"
-            yield from self._pcap(">", magic == b"\xa1\xb2\x3c\x4d")
-        else:
-            raise CaptureError(f"unknown file magic {magic.hex()} (not pcap or pcapng)", 0)
+            return self._pcap(">", magic == b"\xa1\xb2\x3c\x4d")
+        raise CaptureError(f"unknown file magic {magic.hex()} (not pcap or pcapng)", 0)
 
     def _pcap(self, order: str, nano: bool) -> Iterator[RawPacket]:
         if not self._fill(24):
@@ -135,9 +160,11 @@ class CaptureReader:
         div = 1e9 if nano else 1e6
         limit = max(MAX_RECORD, snaplen if snaplen <= (1 << 24) else 0)
         unpack = rec.unpack_from
+        buf, pos = self._buf, self._pos
+        nbuf = len(buf)
         while True:
-            buf, pos = self._buf, self._pos
-            if len(buf) - pos < 16:
+            if nbuf - pos < 16:
+                self._pos = pos
                 if not self._fill(16):
                     left = len(self._buf) - self._pos
                     if left:
@@ -147,22 +174,26 @@ class CaptureReader:
                     self.offset = self._base + self._pos
                     return
                 buf, pos = self._buf, self._pos
+                nbuf = len(buf)
             sec, frac, incl, orig = unpack(buf, pos)
             if incl > limit:
                 raise CaptureError(
                     f"corrupt record: captured length {incl} exceeds {limit}", self._base + pos
                 )
             end = pos + 16 + incl
-            if end > len(buf):
+            if end > nbuf:
+                self._pos = pos
                 if not self._fill(16 + incl):
                     raise CaptureError(
                         f"truncated record: {len(self._buf) - self._pos - 16} of {incl} bytes",
                         self._base + self._pos,
                     )
                 buf, pos = self._buf, self._pos
+                nbuf = len(buf)
                 end = pos + 16 + incl
             self._pos = end
             yield (sec + frac / div, linktype, buf[pos + 16 : end], orig)
+            pos = end
 
     def _pcapng(self) -> Iterator[RawPacket]:
         order = "<"

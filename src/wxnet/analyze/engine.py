@@ -647,7 +647,7 @@ class Analyzer:
         if v.final or flow.c.done:
             flow.final = True
             # Keep the server's first bytes only where we will decode them.
-            if not any(e.kind == "longlink-2014" for e in v.evidence):
+            if not (v.evidence and v.evidence[0].kind == "longlink-2014"):
                 flow.s.done = True
                 flow.s.buf = bytearray()
                 flow.s.ooo.clear()

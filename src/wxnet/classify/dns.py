@@ -72,11 +72,17 @@ class DnsMemory:
 
     def knows_client(self, client: str) -> bool:
         """Has this memory ever been told a DNS answer for ``client``?"""
+        if client in self._clients:
+            return True
+        if not self._clients:
+            return False
         cl = _norm_addr(client)
         return cl is not None and cl in self._clients
 
     def names_for(self, client: str, address: str, now: float) -> list[str]:
         """Names (unexpired) whose DNS answers to ``client`` included ``address``."""
+        if not self._map:
+            return []
         cl, addr = _norm_addr(client), _norm_addr(address)
         if cl is None or addr is None:
             return []

@@ -114,6 +114,8 @@ def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
                 analyzer.run(reader)
         except CaptureError as exc:
             error = exc
+        finally:
+            reader.close()
         analyzer.finish()
     elapsed = time.perf_counter() - started
     if not args.json:
