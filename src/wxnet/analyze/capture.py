@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import mmap
 import os
 import stat
@@ -33,6 +34,8 @@ from typing import BinaryIO
 __all__ = ["CaptureError", "CaptureReader", "RawPacket"]
 
 CHUNK = 1 << 20
+#: Packets cut per batch (see ``_pcap``); small enough to keep memory flat.
+BATCH = 1024
 #: Largest packet record we accept (pcap's own MAXIMUM_SNAPLEN is 262144).
 MAX_RECORD = 1 << 18
 #: Largest pcapng block (a packet block plus options).
@@ -149,6 +152,11 @@ class CaptureReader:
         raise CaptureError(f"unknown file magic {magic.hex()} (not pcap or pcapng)", 0)
 
     def _pcap(self, order: str, nano: bool) -> Iterator[RawPacket]:
+        # Records are cut in batches and flattened by itertools.chain (C code): a Python
+        # generator step per packet costs more than the record parsing itself.
+        return itertools.chain.from_iterable(self._pcap_batches(order, nano))
+
+    def _pcap_batches(self, order: str, nano: bool) -> Iterator[list[RawPacket]]:
         if not self._fill(24):
             raise CaptureError("truncated pcap file header", 0)
         _magic, _vmaj, _vmin, _zone, _sig, snaplen, network = struct.unpack_from(
@@ -162,9 +170,15 @@ class CaptureReader:
         unpack = rec.unpack_from
         buf, pos = self._buf, self._pos
         nbuf = len(buf)
+        out: list[RawPacket] = []
+        append = out.append
         while True:
-            if nbuf - pos < 16:
+            if nbuf - pos < 16 or len(out) >= BATCH:
                 self._pos = pos
+                if out:
+                    yield out
+                    out = []
+                    append = out.append
                 if not self._fill(16):
                     left = len(self._buf) - self._pos
                     if left:
@@ -176,13 +190,17 @@ class CaptureReader:
                 buf, pos = self._buf, self._pos
                 nbuf = len(buf)
             sec, frac, incl, orig = unpack(buf, pos)
-            if incl > limit:
-                raise CaptureError(
-                    f"corrupt record: captured length {incl} exceeds {limit}", self._base + pos
-                )
             end = pos + 16 + incl
-            if end > nbuf:
+            if incl > limit or end > nbuf:
                 self._pos = pos
+                if out:
+                    yield out
+                    out = []
+                    append = out.append
+                if incl > limit:
+                    raise CaptureError(
+                        f"corrupt record: captured length {incl} exceeds {limit}", self._base + pos
+                    )
                 if not self._fill(16 + incl):
                     raise CaptureError(
                         f"truncated record: {len(self._buf) - self._pos - 16} of {incl} bytes",
@@ -191,8 +209,7 @@ class CaptureReader:
                 buf, pos = self._buf, self._pos
                 nbuf = len(buf)
                 end = pos + 16 + incl
-            self._pos = end
-            yield (sec + frac / div, linktype, buf[pos + 16 : end], orig)
+            append((sec + frac / div, linktype, buf[pos + 16 : end], orig))
             pos = end
 
     def _pcapng(self) -> Iterator[RawPacket]:

@@ -263,71 +263,71 @@ class Analyzer:
         sweep_at = self._next_sweep if self._next_sweep is not None else float("-inf")
         try:
             for ts, link, data, wire in packets:
-                if link == 1 and len(data) >= 42:
-                    etype, vihl, total, frag, proto = head(data, 0)
-                    if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and total >= 28:
-                        end = 14 + total
-                        if end > len(data):
-                            end = len(data)
-                        if proto == 6:
-                            hit = tcp_flows.get(data[26:38])
-                            if hit is None or end < 54:
-                                slow(ts, link, data, wire)
-                                continue
-                            flow, from_client = hit
-                            size = wire or len(data)
-                            n += 1
-                            size_sum += size
-                            if flow.quiet:
-                                flow.last = ts
-                                if from_client:
-                                    flow.c_pkts += 1
-                                    flow.c_bytes += size
-                                else:
-                                    flow.s_pkts += 1
-                                    flow.s_bytes += size
-                                if data[47] & 0x05:
-                                    self._tcp_end(flow, from_client, data[47], ts)
+                if link == 1:
+                    # IndexError/struct.error: a frame too short for the fixed offsets
+                    # read below; the generic path then counts it as malformed.
+                    try:
+                        etype, vihl, total, frag, proto = head(data, 0)
+                        if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF:
+                            if proto == 6:
+                                hit = tcp_flows.get(data[26:38])
+                            elif proto == 17:
+                                hit = udp_flows.get(data[26:38])
                             else:
-                                doff = (data[46] >> 4) * 4
-                                if doff < 20 or 34 + doff > end:
-                                    st.malformed += 1
+                                hit = None
+                            if hit is not None:
+                                flow, from_client = hit
+                                size = wire or len(data)
+                                if flow.quiet:
+                                    flags = data[47] if proto == 6 else 0
+                                    n += 1
+                                    size_sum += size
+                                    flow.last = ts
+                                    if from_client:
+                                        flow.c_pkts += 1
+                                        flow.c_bytes += size
+                                    else:
+                                        flow.s_pkts += 1
+                                        flow.s_bytes += size
+                                    if flags & 0x05:
+                                        self._tcp_end(flow, from_client, flags, ts)
+                                    if ts >= sweep_at:
+                                        sweep_at = self._maybe_sweep(ts)
                                     continue
-                                self._tcp(flow, from_client, data, 34, doff, end, ts, size)
-                        elif proto == 17:
-                            hit = udp_flows.get(data[26:38])
-                            if hit is None:
-                                slow(ts, link, data, wire)
-                                continue
-                            flow, from_client = hit
-                            size = wire or len(data)
-                            n += 1
-                            size_sum += size
-                            if flow.quiet:
-                                flow.last = ts
-                                if from_client:
-                                    flow.c_pkts += 1
-                                    flow.c_bytes += size
-                                else:
-                                    flow.s_pkts += 1
-                                    flow.s_bytes += size
-                            else:
-                                self._udp(flow, from_client, data[42:end], ts, size)
-                        else:
-                            slow(ts, link, data, wire)
-                            continue
-                        if ts >= sweep_at:
-                            st.last_ts = ts
-                            if self._next_sweep is not None and ts >= self._next_sweep:
-                                self._sweep(ts)
-                            sweep_at = self._next_sweep or ts
-                        continue
+                                end = 14 + total
+                                if end > len(data):
+                                    end = len(data)
+                                if proto == 6:
+                                    doff = (data[46] >> 4) * 4
+                                    if doff >= 20 and 34 + doff <= end:
+                                        n += 1
+                                        size_sum += size
+                                        self._tcp(flow, from_client, data, 34, doff, end, ts, size)
+                                        if ts >= sweep_at:
+                                            sweep_at = self._maybe_sweep(ts)
+                                        continue
+                                elif end >= 42:
+                                    n += 1
+                                    size_sum += size
+                                    self._udp(flow, from_client, data[42:end], ts, size)
+                                    if ts >= sweep_at:
+                                        sweep_at = self._maybe_sweep(ts)
+                                    continue
+                    except (IndexError, struct.error):
+                        pass
                 slow(ts, link, data, wire)
                 if self._next_sweep is not None:
                     sweep_at = self._next_sweep
         finally:
             st.packets += n
             st.bytes += size_sum
+
+    def _maybe_sweep(self, ts: float) -> float:
+        """Sweep if due; return the time of the next sweep."""
+        self.stats.last_ts = ts
+        if self._next_sweep is not None and ts >= self._next_sweep:
+            self._sweep(ts)
+        return self._next_sweep if self._next_sweep is not None else ts
 
     @staticmethod
     def _tcp_end(flow: _Flow, from_client: bool, flags: int, ts: float) -> None:
