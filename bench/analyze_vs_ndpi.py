@@ -305,6 +305,11 @@ def reason(r: FlowRecord, proto: str, host: str) -> str:
     if r.verdict.app is None and ndpi_app(proto):
         how = "IP list" if "IP" in proto else "its tables"
         return f"nDPI labels by {how}; wxnet found no WeChat/QQ evidence"
+    if kinds == ["port"] and not r.verdict.confirmed:
+        return (
+            f"wxnet's only evidence is the port ({r.server_port}), an unconfirmed label; "
+            f"nDPI names the protocol it parsed or guessed ({proto})"
+        )
     return f"wxnet: {', '.join(kinds) or 'nothing'}; nDPI: {proto}"
 
 
@@ -363,19 +368,15 @@ def main() -> None:
         if not rows:
             print("None about WeChat, QQ, Tencent or push.")
             continue
-        print("| flow | wxnet | nDPI | reason |\n| --- | --- | --- | --- |")
-        shown = rows if len(rows) <= 12 else rows[:12]
-        for row in shown:
-            print("| " + " | ".join(x.replace("|", "/") for x in row) + " |")
-        if len(rows) > len(shown):
-            print(f"\n... and {len(rows) - len(shown)} more of the same kinds ({summarise(rows)}).")
-
-
-def summarise(rows: list[tuple[str, str, str, str]]) -> str:
-    counts: dict[str, int] = {}
-    for _flow, _ours, _theirs, why in rows:
-        counts[why] = counts.get(why, 0) + 1
-    return "; ".join(f"{n}x {why}" for why, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        # One example row per reason, with how many flows share it.
+        groups: dict[str, list[tuple[str, str, str, str]]] = {}
+        for row in rows:
+            groups.setdefault(row[3], []).append(row)
+        print("| flows | example flow | wxnet | nDPI | reason |\n| ---: | --- | --- | --- | --- |")
+        for why, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            flow, ours_txt, theirs_txt, _ = members[0]
+            cells = [str(len(members)), flow, ours_txt, theirs_txt, why]
+            print("| " + " | ".join(x.replace("|", "/") for x in cells) + " |")
 
 
 def ndpi_version() -> str:
