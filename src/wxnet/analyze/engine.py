@@ -309,7 +309,19 @@ class Analyzer:
                                     if doff >= 20 and 34 + doff <= end:
                                         n += 1
                                         size_sum += size
-                                        self._tcp(flow, from_client, data, 34, doff, end, ts, size)
+                                        if 34 + doff == end and not data[47] & 0x07:
+                                            # No payload, no SYN/FIN/RST: only counts.
+                                            flow.last = ts
+                                            if from_client:
+                                                flow.c_pkts += 1
+                                                flow.c_bytes += size
+                                            else:
+                                                flow.s_pkts += 1
+                                                flow.s_bytes += size
+                                        else:
+                                            self._tcp(
+                                                flow, from_client, data, 34, doff, end, ts, size
+                                            )
                                         if ts >= sweep_at:
                                             sweep_at = self._maybe_sweep(ts)
                                         continue
