@@ -26,7 +26,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from wxnet.classify import Classifier, DnsMemory, Evidence, FlowView, Verdict
+from wxnet.classify import Classifier, DnsMemory, FlowView, Verdict
 from wxnet.proto import commands as C
 from wxnet.proto.errors import RemoteProtocolError
 from wxnet.proto.framing import PacketDecoder
@@ -786,7 +786,3 @@ def _cmd_name(cmd: int) -> str:
     if cmd - C.REPLY_OFFSET in C.BY_CMD:
         return C.BY_CMD[cmd - C.REPLY_OFFSET].name + " reply"
     return "unknown"
-
-
-def evidence_text(evidence: tuple[Evidence, ...]) -> str:
-    return "; ".join(f"{e.kind}: {e.detail}" for e in evidence)
