@@ -294,7 +294,10 @@ class WebApi:
         self._reported.pop(uuid, None)
         s = self.sessions.add(dev.uin, dev.user_name, dev.nick_name, dev.session_key, self.clock())
         xml = wp.encode_login_ticket(wp.LoginTicket(s.skey, s.wxsid, s.uin, s.pass_ticket))
-        resp = web.Response(status=301, text=xml, content_type="text/plain")
+        # 301 for the clients (wechat4u parses only a 301, 3.4); our page asks with
+        # version=v2, as the real browser did, and gets 200 so that fetch() can read it.
+        status = 200 if _q(request, "version") == "v2" else 301
+        resp = web.Response(status=status, text=xml, content_type="text/plain")
         resp.headers["Location"] = f"http://{request.host}/"
         max_age = int(self.config.session_ttl)
         # Every cookie carries an attribute after its value (wechat4u, 1.5); no Domain.
