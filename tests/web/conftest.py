@@ -118,7 +118,9 @@ class Mobile:
         return self
 
     async def add(self, name: str) -> None:
-        resp = await self.call("verifyuser", pb.AddContactRequest(user_name=name), pb.AddContactResponse)
+        resp = await self.call(
+            "verifyuser", pb.AddContactRequest(user_name=name), pb.AddContactResponse
+        )
         assert resp.base.ret == 0, resp.base.err_msg
 
     async def room(self, topic: str, members: list[str]) -> str:
@@ -256,9 +258,7 @@ class WebClient:
 
     async def synccheck(self) -> tuple[int, int]:
         q = wp.parse_web_synckey(self.sync_key).to_query()
-        text = await self.get_text(
-            f"{CGI}/synccheck?uin={self.uin}&sid={self.sid}&synckey={q}&r=1"
-        )
+        text = await self.get_text(f"{CGI}/synccheck?uin={self.uin}&sid={self.sid}&synckey={q}&r=1")
         return wp.parse_synccheck(text)
 
     async def sync(self) -> dict[str, Any]:
@@ -276,6 +276,7 @@ class WebClient:
                     out = await self.sync()
                     for m in out["AddMsgList"]:
                         if pred(m):
-                            return m
+                            found: dict[str, Any] = m
+                            return found
 
         return await asyncio.wait_for(loop(), WAIT)

@@ -12,7 +12,9 @@ from wxnet.proto import web as wp
 from wxnet.server.app import Server
 
 
-async def test_qr_login_life_cycle(server: Server, alice: Mobile, http: aiohttp.ClientSession) -> None:
+async def test_qr_login_life_cycle(
+    server: Server, alice: Mobile, http: aiohttp.ClientSession
+) -> None:
     base = base_url(server)
     async with http.post(base + "/jslogin?appid=wx782c26e4c19acffb&fun=new") as r:
         code, uuid = wp.parse_qrlogin(await r.text())
@@ -47,7 +49,9 @@ async def test_qr_login_life_cycle(server: Server, alice: Mobile, http: aiohttp.
         assert "<ret>0</ret>" not in await r.text()
 
 
-async def test_unknown_uuid_and_expiry(server: Server, alice: Mobile, http: aiohttp.ClientSession) -> None:
+async def test_unknown_uuid_and_expiry(
+    server: Server, alice: Mobile, http: aiohttp.ClientSession
+) -> None:
     base = base_url(server)
     async with http.get(f"{base}{CGI}/login?uuid=nosuchuuid&tip=1") as r:
         assert wp.parse_login_poll(await r.text()).code == 400
@@ -97,11 +101,20 @@ async def test_receive_send_and_media(
     media_id = await upload(http, w, data, chunk=len(data) // 2 + 1)
     sent = await w.post(
         "/webwxsendmsgimg",
-        {"Msg": {"Type": 3, "MediaId": media_id, "FromUserName": w.me, "ToUserName": bob_web,
-                 "LocalID": 55, "ClientMsgId": 55}, "Scene": 0},
+        {
+            "Msg": {
+                "Type": 3,
+                "MediaId": media_id,
+                "FromUserName": w.me,
+                "ToUserName": bob_web,
+                "LocalID": 55,
+                "ClientMsgId": 55,
+            },
+            "Scene": 0,
+        },
     )
     assert sent["BaseResponse"]["Ret"] == 0, sent
-    got = await bob.wait_msg(lambda m: m.msg_type == 3)
+    got = await bob.wait_msg(lambda m: m.msg_type == 3 and m.from_user == "alice")
     assert str(got.msg_id) == sent["MsgID"] and got.media_len == len(data)
 
 
@@ -119,12 +132,24 @@ async def upload(http: aiohttp.ClientSession, w: WebClient, data: bytes, chunk: 
         form.add_field("mediatype", "pic")
         form.add_field(
             "uploadmediarequest",
-            json.dumps({"UploadType": 2, "BaseRequest": w.br(), "ClientMediaId": 77,
-                        "TotalLen": len(data), "StartPos": 0, "DataLen": len(data),
-                        "MediaType": 4}),
+            json.dumps(
+                {
+                    "UploadType": 2,
+                    "BaseRequest": w.br(),
+                    "ClientMediaId": 77,
+                    "TotalLen": len(data),
+                    "StartPos": 0,
+                    "DataLen": len(data),
+                    "MediaType": 4,
+                }
+            ),
         )
-        form.add_field("filename", data[i * chunk : (i + 1) * chunk], filename="x.png",
-                       content_type="application/octet-stream")
+        form.add_field(
+            "filename",
+            data[i * chunk : (i + 1) * chunk],
+            filename="x.png",
+            content_type="application/octet-stream",
+        )
         async with http.post(f"{w.base}{CGI}/webwxuploadmedia?f=json", data=form) as r:
             reply = json.loads(await r.text())
         assert reply["BaseResponse"] == {"Ret": 0, "ErrMsg": ""}, reply
@@ -143,14 +168,22 @@ async def test_group_messages(
     m = await w.wait_msg(lambda m: m["MsgType"] == 1 and m["FromUserName"] == room_web)
     assert m["ToUserName"] == w.me
     assert m["Content"] == wp.web_user_name("bob") + ":<br/>hello group &amp; all"
-    out = await w.post("/webwxbatchgetcontact",
-                       {"Count": 1, "List": [{"UserName": room_web, "EncryChatRoomId": ""}]})
+    out = await w.post(
+        "/webwxbatchgetcontact",
+        {"Count": 1, "List": [{"UserName": room_web, "EncryChatRoomId": ""}]},
+    )
     (c,) = out["ContactList"]
     assert c["MemberCount"] == 3 and c["Sex"] == 0
     assert {x["UserName"] for x in c["MemberList"]} >= {wp.web_user_name("bob"), w.me}
     # web -> group reaches bob
-    msg = {"Type": 1, "Content": "from web", "FromUserName": w.me, "ToUserName": room_web,
-           "LocalID": 9, "ClientMsgId": 9}
+    msg = {
+        "Type": 1,
+        "Content": "from web",
+        "FromUserName": w.me,
+        "ToUserName": room_web,
+        "LocalID": 9,
+        "ClientMsgId": 9,
+    }
     assert (await w.post("/webwxsendmsg", {"Msg": msg}))["BaseResponse"]["Ret"] == 0
     got = await bob.wait_msg(lambda m: m.content == "from web")
     assert got.to_user == room

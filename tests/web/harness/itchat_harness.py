@@ -12,26 +12,27 @@ import json
 import os
 import sys
 import threading
+from typing import Any
 
 BASE, WORKDIR = sys.argv[1], sys.argv[2]
 os.chdir(WORKDIR)  # itchat may write QR.png / itchat.pkl into the working directory
 
-import itchat  # noqa: E402
-from itchat.content import NOTE, PICTURE, TEXT  # noqa: E402
+import itchat  # type: ignore[import-not-found]  # noqa: E402
+from itchat.content import NOTE, PICTURE, TEXT  # type: ignore[import-not-found]  # noqa: E402
 
 itchat.config.BASE_URL = BASE
 itchat.utils.htmlParser.unescape = html.unescape  # research 10.1 (a no-op on itchat-uos)
 _out = threading.Lock()
 
 
-def emit(**kw):
+def emit(**kw: Any) -> None:
     with _out:
         sys.stdout.write(json.dumps(kw, ensure_ascii=False) + "\n")
         sys.stdout.flush()
 
 
-@itchat.msg_register([TEXT, PICTURE, NOTE], isFriendChat=True, isGroupChat=True)
-def on_message(msg):
+@itchat.msg_register([TEXT, PICTURE, NOTE], isFriendChat=True, isGroupChat=True)  # type: ignore[untyped-decorator]
+def on_message(msg: Any) -> None:
     ev = {
         "event": "message",
         "type": msg["Type"],
@@ -49,15 +50,15 @@ def on_message(msg):
     emit(**ev)
 
 
-def user_name(nick):
+def user_name(nick: str) -> str:
     for c in itchat.get_friends() + itchat.get_chatrooms():
         if c["NickName"] == nick:
-            return c["UserName"]
+            return str(c["UserName"])
     raise KeyError(nick)
 
 
-def ret(r):
-    return r["BaseResponse"]["Ret"]
+def ret(r: Any) -> int:
+    return int(r["BaseResponse"]["Ret"])
 
 
 itchat.auto_login(

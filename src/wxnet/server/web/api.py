@@ -258,14 +258,14 @@ class WebApi:
         q = self.logins.get(uuid, self.clock())
         if q is None:
             return _js(wp.encode_login_poll(wp.LoginPoll(400)))
-        if self._reported.get(uuid) == q.version and q.state is not LoginState.CONFIRMED:
+        if self._reported.get(uuid, 0) == q.version and q.state is not LoginState.CONFIRMED:
             ev = self._login_waiters.setdefault(uuid, asyncio.Event())
             try:
                 await asyncio.wait_for(ev.wait(), self.config.login_hold)
             except TimeoutError:
                 pass
             q = self.logins.get(uuid, self.clock()) or q
-            if self._reported.get(uuid) == q.version:
+            if self._reported.get(uuid, 0) == q.version:
                 return _js(wp.encode_login_poll(wp.LoginPoll(408)))
         self._reported[uuid] = q.version
         return _js(wp.encode_login_poll(self._poll_answer(request, q)))

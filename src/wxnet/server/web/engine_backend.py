@@ -53,9 +53,7 @@ class DispatcherBackend:
         return DeviceSession(sess.sid, uin, user_name, nick)
 
 
-def setup_server_web(
-    app: web.Application, server: Any, config: WebConfig | None = None
-) -> WebApi:
+def setup_server_web(app: web.Application, server: Any, config: WebConfig | None = None) -> WebApi:
     """Add the web API to ``server``'s app and serve ``scanqrcode`` from it.
 
     ``server`` is a :class:`wxnet.server.app.Server` (its ``dispatcher`` and ``engine``)."""
