@@ -112,8 +112,9 @@ class Harness:
                         f"{self.name} exited before {event!r}; events {self.events}\n"
                         + err.decode(errors="replace")[-4000:]
                     )
+                start = line.find(b'{"event"')  # itchat prints progress marks without a newline
                 try:
-                    e: dict[str, Any] = json.loads(line)
+                    e: dict[str, Any] = json.loads(line[start:]) if start >= 0 else {}
                 except ValueError:
                     continue  # a library's own print
                 if e.get("event") == event and pred(e):

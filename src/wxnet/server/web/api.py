@@ -141,6 +141,19 @@ class WebApi:
         self._polls: dict[str, int] = {}  # wxsid -> pending synccheck polls
         self.pending_polls = 0
         self._avatars: dict[str, bytes] = {}
+        self._holding: set[asyncio.Task[Any]] = set()  # long polls, cancelled on shutdown
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        """Cancel held long polls so that the server stops without waiting them out."""
+        for task in list(self._holding):
+            task.cancel()
+
+    def _hold(self) -> asyncio.Task[Any] | None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._holding.add(task)
+            task.add_done_callback(self._holding.discard)
+        return task
 
     # -- the phone side: scanqrcode --------------------------------------------------
     def scan_qr(self, uin: int, uuid: str, confirm: bool) -> tuple[int, str]:
@@ -259,6 +272,7 @@ class WebApi:
         if q is None:
             return _js(wp.encode_login_poll(wp.LoginPoll(400)))
         if self._reported.get(uuid, 0) == q.version and q.state is not LoginState.CONFIRMED:
+            self._hold()
             ev = self._login_waiters.setdefault(uuid, asyncio.Event())
             try:
                 await asyncio.wait_for(ev.wait(), self.config.login_hold)
@@ -467,6 +481,7 @@ class WebApi:
             return _js(wp.encode_synccheck(0, 0))
         self._polls[s.wxsid] = self._polls.get(s.wxsid, 0) + 1
         self.pending_polls += 1
+        self._hold()
         try:
             req = pb.SyncCheckRequest(
                 key_buf=key.to_bytes(), timeout_ms=int(self.config.synccheck_hold * 1000)
@@ -881,6 +896,7 @@ def setup_web(app: web.Application, backend: Backend, config: WebConfig | None =
     :class:`WebApi`, whose :meth:`WebApi.handle_scanqrcode` serves the ``scanqrcode`` CGI."""
     api = WebApi(backend, config)
     app[WEB_API_KEY] = api
+    app.on_shutdown.append(api.on_shutdown)
     j = api.json_endpoint
     r = app.router
     r.add_get("/", api.index)
