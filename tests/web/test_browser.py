@@ -48,9 +48,7 @@ async def login(page: Page, server: Server, phone: Mobile) -> None:
     uuid = await page.evaluate("document.body.dataset.uuid")
     assert await page.locator("#qr").evaluate("img => img.complete && img.naturalWidth > 0")
     assert await phone.scan(uuid) == 0
-    await page.wait_for_function(
-        "document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS
-    )
+    await page.wait_for_function("document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS)
 
 
 async def test_web_page(

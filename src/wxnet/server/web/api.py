@@ -507,8 +507,10 @@ class WebApi:
     async def sync(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
     ) -> dict[str, Any]:
-        key = wp.parse_web_synckey(body.get("SyncKey"))
-        key_buf = key.to_bytes()
+        raw_key = body.get("SyncKey")
+        if not isinstance(raw_key, dict):
+            raise WebError(-1, "SyncKey must be an object")
+        key_buf = wp.parse_web_synckey(raw_key).to_bytes()
         msgs: list[dict[str, Any]] = []
         mod: list[pb.Contact] = []
         dels: list[str] = []
