@@ -108,7 +108,7 @@ async def main() -> None:
     srv = await start_server(cfg)
     api = srv.app[WEB_API_KEY]
     api.sessions.per_account = args.polls
-    paths = []
+    paths: list[str] = []
     per = -(-args.polls // args.accounts)
     for a in range(args.accounts):
         uin = await srv.engine.add_user(f"user{a}", "secret1", f"User {a}")

@@ -176,7 +176,7 @@ async def main() -> None:
                     key = out["SyncKey"]
                     delivered += out["AddMsgCount"]
 
-            results = {
+            results: dict[str, float] = {
                 "healthz_per_s": round(await rate(args.seconds, args.concurrency, healthz)),
                 "webwxsync_idle_per_s": round(
                     await rate(args.seconds, args.concurrency, idle_sync)
