@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from wxnet.proto.web import is_token
+from wxnet.server.web.api import WebApi
+from wxnet.server.web.backend import Backend
 from wxnet.server.web.login import LoginState, QrLogins, WebSessions
 
 T0 = 1_700_000_000.0
@@ -76,3 +80,18 @@ def test_oldest_session_makes_room() -> None:
     a2.remember_sent("2", keep=2)
     a2.remember_sent("3", keep=2)
     assert list(a2.sent) == ["2", "3"]
+
+
+def test_api_sweep_forgets_expired_state() -> None:
+    now = [T0]
+    api = WebApi(cast(Backend, object()), clock=lambda: now[0])
+    q = api.logins.create(T0)
+    api._reported[q.uuid] = 0
+    s = api.sessions.add(7, "alice", "Alice", "key", T0)
+    live = api.sessions.add(8, "bob", "Bob", "key2", T0)
+    api.sessions.end(s.wxsid, T0)
+    now[0] = T0 + 3601
+    api.sweep()
+    assert len(api.logins) == 0 and q.uuid not in api._reported
+    assert api.sessions.find(7, s.wxsid, now[0]) is None
+    assert api.sessions.find(8, live.wxsid, now[0]) is live

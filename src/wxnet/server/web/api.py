@@ -143,7 +143,26 @@ class WebApi:
         self._avatars: dict[str, bytes] = {}
         self._holding: set[asyncio.Task[Any]] = set()  # long polls, cancelled on shutdown
 
+    def sweep(self) -> None:
+        """Forget expired QR logins (waking their polls) and long-dead sessions."""
+        now = self.clock()
+        for q in self.logins.expire(now):
+            self._reported.pop(q.uuid, None)
+            self._wake_login(q.uuid)
+        self.sessions.sweep(now)
+
+    async def _sweeper(self, interval: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep()
+
+    async def on_startup(self, _app: web.Application) -> None:
+        self._sweep_task = asyncio.get_running_loop().create_task(self._sweeper())
+
     async def on_shutdown(self, _app: web.Application) -> None:
+        task = getattr(self, "_sweep_task", None)
+        if task is not None:
+            task.cancel()
         """Cancel held long polls so that the server stops without waiting them out."""
         for task in list(self._holding):
             task.cancel()
@@ -193,7 +212,7 @@ class WebApi:
             raise WebError(-1, f"{name}: unexpected reply")
         ret = resp.base.ret  # type: ignore[attr-defined]
         if ret == MMRet.ERR_SESSIONTIMEOUT:
-            self.sessions.end(s.wxsid)
+            self.sessions.end(s.wxsid, self.clock())
             raise SessionGone("the account's session ended")
         if ret != 0:
             raise WebError(int(ret), resp.base.err_msg or f"{name} failed")  # type: ignore[attr-defined]
@@ -337,7 +356,7 @@ class WebApi:
             s = self._session(request, body)
         except WebError:
             return web.Response(text="")
-        self.sessions.end(s.wxsid)
+        self.sessions.end(s.wxsid, self.clock())
         try:
             await self.backend.call("logout", self._based(s, pb.LogoutRequest()))
         except Exception:  # the web session is over whatever the mobile side says
@@ -668,6 +687,11 @@ class WebApi:
             up = {"media_id": "@crypt_" + secrets.token_hex(16), "parts": {}, "chunks": chunks}
             s.uploads[ident] = up
         parts: dict[int, bytes] = up["parts"]
+        if (
+            self.sessions.held_bytes(s) - len(parts.get(chunk, b"")) + len(data)
+            > 2 * cfg.max_upload
+        ):
+            raise WebError(int(MMRet.ERR_BUSY), "too much upload data held; send or retry later")
         parts[chunk] = data
         if sum(len(p) for p in parts.values()) > total:
             s.uploads.pop(ident, None)
@@ -898,6 +922,7 @@ def setup_web(app: web.Application, backend: Backend, config: WebConfig | None =
     :class:`WebApi`, whose :meth:`WebApi.handle_scanqrcode` serves the ``scanqrcode`` CGI."""
     api = WebApi(backend, config)
     app[WEB_API_KEY] = api
+    app.on_startup.append(api.on_startup)
     app.on_shutdown.append(api.on_shutdown)
     j = api.json_endpoint
     r = app.router

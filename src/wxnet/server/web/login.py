@@ -198,11 +198,19 @@ class WebSessions:
             self.end(wxsid)
         return s
 
-    def end(self, wxsid: str) -> WebSession | None:
-        """Log a session out. It stays findable (dead) so clients learn of it (1101)."""
+    def held_bytes(self, s: WebSession) -> int:
+        """Upload bytes a session holds in memory (chunks and finished media)."""
+        parts = sum(len(p) for up in s.uploads.values() for p in up["parts"].values())
+        return parts + sum(len(m) for m in s.media.values())
+
+    def end(self, wxsid: str, now: float | None = None) -> WebSession | None:
+        """Log a session out. It stays findable (dead) for a grace period so that its
+        clients learn of it (1101); :meth:`sweep` forgets it after that."""
         s = self._by_sid.get(wxsid)
         if s is not None:
             s.alive = False
+            if now is not None:
+                s.expires = min(s.expires, now)
             s.uploads.clear()
             s.media.clear()
         return s

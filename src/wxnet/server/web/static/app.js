@@ -163,6 +163,8 @@ function viewOf(msg) {
     v.img = CGI + '/webwxgetmsgimg?MsgID=' + msg.MsgId + '&type=slave&skey=' + encodeURIComponent(state.skey);
     v.full = CGI + '/webwxgetmsgimg?MsgID=' + msg.MsgId + '&skey=' + encodeURIComponent(state.skey);
     v.preview = '[image]';
+  } else if (msg.MsgType === 34) {
+    v.text = '[voice message, ' + Math.round((msg.VoiceLength || 0) / 1000) + ' s]'; v.preview = '[voice]';
   } else if (msg.MsgType === 10002) {
     v.text = 'A message was recalled'; v.type = 10000; v.preview = v.text;
   } else {
