@@ -9,6 +9,7 @@ import aiohttp
 
 from tests.web.conftest import CGI, Mobile, WebClient, base_url, png_bytes, web_api
 from wxnet.proto import web as wp
+from wxnet.proto import wxnet_pb2 as pb
 from wxnet.server.app import Server
 
 
@@ -200,3 +201,60 @@ async def test_logout_ends_the_session(
         out = await w.post(path, {"SyncKey": w.sync_key})
         assert out["BaseResponse"]["Ret"] == wp.RET_LOGIN_ELSEWHERE
     assert not web_api(server).sessions.of_account(alice.uin)
+
+
+async def test_chatrooms_revoke_and_filehelper(
+    server: Server, alice: Mobile, bob: Mobile, http: aiohttp.ClientSession
+) -> None:
+    w = await WebClient(http, base_url(server)).login(alice)
+    bob_web, carol_web = wp.web_user_name("bob"), wp.web_user_name("carol")
+    out = await w.post(
+        "/webwxcreatechatroom",
+        {"MemberCount": 1, "MemberList": [{"UserName": bob_web}], "Topic": "web room"},
+    )
+    assert out["BaseResponse"]["Ret"] == 0, out
+    room_web = out["ChatRoomName"]
+    assert room_web.startswith("@@") and out["MemberCount"] == 2
+    room = wp.decode_web_name(room_web)[0]
+    for fun, body in (
+        ("modtopic", {"NewTopic": "renamed"}),
+        ("addmember", {"AddMemberList": carol_web}),
+        ("delmember", {"DelMemberList": carol_web}),
+    ):
+        r = await w.post(f"/webwxupdatechatroom?fun={fun}", {"ChatRoomName": room_web, **body})
+        assert r["BaseResponse"]["Ret"] == 0, (fun, r)
+    got = await w.post("/webwxbatchgetcontact", {"Count": 1, "List": [{"UserName": room_web}]})
+    (c,) = got["ContactList"]
+    assert c["NickName"] == "renamed" and c["MemberCount"] == 2
+    # the room change reached the web as ModContact (selector 2 = "call webwxsync")
+    m = {"Type": 1, "Content": "to revoke", "ToUserName": room_web, "LocalID": 1, "ClientMsgId": 1}
+    sent = await w.post("/webwxsendmsg", {"Msg": m})
+    seen = await bob.wait_msg(lambda x: x.content == "to revoke")
+    assert seen.to_user == room
+    r = await w.post(
+        "/webwxrevokemsg", {"ClientMsgId": "1", "SvrMsgId": sent["MsgID"], "ToUserName": room_web}
+    )
+    assert r["BaseResponse"]["Ret"] == 0, r
+    # filehelper is the account itself: the phone gets the note
+    note = {"Type": 1, "Content": "note to self", "ToUserName": "filehelper", "LocalID": 2}
+    assert (await w.post("/webwxsendmsg", {"Msg": note}))["BaseResponse"]["Ret"] == 0
+    got_note = await alice.wait_msg(lambda x: x.content == "note to self")
+    assert got_note.to_user == "alice"
+    # a bad fun or a non-room name
+    r = await w.post("/webwxupdatechatroom?fun=nope", {"ChatRoomName": room_web})
+    assert r["BaseResponse"]["Ret"] != 0
+    r = await w.post("/webwxupdatechatroom?fun=modtopic", {"ChatRoomName": bob_web})
+    assert r["BaseResponse"]["Ret"] != 0
+
+
+async def test_revoke_reaches_the_web(
+    server: Server, alice: Mobile, bob: Mobile, http: aiohttp.ClientSession
+) -> None:
+    w = await WebClient(http, base_url(server)).login(alice)
+    msg_id = await bob.send("alice", "oops")
+    await w.wait_msg(lambda m: m["Content"] == "oops")
+    resp = await bob.call("revokemsg", pb.RevokeMsgRequest(msg_id=msg_id), pb.RevokeMsgResponse)
+    assert resp.base.ret == 0, resp.base.err_msg
+    m = await w.wait_msg(lambda m: m["MsgType"] == 10002)
+    assert m["MsgId"] == str(msg_id) and m["FromUserName"] == wp.web_user_name("bob")
+    assert "revokemsg" in m["Content"] and "&lt;" in m["Content"]
