@@ -46,13 +46,11 @@ async def start(data: Path) -> tuple[asyncio.subprocess.Process, int]:
     return proc, int(m.group(1))
 
 
-async def test_sigkill_between_acks_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    data = tmp_path / "var"
-    for name in ("alice", "bob"):
-        subprocess.run(
-            wxnet("user", "add", name, "--password", "secret1", "--data", str(data)), check=True
-        )
-    proc, port = await start(data)
+async def send_until_killed(
+    proc: asyncio.subprocess.Process, port: int
+) -> tuple[dict[str, int], list[str]]:
+    """Four concurrent senders; SIGKILL the server after 300 acks, while sends are in
+    flight. Returns (acked client_msg_id -> msg_id, every client_msg_id attempted)."""
     a = await Device.login(port, "alice")
     await a.call("verifyuser", pb.AddContactRequest(user_name="bob"), pb.AddContactResponse)
     acked: dict[str, int] = {}
@@ -78,6 +76,22 @@ async def test_sigkill_between_acks_loses_nothing_acknowledged(tmp_path: Path) -
     await asyncio.wait_for(asyncio.gather(*workers), 30)
     await proc.wait()
     await a.close()
+    return acked, attempted
+
+
+async def test_sigkill_between_acks_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    for name in ("alice", "bob"):
+        subprocess.run(
+            wxnet("user", "add", name, "--password", "secret1", "--data", str(data)), check=True
+        )
+    proc, port = await start(data)
+    try:
+        acked, attempted = await send_until_killed(proc, port)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
     proc, port = await start(data)
     try:
@@ -98,5 +112,6 @@ async def test_sigkill_between_acks_loses_nothing_acknowledged(tmp_path: Path) -
         await a.close()
         await b.close()
     finally:
-        proc.terminate()
+        if proc.returncode is None:
+            proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 30) == 0  # clean shutdown on SIGTERM
