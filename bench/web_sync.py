@@ -59,6 +59,9 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument(
+        "--busy", type=int, default=1, help="concurrent phone senders in the busy phase"
+    )
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="wxnet-bench-"))
     wxnet = [sys.executable, "-m", "wxnet"]
@@ -182,7 +185,7 @@ async def main() -> None:
                     await rate(args.seconds, args.concurrency, idle_sync)
                 ),
                 # one send + one sync at a time: each sync continues the previous key
-                "webwxsync_busy_per_s": round(await rate(args.seconds, 1, busy_sync)),
+                "webwxsync_busy_per_s": round(await rate(args.seconds, args.busy, busy_sync)),
             }
             results["idle_ratio_to_healthz"] = round(
                 results["webwxsync_idle_per_s"] / results["healthz_per_s"], 3
