@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -140,6 +141,22 @@ async def test_uploads_bounded(server: Server, alice: Mobile, http: aiohttp.Clie
         assert r.status in (200, 413)
         if r.status == 200:
             assert ret(json.loads(await r.text())) == MMRet.ERR_TOO_LARGE
+    # the same without a Content-Length (chunked): refused while reading, not buffered
+    boundary = "wxnetboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="filename"; filename="x"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(64):
+            yield b"y" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    async with http.post(f"{base}/webwxuploadmedia?f=json", data=body(), headers=headers) as r:
+        assert ret(json.loads(await r.text())) == MMRet.ERR_TOO_LARGE
     # not multipart, junk multipart
     async with http.post(f"{base}/webwxuploadmedia?f=json", data=b"{}") as r:
         assert ret(json.loads(await r.text())) != 0

@@ -660,13 +660,11 @@ class WebApi:
             if not isinstance(part, BodyPartReader):
                 continue
             if part.name == "filename":
-                data = bytes(await part.read())
-                if len(data) > cfg.max_chunk:
-                    raise WebError(int(MMRet.ERR_TOO_LARGE), "chunk too large")
+                data = await _read_part(part, cfg.max_chunk)
             elif part.name:
-                raw = await part.read()
-                if len(raw) > wp.MAX_JSON_BODY:
-                    raise WebError(int(MMRet.ERR_TOO_LARGE), f"field {part.name} too large")
+                if len(fields) >= 32:
+                    raise WebError(-1, "too many form fields")
+                raw = await _read_part(part, 64 * 1024)
                 fields[part.name] = raw.decode("utf-8", "replace")
         upreq = wp.parse_json_body(fields.get("uploadmediarequest", "").encode())
         cookie_s = None
@@ -904,6 +902,16 @@ class WebApi:
         except FileNotFoundError:
             raise web.HTTPNotFound() from None
         return web.Response(body=data, content_type=types[ext], charset="utf-8")
+
+
+async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+    """A multipart part's bytes, refusing more than ``limit`` without buffering them."""
+    buf = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        buf += chunk
+        if len(buf) > limit:
+            raise WebError(int(MMRet.ERR_TOO_LARGE), f"form field {part.name} too large")
+    return bytes(buf)
 
 
 def _static(name: str) -> bytes:
