@@ -54,6 +54,7 @@ async def login(page: Page, server: Server, phone: Mobile) -> None:
 async def test_web_page(
     browser: Browser, server: Server, alice: Mobile, bob: Mobile, tmp_path: Path
 ) -> None:
+    room = await alice.room("team", ["bob", "carol"])
     page = await browser.new_page(viewport={"width": 1000, "height": 640})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -94,6 +95,20 @@ async def test_web_page(
     # bob replies; it arrives
     await bob.send("alice", "reply from bob")
     await page.locator(".msg .bubble", has_text="reply from bob").wait_for(timeout=TIMEOUT_MS)
+
+    # a group message: the room's conversation names the member who wrote it
+    room_web = wp.web_chatroom_name(room)
+    await bob.send(room, "hello team")
+    room_chat = page.locator(f'#chats li[data-user="{room_web}"]')
+    await room_chat.locator(".last", has_text="hello team").wait_for(timeout=TIMEOUT_MS)
+    await room_chat.click()
+    msg = page.locator(".msg", has_text="hello team")
+    await msg.locator(".who", has_text="Bob").wait_for(timeout=TIMEOUT_MS)
+    await page.fill("#text", "hi team")
+    await page.press("#text", "Enter")
+    got = await bob.wait_msg(lambda m: m.content == "hi team")
+    assert got.to_user == room
+    await chat.click()
 
     # a send that fails is marked, and resending (same ClientMsgId) delivers it once
     await page.route("**/webwxsendmsg*", lambda route: route.abort())
