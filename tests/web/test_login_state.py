@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wxnet.proto.web import is_token
 from wxnet.server.web.api import WebApi
@@ -95,3 +97,53 @@ def test_api_sweep_forgets_expired_state() -> None:
     assert len(api.logins) == 0 and q.uuid not in api._reported
     assert api.sessions.find(7, s.wxsid, now[0]) is None
     assert api.sessions.find(8, live.wxsid, now[0]) is live
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["scan", "confirm", "redeem", "redeem_wrong", "wait"]),
+        st.integers(1, 3),  # which account acts
+        st.integers(0, 200),  # seconds that pass first
+    ),
+    max_size=12,
+)
+
+
+@given(ops)
+def test_qr_login_invariants(steps: list[tuple[str, int, int]]) -> None:
+    """Any sequence of phone actions and clock steps: only the first scanning account
+    can approve, a login yields at most one session, and only after approval in time."""
+    logins = QrLogins(ttl=300)
+    now = T0
+    q = logins.create(now)
+    owner: int | None = None
+    approved = False
+    redeemed = 0
+    for op, uin, dt in steps:
+        now += dt
+        expired = now >= q.expires
+        if op in ("scan", "confirm"):
+            try:
+                logins.scan(q.uuid, uin, now, confirm=op == "confirm")
+            except KeyError:
+                assert expired
+                continue
+            except PermissionError:
+                assert (owner is not None and owner != uin) or approved
+                continue
+            assert not expired and (owner is None or owner == uin) and not approved
+            owner = uin
+            approved = approved or op == "confirm"
+        elif op == "redeem" and q.ticket:
+            got = logins.redeem(q.ticket, q.uuid, now)
+            if got is not None:
+                redeemed += 1
+                assert got == owner and approved and not expired
+        elif op == "redeem_wrong":
+            assert logins.redeem("not-a-ticket", q.uuid, now) is None
+        code = q.poll_code(now)
+        if code == 200:
+            assert approved
+        if code == 201:
+            assert owner is not None and not approved
+    assert redeemed <= 1
