@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -155,9 +156,10 @@ def insert_user(conn: sqlite3.Connection, name: str, pw_hash: str, nick: str, no
     item = pb.CmdItem(
         cmd_id=CMD_MOD_USERINFO, user_info=pb.UserInfo(uin=uin, user_name=name, nick_name=nick)
     )
+    item_id = conn.execute("INSERT INTO items (body) VALUES (?)", (stored(item),)).lastrowid
     conn.execute(
-        "INSERT INTO sync_log (uin, key, seq, body) VALUES (?,?,?,?)",
-        (uin, KEY_PROFILE, 1, stored(item)),
+        "INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,?,?)",
+        (uin, KEY_PROFILE, 1, item_id),
     )
     return uin
 
@@ -221,6 +223,8 @@ class Engine:
         self._contacts: dict[int, set[str]] = {}
         self._rooms: dict[str, _Room] = {}
         self._committed: dict[tuple[int, str], bytes] = {}
+        self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
+        self._commit_lock = threading.Lock()
         self._login_failures: dict[str, deque[float]] = {}
         self._upload_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
         # Writer-side state (touched only on the writer thread).
@@ -412,24 +416,27 @@ class Engine:
             self.on_news(ch.news)
 
     # -- writer-thread helpers ---------------------------------------------------------
-    def _w_append(
-        self, conn: sqlite3.Connection, ch: _Changes, uin: int, key: int, body: bytes
-    ) -> int:
-        hk = (uin, key)
-        seq = self._w_heads.get(hk)
-        if seq is None:
-            row = conn.execute(
-                "SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", (uin, key)
-            ).fetchone()
-            seq = int(row[0] or 0)
-        seq += 1
-        self._w_heads[hk] = seq
-        conn.execute(
-            "INSERT INTO sync_log (uin, key, seq, body) VALUES (?,?,?,?)", (uin, key, seq, body)
-        )
-        ch.heads[hk] = seq
-        ch.news[uin] = ch.news.get(uin, 0) | SELECTOR_BITS[key]
-        return seq
+    def _w_fanout(
+        self, conn: sqlite3.Connection, ch: _Changes, uins: Iterable[int], key: int, body: bytes
+    ) -> None:
+        """Store ``body`` once and append it to ``key``'s log of every account in ``uins``."""
+        item = conn.execute("INSERT INTO items (body) VALUES (?)", (body,)).lastrowid
+        rows = []
+        bit = SELECTOR_BITS[key]
+        for uin in uins:
+            hk = (uin, key)
+            seq = self._w_heads.get(hk)
+            if seq is None:
+                row = conn.execute(
+                    "SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", (uin, key)
+                ).fetchone()
+                seq = int(row[0] or 0)
+            seq += 1
+            self._w_heads[hk] = seq
+            rows.append((uin, key, seq, item))
+            ch.heads[hk] = seq
+            ch.news[uin] = ch.news.get(uin, 0) | bit
+        conn.executemany("INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,?,?)", rows)
 
     def _w_msg_id(self, conn: sqlite3.Connection) -> int:
         if self._w_next_msg_id is None:
@@ -489,8 +496,8 @@ class Engine:
                     cont |= SELECTOR_BITS[k]
                     continue
                 rows = conn.execute(
-                    "SELECT seq, body FROM sync_log WHERE uin=? AND key=? AND seq>?"
-                    " ORDER BY seq LIMIT ?",
+                    "SELECT l.seq, i.body FROM sync_log l JOIN items i ON i.id = l.item"
+                    " WHERE l.uin=? AND l.key=? AND l.seq>? ORDER BY l.seq LIMIT ?",
                     (uin, k, after, max_items - len(items) + 1),
                 ).fetchall()
                 for seq, body in rows:
@@ -520,8 +527,8 @@ class Engine:
 
         def read(conn: sqlite3.Connection) -> list[Item]:
             rows = conn.execute(
-                "SELECT seq, body FROM sync_log WHERE uin=? AND key=? AND seq<=?"
-                " ORDER BY seq DESC LIMIT ?",
+                "SELECT l.seq, i.body FROM sync_log l JOIN items i ON i.id = l.item"
+                " WHERE l.uin=? AND l.key=? AND l.seq<=? ORDER BY l.seq DESC LIMIT ?",
                 (uin, KEY_MSG, heads[KEY_MSG], recent),
             ).fetchall()
             return [(KEY_MSG, seq, body) for seq, body in reversed(rows)]
@@ -546,13 +553,19 @@ class Engine:
         if self._committed.get(ck) == blob:
             return
         self._committed[ck] = blob
-        now = int(self.clock())
-        self.db.write_nowait(
-            lambda c: c.execute(
-                "INSERT INTO devices VALUES (?,?,?,?) ON CONFLICT(uin, device_id)"
-                " DO UPDATE SET committed_key=excluded.committed_key, updated=excluded.updated",
-                (ck[0], ck[1], blob, now),
-            )
+        with self._commit_lock:  # the writer thread swaps the queue out
+            first = not self._commit_queue
+            self._commit_queue[ck] = (blob, int(self.clock()))
+        if first:  # one write job carries every commit mark queued until it runs
+            self.db.write_nowait(self._w_flush_commits)
+
+    def _w_flush_commits(self, conn: sqlite3.Connection) -> None:
+        with self._commit_lock:
+            queued, self._commit_queue = self._commit_queue, {}
+        conn.executemany(
+            "INSERT INTO devices VALUES (?,?,?,?) ON CONFLICT(uin, device_id)"
+            " DO UPDATE SET committed_key=excluded.committed_key, updated=excluded.updated",
+            [(u, d, blob, t) for (u, d), (blob, t) in queued.items()],
         )
 
     async def committed_key(self, uin: int, device_id: str) -> SyncKey | None:
@@ -598,8 +611,8 @@ class Engine:
         def w(conn: sqlite3.Connection, ch: _Changes) -> None:
             conn.execute("INSERT OR IGNORE INTO contacts VALUES (?,?,?)", (me, name, now))
             conn.execute("INSERT OR IGNORE INTO contacts VALUES (?,?,?)", (peer, me_name, now))
-            self._w_append(conn, ch, me, KEY_CONTACT, _contact_item(peer_pb))
-            self._w_append(conn, ch, peer, KEY_CONTACT, _contact_item(me_pb))
+            self._w_fanout(conn, ch, [me], KEY_CONTACT, _contact_item(peer_pb))
+            self._w_fanout(conn, ch, [peer], KEY_CONTACT, _contact_item(me_pb))
 
         await self._write(w)
         (await self._contact_set(me)).add(name)
@@ -680,8 +693,7 @@ class Engine:
             conn.executemany(
                 "INSERT INTO room_members VALUES (?,?)", [(room.name, n) for n in names]
             )
-            for u in uins:
-                self._w_append(conn, ch, u, KEY_CHATROOM, body)
+            self._w_fanout(conn, ch, uins, KEY_CHATROOM, body)
 
         await self._write(w)
         self._rooms[room.name] = room
@@ -737,10 +749,9 @@ class Engine:
             conn.executemany(
                 "DELETE FROM room_members WHERE room=? AND member=?", [(name, n) for n in removed]
             )
-            for u in uins:
-                self._w_append(conn, ch, u, KEY_CHATROOM, body)
-            for u in gone:
-                self._w_append(conn, ch, u, KEY_CHATROOM, deleted)
+            self._w_fanout(conn, ch, uins, KEY_CHATROOM, body)
+            if gone:
+                self._w_fanout(conn, ch, gone, KEY_CHATROOM, deleted)
 
         await self._write(w)
         self._rooms[name] = new
@@ -813,20 +824,26 @@ class Engine:
         def w(conn: sqlite3.Connection, ch: _Changes) -> list[tuple[int, int]]:
             out = []
             for cmid, to_user, mtype, content, rcpts, tmpl in msgs:
-                row = conn.execute(
-                    "SELECT msg_id, create_time FROM messages WHERE sender=? AND client_msg_id=?",
-                    (sender, cmid),
-                ).fetchone()
-                if row is not None:
+                mid = self._w_msg_id(conn)
+                media_ref = tmpl.content or None if tmpl is not None else None
+                try:
+                    conn.execute(
+                        "INSERT INTO messages (msg_id, sender, client_msg_id, to_user, msg_type,"
+                        " create_time, media) VALUES (?,?,?,?,?,?,?)",
+                        (mid, sender, cmid, to_user, mtype, now, media_ref),
+                    )
+                except sqlite3.IntegrityError:  # (sender, client_msg_id) seen before
+                    row = conn.execute(
+                        "SELECT msg_id, create_time FROM messages"
+                        " WHERE sender=? AND client_msg_id=?",
+                        (sender, cmid),
+                    ).fetchone()
                     self.stats["duplicates"] += 1
                     out.append((int(row[0]), int(row[1])))
                     continue
-                mid = self._w_msg_id(conn)
-                media_ref = None
                 add = pb.AddMsg()
                 if tmpl is not None:
                     add.CopyFrom(tmpl)
-                    media_ref = tmpl.content or None
                 add.msg_id = mid
                 add.from_user = sender_name
                 add.to_user = to_user
@@ -837,14 +854,8 @@ class Engine:
                 add.client_msg_id = cmid
                 if to_user.endswith(ROOM_SUFFIX):
                     add.real_from = sender_name
-                conn.execute(
-                    "INSERT INTO messages (msg_id, sender, client_msg_id, to_user, msg_type,"
-                    " create_time, media) VALUES (?,?,?,?,?,?,?)",
-                    (mid, sender, cmid, to_user, mtype, now, media_ref),
-                )
                 body = stored(pb.CmdItem(cmd_id=CMD_ADD_MSG, add_msg=add))
-                for u in rcpts:
-                    self._w_append(conn, ch, u, KEY_MSG, body)
+                self._w_fanout(conn, ch, rcpts, KEY_MSG, body)
                 self.stats["messages"] += 1
                 out.append((mid, now))
             return out
@@ -892,8 +903,7 @@ class Engine:
         )
 
         def w(conn: sqlite3.Connection, ch: _Changes) -> None:
-            for u in rcpts:
-                self._w_append(conn, ch, u, KEY_MSG, body)
+            self._w_fanout(conn, ch, rcpts, KEY_MSG, body)
 
         await self._write(w)
 
@@ -940,8 +950,7 @@ class Engine:
 
         def w(conn: sqlite3.Connection, ch: _Changes) -> None:
             conn.execute("UPDATE messages SET revoked=1 WHERE msg_id=?", (msg_id,))
-            for u in rcpts:
-                self._w_append(conn, ch, u, KEY_MSG, body)
+            self._w_fanout(conn, ch, rcpts, KEY_MSG, body)
 
         await self._write(w)
 
