@@ -47,7 +47,6 @@ WEB_API_KEY: web.AppKey[WebApi] = web.AppKey("wxnet_web_api")
 _CGI = "/cgi-bin/mmwebwx-bin"
 _ALL_SELECTORS = 0x1 | 0x2 | 0x4 | 0x40
 _IMG_CHUNK = 64 * 1024
-_KEY_RETRY_DELAY = 0.05
 _SYNC_PAGES = 8  # newsync pages folded into one webwxsync reply (clients ignore ContinueFlag)
 
 
@@ -209,11 +208,6 @@ class WebApi:
         base.uin = s.uin
         base.device_type = "web"
         resp = await self.backend.call(name, req)
-        if name in ("newsync", "newsynccheck") and resp.base.ret == MMRet.ERR_SYNCKEY_INVALID:  # type: ignore[attr-defined]
-            # A key handed out a moment ago can be refused while the engine publishes the
-            # commit that produced it; one retry after that window, then it is an error.
-            await asyncio.sleep(_KEY_RETRY_DELAY)
-            resp = await self.backend.call(name, req)
         if not isinstance(resp, resp_type):
             raise WebError(-1, f"{name}: unexpected reply")
         ret = resp.base.ret  # type: ignore[attr-defined]
