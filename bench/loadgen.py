@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -198,7 +198,10 @@ async def _login(host: str, port: int, name: str, password: str) -> User:
 class Receiver:
     """Syncs on every notify (coalesced: one more round if one arrives mid-sync)."""
 
-    def __init__(self, user: User, sender: str, result: LoadResult, seen: set[str]) -> None:
+    def __init__(
+        self, user: User, sender: str, result: LoadResult, seen: set[str], progress: asyncio.Event
+    ) -> None:
+        self.progress = progress
         self.user = user
         self.sender = sender
         self.result = result
@@ -231,6 +234,7 @@ class Receiver:
                         continue
                     self.seen.add(tag)
                     self.result.delivered += 1
+                    self.progress.set()
                     with contextlib.suppress(ValueError):
                         self.result.latencies.append(now - float(sent_at))
                 u.key = bytes(resp.key_buf) or u.key
@@ -251,10 +255,12 @@ async def run_load(
     prefix: str = "lg",
     password: str = "loadgen-pw",
     drain_timeout: float = 30.0,
+    server_cpu: Callable[[], float] | None = None,
 ) -> LoadResult:
     """Log in 2 x ``pairs`` users, make each pair contacts, send ``messages`` in total
     (spread over the pairs), and wait until every acknowledged message is delivered
-    (or ``drain_timeout`` passes)."""
+    (or ``drain_timeout`` passes). ``server_cpu`` (CPU seconds of the server so far), if
+    given, is sampled around the timed part."""
     result = LoadResult(pairs, messages)
     senders = await asyncio.gather(
         *(_login(host, long_port, f"{prefix}s{i}", password) for i in range(pairs))
@@ -269,12 +275,16 @@ async def run_load(
             pb.AddContactResponse,
         )
     seen: set[str] = set()
-    recv = [Receiver(r, s.name, result, seen) for s, r in zip(senders, receivers, strict=True)]
+    progress = asyncio.Event()
+    recv = [
+        Receiver(r, s.name, result, seen, progress) for s, r in zip(senders, receivers, strict=True)
+    ]
     for rc in recv:
         rc.wanted.set()  # drain the contact items before timing starts
     per_pair = [messages // pairs + (1 if i < messages % pairs else 0) for i in range(pairs)]
     start = time.monotonic()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    server0 = server_cpu() if server_cpu else 0.0
 
     async def send_one(s: User, to: str, tag: str) -> None:
         msg = pb.MicroMsg(
@@ -316,10 +326,14 @@ async def run_load(
     await asyncio.gather(*(sender(i) for i in range(pairs)))
     deadline = time.monotonic() + drain_timeout
     while result.delivered < result.acked and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)  # the receivers run meanwhile; bounded by drain_timeout
+        progress.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(progress.wait(), max(0.0, deadline - time.monotonic()))
     result.elapsed = time.monotonic() - start
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    if server_cpu is not None:
+        result.server_cpu_seconds = server_cpu() - server0
     for rc in recv:
         rc.task.cancel()
     for u in [*senders, *receivers]:
@@ -392,8 +406,7 @@ class SpawnedServer:
                 if "long_port" in d:
                     self.long_port, self.http_port = int(d["long_port"]), int(d["http_port"])
                     # Keep reading its output, or a full pipe would stall the server.
-                    out = self.proc.stdout
-                    threading.Thread(target=lambda: out.read(), daemon=True).start()
+                    threading.Thread(target=self.proc.stdout.read, daemon=True).start()
                     return self
         self.stop()
         raise LoadError("the spawned server did not report its ports")
@@ -451,7 +464,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             create_users(Path(tmp), names, args.password)
             server = SpawnedServer(Path(tmp)).start()
             host, port = "127.0.0.1", server.long_port
-        cpu0 = server.cpu() if server else 0.0
         coro = run_load(
             host,
             port,
@@ -468,8 +480,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = uvloop.run(coro)
         else:
             result = asyncio.run(coro)
-        if server is not None:
-            result.server_cpu_seconds = server.cpu() - cpu0
     except (LoadError, OSError, sqlite3.Error) as exc:
         print(f"loadgen: {exc}", file=sys.stderr)
         return 1

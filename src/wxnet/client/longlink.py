@@ -29,6 +29,8 @@ from wxnet.proto.framing import PacketDecoder, encode_packet
 __all__ = ["LongLink", "race_connect"]
 
 Clock = Callable[[], float]
+#: Seconds a closing link may take to flush before it is aborted.
+CLOSE_GRACE = 1.0
 
 
 async def race_connect(
@@ -214,11 +216,17 @@ class LongLink:
 
     async def wait_closed(self) -> None:
         await self.closed.wait()
+        current = asyncio.current_task()
         for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
-        with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
+            if t is not current:
+                with contextlib.suppress(BaseException):
+                    await t
+        # A graceful close waits for queued bytes to drain; a peer that stopped reading
+        # would hold it forever, so give it a moment and then abort.
+        try:
+            await asyncio.wait_for(self._writer.wait_closed(), CLOSE_GRACE)
+        except (TimeoutError, OSError, ConnectionError):
+            self._writer.transport.abort()
 
     async def _read_loop(self) -> None:
         try:

@@ -78,6 +78,8 @@ SELECTOR_ALL = 0x1 | 0x2 | 0x4 | 0x40
 CONFIG_KEY = "config"
 #: While DNS fails, look the names up again at most this often (seconds).
 REFRESH_EVERY = 30.0
+#: Bound on waiting for each background task to end in close().
+CLOSE_WAIT = 5.0
 R = TypeVar("R", bound=Message)
 
 
@@ -286,7 +288,7 @@ class Client:
             t.cancel()
         for t in [*self._tasks, *self._sending.values()]:
             with contextlib.suppress(BaseException):
-                await t
+                await asyncio.wait_for(t, CLOSE_WAIT)
         self._tasks.clear()
         if self.long is not None:
             self.long.close("client closed")
@@ -624,6 +626,9 @@ class Client:
             link.close(self.last_error)
             await link.wait_closed()
             return None
+        except BaseException:  # cancelled (the client is closing): don't leak the link
+            link.close("client closed")
+            raise
         self.long = link
         self.link_kind = "long"
         self._long_down.clear()

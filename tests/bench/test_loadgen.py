@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.loadgen import main, percentile, run_load
+from tests.client.conftest import server_config
+from wxnet.server.app import start_server
+
+
+@given(st.lists(st.floats(0, 1e6), min_size=1), st.floats(0, 100))
+def test_percentile_is_a_member_and_monotonic(values: list[float], p: float) -> None:
+    v = sorted(values)
+    got = percentile(v, p)
+    assert got in v
+    assert percentile(v, 0) <= got <= percentile(v, 100) == v[-1]
+
+
+async def test_loadgen_delivers_everything_once_against_the_server(tmp_path: Path) -> None:
+    srv = await start_server(server_config(tmp_path))
+    try:
+        for i in range(3):
+            for k in "sr":
+                await srv.engine.add_user(f"t{k}{i}", "loadgen-pw")
+        res = await run_load(
+            "127.0.0.1",
+            srv.long_port,
+            pairs=3,
+            messages=61,
+            window=4,
+            prefix="t",
+            server_cpu=lambda: 0.0,
+        )
+    finally:
+        await srv.close()
+    s = res.summary()
+    assert s["sent"] == s["acked"] == s["delivered"] == 61
+    assert s["duplicates"] == 0 and s["lost"] == 0 and s["send_errors"] == 0
+    assert len(res.latencies) == 61 and all(x >= 0 for x in res.latencies)
+    assert s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"]
+    assert s["loadgen_cpu_s"] >= 0 and "server_cpu_s" in s
+
+
+def test_loadgen_rejects_bad_arguments() -> None:
+    assert main(["--pairs", "0"]) == 2
+
+
+def test_loadgen_reports_an_unreachable_server(capsys: object) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["--long-port", str(port), "--pairs", "1", "--messages", "1"]) == 1
