@@ -473,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.window,
             args.prefix,
             args.password,
+            server_cpu=server.cpu if server else None,
         )
         if args.uvloop:
             import uvloop
