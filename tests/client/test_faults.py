@@ -312,3 +312,36 @@ async def test_killed_mid_send_resumes_once(proxied: Proxied, tmp_path: Path) ->
         await bob.close()
         store.close()
         bob_store.close()
+
+
+async def test_extra_long_port_is_tried_only_after_the_others(
+    tmp_path: Path, clients: Clients
+) -> None:
+    """S14: QQ's 14000 plays 8080's role, tried only when the usual ports fail."""
+    proxy = await Proxy(0).start()
+    srv = await start_server(
+        server_config(tmp_path, extra_long_ports=(0,), dns=DnsConfig(long_ports=(proxy.port,)))
+    )
+    proxy.target_port = srv.long_port
+    extra = srv.extra_long_ports[0]
+    try:
+        await srv.engine.add_user("alice", PASSWORD)
+        cfg = ClientConfig(
+            server_url=f"http://127.0.0.1:{srv.http_port}", extra_long_port=extra
+        ).replace(**FAST)
+        alice = await clients.new("alice", "phone", cfg)
+        assert alice.long is not None and alice.long.address.port == proxy.port
+        order = [(a.port, a.extra) for a in alice.long_addresses()]
+        assert order == [(proxy.port, False), (extra, True)]
+        proxy.mode = Mode.REFUSE
+        proxy.drop_all()
+        await until(
+            alice,
+            lambda: alice.long is not None and alice.long.address.port == extra,
+            "the link to move to the extra port",
+        )
+        assert alice.status()["long_address"] == f"127.0.0.1:{extra}"
+    finally:
+        await clients.close()
+        await proxy.close()
+        await srv.close()

@@ -42,7 +42,8 @@ async def race_connect(
     attempt_timeout: float = 10.0,
 ) -> tuple[Address, asyncio.StreamReader, asyncio.StreamWriter]:
     """Race TCP connects over ``candidates`` (best first); the first to connect wins and
-    the others are cancelled. Failures and the winner are recorded in ``book``.
+    the others are cancelled. Failed attempts are recorded in ``book``; the winner is
+    not (the caller records success once the link is usable, e.g. identified).
 
     Raises:
         TransportError: every candidate failed.
@@ -83,7 +84,7 @@ async def race_connect(
                 exc = t.exception()
                 if exc is None:
                     if race.on_connected(addr):
-                        book.on_success(addr, now)
+                        # Success is the caller's to record, once the link proves usable.
                         reader, writer = t.result()
                         return addr, reader, writer
                     t.result()[1].close()

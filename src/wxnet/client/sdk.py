@@ -623,12 +623,17 @@ class Client:
             selector = await link.identify(self.base(), self.store.synckey())
         except (TransportError, MMError) as exc:
             self.last_error = f"identify: {exc}"
+            if isinstance(exc, TransportError):
+                # Accepted but unusable (a middlebox that resets, a dying server): counts
+                # against the address like a failed connect, so it is banned in time.
+                self.book.on_failure(addr, self.clock())
             link.close(self.last_error)
             await link.wait_closed()
             return None
         except BaseException:  # cancelled (the client is closing): don't leak the link
             link.close("client closed")
             raise
+        self.book.on_success(addr, self.clock())
         self.long = link
         self.link_kind = "long"
         self._long_down.clear()
