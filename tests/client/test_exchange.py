@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from tests.client.conftest import FAST, Clients, history_ids, until
 from wxnet.client.sdk import MSG_IMAGE, MSG_TEXT, MSG_VOICE, ClientConfig
+from wxnet.proto import wxnet_pb2 as pb
 from wxnet.server.app import Server
 
 
@@ -161,3 +163,45 @@ async def test_voice_cancel_delivers_nothing(
     assert alice.store.outbox(("sending", "failed", "sent")) == []
     r = await alice.send_text("bob", "after")
     await until(bob, lambda: history_ids(bob, "alice") == [r.msg_id], "only the text")
+
+
+async def test_image_upload_resumes_from_the_servers_offset(
+    server: Server, clients: Clients, tmp_path: Path
+) -> None:
+    """An upload begun elsewhere (a killed process: half the chunks stored) is resumed
+    from the offset the server reports, not started over (research 2.7)."""
+    cfg = config(server, image_chunk=1000, parallel_chunks=3)
+    alice = await clients.new("alice", config=cfg)
+    bob = await clients.new("bob", config=cfg)
+    await alice.add_contact("bob")
+    data = make_image(tmp_path / "big.png", 9, (120, 100))
+    total = len(data)
+    row = alice.store.queue("bob", MSG_IMAGE, media_path=str(tmp_path / "big.png"))
+    half = (total // 1000 // 2) * 1000
+    for off in range(0, half, 1000):  # what the killed process got through
+        await alice.request(
+            "uploadmsgimg",
+            pb.UploadMsgImgRequest(
+                client_img_id=row.client_msg_id,
+                to_user="bob",
+                total_len=total,
+                start_pos=off,
+                data=data[off : off + 1000],
+            ),
+            pb.UploadMsgImgResponse,
+        )
+    calls: list[int] = []
+    real = alice.request
+
+    async def counting(name: str, req: Any, resp: Any, **kw: Any) -> Any:
+        if name == "uploadmsgimg":
+            calls.append(req.start_pos)
+        return await real(name, req, resp, **kw)
+
+    alice.request = counting  # type: ignore[method-assign,assignment]
+    done = await alice.resend(row.client_msg_id)
+    assert done.state == "sent", done.error
+    chunks = -(-total // 1000)
+    assert min(calls) == 0 and len(calls) <= chunks - half // 1000 + 1
+    assert all(off >= half for off in calls[1:])
+    assert await bob.download_image(done.msg_id) == data

@@ -903,6 +903,8 @@ class Client:
         cid = row.client_msg_id
 
         async def put(off: int) -> None:
+            if off + size <= self._progress.get(cid, 0) < total:
+                return  # the server already has it
             req = pb.UploadMsgImgRequest(
                 base=self.base(),
                 client_img_id=cid,
@@ -916,6 +918,10 @@ class Client:
             if resp.msg_id:
                 result.append((int(resp.msg_id), int(resp.create_time)))
 
+        # Probe with the first missing chunk alone: the reply says the lowest offset the
+        # server still misses, so an upload begun by an earlier process (or attempt)
+        # resumes there instead of starting over (research 2.7).
+        await put(min(self._progress.get(cid, 0), max(0, total - size)))
         for _round in range(total // size + 3):
             start = self._progress.get(cid, 0)
             if result:
