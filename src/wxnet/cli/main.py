@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "wxnet.cli.serve_cmd",
     "wxnet.cli.user_cmd",
     "wxnet.cli.proto_cmd",
+    "wxnet.cli.lab_cmd",
 )
 
 

@@ -127,7 +127,7 @@ async def run_setup(cfg: AgentConfig) -> dict[str, Any]:
         await client.t.call("verifyuser", req, pb.AddContactResponse, cfg.request_timeout)
     finally:
         await client.close()
-    return {"ok": True}
+    return {"contact": cfg.peer}
 
 
 async def run_peer(cfg: AgentConfig) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Per run (:func:`run_lab`): a :class:`~wxnet.lab.topology.Topology`; in the internet
 namespace the lab's DNS server (:mod:`wxnet.lab.dnsserver`), ``wxnet serve`` (long link
-8080, short link 80, and 14000 redirected to 8080 by nftables, so the extra port of S14
-reaches the same server) and an ordinary web site; two accounts that are contacts.
+8080, short link 80, and the extra long-link port 14000 of S14) and an ordinary web
+site; two accounts that are contacts.
 
 Per case (:func:`run_case`): the gateway gets the case's fault rules; the peer agent (in
 the internet namespace, never behind the faults) logs in and sends its texts; then the
@@ -34,7 +34,7 @@ from wxnet.lab.expectations import evaluate
 from wxnet.lab.faults import BlockMode, Case
 from wxnet.lab.report import Report
 from wxnet.lab.results import CaseResult, Link, Outcome, Source
-from wxnet.lab.topology import LabError, Topology
+from wxnet.lab.topology import WEB_PORT, LabError, Topology
 
 __all__ = ["LabConfig", "run_lab", "terminate_on_signals"]
 
@@ -94,7 +94,7 @@ def run_lab(cfg: LabConfig, progress: Callable[[CaseResult], None] = lambda r: N
     """
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     cfg.workdir.mkdir(parents=True, exist_ok=True)
-    with Topology.build(cfg.workdir, cfg.run_id, port_redirects=_redirects(cfg)) as topo:
+    with Topology.build(cfg.workdir, cfg.run_id) as topo:
         _start_services(cfg, topo)
         results = asyncio.run(_run_cases(cfg, topo, progress))
         topo.apply_case(Case())
@@ -108,10 +108,6 @@ def run_lab(cfg: LabConfig, progress: Callable[[CaseResult], None] = lambda r: N
         ("client", "wxnet.lab.probe (the lab's own client on the protocol core)"),
     )
     return Report(tuple(results), tuple(evaluate(results, cfg.extra_port is not None)), meta)
-
-
-def _redirects(cfg: LabConfig) -> list[tuple[int, int]]:
-    return [(cfg.extra_port, 8080)] if cfg.extra_port and cfg.extra_port != 8080 else []
 
 
 def _start_services(cfg: LabConfig, topo: Topology) -> None:
@@ -138,10 +134,11 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
     for user in (PHONE_USER, PEER_USER):
         topo.run(n.internet, [*py, "wxnet", "user", "add", user, "--password", _password(user),
                               "--data", str(data)], timeout=60)  # fmt: skip
+    extra = ["--extra-long-port", str(cfg.extra_port)] if cfg.extra_port else []
     topo.spawn(
         n.internet,
         [*py, "wxnet", "serve", "--data", str(data), "--host", "0.0.0.0",
-         "--long-port", "8080", "--http-port", "80", *cfg.serve_args],
+         "--long-port", "8080", "--http-port", "80", *extra, *cfg.serve_args],
         "server",
     )  # fmt: skip
     site = cfg.workdir / "site"
@@ -149,10 +146,10 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
     (site / "index.html").write_text("<html><body>an ordinary web site</body></html>\n")
     topo.spawn(
         n.internet,
-        [*py, "http.server", "80", "--bind", a.web, "--directory", str(site)],
+        [*py, "http.server", str(WEB_PORT), "--bind", a.web, "--directory", str(site)],
         "web",
     )
-    _wait_ports(topo, n.internet, [("127.0.0.1", 8080), ("127.0.0.1", 80), (a.web, 80)])
+    _wait_ports(topo, n.internet, [("127.0.0.1", 8080), ("127.0.0.1", 80), (a.web, WEB_PORT)])
     setup = _agent_config(cfg, topo, "setup", PHONE_USER, PEER_USER)
     out = topo.run(n.internet, [*py, "wxnet.lab.agent", "setup", setup.to_json()], timeout=30,
                    check=False)  # fmt: skip

@@ -34,9 +34,11 @@ from typing import IO, Any
 
 from wxnet.lab.faults import BlockMode, Case, fault_ruleset
 
-__all__ = ["Addressing", "LabError", "Names", "Topology", "new_run_id"]
+__all__ = ["WEB_PORT", "Addressing", "LabError", "Names", "Topology", "new_run_id"]
 
 NETNS_ETC = Path("/etc/netns")
+#: the web site's real port; its address's port 80 is forwarded there (:func:`web_ruleset`)
+WEB_PORT = 8081
 
 
 class LabError(RuntimeError):
@@ -97,8 +99,8 @@ class Names:
         return f"wxlab_{self.run_id}_nat"
 
     @property
-    def redirect_table(self) -> str:
-        return f"wxlab_{self.run_id}_ports"
+    def web_table(self) -> str:
+        return f"wxlab_{self.run_id}_web"
 
     # interfaces live inside the namespaces, so fixed names cannot clash
     phone_if: str = "eth0"
@@ -138,11 +140,9 @@ class Topology:
         workdir: Path,
         run_id: str | None = None,
         addr: Addressing | None = None,
-        port_redirects: Sequence[tuple[int, int]] = (),
     ) -> Topology:
-        """Create the namespaces, links, routes, NAT and (in the internet) the given
-        ``(from_port, to_port)`` TCP redirects. On failure everything made so far is
-        removed and :class:`LabError` raised.
+        """Create the namespaces, links, routes and NAT. On failure everything made so
+        far is removed and :class:`LabError` raised.
         """
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces and nftables)")
@@ -152,13 +152,13 @@ class Topology:
         workdir.mkdir(parents=True, exist_ok=True)
         topo = cls(workdir, Names(run_id or new_run_id()), addr or Addressing())
         try:
-            topo._build(port_redirects)
+            topo._build()
         except BaseException:
             topo.close()
             raise
         return topo
 
-    def _build(self, port_redirects: Sequence[tuple[int, int]]) -> None:
+    def _build(self) -> None:
         n, a = self.names, self.addr
         for ns in (n.phone, n.gateway, n.internet):
             _run(["ip", "netns", "add", ns])
@@ -190,8 +190,7 @@ class Topology:
         )
         nft(n.gateway, nat_ruleset(n.nat_table, n.gw_wan_if))
         nft(n.gateway, fault_ruleset(n.fault_table, n.gw_lan_if, Case()))
-        if port_redirects:
-            nft(n.internet, redirect_ruleset(n.redirect_table, port_redirects))
+        nft(n.internet, web_ruleset(n.web_table, a.web, WEB_PORT))
 
     # -- driving ---------------------------------------------------------------------
 
@@ -298,22 +297,19 @@ def nat_ruleset(table: str, wan_if: str) -> str:
     )
 
 
-def redirect_ruleset(table: str, redirects: Sequence[tuple[int, int]]) -> str:
-    """Port redirects inside the internet namespace, so that one ``wxnet serve`` answers
-    on extra ports too (the QQ-style 14000 of S14 lands on the long-link port)."""
-    lines = [
-        f"add table ip {table}",
-        f"delete table ip {table}",
-        f"table ip {table} {{",
-        "\tchain prerouting {",
-        "\t\ttype nat hook prerouting priority dstnat; policy accept;",
-    ]
-    for src, dst in redirects:
-        if not (0 < src < 65536 and 0 < dst < 65536):
-            raise LabError(f"bad port redirect {src} -> {dst}")
-        lines.append(f"\t\ttcp dport {src} redirect to :{dst}")
-    lines += ["\t}", "}"]
-    return "\n".join(lines) + "\n"
+def web_ruleset(table: str, web: str, port: int) -> str:
+    """In the internet namespace, port 80 of the web site's address goes to the site's
+    own port, so that ``wxnet serve`` can listen on port 80 of every address."""
+    return (
+        f"add table ip {table}\n"
+        f"delete table ip {table}\n"
+        f"table ip {table} {{\n"
+        "\tchain prerouting {\n"
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;\n"
+        f"\t\tip daddr {web} tcp dport 80 dnat to {web}:{port}\n"
+        "\t}\n"
+        "}\n"
+    )
 
 
 def nft(ns: str, script: str) -> None:
