@@ -63,7 +63,7 @@ def register(sub: Any) -> None:
                    help="where the report and logs go (default artifacts/lab-RUNID)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
     p.add_argument("--list", action="store_true",
-                   help="only list the cases and what the seed predicts; needs no root")  # fmt: skip
+                   help="list the cases and what the seed predicts; needs no root")  # fmt: skip
     p.set_defaults(func=cmd_lab)
 
 

@@ -352,4 +352,7 @@ def _terminate(popen: subprocess.Popen[Any], grace: float) -> int | None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(popen.pid, signal.SIGKILL)
             popen.wait(grace)
+    for stream in (popen.stdin, popen.stdout, popen.stderr):
+        if stream is not None:
+            stream.close()
     return popen.returncode
