@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "wxnet.cli.user_cmd",
     "wxnet.cli.proto_cmd",
     "wxnet.cli.lab_cmd",
+    "wxnet.cli.client_cmd",
+    "wxnet.cli.chat_cmd",
 )
 
 
