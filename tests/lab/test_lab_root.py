@@ -13,6 +13,7 @@ import pytest
 
 from wxnet.lab.expectations import assert_expectations
 from wxnet.lab.faults import parse_case, short_matrix
+from wxnet.lab.report import Report
 from wxnet.lab.results import Link, Outcome, Source
 from wxnet.lab.runner import LabConfig, run_lab
 from wxnet.lab.topology import NETNS_ETC, Topology, new_run_id
@@ -101,7 +102,8 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_short_matrix_meets_the_seed(tmp_path: Path) -> None:
-    cfg = LabConfig(cases=short_matrix(), workdir=tmp_path, time_limit=15, messages=2)
+    """The lab's own client (wxnet.lab.probe) behaves as the seed saw the app behave."""
+    cfg = LabConfig(short_matrix(), tmp_path, time_limit=15, messages=2, client="core")
     report = run_lab(cfg)
     assert ours(report.meta[1][1]) == set()
     assert_expectations(report.checks)  # S9, S12, S13, S14, no loss, no duplicate
@@ -117,11 +119,39 @@ def test_short_matrix_meets_the_seed(tmp_path: Path) -> None:
             assert (r.acked, r.received, r.peer_received) == (2, 2, 2) and r.image_ok
 
 
+@pytest.fixture(scope="module")
+def sdk_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    """The short matrix with wxnet's client SDK as the phone (one run for the tests below)."""
+    workdir = tmp_path_factory.mktemp("sdk-lab")
+    return run_lab(LabConfig(short_matrix(), workdir, time_limit=15, messages=2, client="sdk"))
+
+
+def test_sdk_meets_s9_s13_and_loses_nothing(sdk_report: Report) -> None:
+    holding = [c for c in sdk_report.checks if c.claim in ("S9", "S13", "S16", "S19")]
+    assert {c.claim for c in holding} == {"S9", "S13", "S16", "S19"}
+    assert_expectations(holding)
+    by_case = {r.case: r for r in sdk_report.results}
+    assert by_case["none"].worked and by_case["none"].link is Link.LONG
+    assert by_case["dns"].source in (Source.BUILTIN, Source.NEWGETDNS)
+    assert by_case["alltcp"].network_poor and not by_case["alltcp"].worked
+    assert all(r.seconds < 30 for r in sdk_report.results)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lab findings on the client SDK: it logs in only over the short link, so "
+    "with TCP 80 cut it cannot log in (S12, S14); with 8080 cut it takes the extra port "
+    "14000 before the short link on 80 (S12/S14 say 14000 only when 80 and 8080 fail)",
+)
+def test_sdk_meets_every_expectation(sdk_report: Report) -> None:
+    assert_expectations(sdk_report.checks)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_tears_everything_down(tmp_path: Path, sig: signal.Signals) -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "wxnet", "lab", "--cases", "none,dns,tcp80,tcp8080",
-         "--out", str(tmp_path)],
+         "--client", "core", "--out", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     ) as proc:  # fmt: skip
         try:

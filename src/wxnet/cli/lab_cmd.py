@@ -59,6 +59,9 @@ def register(sub: Any) -> None:
                    "(as the seed's iptables -j DROP; cases take longer)")  # fmt: skip
     p.add_argument("--no-extra-port", action="store_true",
                    help="do not configure the extra long-link port 14000 (S14)")  # fmt: skip
+    p.add_argument("--client", choices=["sdk", "core"],
+                   help="who plays the phone: sdk (wxnet's client SDK; the default when "
+                   "installed) or core (the lab's own small client)")  # fmt: skip
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="where the report and logs go (default artifacts/lab-RUNID)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
@@ -78,6 +81,7 @@ def cmd_lab(args: argparse.Namespace, io: IO) -> int:
     from wxnet.lab.report import render_json, render_markdown, render_svg, render_table
     from wxnet.lab.results import CaseResult
     from wxnet.lab.runner import LabConfig, run_lab, terminate_on_signals
+    from wxnet.lab.sdkphone import sdk_available
     from wxnet.lab.topology import LabError, new_run_id
 
     if os.geteuid() != 0:
@@ -93,6 +97,7 @@ def cmd_lab(args: argparse.Namespace, io: IO) -> int:
         block=BlockMode(args.block),
         extra_port=extra_port,
         run_id=run_id,
+        client=args.client or ("sdk" if sdk_available() else "core"),
     )
 
     def progress(r: CaseResult) -> None:

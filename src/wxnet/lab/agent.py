@@ -63,6 +63,11 @@ class AgentConfig:
     attempts: int = 2
     #: the peer and setup connect straight to this address's long link
     direct: str = "127.0.0.1"
+    dns_name: str = "dns.wxnet.lab"
+    #: who plays the phone: "sdk" (wxnet.client) or "core" (wxnet.lab.probe)
+    client: str = "core"
+    #: the SDK's profile directory (fresh per case)
+    profile: str = ""
 
     @classmethod
     def from_json(cls, text: str) -> AgentConfig:
@@ -130,20 +135,29 @@ async def run_setup(cfg: AgentConfig) -> dict[str, Any]:
     return {"contact": cfg.peer}
 
 
+def phone_text(tag: str, i: int) -> str:
+    return f"{tag} phone text {i}"
+
+
+def peer_text(tag: str, i: int) -> str:
+    return f"{tag} peer text {i}"
+
+
 async def run_peer(cfg: AgentConfig) -> dict[str, Any]:
     start = time.monotonic()
     deadline = start + cfg.time_limit
     client = await _direct(cfg)
+    before = set(client.received.by_msg_id)  # anything older than this case
+    prefix = phone_text(cfg.tag, 0)[:-1]
     try:
         for i in range(cfg.messages):
-            await client.send_text(cfg.peer, f"{cfg.tag} peer text {i}", f"{cfg.tag}-b-{i}")
+            await client.send_text(cfg.peer, peer_text(cfg.tag, i), f"{cfg.tag}-b-{i}")
         emit("event", event="sent", count=cfg.messages)
         texts, image = 0, False
         while True:
             await client.sync()
-            got = client.received.matching(cfg.peer, f"{cfg.tag}-a-")
-            texts = sum(1 for m in got if m.msg_type == 1)
-            image = any(m.msg_type == 3 for m in got)
+            texts = len({m.content for m in client.received.texts(cfg.peer, prefix)})
+            image = bool(client.received.images(cfg.peer, before))
             emit("event", event="progress", texts=texts, image=image)
             if (texts >= cfg.messages and image) or time.monotonic() >= deadline:
                 break
@@ -151,7 +165,8 @@ async def run_peer(cfg: AgentConfig) -> dict[str, Any]:
         return {
             "received": texts,
             "image": image,
-            "duplicated": client.received.duplicated(cfg.peer, f"{cfg.tag}-a-"),
+            "duplicated": client.received.duplicated(cfg.peer, prefix)
+            + max(0, len(client.received.images(cfg.peer, before)) - 1),
         }
     finally:
         await client.close()
@@ -189,7 +204,7 @@ async def run_phone(cfg: AgentConfig) -> dict[str, Any]:
         for i in range(cfg.messages):
             out["sent"] += 1
             try:
-                await client.send_text(cfg.peer, f"{cfg.tag} phone text {i}", f"{cfg.tag}-a-{i}")
+                await client.send_text(cfg.peer, phone_text(cfg.tag, i), f"{cfg.tag}-a-{i}")
             except (LinkError, MMError) as exc:
                 failures += 1
                 note(f"send {i} failed: {exc}")
@@ -207,12 +222,12 @@ async def run_phone(cfg: AgentConfig) -> dict[str, Any]:
             note(f"image failed: {exc}")
         while time.monotonic() < deadline:
             await client.sync()
-            got = client.received.matching(cfg.peer, f"{cfg.tag}-b-")
-            out["received"] = len({m.client_msg_id for m in got})
+            got = client.received.texts(cfg.peer, peer_text(cfg.tag, 0)[:-1])
+            out["received"] = len({m.content for m in got})
             if out["received"] >= cfg.messages:
                 break
             await client.wait_news(min(2.0, max(0.1, deadline - time.monotonic())))
-        out["duplicated"] = client.received.duplicated(cfg.peer, f"{cfg.tag}-b-")
+        out["duplicated"] = client.received.duplicated(cfg.peer, peer_text(cfg.tag, 0)[:-1])
         note(f"received {out['received']} of {cfg.messages}")
     except (LinkError, MMError, OSError) as exc:
         failures += 1
@@ -240,9 +255,16 @@ async def run_agent(role: str, cfg: AgentConfig) -> dict[str, Any]:
         return await run_setup(cfg)
     if role == "peer":
         return await run_peer(cfg)
+    if role == "phone" and cfg.client == "sdk":
+        from wxnet.lab.sdkphone import run_sdk_phone
+
+        return await run_sdk_phone(cfg)
     if role == "phone":
         return await run_phone(cfg)
     raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
+
+
+CLIENTS = ("sdk", "core")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         cfg = AgentConfig.from_json(args[1])
+        if cfg.client not in CLIENTS:
+            raise ValueError(f"client must be one of {CLIENTS}, not {cfg.client!r}")
     except (ValueError, TypeError) as exc:
         print(f"agent: error: bad config: {exc}", file=sys.stderr)
         return 2

@@ -333,29 +333,35 @@ async def _addresses(
 
 @dataclass
 class Received:
-    """Messages seen by a client, deduplicated by msg_id (S19); ``duplicated`` counts a
-    client_msg_id that came back under more than one msg_id (a failed server dedup)."""
+    """Messages seen by a client, deduplicated by msg_id (S19). A text counted twice in
+    :meth:`duplicated` came back under more than one msg_id (a failed server dedup)."""
 
     by_msg_id: dict[int, pb.AddMsg] = field(default_factory=dict)
-    times: dict[int, float] = field(default_factory=dict)
 
-    def add(self, msg: pb.AddMsg, now: float) -> bool:
+    def add(self, msg: pb.AddMsg) -> bool:
         if msg.msg_id in self.by_msg_id:
             return False
         self.by_msg_id[msg.msg_id] = msg
-        self.times[msg.msg_id] = now
         return True
 
-    def matching(self, from_user: str, prefix: str) -> list[pb.AddMsg]:
+    def texts(self, from_user: str, prefix: str) -> list[pb.AddMsg]:
+        """Texts from ``from_user`` whose content starts with ``prefix``."""
         return [
             m
             for m in self.by_msg_id.values()
-            if m.from_user == from_user and m.client_msg_id.startswith(prefix)
+            if m.from_user == from_user and m.msg_type == 1 and m.content.startswith(prefix)
+        ]
+
+    def images(self, from_user: str, exclude: set[int]) -> list[pb.AddMsg]:
+        return [
+            m
+            for m in self.by_msg_id.values()
+            if m.from_user == from_user and m.msg_type == 3 and m.msg_id not in exclude
         ]
 
     def duplicated(self, from_user: str, prefix: str) -> int:
-        ids = [m.client_msg_id for m in self.matching(from_user, prefix)]
-        return len(ids) - len(set(ids))
+        contents = [m.content for m in self.texts(from_user, prefix)]
+        return len(contents) - len(set(contents))
 
 
 class ProbeClient:
@@ -397,10 +403,9 @@ class ProbeClient:
         self.key = key
 
     def _apply(self, items: Sequence[pb.CmdItem]) -> None:
-        now = time.monotonic()
         for item in items:
             if item.WhichOneof("body") == "add_msg":
-                self.received.add(item.add_msg, now)
+                self.received.add(item.add_msg)
 
     async def sync(self) -> None:
         """newsync until continue_flag is clear; presenting the new key commits (S19)."""

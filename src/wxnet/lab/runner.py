@@ -39,6 +39,10 @@ from wxnet.lab.topology import WEB_PORT, LabError, Topology
 __all__ = ["LabConfig", "run_lab", "terminate_on_signals"]
 
 PHONE_USER, PEER_USER = "alice", "bob"
+_CLIENT_NAMES = {
+    "sdk": "wxnet.client.sdk (wxnet's client SDK)",
+    "core": "wxnet.lab.probe (the lab's own client on the protocol core)",
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,8 @@ class LabConfig:
     #: extra arguments for ``wxnet serve``
     serve_args: tuple[str, ...] = ()
     run_id: str | None = None
-    keep_workdir: bool = True
+    #: who plays the phone: "sdk" (wxnet's client SDK) or "core" (the lab's own client)
+    client: str = "sdk"
 
 
 @dataclass
@@ -105,7 +110,7 @@ def run_lab(cfg: LabConfig, progress: Callable[[CaseResult], None] = lambda r: N
         ("time limit per case", f"{cfg.time_limit:g} s"),
         ("messages each way", str(cfg.messages)),
         ("extra port", str(cfg.extra_port or "none")),
-        ("client", "wxnet.lab.probe (the lab's own client on the protocol core)"),
+        ("phone client", _CLIENT_NAMES.get(cfg.client, cfg.client)),
     )
     return Report(tuple(results), tuple(evaluate(results, cfg.extra_port is not None)), meta)
 
@@ -135,6 +140,9 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
         topo.run(n.internet, [*py, "wxnet", "user", "add", user, "--password", _password(user),
                               "--data", str(data)], timeout=60)  # fmt: skip
     extra = ["--extra-long-port", str(cfg.extra_port)] if cfg.extra_port else []
+    conf = cfg.workdir / "server.toml"
+    conf.write_text(server_toml(cfg, topo.addr.smart, topo.addr.builtin), encoding="utf-8")
+    extra += ["--config", str(conf)]
     topo.spawn(
         n.internet,
         [*py, "wxnet", "serve", "--data", str(data), "--host", "0.0.0.0",
@@ -155,6 +163,25 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
                    check=False)  # fmt: skip
     if out.returncode != 0:
         raise LabError(f"lab setup (login, add contact) failed: {out.stdout} {out.stderr}")
+
+
+def server_toml(cfg: LabConfig, smart: Sequence[str], builtin: Sequence[str]) -> str:
+    """The server's ``[dns]`` section: newgetdns advertises the smart addresses and the
+    built-in list (S10), under the lab's names; the extra port stays a client setting."""
+
+    def arr(items: Sequence[str]) -> str:
+        return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+    return (
+        "[dns]\n"
+        f"long_name = {json.dumps(cfg.long_name)}\n"
+        f"short_name = {json.dumps(cfg.short_name)}\n"
+        f"long_addresses = {arr(smart)}\n"
+        f"short_addresses = {arr(smart)}\n"
+        "long_ports = [8080]\n"
+        "short_ports = [80]\n"
+        f"builtin_addresses = {arr(builtin)}\n"
+    )
 
 
 def _password(user: str) -> str:
@@ -227,6 +254,8 @@ def _agent_config(
         time_limit=cfg.time_limit, long_name=cfg.long_name, short_name=cfg.short_name,
         builtin=list(topo.addr.builtin), extra_port=cfg.extra_port,
         direct="127.0.0.1" if role != "phone" else topo.addr.smart[0],
+        dns_name=cfg.dns_name, client=cfg.client,
+        profile=str(cfg.workdir / "profiles" / tag) if role == "phone" else "",
     )  # fmt: skip
 
 
