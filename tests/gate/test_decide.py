@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from conftest import CATALOG, POLICY
+from gatedata import CATALOG, POLICY
 
 from wxnet.gate.decide import decide
 from wxnet.gate.policy import parse_policy

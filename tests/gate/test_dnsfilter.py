@@ -4,8 +4,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import CATALOG, POLICY
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from gatedata import CATALOG, POLICY
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -4,7 +4,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import CATALOG, POLICY
+from gatedata import CATALOG, POLICY
 
 from wxnet.gate.policy import PolicyError, parse_policy, parse_window
 

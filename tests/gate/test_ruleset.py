@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import CATALOG, POLICY
+from gatedata import CATALOG, POLICY
 
 from wxnet.gate.policy import parse_policy
 from wxnet.gate.ruleset import (

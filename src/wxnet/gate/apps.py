@@ -12,7 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AppInfo", "app_catalog", "expand_dependencies"]
+__all__ = ["DEFAULT_TCP_PORTS", "AppInfo", "app_catalog", "expand_dependencies"]
+
+#: Ports assumed for an app whose signature declares none (web-only checks such as the
+#: Android connectivity probe on ``http://connectivitycheck.gstatic.com/generate_204``).
+DEFAULT_TCP_PORTS = (80, 443)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,8 @@ def app_catalog(signatures: Mapping[str, Any]) -> dict[str, AppInfo]:
     out: dict[str, AppInfo] = {}
     for app_id, sig in signatures.items():
         tcp, udp = _ports(sig)
+        if not tcp and not udp:
+            tcp = DEFAULT_TCP_PORTS
         label = getattr(sig, "label", None) or getattr(sig, "name", None) or app_id
         out[app_id] = AppInfo(
             id=app_id,

@@ -326,7 +326,7 @@ def parse_window(text: str) -> Window:
     return Window(days=frozenset(days), start=start, end=end, text=text.strip())
 
 
-def _parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
+def _parse_endpoint(text: str, default_port: int = 53, allow_zero: bool = False) -> tuple[str, int]:
     text = text.strip()
     host, port = text, default_port
     if text.startswith("["):
@@ -337,7 +337,7 @@ def _parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
         host, _, p = text.partition(":")
         port = int(p)
     ipaddress.ip_address(host)
-    if not 0 < port < 65536:
+    if not (0 if allow_zero else 1) <= port < 65536:
         raise ValueError(f"port {port} out of range")
     return host, port
 
@@ -543,7 +543,7 @@ def _parse_gate(raw: Any, lines: _Lines) -> GateSettings:
             kw[key.replace("-", "_")] = raw[key]
     if "http" in raw:
         try:
-            _host, _port = _parse_endpoint(str(raw["http"]), 0)
+            _parse_endpoint(str(raw["http"]), -1, allow_zero=True)
         except ValueError as exc:
             raise PolicyError(f"http must be ADDRESS:PORT ({exc})", ln("http")) from None
         kw["http"] = str(raw["http"])

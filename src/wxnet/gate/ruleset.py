@@ -246,16 +246,18 @@ def delete_table(table: str) -> str:
     return f"table inet {table}\ndelete table inet {table}\n"
 
 
-def add_elements(table: str, elements: Iterable[tuple[str, str, int]]) -> str:
-    """Script adding ``(app or "pass", address, timeout seconds)`` elements to the sets."""
+def add_elements(table: str, elements: Iterable[tuple[str, str, int]], verb: str = "add") -> str:
+    """Script adding (``verb="add"``) or deleting (``"delete"``) ``(app or "pass", address,
+    timeout seconds)`` elements in the sets."""
     by_set: dict[str, list[str]] = {}
     for app, address, timeout in elements:
         ip = ipaddress.ip_address(address)
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         name = f"pass_{ip.version}" if app == "pass" else set_name(app, ip.version)
-        by_set.setdefault(name, []).append(f"{ip} timeout {max(1, int(timeout))}s")
+        item = f"{ip} timeout {max(1, int(timeout))}s" if verb == "add" else str(ip)
+        by_set.setdefault(name, []).append(item)
     return "".join(
-        f"add element inet {table} {name} {{ {', '.join(items)} }}\n"
+        f"{verb} element inet {table} {name} {{ {', '.join(items)} }}\n"
         for name, items in sorted(by_set.items())
     )

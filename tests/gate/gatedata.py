@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from wxnet.gate.apps import AppInfo
 
 CATALOG = {
@@ -49,8 +47,3 @@ name = "boss"
 ip = "10.1.0.9"
 group = "kids"
 """
-
-
-@pytest.fixture
-def catalog() -> dict[str, AppInfo]:
-    return dict(CATALOG)
