@@ -48,10 +48,12 @@ class Nft:
     Args:
         table: the ``inet`` table name.
         refresh: re-add an element when less than this fraction of its timeout is left.
+        netns: run ``nft`` inside this named network namespace (tests, benchmarks).
     """
 
-    def __init__(self, table: str, refresh: float = 0.5) -> None:
+    def __init__(self, table: str, refresh: float = 0.5, netns: str | None = None) -> None:
         self.table = table
+        self.prefix = ("ip", "netns", "exec", netns) if netns else ()
         self.refresh = refresh
         self._known: dict[tuple[str, str], tuple[float, int]] = {}  # -> (expiry, timeout)
         self._lock = asyncio.Lock()
@@ -69,6 +71,7 @@ class Nft:
             raise NftError("the nft command is not installed (Debian package nftables)")
         self.spawns += 1
         proc = await asyncio.create_subprocess_exec(
+            *self.prefix,
             exe,
             "-f",
             "-",
