@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "wxnet.cli.lab_cmd",
     "wxnet.cli.client_cmd",
     "wxnet.cli.chat_cmd",
+    "wxnet.cli.gate_cmd",
 )
 
 

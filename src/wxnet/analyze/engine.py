@@ -1,0 +1,638 @@
+"""The capture analyser's core: packets in, labelled flow records out.
+
+Sans-IO: :meth:`Analyzer.packet` takes one captured frame (time, link type, bytes) and
+:meth:`Analyzer.finish` flushes; finished flows go to the ``emit`` callback as
+:class:`FlowRecord` values. Memory is bounded by the live flows: a flow is emitted and
+forgotten when it ends (TCP FIN both ways or RST, after ``linger`` seconds), when it
+has been idle for ``tcp_idle``/``udp_idle`` seconds of capture time, or, beyond
+``max_flows`` live flows, the least recently active ones first. Each direction keeps
+at most ``client_limit``/``server_limit`` payload bytes, and only until the verdict is
+final.
+
+Decoding: link types Ethernet (1, with 802.1Q/802.1ad VLAN tags), Linux cooked SLL
+(113) and SLL2 (276), raw IP (101, 12, 14, 228, 229) and BSD loopback (0); IPv4
+(fragments: only the first carries ports; later ones count towards no flow) and IPv6
+(extension headers walked); TCP with in-order reassembly of the first bytes of each
+direction (out-of-order segments held until the gap fills, bounded); UDP. DNS answers
+(UDP 53) are remembered per client so later flows to those addresses are labelled "by
+DNS".
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from wxnet.classify import Classifier, DnsMemory, Evidence, FlowView, Verdict
+from wxnet.proto import commands as C
+from wxnet.proto.errors import RemoteProtocolError
+from wxnet.proto.framing import PacketDecoder
+from wxnet.proto.sniff import LonglinkHead, parse_dns, sniff_longlink
+
+__all__ = ["Analyzer", "FlowRecord", "LonglinkPacket", "Stats"]
+
+_TCP = 6
+_UDP = 17
+_ETH = 1
+_SLL = 113
+_SLL2 = 276
+_RAW = frozenset({101, 12, 14})
+_RAW4 = 228
+_RAW6 = 229
+_NULL = 0
+_V6_EXT = frozenset({0, 43, 60})
+_U16 = struct.Struct(">H").unpack_from
+_U32 = struct.Struct(">I").unpack_from
+_MAX_OOO = 16
+_LONGLINK_SHOWN = 20
+
+
+@dataclass(frozen=True, slots=True)
+class LonglinkPacket:
+    """One decoded S32 packet: direction, command, its name where known, seq, body size."""
+
+    direction: str
+    cmd: int
+    name: str
+    seq: int
+    body_len: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    transport: str
+    client: str
+    client_port: int
+    server: str
+    server_port: int
+    start: float
+    end: float
+    verdict: Verdict
+    client_packets: int
+    server_packets: int
+    client_bytes: int
+    server_bytes: int
+    longlink: tuple[LonglinkPacket, ...] = ()
+
+    @property
+    def packets(self) -> int:
+        return self.client_packets + self.server_packets
+
+    @property
+    def bytes(self) -> int:
+        return self.client_bytes + self.server_bytes
+
+    def to_json(self) -> dict[str, object]:
+        v = self.verdict
+        out: dict[str, object] = {
+            "transport": self.transport,
+            "client": self.client,
+            "client_port": self.client_port,
+            "server": self.server,
+            "server_port": self.server_port,
+            "start": round(self.start, 6),
+            "end": round(self.end, 6),
+            "app": v.app,
+            "label": v.label,
+            "confirmed": v.confirmed,
+            "spoofed": v.spoofed,
+            "evidence": [{"kind": e.kind, "detail": e.detail} for e in v.evidence],
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "client_packets": self.client_packets,
+            "server_packets": self.server_packets,
+            "client_bytes": self.client_bytes,
+            "server_bytes": self.server_bytes,
+        }
+        if self.longlink:
+            out["longlink"] = [
+                {"dir": p.direction, "cmd": p.cmd, "name": p.name, "seq": p.seq, "body": p.body_len}
+                for p in self.longlink
+            ]
+        return out
+
+
+@dataclass(slots=True)
+class Stats:
+    packets: int = 0
+    bytes: int = 0
+    not_ip: int = 0
+    other_transport: int = 0
+    malformed: int = 0
+    fragments: int = 0
+    flows: int = 0
+    max_live_flows: int = 0
+    first_ts: float | None = None
+    last_ts: float = 0.0
+    dns_answers: int = 0
+    linktypes: set[int] = field(default_factory=set)
+
+
+class _Dir:
+    """One direction's reassembly state."""
+
+    __slots__ = ("buf", "done", "next", "ooo")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.next: int | None = None
+        self.ooo: dict[int, bytes] = {}
+        self.done = False
+
+
+class _Flow:
+    __slots__ = (
+        "c",
+        "c_bytes",
+        "c_fin",
+        "c_pkts",
+        "client",
+        "cport",
+        "end_ts",
+        "final",
+        "first",
+        "key",
+        "last",
+        "s",
+        "s_bytes",
+        "s_fin",
+        "s_pkts",
+        "server",
+        "sport",
+        "tcp",
+        "verdict",
+    )
+
+    def __init__(
+        self, key: bytes, tcp: bool, client: str, cport: int, server: str, sport: int, ts: float
+    ) -> None:
+        self.key = key
+        self.tcp = tcp
+        self.client = client
+        self.cport = cport
+        self.server = server
+        self.sport = sport
+        self.first = ts
+        self.last = ts
+        self.c_pkts = self.s_pkts = self.c_bytes = self.s_bytes = 0
+        self.c = _Dir()
+        self.s = _Dir()
+        self.verdict: Verdict | None = None
+        self.final = False
+        self.c_fin = self.s_fin = False
+        self.end_ts: float | None = None  # set when the flow is over (FIN both ways / RST)
+
+
+def _ntop4(b: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET, b)
+
+
+def _ntop6(b: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6, b)
+
+
+class Analyzer:
+    """Feed packets, get flow records. Sans-IO; time comes from the packets."""
+
+    def __init__(
+        self,
+        emit: Callable[[FlowRecord], None],
+        classifier: Classifier | None = None,
+        *,
+        client_limit: int = 16384,
+        server_limit: int = 4096,
+        tcp_idle: float = 600.0,
+        udp_idle: float = 120.0,
+        linger: float = 5.0,
+        max_flows: int = 200_000,
+        sweep_every: float = 10.0,
+    ) -> None:
+        self.emit = emit
+        self.classifier = classifier or Classifier()
+        self.dns = DnsMemory()
+        self.stats = Stats()
+        self.client_limit = client_limit
+        self.server_limit = server_limit
+        self.tcp_idle = tcp_idle
+        self.udp_idle = udp_idle
+        self.linger = linger
+        self.max_flows = max_flows
+        self.sweep_every = sweep_every
+        self._flows: dict[bytes, _Flow] = {}
+        self._next_sweep: float | None = None
+
+    @property
+    def live_flows(self) -> int:
+        return len(self._flows)
+
+    # ----------------------------------------------------------------- packets
+
+    def packet(self, ts: float, linktype: int, data: bytes, wire_len: int = 0) -> None:
+        """Account one captured frame. Malformed frames are counted, never raised."""
+        st = self.stats
+        st.packets += 1
+        size = wire_len or len(data)
+        st.bytes += size
+        if st.first_ts is None:
+            st.first_ts = ts
+            self._next_sweep = ts + self.sweep_every
+        st.last_ts = ts
+        # ---- link layer -> (ethertype-ish version, offset)
+        if linktype == _ETH:
+            if len(data) < 14:
+                st.malformed += 1
+                return
+            etype = (data[12] << 8) | data[13]
+            off = 14
+            while etype in (0x8100, 0x88A8, 0x9100):
+                if len(data) < off + 4:
+                    st.malformed += 1
+                    return
+                etype = (data[off + 2] << 8) | data[off + 3]
+                off += 4
+        elif linktype == _SLL:
+            if len(data) < 16:
+                st.malformed += 1
+                return
+            etype = (data[14] << 8) | data[15]
+            off = 16
+        elif linktype == _SLL2:
+            if len(data) < 20:
+                st.malformed += 1
+                return
+            etype = (data[0] << 8) | data[1]
+            off = 20
+        elif linktype in _RAW or linktype in (_RAW4, _RAW6):
+            if not data:
+                st.malformed += 1
+                return
+            v = data[0] >> 4
+            etype = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
+            off = 0
+        elif linktype == _NULL:
+            if len(data) < 5:
+                st.malformed += 1
+                return
+            v = data[4] >> 4
+            etype = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
+            off = 4
+        else:
+            st.linktypes.add(linktype)
+            st.not_ip += 1
+            return
+        # ---- network layer
+        if etype == 0x0800:
+            if len(data) < off + 20 or data[off] >> 4 != 4:
+                st.malformed += 1
+                return
+            ihl = (data[off] & 0x0F) * 4
+            total = (data[off + 2] << 8) | data[off + 3]
+            end = off + total if off + total <= len(data) else len(data)
+            if ihl < 20 or total < ihl:
+                st.malformed += 1
+                return
+            frag = ((data[off + 6] << 8) | data[off + 7]) & 0x3FFF
+            if frag & 0x1FFF:
+                st.fragments += 1  # later fragment: no ports to read
+                return
+            proto = data[off + 9]
+            src = data[off + 12 : off + 16]
+            dst = data[off + 16 : off + 20]
+            l4 = off + ihl
+            ntop = _ntop4
+        elif etype == 0x86DD:
+            if len(data) < off + 40:
+                st.malformed += 1
+                return
+            plen = (data[off + 4] << 8) | data[off + 5]
+            end = off + 40 + plen
+            if end > len(data):
+                end = len(data)
+            proto = data[off + 6]
+            src = data[off + 8 : off + 24]
+            dst = data[off + 24 : off + 40]
+            l4 = off + 40
+            while proto in _V6_EXT or proto == 44:
+                if l4 + 8 > end:
+                    st.malformed += 1
+                    return
+                if proto == 44:
+                    if _U16(data, l4 + 2)[0] & 0xFFF8:
+                        st.fragments += 1
+                        return
+                    proto = data[l4]
+                    l4 += 8
+                else:
+                    proto, l4 = data[l4], l4 + (data[l4 + 1] + 1) * 8
+            ntop = _ntop6
+        else:
+            st.not_ip += 1
+            return
+        # ---- transport
+        if proto == _TCP:
+            if end - l4 < 20:
+                st.malformed += 1
+                return
+            doff = (data[l4 + 12] >> 4) * 4
+            if doff < 20 or l4 + doff > end:
+                st.malformed += 1
+                return
+            ports = data[l4 : l4 + 4]
+            key = b"T" + src + dst + ports
+            flow = self._flows.get(key)
+            if flow is not None:
+                from_client = True
+            else:
+                flow = self._flows.get(b"T" + dst + src + ports[2:] + ports[:2])
+                from_client = False
+                if flow is None:
+                    flags = data[l4 + 13]
+                    sp, dp = _U16(ports, 0)[0], _U16(ports, 2)[0]
+                    # SYN+ACK comes from the server; without a handshake guess by port.
+                    if (flags & 0x12) == 0x12 or ((flags & 0x02) == 0 and _server_port(sp, dp)):
+                        key = b"T" + dst + src + ports[2:] + ports[:2]
+                        flow = self._new(key, True, ntop(dst), dp, ntop(src), sp, ts)
+                    else:
+                        flow = self._new(key, True, ntop(src), sp, ntop(dst), dp, ts)
+                        from_client = True
+            self._tcp(flow, from_client, data, l4, doff, end, ts, size)
+        elif proto == _UDP:
+            if end - l4 < 8:
+                st.malformed += 1
+                return
+            ports = data[l4 : l4 + 4]
+            key = b"U" + src + dst + ports
+            flow = self._flows.get(key)
+            if flow is not None:
+                from_client = True
+            else:
+                flow = self._flows.get(b"U" + dst + src + ports[2:] + ports[:2])
+                from_client = False
+                if flow is None:
+                    sp, dp = _U16(ports, 0)[0], _U16(ports, 2)[0]
+                    if _server_port(sp, dp):
+                        key = b"U" + dst + src + ports[2:] + ports[:2]
+                        flow = self._new(key, False, ntop(dst), dp, ntop(src), sp, ts)
+                    else:
+                        flow = self._new(key, False, ntop(src), sp, ntop(dst), dp, ts)
+                        from_client = True
+            self._udp(flow, from_client, data[l4 + 8 : end], ts, size)
+        else:
+            st.other_transport += 1
+        if self._next_sweep is not None and ts >= self._next_sweep:
+            self._sweep(ts)
+
+    def _new(
+        self, key: bytes, tcp: bool, client: str, cport: int, server: str, sport: int, ts: float
+    ) -> _Flow:
+        flow = _Flow(key, tcp, client, cport, server, sport, ts)
+        self._flows[key] = flow
+        self.stats.flows += 1
+        if len(self._flows) > self.stats.max_live_flows:
+            self.stats.max_live_flows = len(self._flows)
+            if len(self._flows) > self.max_flows:
+                self._evict_oldest(ts)
+        return flow
+
+    def _tcp(
+        self,
+        flow: _Flow,
+        from_client: bool,
+        data: bytes,
+        l4: int,
+        doff: int,
+        end: int,
+        ts: float,
+        size: int,
+    ) -> None:
+        flow.last = ts
+        flags = data[l4 + 13]
+        if from_client:
+            flow.c_pkts += 1
+            flow.c_bytes += size
+            d = flow.c
+            if flags & 0x01:
+                flow.c_fin = True
+        else:
+            flow.s_pkts += 1
+            flow.s_bytes += size
+            d = flow.s
+            if flags & 0x01:
+                flow.s_fin = True
+        if (flags & 0x04 or (flow.c_fin and flow.s_fin)) and flow.end_ts is None:
+            flow.end_ts = ts
+        if d.done:
+            return
+        seq = _U32(data, l4 + 4)[0]
+        if flags & 0x02:  # SYN: data starts at seq + 1
+            d.next = (seq + 1) & 0xFFFFFFFF
+            return
+        start = l4 + doff
+        if start >= end:
+            return
+        if d.next is None:
+            d.next = seq  # joined mid-stream: take the first segment as the start
+        payload = data[start:end]
+        if not self._append(
+            d, seq, payload, self.client_limit if from_client else self.server_limit
+        ):
+            return
+        if from_client and not flow.final:
+            self._classify(flow)
+
+    @staticmethod
+    def _append(d: _Dir, seq: int, payload: bytes, limit: int) -> bool:
+        """Add a segment in order; True when the in-order bytes grew."""
+        nxt = d.next
+        assert nxt is not None
+        delta = (seq - nxt) & 0xFFFFFFFF
+        if delta >= 0x80000000:  # starts before what we have: retransmission/overlap
+            skip = (nxt - seq) & 0xFFFFFFFF
+            if skip >= len(payload):
+                return False
+            payload = payload[skip:]
+            delta = 0
+        if delta:
+            if len(d.ooo) < _MAX_OOO and delta < limit:
+                d.ooo.setdefault(seq, payload)
+            return False
+        room = limit - len(d.buf)
+        d.buf += payload[:room]
+        nxt = (nxt + len(payload)) & 0xFFFFFFFF
+        while d.ooo:
+            seg = d.ooo.pop(nxt, None)
+            if seg is None:
+                # Drop held segments that the stream has passed.
+                for s in [s for s in d.ooo if ((s - nxt) & 0xFFFFFFFF) >= 0x80000000]:
+                    held = d.ooo.pop(s)
+                    over = (nxt - s) & 0xFFFFFFFF
+                    if over < len(held):
+                        d.ooo[nxt] = held[over:]
+                if nxt not in d.ooo:
+                    break
+                continue
+            d.buf += seg[: limit - len(d.buf)]
+            nxt = (nxt + len(seg)) & 0xFFFFFFFF
+        d.next = nxt
+        if len(d.buf) >= limit:
+            d.done = True
+            d.ooo.clear()
+        return True
+
+    def _udp(self, flow: _Flow, from_client: bool, payload: bytes, ts: float, size: int) -> None:
+        flow.last = ts
+        if from_client:
+            flow.c_pkts += 1
+            flow.c_bytes += size
+            if not flow.c.buf and payload and not flow.final:
+                flow.c.buf += payload[: self.client_limit]
+                self._classify(flow)
+        else:
+            flow.s_pkts += 1
+            flow.s_bytes += size
+            if not flow.s.buf and payload:
+                flow.s.buf += payload[: self.server_limit]
+            if flow.sport == 53 and payload:
+                self._learn_dns(flow.client, payload, ts)
+
+    def _learn_dns(self, client: str, payload: bytes, ts: float) -> None:
+        msg = parse_dns(payload)
+        if msg is None or not msg.is_response or msg.rcode != 0:
+            return
+        for q in msg.questions:
+            answers = msg.addresses_for(q)
+            for addr, ttl in answers:
+                self.dns.learn(client, q, (addr,), ttl, ts)
+            self.stats.dns_answers += len(answers)
+
+    def _classify(self, flow: _Flow) -> None:
+        view = FlowView(
+            "tcp" if flow.tcp else "udp",
+            flow.client,
+            flow.cport,
+            flow.server,
+            flow.sport,
+            bytes(flow.c.buf),
+            bytes(flow.s.buf),
+        )
+        # Spoofing can only be judged for clients whose DNS answers the capture holds.
+        v = self.classifier.classify(
+            view, self.dns, flow.last, spoof_check=self.dns.knows_client(flow.client)
+        )
+        flow.verdict = v
+        if v.final or flow.c.done:
+            flow.final = True
+            # Keep the server's first bytes only where we will decode them.
+            if not any(e.kind == "longlink-2014" for e in v.evidence):
+                flow.s.done = True
+                flow.s.buf = bytearray()
+                flow.s.ooo.clear()
+            flow.c.done = True
+            flow.c.ooo.clear()
+
+    # ------------------------------------------------------------- lifecycle
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self.sweep_every
+        gone = []
+        for key, f in self._flows.items():
+            if f.end_ts is not None:
+                if now - f.last >= self.linger:
+                    gone.append(key)
+            elif now - f.last >= (self.tcp_idle if f.tcp else self.udp_idle):
+                gone.append(key)
+        for key in gone:
+            self._emit(self._flows.pop(key))
+
+    def _evict_oldest(self, now: float) -> None:
+        """Over ``max_flows``: emit the least recently active tenth."""
+        ordered = sorted(self._flows.values(), key=lambda f: f.last)
+        for f in ordered[: max(1, len(ordered) // 10)]:
+            del self._flows[f.key]
+            self._emit(f)
+
+    def finish(self) -> None:
+        """Emit every live flow (end of capture, or after a read error)."""
+        flows = sorted(self._flows.values(), key=lambda f: f.first)
+        self._flows.clear()
+        for f in flows:
+            self._emit(f)
+
+    def _emit(self, flow: _Flow) -> None:
+        if not flow.final:
+            self._classify(flow)
+        verdict = flow.verdict
+        assert verdict is not None
+        longlink: tuple[LonglinkPacket, ...] = ()
+        if any(e.kind == "longlink-2014" for e in verdict.evidence):
+            longlink = _decode_longlink(bytes(flow.c.buf), "c2s") + _decode_longlink(
+                bytes(flow.s.buf), "s2c"
+            )
+        self.emit(
+            FlowRecord(
+                "tcp" if flow.tcp else "udp",
+                flow.client,
+                flow.cport,
+                flow.server,
+                flow.sport,
+                flow.first,
+                flow.last,
+                verdict,
+                flow.c_pkts,
+                flow.s_pkts,
+                flow.c_bytes,
+                flow.s_bytes,
+                longlink,
+            )
+        )
+
+
+def _server_port(src: int, dst: int) -> bool:
+    """Without a handshake: is ``src`` (not ``dst``) the server's port?"""
+    if src < 1024 <= dst:
+        return True
+    if dst < 1024 <= src:
+        return False
+    return src < dst and src in _KNOWN_SERVICE_PORTS
+
+
+_KNOWN_SERVICE_PORTS = frozenset(
+    {1080, 1194, 3128, 3478, 5222, 5223, 5228, 5353, 8000, 8080, 8443, 14000}
+)
+
+
+def _decode_longlink(data: bytes, direction: str) -> tuple[LonglinkPacket, ...]:
+    """Decode the S32 packets at the start of ``data`` (the bytes we kept)."""
+    if not isinstance(sniff_longlink(data), LonglinkHead):
+        return ()
+    dec = PacketDecoder()
+    out: list[LonglinkPacket] = []
+    try:
+        dec.feed(data)
+        while len(out) < _LONGLINK_SHOWN and (p := dec.next_packet()) is not None:
+            out.append(LonglinkPacket(direction, p.cmd, _cmd_name(p.cmd), p.seq, len(p.body)))
+    except RemoteProtocolError:
+        pass
+    return tuple(out)
+
+
+def _cmd_name(cmd: int) -> str:
+    if cmd == C.CMD_NOOP:
+        return "noop"
+    if cmd == C.reply_cmd(C.CMD_NOOP):
+        return "noop reply"
+    if cmd == C.CMD_NOTIFY:
+        return "notify"
+    if cmd == C.CMD_PUSH:
+        return "push"
+    if cmd in C.BY_CMD:
+        return C.BY_CMD[cmd].name
+    if cmd - C.REPLY_OFFSET in C.BY_CMD:
+        return C.BY_CMD[cmd - C.REPLY_OFFSET].name + " reply"
+    return "unknown"
+
+
+def evidence_text(evidence: tuple[Evidence, ...]) -> str:
+    return "; ".join(f"{e.kind}: {e.detail}" for e in evidence)

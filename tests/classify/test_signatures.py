@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wxnet.classify import Classifier, FlowView, SignatureError, bundled_paths, load_signatures
+
+GOOD = """
+id = "demo"
+label = "Demo"
+reason = "a test signature"
+domains = ["demo.example"]
+tcp_ports = [7000]
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_bundled_set_has_the_required_apps() -> None:
+    names = {p.stem for p in bundled_paths()}
+    assert {"wechat", "qq", "android-connectivity", "ios-connectivity"} <= names
+    assert {"apple-push", "google-push", "tencent"} <= names
+    assert set(load_signatures().apps) == names
+
+
+def test_custom_signature_set(tmp_path: Path) -> None:
+    sigs = load_signatures([write(tmp_path, "demo.toml", GOOD)])
+    clf = Classifier(sigs)
+    assert clf.app_for_name("a.demo.example") == "demo"
+    req = b"GET / HTTP/1.1\r\nHost: a.demo.example\r\n\r\n"
+    assert clf.classify(FlowView("tcp", "10.0.0.1", 1, "192.0.2.1", 80, req)).app == "demo"
+    assert clf.classify(FlowView("tcp", "10.0.0.1", 1, "192.0.2.1", 7000)).label == (
+        "Demo (unconfirmed)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GOOD + "colour = 1\n", "unknown field(s) colour"),
+        (GOOD.replace('"demo.example"', '"bad domain"'), "not a domain name"),
+        (GOOD + "host_regex = ['(']\n", "host_regex"),
+        (GOOD + 'dependencies = ["nothing"]\n', "unknown signature 'nothing'"),
+        (GOOD + "ranges = ['10.0.0.1/8']\n", "ranges"),
+        (GOOD + "mmtls = 1\n", "mmtls must be true or false"),
+        (GOOD.replace("[7000]", "[70000]"), "tcp_ports"),
+        (GOOD.replace('reason = "a test signature"', ""), "reason"),
+        ("id = [", "not valid TOML"),
+        (GOOD + "[[udp_payload]]\nprefix = ['zz']\nwhat = 'x'\n", "not hex"),
+        (GOOD + "[[udp_payload]]\nwhat = 'x'\n", "needs at least one prefix"),
+    ],
+)
+def test_bad_files_name_the_file_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, "demo.toml", text)
+    with pytest.raises(SignatureError) as info:
+        load_signatures([path])
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_duplicate_domain_and_id(tmp_path: Path) -> None:
+    a = write(tmp_path, "a.toml", GOOD)
+    b = write(tmp_path, "b.toml", GOOD.replace('id = "demo"', 'id = "other"'))
+    with pytest.raises(SignatureError, match="also claimed"):
+        load_signatures([a, b])
+    with pytest.raises(SignatureError, match="already defined"):
+        load_signatures([a, a])
+    with pytest.raises(SignatureError, match="cannot read"):
+        load_signatures([tmp_path / "missing.toml"])
