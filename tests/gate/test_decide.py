@@ -3,10 +3,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from gatedata import CATALOG, POLICY
 
 from wxnet.gate.decide import decide
 from wxnet.gate.policy import parse_policy
+
+from .gatedata import CATALOG, POLICY
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
-from gatedata import CATALOG, POLICY
 from hypothesis import given
 from hypothesis import strategies as st
 
 from wxnet.gate.dnsfilter import DnsFilter, Forward, MalformedQuery, Reply
 from wxnet.gate.policy import parse_policy
+
+from .gatedata import CATALOG, POLICY
 
 MON_10 = datetime(2026, 11, 23, 10, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 SUFFIXES = {"weixin.qq.com": "wechat", "qq.com": "qq", "push.apple.com": "apple-push"}

@@ -9,11 +9,12 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from gatedata import CATALOG, POLICY
 
 from wxnet.gate.nft import Nft, NftError
 from wxnet.gate.policy import parse_policy
 from wxnet.gate.ruleset import render
+
+from .gatedata import CATALOG, POLICY
 
 pytestmark = [
     pytest.mark.root,

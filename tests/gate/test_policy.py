@@ -4,9 +4,10 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from gatedata import CATALOG, POLICY
 
 from wxnet.gate.policy import PolicyError, parse_policy, parse_window
+
+from .gatedata import CATALOG, POLICY
 
 SH = ZoneInfo("Asia/Shanghai")
 

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gatedata import CATALOG, POLICY
-
 from wxnet.gate.policy import parse_policy
 from wxnet.gate.ruleset import (
     MARK_PASS,
@@ -13,6 +11,8 @@ from wxnet.gate.ruleset import (
     delete_table,
     render,
 )
+
+from .gatedata import CATALOG, POLICY
 
 GOLDEN = Path(__file__).parent / "golden"
 
