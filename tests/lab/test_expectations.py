@@ -95,3 +95,22 @@ def test_lab_error_fails_its_checks() -> None:
     r = CaseResult("tcp80", ("tcp80",), Outcome.ERROR, detail="server died")
     failed = [c for c in evaluate([r]) if not c.passed]
     assert [c.claim for c in failed] == ["S12"] and "server died" in failed[0].detail
+
+
+def test_behind_the_gate_the_web_must_be_blocked() -> None:
+    from dataclasses import replace
+
+    r = replace(ok("none", Source.DNS, Link.LONG, 8080), gate=True, web_blocked=True)
+    assert all(c.passed for c in evaluate([r]))
+    assert "S1" in {c.claim for c in evaluate([r])}
+    for web in (False, None):
+        failed = [c for c in evaluate([replace(r, web_blocked=web)]) if not c.passed]
+        assert [c.claim for c in failed] == ["S1"]
+
+
+def test_behind_the_gate_the_extra_port_is_closed() -> None:
+    from dataclasses import replace
+
+    r = replace(dead("tcp80+tcp8080"), gate=True, web_blocked=True)
+    checks = evaluate([r])
+    assert all(c.passed for c in checks) and "S13" in {c.claim for c in checks}

@@ -17,8 +17,8 @@ GOLDEN_DNS_TCP80 = """\
 add table inet wxlab_t_faults
 delete table inet wxlab_t_faults
 table inet wxlab_t_faults {
-\tchain forward {
-\t\ttype filter hook forward priority filter; policy accept;
+\tchain prerouting {
+\t\ttype filter hook prerouting priority -150; policy accept;
 \t\tiifname "lan0" udp dport 53 counter reject with icmpx type port-unreachable comment "dns"
 \t\tiifname "lan0" tcp dport 80 counter reject with tcp reset comment "tcp80"
 \t}
@@ -29,8 +29,8 @@ GOLDEN_ALLTCP_DROP = """\
 add table inet wxlab_t_faults
 delete table inet wxlab_t_faults
 table inet wxlab_t_faults {
-\tchain forward {
-\t\ttype filter hook forward priority filter; policy accept;
+\tchain prerouting {
+\t\ttype filter hook prerouting priority -150; policy accept;
 \t\tiifname "lan0" meta l4proto tcp counter drop comment "alltcp"
 \t}
 }

@@ -119,6 +119,25 @@ def test_short_matrix_meets_the_seed(tmp_path: Path) -> None:
             assert (r.acked, r.received, r.peer_received) == (2, 2, 2) and r.image_ok
 
 
+def test_with_gate_wechat_works_and_the_web_is_blocked(tmp_path: Path) -> None:
+    """`wxnet lab --with-gate`: wxnet gate in allow-only mode on the gateway, the seed's
+    names; the service still behaves as the seed saw, and a browser never gets through."""
+    cases = [parse_case(c) for c in ("none", "dns", "tcp80+tcp8080")]
+    cfg = LabConfig(
+        cases, tmp_path, time_limit=15, messages=2, client="core", with_gate=True,
+        long_name="long.weixin.qq.com", short_name="short.weixin.qq.com",
+        dns_name="dns.weixin.qq.com",
+    )  # fmt: skip
+    report = run_lab(cfg)
+    assert_expectations(report.checks)
+    assert {c.claim for c in report.checks} >= {"S1", "S9", "S12", "S13"}
+    assert all(r.gate and r.web_blocked for r in report.results)
+    # the gate saw WeChat by DNS and by the bytes of the built-in-address flows (S9)
+    log = (tmp_path / "gate.jsonl").read_text()
+    assert '"app": "wechat"' in log and '"path": "inspector"' in log
+    assert "www.example.lab" in log  # the browser's DNS query was refused
+
+
 @pytest.fixture(scope="module")
 def sdk_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     """The short matrix with wxnet's client SDK as the phone (one run for the tests below)."""

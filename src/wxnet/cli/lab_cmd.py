@@ -10,7 +10,14 @@ from typing import Any
 from wxnet.cli.common import IO, ExitStatus, UsageError
 from wxnet.lab.faults import BlockMode, FaultError, parse_matrix
 
-__all__ = ["cmd_lab", "register"]
+__all__ = ["SEED_NAMES", "cmd_lab", "register"]
+
+#: The service names the seed saw (S8, S10); the gate's WeChat signature knows them.
+SEED_NAMES = {
+    "long_name": "long.weixin.qq.com",
+    "short_name": "short.weixin.qq.com",
+    "dns_name": "dns.weixin.qq.com",
+}
 
 
 def _positive(text: str) -> float:
@@ -62,6 +69,10 @@ def register(sub: Any) -> None:
     p.add_argument("--client", choices=["sdk", "core"],
                    help="who plays the phone: sdk (wxnet's client SDK; the default when "
                    "installed) or core (the lab's own small client)")  # fmt: skip
+    p.add_argument("--with-gate", action="store_true",
+                   help="run wxnet gate (allow-only WeChat) on the gateway, use the seed's "
+                   "names (*.weixin.qq.com), and check that a browser cannot reach the web "
+                   "site in any case (S1)")  # fmt: skip
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="where the report and logs go (default artifacts/lab-RUNID)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
@@ -89,6 +100,7 @@ def cmd_lab(args: argparse.Namespace, io: IO) -> int:
         return ExitStatus.ERROR
     run_id = new_run_id()
     out: Path = args.out or Path("artifacts") / f"lab-{run_id}"
+    names = SEED_NAMES if args.with_gate else {}
     cfg = LabConfig(
         cases=cases,
         workdir=out,
@@ -98,6 +110,10 @@ def cmd_lab(args: argparse.Namespace, io: IO) -> int:
         extra_port=extra_port,
         run_id=run_id,
         client=args.client or ("sdk" if sdk_available() else "core"),
+        with_gate=args.with_gate,
+        long_name=names.get("long_name", LabConfig.long_name),
+        short_name=names.get("short_name", LabConfig.short_name),
+        dns_name=names.get("dns_name", LabConfig.dns_name),
     )
 
     def progress(r: CaseResult) -> None:

@@ -39,7 +39,12 @@ from wxnet.proto.errors import MMError
 
 __all__ = ["AgentConfig", "main", "make_image", "run_agent"]
 
-ROLES = ("setup", "peer", "phone")
+ROLES = ("setup", "peer", "phone", "web")
+#: what a browser sends (S1: the boss wants no web pages on the phones)
+BROWSER_UA = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0 Mobile Safari/537.36"
+)
 
 
 @dataclass
@@ -68,6 +73,9 @@ class AgentConfig:
     client: str = "core"
     #: the SDK's profile directory (fresh per case)
     profile: str = ""
+    #: the ordinary web site (the "web" role browses it)
+    web_name: str = "www.example.lab"
+    web_ip: str = ""
 
     @classmethod
     def from_json(cls, text: str) -> AgentConfig:
@@ -133,6 +141,39 @@ async def run_setup(cfg: AgentConfig) -> dict[str, Any]:
     finally:
         await client.close()
     return {"contact": cfg.peer}
+
+
+async def run_web(cfg: AgentConfig) -> dict[str, Any]:
+    """A browser-like visit to the web site: by name (DNS, then GET with the browser's
+    headers), and straight to its address (a cached address or a typed IP). Each says
+    ``reached`` or why it was blocked."""
+    import aiohttp
+
+    from wxnet.lab.probe import resolve
+
+    headers = {"User-Agent": BROWSER_UA, "Accept": "text/html,application/xhtml+xml"}
+    timeout = aiohttp.ClientTimeout(total=cfg.connect_timeout * 2)
+    out: dict[str, Any] = {}
+    targets: list[tuple[str, str, str]] = []
+    try:
+        addrs = await resolve(cfg.web_name, cfg.connect_timeout)
+        targets.append(("by_name", addrs[0], cfg.web_name))
+    except (OSError, TimeoutError) as exc:
+        out["by_name"] = f"blocked: DNS: {exc or 'timed out'}"
+    if cfg.web_ip:
+        targets.append(("direct", cfg.web_ip, cfg.web_ip))
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for key, ip, host in targets:
+            try:
+                async with session.get(f"http://{ip}/", headers={"Host": host},
+                                       timeout=timeout) as resp:  # fmt: skip
+                    body = await resp.read()
+                    ok = resp.status == 200 and b"ordinary web site" in body
+                    out[key] = "reached" if ok else f"blocked: HTTP {resp.status}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                out[key] = f"blocked: {type(exc).__name__}: {exc or 'timed out'}"
+    out["blocked"] = all(v != "reached" for k, v in out.items() if k != "blocked")
+    return out
 
 
 def phone_text(tag: str, i: int) -> str:
@@ -261,6 +302,8 @@ async def run_agent(role: str, cfg: AgentConfig) -> dict[str, Any]:
         return await run_sdk_phone(cfg)
     if role == "phone":
         return await run_phone(cfg)
+    if role == "web":
+        return await run_web(cfg)
     raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
 
 

@@ -91,13 +91,22 @@ def predict(case: Case, extra_port: bool = True) -> Prediction:
 
 def evaluate(results: Sequence[CaseResult], extra_port: bool = True) -> list[Check]:
     """One check per (claim, case), plus the no-loss and no-duplicate checks (S16, S19)
-    for every case. Results the lab could not run (``error``) fail their checks."""
+    for every case, and for cases behind the gate the web site check (S1). Results the
+    lab could not run (``error``) fail their checks."""
     checks: list[Check] = []
     for r in results:
         case = parse_case(r.case)
-        p = predict(case, extra_port)
+        # behind `wxnet gate` in allow-only mode only WeChat's ports are open: 14000 is
+        # QQ's (S14), so the extra port cannot help there
+        p = predict(case, extra_port and not r.gate)
         for claim in p.claims:
             checks.append(_check(claim, r, p))
+        if r.gate:
+            # S1: the operator wants the phones to reach WeChat and no web pages
+            detail = "the web site was blocked" if r.web_blocked else "the web site was reached"
+            if r.web_blocked is None:
+                detail = "the browser-like flow did not run"
+            checks.append(Check("S1", r.case, r.web_blocked is True, detail))
         checks.append(Check("S16", r.case, r.lost == 0, f"{r.lost} message(s) lost"))
         checks.append(
             Check("S19", r.case, r.duplicated == 0, f"{r.duplicated} message(s) duplicated")

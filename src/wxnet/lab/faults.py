@@ -204,8 +204,11 @@ def fault_ruleset(
 
     The script first creates and deletes ``table`` (so it works whether or not the
     table exists), then defines it again: nft applies a script as one transaction, so
-    the previous case's rules are replaced atomically. Only traffic forwarded from the
-    phone's side (``lan_iface``) is cut, as on the seed's hotspot.
+    the previous case's rules are replaced atomically. Only traffic arriving from the
+    phone's side (``lan_iface``) is cut, as on the seed's hotspot. The chain hooks
+    prerouting at priority -150, before any DNAT (-100): a fault cuts the traffic before
+    anything else on the gateway sees it, also ``wxnet gate``'s redirects of DNS and of
+    flows to its inspector (``wxnet lab --with-gate``).
 
     Raises:
         FaultError: a table or interface name nft would not accept.
@@ -218,8 +221,8 @@ def fault_ruleset(
         f"add table inet {table}",
         f"delete table inet {table}",
         f"table inet {table} {{",
-        "\tchain forward {",
-        "\t\ttype filter hook forward priority filter; policy accept;",
+        "\tchain prerouting {",
+        "\t\ttype filter hook prerouting priority -150; policy accept;",
     ]
     for fault in case.faults:
         for match in fault.matches:

@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from ipaddress import ip_interface
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -34,9 +35,9 @@ from wxnet.lab.expectations import evaluate
 from wxnet.lab.faults import BlockMode, Case
 from wxnet.lab.report import Report
 from wxnet.lab.results import CaseResult, Link, Outcome, Source
-from wxnet.lab.topology import WEB_PORT, LabError, Topology
+from wxnet.lab.topology import WEB_PORT, Addressing, LabError, Names, Topology
 
-__all__ = ["LabConfig", "run_lab", "terminate_on_signals"]
+__all__ = ["LabConfig", "gate_toml", "run_lab", "server_toml", "terminate_on_signals"]
 
 PHONE_USER, PEER_USER = "alice", "bob"
 _CLIENT_NAMES = {
@@ -63,6 +64,8 @@ class LabConfig:
     run_id: str | None = None
     #: who plays the phone: "sdk" (wxnet's client SDK) or "core" (the lab's own client)
     client: str = "sdk"
+    #: run ``wxnet gate`` (allow-only WeChat) on the gateway and browse the web site
+    with_gate: bool = False
 
 
 @dataclass
@@ -101,6 +104,8 @@ def run_lab(cfg: LabConfig, progress: Callable[[CaseResult], None] = lambda r: N
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     with Topology.build(cfg.workdir, cfg.run_id) as topo:
         _start_services(cfg, topo)
+        if cfg.with_gate:
+            _start_gate(cfg, topo)
         results = asyncio.run(_run_cases(cfg, topo, progress))
         topo.apply_case(Case())
     meta = (
@@ -111,6 +116,8 @@ def run_lab(cfg: LabConfig, progress: Callable[[CaseResult], None] = lambda r: N
         ("messages each way", str(cfg.messages)),
         ("extra port", str(cfg.extra_port or "none")),
         ("phone client", _CLIENT_NAMES.get(cfg.client, cfg.client)),
+        ("gateway", "wxnet gate, allow-only WeChat" if cfg.with_gate else "router with NAT"),
+        ("service names", f"{cfg.long_name}, {cfg.short_name}, {cfg.dns_name}"),
     )
     return Report(tuple(results), tuple(evaluate(results, cfg.extra_port is not None)), meta)
 
@@ -163,6 +170,43 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
                    check=False)  # fmt: skip
     if out.returncode != 0:
         raise LabError(f"lab setup (login, add contact) failed: {out.stdout} {out.stderr}")
+
+
+def gate_toml(workdir: Path, names: Names, a: Addressing) -> str:
+    """``wxnet gate``'s policy for the lab: the phone's subnet may use WeChat only. Spoof
+    handling is lenient so that the built-in addresses (S9) are judged by their bytes."""
+    n = names
+    return (
+        "[gate]\n"
+        f'lan = ["{n.gw_lan_if}"]\n'
+        f'upstreams = ["{a.dns}"]\n'
+        f'dns-listen = ["{a.gw_lan}"]\n'
+        f'table = "wxlab_{n.run_id}_gate"\n'
+        'spoof = "lenient"\n'
+        "peek-timeout = 2.0\n"
+        f"log = {json.dumps(str(workdir / 'gate.jsonl'))}\n"
+        f"db = {json.dumps(str(workdir / 'gate.sqlite'))}\n"
+        'http = "127.0.0.1:0"\n'
+        "\n[groups.phones]\n"
+        'mode = "allow-only"\n'
+        'apps = ["wechat"]\n'
+        "\n[[devices]]\n"
+        'name = "phone"\n'
+        f'subnet = "{ip_interface(f"{a.phone}/{a.lan_prefix}").network}"\n'
+        'group = "phones"\n'
+    )
+
+
+def _start_gate(cfg: LabConfig, topo: Topology) -> None:
+    conf = cfg.workdir / "gate.toml"
+    conf.write_text(gate_toml(cfg.workdir, topo.names, topo.addr), encoding="utf-8")
+    gate = topo.spawn(
+        topo.names.gateway,
+        [cfg.python, "-m", "wxnet", "gate", "run", str(conf)],
+        "gate",
+        stdout=subprocess.PIPE,
+    )
+    _wait_ready_line(gate, "gate", topo)
 
 
 def server_toml(cfg: LabConfig, smart: Sequence[str], builtin: Sequence[str]) -> str:
@@ -254,7 +298,8 @@ def _agent_config(
         time_limit=cfg.time_limit, long_name=cfg.long_name, short_name=cfg.short_name,
         builtin=list(topo.addr.builtin), extra_port=cfg.extra_port,
         direct="127.0.0.1" if role != "phone" else topo.addr.smart[0],
-        dns_name=cfg.dns_name, client=cfg.client,
+        dns_name=cfg.dns_name, client=cfg.client, web_name=cfg.web_name,
+        web_ip=topo.addr.web,
         profile=str(cfg.workdir / "profiles" / tag) if role == "phone" else "",
     )  # fmt: skip
 
@@ -362,11 +407,27 @@ async def run_case(cfg: LabConfig, topo: Topology, case: Case) -> CaseResult:
         peer_result = await _wait_for(peer, _is_result, peer_left)
         progress = [o for o in peer.lines if o.get("event") == "progress"]
         peer_seen = peer_result or (progress[-1] if progress else {})
-        return _merge(cfg, base, result, peer_seen, time.monotonic() - t0)
+        merged = _merge(cfg, base, result, peer_seen, time.monotonic() - t0)
+        if cfg.with_gate:
+            merged = replace(merged, gate=True, web_blocked=await _browse(cfg, topo, tag))
+        return merged
     finally:
         await _stop(peer)
         if phone is not None:
             await _stop(phone)
+
+
+async def _browse(cfg: LabConfig, topo: Topology, tag: str) -> bool | None:
+    """The browser-like flow from the phone: True if the web site stayed out of reach."""
+    web_cfg = _agent_config(cfg, topo, "web", PHONE_USER, PEER_USER, tag)
+    web = await _spawn_agent(topo, topo.names.phone, "web", web_cfg)
+    try:
+        res = await _wait_for(web, _is_result, 20)
+    finally:
+        await _stop(web)
+    if res is None or not res.get("ok"):
+        return None
+    return bool(res.get("blocked"))
 
 
 def _why(agent: _Agent, result: dict[str, Any] | None) -> str:
