@@ -54,6 +54,12 @@ class Server:
             lambda: self.notifier.total_links,
         )
         self.metrics.gauge(
+            "wxnet_db_commits", "Group commits so far.", lambda: self.engine.db.groups
+        )
+        self.metrics.gauge(
+            "wxnet_db_writes", "Write jobs committed so far.", lambda: self.engine.db.writes
+        )
+        self.metrics.gauge(
             "wxnet_long_polls", "Pending long polls.", lambda: self.notifier.total_waiters
         )
 
