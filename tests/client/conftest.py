@@ -182,6 +182,41 @@ class ServerThread:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.http_port}"
 
+    def stop_listening(self) -> None:
+        """Close both listeners and every open link (the server "goes away")."""
+        assert self.server is not None
+        srv = self.server
+
+        async def go() -> None:
+            for s in srv._long_servers:
+                s.close()
+            for link in list(srv.links):
+                link.close()
+            assert srv._runner is not None
+            for site in list(srv._runner.sites):
+                await site.stop()
+
+        self.call(go())
+
+    def resume_listening(self) -> None:
+        assert self.server is not None
+        srv = self.server
+
+        async def go() -> None:
+            from aiohttp import web
+
+            from wxnet.server.longlink import LongLink
+
+            srv._long_servers = [
+                await srv.loop.create_server(
+                    lambda: LongLink(srv), "127.0.0.1", srv.long_port, reuse_address=True
+                )
+            ]
+            assert srv._runner is not None
+            await web.TCPSite(srv._runner, "127.0.0.1", srv.http_port, reuse_address=True).start()
+
+        self.call(go())
+
     def stop(self) -> None:
         if self.server is not None:
             self.call(self.server.close())

@@ -29,6 +29,9 @@ class Proxy:
         self.mode = Mode.PASS
         self.port = 0
         self.accepted = 0
+        #: Bytes from clients (forwarded or not), for :meth:`wait_for_request`.
+        self.received = bytearray()
+        self._data = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -37,6 +40,21 @@ class Proxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def _note(self, data: bytes) -> None:
+        self.received += data[:4096]
+        del self.received[: max(0, len(self.received) - 65536)]
+        self._data.set()
+
+    async def wait_for_request(self, needle: bytes, timeout: float) -> None:
+        """Wait until ``needle`` (e.g. a CGI path) shows up in the client's bytes."""
+
+        async def wait() -> None:
+            while needle not in self.received:
+                self._data.clear()
+                await self._data.wait()
+
+        await asyncio.wait_for(wait(), timeout)
 
     async def stop_listening(self) -> None:
         if self._server is not None:
@@ -67,8 +85,8 @@ class Proxy:
             return
         if mode is Mode.STALL:
             with contextlib.suppress(Exception):
-                while await reader.read(65536):
-                    pass
+                while data := await reader.read(65536):
+                    self._note(data)
             writer.close()
             return
         try:
@@ -81,6 +99,8 @@ class Proxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
             try:
                 while data := await src.read(65536):
+                    if not replies:
+                        self._note(data)
                     if self.mode is Mode.STALL:
                         continue
                     if replies and self.mode is Mode.DROP_REPLIES:
@@ -125,8 +145,7 @@ class DnsServer(asyncio.DatagramProtocol):
         return self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.queries += 1

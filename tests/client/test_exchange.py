@@ -32,7 +32,7 @@ def make_image(path: Path, seed: int, size: tuple[int, int] = (160, 120)) -> byt
 
 def config(server: Server, **changes: object) -> ClientConfig:
     return ClientConfig(server_url=f"http://127.0.0.1:{server.http_port}").replace(
-        **FAST, **changes
+        **{**FAST, **changes}
     )
 
 

@@ -217,7 +217,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("listen", help="print every incoming item as it arrives")
     _common(p, json_flag=True)
-    p.add_argument("--count", type=_positive, default=None, help="exit after N items")
+    p.add_argument(
+        "--count", type=_positive, default=None, help="exit after N messages (add_msg items)"
+    )
     p.add_argument("--timeout", type=float, default=None, help="exit after S seconds")
     p.set_defaults(func=cmd_listen)
 
@@ -556,7 +558,7 @@ def cmd_listen(args: argparse.Namespace, io: IO) -> int:
                     ev = await asyncio.wait_for(queue.get(), left)
                 except TimeoutError:
                     break
-                if ev.kind == "item":
+                if ev.kind == "item" and ev.data.get("type") == "add_msg":
                     items += 1
                 if args.json:
                     io.json(ev.to_json())

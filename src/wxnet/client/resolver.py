@@ -71,13 +71,16 @@ class UdpResolver:
             return lit
         out: list[str] = []
         errors: list[str] = []
-        for rdtype in ("A", "AAAA"):
-            try:
-                answer = await self._resolver.resolve(name, rdtype)
-            except (dns.exception.DNSException, OSError) as exc:
-                errors.append(type(exc).__name__)
-                continue
-            out.extend(str(r) for r in answer)
+        results = await asyncio.gather(
+            *(self._resolver.resolve(name, t) for t in ("A", "AAAA")), return_exceptions=True
+        )
+        for res in results:
+            if isinstance(res, dns.exception.DNSException | OSError):
+                errors.append(type(res).__name__)
+            elif isinstance(res, BaseException):
+                raise res
+            else:
+                out.extend(str(r) for r in res)
         if not out:
             raise DnsFailure(f"cannot resolve {name}: {', '.join(errors) or 'no answer'}")
         return out

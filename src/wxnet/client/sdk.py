@@ -76,6 +76,8 @@ MSG_IMAGE = 3
 MSG_VOICE = 34
 SELECTOR_ALL = 0x1 | 0x2 | 0x4 | 0x40
 CONFIG_KEY = "config"
+#: While DNS fails, look the names up again at most this often (seconds).
+REFRESH_EVERY = 30.0
 R = TypeVar("R", bound=Message)
 
 
@@ -234,12 +236,15 @@ class Client:
         self._long_down = asyncio.Event()
         self._long_down.set()
         self._long_up = asyncio.Event()
+        #: Set when the first long-link connect round has ended (either way).
+        self._first_round = asyncio.Event()
         self._closing = False
         self._sending: dict[str, asyncio.Task[OutboxRow]] = {}
         self._progress: dict[str, int] = {}
         self._dns_answers: dict[str, list[str]] = {}
         self._dns_ok = True
         self._last_newdns_try = -1e9
+        self._last_refresh = -1e9
         self.link_kind = "none"
         self.short_in_use: Address | None = None
         self.last_error = ""
@@ -269,7 +274,7 @@ class Client:
             self._tasks.append(asyncio.ensure_future(self._link_loop()))
             wait = self.config.connect_timeout if wait_long is None else wait_long
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._long_up.wait(), wait)
+                await asyncio.wait_for(self._first_round.wait(), wait)
         self._tasks.append(asyncio.ensure_future(self._resume_outbox()))
         self.kick_sync()
 
@@ -355,14 +360,21 @@ class Client:
         url = self._url_address()
         if url is not None:
             names = [url.host]
+        self._last_refresh = self.clock()
+        unique = list(dict.fromkeys(names))
+        results = await asyncio.gather(
+            *(self.resolver.resolve(n) for n in unique), return_exceptions=True
+        )
         answers: dict[str, list[str]] = {}
         ok = True
-        for name in dict.fromkeys(names):
-            try:
-                answers[name] = await self.resolver.resolve(name)
-            except DnsFailure as exc:
+        for name, res in zip(unique, results, strict=True):
+            if isinstance(res, DnsFailure):
                 ok = False
-                self.last_error = str(exc)
+                self.last_error = str(res)
+            elif isinstance(res, BaseException):
+                raise res
+            else:
+                answers[name] = res
         self._dns_answers = answers
         self._dns_ok = ok
         cached = self.cached_dns()
@@ -372,6 +384,7 @@ class Client:
         ):
             self._last_newdns_try = self.clock()
             await self._fetch_newdns()
+        self._save_status()
 
     async def _fetch_newdns(self) -> None:
         cfg = self.config
@@ -553,7 +566,10 @@ class Client:
             delay = self.backoff.next_attempt() - self.clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            link = await self._connect_long()
+            try:
+                link = await self._connect_long()
+            finally:
+                self._first_round.set()
             if link is None:
                 self.backoff.on_failure(self.clock(), self.rng.random())
                 continue
@@ -571,7 +587,8 @@ class Client:
 
     async def _connect_long(self) -> LongLink | None:
         cands = self.long_addresses()
-        if not cands or not self._dns_ok:
+        stale = self.clock() - self._last_refresh > REFRESH_EVERY
+        if not cands or (not self._dns_ok and stale):
             await self.refresh_addresses()
             cands = self.long_addresses()
         try:
@@ -645,7 +662,8 @@ class Client:
             except (TransportError, MMError) as exc:
                 self.last_error = str(exc)
                 failures += 1
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                ladder = self.config.reconnect_ladder
+                await asyncio.sleep(max(0.05, ladder[min(failures, len(ladder) - 1)]))
                 continue
             failures = 0
             if resp.selector:
