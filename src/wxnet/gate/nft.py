@@ -83,6 +83,26 @@ class Nft:
         if proc.returncode != 0:
             raise NftError(err.decode(errors="replace").strip() or "nft failed")
 
+    def _split(
+        self, elements: Iterable[tuple[str, str, int]], now: float
+    ) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+        fresh: list[tuple[str, str, int]] = []
+        stale: list[tuple[str, str, int]] = []
+        for app, addr, timeout in elements:
+            known = self._known.get((app, addr))
+            if known is None or known[0] <= now:
+                fresh.append((app, addr, timeout))
+            elif known[0] - now < self.refresh * timeout:
+                stale.append((app, addr, timeout))
+        return fresh, stale
+
+    def needed(
+        self, elements: Iterable[tuple[str, str, int]], now: float
+    ) -> list[tuple[str, str, int]]:
+        """The elements :meth:`add` would send to the kernel (the rest are in place)."""
+        fresh, stale = self._split(elements, now)
+        return fresh + stale
+
     async def add(self, elements: Iterable[tuple[str, str, int]], now: float) -> int:
         """Put ``(app or "pass", address, timeout)`` into the sets; returns how many were
         sent to the kernel (elements still fresh in the cache are skipped).
@@ -93,14 +113,7 @@ class Nft:
         Raises:
             NftError: the kernel refused the elements.
         """
-        fresh: list[tuple[str, str, int]] = []
-        stale: list[tuple[str, str, int]] = []
-        for app, addr, timeout in elements:
-            known = self._known.get((app, addr))
-            if known is None or known[0] <= now:
-                fresh.append((app, addr, timeout))
-            elif known[0] - now < self.refresh * timeout:
-                stale.append((app, addr, timeout))
+        fresh, stale = self._split(elements, now)
         if not fresh and not stale:
             return 0
         async with self._lock:
