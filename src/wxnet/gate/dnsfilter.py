@@ -96,6 +96,20 @@ class DnsFilter:
         self.app_for_name = app_for_name
         self.labels = labels or {}
         self.policed_apps = {a for g in policy.groups.values() for a in g.effective_apps}
+        # (client, mac) -> (device, group, valid until): schedules change on minute
+        # boundaries, so a lookup holds until the next one.
+        self._groups: dict[tuple[str, str | None], tuple[str, Group | None, float]] = {}
+
+    def group_for(self, client: str, mac: str | None, now: float) -> tuple[str, Group | None]:
+        key = (client, mac)
+        hit = self._groups.get(key)
+        if hit is not None and now < hit[2] and now >= hit[2] - 60.0:
+            return hit[0], hit[1]
+        device, group = self.policy.group_for(client, mac, now)
+        if len(self._groups) > 65536:
+            self._groups.clear()
+        self._groups[key] = (device, group, (now // 60.0 + 1) * 60.0)
+        return device, group
 
     def _label(self, app: str | None) -> str:
         if app is None:
@@ -131,7 +145,7 @@ class DnsFilter:
             raise MalformedQuery("a response, not a query")
         name = q.name
         app = self.app_for_name(name) if name else None
-        device, group = self.policy.group_for(client, mac, now)
+        device, group = self.group_for(client, mac, now)
         if self.allowed(group, app):
             return Forward(
                 data=data,
