@@ -18,7 +18,12 @@ from wxnet.cli.common import IO, ExitStatus, UsageError
 __all__ = ["main", "run"]
 
 #: Command modules, in the order ``wxnet --help`` lists them.
-COMMAND_MODULES = ("wxnet.cli.proto_cmd", "wxnet.cli.gate_cmd")
+COMMAND_MODULES = (
+    "wxnet.cli.serve_cmd",
+    "wxnet.cli.user_cmd",
+    "wxnet.cli.proto_cmd",
+    "wxnet.cli.gate_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

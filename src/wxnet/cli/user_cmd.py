@@ -1,0 +1,79 @@
+"""``wxnet user add|list``: manage accounts in the store (also while the server runs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from wxnet.cli.common import IO, ExitStatus, UsageError
+from wxnet.proto.errors import MMError
+from wxnet.sync.db import connect
+from wxnet.sync.engine import add_user_sync
+from wxnet.sync.schema import init_schema
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("user", help="manage accounts in the server's store")
+    usub = p.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    a = usub.add_parser("add", help="create an account")
+    a.add_argument("name", help="user name: 3-32 characters, lowercase letter first")
+    a.add_argument(
+        "--password",
+        help="the password (at least 6 characters; default: $WXNET_PASSWORD)",
+    )
+    a.add_argument("--nick", help="display name (default: the user name)")
+    a.add_argument("--data", type=Path, default=Path("var"), help="data directory (default ./var)")
+    a.add_argument("--json", action="store_true", help="print the result as JSON")
+    a.set_defaults(func=cmd_add)
+    ls = usub.add_parser("list", help="list accounts")
+    ls.add_argument("--data", type=Path, default=Path("var"), help="data directory (default ./var)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.set_defaults(func=cmd_list)
+
+
+def _open(data: Path) -> sqlite3.Connection:
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        conn = connect(data / "wxnet.db")
+        init_schema(conn)
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageError(f"cannot open the store in {data}: {exc}") from None
+    return conn
+
+
+def cmd_add(args: argparse.Namespace, io: IO) -> int:
+    password = args.password or os.environ.get("WXNET_PASSWORD")
+    if not password:
+        raise UsageError("give --password (or set WXNET_PASSWORD)")
+    conn = _open(args.data)
+    try:
+        uin = add_user_sync(conn, args.name, password, args.nick, time.time())
+    except MMError as exc:
+        raise UsageError(exc.message) from None
+    finally:
+        conn.close()
+    if args.json:
+        io.json({"uin": uin, "user_name": args.name, "nick_name": args.nick or args.name})
+    else:
+        io.print(f"created user {args.name} (uin {uin})")
+    return ExitStatus.OK
+
+
+def cmd_list(args: argparse.Namespace, io: IO) -> int:
+    conn = _open(args.data)
+    try:
+        rows = conn.execute(
+            "SELECT uin, user_name, nick_name, created FROM accounts ORDER BY uin"
+        ).fetchall()
+    finally:
+        conn.close()
+    for uin, name, nick, created in rows:
+        if args.json:
+            io.json({"uin": uin, "user_name": name, "nick_name": nick, "created": created})
+        else:
+            io.print(f"{uin:>8}  {name:<32} {nick}")
+    return ExitStatus.OK

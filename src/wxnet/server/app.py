@@ -1,0 +1,138 @@
+"""``wxnet serve``: the long-link listeners, the HTTP application and the engine in one
+process. Tests start it in-process with :func:`start_server`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from wxnet.server.config import ServerConfig
+from wxnet.server.dispatch import Dispatcher
+from wxnet.server.http import make_app
+from wxnet.server.longlink import LongLink
+from wxnet.server.metrics import Metrics
+from wxnet.server.notify import Notifier
+from wxnet.sync.engine import Engine
+
+__all__ = ["Server", "start_server"]
+
+log = logging.getLogger("wxnet.server")
+
+
+class Server:
+    def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.notifier = Notifier()
+        self.metrics = Metrics()
+        self.engine = Engine(
+            Path(config.data), config.sync, on_news=self.notifier.publish, clock=clock
+        )
+        self.dispatcher = Dispatcher(
+            self.engine, self.notifier, self.metrics, config.synccheck_max_wait
+        )
+        self.links: set[LongLink] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.app = make_app(self)
+        self._long_servers: list[asyncio.Server] = []
+        self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.long_port = 0
+        self.extra_long_ports: tuple[int, ...] = ()
+        self.http_port = 0
+        self.metrics.gauge("wxnet_long_links", "Open long links.", lambda: len(self.links))
+        self.metrics.gauge(
+            "wxnet_identified_links",
+            "Long links bound to a session.",
+            lambda: self.notifier.total_links,
+        )
+        self.metrics.gauge(
+            "wxnet_db_commits", "Group commits so far.", lambda: self.engine.db.groups
+        )
+        self.metrics.gauge(
+            "wxnet_db_writes", "Write jobs committed so far.", lambda: self.engine.db.writes
+        )
+        self.metrics.gauge(
+            "wxnet_long_polls", "Pending long polls.", lambda: self.notifier.total_waiters
+        )
+
+    async def start(self) -> None:
+        cfg = self.config
+        await self.engine.start()
+        ctx = None
+        if cfg.tls_cert:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        ports = []
+        for port in (cfg.long_port, *cfg.extra_long_ports):
+            srv = await self.loop.create_server(
+                lambda: LongLink(self), cfg.host, port, ssl=ctx, reuse_address=True, backlog=4096
+            )
+            self._long_servers.append(srv)
+            ports.append(srv.sockets[0].getsockname()[1])
+        self.long_port, self.extra_long_ports = ports[0], tuple(ports[1:])
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.host, cfg.http_port, reuse_address=True, backlog=4096)
+        await site.start()
+        self.http_port = int(self._runner.addresses[0][1])
+        self._sweeper = self.loop.create_task(self._sweep())
+        log.info(
+            "listening",
+            extra={
+                "data": {
+                    "host": cfg.host,
+                    "long_port": self.long_port,
+                    "extra_long_ports": list(self.extra_long_ports),
+                    "http_port": self.http_port,
+                    "tls": bool(ctx),
+                    "store": str(Path(cfg.data) / "wxnet.db"),
+                }
+            },
+        )
+
+    async def _sweep(self) -> None:
+        """Close long links silent for longer than idle_timeout (DESIGN: longer than the
+        longest heartbeat, 580 s, plus the 8 s noop timeout and slack)."""
+        timeout = self.config.idle_timeout
+        while True:
+            await asyncio.sleep(min(timeout / 4, 30.0))
+            cutoff = self.loop.time() - timeout
+            for link in [lk for lk in self.links if lk.last_rx < cutoff]:
+                log.info("closing idle long link from %s", link.peer)
+                link.close()
+
+    async def close(self) -> None:
+        """Stop accepting, close every link, let running requests finish, close the store."""
+        for srv in self._long_servers:
+            srv.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for link in list(self.links):
+            link.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=10)
+        for srv in self._long_servers:
+            await srv.wait_closed()
+        await asyncio.to_thread(self.engine.close)
+
+
+async def start_server(config: ServerConfig, clock: Callable[[], float] = time.time) -> Server:
+    server = Server(config, clock)
+    try:
+        await server.start()
+    except BaseException:
+        await server.close()
+        raise
+    return server

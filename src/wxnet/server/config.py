@@ -1,0 +1,152 @@
+"""Server configuration: defaults, a TOML file, then command-line flags (highest wins).
+
+Example ``wxnet.toml``::
+
+    [server]
+    host = "0.0.0.0"
+    long_port = 8080          # the long link (S12)
+    http_port = 8000          # short link, newgetdns, web API (80 in production)
+    data = "./var"
+    idle_timeout = 660        # close silent long links (> the longest heartbeat, 580 s)
+    tls_cert = ""             # set both to serve the long link over TLS (S21)
+    tls_key = ""
+    max_links_per_account = 20
+    max_request_bytes = 1048576
+    synccheck_max_wait = 25.0
+    log_level = "info"
+
+    [sync]
+    durability = "FULL"       # or "NORMAL": survives a killed process, not a power cut
+    sync_window_items = 100
+    max_image_bytes = 10485760
+
+    [dns]                      # what newgetdns advertises (defaults: where we listen)
+    long_name = "long.wxnet.local"
+    short_name = "short.wxnet.local"
+    long_addresses = []
+    short_addresses = []
+    long_ports = []
+    short_ports = []
+    builtin_addresses = []
+    ttl = 600
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from wxnet.sync.engine import EngineConfig
+
+__all__ = ["ConfigError", "DnsConfig", "ServerConfig", "load_config"]
+
+
+class ConfigError(ValueError):
+    """The configuration file or a flag is invalid; the message says which key."""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    long_name: str = "long.wxnet.local"
+    short_name: str = "short.wxnet.local"
+    long_addresses: tuple[str, ...] = ()
+    short_addresses: tuple[str, ...] = ()
+    long_ports: tuple[int, ...] = ()
+    short_ports: tuple[int, ...] = ()
+    builtin_addresses: tuple[str, ...] = ()
+    ttl: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    long_port: int = 8080
+    http_port: int = 8000
+    extra_long_ports: tuple[int, ...] = ()
+    data: Path = Path("var")
+    idle_timeout: float = 660.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_links_per_account: int = 20
+    max_pending_per_link: int = 64
+    max_request_bytes: int = 1 << 20
+    synccheck_max_wait: float = 25.0
+    log_level: str = "info"
+    sync: EngineConfig = field(default_factory=EngineConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+
+
+def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        f = known.get(key)
+        if f is None or f.name in ("sync", "dns"):
+            raise ConfigError(f"[{section}] has no setting {key!r}")
+        current = getattr(base, key)
+        try:
+            if isinstance(current, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(current, int | float) and not isinstance(current, bool):
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+                if ok and isinstance(current, int) and not isinstance(value, int):
+                    ok = False
+            elif isinstance(current, tuple):
+                ok = isinstance(value, list)
+                value = tuple(value) if ok else value
+            elif isinstance(current, Path):
+                ok = isinstance(value, str)
+                value = Path(value) if ok else value
+            else:
+                ok = isinstance(value, type(current))
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"[{section}] {key} = {value!r}: expected {type(current).__name__}")
+        changes[key] = value
+    return dataclasses.replace(base, **changes)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> ServerConfig:
+    """Defaults, then ``path`` (TOML) if given, then ``overrides`` (flags; None = unset).
+
+    Raises:
+        ConfigError: unreadable file, bad TOML (with line), unknown key or wrong type.
+    """
+    cfg = ServerConfig()
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for section in data:
+            if section not in ("server", "sync", "dns"):
+                raise ConfigError(f"{path}: unknown section [{section}] (server, sync, dns)")
+        cfg = _coerce(ServerConfig, "server", data.get("server", {}), cfg)
+        cfg = dataclasses.replace(
+            cfg,
+            sync=_coerce(EngineConfig, "sync", data.get("sync", {}), cfg.sync),
+            dns=_coerce(DnsConfig, "dns", data.get("dns", {}), cfg.dns),
+        )
+    if overrides:
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: ServerConfig) -> None:
+    for name in ("long_port", "http_port"):
+        port = getattr(cfg, name)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{name} {port} is not a port number")
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ConfigError("tls_cert and tls_key go together")
+    if cfg.sync.durability not in ("FULL", "NORMAL"):
+        raise ConfigError('[sync] durability must be "FULL" or "NORMAL"')
+    if cfg.idle_timeout <= 0 or cfg.synccheck_max_wait <= 0:
+        raise ConfigError("idle_timeout and synccheck_max_wait must be positive")

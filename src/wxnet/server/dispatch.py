@@ -1,0 +1,277 @@
+"""One handler table for both links: CGI name + request bytes in, response bytes out.
+
+The long link (cmd) and the short link (``/cgi-bin/micromsg-bin/<name>``) both call
+:meth:`Dispatcher.handle`; a CGI behaves the same on either (DESIGN section 3). MM
+errors become a response whose ``base.ret`` carries the code; a body that does not
+decode raises :class:`BadRequest` (HTTP 400 on the short link, an error reply on the
+long link).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+
+from wxnet.proto import commands as C
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.synckey import SyncKey
+from wxnet.server.metrics import Metrics
+from wxnet.server.notify import Notifier
+from wxnet.sync.engine import Engine, Session
+from wxnet.sync.items import encode_varint, join_cmd_list
+
+__all__ = ["BadRequest", "Context", "Dispatcher", "Handler"]
+
+log = logging.getLogger("wxnet.server")
+
+
+class BadRequest(Exception):
+    """The request body is not a valid message of the CGI's request type."""
+
+
+@dataclass(slots=True)
+class Context:
+    """Where a request came from."""
+
+    peer: str
+    link: Any = None  # the long link, when the request came over it
+
+
+Handler = Callable[[Any, Session | None, Context], Awaitable[Message | bytes]]
+
+
+def _base_error(kind: type[Message], code: int, message: str) -> bytes:
+    resp = kind()
+    base = resp.base  # type: ignore[attr-defined]
+    base.ret = code
+    base.err_msg = message
+    return resp.SerializeToString()
+
+
+class Dispatcher:
+    def __init__(
+        self, engine: Engine, notifier: Notifier, metrics: Metrics, synccheck_max: float
+    ) -> None:
+        self.engine = engine
+        self.notifier = notifier
+        self.metrics = metrics
+        self.synccheck_max = synccheck_max
+        self.handlers: dict[str, Handler] = {
+            "manualauth": self._manualauth,
+            "logout": self._logout,
+            "getprofile": self._getprofile,
+            "newinit": self._newinit,
+            "newsync": self._newsync,
+            "syncdone": self._syncdone,
+            "newsynccheck": self._synccheck,
+            "identify": self._identify,
+            "newsendmsg": self._sendmsg,
+            "statusnotify": self._statusnotify,
+            "revokemsg": self._revokemsg,
+            "verifyuser": self._verifyuser,
+            "getcontact": self._getcontact,
+            "createchatroom": self._createchatroom,
+            "modchatroom": self._modchatroom,
+            "uploadmsgimg": self._uploadmsgimg,
+            "getmsgimg": self._getmsgimg,
+            "uploadvoice": self._uploadvoice,
+            "downloadvoice": self._downloadvoice,
+        }
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Add or replace the handler of a CGI that is in :data:`commands.CGIS`."""
+        if name not in C.BY_NAME:
+            raise KeyError(f"{name!r} is not in the command table")
+        self.handlers[name] = handler
+
+    async def handle(self, cgi: C.CGI, body: bytes, ctx: Context) -> bytes:
+        """Run one request; returns the serialised response.
+
+        Raises:
+            BadRequest: the body does not decode as ``cgi.request``.
+        """
+        self.metrics.requests.inc(cgi.name)
+        req = cgi.request()
+        try:
+            req.ParseFromString(body)
+        except DecodeError as exc:
+            self.metrics.errors.inc(str(int(MMRet.ERR_BAD_REQUEST)))
+            raise BadRequest(f"{cgi.name}: body is not a {cgi.request.__name__}: {exc}") from None
+        handler = self.handlers.get(cgi.name)
+        if handler is None:
+            return _base_error(
+                cgi.response, MMRet.ERR_UNKNOWN_CMD, f"{cgi.name} is not served here"
+            )
+        try:
+            sess = None
+            if cgi.needs_session:
+                base = req.base  # type: ignore[attr-defined]
+                sess = await self.engine.session(base.session_key, base.uin)
+            out = await handler(req, sess, ctx)
+        except MMError as exc:
+            self.metrics.errors.inc(str(int(exc.code)))
+            return _base_error(cgi.response, int(exc.code), exc.message)
+        except Exception:
+            log.exception("%s failed", cgi.name)
+            self.metrics.errors.inc(str(int(MMRet.ERR_SYS)))
+            return _base_error(cgi.response, MMRet.ERR_SYS, "internal server error")
+        return out if isinstance(out, bytes) else out.SerializeToString()
+
+    # ------------------------------------------------------------------ handlers
+    async def _manualauth(self, req: Any, _s: Session | None, ctx: Context) -> Message:
+        sess = await self.engine.login(
+            req.user_name, req.password, req.base.device_id, req.device_name, ctx.peer
+        )
+        _, nick = await self.engine.account(sess.uin)
+        return pb.ManualAuthResponse(
+            uin=sess.uin,
+            session_key=sess.sid,
+            user_name=sess.user_name,
+            nick_name=nick,
+            session_expires=sess.expires,
+        )
+
+    async def _logout(self, _r: Any, sess: Session | None, ctx: Context) -> Message:
+        assert sess is not None
+        await self.engine.logout(sess)
+        if ctx.link is not None:
+            ctx.link.unbind()
+        return pb.LogoutResponse()
+
+    async def _getprofile(self, _r: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        return pb.GetProfileResponse(user=await self.engine.user_info(sess.uin))
+
+    async def _newinit(self, _r: Any, sess: Session | None, _c: Context) -> bytes:
+        assert sess is not None
+        res = await self.engine.newinit(sess)
+        head = pb.NewInitResponse(
+            base=pb.BaseResponse(),
+            current_synckey=res.key.to_bytes(),
+            continue_flag=res.continue_flag,
+            user=await self.engine.user_info(sess.uin),
+        )
+        return head.SerializeToString() + join_cmd_list(res.items)
+
+    async def _newsync(self, req: Any, sess: Session | None, _c: Context) -> bytes:
+        assert sess is not None
+        t0 = time.perf_counter()
+        key = self.engine.parse_key(req.key_buf)
+        res = await self.engine.newsync(sess, key, req.selector)
+        out = self.sync_response(res.items, res.key, res.continue_flag)
+        self.metrics.sync_latency.observe(time.perf_counter() - t0)
+        return out
+
+    @staticmethod
+    def sync_response(items: list[tuple[int, int, bytes]], key: SyncKey, cont: int) -> bytes:
+        key_bytes = key.to_bytes()
+        # base (field 1, empty message), key_buf (field 3), continue_flag (field 4)
+        head = b"\x0a\x00" + b"\x1a" + encode_varint(len(key_bytes)) + key_bytes
+        if cont:
+            head += b"\x20" + encode_varint(cont)
+        return head + join_cmd_list(items)
+
+    async def _syncdone(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        key = self.engine.parse_key(req.key_buf)
+        await self.engine.check_key(sess.uin, key)
+        self.engine.commit(sess, key)
+        return pb.SyncDoneResponse()
+
+    async def _synccheck(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        key = self.engine.parse_key(req.key_buf)
+        await self.engine.check_key(sess.uin, key)
+        wait = min(
+            req.timeout_ms / 1000 if req.timeout_ms else self.synccheck_max, self.synccheck_max
+        )
+        sel = await self.engine.news(sess.uin, key)
+        if not sel and wait > 0:
+            await self.notifier.wait(sess.uin, wait)
+            sel = await self.engine.news(sess.uin, key)
+        return pb.SyncCheckResponse(selector=sel)
+
+    async def _identify(self, req: Any, sess: Session | None, ctx: Context) -> Message:
+        assert sess is not None
+        if ctx.link is None:
+            raise MMError(MMRet.ERR_ARG, "identify binds a long link; it has no meaning over HTTP")
+        key = self.engine.parse_key(req.key_buf) if req.key_buf else SyncKey()
+        if key:
+            await self.engine.check_key(sess.uin, key)
+        ctx.link.bind(sess)
+        return pb.IdentifyResponse(selector=await self.engine.news(sess.uin, key))
+
+    async def _sendmsg(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        before = self.engine.stats["duplicates"]
+        results = await self.engine.send(sess, list(req.list))
+        stored = sum(1 for r in results if r.ret == 0)
+        dups = self.engine.stats["duplicates"] - before
+        self.metrics.messages.inc(n=max(0, stored - dups))
+        if dups:
+            self.metrics.duplicates.inc(n=dups)
+        return pb.SendMsgResponse(list=results)
+
+    async def _statusnotify(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        await self.engine.mark_read(sess, req.talker, req.last_msg_id)
+        return pb.MarkReadResponse()
+
+    async def _revokemsg(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        await self.engine.revoke(sess, req.msg_id, req.client_msg_id)
+        return pb.RevokeMsgResponse()
+
+    async def _verifyuser(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        return pb.AddContactResponse(contact=await self.engine.add_contact(sess, req.user_name))
+
+    async def _getcontact(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        return pb.GetContactResponse(
+            contacts=await self.engine.contacts(sess, list(req.user_names))
+        )
+
+    async def _createchatroom(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        room = await self.engine.create_room(sess, req.topic, list(req.members))
+        return pb.CreateChatRoomResponse(chatroom=room)
+
+    async def _modchatroom(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        room = await self.engine.mod_room(sess, req.chatroom, req.op, list(req.members), req.topic)
+        return pb.ModChatRoomResponse(chatroom=room)
+
+    async def _uploadmsgimg(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        resp = await self.engine.upload_image(sess, req)
+        if resp.msg_id:
+            self.metrics.messages.inc()
+        return resp
+
+    async def _getmsgimg(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        kind = "thumb" if req.thumb else "img"
+        total, data = await self.engine.download(
+            sess, req.msg_id, kind, req.start_pos, req.data_len
+        )
+        return pb.DownloadMsgImgResponse(
+            msg_id=req.msg_id, total_len=total, start_pos=req.start_pos, data=data
+        )
+
+    async def _uploadvoice(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        return await self.engine.upload_voice(sess, req)
+
+    async def _downloadvoice(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        total, data = await self.engine.download(sess, req.msg_id, "voice", req.offset, req.length)
+        return pb.DownloadVoiceResponse(
+            msg_id=req.msg_id, total_len=total, offset=req.offset, data=data
+        )

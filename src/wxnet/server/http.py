@@ -1,0 +1,87 @@
+"""The HTTP side: short link (S12, S30), newgetdns (S10), /healthz, /metrics.
+
+The web API (issue 4) registers its own routes on the same application.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from wxnet.proto import commands as C
+from wxnet.proto.newgetdns import DnsDocument, DnsEntry, build_newgetdns
+from wxnet.server.dispatch import BadRequest, Context
+
+if TYPE_CHECKING:
+    from wxnet.server.app import Server
+
+__all__ = ["SERVER_KEY", "make_app"]
+
+SERVER_KEY: web.AppKey[Server] = web.AppKey("wxnet_server")
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message + "\n", content_type="text/plain")
+
+
+async def short_link(request: web.Request) -> web.StreamResponse:
+    server = request.app[SERVER_KEY]
+    name = request.match_info["name"]
+    cgi = C.BY_NAME.get(name)
+    if cgi is None or cgi.name == "identify":
+        return _text(404, f"unknown CGI {name!r}")
+    body = await request.read()
+    try:
+        out = await server.dispatcher.handle(cgi, body, Context(request.remote or ""))
+    except BadRequest as exc:
+        return _text(400, str(exc))
+    return web.Response(body=out, content_type="application/octet-stream")
+
+
+async def newgetdns(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    cfg = server.config.dns
+    local = request.transport.get_extra_info("sockname") if request.transport else None
+    here = str(local[0]) if local else "127.0.0.1"
+
+    def addrs(configured: tuple[str, ...]) -> tuple[str, ...]:
+        if configured:
+            return configured
+        host = server.config.host
+        return (here if host in ("0.0.0.0", "::", "") else host,)
+
+    long_ports = cfg.long_ports or (server.long_port, *server.extra_long_ports)
+    short_ports = cfg.short_ports or (server.http_port,)
+    domains = (
+        DnsEntry(cfg.long_name, addrs(cfg.long_addresses), long_ports, cfg.ttl),
+        DnsEntry(cfg.short_name, addrs(cfg.short_addresses), short_ports, cfg.ttl),
+    )
+    builtin: tuple[DnsEntry, ...] = ()
+    if cfg.builtin_addresses:
+        builtin = (
+            DnsEntry(cfg.long_name, cfg.builtin_addresses, long_ports, cfg.ttl),
+            DnsEntry(cfg.short_name, cfg.builtin_addresses, short_ports, cfg.ttl),
+        )
+    doc = DnsDocument(domains, builtin, request.remote or "", int(time.time()))
+    return web.Response(body=build_newgetdns(doc), content_type="text/xml")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _text(200, "ok")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    server = request.app[SERVER_KEY]
+    return web.Response(text=server.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+def make_app(server: Server) -> web.Application:
+    app = web.Application(client_max_size=server.config.max_request_bytes)
+    app[SERVER_KEY] = server
+    app.router.add_post("/cgi-bin/micromsg-bin/{name}", short_link)
+    app.router.add_get("/cgi-bin/micromsg-bin/newgetdns", newgetdns)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app

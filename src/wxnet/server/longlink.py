@@ -1,0 +1,188 @@
+"""The long link (S12, S18, S32, S33): a thin asyncio adapter over the sans-IO framing.
+
+Bytes in -> :class:`PacketDecoder` -> one task per request (replies matched by seq, in
+whatever order they finish) -> packets queued and flushed once per loop iteration, so
+every reply and notify ready at the same moment leaves in one write (S20, S33).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, cast
+
+from wxnet.proto import commands as C
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
+from wxnet.proto.framing import PacketDecoder, encode_packet
+from wxnet.server.dispatch import BadRequest, Context
+from wxnet.sync.engine import Session
+
+if TYPE_CHECKING:
+    from wxnet.server.app import Server
+
+__all__ = ["LongLink"]
+
+log = logging.getLogger("wxnet.longlink")
+
+#: A peer that stops reading gets its link closed once this much output is queued.
+MAX_WRITE_BUFFER = 4 << 20
+
+
+def _error_body(code: int, message: str) -> bytes:
+    # Every response message has ``base`` as field 1, so this decodes as any of them.
+    return pb.LogoutResponse(base=pb.BaseResponse(ret=code, err_msg=message)).SerializeToString()
+
+
+class LongLink(asyncio.Protocol):
+    __slots__ = (
+        "_decoder",
+        "_flush_handle",
+        "_notify_pending",
+        "_out",
+        "_pending",
+        "closed",
+        "last_rx",
+        "peer",
+        "server",
+        "session",
+        "transport",
+    )
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self._decoder = PacketDecoder(server.config.max_request_bytes)
+        self.session: Session | None = None
+        self.peer = ""
+        self.last_rx = 0.0
+        self._pending = 0
+        self._out: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._notify_pending = 0
+        self.closed = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else ""
+        self.last_rx = self.server.loop.time()
+        self.server.links.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = self.server.loop.time()
+        try:
+            self._decoder.feed(data)
+            while (packet := self._decoder.next_packet()) is not None:
+                self._on_packet(packet.cmd, packet.seq, packet.body)
+        except RemoteProtocolError as exc:
+            self.server.metrics.protocol_errors.inc()
+            log.info("closing long link from %s: %s", self.peer, exc)
+            self._send(C.CMD_PROTOCOL_ERROR, 0, _error_body(MMRet.ERR_BAD_REQUEST, str(exc)))
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.unbind()
+        self.server.links.discard(self)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._out.clear()
+
+    # -- requests --------------------------------------------------------------------
+    def _on_packet(self, cmd: int, seq: int, body: bytes) -> None:
+        if cmd == C.CMD_NOOP:
+            self._send(C.reply_cmd(C.CMD_NOOP), seq, b"")
+            return
+        if cmd == C.CMD_SIGNAL_KEEP:
+            return
+        cgi = C.BY_CMD.get(cmd)
+        if cgi is None:
+            self._send(
+                C.reply_cmd(cmd), seq, _error_body(MMRet.ERR_UNKNOWN_CMD, f"unknown cmd {cmd}")
+            )
+            return
+        if self._pending >= self.server.config.max_pending_per_link:
+            self._send(
+                C.reply_cmd(cmd), seq, _error_body(MMRet.ERR_BUSY, "too many requests in flight")
+            )
+            return
+        self._pending += 1
+        task = self.server.loop.create_task(self._run(cgi, seq, body))
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    async def _run(self, cgi: C.CGI, seq: int, body: bytes) -> None:
+        try:
+            out = await self.server.dispatcher.handle(cgi, body, Context(self.peer, self))
+        except BadRequest as exc:
+            out = _error_body(MMRet.ERR_BAD_REQUEST, str(exc))
+        finally:
+            self._pending -= 1
+        self._send(C.reply_cmd(cgi.cmd), seq, out)
+
+    # -- binding to a session (identify) ----------------------------------------------
+    def bind(self, sess: Session) -> None:
+        if self.session is not None and self.session.uin == sess.uin:
+            self.session = sess
+            return
+        self.unbind()
+        limit = self.server.config.max_links_per_account
+        if self.server.notifier.links(sess.uin) >= limit:
+            raise MMError(MMRet.ERR_BUSY, f"at most {limit} long links per account")
+        self.session = sess
+        self.server.notifier.add(sess.uin, self)
+
+    def unbind(self) -> None:
+        if self.session is not None:
+            self.server.notifier.remove(self.session.uin, self)
+            self.session = None
+
+    def notify(self, selector: int) -> None:
+        """Queue a cmd-24 "go sync"; several notifies in one loop turn become one."""
+        if self._notify_pending:
+            self._notify_pending |= selector
+            return
+        self._notify_pending = selector
+        self._schedule_flush()
+
+    # -- output ----------------------------------------------------------------------
+    def _send(self, cmd: int, seq: int, body: bytes) -> None:
+        if self.closed:
+            return
+        self._out.append(encode_packet(cmd, seq, body))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None and not self.closed:
+            self._flush_handle = self.server.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self.closed or self.transport is None:
+            return
+        if self._notify_pending:
+            sel, self._notify_pending = self._notify_pending, 0
+            self._out.append(encode_packet(C.CMD_NOTIFY, C.SEQ_PUSH, sel.to_bytes(4, "big")))
+        if not self._out:
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        self.transport.write(data)
+        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.info("closing long link from %s: peer does not read", self.peer)
+            self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush()
+            self.closed = True
+            self.transport.close()

@@ -1,0 +1,74 @@
+"""In-process notifier: who to tell when an account's sync logs grow (S18, S31).
+
+Long links register per account and get ``notify(selector)``; long polls (short-link
+newsynccheck, web synccheck) wait on a per-account event. All on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["Notifier", "Subscriber"]
+
+
+class Subscriber(Protocol):
+    def notify(self, selector: int) -> None: ...
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._links: dict[int, set[Subscriber]] = {}
+        self._waiters: dict[int, set[asyncio.Future[int]]] = {}
+        self.listeners: list[Callable[[dict[int, int]], None]] = []
+
+    def add(self, uin: int, sub: Subscriber) -> None:
+        self._links.setdefault(uin, set()).add(sub)
+
+    def remove(self, uin: int, sub: Subscriber) -> None:
+        subs = self._links.get(uin)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._links[uin]
+
+    def links(self, uin: int) -> int:
+        return len(self._links.get(uin, ()))
+
+    @property
+    def total_links(self) -> int:
+        return sum(len(s) for s in self._links.values())
+
+    @property
+    def total_waiters(self) -> int:
+        return sum(len(s) for s in self._waiters.values())
+
+    def publish(self, news: dict[int, int]) -> None:
+        """Called by the engine after a commit: ``{uin: selector bits}``."""
+        for uin, sel in news.items():
+            for sub in tuple(self._links.get(uin, ())):
+                sub.notify(sel)
+            waiters = self._waiters.pop(uin, None)
+            if waiters:
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_result(sel)
+        for listener in self.listeners:
+            listener(news)
+
+    async def wait(self, uin: int, timeout: float) -> int:
+        """Wait until ``uin``'s logs grow (returns the selector bits) or ``timeout``
+        passes (returns 0). Callers check for news *before* waiting."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(uin, set()).add(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return 0
+        finally:
+            ws = self._waiters.get(uin)
+            if ws is not None:
+                ws.discard(fut)
+                if not ws:
+                    del self._waiters[uin]

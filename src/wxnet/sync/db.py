@@ -1,0 +1,248 @@
+"""SQLite behind one writer thread with group commit, plus a reader thread.
+
+Every write is a function ``fn(conn) -> T`` queued with :meth:`Database.write`. The
+writer thread takes everything queued, runs each function inside its own SAVEPOINT
+(so one failing request does not undo the others), commits the whole group once, and
+only then resolves the futures: an acknowledgement that waits for its write therefore
+leaves only after the data is durable. One commit per group is what makes many sends
+per second affordable (DESIGN section 4, issue 2 "commits in groups").
+
+Reads go to a separate connection on a reader thread; WAL lets them run while the
+writer commits. A read issued after a write's future resolved sees that write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["Database", "DatabaseClosed"]
+
+T = TypeVar("T")
+log = logging.getLogger("wxnet.db")
+
+#: Group size cap: a group never holds more than this many write functions.
+MAX_GROUP = 2048
+
+
+class DatabaseClosed(RuntimeError):
+    """The database was closed; the operation did not run."""
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Any] | None
+
+
+_STOP = object()
+
+
+def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class Database:
+    """Thread-backed SQLite access for asyncio code.
+
+    Args:
+        path: the database file (created if missing).
+        synchronous: SQLite's ``synchronous`` pragma: ``FULL`` (default; every group
+            commit is fsynced, so acknowledged data survives power loss) or ``NORMAL``
+            (survives a killed process, not a power cut; faster).
+        init: run once on the writer connection before anything else (schema setup).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        init: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
+        self.path = path
+        self._wconn = connect(path, synchronous=synchronous)
+        if init is not None:
+            init(self._wconn)
+        self._rconn = connect(path, synchronous=synchronous)
+        self._wq: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._rq: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self.groups = 0
+        self.writes = 0
+        self._after_commit: list[Callable[[], None]] = []
+        self._writer = threading.Thread(target=self._write_loop, name="wxnet-db-writer")
+        self._reader = threading.Thread(target=self._read_loop, name="wxnet-db-reader")
+        self._writer.daemon = self._reader.daemon = True
+        self._writer.start()
+        self._reader.start()
+
+    # -- API -------------------------------------------------------------------------
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the next group transaction; return once the group committed."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._submit(self._wq, _Job(fn, loop, fut))
+        return await fut
+
+    def write_nowait(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        """Queue ``fn`` without waiting for it (errors are logged)."""
+        self._submit(self._wq, _Job(fn, None, None))
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._submit(self._rq, _Job(fn, loop, fut))
+        return await fut
+
+    def on_writer_thread(self) -> bool:
+        return threading.current_thread() is self._writer
+
+    def after_commit(self, cb: Callable[[], None]) -> None:
+        """From inside a write function: run ``cb`` on the writer thread after the group
+        commits (not if it rolls back)."""
+        self._after_commit.append(cb)
+
+    def close(self) -> None:
+        """Finish every queued job, then close both connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wq.put(_STOP)
+        self._rq.put(_STOP)
+        self._writer.join()
+        self._reader.join()
+        self._wconn.close()
+        self._rconn.close()
+
+    # -- threads ---------------------------------------------------------------------
+    def _submit(self, q: queue.SimpleQueue[Any], job: _Job) -> None:
+        if self._closed:
+            raise DatabaseClosed("database is closed")
+        q.put(job)
+
+    def _write_loop(self) -> None:
+        conn = self._wconn
+        stop = False
+        while not stop:
+            first = self._wq.get()
+            if first is _STOP:
+                break
+            group: list[_Job] = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    nxt = self._wq.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                group.append(nxt)
+            results: list[tuple[_Job, bool, Any]] = []
+            self._after_commit = []
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for job in group:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        value = job.fn(conn)
+                    except BaseException as exc:  # the job's own error, reported to it
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        results.append((job, False, exc))
+                    else:
+                        conn.execute("RELEASE job")
+                        results.append((job, True, value))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                log.error("group commit failed: %s", exc)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                results = [(job, False, exc) for job in group]
+                self._after_commit = []
+            else:
+                self.groups += 1
+                self.writes += len(group)
+                for cb in self._after_commit:
+                    try:
+                        cb()
+                    except Exception:
+                        log.exception("after-commit callback failed")
+            self._resolve_all(results)
+
+    def _read_loop(self) -> None:
+        conn = self._rconn
+        while True:
+            job = self._rq.get()
+            if job is _STOP:
+                break
+            try:
+                value = job.fn(conn)
+            except BaseException as exc:
+                self._resolve(job, False, exc)
+            else:
+                self._resolve(job, True, value)
+
+    @classmethod
+    def _resolve_all(cls, results: list[tuple[_Job, bool, Any]]) -> None:
+        # One wake-up per event loop for the whole group, not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
+        for res in results:
+            job = res[0]
+            if job.loop is None:
+                if not res[1]:
+                    log.error("background write failed: %r", res[2])
+                continue
+            by_loop.setdefault(job.loop, []).append(res)
+        for loop, items in by_loop.items():
+
+            def settle(items: list[tuple[_Job, bool, Any]] = items) -> None:
+                for job, ok, value in items:
+                    fut = job.future
+                    if fut is None or fut.done():
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:  # loop closed: nobody waits for the answer any more
+                pass
+
+    @staticmethod
+    def _resolve(job: _Job, ok: bool, value: Any) -> None:
+        if job.future is None or job.loop is None:
+            if not ok:
+                log.error("background write failed: %r", value)
+            return
+        fut = job.future
+
+        def settle() -> None:
+            if fut.done():
+                return
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+        try:
+            job.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # loop closed: nobody waits for the answer any more
+            pass

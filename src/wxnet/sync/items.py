@@ -1,0 +1,54 @@
+"""Sync items as stored bytes, and fast assembly of sync responses.
+
+A sync-log row stores a ``CmdItem`` serialised *without* its ``key`` and ``seq``
+fields. Protocol Buffers allows fields in any order, so the item on the wire is the
+stored bytes followed by the two varint fields; and a ``NewSyncResponse`` is its scalar
+fields followed by one length-delimited ``cmd_list`` entry per item. Building replies
+by concatenation keeps the server from decoding and re-encoding every item it sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from wxnet.proto import wxnet_pb2 as pb
+
+__all__ = ["Item", "encode_varint", "item_bytes", "join_cmd_list"]
+
+#: (key type, seq, stored body)
+Item = tuple[int, int, bytes]
+
+_KEY_TAG = b"\x10"  # field 2, varint
+_SEQ_TAG = b"\x18"  # field 3, varint
+_CMD_LIST_TAG = b"\x12"  # field 2, length-delimited (NewSyncResponse / NewInitResponse)
+
+
+def encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def item_bytes(key: int, seq: int, body: bytes) -> bytes:
+    return body + _KEY_TAG + encode_varint(key) + _SEQ_TAG + encode_varint(seq)
+
+
+def join_cmd_list(items: Iterable[Item]) -> bytes:
+    parts: list[bytes] = []
+    for key, seq, body in items:
+        b = item_bytes(key, seq, body)
+        parts.append(_CMD_LIST_TAG + encode_varint(len(b)) + b)
+    return b"".join(parts)
+
+
+def stored(item: pb.CmdItem) -> bytes:
+    """The bytes to store for ``item`` (its key and seq are added when it is read)."""
+    item.ClearField("key")
+    item.ClearField("seq")
+    return item.SerializeToString()
