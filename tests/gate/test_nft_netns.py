@@ -61,3 +61,26 @@ async def test_apply_fill_refresh_reapply_remove(netns: str) -> None:
     await nft.remove_table()
     await nft.remove_table()  # removing twice is fine
     assert "wxtest" not in listing(netns, "list", "tables")
+
+
+def test_libnftables_in_process(netns: str) -> None:
+    """The in-process path (what `wxnet gate run` uses), run inside the namespace."""
+    import sys
+
+    code = (
+        "from wxnet.gate.nft import LibNftables, NftError\n"
+        "lib = LibNftables()\n"
+        "lib.run('add table inet wxlib\\n')\n"
+        "lib.run('add set inet wxlib s { type ipv4_addr; flags timeout; }\\n')\n"
+        "lib.run('add element inet wxlib s { 192.0.2.9 timeout 60s }\\n')\n"
+        "try:\n"
+        "    lib.run('add element inet wxlib nosuchset { 192.0.2.9 }\\n')\n"
+        "except NftError as exc:\n"
+        "    print('refused:', 'nosuchset' in str(exc))\n"
+    )
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", code],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert out.strip() == "refused: True"
+    assert "192.0.2.9" in listing(netns, "list", "set", "inet", "wxlib", "s")

@@ -171,8 +171,13 @@ def cmd_run(args: argparse.Namespace, io: IO) -> int:
         io.print(f"stopped: table inet {s.table} removed")
         return ExitStatus.OK
 
+    runner: Any = asyncio.run
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(main())
+        return int(runner(main()))
     return ExitStatus.INTERRUPTED
 
 

@@ -10,12 +10,23 @@ them, waits, then sends). No I/O here; ``now`` is passed in.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSError, DNSRecord
-
+from wxnet.gate.dnswire import (
+    NXDOMAIN,
+    REFUSED,
+    SERVFAIL,
+    DnsWireError,
+    Question,
+    address_reply,
+    answer_records,
+    error_reply,
+    parse_query,
+    qtype_name,
+    rcode_name,
+    rcode_of,
+)
 from wxnet.gate.policy import ALLOW_ONLY, Group, Policy
 from wxnet.gate.records import FlowRecord
 
@@ -85,6 +96,20 @@ class DnsFilter:
         self.app_for_name = app_for_name
         self.labels = labels or {}
         self.policed_apps = {a for g in policy.groups.values() for a in g.effective_apps}
+        # (client, mac) -> (device, group, valid until): schedules change on minute
+        # boundaries, so a lookup holds until the next one.
+        self._groups: dict[tuple[str, str | None], tuple[str, Group | None, float]] = {}
+
+    def group_for(self, client: str, mac: str | None, now: float) -> tuple[str, Group | None]:
+        key = (client, mac)
+        hit = self._groups.get(key)
+        if hit is not None and now < hit[2] and now >= hit[2] - 60.0:
+            return hit[0], hit[1]
+        device, group = self.policy.group_for(client, mac, now)
+        if len(self._groups) > 65536:
+            self._groups.clear()
+        self._groups[key] = (device, group, (now // 60.0 + 1) * 60.0)
+        return device, group
 
     def _label(self, app: str | None) -> str:
         if app is None:
@@ -113,18 +138,18 @@ class DnsFilter:
             MalformedQuery: not a DNS query with exactly one question.
         """
         try:
-            q = DNSRecord.parse(data)
-        except (DNSError, ValueError, IndexError, KeyError, UnicodeError) as exc:
+            q = parse_query(data)
+        except DnsWireError as exc:
             raise MalformedQuery(f"undecodable query: {exc}") from None
-        if q.header.qr or len(q.questions) != 1:
-            raise MalformedQuery("not a query with one question")
-        name = str(q.q.qname).rstrip(".").lower()
+        if q.is_response:
+            raise MalformedQuery("a response, not a query")
+        name = q.name
         app = self.app_for_name(name) if name else None
-        device, group = self.policy.group_for(client, mac, now)
+        device, group = self.group_for(client, mac, now)
         if self.allowed(group, app):
             return Forward(
                 data=data,
-                qid=q.header.id,
+                qid=q.id,
                 name=name,
                 app=app,
                 client=client,
@@ -133,7 +158,7 @@ class DnsFilter:
                 device=device,
                 group=group.name if group else None,
             )
-        reply = self._blocked_reply(q)
+        reply = self._blocked_reply(data, q)
         rec = FlowRecord(
             time=now,
             device=device,
@@ -145,7 +170,7 @@ class DnsFilter:
             server_port=53,
             app=app,
             label=self._label(app),
-            evidence=(f"dns: query {name} ({QTYPE.get(q.q.qtype)})",),
+            evidence=(f"dns: query {name} ({qtype_name(q.qtype)})",),
             verdict="block",
             path="dns",
             name=name,
@@ -160,31 +185,20 @@ class DnsFilter:
             return f"group {group.name} allows only {', '.join(group.effective_apps)}"
         return f"group {group.name} blocks {', '.join(group.effective_apps)}"
 
-    def _blocked_reply(self, q: DNSRecord) -> bytes:
+    def _blocked_reply(self, data: bytes, q: Question) -> bytes:
         how = self.policy.settings.blocked_answer
-        r = q.reply()
         if how == "nxdomain":
-            r.header.rcode = RCODE.NXDOMAIN
-        elif how == "refused":
-            r.header.rcode = RCODE.REFUSED
-        else:
-            ip = ipaddress.ip_address(how)
-            if q.q.qtype == QTYPE.A and ip.version == 4:
-                r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(str(ip)), ttl=60))
-            elif q.q.qtype == QTYPE.AAAA and ip.version == 6:
-                r.add_answer(RR(q.q.qname, QTYPE.AAAA, rdata=AAAA(str(ip)), ttl=60))
-        packed: bytes = r.pack()
-        return packed
+            return error_reply(data, q, NXDOMAIN)
+        if how == "refused":
+            return error_reply(data, q, REFUSED)
+        return address_reply(data, q, how)
 
     def servfail(self, fwd: Forward) -> bytes:
         """Reply for a query no upstream answered."""
         try:
-            r = DNSRecord.parse(fwd.data).reply()
-        except (DNSError, ValueError, IndexError, KeyError, UnicodeError):
+            return error_reply(fwd.data, parse_query(fwd.data), SERVFAIL)
+        except DnsWireError:
             raise MalformedQuery("undecodable query") from None
-        r.header.rcode = RCODE.SERVFAIL
-        packed: bytes = r.pack()
-        return packed
 
     def on_answer(self, fwd: Forward, data: bytes, now: float) -> Answer:
         """Process an upstream answer to a forwarded query.
@@ -193,17 +207,13 @@ class DnsFilter:
             MalformedQuery: the upstream answer is not DNS or not for this query.
         """
         try:
-            a = DNSRecord.parse(data)
-        except (DNSError, ValueError, IndexError, KeyError, UnicodeError) as exc:
+            qid, flags, records = answer_records(data)
+        except DnsWireError as exc:
             raise MalformedQuery(f"undecodable upstream answer: {exc}") from None
-        if a.header.id != fwd.qid or not a.header.qr:
+        if qid != fwd.qid or not flags & 0x8000:
             raise MalformedQuery("upstream answer does not match the query")
-        addresses: list[str] = []
-        ttl = 0
-        for rr in a.rr:
-            if rr.rtype in (QTYPE.A, QTYPE.AAAA):
-                addresses.append(str(rr.rdata))
-                ttl = max(ttl, int(rr.ttl))
+        addresses = [addr for addr, _ in records]
+        ttl = max((t for _, t in records), default=0)
         floor = self.policy.settings.min_set_timeout
         elements: tuple[tuple[str, str, int], ...] = ()
         if fwd.app is not None and fwd.app in self.policed_apps:
@@ -220,7 +230,7 @@ class DnsFilter:
             server_port=53,
             app=fwd.app,
             label=self._label(fwd.app),
-            evidence=(f"dns: {fwd.name} -> {', '.join(addresses) or RCODE.get(a.header.rcode)}",),
+            evidence=(f"dns: {fwd.name} -> {', '.join(addresses) or rcode_name(rcode_of(data))}",),
             verdict="allow",
             path="dns",
             bytes_up=len(fwd.data),

@@ -1,13 +1,18 @@
-"""Thin adapter over the ``nft`` command: apply scripts atomically, fill sets.
+"""Thin adapter over nftables: apply scripts atomically, fill sets.
 
-``nft -f -`` runs a whole script as one kernel transaction: either every rule and
-element lands or none does. Set additions are remembered (address -> expiry) so a
-DNS answer that repeats addresses already in a set costs no process spawn.
+A script runs as one kernel transaction: either every rule and element lands or none
+does. Scripts go to ``libnftables`` in process (the library behind the ``nft``
+command, loaded with ctypes: no process spawn, about a tenth of a millisecond for a
+set addition) or, when the library is missing or another namespace is wanted, to
+``nft -f -``. Set additions are remembered (address -> expiry) so a DNS answer that
+repeats addresses already in a set costs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -19,6 +24,42 @@ __all__ = ["Nft", "NftError", "nft_available"]
 
 class NftError(RuntimeError):
     """``nft`` is missing or rejected a script (message holds its stderr)."""
+
+
+class LibNftables:
+    """ctypes binding to the four libnftables calls we need (see libnftables(3))."""
+
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError as exc:
+            raise NftError(f"libnftables not available: {exc}") from None
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        self._lib = lib
+        self._ctx = lib.nft_ctx_new(0)
+        if not self._ctx:
+            raise NftError("nft_ctx_new failed")
+        lib.nft_ctx_buffer_output(self._ctx)
+        lib.nft_ctx_buffer_error(self._ctx)
+
+    def run(self, script: str) -> None:
+        """Run ``script`` as one transaction (blocking; netlink round trips only).
+
+        Raises:
+            NftError: the kernel or the parser refused it.
+        """
+        rc = self._lib.nft_run_cmd_from_buffer(self._ctx, script.encode())
+        err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
+        if rc != 0:
+            raise NftError(err.decode(errors="replace").strip() or f"libnftables error {rc}")
 
 
 def nft_available() -> bool:
@@ -54,6 +95,12 @@ class Nft:
     def __init__(self, table: str, refresh: float = 0.5, netns: str | None = None) -> None:
         self.table = table
         self.prefix = ("ip", "netns", "exec", netns) if netns else ()
+        self.lib: LibNftables | None = None
+        if netns is None:
+            try:
+                self.lib = LibNftables()
+            except NftError:
+                self.lib = None
         self.refresh = refresh
         self._known: dict[tuple[str, str], tuple[float, int]] = {}  # -> (expiry, timeout)
         self._lock = asyncio.Lock()
@@ -66,6 +113,9 @@ class Nft:
         Raises:
             NftError: nft missing or the script failed.
         """
+        if self.lib is not None:
+            self.lib.run(script)
+            return
         exe = shutil.which("nft")
         if exe is None:
             raise NftError("the nft command is not installed (Debian package nftables)")
@@ -83,6 +133,26 @@ class Nft:
         if proc.returncode != 0:
             raise NftError(err.decode(errors="replace").strip() or "nft failed")
 
+    def _split(
+        self, elements: Iterable[tuple[str, str, int]], now: float
+    ) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+        fresh: list[tuple[str, str, int]] = []
+        stale: list[tuple[str, str, int]] = []
+        for app, addr, timeout in elements:
+            known = self._known.get((app, addr))
+            if known is None or known[0] <= now:
+                fresh.append((app, addr, timeout))
+            elif known[0] - now < self.refresh * timeout:
+                stale.append((app, addr, timeout))
+        return fresh, stale
+
+    def needed(
+        self, elements: Iterable[tuple[str, str, int]], now: float
+    ) -> list[tuple[str, str, int]]:
+        """The elements :meth:`add` would send to the kernel (the rest are in place)."""
+        fresh, stale = self._split(elements, now)
+        return fresh + stale
+
     async def add(self, elements: Iterable[tuple[str, str, int]], now: float) -> int:
         """Put ``(app or "pass", address, timeout)`` into the sets; returns how many were
         sent to the kernel (elements still fresh in the cache are skipped).
@@ -93,14 +163,7 @@ class Nft:
         Raises:
             NftError: the kernel refused the elements.
         """
-        fresh: list[tuple[str, str, int]] = []
-        stale: list[tuple[str, str, int]] = []
-        for app, addr, timeout in elements:
-            known = self._known.get((app, addr))
-            if known is None or known[0] <= now:
-                fresh.append((app, addr, timeout))
-            elif known[0] - now < self.refresh * timeout:
-                stale.append((app, addr, timeout))
+        fresh, stale = self._split(elements, now)
         if not fresh and not stale:
             return 0
         async with self._lock:

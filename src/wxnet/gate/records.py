@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -40,7 +40,7 @@ class FlowRecord:
     reason: str = ""
 
     def to_json(self) -> str:
-        d = asdict(self)
+        d: dict[str, Any] = {f: getattr(self, f) for f in _FIELDS}
         d["evidence"] = list(self.evidence)
         d["iso_time"] = datetime.fromtimestamp(self.time, UTC).isoformat(timespec="seconds")
         return json.dumps(d, ensure_ascii=False, sort_keys=True)
@@ -52,16 +52,23 @@ class FlowRecord:
         return cls(**fields)
 
 
+_FIELDS = tuple(FlowRecord.__dataclass_fields__)
+
+
 class JsonlWriter:
-    """Appends one JSON line per record (line-buffered, so a crash loses at most one)."""
+    """Appends one JSON line per record. Block-buffered: the service calls :meth:`flush`
+    every second, so a crash loses at most the last second of records."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[str] = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._fh: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def write(self, rec: FlowRecord) -> None:
         self._fh.write(rec.to_json() + "\n")
+
+    def flush(self) -> None:
+        self._fh.flush()
 
     def close(self) -> None:
         self._fh.close()

@@ -15,6 +15,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from wxnet.classify import Classifier, DnsMemory
@@ -69,72 +70,115 @@ class Neighbours:
         return mac
 
 
+AnswerCallback = Callable[[bytes | None], None]
+
+
+@dataclass
+class _Pending:
+    data: bytes  # the client's query (original id)
+    callback: AnswerCallback
+    server: int  # index of the server asked
+    timer: asyncio.TimerHandle | None = None
+
+
 class _UpstreamProtocol(asyncio.DatagramProtocol):
-    def __init__(self, pending: dict[int, asyncio.Future[bytes]]) -> None:
-        self.pending = pending
+    def __init__(self, owner: Upstreams, server: int) -> None:
+        self.owner = owner
+        self.server = server
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if len(data) < 2:
-            return
-        fut = self.pending.pop(int.from_bytes(data[:2], "big"), None)
-        if fut is not None and not fut.done():
-            fut.set_result(data)
+        if len(data) >= 2:
+            self.owner._answered(self.server, int.from_bytes(data[:2], "big"), data)
 
 
 class Upstreams:
-    """Forwards queries over UDP to the configured servers, one shared socket each,
-    rewriting the query id so that answers find their query."""
+    """Forwards queries over UDP to the configured servers (one shared socket each),
+    rewriting the query id so that answers find their query; tries the next server
+    when one does not answer within :data:`UPSTREAM_TIMEOUT`. Callback-based, so a
+    forwarded query costs no task."""
 
     def __init__(self, servers: tuple[tuple[str, int], ...]) -> None:
         self.servers = servers
-        self._sockets: dict[tuple[str, int], asyncio.DatagramTransport] = {}
-        self._pending: dict[tuple[str, int], dict[int, asyncio.Future[bytes]]] = {}
+        self._sockets: list[asyncio.DatagramTransport | None] = [None] * len(servers)
+        self._pending: list[dict[int, _Pending]] = [{} for _ in servers]
+        self._rng = random.SystemRandom()
+        self._ids = [self._rng.randrange(65536) for _ in servers]
 
-    async def _transport(self, server: tuple[str, int]) -> asyncio.DatagramTransport:
-        tr = self._sockets.get(server)
-        if tr is None or tr.is_closing():
-            pending: dict[int, asyncio.Future[bytes]] = {}
-            loop = asyncio.get_running_loop()
-            tr, _ = await loop.create_datagram_endpoint(
-                lambda: _UpstreamProtocol(pending), remote_addr=server
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        for i, server in enumerate(self.servers):
+            try:
+                tr, _ = await loop.create_datagram_endpoint(
+                    lambda i=i: _UpstreamProtocol(self, i),  # type: ignore[misc]
+                    remote_addr=server,
+                )
+            except OSError as exc:
+                log.warning("upstream %s:%d unusable: %s", server[0], server[1], exc)
+                continue
+            self._sockets[i] = tr
+
+    def send(self, data: bytes, callback: AnswerCallback, first: int = 0) -> None:
+        """Forward ``data``; ``callback`` gets the answer (original id) or None."""
+        for i in range(first, len(self.servers)):
+            tr = self._sockets[i]
+            pending = self._pending[i]
+            if tr is None or tr.is_closing() or len(pending) >= MAX_PENDING:
+                continue
+            # Ids come from a per-server sequence that starts at a random point and
+            # skips ids in flight; the random start keeps off-path guessing costly.
+            new_id = self._ids[i]
+            while new_id in pending:
+                new_id = (new_id + 1) & 0xFFFF
+            self._ids[i] = (new_id + self._rng.randrange(1, 64)) & 0xFFFF
+            entry = _Pending(data, callback, i)
+            entry.timer = asyncio.get_running_loop().call_later(
+                UPSTREAM_TIMEOUT, self._timeout, i, new_id
             )
-            self._sockets[server] = tr
-            self._pending[server] = pending
-        return tr
+            pending[new_id] = entry
+            tr.sendto(new_id.to_bytes(2, "big") + data[2:])
+            return
+        callback(None)
+
+    def _timeout(self, server: int, qid: int) -> None:
+        entry = self._pending[server].pop(qid, None)
+        if entry is not None:
+            self.send(entry.data, entry.callback, server + 1)
+
+    def _answered(self, server: int, qid: int, answer: bytes) -> None:
+        entry = self._pending[server].pop(qid, None)
+        if entry is None:
+            return
+        if entry.timer is not None:
+            entry.timer.cancel()
+        entry.callback(entry.data[:2] + answer[2:])
 
     async def query(self, data: bytes) -> bytes:
-        """Ask each server in turn; returns the answer with the original id.
+        """Awaitable form of :meth:`send`.
 
         Raises:
             TimeoutError: no server answered.
         """
-        qid = data[:2]
-        for server in self.servers:
-            try:
-                tr = await self._transport(server)
-            except OSError:
-                continue
-            pending = self._pending[server]
-            if len(pending) >= MAX_PENDING:
-                continue
-            new_id = random.randrange(65536)
-            while new_id in pending:
-                new_id = random.randrange(65536)
-            fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-            pending[new_id] = fut
-            tr.sendto(new_id.to_bytes(2, "big") + data[2:])
-            try:
-                answer = await asyncio.wait_for(fut, UPSTREAM_TIMEOUT)
-            except TimeoutError:
-                pending.pop(new_id, None)
-                continue
-            return qid + answer[2:]
-        raise TimeoutError("no upstream DNS server answered")
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+
+        def done(answer: bytes | None) -> None:
+            if not fut.done():
+                fut.set_result(answer)
+
+        self.send(data, done)
+        answer = await fut
+        if answer is None:
+            raise TimeoutError("no upstream DNS server answered")
+        return answer
 
     def close(self) -> None:
-        for tr in self._sockets.values():
-            tr.close()
-        self._sockets.clear()
+        for i, tr in enumerate(self._sockets):
+            if tr is not None:
+                tr.close()
+            for entry in self._pending[i].values():
+                if entry.timer is not None:
+                    entry.timer.cancel()
+            self._pending[i].clear()
+            self._sockets[i] = None
 
 
 class RecordSink:
@@ -161,6 +205,10 @@ class RecordSink:
         if self.store is not None:
             self.store.add(rec)
 
+    def flush(self) -> None:
+        if self.jsonl is not None:
+            self.jsonl.flush()
+
     def close(self) -> None:
         if self.jsonl is not None:
             self.jsonl.close()
@@ -177,12 +225,25 @@ class _DnsUdp(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.service.spawn(self._answer(data, addr))
+        act = self.service.query(data, str(addr[0]), int(addr[1]), "udp")
+        if isinstance(act, Forward):
+            self.service.upstreams.send(act.data, lambda answer: self._answered(act, addr, answer))
+        elif act is not None:
+            self._send(act, addr)
 
-    async def _answer(self, data: bytes, addr: Any) -> None:
-        reply = await self.service.resolve(data, str(addr[0]), int(addr[1]), "udp")
-        if reply is not None and self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(reply, addr)
+    def _answered(self, act: Forward, addr: Any, answer: bytes | None) -> None:
+        reply, elements = self.service.answered(act, answer)
+        if elements:  # the addresses must be in the sets before the client hears of them
+            self.service.spawn(self._release(act, addr, reply, elements))
+        else:
+            self._send(reply, addr)
+
+    async def _release(self, act: Forward, addr: Any, reply: bytes, elements: list[Any]) -> None:
+        self._send(await self.service.release(act, reply, elements), addr)
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, addr)
 
 
 class GateService:
@@ -237,8 +298,9 @@ class GateService:
         await self.nft.run(render(self.policy, self.active, fresh=fresh))
         self.metrics.set("wxnet_gate_active_groups", len(self.active))
 
-    async def resolve(self, data: bytes, client: str, port: int, transport: str) -> bytes | None:
-        """The whole DNS path for one query; None: drop it (malformed)."""
+    def query(self, data: bytes, client: str, port: int, transport: str) -> bytes | Forward | None:
+        """The synchronous half of the DNS path: a reply to send now, a query to forward
+        (then :meth:`forward`), or None to drop it (malformed)."""
         now = self.clock()
         if client.startswith("::ffff:"):
             client = client[7:]
@@ -253,24 +315,54 @@ class GateService:
             self.metrics.inc("wxnet_gate_dns_queries_total", labels={"verdict": "block"})
             self.sink(act.record)
             return act.data
-        assert isinstance(act, Forward)
         self.metrics.inc("wxnet_gate_dns_queries_total", labels={"verdict": "allow"})
-        try:
-            answer = await self.upstreams.query(act.data)
-            out = self.filter.on_answer(act, answer, self.clock())
-        except (TimeoutError, MalformedQuery):
+        return act
+
+    def answered(self, act: Forward, answer: bytes | None) -> tuple[bytes, list[Any]]:
+        """Process an upstream answer: (reply, set elements still to add). When the list
+        is empty the reply may be sent at once; otherwise call :meth:`release` after
+        adding them."""
+        if answer is None:
             self.metrics.inc("wxnet_gate_dns_upstream_failures_total")
-            return self.filter.servfail(act)
-        if out.elements:
-            try:
-                await self.teach(list(out.elements), self.clock())
-            except NftError as exc:
-                log.error("cannot add addresses to the allow sets: %s", exc)
-                return self.filter.servfail(act)
+            return self.filter.servfail(act), []
+        try:
+            out = self.filter.on_answer(act, answer, self.clock())
+        except MalformedQuery:
+            self.metrics.inc("wxnet_gate_dns_upstream_failures_total")
+            return self.filter.servfail(act), []
+        now = self.clock()
         for learned in out.learned:
-            self.memory.learn(client, learned.name, learned.addresses, learned.ttl, now)
+            self.memory.learn(act.client, learned.name, learned.addresses, learned.ttl, now)
         self.sink(out.record)
-        return out.data
+        return out.data, self.nft.needed(out.elements, now)
+
+    async def release(self, act: Forward, reply: bytes, elements: list[Any]) -> bytes:
+        """Add ``elements`` to the sets, then return ``reply`` (SERVFAIL if that failed)."""
+        try:
+            await self.teach(elements, self.clock())
+        except NftError as exc:
+            log.error("cannot add addresses to the allow sets: %s", exc)
+            return self.filter.servfail(act)
+        return reply
+
+    async def forward(self, act: Forward) -> bytes:
+        """Ask upstream, put the answer's addresses into the sets, then return the reply
+        (SERVFAIL when no upstream answered or the sets could not be filled)."""
+        try:
+            answer: bytes | None = await self.upstreams.query(act.data)
+        except TimeoutError:
+            answer = None
+        reply, elements = self.answered(act, answer)
+        if elements:
+            reply = await self.release(act, reply, elements)
+        return reply
+
+    async def resolve(self, data: bytes, client: str, port: int, transport: str) -> bytes | None:
+        """The whole DNS path for one query; None: drop it (malformed)."""
+        act = self.query(data, client, port, transport)
+        if isinstance(act, Forward):
+            return await self.forward(act)
+        return act
 
     async def _dns_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -300,6 +392,7 @@ class GateService:
         s = self.policy.settings
         await self.apply_rules(fresh=True)
         try:
+            await self.upstreams.open()
             loop = asyncio.get_running_loop()
             for host in s.dns_listen:
                 tr, _ = await loop.create_datagram_endpoint(
@@ -319,9 +412,16 @@ class GateService:
 
                 self._web, self.http_port = await start_web(self, s.http)
             self.spawn(self._schedule())
+            self.spawn(self._flush_records())
         except BaseException:
             await self.stop(remove_table=True)
             raise
+
+    async def _flush_records(self) -> None:
+        """The JSON-lines log is block-buffered; push it to the file every second."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.sink.flush()
 
     async def _schedule(self) -> None:
         """Re-apply the rules when the set of active groups changes (schedules)."""

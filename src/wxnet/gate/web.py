@@ -32,7 +32,11 @@ def make_app(service: GateService) -> web.Application:
             content_type="application/json",
         )
 
+    async def favicon(_req: web.Request) -> web.Response:
+        return web.Response(status=204)  # no icon; keeps browsers from logging a 404
+
     app = web.Application()
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/summary", api_summary)
