@@ -177,6 +177,8 @@ def _cell(x: float, y: float, r: CaseResult | None, report: Report, label: str =
     sub = r.path if r.link else ("network poor" if r.network_poor else "-")
     parts.append(_text(cx, y + 43, sub, 10, fill="#fff"))
     mark = ("✘ " + ",".join(failed)) if failed else "✔"
+    if r.first_delivery_s is not None:
+        mark += f"  first msg {r.first_delivery_s:.2f}s"
     parts.append(_text(cx, y + 56, mark, 10, "bold", "#fff"))
     parts.append("</g>")
     return "".join(parts)

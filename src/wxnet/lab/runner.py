@@ -74,6 +74,7 @@ class _Agent:
     lines: list[dict[str, Any]] = field(default_factory=list)
     events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     stderr: bytes = b""
+    pump: asyncio.Task[None] | None = None
 
 
 def terminate_on_signals() -> Callable[[], None]:
@@ -234,12 +235,9 @@ def _password(user: str) -> str:
 
 def _wait_ready_line(proc: subprocess.Popen[bytes], name: str, topo: Topology) -> None:
     assert proc.stdout is not None
-    line = b""
-    try:
-        line = _readline_with_timeout(proc.stdout.fileno(), 15.0)
-    finally:
-        if not line.startswith(b"ready"):
-            raise LabError(f"{name} did not start: {line!r} {topo.log_text(name)[-500:]}")
+    line = _readline_with_timeout(proc.stdout.fileno(), 30.0)
+    if not line.startswith(b"ready"):
+        raise LabError(f"{name} did not start: {line!r} {topo.log_text(name)[-500:]}")
 
 
 def _readline_with_timeout(fd: int, timeout: float) -> bytes:
@@ -323,7 +321,7 @@ async def _spawn_agent(topo: Topology, ns: str, role: str, acfg: AgentConfig) ->
         start_new_session=True,
     )  # fmt: skip
     agent = _Agent(proc)
-    asyncio.get_running_loop().create_task(_pump(agent))
+    agent.pump = asyncio.get_running_loop().create_task(_pump(agent))
     return agent
 
 
@@ -369,6 +367,9 @@ async def _stop(agent: _Agent) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(agent.proc.pid, signal.SIGKILL)
             await agent.proc.wait()
+    if agent.pump is not None:  # its pipes reach EOF once the process is gone
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(agent.pump, 5)
 
 
 def _is_result(obj: dict[str, Any]) -> bool:
