@@ -32,3 +32,8 @@ def test_bad_cases_are_usage_errors() -> None:
     assert code == 2 and "unknown fault 'ftp'" in err
     code, _, _ = call("lab", "--time-limit", "-1")
     assert code == 2
+
+
+def test_warm_needs_the_sdk() -> None:
+    code, _, err = call("lab", "--warm", "--client", "core", "--cases", "dns")
+    assert code == 2 and "--warm needs the client SDK" in err

@@ -166,6 +166,17 @@ def test_sdk_meets_every_expectation(sdk_report: Report) -> None:
     assert_expectations(sdk_report.checks)
 
 
+def test_warm_sdk_uses_its_cached_newgetdns_list_without_dns(tmp_path: Path) -> None:
+    """S9/S10: a restarted app whose DNS is cut uses the newgetdns list it cached."""
+    cfg = LabConfig([parse_case("dns")], tmp_path, time_limit=15, messages=2, warm=True)
+    report = run_lab(cfg)
+    assert_expectations(report.checks)
+    (r,) = report.results
+    assert (r.source, r.link, r.port) == (Source.NEWGETDNS, Link.LONG, 8080)
+    assert r.address in ("203.0.113.10", "203.0.113.11")  # the smart addresses it cached
+    assert any("cached newgetdns list" in line for line in r.events)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_tears_everything_down(tmp_path: Path, sig: signal.Signals) -> None:
     with subprocess.Popen(

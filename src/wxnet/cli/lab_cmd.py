@@ -73,6 +73,9 @@ def register(sub: Any) -> None:
                    help="run wxnet gate (allow-only WeChat) on the gateway, use the seed's "
                    "names (*.weixin.qq.com), and check that a browser cannot reach the web "
                    "site in any case (S1)")  # fmt: skip
+    p.add_argument("--warm", action="store_true",
+                   help="start each case from a profile that cached newgetdns in a "
+                   "fault-free login (an app restarting); needs --client sdk")  # fmt: skip
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="where the report and logs go (default artifacts/lab-RUNID)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
@@ -98,6 +101,9 @@ def cmd_lab(args: argparse.Namespace, io: IO) -> int:
     if os.geteuid() != 0:
         io.error("wxnet lab needs root (network namespaces and nftables); try --list")
         return ExitStatus.ERROR
+    client = args.client or ("sdk" if sdk_available() else "core")
+    if args.warm and client != "sdk":
+        raise UsageError("--warm needs the client SDK (--client sdk)")
     run_id = new_run_id()
     out: Path = args.out or Path("artifacts") / f"lab-{run_id}"
     names = SEED_NAMES if args.with_gate else {}
@@ -109,8 +115,9 @@ def cmd_lab(args: argparse.Namespace, io: IO) -> int:
         block=BlockMode(args.block),
         extra_port=extra_port,
         run_id=run_id,
-        client=args.client or ("sdk" if sdk_available() else "core"),
+        client=client,
         with_gate=args.with_gate,
+        warm=args.warm,
         long_name=names.get("long_name", LabConfig.long_name),
         short_name=names.get("short_name", LabConfig.short_name),
         dns_name=names.get("dns_name", LabConfig.dns_name),

@@ -39,7 +39,7 @@ from wxnet.proto.errors import MMError
 
 __all__ = ["AgentConfig", "main", "make_image", "run_agent"]
 
-ROLES = ("setup", "peer", "phone", "web")
+ROLES = ("setup", "peer", "phone", "web", "warmup")
 #: what a browser sends (S1: the boss wants no web pages on the phones)
 BROWSER_UA = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -304,6 +304,10 @@ async def run_agent(role: str, cfg: AgentConfig) -> dict[str, Any]:
         return await run_phone(cfg)
     if role == "web":
         return await run_web(cfg)
+    if role == "warmup":
+        from wxnet.lab.sdkphone import run_sdk_warmup
+
+        return await run_sdk_warmup(cfg)
     raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
 
 

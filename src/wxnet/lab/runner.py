@@ -66,6 +66,9 @@ class LabConfig:
     client: str = "sdk"
     #: run ``wxnet gate`` (allow-only WeChat) on the gateway and browse the web site
     with_gate: bool = False
+    #: start every case from a profile that cached newgetdns in a fault-free login
+    #: (an installed app restarting) instead of a fresh install; SDK only
+    warm: bool = False
 
 
 @dataclass
@@ -107,6 +110,8 @@ def run_lab(cfg: LabConfig, progress: Callable[[CaseResult], None] = lambda r: N
         _start_services(cfg, topo)
         if cfg.with_gate:
             _start_gate(cfg, topo)
+        if cfg.warm:
+            _warm_profile(cfg, topo)
         results = asyncio.run(_run_cases(cfg, topo, progress))
         topo.apply_case(Case())
     meta = (
@@ -119,6 +124,7 @@ def run_lab(cfg: LabConfig, progress: Callable[[CaseResult], None] = lambda r: N
         ("phone client", _CLIENT_NAMES.get(cfg.client, cfg.client)),
         ("gateway", "wxnet gate, allow-only WeChat" if cfg.with_gate else "router with NAT"),
         ("service names", f"{cfg.long_name}, {cfg.short_name}, {cfg.dns_name}"),
+        ("phone profile", "warm (newgetdns cached)" if cfg.warm else "fresh for every case"),
     )
     return Report(tuple(results), tuple(evaluate(results, cfg.extra_port is not None)), meta)
 
@@ -196,6 +202,24 @@ def gate_toml(workdir: Path, names: Names, a: Addressing) -> str:
         f'subnet = "{ip_interface(f"{a.phone}/{a.lan_prefix}").network}"\n'
         'group = "phones"\n'
     )
+
+
+def _template(cfg: LabConfig) -> Path:
+    return cfg.workdir / "profiles" / "warm-template"
+
+
+def _warm_profile(cfg: LabConfig, topo: Topology) -> None:
+    """One fault-free SDK login into a template profile, which caches newgetdns (S10)."""
+    if cfg.client != "sdk":
+        raise LabError("a warm profile needs the client SDK (--client sdk)")
+    acfg = replace(_agent_config(cfg, topo, "phone", PHONE_USER, PEER_USER, "warm"),
+                   profile=str(_template(cfg)))  # fmt: skip
+    out = topo.run(topo.names.phone,
+                   [cfg.python, "-m", "wxnet.lab.agent", "warmup", acfg.to_json()],
+                   timeout=cfg.time_limit + 30, check=False)  # fmt: skip
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    if not any(x.get("newgetdns_cached") for x in lines):
+        raise LabError(f"the warm-up login did not cache newgetdns: {out.stdout} {out.stderr}")
 
 
 def _start_gate(cfg: LabConfig, topo: Topology) -> None:
@@ -396,6 +420,8 @@ async def run_case(cfg: LabConfig, topo: Topology, case: Case) -> CaseResult:
             res = await _wait_for(peer, _is_result, 1)
             return replace(base, detail=f"the peer could not send: {_why(peer, res)}")
         phone_cfg = _agent_config(cfg, topo, "phone", PHONE_USER, PEER_USER, tag)
+        if cfg.warm:
+            shutil.copytree(_template(cfg), phone_cfg.profile)
         phone = await _spawn_agent(topo, n.phone, "phone", phone_cfg)
         result = await _wait_for(phone, _is_result, cfg.time_limit + 10)
         if result is None:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from wxnet.proto.errors import MMError
 
 if TYPE_CHECKING:
-    from wxnet.client.sdk import Client, ClientEvent
+    from wxnet.client.sdk import Client, ClientConfig, ClientEvent
     from wxnet.lab.agent import AgentConfig
 
-__all__ = ["run_sdk_phone", "sdk_available"]
+__all__ = ["run_sdk_phone", "run_sdk_warmup", "sdk_available"]
 
 _SOURCES = {"dns": "dns", "newdns": "newgetdns", "builtin": "builtin"}
 
@@ -33,9 +33,45 @@ def sdk_available() -> bool:
     return True
 
 
+def client_config(cfg: AgentConfig) -> ClientConfig:
+    """The SDK's settings for the lab: the service names, the newgetdns name, built-in
+    addresses and the extra port (S9, S10, S14)."""
+    from wxnet.client.sdk import ClientConfig
+
+    return ClientConfig(
+        long_name=cfg.long_name, short_name=cfg.short_name, dns_name=cfg.dns_name,
+        long_ports=(cfg.long_port,), short_ports=(cfg.short_port,),
+        extra_long_port=cfg.extra_port,
+        builtin_long=tuple((ip, cfg.long_port) for ip in cfg.builtin),
+        builtin_short=tuple((ip, cfg.short_port) for ip in cfg.builtin),
+        # the lab's only shortening of the app's timers: connects fail fast (reject) or
+        # time out in seconds (drop), so a case fits its time limit
+        connect_timeout=cfg.connect_timeout, request_timeout=cfg.request_timeout,
+        stagger=0.5, poll_timeout_ms=2000, dns_timeout=cfg.connect_timeout,
+        image_chunk=cfg.chunk, send_attempts=2, send_delays=(0.5,), device_name="lab-phone",
+    )  # fmt: skip
+
+
+async def run_sdk_warmup(cfg: AgentConfig) -> dict[str, Any]:
+    """Log in once with no fault, so the profile caches the newgetdns list (S10); the
+    lab copies this profile for every case of a ``--warm`` run."""
+    from wxnet.client.sdk import Client
+    from wxnet.client.store import ProfileStore
+
+    store = ProfileStore.open(Path(cfg.profile))
+    client = Client(store, client_config(cfg))
+    try:
+        await client.login(cfg.user, cfg.password)
+        cached = client.cached_dns() is not None
+    finally:
+        await client.close()
+        store.close()
+    return {"newgetdns_cached": cached}
+
+
 async def run_sdk_phone(cfg: AgentConfig) -> dict[str, Any]:
     from wxnet.client.errors import ClientError
-    from wxnet.client.sdk import Client, ClientConfig
+    from wxnet.client.sdk import Client
     from wxnet.client.store import ProfileStore
     from wxnet.lab.agent import make_image, peer_text, phone_text
 
@@ -53,18 +89,7 @@ async def run_sdk_phone(cfg: AgentConfig) -> dict[str, Any]:
 
     profile = Path(cfg.profile)
     store = ProfileStore.open(profile)
-    ccfg = ClientConfig(
-        long_name=cfg.long_name, short_name=cfg.short_name, dns_name=cfg.dns_name,
-        long_ports=(cfg.long_port,), short_ports=(cfg.short_port,),
-        extra_long_port=cfg.extra_port,
-        builtin_long=tuple((ip, cfg.long_port) for ip in cfg.builtin),
-        builtin_short=tuple((ip, cfg.short_port) for ip in cfg.builtin),
-        # the lab's only shortening of the app's timers: connects fail fast (reject) or
-        # time out in seconds (drop), so a case fits its time limit
-        connect_timeout=cfg.connect_timeout, request_timeout=cfg.request_timeout,
-        stagger=0.5, poll_timeout_ms=2000, dns_timeout=cfg.connect_timeout,
-        image_chunk=cfg.chunk, send_attempts=2, send_delays=(0.5,), device_name="lab-phone",
-    )  # fmt: skip
+    ccfg = client_config(cfg)
     client = Client(store, ccfg)
     events = client.subscribe()
     peer_prefix = peer_text(cfg.tag, 0)[:-1]
@@ -97,6 +122,8 @@ async def run_sdk_phone(cfg: AgentConfig) -> dict[str, Any]:
             on_event(await events.get())
 
     pump_task = asyncio.ensure_future(pump())
+    if client.cached_dns() is not None:
+        note("the profile has a cached newgetdns list")
     try:
         for attempt in range(1, max(1, cfg.attempts) + 1):
             try:
