@@ -154,6 +154,8 @@ def test_sdk_meets_s9_s13_and_loses_nothing(sdk_report: Report) -> None:
     assert by_case["dns"].source in (Source.BUILTIN, Source.NEWGETDNS)
     assert by_case["alltcp"].network_poor and not by_case["alltcp"].worked
     assert all(r.seconds < 30 for r in sdk_report.results)
+    # every case was a fresh install: nothing cached from an earlier case
+    assert not any("cached newgetdns" in e for r in sdk_report.results for e in r.events)
 
 
 @pytest.mark.xfail(
