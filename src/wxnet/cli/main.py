@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "wxnet.cli.client_cmd",
     "wxnet.cli.chat_cmd",
     "wxnet.cli.gate_cmd",
+    "wxnet.cli.analyze_cmd",
+    "wxnet.cli.scan_cmd",
 )
 
 
