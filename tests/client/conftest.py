@@ -26,7 +26,8 @@ USERS = ("alice", "bob", "carol")
 FAST = {
     "reconnect_ladder": (0.0, 0.05, 0.1, 0.2),
     "send_delays": (0.05, 0.1),
-    "request_timeout": 2.0,
+    # Generous: logins hash passwords (argon2), slow on a loaded two-core machine.
+    "request_timeout": 8.0,
     "connect_timeout": 2.0,
     "stagger": 0.2,
     "poll_timeout_ms": 2000,
@@ -69,9 +70,9 @@ class Clients:
         store = ProfileStore.open(self.tmp_path / f"{user}-{device}")
         self.stores.append(store)
         client = Client(store, config, **kw)
+        self.all.append(client)
         await client.login(user, PASSWORD)
         await client.start()
-        self.all.append(client)
         return client
 
     async def reopen(self, client: Client, **kw: Any) -> Client:

@@ -55,7 +55,7 @@ class ShortLink:
                     raise TransportError(f"{name}: HTTP {resp.status} from {addr}: {text}")
                 return data
         except (aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"{name}: {addr}: {exc or type(exc).__name__}") from None
+            raise TransportError(f"{name}: {addr}: {str(exc) or type(exc).__name__}") from None
         except TimeoutError:
             raise TransportError(f"{name}: {addr}: no answer within {timeout:g} s") from None
 
@@ -72,4 +72,4 @@ class ShortLink:
                     raise TransportError(f"newgetdns: HTTP {resp.status} from {addr}")
                 return data
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"newgetdns: {addr}: {exc or type(exc).__name__}") from None
+            raise TransportError(f"newgetdns: {addr}: {str(exc) or type(exc).__name__}") from None
