@@ -3,8 +3,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from gatedata import CATALOG, POLICY
 
+from tests.gate.gatedata import CATALOG, POLICY
 from wxnet.gate.decide import decide
 from wxnet.gate.policy import parse_policy
 

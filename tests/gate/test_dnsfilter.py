@@ -5,10 +5,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
-from gatedata import CATALOG, POLICY
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.gate.gatedata import CATALOG, POLICY
 from wxnet.gate.dnsfilter import DnsFilter, Forward, MalformedQuery, Reply
 from wxnet.gate.policy import parse_policy
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from netns import (
+
+from tests.gate.netns import (
     FOREIGN_DNS,
     GW_LAN_IP,
     UPSTREAM_DNS,
@@ -30,7 +31,6 @@ from netns import (
     sh,
     tls_client_hello,
 )
-
 from wxnet.proto.framing import encode_packet
 
 pytestmark = [

@@ -9,8 +9,8 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from gatedata import CATALOG, POLICY
 
+from tests.gate.gatedata import CATALOG, POLICY
 from wxnet.gate.nft import Nft, NftError
 from wxnet.gate.policy import parse_policy
 from wxnet.gate.ruleset import render

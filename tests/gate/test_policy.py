@@ -4,8 +4,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from gatedata import CATALOG, POLICY
 
+from tests.gate.gatedata import CATALOG, POLICY
 from wxnet.gate.policy import PolicyError, parse_policy, parse_window
 
 SH = ZoneInfo("Asia/Shanghai")

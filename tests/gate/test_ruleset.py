@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gatedata import CATALOG, POLICY
-
+from tests.gate.gatedata import CATALOG, POLICY
 from wxnet.gate.policy import parse_policy
 from wxnet.gate.ruleset import (
     MARK_PASS,
