@@ -24,7 +24,9 @@ UPSTREAM_DNS, FOREIGN_DNS = "198.18.1.53", "198.18.4.53"
 WECHAT_DNS_IP = "198.18.2.10"  # what the zone answers for WeChat names
 WECHAT_HARDCODED = ("198.18.2.20", "198.18.2.21", "198.18.2.22")  # never in DNS
 VIDEO_IP, CHECK_IP = "198.18.3.10", "198.18.3.20"
-INET_ADDRS = (UPSTREAM_DNS, FOREIGN_DNS, WECHAT_DNS_IP, *WECHAT_HARDCODED, VIDEO_IP, CHECK_IP)
+SERVER_IP = "198.18.2.30"  # the real wxnet server (szlong.weixin.qq.com)
+ECHO_ADDRS = (UPSTREAM_DNS, WECHAT_DNS_IP, *WECHAT_HARDCODED, VIDEO_IP, CHECK_IP)
+INET_ADDRS = (*ECHO_ADDRS, FOREIGN_DNS, SERVER_IP)
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -99,7 +101,7 @@ class World:
         srv = self.spawn(
             self.inet,
             [sys.executable, HELPER, "serve", "--log", str(self.log),
-             "--dns", UPSTREAM_DNS, "--foreign-dns", FOREIGN_DNS],
+             "--dns", UPSTREAM_DNS, "--foreign-dns", FOREIGN_DNS, "--echo", ",".join(ECHO_ADDRS)],
         )  # fmt: skip
         line = read_line(srv, 20)
         assert line.strip() == "ready", line

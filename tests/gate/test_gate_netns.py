@@ -7,6 +7,7 @@ site at 198.18.3.10; every port echoes).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import pytest
 from tests.gate.netns import (
     FOREIGN_DNS,
     GW_LAN_IP,
+    SERVER_IP,
     UPSTREAM_DNS,
     VIDEO_IP,
     WECHAT_DNS_IP,
@@ -258,3 +260,41 @@ def test_report_and_dashboard_from_a_run(world: World, gate_factory: GateFactory
     rows = [line.split() for line in out.splitlines()]
     assert ["phone", "WeChat", "1", "103"] in rows  # 49 bytes up, 54 echoed back
     assert any(r[:2] == ["phone", "unknown"] and "video.example" in r for r in rows)
+
+
+def test_real_wxnet_server_plays_wechat_through_the_gateway(
+    world: World, gate_factory: GateFactory, tmp_path: Path
+) -> None:
+    data = tmp_path / "server-data"
+    for user in ("alice", "bob"):
+        sh(sys.executable, "-m", "wxnet", "user", "add", user, "--password", "secret1",
+           "--data", str(data))  # fmt: skip
+    server = world.spawn(
+        world.inet,
+        [sys.executable, "-m", "wxnet", "serve", "--data", str(data), "--host", SERVER_IP,
+         "--long-port", "8080", "--http-port", "80"],
+    )  # fmt: skip
+    line = read_line(server, 30)
+    assert line.startswith("wxnet serving"), line
+    gate = gate_factory(ALLOW_ONLY)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        ["ip", "netns", "exec", world.phone, sys.executable, "-m", "tests.gate.wxphone",
+         GW_LAN_IP, SERVER_IP],
+        capture_output=True, text=True, timeout=60, cwd=root, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["resolved"] == SERVER_IP
+    assert result["received"] == [["alice", "hello through the gate"]]
+    assert result["notify"] & 0x2 and result["short_ret"] == 0
+    server.send_signal(signal.SIGTERM)
+    server.communicate(timeout=15)
+    gate.stop()
+    db = sqlite3.connect(gate.dir / "gate.sqlite")
+    rows = db.execute(
+        "SELECT app, verdict, evidence FROM flows WHERE path = 'inspector' AND server = ?",
+        (SERVER_IP,),
+    ).fetchall()
+    db.close()
+    assert rows and rows[0][:2] == ("wechat", "allow") and "longlink-2014" in rows[0][2]
