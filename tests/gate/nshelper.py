@@ -121,7 +121,8 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
         }
     payload = bytes.fromhex(args.send)
     if args.kind == "udp":
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.settimeout(args.timeout)
             s.sendto(payload, (args.host, args.port))
             data, _ = s.recvfrom(65536)

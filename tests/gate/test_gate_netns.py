@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -24,7 +25,9 @@ from tests.gate.netns import (
     GW_LAN_IP,
     SERVER_IP,
     UPSTREAM_DNS,
+    VIDEO6,
     VIDEO_IP,
+    WECHAT6,
     WECHAT_DNS_IP,
     WECHAT_HARDCODED,
     World,
@@ -113,6 +116,11 @@ apps = ["wechat"]
 name = "phone"
 subnet = "10.77.0.0/24"
 group = "staff"
+
+[[devices]]
+name = "phone6"
+subnet = "fd77::/64"
+group = "staff"
 """
 
 BLOCK = ALLOW_ONLY.replace('mode = "allow-only"', 'mode = "block"')
@@ -153,6 +161,12 @@ def test_allow_only_passes_wechat_and_nothing_else(world: World, gate_factory: G
     # Today's client: POST /mmtls/ on 80 to the resolved address (kernel path).
     post = b"POST /mmtls/0a1b2c3d HTTP/1.1\r\nHost: sgshort.wechat.com\r\n\r\n" + mmtls_hello()
     assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=80, send=post.hex()), post)
+    # ... and its verdict is cached in the conntrack mark ("WX" in the high 16 bits).
+    if shutil.which("conntrack"):
+        ct = sh("ip", "netns", "exec", world.gw, "conntrack", "-L", "-p", "tcp",
+                "--dst", WECHAT_DNS_IP, "--dport", "80").stdout  # fmt: skip
+        marks = {int(m) >> 16 for m in re.findall(r"mark=(\d+)", ct)}
+        assert marks == {0x5758}, ct
     # MMTLS long link on 8080 and a 2014 head to hard-coded addresses (inspector path).
     hello = mmtls_hello()
     assert echo_ok(world.probe("tcp", WECHAT_HARDCODED[0], port=8080, send=hello.hex()), hello)
@@ -191,6 +205,18 @@ def test_allow_only_passes_wechat_and_nothing_else(world: World, gate_factory: G
     assert ("wechat", "allow", "inspector") in rows
     assert (None, "block", "inspector") in rows
     assert not gate.table_exists()  # clean stop removed the table
+
+
+def test_ipv6_inspector_and_sets(world: World, gate_factory: GateFactory) -> None:
+    gate = gate_factory(ALLOW_ONLY)
+    hello = mmtls_hello()
+    assert echo_ok(world.probe("tcp", WECHAT6, port=8080, send=hello.hex()), hello)
+    assert gate.set_has("app_wechat_6", WECHAT6)  # IP6T_SO_ORIGINAL_DST + v6 set
+    assert echo_ok(world.probe("tcp", WECHAT6, port=443, send=hello.hex()), hello)  # kernel
+    get = b"GET / HTTP/1.1\r\nHost: video.example\r\n\r\n"
+    assert "reply" not in world.probe("tcp", VIDEO6, port=80, send=get.hex())
+    assert "reply" not in world.probe("tcp", VIDEO6, port=5201, send="00", timeout=1)
+    assert "error" in world.probe("udp", WECHAT6, port=443, send="c0ffee", timeout=1)
 
 
 def test_killed_gate_leaves_allow_only_closed(world: World, gate_factory: GateFactory) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import struct
 import time
@@ -24,6 +25,7 @@ from wxnet.gate.records import FlowRecord
 
 __all__ = ["Inspector", "NoOriginalDestination", "original_dst", "reset"]
 
+log = logging.getLogger("wxnet.gate.inspector")
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
 IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h
 CONNECT_TIMEOUT = 5.0
@@ -133,6 +135,9 @@ class Inspector:
         try:
             await self._handle(reader, writer)
         except (ConnectionError, OSError):
+            reset(writer)
+        except Exception:  # a bug must cost one flow (reset), never the gateway
+            log.exception("inspector failed on a flow; resetting it")
             reset(writer)
         finally:
             self.active -= 1
