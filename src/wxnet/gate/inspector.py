@@ -57,10 +57,12 @@ def original_dst(sock: socket.socket) -> tuple[str, int]:
 def reset(writer: asyncio.StreamWriter) -> None:
     """Close with a TCP RST (SO_LINGER 0), so the client fails fast."""
     sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort() if sock is None else writer.close()
+    if sock is None:
+        writer.transport.abort()
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
 
 
 @dataclass
