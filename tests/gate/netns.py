@@ -24,7 +24,11 @@ UPSTREAM_DNS, FOREIGN_DNS = "198.18.1.53", "198.18.4.53"
 WECHAT_DNS_IP = "198.18.2.10"  # what the zone answers for WeChat names
 WECHAT_HARDCODED = ("198.18.2.20", "198.18.2.21", "198.18.2.22")  # never in DNS
 VIDEO_IP, CHECK_IP = "198.18.3.10", "198.18.3.20"
-INET_ADDRS = (UPSTREAM_DNS, FOREIGN_DNS, WECHAT_DNS_IP, *WECHAT_HARDCODED, VIDEO_IP, CHECK_IP)
+SERVER_IP = "198.18.2.30"  # the real wxnet server (szlong.weixin.qq.com)
+PHONE6, GW_LAN6, GW_WAN6, INET6 = "fd77::2", "fd77::1", "fd18::1", "fd18::2"
+WECHAT6, VIDEO6 = "fd18:2::20", "fd18:3::10"  # hard-coded WeChat and the video site, IPv6
+ECHO_ADDRS = (UPSTREAM_DNS, WECHAT_DNS_IP, *WECHAT_HARDCODED, VIDEO_IP, CHECK_IP, WECHAT6, VIDEO6)
+INET_ADDRS = (*ECHO_ADDRS, FOREIGN_DNS, SERVER_IP)
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -82,24 +86,30 @@ class World:
            "peer", "name", self.lan_if, "netns", self.gw)  # fmt: skip
         sh("ip", "link", "add", f"wxgw{s}", "netns", self.gw, "type", "veth",
            "peer", "name", f"wxiw{s}", "netns", self.inet)  # fmt: skip
-        for ns, dev, addr in (
-            (self.phone, f"wxpl{s}", f"{PHONE_IP}/24"),
-            (self.gw, self.lan_if, f"{GW_LAN_IP}/24"),
-            (self.gw, f"wxgw{s}", f"{GW_WAN_IP}/24"),
-            (self.inet, f"wxiw{s}", f"{INET_IP}/24"),
+        for ns, dev, addr, addr6 in (
+            (self.phone, f"wxpl{s}", f"{PHONE_IP}/24", f"{PHONE6}/64"),
+            (self.gw, self.lan_if, f"{GW_LAN_IP}/24", f"{GW_LAN6}/64"),
+            (self.gw, f"wxgw{s}", f"{GW_WAN_IP}/24", f"{GW_WAN6}/64"),
+            (self.inet, f"wxiw{s}", f"{INET_IP}/24", f"{INET6}/64"),
         ):
             sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            sh("ip", "-n", ns, "addr", "add", addr6, "dev", dev, "nodad")
             sh("ip", "-n", ns, "link", "set", dev, "up")
         for addr in INET_ADDRS:
-            sh("ip", "-n", self.inet, "addr", "add", f"{addr}/32", "dev", "lo")
+            plen = 128 if ":" in addr else 32
+            sh("ip", "-n", self.inet, "addr", "add", f"{addr}/{plen}", "dev", "lo", "nodad")
         sh("ip", "-n", self.phone, "route", "add", "default", "via", GW_LAN_IP)
         sh("ip", "-n", self.gw, "route", "add", "default", "via", INET_IP)
         sh("ip", "-n", self.inet, "route", "add", "10.77.0.0/24", "via", GW_WAN_IP)
+        sh("ip", "-n", self.phone, "-6", "route", "add", "default", "via", GW_LAN6)
+        sh("ip", "-n", self.gw, "-6", "route", "add", "default", "via", INET6)
+        sh("ip", "-n", self.inet, "-6", "route", "add", "fd77::/64", "via", GW_WAN6)
         sh("ip", "netns", "exec", self.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        sh("ip", "netns", "exec", self.gw, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         srv = self.spawn(
             self.inet,
             [sys.executable, HELPER, "serve", "--log", str(self.log),
-             "--dns", UPSTREAM_DNS, "--foreign-dns", FOREIGN_DNS],
+             "--dns", UPSTREAM_DNS, "--foreign-dns", FOREIGN_DNS, "--echo", ",".join(ECHO_ADDRS)],
         )  # fmt: skip
         line = read_line(srv, 20)
         assert line.strip() == "ready", line

@@ -24,6 +24,7 @@ ZONE = {
     "short.weixin.qq.com": "198.18.2.10",
     "sgshort.wechat.com": "198.18.2.10",
     "long.weixin.qq.com": "198.18.2.10",
+    "szlong.weixin.qq.com": "198.18.2.30",  # the real wxnet server (its own address)
     "video.example": "198.18.3.10",
     "connectivitycheck.gstatic.com": "198.18.3.20",
 }
@@ -73,7 +74,9 @@ async def _serve(args: argparse.Namespace) -> None:
     await loop.create_datagram_endpoint(
         lambda: _Dns(args.log, args.foreign_dns, True), local_addr=(args.foreign_dns, 53)
     )
-    await loop.create_datagram_endpoint(_UdpEcho, local_addr=("0.0.0.0", 443))
+    echo_addrs = args.echo.split(",")
+    for addr in echo_addrs:
+        await loop.create_datagram_endpoint(_UdpEcho, local_addr=(addr, 443))
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         local = writer.get_extra_info("sockname")
@@ -87,7 +90,7 @@ async def _serve(args: argparse.Namespace) -> None:
         writer.close()
 
     for port in (80, 443, 8080, 853, 5201):
-        await asyncio.start_server(echo, "0.0.0.0", port)
+        await asyncio.start_server(echo, echo_addrs, port)
     print("ready", flush=True)
     done = asyncio.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(done.set))).start()
@@ -118,7 +121,8 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
         }
     payload = bytes.fromhex(args.send)
     if args.kind == "udp":
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.settimeout(args.timeout)
             s.sendto(payload, (args.host, args.port))
             data, _ = s.recvfrom(65536)
@@ -144,6 +148,7 @@ def main() -> None:
     s.add_argument("--log", required=True)
     s.add_argument("--dns", required=True)
     s.add_argument("--foreign-dns", required=True)
+    s.add_argument("--echo", required=True, help="comma-separated addresses of echo servers")
     pr = sub.add_parser("probe")
     pr.add_argument("kind", choices=("dns", "tcp", "udp"))
     pr.add_argument("--host", required=True)

@@ -4,10 +4,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.gate.gatedata import CATALOG, POLICY
 from wxnet.gate.decide import decide
 from wxnet.gate.policy import parse_policy
-
-from .gatedata import CATALOG, POLICY
 
 
 @dataclass(frozen=True)

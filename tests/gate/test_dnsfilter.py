@@ -8,10 +8,9 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.gate.gatedata import CATALOG, POLICY
 from wxnet.gate.dnsfilter import DnsFilter, Forward, MalformedQuery, Reply
 from wxnet.gate.policy import parse_policy
-
-from .gatedata import CATALOG, POLICY
 
 MON_10 = datetime(2026, 11, 23, 10, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
 SUFFIXES = {"weixin.qq.com": "wechat", "qq.com": "qq", "push.apple.com": "apple-push"}

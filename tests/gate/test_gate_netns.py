@@ -7,7 +7,9 @@ site at 198.18.3.10; every port echoes).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -18,13 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from wxnet.proto.framing import encode_packet
-
-from .netns import (
+from tests.gate.netns import (
     FOREIGN_DNS,
     GW_LAN_IP,
+    SERVER_IP,
     UPSTREAM_DNS,
+    VIDEO6,
     VIDEO_IP,
+    WECHAT6,
     WECHAT_DNS_IP,
     WECHAT_HARDCODED,
     World,
@@ -33,6 +36,7 @@ from .netns import (
     sh,
     tls_client_hello,
 )
+from wxnet.proto.framing import encode_packet
 
 pytestmark = [
     pytest.mark.root,
@@ -112,6 +116,11 @@ apps = ["wechat"]
 name = "phone"
 subnet = "10.77.0.0/24"
 group = "staff"
+
+[[devices]]
+name = "phone6"
+subnet = "fd77::/64"
+group = "staff"
 """
 
 BLOCK = ALLOW_ONLY.replace('mode = "allow-only"', 'mode = "block"')
@@ -152,6 +161,12 @@ def test_allow_only_passes_wechat_and_nothing_else(world: World, gate_factory: G
     # Today's client: POST /mmtls/ on 80 to the resolved address (kernel path).
     post = b"POST /mmtls/0a1b2c3d HTTP/1.1\r\nHost: sgshort.wechat.com\r\n\r\n" + mmtls_hello()
     assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=80, send=post.hex()), post)
+    # ... and its verdict is cached in the conntrack mark ("WX" in the high 16 bits).
+    if shutil.which("conntrack"):
+        ct = sh("ip", "netns", "exec", world.gw, "conntrack", "-L", "-p", "tcp",
+                "--dst", WECHAT_DNS_IP, "--dport", "80").stdout  # fmt: skip
+        marks = {int(m) >> 16 for m in re.findall(r"mark=(\d+)", ct)}
+        assert marks == {0x5758}, ct
     # MMTLS long link on 8080 and a 2014 head to hard-coded addresses (inspector path).
     hello = mmtls_hello()
     assert echo_ok(world.probe("tcp", WECHAT_HARDCODED[0], port=8080, send=hello.hex()), hello)
@@ -190,6 +205,18 @@ def test_allow_only_passes_wechat_and_nothing_else(world: World, gate_factory: G
     assert ("wechat", "allow", "inspector") in rows
     assert (None, "block", "inspector") in rows
     assert not gate.table_exists()  # clean stop removed the table
+
+
+def test_ipv6_inspector_and_sets(world: World, gate_factory: GateFactory) -> None:
+    gate = gate_factory(ALLOW_ONLY)
+    hello = mmtls_hello()
+    assert echo_ok(world.probe("tcp", WECHAT6, port=8080, send=hello.hex()), hello)
+    assert gate.set_has("app_wechat_6", WECHAT6)  # IP6T_SO_ORIGINAL_DST + v6 set
+    assert echo_ok(world.probe("tcp", WECHAT6, port=443, send=hello.hex()), hello)  # kernel
+    get = b"GET / HTTP/1.1\r\nHost: video.example\r\n\r\n"
+    assert "reply" not in world.probe("tcp", VIDEO6, port=80, send=get.hex())
+    assert "reply" not in world.probe("tcp", VIDEO6, port=5201, send="00", timeout=1)
+    assert "error" in world.probe("udp", WECHAT6, port=443, send="c0ffee", timeout=1)
 
 
 def test_killed_gate_leaves_allow_only_closed(world: World, gate_factory: GateFactory) -> None:
@@ -259,3 +286,41 @@ def test_report_and_dashboard_from_a_run(world: World, gate_factory: GateFactory
     rows = [line.split() for line in out.splitlines()]
     assert ["phone", "WeChat", "1", "103"] in rows  # 49 bytes up, 54 echoed back
     assert any(r[:2] == ["phone", "unknown"] and "video.example" in r for r in rows)
+
+
+def test_real_wxnet_server_plays_wechat_through_the_gateway(
+    world: World, gate_factory: GateFactory, tmp_path: Path
+) -> None:
+    data = tmp_path / "server-data"
+    for user in ("alice", "bob"):
+        sh(sys.executable, "-m", "wxnet", "user", "add", user, "--password", "secret1",
+           "--data", str(data))  # fmt: skip
+    server = world.spawn(
+        world.inet,
+        [sys.executable, "-m", "wxnet", "serve", "--data", str(data), "--host", SERVER_IP,
+         "--long-port", "8080", "--http-port", "80"],
+    )  # fmt: skip
+    line = read_line(server, 30)
+    assert line.startswith("wxnet serving"), line
+    gate = gate_factory(ALLOW_ONLY)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        ["ip", "netns", "exec", world.phone, sys.executable, "-m", "tests.gate.wxphone",
+         GW_LAN_IP, SERVER_IP],
+        capture_output=True, text=True, timeout=60, cwd=root, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["resolved"] == SERVER_IP
+    assert result["received"] == [["alice", "hello through the gate"]]
+    assert result["notify"] & 0x2 and result["short_ret"] == 0
+    server.send_signal(signal.SIGTERM)
+    server.communicate(timeout=15)
+    gate.stop()
+    db = sqlite3.connect(gate.dir / "gate.sqlite")
+    rows = db.execute(
+        "SELECT app, verdict, evidence FROM flows WHERE path = 'inspector' AND server = ?",
+        (SERVER_IP,),
+    ).fetchall()
+    db.close()
+    assert rows and rows[0][:2] == ("wechat", "allow") and "longlink-2014" in rows[0][2]

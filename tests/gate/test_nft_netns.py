@@ -10,11 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.gate.gatedata import CATALOG, POLICY
 from wxnet.gate.nft import Nft, NftError
 from wxnet.gate.policy import parse_policy
 from wxnet.gate.ruleset import render
-
-from .gatedata import CATALOG, POLICY
 
 pytestmark = [
     pytest.mark.root,

@@ -5,9 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.gate.gatedata import CATALOG, POLICY
 from wxnet.gate.policy import PolicyError, parse_policy, parse_window
-
-from .gatedata import CATALOG, POLICY
 
 SH = ZoneInfo("Asia/Shanghai")
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.gate.gatedata import CATALOG, POLICY
 from wxnet.gate.policy import parse_policy
 from wxnet.gate.ruleset import (
     MARK_PASS,
@@ -11,8 +12,6 @@ from wxnet.gate.ruleset import (
     delete_table,
     render,
 )
-
-from .gatedata import CATALOG, POLICY
 
 GOLDEN = Path(__file__).parent / "golden"
 

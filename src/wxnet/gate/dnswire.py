@@ -9,6 +9,7 @@ at; this module reads only those fields. Malformed input raises :class:`DnsWireE
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -99,6 +100,24 @@ def _read_name(data: bytes, pos: int) -> tuple[str, int]:
     return ".".join(labels), (end if end >= 0 else pos)
 
 
+def _skip_name(data: bytes, pos: int) -> int:
+    """Offset after the name at ``pos`` (answers' owner names are not needed)."""
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise DnsWireError("name runs past the end of the message")
+        n = data[pos]
+        if n & 0xC0 == 0xC0:
+            if pos + 1 >= end:
+                raise DnsWireError("truncated compression pointer")
+            return pos + 2
+        if n & 0xC0:
+            raise DnsWireError(f"unsupported label type 0x{n:02x}")
+        pos += n + 1
+        if n == 0:
+            return pos
+
+
 def parse_query(data: bytes) -> Question:
     """The header and single question of a query.
 
@@ -156,11 +175,10 @@ def answer_records(data: bytes) -> tuple[int, int, list[tuple[str, int]]]:
     qid, flags, qd, an, _ns, _ar = HEADER.unpack_from(data)
     pos = HEADER.size
     for _ in range(qd):
-        _, pos = _read_name(data, pos)
-        pos += 4
+        pos = _skip_name(data, pos) + 4
     out: list[tuple[str, int]] = []
     for _ in range(an):
-        _, pos = _read_name(data, pos)
+        pos = _skip_name(data, pos)
         if pos + 10 > len(data):
             raise DnsWireError("record header truncated")
         rtype, _rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
@@ -170,9 +188,9 @@ def answer_records(data: bytes) -> tuple[int, int, list[tuple[str, int]]]:
         rdata = bytes(data[pos : pos + rdlen])
         pos += rdlen
         if rtype == QTYPE_A and rdlen == 4:
-            out.append((str(ipaddress.IPv4Address(rdata)), ttl))
+            out.append((socket.inet_ntop(socket.AF_INET, rdata), ttl))
         elif rtype == QTYPE_AAAA and rdlen == 16:
-            out.append((str(ipaddress.IPv6Address(rdata)), ttl))
+            out.append((socket.inet_ntop(socket.AF_INET6, rdata), ttl))
     if pos > len(data):
         raise DnsWireError("message truncated")
     return qid, flags, out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import struct
 import time
@@ -24,6 +25,7 @@ from wxnet.gate.records import FlowRecord
 
 __all__ = ["Inspector", "NoOriginalDestination", "original_dst", "reset"]
 
+log = logging.getLogger("wxnet.gate.inspector")
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
 IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h
 CONNECT_TIMEOUT = 5.0
@@ -55,10 +57,12 @@ def original_dst(sock: socket.socket) -> tuple[str, int]:
 def reset(writer: asyncio.StreamWriter) -> None:
     """Close with a TCP RST (SO_LINGER 0), so the client fails fast."""
     sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort() if sock is None else writer.close()
+    if sock is None:
+        writer.transport.abort()
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
 
 
 @dataclass
@@ -133,6 +137,9 @@ class Inspector:
         try:
             await self._handle(reader, writer)
         except (ConnectionError, OSError):
+            reset(writer)
+        except Exception:  # a bug must cost one flow (reset), never the gateway
+            log.exception("inspector failed on a flow; resetting it")
             reset(writer)
         finally:
             self.active -= 1
