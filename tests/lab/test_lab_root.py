@@ -138,6 +138,22 @@ def test_with_gate_wechat_works_and_the_web_is_blocked(tmp_path: Path) -> None:
     assert "www.example.lab" in log  # the browser's DNS query was refused
 
 
+def test_sdk_behind_the_gate(tmp_path: Path) -> None:
+    """wxnet's client SDK through wxnet gate: WeChat works (by DNS, by built-in
+    addresses, by short links), the web site never does."""
+    cases = [parse_case(c) for c in ("none", "dns", "tcp8080")]
+    cfg = LabConfig(
+        cases, tmp_path, time_limit=15, messages=2, client="sdk", with_gate=True,
+        long_name="long.weixin.qq.com", short_name="short.weixin.qq.com",
+        dns_name="dns.weixin.qq.com",
+    )  # fmt: skip
+    report = run_lab(cfg)
+    assert_expectations(report.checks)
+    by_case = {r.case: r for r in report.results}
+    assert by_case["tcp8080"].link is Link.SHORT  # the gate keeps QQ's 14000 closed
+    assert all(r.web_blocked for r in report.results)
+
+
 @pytest.fixture(scope="module")
 def sdk_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     """The short matrix with wxnet's client SDK as the phone (one run for the tests below)."""
