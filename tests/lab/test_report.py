@@ -90,3 +90,13 @@ def test_svg_is_well_formed_and_draws_every_case() -> None:
     assert "other cases" in texts  # the four-fault case is below the grid
     # 16 cells (none, 5 singles, 10 pairs), 6 of them run
     assert texts.count("not run") == 16 - 6
+
+
+def test_markdown_shows_the_log_of_failing_cases() -> None:
+    from dataclasses import replace
+
+    good = replace(ok("none", Source.DNS, Link.LONG, 8080), events=("0.1s all fine",))
+    bad = replace(ok("tcp80", Source.DNS, Link.SHORT, 80), events=("0.2s took the short link",))
+    md = render_markdown(make([good, bad]))
+    assert "### tcp80" in md and "0.2s took the short link" in md
+    assert "all fine" not in md

@@ -102,7 +102,13 @@ def render_markdown(report: Report) -> str:
     if details:
         out += ["", "## Case details", ""]
         out += [f"- `{r.case}`: {r.detail}" for r in details]
-    return "\n".join(out) + "\n"
+    failed_cases = {c.case for c in report.failed_checks}
+    logged = [r for r in report.results if r.events and r.case in failed_cases]
+    if logged:
+        out += ["", "## The client's log of each case with a failed expectation", ""]
+        for r in logged:
+            out += [f"### {r.case}", "", "```", *r.events, "```", ""]
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def render_json(report: Report) -> str:
