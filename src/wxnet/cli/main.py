@@ -22,12 +22,12 @@ COMMAND_MODULES = (
     "wxnet.cli.serve_cmd",
     "wxnet.cli.user_cmd",
     "wxnet.cli.proto_cmd",
-    "wxnet.cli.lab_cmd",
+    "wxnet.cli.analyze_cmd",
+    "wxnet.cli.scan_cmd",
     "wxnet.cli.client_cmd",
     "wxnet.cli.chat_cmd",
     "wxnet.cli.gate_cmd",
-    "wxnet.cli.analyze_cmd",
-    "wxnet.cli.scan_cmd",
+    "wxnet.cli.lab_cmd",
 )
 
 
