@@ -32,8 +32,8 @@ def split_flows(path: Path) -> FlowBytes:
     udp_seen: set[tuple[FlowKey, int]] = set()
     with open(path, "rb") as f:  # CaptureReader undoes gzip itself
         for pkt in CaptureReader(f):
-            d = pkt.data
-            link = {1: 14, 113: 16}.get(pkt.linktype)  # Ethernet, Linux cooked
+            d = pkt[2]
+            link = {1: 14, 113: 16}.get(pkt[1])  # Ethernet, Linux cooked
             if link is None or len(d) < link + 20 or d[link - 2 : link] != b"\x08\x00":
                 continue
             ihl = (d[link] & 15) * 4

@@ -71,3 +71,26 @@ def test_duplicate_domain_and_id(tmp_path: Path) -> None:
         load_signatures([a, a])
     with pytest.raises(SignatureError, match="cannot read"):
         load_signatures([tmp_path / "missing.toml"])
+
+
+def test_nested_ranges_pick_the_most_specific(tmp_path: Path) -> None:
+    def sig(name: str, ranges: list[str]) -> Path:
+        text = f'id = "{name}"\nlabel = "{name.upper()}"\nreason = "ranges test"\n'
+        return write(tmp_path, f"{name}.toml", text + f"ranges = {ranges!r}\n")
+
+    clf = Classifier(
+        load_signatures(
+            [
+                sig("outer", ["10.0.0.0/8", "2001:db8::/32"]),
+                sig("inner", ["10.1.0.0/16", "2001:db8:1::/48"]),
+                sig("late", ["10.200.0.0/16"]),
+            ]
+        )
+    )
+    assert clf.ranges_app("10.1.2.3") == "inner"
+    assert clf.ranges_app("10.2.0.1") == "outer"
+    assert clf.ranges_app("10.200.1.1") == "late"
+    assert clf.ranges_app("10.255.0.1") == "outer"
+    assert clf.ranges_app("11.0.0.1") is None and clf.ranges_app("9.255.255.255") is None
+    assert clf.ranges_app("2001:db8:1::5") == "inner" and clf.ranges_app("2001:db8:2::") == "outer"
+    assert clf.ranges_app("not an address") is None

@@ -5,6 +5,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wxnet.analyze.synth import tls_client_hello
 from wxnet.proto.framing import encode_packet
 from wxnet.proto.sniff import (
     NEED_DATA,
@@ -20,19 +21,10 @@ from wxnet.proto.sniff import (
 )
 
 
-def client_hello(sni: str, alpn: tuple[str, ...] = ("h2",), pad: int = 0) -> bytes:
-    """A ClientHello built field by field (RFC 8446 4.1.2)."""
-    name = sni.encode()
-    sni_ext = struct.pack(">HBH", len(name) + 3, 0, len(name)) + name
-    alpn_list = b"".join(bytes([len(a)]) + a.encode() for a in alpn)
-    alpn_ext = struct.pack(">H", len(alpn_list)) + alpn_list
-    exts = struct.pack(">HH", 0, len(sni_ext)) + sni_ext
-    exts += struct.pack(">HH", 16, len(alpn_ext)) + alpn_ext
-    exts += struct.pack(">HH", 21, pad) + bytes(pad)
-    body = b"\x03\x03" + bytes(32) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
-    body += struct.pack(">H", len(exts)) + exts
-    hs = b"\x01" + len(body).to_bytes(3, "big") + body
-    return hs
+def client_hello(sni: str, pad: int = 0) -> bytes:
+    """The handshake message alone (no record layer)."""
+    rec = tls_client_hello(sni, pad=pad)
+    return rec[5:]
 
 
 def records(hs: bytes, size: int) -> bytes:

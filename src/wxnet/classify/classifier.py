@@ -24,6 +24,7 @@ compare against).
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from wxnet.classify.dns import DnsMemory
 from wxnet.classify.signatures import AppSignature, SignatureSet, load_signatures
 from wxnet.proto.sniff import (
+    MMTLS_RECORD_TYPES,
     NEED_DATA,
     HttpRequestHead,
     LonglinkHead,
@@ -117,6 +119,16 @@ class Classifier:
             lst.sort()
         self._ranges = ranges
         self._range_starts = {v: [r[0] for r in lst] for v, lst in ranges.items()}
+        # reach[i] = the highest end among ranges 0..i: scanning back from the address's
+        # position can stop as soon as no earlier range reaches it (exact, and usually
+        # one step).
+        self._range_reach: dict[int, list[int]] = {}
+        for v, lst in ranges.items():
+            reach, top = [], -1
+            for _start, end, _app in lst:
+                top = max(top, end)
+                reach.append(top)
+            self._range_reach[v] = reach
 
     # ------------------------------------------------------------------ names
 
@@ -149,17 +161,19 @@ class Classifier:
         A signature that lists ports claims its ranges only on those ports (Apple's
         17.0.0.0/8 is push on 5223, not NTP on 123); pass ``transport`` and ``port``.
         """
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        ip = _ip(address)
+        if ip is None:
             return None
         value = int(ip)
         lst = self._ranges[ip.version]
-        i = bisect.bisect_right(self._range_starts[ip.version], value)
+        reach = self._range_reach[ip.version]
+        i = bisect.bisect_right(self._range_starts[ip.version], value) - 1
         best: tuple[int, str] | None = None
         # Ranges may nest; scan back over those starting at or below the address.
-        for start, end, app in reversed(lst[max(0, i - 64) : i]):
-            if start <= value <= end and (best is None or end - start < best[0]):
+        while i >= 0 and reach[i] >= value:
+            start, end, app = lst[i]
+            i -= 1
+            if end >= value and (best is None or end - start < best[0]):
                 if transport and not self._port_ok(self._set.apps[app], transport, port):
                     continue
                 best = (end - start, app)
@@ -173,9 +187,8 @@ class Classifier:
         return port in ports.get(transport, ())
 
     def _in_ranges_of(self, sig: AppSignature, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        ip = _ip(address)
+        if ip is None:
             return False
         sets = [sig, *(self._set.apps[r] for r in sig.trusted_ranges_from)]
         return any(ip in net for s in sets for net in s.ranges if net.version == ip.version)
@@ -258,7 +271,9 @@ class Classifier:
         if not data:
             return True
         need = False
-        for sig in self._mmtls:
+        # Each sniffer rejects on its first byte; checking that byte here skips the calls.
+        b0 = data[0]
+        for sig in self._mmtls if b0 in MMTLS_RECORD_TYPES else ():
             if port in sig.payload_ports:
                 m = sniff_mmtls(data)
                 if isinstance(m, MmtlsRecordHead):
@@ -274,12 +289,12 @@ class Classifier:
                     )
                 elif m is NEED_DATA:
                     need = True
-        head = sniff_http_request(data)
+        head = sniff_http_request(data) if 0x41 <= b0 <= 0x5A else None
         if isinstance(head, HttpRequestHead):
             need = self._http(flow, head, found, claims) or need
         elif head is NEED_DATA:
             need = True
-        hello = sniff_tls_client_hello(data)
+        hello = sniff_tls_client_hello(data) if b0 == 0x16 else None
         if isinstance(hello, TlsClientHello):
             if hello.sni:
                 hit = self._match_name(hello.sni)
@@ -291,7 +306,7 @@ class Classifier:
                 found.append((hit[0] if hit else None, Evidence("tls-sni", detail)))
         elif hello is NEED_DATA:
             need = True
-        for sig in self._longlink:
+        for sig in self._longlink if b0 == 0 else ():
             if port in sig.payload_ports:
                 ll = sniff_longlink(data)
                 if isinstance(ll, LonglinkHead):
@@ -418,6 +433,14 @@ class Classifier:
             f'claims "{names[0]}" ({sig.label}) but {flow.server} was in no DNS answer to '
             f"{flow.client} for a {sig.label} name and is outside its known ranges",
         )
+
+
+@functools.lru_cache(maxsize=65536)
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
 
 
 def _clip(text: str, n: int = 80) -> str:

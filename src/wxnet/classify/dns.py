@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -9,6 +10,7 @@ from collections.abc import Iterable
 __all__ = ["DnsMemory"]
 
 
+@functools.lru_cache(maxsize=65536)
 def _norm_addr(text: str) -> str | None:
     try:
         return str(ipaddress.ip_address(text.strip()))
@@ -70,11 +72,17 @@ class DnsMemory:
 
     def knows_client(self, client: str) -> bool:
         """Has this memory ever been told a DNS answer for ``client``?"""
+        if client in self._clients:
+            return True
+        if not self._clients:
+            return False
         cl = _norm_addr(client)
         return cl is not None and cl in self._clients
 
     def names_for(self, client: str, address: str, now: float) -> list[str]:
         """Names (unexpired) whose DNS answers to ``client`` included ``address``."""
+        if not self._map:
+            return []
         cl, addr = _norm_addr(client), _norm_addr(address)
         if cl is None or addr is None:
             return []

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "wxnet.cli.user_cmd",
     "wxnet.cli.proto_cmd",
     "wxnet.cli.gate_cmd",
+    "wxnet.cli.analyze_cmd",
 )
 
 

@@ -167,83 +167,92 @@ def sniff_tls_client_hello(
 
 
 def _parse_client_hello(body: bytes) -> TlsClientHello:
-    r = _Reader(body)
-    version = r.u16()
-    r.skip(32)  # random
-    r.skip(r.u8())  # legacy_session_id
-    suites = r.u16()
+    # Plain index arithmetic: every length is checked against ``n`` before it is used
+    # (RFC 8446 4.1.2 layout: version, random, session id, suites, compression, exts).
+    n = len(body)
+    if n < 35:
+        raise _Short
+    version = (body[0] << 8) | body[1]
+    pos = 35 + body[34]  # after version, random and the session id
+    if pos + 2 > n:
+        raise _Short
+    suites = (body[pos] << 8) | body[pos + 1]
     if suites == 0 or suites % 2:
         raise _Bad
-    r.skip(suites)
-    comp = r.u8()
+    pos += 2 + suites
+    if pos + 1 > n:
+        raise _Short
+    comp = body[pos]
     if comp == 0:
         raise _Bad
-    r.skip(comp)
+    pos += 1 + comp
+    if pos > n:
+        raise _Short
     sni: str | None = None
     alpn: tuple[str, ...] = ()
-    if r.remaining() == 0:
+    if pos == n:
         return TlsClientHello(None, (), version)
-    ext_end = r.pos + r.u16()
-    if ext_end > len(body):
+    if pos + 2 > n:
         raise _Short
-    while r.pos < ext_end:
-        etype = r.u16()
-        elen = r.u16()
-        ext = r.take(elen)
+    ext_end = pos + 2 + ((body[pos] << 8) | body[pos + 1])
+    if ext_end > n:
+        raise _Short
+    pos += 2
+    while pos < ext_end:
+        if pos + 4 > ext_end:
+            raise _Short
+        etype = (body[pos] << 8) | body[pos + 1]
+        elen = (body[pos + 2] << 8) | body[pos + 3]
+        start = pos + 4
+        pos = start + elen
+        if pos > ext_end:
+            raise _Short
         if etype == 0 and sni is None:
-            sni = _parse_sni(ext)
+            sni = _parse_sni(body[start:pos])
         elif etype == 16:
-            alpn = _parse_alpn(ext)
+            alpn = _parse_alpn(body[start:pos])
     return TlsClientHello(sni, alpn, version)
 
 
 def _parse_sni(ext: bytes) -> str | None:
-    r = _Reader(ext)
-    end = 2 + r.u16()
-    while r.pos < end:
-        kind = r.u8()
-        name = r.take(r.u16())
+    n = len(ext)
+    if n < 2:
+        raise _Short
+    end = 2 + ((ext[0] << 8) | ext[1])
+    if end > n:
+        raise _Short
+    pos = 2
+    while pos < end:
+        if pos + 3 > end:
+            raise _Short
+        kind = ext[pos]
+        length = (ext[pos + 1] << 8) | ext[pos + 2]
+        name = ext[pos + 3 : pos + 3 + length]
+        if len(name) != length:
+            raise _Short
+        pos += 3 + length
         if kind == 0:
-            text = name.decode("ascii")
-            return text.rstrip(".").lower() or None
+            return name.decode("ascii").rstrip(".").lower() or None
     return None
 
 
 def _parse_alpn(ext: bytes) -> tuple[str, ...]:
-    r = _Reader(ext)
-    end = 2 + r.u16()
+    n = len(ext)
+    if n < 2:
+        raise _Short
+    end = 2 + ((ext[0] << 8) | ext[1])
+    if end > n:
+        raise _Short
+    pos = 2
     out: list[str] = []
-    while r.pos < end:
-        out.append(r.take(r.u8()).decode("ascii", "replace"))
-    return tuple(out)
-
-
-class _Reader:
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def remaining(self) -> int:
-        return len(self.data) - self.pos
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
+    while pos < end:
+        length = ext[pos]
+        item = ext[pos + 1 : pos + 1 + length]
+        if len(item) != length:
             raise _Short
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def skip(self, n: int) -> None:
-        self.take(n)
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        b = self.take(2)
-        return (b[0] << 8) | b[1]
+        out.append(item.decode("ascii", "replace"))
+        pos += 1 + length
+    return tuple(out)
 
 
 # -------------------------------------------------------------------------- HTTP
@@ -298,13 +307,13 @@ def _sniff_http(data: bytes, limit: int) -> HttpRequestHead | NeedData | None:
         sep = 2
     complete = end >= 0
     text_end = end if complete else len(head)
-    lines = head[:text_end].split(b"\n")
+    lines = head[:text_end].decode("latin-1").split("\n")
     if not complete:
         # The last line may be cut in the middle: only keep lines that ended.
         lines = lines[:-1]
         if not lines:
             return NEED_DATA if len(data) < limit else None
-    request_line = lines[0].rstrip(b"\r").decode("latin-1")
+    request_line = lines[0].rstrip("\r")
     parts = request_line.split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
         return None
@@ -313,8 +322,7 @@ def _sniff_http(data: bytes, limit: int) -> HttpRequestHead | NeedData | None:
     host: str | None = None
     ua: str | None = None
     for raw in lines[1:]:
-        line = raw.rstrip(b"\r").decode("latin-1")
-        name, colon, value = line.partition(":")
+        name, colon, value = raw.rstrip("\r").partition(":")
         if not colon or not name or name != name.strip():
             return None  # RFC 9112 5.1: no whitespace before the colon
         value = value.strip()

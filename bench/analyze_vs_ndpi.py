@@ -1,0 +1,393 @@
+"""wxnet analyze vs nDPI's ndpiReader: packets/s and label disagreements.
+
+Run by hand (needs Debian's ``libndpi-bin`` for ``ndpiReader``)::
+
+    .venv/bin/python -m bench.analyze_vs_ndpi [--flows 25000] [--out bench-out/]
+
+For each capture (the shared development captures, plus a synthetic one with many
+flows of 20 packets each, written to ``--out``) it measures, in the same run:
+
+* processing rate: packets / time spent reading and classifying, without process start
+  and set-up (for nDPI: its own "Packet Processing Time", wall clock, millisecond
+  resolution; for wxnet: CPU time of the reader + engine loop in this process, signatures
+  already loaded). Indicative only: the two clocks differ;
+* command rate: packets / CPU time (user + sys) of the whole command (``ndpiReader -i F``
+  vs ``wxnet analyze --summary F``), process start and set-up included; CPU time rather
+  than wall time because the machine may be shared;
+
+and prints a side-by-side table of the flows where the two disagree about WeChat, QQ,
+Tencent or push, with the reason. Output is Markdown, for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from wxnet.analyze import Analyzer, CaptureReader, FlowRecord
+from wxnet.analyze import synth as S
+from wxnet.classify import Classifier
+from wxnet.proto.framing import encode_packet
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "captures"
+LOCAL = ROOT / "tests" / "data" / "captures"
+
+FlowKey = tuple[str, str, int, str, int]
+
+
+# ------------------------------------------------------------ synthetic capture
+
+
+def _requests(i: int) -> tuple[str, int, bytes, bytes]:
+    """(server, port, first client bytes, first server bytes) for flow kind i % 10."""
+    kind = i % 10
+    host = i % 250 + 1
+    if kind == 0:
+        body = b"POST /cgi-bin/micromsg-bin/newsync HTTP/1.1\r\nHost: hkextshort.weixin.qq.com\r\n"
+        body += b"User-Agent: MicroMessenger Client\r\nContent-Length: 64\r\n\r\n" + bytes(64)
+        return f"203.205.151.{host}", 80, body, b"HTTP/1.1 200 OK\r\nContent-Length: 32\r\n\r\n"
+    if kind == 1:
+        mm = bytes.fromhex("19f1040040") + bytes(64)
+        body = b"POST /mmtls/0a1b2c3d HTTP/1.1\r\nHost: sgshort.wechat.com\r\n"
+        body += b"Content-Type: application/octet-stream\r\nContent-Length: 69\r\n\r\n" + mm
+        return f"43.135.1.{host}", 80, body, b"HTTP/1.1 200 OK\r\n\r\n"
+    if kind == 2:
+        return (
+            f"203.205.147.{host}",
+            8080,
+            bytes.fromhex("16f10400a0") + bytes(160),
+            bytes.fromhex("16f1040030") + bytes(48),
+        )
+    if kind == 3:
+        return (
+            f"203.205.176.{host}",
+            8080,
+            encode_packet(6, i & 0xFFFF),
+            encode_packet(1_000_000_006, i & 0xFFFF),
+        )
+    if kind == 4:
+        body = b"GET /mstat/report HTTP/1.1\r\nHost: pingma.qq.com\r\nUser-Agent: okhttp\r\n\r\n"
+        return f"119.45.78.{host}", 80, body, b"HTTP/1.1 404 Not Found\r\n\r\n"
+    if kind == 5:
+        return (
+            f"142.250.186.{host}",
+            443,
+            S.tls_client_hello("upload.youtube.com"),
+            b"\x16\x03\x03\x00\x10" + bytes(16),
+        )
+    if kind == 6:
+        return (
+            f"203.205.239.{host}",
+            443,
+            S.tls_client_hello("res.wx.qq.com"),
+            b"\x16\x03\x03\x00\x10" + bytes(16),
+        )
+    if kind == 7:
+        body = b"GET /index.html HTTP/1.1\r\nHost: www.example.org\r\nUser-Agent: curl/8\r\n\r\n"
+        return f"93.184.216.{host}", 80, body, b"HTTP/1.1 200 OK\r\n\r\n"
+    if kind == 8:
+        return f"198.51.100.{host}", 5223, b"\x17\x03\x03\x00\x20" + bytes(32), b""
+    return f"192.0.2.{host}", 9999, os.urandom(40), b""
+
+
+def _flow_frames(i: int, rng: random.Random) -> list[bytes]:
+    """20 frames: handshake, request, response, 14 data segments, FIN, FIN."""
+    client = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255 or 1}"
+    cport = 1024 + (i * 7919) % 60000
+    server, sport, up, down = _requests(i)
+    c_seq, s_seq = rng.randrange(1 << 32), rng.randrange(1 << 32)
+
+    def c(flags: int, payload: bytes = b"") -> bytes:
+        nonlocal c_seq
+        f = S.ether(S.ipv4(client, server, 6, S.tcp(cport, sport, c_seq, s_seq, flags, payload)))
+        c_seq = (c_seq + len(payload) + (1 if flags & (S.SYN | S.FIN) else 0)) & 0xFFFFFFFF
+        return f
+
+    def s(flags: int, payload: bytes = b"") -> bytes:
+        nonlocal s_seq
+        f = S.ether(S.ipv4(server, client, 6, S.tcp(sport, cport, s_seq, c_seq, flags, payload)))
+        s_seq = (s_seq + len(payload) + (1 if flags & (S.SYN | S.FIN) else 0)) & 0xFFFFFFFF
+        return f
+
+    frames = [
+        c(S.SYN),
+        s(S.SYN | S.ACK),
+        c(S.ACK),
+        c(S.ACK | S.PSH, up),
+        s(S.ACK | S.PSH, down or b"ok"),
+    ]
+    data = bytes(200)
+    for k in range(13):
+        frames.append(s(S.ACK, data) if k % 2 else c(S.ACK, data))
+    frames += [c(S.FIN | S.ACK), s(S.FIN | S.ACK)]
+    assert len(frames) == 20
+    return frames
+
+
+def write_synthetic(path: Path, flows: int, window: int = 500) -> int:
+    """Interleave ``window`` concurrent flows at a time; return the packet count."""
+    rng = random.Random(20141125)
+    ts = 1_700_000_000.0
+    count = 0
+    with open(path, "wb") as f:
+        f.write(S.pcap_header(1))
+        for start in range(0, flows, window):
+            batch = [_flow_frames(i, rng) for i in range(start, min(flows, start + window))]
+            out = []
+            for k in range(20):
+                for frames in batch:
+                    ts += 0.0001
+                    out.append(S.pcap_record(ts, frames[k]))
+                    count += 1
+            f.write(b"".join(out))
+    return count
+
+
+# --------------------------------------------------------------------- running
+
+
+@dataclass
+class Run:
+    packets: int
+    proc_s: float  # best time spent processing packets (set-up excluded)
+    cpu_s: float  # best CPU time (user + sys) of the whole command
+
+
+def _child(args: list[str]) -> tuple[float, str]:
+    """Run a command; return its CPU time (user + sys) and its output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = subprocess.run(args, check=True, capture_output=True, text=True, errors="replace")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, res.stdout + res.stderr
+
+
+def wxnet_in_process(path: Path, classifier: Classifier) -> tuple[float, int, list[FlowRecord]]:
+    recs: list[FlowRecord] = []
+    a = Analyzer(recs.append, classifier)
+    t0 = time.process_time()
+    with open(path, "rb") as f:
+        reader = CaptureReader(f)
+        a.run(reader)
+        reader.close()
+    a.finish()
+    return time.process_time() - t0, a.stats.packets, recs
+
+
+_NDPI_FLOW = re.compile(
+    r"^\s*\d+\s+(TCP|UDP)\s+(\S+?):(\d+)\s+<?->\s+(\S+?):(\d+)\s+\[proto: [\d.]+/([^\]]+)\]"
+    r"(?:.*?\[Confidence: ([^\]]+)\])?(?:.*?\[Hostname/SNI: ([^\]]*)\])?"
+)
+
+
+def ndpi_flows(text: str) -> dict[FlowKey, tuple[str, str, str]]:
+    flows: dict[FlowKey, tuple[str, str, str]] = {}
+    for line in text.splitlines():
+        fm = _NDPI_FLOW.match(line)
+        if fm:
+            t, a, ap, b, bp, proto, conf, host = fm.groups()
+            key = (t.lower(), a.strip("[]"), int(ap), b.strip("[]"), int(bp))
+            flows[key] = (proto, conf or "", host or "")
+    return flows
+
+
+def measure(
+    path: Path, classifier: Classifier, reps: int
+) -> tuple[Run, Run, list[FlowRecord], dict[FlowKey, tuple[str, str, str]]]:
+    """Alternate the two tools ``reps`` times (the machine is shared: interleaving keeps
+    both under the same load) and keep each one's best."""
+    exe = shutil.which("ndpiReader")
+    if exe is None:
+        raise SystemExit("ndpiReader not found: apt-get install libndpi-bin")
+    wxnet = str(Path(sys.executable).parent / "wxnet")
+    n_proc: list[float] = []
+    n_cpu: list[float] = []
+    w_proc: list[float] = []
+    w_cpu: list[float] = []
+    n_packets = w_packets = 0
+    labels: dict[FlowKey, tuple[str, str, str]] = {}
+    recs: list[FlowRecord] = []
+    for i in range(reps):
+        args = [exe, "-i", str(path)] + (["-v", "2"] if i == 0 else [])
+        cpu, text = _child(args)
+        if i == 0:
+            labels = ndpi_flows(text)
+        else:
+            n_cpu.append(cpu)
+        m = re.search(r"Packet Processing Time:\s+([\d.]+) (msec|sec|usec)", text)
+        p = re.search(r"IP packets:\s+(\d+)", text)
+        if m and p:
+            unit = {"msec": 1e-3, "sec": 1.0, "usec": 1e-6}[m.group(2)]
+            n_proc.append(max(float(m.group(1)) * unit, 1e-3))
+            n_packets = int(p.group(1))
+        dt, w_packets, recs = wxnet_in_process(path, classifier)
+        w_proc.append(dt)
+        cpu, _ = _child([wxnet, "analyze", "--summary", str(path)])
+        w_cpu.append(cpu)
+    return (
+        Run(n_packets, min(n_proc), min(n_cpu)),
+        Run(w_packets, min(w_proc), min(w_cpu)),
+        recs,
+        labels,
+    )
+
+
+def ndpi_app(proto: str) -> str | None:
+    if "WeChat" in proto:
+        return "wechat"
+    if "QQ" in proto:
+        return "qq"
+    if "Tencent" in proto:
+        return "tencent"
+    if "ApplePush" in proto:
+        return "apple-push"
+    return None
+
+
+_OURS = {"wechat", "qq", "tencent", "apple-push", "google-push"}
+
+
+def disagreements(
+    recs: list[FlowRecord], ndpi: dict[FlowKey, tuple[str, str, str]]
+) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for r in recs:
+        key = (r.transport, r.client, r.client_port, r.server, r.server_port)
+        rev = (r.transport, r.server, r.server_port, r.client, r.client_port)
+        got = ndpi.get(key) or ndpi.get(rev)
+        if got is None:
+            continue
+        proto, conf, host = got
+        theirs = ndpi_app(proto)
+        ours = r.verdict.app if r.verdict.app in _OURS else None
+        if theirs == ours or (theirs is None and ours is None):
+            continue
+        ev = r.verdict.evidence[0].detail if r.verdict.evidence else "no evidence"
+        why = reason(r, proto, host)
+        flow = f"{r.transport} {r.client}:{r.client_port} -> {r.server}:{r.server_port}"
+        rows.append((flow, f"{r.verdict.label} ({ev})", f"{proto} [{conf}]", why))
+    return rows
+
+
+def reason(r: FlowRecord, proto: str, host: str) -> str:
+    kinds = [e.kind for e in r.verdict.evidence]
+    if r.verdict.app == "wechat" and "QQ" in proto:
+        return (
+            "nDPI's host table maps the suffix qq.com to QQ and end-anchored matches win, "
+            "so *.weixin.qq.com becomes QQ"
+        )
+    if r.verdict.app == "wechat" and kinds and kinds[0] in ("mmtls", "longlink-2014"):
+        return "nDPI 4.2 has no MMTLS or WeChat long-link dissector"
+    if (
+        r.verdict.app == "qq"
+        and "QQ" not in proto
+        and host.endswith(("gtimg.cn", "qpic.cn", "qlogo.cn"))
+    ):
+        return "wxnet's QQ signature owns Tencent's QQ CDN names; nDPI 4.2 only knows gtimg.com"
+    if r.verdict.app == "tencent":
+        return (
+            "wxnet's Tencent ranges (unconfirmed label) include this block; "
+            "nDPI 4.2's list does not"
+        )
+    if r.verdict.app == "wechat" and "WeChat" not in proto:
+        return f"wxnet: {kinds[0] if kinds else '?'} evidence; nDPI saw {proto}"
+    if r.verdict.app is None and ndpi_app(proto):
+        how = "IP list" if "IP" in proto else "its tables"
+        return f"nDPI labels by {how}; wxnet found no WeChat/QQ evidence"
+    if kinds == ["port"] and not r.verdict.confirmed:
+        return (
+            f"wxnet's only evidence is the port ({r.server_port}), an unconfirmed label; "
+            f"nDPI names the protocol it parsed or guessed ({proto})"
+        )
+    return f"wxnet: {', '.join(kinds) or 'nothing'}; nDPI: {proto}"
+
+
+# ------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--flows", type=int, default=25000, help="synthetic flows (20 packets each)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-out")
+    ap.add_argument("--reps", type=int, default=5, help="alternating runs per tool")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    captures = []
+    for name in ("quickplay.pcap", "1kxun.pcap", "youtubeupload.pcap"):
+        p = SHARED / name
+        if not p.exists():
+            p = LOCAL / name
+        if p.exists():
+            captures.append(p)
+    synth = args.out / f"synthetic-{args.flows}.pcap"
+    if not synth.exists():
+        t0 = time.perf_counter()
+        n = write_synthetic(synth, args.flows)
+        print(f"wrote {synth} ({n} packets) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    captures.append(synth)
+    classifier = Classifier()
+    print(
+        f"## analyze\n\nMachine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
+        f"ndpiReader {ndpi_version()}. Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.\n"
+    )
+    print(
+        "| capture | packets | nDPI command pps (CPU) | wxnet command pps (CPU) | ratio "
+        "| nDPI proc pps | wxnet proc pps | ratio |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    tables = []
+    for cap in captures:
+        theirs, ours, recs, nflows = measure(cap, classifier, args.reps)
+        n = ours.packets
+        np_ = theirs.packets / theirs.proc_s
+        wp = n / ours.proc_s
+        nc = theirs.packets / theirs.cpu_s
+        wc = n / ours.cpu_s
+        print(
+            f"| {cap.name} | {n} | {nc:,.0f} | {wc:,.0f} | **{wc / nc:.2f}** "
+            f"| {np_:,.0f} | {wp:,.0f} | {wp / np_:.2f} |"
+        )
+        tables.append((cap.name, disagreements(recs, nflows), len(recs), len(nflows)))
+    for name, rows, ours_n, theirs_n in tables:
+        print(f"\n### Label disagreements: {name} ({ours_n} flows wxnet, {theirs_n} nDPI)\n")
+        if not rows:
+            print("None about WeChat, QQ, Tencent or push.")
+            continue
+        # One example row per reason, with how many flows share it.
+        groups: dict[str, list[tuple[str, str, str, str]]] = {}
+        for row in rows:
+            groups.setdefault(row[3], []).append(row)
+        print("| flows | example flow | wxnet | nDPI | reason |\n| ---: | --- | --- | --- | --- |")
+        for why, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            flow, ours_txt, theirs_txt, _ = members[0]
+            cells = [str(len(members)), flow, ours_txt, theirs_txt, why]
+            print("| " + " | ".join(x.replace("|", "/") for x in cells) + " |")
+
+
+def ndpi_version() -> str:
+    exe = shutil.which("ndpiReader")
+    if not exe:
+        return "missing"
+    res = subprocess.run([exe, "-h"], capture_output=True, text=True, errors="replace")
+    m = re.search(r"nDPI ([\d.]+)", res.stdout + res.stderr)
+    return m.group(1) if m else "?"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""``wxnet analyze CAPTURE``: label every flow of a pcap/pcapng capture, and say why."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from wxnet.analyze import Analyzer, CaptureError, CaptureReader, FlowRecord, RawPacket
+from wxnet.classify import Classifier, SignatureError, load_signatures
+from wxnet.cli.common import IO, ExitStatus, UsageError
+
+#: Files at least this large get a progress bar (when stderr is a terminal).
+PROGRESS_MIN_BYTES = 8 << 20
+UNKNOWN = "unknown"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="label every flow of a pcap/pcapng capture by application, with evidence",
+        description=(
+            "Read a pcap or pcapng capture (optionally gzip-compressed) and label every "
+            "TCP/UDP flow with the classifier the gateway uses. See docs/analyze.md."
+        ),
+    )
+    p.add_argument("capture", type=Path, help="capture file (.pcap, .pcapng, optionally .gz)")
+    p.add_argument("--json", action="store_true", help="one JSON object per flow, streamed")
+    p.add_argument(
+        "--app",
+        action="append",
+        metavar="APP",
+        help="only flows labelled with this signature id (e.g. wechat, qq; 'unknown'); repeatable",
+    )
+    p.add_argument(
+        "--summary", action="store_true", help="only the summary by application (no flow table)"
+    )
+    p.add_argument(
+        "--signatures",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="signature TOML file to use instead of the bundled set (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.set_defaults(func=cmd_analyze)
+
+
+@dataclass
+class _Summary:
+    flows: int = 0
+    packets: int = 0
+    bytes: int = 0
+    evidence: dict[str, int] = field(default_factory=dict)
+
+
+def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
+    try:
+        sigs = load_signatures(args.signatures) if args.signatures else None
+    except SignatureError as exc:
+        raise UsageError(str(exc)) from None
+    classifier = Classifier(sigs)
+    wanted: set[str] | None = None
+    if args.app:
+        wanted = set(args.app)
+        bad = wanted - set(classifier.apps()) - {UNKNOWN}
+        if bad:
+            known = ", ".join(sorted([*classifier.apps(), UNKNOWN]))
+            raise UsageError(f"unknown app {', '.join(sorted(bad))} (known: {known})")
+    try:
+        f: BinaryIO = open(args.capture, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        io.error(f"cannot open {args.capture}: {exc.strerror or exc}")
+        return ExitStatus.ERROR
+    rows: list[FlowRecord] = []
+    summary: dict[str, _Summary] = {}
+
+    def emit(rec: FlowRecord) -> None:
+        app = rec.verdict.app or UNKNOWN
+        if wanted is not None and app not in wanted:
+            return
+        s = summary.setdefault(rec.verdict.label if rec.verdict.app else UNKNOWN, _Summary())
+        s.flows += 1
+        s.packets += rec.packets
+        s.bytes += rec.bytes
+        for e in rec.verdict.evidence[:1]:
+            s.evidence[e.kind] = s.evidence.get(e.kind, 0) + 1
+        if args.json:
+            io.json(rec.to_json())
+        elif not args.summary:
+            rows.append(rec)
+
+    analyzer = Analyzer(emit, classifier)
+    error: CaptureError | None = None
+    started = time.perf_counter()
+    with f:
+        size = _size(f)
+        reader = CaptureReader(f)
+        show = not args.no_progress and size >= PROGRESS_MIN_BYTES and _isatty(io.err)
+        try:
+            if show:
+                _run_with_progress(reader, analyzer, size, io)
+            else:
+                analyzer.run(reader)
+        except CaptureError as exc:
+            error = exc
+        finally:
+            reader.close()
+        analyzer.finish()
+    elapsed = time.perf_counter() - started
+    if not args.json:
+        _print_report(io, args.capture, rows, summary, analyzer, elapsed, args.summary)
+    if error is not None:
+        io.error(
+            f"{args.capture}: capture is truncated or corrupt: {error.reason} at byte offset "
+            f"{error.offset}; the {analyzer.stats.packets} packets before it were analysed "
+            f"and their flows reported"
+        )
+        return ExitStatus.ERROR
+    return ExitStatus.OK
+
+
+def _size(f: BinaryIO) -> int:
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (OSError, ValueError):
+        return 0
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _run_with_progress(reader: CaptureReader, analyzer: Analyzer, size: int, io: IO) -> None:
+    console = Console(file=io.err)
+    columns = (
+        TextColumn("analysing"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[flows]} live flows"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("read", total=size, flows=0)
+
+        def ticking() -> Iterator[RawPacket]:
+            for n, pkt in enumerate(reader):
+                if not n & 0x3FFF:
+                    live = analyzer.live_flows
+                    progress.update(task, completed=reader.raw_position(), flows=live)
+                yield pkt
+
+        analyzer.run(ticking())
+        progress.update(task, completed=size)
+
+
+def _when(ts: float) -> str:
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:.3f}"
+
+
+def _print_report(
+    io: IO,
+    path: Path,
+    rows: list[FlowRecord],
+    summary: dict[str, _Summary],
+    analyzer: Analyzer,
+    elapsed: float,
+    summary_only: bool,
+) -> None:
+    console = Console(file=io.out, width=max(200, Console(file=io.out).width), highlight=False)
+    st = analyzer.stats
+    if not summary_only:
+        rows.sort(key=lambda r: (r.start, r.client_port))
+        table = Table(title=f"Flows in {path.name}", box=box.SIMPLE_HEAD, show_lines=False)
+        table.add_column("time (UTC)", no_wrap=True)
+        table.add_column("client", no_wrap=True)
+        table.add_column("server", no_wrap=True)
+        table.add_column("proto", no_wrap=True)
+        table.add_column("app", no_wrap=True)
+        table.add_column("evidence", ratio=1, overflow="fold")
+        table.add_column("packets", justify="right", no_wrap=True)
+        table.add_column("bytes", justify="right", no_wrap=True)
+        for r in rows:
+            v = r.verdict
+            ev = "; ".join(f"{e.kind}: {e.detail}" for e in v.evidence) or "-"
+            table.add_row(
+                _when(r.start),
+                f"{_host(r.client)}:{r.client_port}",
+                f"{_host(r.server)}:{r.server_port}",
+                r.transport,
+                v.label,
+                ev,
+                str(r.packets),
+                str(r.bytes),
+            )
+        console.print(table)
+        decoded = [r for r in rows if r.longlink]
+        for r in decoded:
+            console.print(
+                f"[bold]Long-link packets (S32)[/bold] {_host(r.client)}:{r.client_port} -> "
+                f"{_host(r.server)}:{r.server_port}"
+            )
+            for p in r.longlink:
+                console.print(
+                    f"  {p.direction}  cmd {p.cmd} ({p.name})  seq {p.seq}  body {p.body_len} bytes"
+                )
+    table = Table(title="Summary by application", box=box.SIMPLE_HEAD)
+    for col in ("app", "flows", "packets", "bytes", "first evidence"):
+        table.add_column(col, justify="left" if col in ("app", "first evidence") else "right")
+    for label, s in sorted(summary.items(), key=lambda kv: (-kv[1].bytes, kv[0])):
+        ev = ", ".join(f"{k} {n}" for k, n in sorted(s.evidence.items(), key=lambda kv: -kv[1]))
+        table.add_row(label, str(s.flows), str(s.packets), str(s.bytes), ev or "-")
+    console.print(table)
+    rate = st.packets / elapsed if elapsed > 0 else 0.0
+    console.print(
+        f"{st.packets} packets, {st.flows} flows ({st.max_live_flows} live at most), "
+        f"{st.dns_answers} DNS answers learned, {st.malformed} malformed, "
+        f"{st.fragments} fragments, {st.not_ip} not IP; {elapsed:.2f} s ({rate:,.0f} packets/s)"
+    )
+    if st.linktypes:
+        kinds = ", ".join(str(x) for x in sorted(st.linktypes))
+        console.print(f"unsupported link types skipped: {kinds}")
+
+
+def _host(addr: str) -> str:
+    return f"[{addr}]" if ":" in addr else addr
