@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.gate.netns import (
+    CHECK_IP,
     FOREIGN_DNS,
     GW_LAN_IP,
     SERVER_IP,
@@ -239,6 +240,24 @@ def test_ipv6_inspector_and_sets(world: World, gate_factory: GateFactory) -> Non
     assert "reply" not in world.probe("tcp", VIDEO6, port=80, send=get.hex())
     assert "reply" not in world.probe("tcp", VIDEO6, port=5201, send="00", timeout=1)
     assert "error" in world.probe("udp", WECHAT6, port=443, send="c0ffee", timeout=1)
+
+
+def test_lenient_spoofing_and_silent_or_garbage_clients(
+    world: World, gate_factory: GateFactory
+) -> None:
+    gate = gate_factory(ALLOW_ONLY.replace('spoof = "strict"', 'spoof = "lenient"'))
+    # Lenient: a WeChat Host to a foreign address passes, but the address is not cached.
+    spoof = b"POST /mmtls/00 HTTP/1.1\r\nHost: short.weixin.qq.com\r\n\r\n"
+    assert echo_ok(world.probe("tcp", CHECK_IP, port=80, send=spoof.hex()), spoof)
+    assert not gate.set_has("app_wechat_4", CHECK_IP)
+    # A client that sends nothing is reset when the peek time (1 s here) runs out; one
+    # that sends bytes no signature knows is reset at once.
+    assert "reply" not in world.probe("tcp", CHECK_IP, port=8080, send="", timeout=5)
+    junk = bytes(range(256)) * 20
+    assert "reply" not in world.probe("tcp", CHECK_IP, port=443, send=junk.hex())
+    assert gate.proc.poll() is None  # still serving
+    hello = mmtls_hello()
+    assert echo_ok(world.probe("tcp", WECHAT_HARDCODED[2], port=8080, send=hello.hex()), hello)
 
 
 def test_killed_gate_leaves_allow_only_closed(world: World, gate_factory: GateFactory) -> None:
