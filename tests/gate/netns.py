@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import selectors
+import select
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,34 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    """One stdout line from ``proc``, waiting at most ``timeout`` seconds."""
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout):
+_PENDING: dict[tuple[int, int], bytes] = {}  # (pid, fd) -> bytes past the last line
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float, stderr: bool = False) -> str:
+    """One stdout (or stderr) line from ``proc``, waiting at most ``timeout`` seconds.
+
+    Reads the file descriptor directly (a buffered text stream would hide lines it has
+    already read from ``select``)."""
+    stream = proc.stderr if stderr else proc.stdout
+    assert stream is not None
+    fd = stream.fileno()
+    key = (proc.pid, fd)
+    deadline = time.monotonic() + timeout
+    buf = _PENDING.pop(key, b"")
+    while b"\n" not in buf:
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(0.0, remaining))
+        if not ready:
+            _PENDING[key] = buf
             raise TimeoutError(f"no output from {proc.args!r} within {timeout}s")
-        return proc.stdout.readline()
-    finally:
-        sel.close()
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return buf.decode(errors="replace")
+        buf += chunk
+    line, _, rest = buf.partition(b"\n")
+    if rest:
+        _PENDING[key] = rest
+    return line.decode(errors="replace") + "\n"
 
 
 @dataclass

@@ -29,8 +29,8 @@ STAFF, KIDS = P.groups["staff"], P.groups["kids"]
         (V("qq"), "strict", False, None),
         (V(None, confirmed=False), "strict", False, None),
         (V("wechat", confirmed=False), "strict", False, None),
-        (V("wechat", spoofed=True), "strict", False, None),
-        (V("wechat", spoofed=True), "lenient", True, None),
+        (V("wechat", confirmed=False, spoofed=True), "strict", False, None),
+        (V("wechat", confirmed=False, spoofed=True), "lenient", True, None),
     ],
 )
 def test_allow_only(verdict: V, spoof: str, allow: bool, cache: str | None) -> None:
@@ -42,7 +42,7 @@ def test_allow_only(verdict: V, spoof: str, allow: bool, cache: str | None) -> N
     ("verdict", "allow", "cache"),
     [
         (V("wechat"), False, "wechat"),
-        (V("wechat", spoofed=True), False, None),
+        (V("wechat", confirmed=False, spoofed=True), False, None),
         (V("qq", confirmed=False), False, None),
         (V(None), True, "pass"),
         (V(None, final=False), True, None),

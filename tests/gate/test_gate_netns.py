@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.gate.netns import (
+    CHECK_IP,
     FOREIGN_DNS,
     GW_LAN_IP,
     SERVER_IP,
@@ -58,7 +59,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 class Gate:
-    def __init__(self, world: World, policy: str, tmp: Path) -> None:
+    def __init__(self, world: World, policy: str, tmp: Path, verbose: bool = False) -> None:
         self.world = world
         self.table = f"wxt{world.sfx}{os.urandom(2).hex()}"
         self.dir = tmp
@@ -68,9 +69,8 @@ class Gate:
                 lan=world.lan_if, table=self.table, tmp=tmp, upstream=UPSTREAM_DNS, gw=GW_LAN_IP
             )
         )
-        self.proc = world.spawn(
-            world.gw, [sys.executable, "-m", "wxnet", "gate", "run", str(self.config)]
-        )
+        argv = [sys.executable, "-m", "wxnet", "gate", "run", str(self.config)]
+        self.proc = world.spawn(world.gw, [*argv, "--verbose"] if verbose else argv)
         line = read_line(self.proc, 30)
         if not line.startswith("ready"):
             self.proc.kill()
@@ -126,15 +126,15 @@ group = "staff"
 BLOCK = ALLOW_ONLY.replace('mode = "allow-only"', 'mode = "block"')
 
 
-GateFactory = Callable[[str], Gate]
+GateFactory = Callable[..., Gate]
 
 
 @pytest.fixture
 def gate_factory(world: World, tmp_path: Path) -> Iterator[GateFactory]:
     made: list[Gate] = []
 
-    def make(policy: str) -> Gate:
-        gate = Gate(world, policy, tmp_path)
+    def make(policy: str, verbose: bool = False) -> Gate:
+        gate = Gate(world, policy, tmp_path, verbose)
         made.append(gate)
         return gate
 
@@ -207,6 +207,29 @@ def test_allow_only_passes_wechat_and_nothing_else(world: World, gate_factory: G
     assert not gate.table_exists()  # clean stop removed the table
 
 
+def test_kernel_path_flows_are_recorded_from_conntrack(
+    world: World, gate_factory: GateFactory
+) -> None:
+    if shutil.which("conntrack") is None:
+        pytest.skip("needs the conntrack tool (make sysdeps installs it)")
+    gate = gate_factory(ALLOW_ONLY, verbose=True)
+    assert world.probe("dns", GW_LAN_IP, name="sgshort.wechat.com")["addresses"]
+    post = b"POST /mmtls/77 HTTP/1.1\r\nHost: sgshort.wechat.com\r\n\r\n" + mmtls_hello()
+    assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=80, send=post.hex()), post)
+    # Ending the conntrack entry (as its timeout would) makes the kernel report it.
+    sh("ip", "netns", "exec", world.gw, "conntrack", "-D", "-p", "tcp", "-d", WECHAT_DNS_IP)
+    while True:  # every read is bounded; the gate logs each record as it is made
+        line = read_line(gate.proc, 10, stderr=True)
+        assert line, "gate exited"
+        if '"path": "kernel"' in line:
+            rec = json.loads(line.split(" flow ", 1)[1])
+            break
+    assert (rec["app"], rec["device"], rec["transport"], rec["server"], rec["server_port"]) == (
+        "wechat", "phone", "tcp", WECHAT_DNS_IP, 80,
+    )  # fmt: skip
+    assert rec["bytes_up"] > len(post) and rec["bytes_down"] > len(post)  # headers counted
+
+
 def test_ipv6_inspector_and_sets(world: World, gate_factory: GateFactory) -> None:
     gate = gate_factory(ALLOW_ONLY)
     hello = mmtls_hello()
@@ -217,6 +240,24 @@ def test_ipv6_inspector_and_sets(world: World, gate_factory: GateFactory) -> Non
     assert "reply" not in world.probe("tcp", VIDEO6, port=80, send=get.hex())
     assert "reply" not in world.probe("tcp", VIDEO6, port=5201, send="00", timeout=1)
     assert "error" in world.probe("udp", WECHAT6, port=443, send="c0ffee", timeout=1)
+
+
+def test_lenient_spoofing_and_silent_or_garbage_clients(
+    world: World, gate_factory: GateFactory
+) -> None:
+    gate = gate_factory(ALLOW_ONLY.replace('spoof = "strict"', 'spoof = "lenient"'))
+    # Lenient: a WeChat Host to a foreign address passes, but the address is not cached.
+    spoof = b"POST /mmtls/00 HTTP/1.1\r\nHost: short.weixin.qq.com\r\n\r\n"
+    assert echo_ok(world.probe("tcp", CHECK_IP, port=80, send=spoof.hex()), spoof)
+    assert not gate.set_has("app_wechat_4", CHECK_IP)
+    # A client that sends nothing is reset when the peek time (1 s here) runs out; one
+    # that sends bytes no signature knows is reset at once.
+    assert "reply" not in world.probe("tcp", CHECK_IP, port=8080, send="", timeout=5)
+    junk = bytes(range(256)) * 20
+    assert "reply" not in world.probe("tcp", CHECK_IP, port=443, send=junk.hex())
+    assert gate.proc.poll() is None  # still serving
+    hello = mmtls_hello()
+    assert echo_ok(world.probe("tcp", WECHAT_HARDCODED[2], port=8080, send=hello.hex()), hello)
 
 
 def test_killed_gate_leaves_allow_only_closed(world: World, gate_factory: GateFactory) -> None:

@@ -46,12 +46,12 @@ def decide(group: Group | None, verdict: VerdictLike, spoof: str = "strict") -> 
         if app is None or app not in group.effective_apps:
             what = app or "unknown application"
             return Decision(False, None, f"{what} is not allowed in group {group.name}")
-        if not verdict.confirmed:
-            return Decision(False, None, f"{app} not confirmed (address range or port only)")
-        if verdict.spoofed:
+        if verdict.spoofed:  # the classifier marks these unconfirmed too
             if spoof == "strict":
                 return Decision(False, None, f"claims {app} but goes to an address not its own")
             return Decision(True, None, f"claims {app} to a foreign address (lenient: passed)")
+        if not verdict.confirmed:
+            return Decision(False, None, f"{app} not confirmed (address range or port only)")
         return Decision(True, app, f"{app} allowed in group {group.name}")
     if app is not None and app in group.effective_apps:
         cache = app if verdict.confirmed and not verdict.spoofed else None

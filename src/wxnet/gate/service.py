@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,13 +20,14 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from wxnet.classify import Classifier, DnsMemory
+from wxnet.gate.ctevents import parse_destroy
 from wxnet.gate.dnsfilter import DnsFilter, Forward, MalformedQuery, Reply
 from wxnet.gate.inspector import Inspector
 from wxnet.gate.metrics import Metrics
 from wxnet.gate.nft import Nft, NftError
 from wxnet.gate.policy import Policy
 from wxnet.gate.records import FlowRecord, JsonlWriter, RecordStore
-from wxnet.gate.ruleset import render
+from wxnet.gate.ruleset import MARK_BASE, MARK_MASK, app_of_mark, render
 
 __all__ = ["GateService", "Neighbours", "RecordSink", "Upstreams"]
 
@@ -198,6 +200,8 @@ class RecordSink:
         self.recent: deque[FlowRecord] = deque(maxlen=keep)
 
     def __call__(self, rec: FlowRecord) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info("flow %s", rec.to_json())
         self.recent.append(rec)
         self.metrics.flow(rec)
         if self.jsonl is not None:
@@ -281,6 +285,7 @@ class GateService:
         self._udp: list[asyncio.DatagramTransport] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._web: Any = None
+        self._conntrack: asyncio.subprocess.Process | None = None
         self.http_port: int | None = None
 
     def spawn(self, coro: Any) -> None:
@@ -413,9 +418,69 @@ class GateService:
                 self._web, self.http_port = await start_web(self, s.http)
             self.spawn(self._schedule())
             self.spawn(self._flush_records())
+            await self._start_conntrack()
         except BaseException:
             await self.stop(remove_table=True)
             raise
+
+    async def _start_conntrack(self) -> None:
+        """Follow conntrack DESTROY events to record flows the kernel passed on its own
+        (needs the ``conntrack`` tool; without it those flows go unrecorded)."""
+        exe = shutil.which("conntrack")
+        if exe is None:
+            log.warning("conntrack tool missing: kernel-path flows will not be recorded")
+            return
+        try:
+            with open("/proc/sys/net/netfilter/nf_conntrack_acct", "w") as fh:
+                fh.write("1")  # byte counters per flow
+        except OSError as exc:
+            log.warning("cannot enable conntrack accounting: %s", exc)
+        self._conntrack = await asyncio.create_subprocess_exec(
+            exe, "-E", "-e", "DESTROY", "-o", "extended",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        self.spawn(self._conntrack_events(self._conntrack))
+
+    async def _conntrack_events(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            self.kernel_flow(line.decode("ascii", errors="replace"))
+
+    def kernel_flow(self, line: str) -> FlowRecord | None:
+        """Record one conntrack DESTROY event if its mark says wxnet decided the flow."""
+        flow = parse_destroy(line)
+        if flow is None or flow.mark & MARK_MASK != MARK_BASE:
+            return None
+        app = app_of_mark(self.policy, flow.mark)
+        now = self.clock()
+        device, group = self.policy.group_for(
+            flow.client, self.neighbours.mac_for(flow.client), now
+        )
+        info = self.policy.catalog.get(app) if app is not None else None
+        if app == "pass":
+            app, label = None, "not blocked"
+        else:
+            label = info.label if info is not None else str(app)
+        rec = FlowRecord(
+            time=now,
+            device=device,
+            group=group.name if group else None,
+            transport=flow.transport,
+            client=flow.client,
+            client_port=flow.client_port,
+            server=flow.server,
+            server_port=flow.server_port,
+            app=app,
+            label=label,
+            evidence=(f"conntrack mark 0x{flow.mark:08x}: verdict cached in the kernel",),
+            verdict="allow",
+            path="kernel",
+            bytes_up=flow.bytes_up,
+            bytes_down=flow.bytes_down,
+        )
+        self.sink(rec)
+        return rec
 
     async def _flush_records(self) -> None:
         """The JSON-lines log is block-buffered; push it to the file every second."""
@@ -437,6 +502,11 @@ class GateService:
                     log.error("schedule change not applied: %s", exc)
 
     async def stop(self, remove_table: bool = True) -> None:
+        if self._conntrack is not None and self._conntrack.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._conntrack.terminate()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conntrack.wait(), 5)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
