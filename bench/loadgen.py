@@ -393,7 +393,7 @@ class SpawnedServer:
                     self.long_port, self.http_port = int(d["long_port"]), int(d["http_port"])
                     # Keep reading its output, or a full pipe would stall the server.
                     out = self.proc.stdout
-                    threading.Thread(target=lambda: out.read(), daemon=True).start()
+                    threading.Thread(target=out.read, daemon=True).start()
                     return self
         self.stop()
         raise LoadError("the spawned server did not report its ports")
