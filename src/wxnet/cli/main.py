@@ -24,6 +24,10 @@ COMMAND_MODULES = (
     "wxnet.cli.proto_cmd",
     "wxnet.cli.analyze_cmd",
     "wxnet.cli.scan_cmd",
+    "wxnet.cli.client_cmd",
+    "wxnet.cli.chat_cmd",
+    "wxnet.cli.gate_cmd",
+    "wxnet.cli.lab_cmd",
 )
 
 

@@ -1,0 +1,503 @@
+"""Load generator for the wxnet server, built on the protocol core (sans-IO framing,
+raw asyncio sockets, one long link per simulated user) rather than the SDK, so that one
+process can drive many connections cheaply.
+
+M pairs of users: each sender sends to its receiver over its long link (newsendmsg);
+each receiver syncs on notify (cmd 24) and commits its key. The message content carries
+its send time, so the receiver measures send-to-deliver latency. Reports delivered/s,
+latency percentiles, duplicates and losses, and the CPU the generator itself used (so a
+benchmark can tell when the generator, not the server, is the bottleneck).
+
+Run against a running server whose accounts exist (``wxnet user add``)::
+
+    python -m bench.loadgen --host 127.0.0.1 --long-port 8080 --pairs 50 --messages 5000
+
+or let it start a throw-away server with the accounts it needs::
+
+    python -m bench.loadgen --spawn --pairs 50 --messages 5000 [--rate 2000] [--json]
+
+``--rate 0`` (default) sends flat out with ``--window`` requests in flight per sender.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from wxnet.proto import commands as C
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.framing import PacketDecoder, encode_packet
+
+__all__ = ["LoadResult", "main", "percentile", "run_load"]
+
+M = TypeVar("M", bound=Message)
+SELECTOR = 0x1 | 0x2 | 0x4 | 0x40
+
+
+class LoadError(Exception):
+    """The load run could not be set up (login refused, server gone, ...)."""
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list; 0.0 for an empty one."""
+    if not sorted_values:
+        return 0.0
+    k = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[k]
+
+
+class Link:
+    """One long link: request/reply by seq, notifies to a callback. No SDK involved."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.decoder = PacketDecoder()
+        self.seq = 0
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.on_notify: Any = None
+        self.task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while data := await self.reader.read(65536):
+                for p in self.decoder.packets(data):
+                    if p.cmd == C.CMD_NOTIFY:
+                        if self.on_notify is not None:
+                            self.on_notify()
+                        continue
+                    fut = self.pending.pop(p.seq, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(p.body)
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(LoadError("the long link closed"))
+
+    async def call(self, name: str, req: Message, resp: type[M], timeout: float = 30.0) -> M:
+        cgi = C.BY_NAME[name]
+        self.seq = self.seq % 0x7FFFFFF0 + 1
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.pending[self.seq] = fut
+        self.writer.write(encode_packet(cgi.cmd, self.seq, req.SerializeToString()))
+        body = await asyncio.wait_for(fut, timeout)
+        out = resp()
+        out.ParseFromString(body)
+        base = getattr(out, "base", None)
+        if base is not None and base.ret != 0:
+            raise LoadError(f"{name}: ret {base.ret} {base.err_msg}")
+        return out
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.writer.close()
+
+
+@dataclass
+class User:
+    name: str
+    link: Link
+    uin: int = 0
+    sid: str = ""
+    key: bytes = b""
+
+    def base(self) -> pb.BaseRequest:
+        return pb.BaseRequest(session_key=self.sid, uin=self.uin, device_id=f"lg-{self.name}")
+
+
+@dataclass
+class LoadResult:
+    pairs: int
+    messages: int
+    sent: int = 0
+    acked: int = 0
+    delivered: int = 0
+    duplicates: int = 0
+    send_errors: int = 0
+    elapsed: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+    server_cpu_seconds: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        ms = {f"p{p}": round(percentile(lat, p) * 1000, 3) for p in (50, 90, 99)}
+        ms["max"] = round(lat[-1] * 1000, 3) if lat else 0.0
+        out: dict[str, Any] = {
+            "pairs": self.pairs,
+            "messages": self.messages,
+            "sent": self.sent,
+            "acked": self.acked,
+            "delivered": self.delivered,
+            "lost": self.acked - self.delivered,
+            "duplicates": self.duplicates,
+            "send_errors": self.send_errors,
+            "elapsed_s": round(self.elapsed, 3),
+            "delivered_per_s": round(self.delivered / self.elapsed, 1) if self.elapsed else 0.0,
+            "latency_ms": ms,
+            "loadgen_cpu_s": round(self.cpu_seconds, 3),
+            "loadgen_cpu_us_per_msg": (
+                round(self.cpu_seconds / self.delivered * 1e6, 1) if self.delivered else None
+            ),
+        }
+        if self.server_cpu_seconds is not None:
+            out["server_cpu_s"] = round(self.server_cpu_seconds, 3)
+        return out
+
+
+async def _login(host: str, port: int, name: str, password: str) -> User:
+    r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+    u = User(name, Link(r, w))
+    resp = await u.link.call(
+        "manualauth",
+        pb.ManualAuthRequest(
+            base=pb.BaseRequest(device_id=f"lg-{name}"),
+            user_name=name,
+            password=password,
+            device_name="loadgen",
+        ),
+        pb.ManualAuthResponse,
+    )
+    u.uin, u.sid = resp.uin, resp.session_key
+    key = b""
+    while True:
+        init = await u.link.call(
+            "newinit", pb.NewInitRequest(base=u.base(), current_synckey=key), pb.NewInitResponse
+        )
+        key = bytes(init.current_synckey)
+        if not init.continue_flag:
+            break
+    u.key = key
+    await u.link.call(
+        "syncdone", pb.SyncDoneRequest(base=u.base(), key_buf=key), pb.SyncDoneResponse
+    )
+    await u.link.call(
+        "identify", pb.IdentifyRequest(base=u.base(), key_buf=key), pb.IdentifyResponse
+    )
+    return u
+
+
+class Receiver:
+    """Syncs on every notify (coalesced: one more round if one arrives mid-sync)."""
+
+    def __init__(self, user: User, sender: str, result: LoadResult, seen: set[str]) -> None:
+        self.user = user
+        self.sender = sender
+        self.result = result
+        self.seen = seen
+        self.wanted = asyncio.Event()
+        self.task = asyncio.ensure_future(self._loop())
+        user.link.on_notify = self.wanted.set
+
+    async def _loop(self) -> None:
+        u = self.user
+        while True:
+            await self.wanted.wait()
+            self.wanted.clear()
+            while True:
+                resp = await u.link.call(
+                    "newsync",
+                    pb.NewSyncRequest(base=u.base(), key_buf=u.key, selector=SELECTOR),
+                    pb.NewSyncResponse,
+                )
+                now = time.monotonic()
+                for item in resp.cmd_list:
+                    if item.WhichOneof("body") != "add_msg":
+                        continue
+                    m = item.add_msg
+                    if m.from_user != self.sender:
+                        continue
+                    tag, _, sent_at = m.content.partition("|")
+                    if tag in self.seen:
+                        self.result.duplicates += 1
+                        continue
+                    self.seen.add(tag)
+                    self.result.delivered += 1
+                    with contextlib.suppress(ValueError):
+                        self.result.latencies.append(now - float(sent_at))
+                u.key = bytes(resp.key_buf) or u.key
+                if not resp.continue_flag:
+                    break
+            await u.link.call(
+                "syncdone", pb.SyncDoneRequest(base=u.base(), key_buf=u.key), pb.SyncDoneResponse
+            )
+
+
+async def run_load(
+    host: str,
+    long_port: int,
+    pairs: int,
+    messages: int,
+    rate: float = 0.0,
+    window: int = 8,
+    prefix: str = "lg",
+    password: str = "loadgen-pw",
+    drain_timeout: float = 30.0,
+) -> LoadResult:
+    """Log in 2 x ``pairs`` users, make each pair contacts, send ``messages`` in total
+    (spread over the pairs), and wait until every acknowledged message is delivered
+    (or ``drain_timeout`` passes)."""
+    result = LoadResult(pairs, messages)
+    senders = await asyncio.gather(
+        *(_login(host, long_port, f"{prefix}s{i}", password) for i in range(pairs))
+    )
+    receivers = await asyncio.gather(
+        *(_login(host, long_port, f"{prefix}r{i}", password) for i in range(pairs))
+    )
+    for s, r in zip(senders, receivers, strict=True):
+        await s.link.call(
+            "verifyuser",
+            pb.AddContactRequest(base=s.base(), user_name=r.name),
+            pb.AddContactResponse,
+        )
+    seen: set[str] = set()
+    recv = [Receiver(r, s.name, result, seen) for s, r in zip(senders, receivers, strict=True)]
+    for rc in recv:
+        rc.wanted.set()  # drain the contact items before timing starts
+    per_pair = [messages // pairs + (1 if i < messages % pairs else 0) for i in range(pairs)]
+    start = time.monotonic()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+
+    async def send_one(s: User, to: str, tag: str) -> None:
+        msg = pb.MicroMsg(
+            to_user=to,
+            content=f"{tag}|{time.monotonic():.6f}",
+            msg_type=1,
+            client_msg_id=tag,
+            create_time=int(time.time()),
+        )
+        result.sent += 1
+        try:
+            resp = await s.link.call(
+                "newsendmsg", pb.SendMsgRequest(base=s.base(), list=[msg]), pb.SendMsgResponse
+            )
+        except (LoadError, TimeoutError):
+            result.send_errors += 1
+            return
+        if resp.list and resp.list[0].ret == 0:
+            result.acked += 1
+        else:
+            result.send_errors += 1
+
+    async def sender(i: int) -> None:
+        s, r = senders[i], receivers[i]
+        sem = asyncio.Semaphore(max(1, window))
+        tasks = []
+        per_pair_rate = rate / pairs if rate > 0 else 0.0
+        for n in range(per_pair[i]):
+            if per_pair_rate:
+                delay = start + n / per_pair_rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await sem.acquire()
+            t = asyncio.ensure_future(send_one(s, r.name, f"{s.name}-{n}"))
+            t.add_done_callback(lambda _t: sem.release())
+            tasks.append(t)
+        await asyncio.gather(*tasks)
+
+    await asyncio.gather(*(sender(i) for i in range(pairs)))
+    deadline = time.monotonic() + drain_timeout
+    while result.delivered < result.acked and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # the receivers run meanwhile; bounded by drain_timeout
+    result.elapsed = time.monotonic() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    result.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    for rc in recv:
+        rc.task.cancel()
+    for u in [*senders, *receivers]:
+        u.link.close()
+    return result
+
+
+# ---- a throw-away server ------------------------------------------------------------------
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def create_users(data: Path, names: Sequence[str], password: str) -> None:
+    from wxnet.sync.db import connect
+    from wxnet.sync.engine import add_user_sync
+    from wxnet.sync.schema import init_schema
+
+    data.mkdir(parents=True, exist_ok=True)
+    conn = connect(data / "wxnet.db")
+    try:
+        init_schema(conn)
+        for n in names:
+            with contextlib.suppress(Exception):  # already there from an earlier run
+                add_user_sync(conn, n, password, None, time.time())
+    finally:
+        conn.close()
+
+
+class SpawnedServer:
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.proc: subprocess.Popen[str] | None = None
+        self.long_port = 0
+        self.http_port = 0
+
+    def start(self) -> SpawnedServer:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wxnet",
+                "serve",
+                "--data",
+                str(self.data),
+                "--host",
+                "127.0.0.1",
+                "--long-port",
+                "0",
+                "--http-port",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            with contextlib.suppress(ValueError, AttributeError):
+                rec = json.loads(line)
+                d = rec.get("data") or rec
+                if "long_port" in d:
+                    self.long_port, self.http_port = int(d["long_port"]), int(d["http_port"])
+                    # Keep reading its output, or a full pipe would stall the server.
+                    out = self.proc.stdout
+                    threading.Thread(target=out.read, daemon=True).start()
+                    return self
+        self.stop()
+        raise LoadError("the spawned server did not report its ports")
+
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return _proc_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.loadgen",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--long-port", type=int, default=8080)
+    p.add_argument(
+        "--spawn",
+        action="store_true",
+        help="start a throw-away `wxnet serve` with the accounts it needs",
+    )
+    p.add_argument("--pairs", type=int, default=10, help="sender/receiver pairs (M)")
+    p.add_argument("--messages", type=int, default=1000, help="messages in total (N)")
+    p.add_argument("--rate", type=float, default=0.0, help="messages/s in total; 0 = flat out")
+    p.add_argument("--window", type=int, default=8, help="sends in flight per sender")
+    p.add_argument("--prefix", default="lg", help="account names: PREFIXs0.., PREFIXr0..")
+    p.add_argument("--password", default="loadgen-pw")
+    p.add_argument("--uvloop", action="store_true", help="run the generator on uvloop")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.pairs < 1 or args.messages < 1 or args.window < 1 or args.rate < 0:
+        print("loadgen: pairs, messages and window must be >= 1, rate >= 0", file=sys.stderr)
+        return 2
+    server: SpawnedServer | None = None
+    tmp: str | None = None
+    host, port = args.host, args.long_port
+    try:
+        if args.spawn:
+            tmp = tempfile.mkdtemp(prefix="wxnet-loadgen-")
+            names = [f"{args.prefix}{k}{i}" for i in range(args.pairs) for k in "sr"]
+            create_users(Path(tmp), names, args.password)
+            server = SpawnedServer(Path(tmp)).start()
+            host, port = "127.0.0.1", server.long_port
+        cpu0 = server.cpu() if server else 0.0
+        coro = run_load(
+            host,
+            port,
+            args.pairs,
+            args.messages,
+            args.rate,
+            args.window,
+            args.prefix,
+            args.password,
+        )
+        if args.uvloop:
+            import uvloop
+
+            result = uvloop.run(coro)
+        else:
+            result = asyncio.run(coro)
+        if server is not None:
+            result.server_cpu_seconds = server.cpu() - cpu0
+    except (LoadError, OSError, sqlite3.Error) as exc:
+        print(f"loadgen: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    s = result.summary()
+    if args.json:
+        print(json.dumps(s, sort_keys=True))
+    else:
+        lat = s["latency_ms"]
+        print(
+            f"{s['delivered']}/{s['acked']} delivered ({s['duplicates']} duplicates, "
+            f"{s['lost']} lost, {s['send_errors']} send errors) in {s['elapsed_s']} s: "
+            f"{s['delivered_per_s']} msg/s"
+        )
+        print(
+            f"send->deliver latency ms: p50 {lat['p50']}  p90 {lat['p90']}  "
+            f"p99 {lat['p99']}  max {lat['max']}"
+        )
+        print(
+            f"loadgen CPU {s['loadgen_cpu_s']} s ({s['loadgen_cpu_us_per_msg']} us/msg)"
+            + (f"; server CPU {s['server_cpu_s']} s" if "server_cpu_s" in s else "")
+        )
+    return 0 if result.delivered == result.acked and result.send_errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""The long link (8080): a thin asyncio adapter over :mod:`wxnet.proto.framing`.
+
+One :class:`LongLink` is one TCP connection: requests are matched to replies by seq
+(Mars 1.3), the server's notify (cmd 24) goes to a callback, and a
+:class:`~wxnet.client.heartbeat.HeartbeatTimer` decides when to send a noop and when the
+link is dead (8 s without the noop reply). :func:`race_connect` opens it with the
+staggered race of :class:`~wxnet.client.addresses.ConnectRace`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import struct
+import time
+from collections.abc import Callable, Sequence
+
+from google.protobuf.message import DecodeError, Message
+
+from wxnet.client.addresses import Address, AddressBook, ConnectRace
+from wxnet.client.errors import LinkClosed, TransportError
+from wxnet.client.heartbeat import HeartbeatAction, HeartbeatTimer, SmartHeartbeat
+from wxnet.proto import commands as C
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import RemoteProtocolError
+from wxnet.proto.framing import PacketDecoder, encode_packet
+
+__all__ = ["LongLink", "race_connect"]
+
+Clock = Callable[[], float]
+
+
+async def race_connect(
+    candidates: Sequence[Address],
+    book: AddressBook,
+    clock: Clock,
+    stagger: float = 2.5,
+    max_parallel: int = 3,
+    attempt_timeout: float = 10.0,
+) -> tuple[Address, asyncio.StreamReader, asyncio.StreamWriter]:
+    """Race TCP connects over ``candidates`` (best first); the first to connect wins and
+    the others are cancelled. Failures and the winner are recorded in ``book``.
+
+    Raises:
+        TransportError: every candidate failed.
+    """
+    race = ConnectRace(
+        list(candidates),
+        stagger=stagger,
+        max_parallel=max_parallel,
+        attempt_timeout=attempt_timeout,
+    )
+    if not candidates:
+        raise TransportError("no long-link address to connect to")
+    tasks: dict[asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]], Address] = {}
+    errors: list[str] = []
+
+    def launch(starts: Sequence[object]) -> None:
+        for s in starts:
+            addr = s.address  # type: ignore[attr-defined]
+            tasks[asyncio.ensure_future(asyncio.open_connection(addr.host, addr.port))] = addr
+
+    launch(race.start(clock()))
+    try:
+        while not race.done:
+            deadline = race.get_timer()
+            timeout = None if deadline is None else max(0.0, deadline - clock())
+            if not tasks and timeout is None:
+                break
+            done: set[asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = set()
+            if tasks:
+                done, _ = await asyncio.wait(
+                    tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            elif timeout:
+                await asyncio.sleep(timeout)
+            now = clock()
+            for t in done:
+                addr = tasks.pop(t)
+                exc = t.exception()
+                if exc is None:
+                    if race.on_connected(addr):
+                        book.on_success(addr, now)
+                        reader, writer = t.result()
+                        return addr, reader, writer
+                    t.result()[1].close()
+                else:
+                    book.on_failure(addr, now)
+                    errors.append(f"{addr}: {exc}")
+                    launch(race.on_failed(addr, now))
+            expired, starts = race.handle_timer(now)
+            for addr in expired:
+                book.on_failure(addr, now)
+                errors.append(f"{addr}: connect timeout")
+                for t, a in list(tasks.items()):
+                    if a == addr:
+                        t.cancel()
+                        del tasks[t]
+            launch(starts)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                r = await t
+                r[1].close()
+    raise TransportError("cannot connect the long link: " + "; ".join(errors[-5:]))
+
+
+class LongLink:
+    """One connected long link. Call :meth:`start` once; :attr:`closed` is set when it ends."""
+
+    def __init__(
+        self,
+        address: Address,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        heartbeat: SmartHeartbeat,
+        network_label: str,
+        on_notify: Callable[[int], None],
+        request_timeout: float = 15.0,
+        noop_timeout: float = 8.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.address = address
+        self._reader = reader
+        self._writer = writer
+        self._decoder = PacketDecoder()
+        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._seq = itertools.count(1)
+        self._on_notify = on_notify
+        self.request_timeout = request_timeout
+        self.clock = clock
+        self.heartbeat = HeartbeatTimer(heartbeat, network_label, clock(), noop_timeout)
+        self.last_heartbeat: float | None = None  # wall time of the last noop reply
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.ensure_future(self._read_loop()),
+            asyncio.ensure_future(self._heartbeat_loop()),
+        ]
+
+    @property
+    def is_open(self) -> bool:
+        return not self.closed.is_set()
+
+    def _write(self, data: bytes) -> None:
+        if self.closed.is_set():
+            raise LinkClosed(f"long link to {self.address} is closed: {self.close_reason}")
+        self._writer.write(data)
+        self.heartbeat.on_write(self.clock())
+        self._wake.set()
+
+    async def request(self, cgi: C.CGI, req: Message, timeout: float | None = None) -> bytes:
+        """Send ``req`` under the CGI's cmd and return the reply body.
+
+        Raises:
+            LinkClosed: the link closed before the reply.
+            TransportError: no reply within the timeout (the link is then closed, as in
+                Mars 1.7: a task timeout tears the link down).
+        """
+        seq = next(self._seq) & 0x7FFFFFFF or 1
+        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[seq] = fut
+        try:
+            self._write(encode_packet(cgi.cmd, seq, req.SerializeToString()))
+            _cmd, body = await asyncio.wait_for(fut, timeout or self.request_timeout)
+        except TimeoutError:
+            self.close(f"{cgi.name} got no reply in time")
+            raise TransportError(f"{cgi.name}: no reply on the long link") from None
+        finally:
+            self._pending.pop(seq, None)
+        return body
+
+    async def identify(self, base: pb.BaseRequest, key_buf: bytes) -> int:
+        body = await self.request(
+            C.BY_NAME["identify"], pb.IdentifyRequest(base=base, key_buf=key_buf)
+        )
+        resp = pb.IdentifyResponse()
+        try:
+            resp.ParseFromString(body)
+        except DecodeError:
+            raise TransportError("identify: undecodable reply") from None
+        if resp.base.ret != 0:
+            from wxnet.proto.errors import MMError, MMRet
+
+            try:
+                code = MMRet(resp.base.ret)
+            except ValueError:
+                code = MMRet.ERR_SYS
+            raise MMError(code, resp.base.err_msg or "identify refused")
+        return int(resp.selector)
+
+    def close(self, reason: str = "closed") -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(LinkClosed(f"long link to {self.address} closed: {reason}"))
+        self._pending.clear()
+        current = asyncio.current_task()
+        for t in self._tasks:
+            if t is not current:
+                t.cancel()
+
+    async def wait_closed(self) -> None:
+        await self.closed.wait()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self._reader.read(65536)
+                if not data:
+                    self.close("server closed the connection")
+                    return
+                for packet in self._decoder.packets(data):
+                    self._dispatch(packet.cmd, packet.seq, packet.body)
+        except RemoteProtocolError as exc:
+            self.close(f"bad bytes from the server: {exc}")
+        except (OSError, ConnectionError) as exc:
+            self.close(f"connection error: {exc}")
+
+    def _dispatch(self, cmd: int, seq: int, body: bytes) -> None:
+        if cmd == C.reply_cmd(C.CMD_NOOP):
+            self.heartbeat.on_noop_reply(self.clock())
+            self.last_heartbeat = time.time()
+            self._wake.set()
+            return
+        if cmd == C.CMD_NOTIFY and seq == C.SEQ_PUSH:
+            selector = struct.unpack(">I", body[:4])[0] if len(body) >= 4 else 0xFFFFFFFF
+            self._on_notify(selector)
+            return
+        if cmd == C.CMD_PROTOCOL_ERROR:
+            err = pb.BaseResponse()
+            with contextlib.suppress(DecodeError):
+                err.ParseFromString(body)
+            self.close(f"server reported a protocol error: {err.err_msg or err.ret}")
+            return
+        fut = self._pending.get(seq)
+        if fut is not None and not fut.done():
+            fut.set_result((cmd, body))
+
+    async def _heartbeat_loop(self) -> None:
+        while not self.closed.is_set():
+            deadline = self.heartbeat.get_timer()
+            if deadline is None:
+                return
+            self._wake.clear()
+            delay = deadline - self.clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            action = self.heartbeat.handle_timer(self.clock())
+            if action is HeartbeatAction.SEND_NOOP:
+                try:
+                    self._write(encode_packet(C.CMD_NOOP, C.SEQ_NOOP))
+                except LinkClosed:
+                    return
+            elif action is HeartbeatAction.LINK_DEAD:
+                self.close("no heartbeat reply within the noop timeout")
+                return

@@ -1,0 +1,593 @@
+"""The client's profile: one SQLite file in ``--profile DIR`` (S16, S19, S23).
+
+What it keeps, and why it survives a kill at any point:
+
+* **session** (uin, session key, user name, server settings) and the **SyncKey**;
+* **outbox**: a message gets its ClientMsgId when it is queued, and the row is committed
+  before the first byte goes out; states ``sending`` -> ``sent`` | ``failed``. After a
+  crash a ``sending`` row is simply sent again with the same ClientMsgId, and the
+  server's dedup on (sender, ClientMsgId) makes that safe (S23);
+* **inbox**: the items of a sync batch, the messages and contacts they carry and the new
+  SyncKey are written in one transaction; each item is recorded by (key type, seq), so
+  a batch fetched twice (killed before the server heard the commit, S19) is applied once;
+* **history** (messages by conversation) and **contacts**; the cached newgetdns list;
+  the learned heartbeat intervals; a small status record for ``wxnet status``.
+
+Each method is one transaction. SQLite in WAL mode with ``synchronous=FULL``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wxnet.proto import wxnet_pb2 as pb
+
+__all__ = [
+    "CMD_ADD_MSG",
+    "CMD_DEL_CONTACT",
+    "CMD_MOD_CONTACT",
+    "CMD_MOD_MSG_STATUS",
+    "CMD_MOD_USER_INFO",
+    "CMD_REVOKE",
+    "AppliedItem",
+    "ContactRow",
+    "MessageRow",
+    "OutboxRow",
+    "ProfileError",
+    "ProfileStore",
+    "SessionInfo",
+    "new_client_msg_id",
+]
+
+CMD_MOD_USER_INFO = 1
+CMD_MOD_CONTACT = 2
+CMD_DEL_CONTACT = 4
+CMD_ADD_MSG = 5
+CMD_MOD_MSG_STATUS = 6
+CMD_REVOKE = 10002
+
+DB_NAME = "profile.sqlite3"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+  client_msg_id TEXT PRIMARY KEY,
+  to_user TEXT NOT NULL,
+  msg_type INTEGER NOT NULL,
+  content TEXT NOT NULL DEFAULT '',
+  media_path TEXT NOT NULL DEFAULT '',
+  voice_length INTEGER NOT NULL DEFAULT 0,
+  state TEXT NOT NULL CHECK (state IN ('sending', 'sent', 'failed')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  msg_id INTEGER NOT NULL DEFAULT 0,
+  create_time INTEGER NOT NULL DEFAULT 0,
+  queued_at REAL NOT NULL,
+  updated_at REAL NOT NULL,
+  error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS applied (
+  key INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (key, seq)
+);
+CREATE TABLE IF NOT EXISTS messages (
+  msg_id INTEGER PRIMARY KEY,
+  client_msg_id TEXT NOT NULL DEFAULT '',
+  talker TEXT NOT NULL,
+  from_user TEXT NOT NULL,
+  to_user TEXT NOT NULL,
+  real_from TEXT NOT NULL DEFAULT '',
+  msg_type INTEGER NOT NULL,
+  content TEXT NOT NULL DEFAULT '',
+  create_time INTEGER NOT NULL,
+  status INTEGER NOT NULL DEFAULT 0,
+  revoked INTEGER NOT NULL DEFAULT 0,
+  thumb BLOB,
+  media_len INTEGER NOT NULL DEFAULT 0,
+  voice_length INTEGER NOT NULL DEFAULT 0,
+  unread INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_talker ON messages (talker, create_time, msg_id);
+CREATE TABLE IF NOT EXISTS contacts (
+  user_name TEXT PRIMARY KEY,
+  nick_name TEXT NOT NULL DEFAULT '',
+  is_chatroom INTEGER NOT NULL DEFAULT 0,
+  members TEXT NOT NULL DEFAULT '[]',
+  owner TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+class ProfileError(Exception):
+    """The profile directory or database cannot be used."""
+
+
+def new_client_msg_id() -> str:
+    """A ClientMsgId: milliseconds plus 64 random bits (research 2.6: time + random,
+    "to avoid repeats"); unique per sender for all practical purposes."""
+    return f"{int(time.time() * 1000)}{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    uin: int
+    session_key: str
+    user_name: str
+    nick_name: str
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    client_msg_id: str
+    to_user: str
+    msg_type: int
+    content: str
+    media_path: str
+    voice_length: int
+    state: str
+    attempts: int
+    msg_id: int
+    create_time: int
+    queued_at: float
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client_msg_id": self.client_msg_id,
+            "to": self.to_user,
+            "type": self.msg_type,
+            "content": self.content,
+            "media_path": self.media_path,
+            "state": self.state,
+            "attempts": self.attempts,
+            "msg_id": self.msg_id,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    msg_id: int
+    client_msg_id: str
+    talker: str
+    from_user: str
+    to_user: str
+    real_from: str
+    msg_type: int
+    content: str
+    create_time: int
+    status: int
+    revoked: bool
+    has_thumb: bool
+    media_len: int
+    voice_length: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "msg_id": self.msg_id,
+            "client_msg_id": self.client_msg_id,
+            "talker": self.talker,
+            "from": self.from_user,
+            "to": self.to_user,
+            "real_from": self.real_from,
+            "type": self.msg_type,
+            "content": self.content,
+            "create_time": self.create_time,
+            "status": self.status,
+            "revoked": self.revoked,
+            "has_thumb": self.has_thumb,
+            "media_len": self.media_len,
+            "voice_length": self.voice_length,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    user_name: str
+    nick_name: str
+    is_chatroom: bool
+    members: tuple[str, ...]
+    owner: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user_name": self.user_name,
+            "nick_name": self.nick_name,
+            "is_chatroom": self.is_chatroom,
+            "members": list(self.members),
+            "owner": self.owner,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedItem:
+    """A sync item that was new to this profile (returned once, never for a repeat)."""
+
+    cmd_id: int
+    key: int
+    seq: int
+    item: pb.CmdItem
+
+
+def _talker(me: str, from_user: str, to_user: str) -> str:
+    if to_user.endswith("@chatroom"):
+        return to_user
+    return to_user if from_user == me else from_user
+
+
+class ProfileStore:
+    """The profile database. Open with ``ProfileStore.open(dir)``; close with :meth:`close`."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, directory: str | Path) -> ProfileStore:
+        d = Path(directory)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(d / DB_NAME, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ProfileError(f"cannot open profile {d}: {exc}") from None
+        return cls(db, d)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ---- meta ------------------------------------------------------------------------
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else default
+
+    def put(self, **values: str | None) -> None:
+        with self._tx() as db:
+            for k, v in values.items():
+                if v is None:
+                    db.execute("DELETE FROM meta WHERE key = ?", (k,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
+
+    def get_json(self, key: str) -> Any:
+        raw = self.get(key)
+        return None if raw is None else json.loads(raw)
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put(**{key: json.dumps(value, sort_keys=True)})
+
+    def device_id(self) -> str:
+        dev = self.get("device_id")
+        if dev is None:
+            dev = secrets.token_hex(8)
+            self.put(device_id=dev)
+        return dev
+
+    # ---- session ---------------------------------------------------------------------
+
+    def save_session(self, s: SessionInfo) -> None:
+        self.put_json(
+            "session",
+            {
+                "uin": s.uin,
+                "session_key": s.session_key,
+                "user_name": s.user_name,
+                "nick_name": s.nick_name,
+                "device_id": s.device_id,
+            },
+        )
+
+    def session(self) -> SessionInfo | None:
+        raw = self.get_json("session")
+        if not isinstance(raw, dict):
+            return None
+        return SessionInfo(
+            int(raw["uin"]),
+            str(raw["session_key"]),
+            str(raw["user_name"]),
+            str(raw.get("nick_name", "")),
+            str(raw.get("device_id", "")),
+        )
+
+    def clear_session(self) -> None:
+        self.put(session=None)
+
+    def synckey(self) -> bytes:
+        raw = self.get("synckey")
+        return bytes.fromhex(raw) if raw else b""
+
+    def reset_sync(self) -> None:
+        """Forget the SyncKey and the applied-item records (before a newinit)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM meta WHERE key = 'synckey'")
+            db.execute("DELETE FROM applied")
+
+    # ---- outbox ----------------------------------------------------------------------
+
+    def queue(
+        self,
+        to_user: str,
+        msg_type: int,
+        content: str = "",
+        media_path: str = "",
+        voice_length: int = 0,
+        client_msg_id: str | None = None,
+    ) -> OutboxRow:
+        cid = client_msg_id or new_client_msg_id()
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO outbox (client_msg_id, to_user, msg_type, content, media_path,"
+                " voice_length, state, queued_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'sending', ?, ?)",
+                (cid, to_user, msg_type, content, media_path, voice_length, now, now),
+            )
+        row = self.outbox_row(cid)
+        assert row is not None
+        return row
+
+    def outbox_row(self, client_msg_id: str) -> OutboxRow | None:
+        row = self._db.execute(
+            "SELECT client_msg_id, to_user, msg_type, content, media_path, voice_length, state,"
+            " attempts, msg_id, create_time, queued_at, error FROM outbox"
+            " WHERE client_msg_id = ?",
+            (client_msg_id,),
+        ).fetchone()
+        return OutboxRow(*row) if row else None
+
+    def outbox(self, states: Iterable[str] = ("sending", "failed")) -> list[OutboxRow]:
+        st = tuple(states)
+        marks = ",".join("?" * len(st))
+        rows = self._db.execute(
+            "SELECT client_msg_id, to_user, msg_type, content, media_path, voice_length, state,"
+            " attempts, msg_id, create_time, queued_at, error FROM outbox"
+            f" WHERE state IN ({marks}) ORDER BY queued_at, client_msg_id",
+            st,
+        ).fetchall()
+        return [OutboxRow(*r) for r in rows]
+
+    def note_attempt(self, client_msg_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, updated_at = ? WHERE client_msg_id = ?",
+                (time.time(), client_msg_id),
+            )
+
+    def mark_sent(self, client_msg_id: str, msg_id: int, create_time: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET state = 'sent', msg_id = ?, create_time = ?, error = '',"
+                " updated_at = ? WHERE client_msg_id = ?",
+                (msg_id, create_time, time.time(), client_msg_id),
+            )
+
+    def mark_failed(self, client_msg_id: str, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET state = 'failed', error = ?, updated_at = ?"
+                " WHERE client_msg_id = ? AND state != 'sent'",
+                (error, time.time(), client_msg_id),
+            )
+
+    def mark_sending(self, client_msg_id: str) -> OutboxRow | None:
+        """For ``resend``: a failed (or stuck) message goes back to ``sending`` with its
+        ClientMsgId unchanged. Returns None if there is no such message."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET state = 'sending', attempts = 0, error = '', updated_at = ?"
+                " WHERE client_msg_id = ? AND state != 'sent'",
+                (time.time(), client_msg_id),
+            )
+        return self.outbox_row(client_msg_id)
+
+    def discard(self, client_msg_id: str) -> None:
+        """Forget a message that will never be sent (a cancelled voice message)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox WHERE client_msg_id = ?", (client_msg_id,))
+
+    # ---- inbox -----------------------------------------------------------------------
+
+    def apply_batch(
+        self, me: str, items: Iterable[pb.CmdItem], new_key: bytes | None
+    ) -> list[AppliedItem]:
+        """Apply a sync batch and store ``new_key`` in one transaction; returns the items
+        that were new (an item seen before, by (key, seq), is skipped: S19)."""
+        fresh: list[AppliedItem] = []
+        with self._tx() as db:
+            for item in items:
+                if item.seq:
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO applied (key, seq) VALUES (?, ?)",
+                        (item.key, item.seq),
+                    )
+                    if cur.rowcount == 0:
+                        continue
+                if self._apply(db, me, item):
+                    fresh.append(AppliedItem(item.cmd_id, item.key, item.seq, item))
+            if new_key is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('synckey', ?)",
+                    (new_key.hex(),),
+                )
+        return fresh
+
+    def _apply(self, db: sqlite3.Connection, me: str, item: pb.CmdItem) -> bool:
+        kind = item.WhichOneof("body")
+        if kind == "add_msg":
+            m = item.add_msg
+            talker = _talker(me, m.from_user, m.to_user)
+            cur = db.execute(
+                "INSERT OR IGNORE INTO messages (msg_id, client_msg_id, talker, from_user, to_user,"
+                " real_from, msg_type, content, create_time, status, thumb, media_len,"
+                " voice_length, unread) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    m.msg_id,
+                    m.client_msg_id,
+                    talker,
+                    m.from_user,
+                    m.to_user,
+                    m.real_from,
+                    m.msg_type,
+                    m.content,
+                    m.create_time,
+                    m.status,
+                    bytes(m.img_buf) if m.img_buf else None,
+                    m.media_len,
+                    m.voice_length,
+                    0 if (m.real_from or m.from_user) == me else 1,
+                ),
+            )
+            if m.client_msg_id and (m.real_from or m.from_user) == me:
+                db.execute(
+                    "UPDATE outbox SET state = 'sent', msg_id = ?, create_time = ?, error = ''"
+                    " WHERE client_msg_id = ?",
+                    (m.msg_id, m.create_time, m.client_msg_id),
+                )
+            return cur.rowcount > 0
+        if kind == "contact":
+            c = item.contact
+            db.execute(
+                "INSERT OR REPLACE INTO contacts (user_name, nick_name, is_chatroom, members,"
+                " owner) VALUES (?, ?, ?, ?, ?)",
+                (
+                    c.user_name,
+                    c.nick_name,
+                    int(c.is_chatroom or c.user_name.endswith("@chatroom")),
+                    json.dumps(list(c.members)),
+                    c.owner,
+                ),
+            )
+            return True
+        if kind == "del_contact":
+            db.execute("DELETE FROM contacts WHERE user_name = ?", (item.del_contact.user_name,))
+            return True
+        if kind == "revoke":
+            r = item.revoke
+            if r.msg_id:
+                db.execute("UPDATE messages SET revoked = 1 WHERE msg_id = ?", (r.msg_id,))
+            elif r.client_msg_id:
+                db.execute(
+                    "UPDATE messages SET revoked = 1 WHERE client_msg_id = ?", (r.client_msg_id,)
+                )
+            return True
+        if kind == "msg_status":
+            s = item.msg_status
+            if s.reader == me:
+                db.execute(
+                    "UPDATE messages SET unread = 0 WHERE talker = ? AND msg_id <= ?",
+                    (s.talker, s.msg_id),
+                )
+            else:
+                # The reader names the conversation from their side: in a 1:1 chat it is
+                # us, so on our side the conversation is the reader.
+                conv = s.talker if s.talker.endswith("@chatroom") else s.reader
+                db.execute(
+                    "UPDATE messages SET status = ? WHERE talker = ? AND msg_id <= ?"
+                    " AND (from_user = ? OR real_from = ?)",
+                    (s.status or 4, conv, s.msg_id, me, me),
+                )
+            return True
+        if kind == "user_info":
+            u = item.user_info
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('profile', ?)",
+                (json.dumps({"uin": u.uin, "user_name": u.user_name, "nick_name": u.nick_name}),),
+            )
+            return True
+        return True  # an item type this client does not show: recorded as applied
+
+    def save_contact(self, c: pb.Contact) -> None:
+        item = pb.CmdItem(cmd_id=CMD_MOD_CONTACT, contact=c)
+        with self._tx() as db:
+            self._apply(db, "", item)
+
+    # ---- reads -----------------------------------------------------------------------
+
+    def contacts(self) -> list[ContactRow]:
+        rows = self._db.execute(
+            "SELECT user_name, nick_name, is_chatroom, members, owner FROM contacts"
+            " ORDER BY is_chatroom, user_name"
+        ).fetchall()
+        return [ContactRow(r[0], r[1], bool(r[2]), tuple(json.loads(r[3])), r[4]) for r in rows]
+
+    _MSG_COLS = (
+        "msg_id, client_msg_id, talker, from_user, to_user, real_from, msg_type, content,"
+        " create_time, status, revoked, thumb IS NOT NULL, media_len, voice_length"
+    )
+
+    def history(self, talker: str, limit: int = 100) -> list[MessageRow]:
+        rows = self._db.execute(
+            f"SELECT {self._MSG_COLS} FROM messages WHERE talker = ?"
+            " ORDER BY create_time DESC, msg_id DESC LIMIT ?",
+            (talker, limit),
+        ).fetchall()
+        return [self._msg(r) for r in reversed(rows)]
+
+    def message(self, msg_id: int) -> MessageRow | None:
+        r = self._db.execute(
+            f"SELECT {self._MSG_COLS} FROM messages WHERE msg_id = ?", (msg_id,)
+        ).fetchone()
+        return self._msg(r) if r else None
+
+    def thumb(self, msg_id: int) -> bytes | None:
+        r = self._db.execute("SELECT thumb FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
+        return bytes(r[0]) if r and r[0] is not None else None
+
+    def conversations(self) -> list[tuple[str, int, int]]:
+        """(talker, unread count, last create_time), most recent first."""
+        rows = self._db.execute(
+            "SELECT talker, SUM(unread), MAX(create_time) FROM messages GROUP BY talker"
+            " ORDER BY MAX(create_time) DESC, talker"
+        ).fetchall()
+        return [(str(r[0]), int(r[1] or 0), int(r[2] or 0)) for r in rows]
+
+    def mark_read_local(self, talker: str) -> int:
+        """Mark a conversation read; returns the newest msg_id in it (0 if none)."""
+        with self._tx() as db:
+            db.execute("UPDATE messages SET unread = 0 WHERE talker = ?", (talker,))
+            r = db.execute("SELECT MAX(msg_id) FROM messages WHERE talker = ?", (talker,))
+            row = r.fetchone()
+        return int(row[0] or 0)
+
+    def message_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+    @staticmethod
+    def _msg(r: tuple[Any, ...]) -> MessageRow:
+        return MessageRow(
+            int(r[0]),
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            int(r[6]),
+            r[7],
+            int(r[8]),
+            int(r[9]),
+            bool(r[10]),
+            bool(r[11]),
+            int(r[12]),
+            int(r[13]),
+        )

@@ -1,0 +1,211 @@
+"""The client commands, in-process, against the real server running in a thread."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.client.conftest import PASSWORD, ServerThread, call
+from tests.client.test_exchange import make_image
+
+COMMANDS = [
+    ["login"],
+    ["logout"],
+    ["contacts"],
+    ["contact", "add"],
+    ["group", "create"],
+    ["group", "add"],
+    ["group", "remove"],
+    ["send"],
+    ["send-image"],
+    ["send-voice"],
+    ["listen"],
+    ["outbox"],
+    ["resend"],
+    ["history"],
+    ["revoke"],
+    ["status"],
+    ["chat"],
+]
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=" ".join)
+def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = call(*argv, "--help")
+    assert code == 0 and "--profile" in capsys.readouterr().out
+
+
+def login(st: ServerThread, prof: Path, user: str) -> None:
+    code, out, err = call(
+        "login",
+        "--profile",
+        str(prof),
+        "--server",
+        st.url,
+        "--user",
+        user,
+        "--password",
+        PASSWORD,
+    )
+    assert code == 0, err
+    assert f"logged in as {user}" in out
+
+
+def lines(out: str) -> list[dict[str, object]]:
+    return [json.loads(x) for x in out.splitlines() if x.strip()]
+
+
+def test_a_session_from_the_command_line(server_thread: ServerThread, tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    login(server_thread, a, "alice")
+    login(server_thread, b, "bob")
+    pa, pb = ("--profile", str(a)), ("--profile", str(b))
+
+    code, out, err = call("contact", "add", *pa, "bob", "--json")
+    assert code == 0, err
+    assert lines(out)[0]["user_name"] == "bob"
+    code, out, err = call("send", *pa, "bob", "hello from the shell", "--json")
+    assert code == 0, err
+    sent = lines(out)[0]
+    assert sent["state"] == "sent" and sent["msg_id"]
+    make_image(tmp_path / "p.png", 5)
+    code, out, err = call(
+        "send-image", *pa, "bob", str(tmp_path / "p.png"), "--chunk-size", "1500", "--parallel", "3"
+    )
+    assert code == 0, err
+    (tmp_path / "v.amr").write_bytes(b"\x02" * 2500)
+    code, out, err = call("send-voice", *pa, "bob", str(tmp_path / "v.amr"), "--length-ms", "1500")
+    assert code == 0, err
+    code, out, err = call("send-voice", *pa, "bob", str(tmp_path / "v.amr"), "--cancel-after", "1")
+    assert code == 0 and "cancelled" in out, err
+
+    code, out, err = call("listen", *pb, "--json", "--count", "3", "--timeout", "20")
+    assert code == 0, err
+    msgs = [x for x in lines(out) if x.get("type") == "add_msg"]
+    assert [m["msg_type"] for m in msgs] == [1, 3, 34]
+    assert msgs[0]["content"] == "hello from the shell"
+
+    code, out, err = call("history", *pb, "alice", "--json")
+    assert code == 0, err
+    hist = lines(out)
+    assert [h["type"] for h in hist] == [1, 3, 34]
+    assert hist[1]["has_thumb"] is True
+    code, out, _ = call("history", *pb, "alice", "--offline")
+    assert "alice: hello from the shell" in out and "[image" in out and "[voice 1500 ms" in out
+
+    code, out, err = call("group", "create", *pa, "trio", "bob", "--json")
+    assert code == 0, err
+    room = str(lines(out)[0]["user_name"])
+    code, out, err = call("group", "remove", *pa, room, "bob", "--json")
+    assert code == 0 and "bob" not in lines(out)[0]["members"], err  # type: ignore[operator]
+    code, out, err = call("group", "add", *pa, room, "bob")
+    assert code == 0 and "bob" in out, err
+    code, out, err = call("contacts", *pa, "--json")
+    assert code == 0, err
+    names = {c["user_name"] for c in lines(out)}
+    assert {"bob", room} <= names
+
+    code, out, err = call("revoke", *pa, str(sent["client_msg_id"]))
+    assert code == 0, err
+    code, out, err = call("status", *pa, "--json")
+    assert code == 0, err
+    st = lines(out)[0]
+    assert st["user"] == "alice" and st["link"] == "long" and st["synckey"]
+    code, out, _ = call("status", *pa, "--offline")
+    assert "link:" in out and "synckey:" in out
+    code, out, _ = call("outbox", *pa)
+    assert code == 0 and out == ""
+    code, out, err = call("logout", *pa)
+    assert code == 0 and "logged out" in out, err
+    code, _, err = call("send", *pa, "bob", "after logout")
+    assert code == 1 and "not logged in" in err
+
+
+def test_wrong_password_and_unknown_user_are_refused(
+    server_thread: ServerThread, tmp_path: Path
+) -> None:
+    code, _, err = call(
+        "login",
+        "--profile",
+        str(tmp_path / "x"),
+        "--server",
+        server_thread.url,
+        "--user",
+        "alice",
+        "--password",
+        "nope",
+    )
+    assert code == 1 and "the server said no" in err and "-3" in err
+    code, _, err = call(
+        "login",
+        "--profile",
+        str(tmp_path / "x"),
+        "--server",
+        server_thread.url,
+        "--user",
+        "mallory",
+        "--password",
+        "nope",
+    )
+    assert code == 1 and "the server said no" in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_server_is_a_clear_error(server_thread: ServerThread, tmp_path: Path) -> None:
+    code, _, err = call(
+        "login",
+        "--profile",
+        str(tmp_path / "x"),
+        "--server",
+        f"http://127.0.0.1:{free_port()}",
+        "--user",
+        "alice",
+        "--password",
+        "pw",
+    )
+    assert code == 1 and "server unreachable" in err
+    # A logged-in profile whose server went away: the send ends failed, with a way out.
+    prof = tmp_path / "a"
+    login(server_thread, prof, "alice")
+    code, _, _ = call("contact", "add", "--profile", str(prof), "bob")
+    assert code == 0
+    server_thread.stop_listening()
+    code, _, err = call("send", "--profile", str(prof), "bob", "nobody home")
+    assert code == 1 and "failed" in err and "wxnet resend" in err
+    code, out, _ = call("outbox", "--profile", str(prof), "--json")
+    row = lines(out)[0]
+    assert row["state"] == "failed" and row["content"] == "nobody home"
+    server_thread.resume_listening()
+    code, out, err = call("resend", "--profile", str(prof), str(row["client_msg_id"]))
+    assert code == 0 and "sent" in out, err
+    code, out, _ = call("outbox", "--profile", str(prof))
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["send-image", "bob", "/nonexistent.png"], "no such file"),
+        (["login", "--server", "ftp://x", "--user", "a", "--password", "b"], "http://"),
+        (["send", "bob", ""], "empty"),
+        (["resend", "nope"], "not logged in"),
+    ],
+)
+def test_bad_input_is_an_error(argv: list[str], message: str, tmp_path: Path) -> None:
+    code, _, err = call(*argv[:1], "--profile", str(tmp_path / "p"), *argv[1:])
+    assert code in (1, 2) and message in err
+
+
+def test_bad_profile_dir(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("")
+    code, _, err = call("outbox", "--profile", str(f))
+    assert code == 2 and "cannot open profile" in err
