@@ -528,7 +528,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--links", type=int, default=5000)
-    ap.add_argument("--pairs", type=int, default=50)
+    ap.add_argument("--pairs", type=int, default=200)
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=5000.0)

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "wxnet.cli.proto_cmd",
     "wxnet.cli.gate_cmd",
     "wxnet.cli.analyze_cmd",
+    "wxnet.cli.scan_cmd",
 )
 
 

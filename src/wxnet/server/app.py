@@ -54,10 +54,14 @@ class Server:
             lambda: self.notifier.total_links,
         )
         self.metrics.gauge(
-            "wxnet_db_commits", "Group commits so far.", lambda: self.engine.db.groups
+            "wxnet_db_commits",
+            "Group commits so far.",
+            lambda: self.engine.store.statistics()["commits"],
         )
         self.metrics.gauge(
-            "wxnet_db_writes", "Write jobs committed so far.", lambda: self.engine.db.writes
+            "wxnet_db_writes",
+            "Write jobs committed so far.",
+            lambda: self.engine.store.statistics()["writes"],
         )
         self.metrics.gauge(
             "wxnet_long_polls", "Pending long polls.", lambda: self.notifier.total_waiters

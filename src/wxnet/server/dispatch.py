@@ -25,6 +25,7 @@ from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.sync.engine import Engine, Session
 from wxnet.sync.items import encode_varint, join_cmd_list
+from wxnet.sync.uploads import Uploads
 
 __all__ = ["BadRequest", "Context", "Dispatcher", "Handler"]
 
@@ -59,6 +60,7 @@ class Dispatcher:
         self, engine: Engine, notifier: Notifier, metrics: Metrics, synccheck_max: float
     ) -> None:
         self.engine = engine
+        self.uploads = Uploads(engine)
         self.notifier = notifier
         self.metrics = metrics
         self.synccheck_max = synccheck_max
@@ -250,7 +252,7 @@ class Dispatcher:
 
     async def _uploadmsgimg(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None
-        resp = await self.engine.upload_image(sess, req)
+        resp = await self.uploads.image(sess, req)
         if resp.msg_id:
             self.metrics.messages.inc()
         return resp
@@ -258,7 +260,7 @@ class Dispatcher:
     async def _getmsgimg(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None
         kind = "thumb" if req.thumb else "img"
-        total, data = await self.engine.download(
+        total, data = await self.uploads.download(
             sess, req.msg_id, kind, req.start_pos, req.data_len
         )
         return pb.DownloadMsgImgResponse(
@@ -267,11 +269,11 @@ class Dispatcher:
 
     async def _uploadvoice(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None
-        return await self.engine.upload_voice(sess, req)
+        return await self.uploads.voice(sess, req)
 
     async def _downloadvoice(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None
-        total, data = await self.engine.download(sess, req.msg_id, "voice", req.offset, req.length)
+        total, data = await self.uploads.download(sess, req.msg_id, "voice", req.offset, req.length)
         return pb.DownloadVoiceResponse(
             msg_id=req.msg_id, total_len=total, offset=req.offset, data=data
         )

@@ -13,6 +13,7 @@ from aiohttp import web
 from wxnet.proto import commands as C
 from wxnet.proto.newgetdns import DnsDocument, DnsEntry, build_newgetdns
 from wxnet.server.dispatch import BadRequest, Context
+from wxnet.server.web.engine_backend import setup_server_web
 
 if TYPE_CHECKING:
     from wxnet.server.app import Server
@@ -84,4 +85,5 @@ def make_app(server: Server) -> web.Application:
     app.router.add_get("/cgi-bin/micromsg-bin/newgetdns", newgetdns)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    setup_server_web(app, server)  # the Web WeChat API and page (wxnet.server.web)
     return app

@@ -52,6 +52,8 @@ def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache per connection
+    conn.execute("PRAGMA wal_autocheckpoint=4000")
     return conn
 
 

@@ -15,8 +15,7 @@ from wxnet.proto import wxnet_pb2 as pb
 
 __all__ = ["Item", "encode_varint", "item_bytes", "join_cmd_list"]
 
-#: (key type, seq, stored body)
-Item = tuple[int, int, bytes]
+from wxnet.sync.store import Item
 
 _KEY_TAG = b"\x10"  # field 2, varint
 _SEQ_TAG = b"\x18"  # field 3, varint

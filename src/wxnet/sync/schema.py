@@ -63,11 +63,17 @@ CREATE TABLE IF NOT EXISTS messages (
     media TEXT,
     UNIQUE (sender, client_msg_id)
 );
+-- One row per stored CmdItem (without key and seq); the logs reference it, so a
+-- message to a group of 500 is stored once and fanned out as 500 small rows.
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sync_log (
     uin INTEGER NOT NULL,
     key INTEGER NOT NULL,
     seq INTEGER NOT NULL,
-    body BLOB NOT NULL,
+    item INTEGER NOT NULL,
     PRIMARY KEY (uin, key, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uploads (

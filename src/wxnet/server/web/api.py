@@ -1,0 +1,962 @@
+"""The Web WeChat API on aiohttp (research/web-protocol.md sections 3-8).
+
+``setup_web(app, backend)`` adds ``/jslogin``, ``/qrcode/<uuid>``, ``/`` (our web page),
+``/webwx/*`` (its assets) and ``/cgi-bin/mmwebwx-bin/*`` to the server's app. Each web
+session is a device of its account and talks to the sync engine through the same CGIs
+as a phone (:mod:`wxnet.server.web.backend`).
+
+Errors never leak a traceback: a request that cannot be understood gets the error form
+of its endpoint (``BaseResponse.Ret``, ``window.synccheck={retcode:"1101"...}``, a 4xx
+with a short text for media).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+from aiohttp import BodyPartReader, web
+from google.protobuf.message import Message
+
+from wxnet.proto import web as wp
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMRet
+from wxnet.proto.synckey import SyncKey
+from wxnet.server.web import convert
+from wxnet.server.web.backend import Backend
+from wxnet.server.web.login import LoginState, QrLogin, QrLogins, WebSession, WebSessions
+
+__all__ = ["WEB_API_KEY", "WebApi", "WebConfig", "setup_web"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=Message)
+R = TypeVar("R", bound=Message)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+WEB_API_KEY: web.AppKey[WebApi] = web.AppKey("wxnet_web_api")
+_CGI = "/cgi-bin/mmwebwx-bin"
+_ALL_SELECTORS = 0x1 | 0x2 | 0x4 | 0x40
+_IMG_CHUNK = 64 * 1024
+_SYNC_PAGES = 8  # newsync pages folded into one webwxsync reply (clients ignore ContinueFlag)
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    login_hold: float = 25.0  # login poll (research 3.3: < 60 s)
+    synccheck_hold: float = 25.0  # synccheck (5.1: <= ~30 s)
+    qr_ttl: float = 300.0
+    session_ttl: float = 7 * 86400.0
+    max_upload: int = 20 << 20  # one uploaded file
+    max_chunk: int = (512 << 10) + (64 << 10)  # one multipart request's file part
+    max_pending_uploads: int = 8  # per session
+    max_polls_per_session: int = 4
+    contact_page: int = 500
+
+
+class WebError(Exception):
+    """Answer with ``BaseResponse{Ret: ret}``."""
+
+    def __init__(self, ret: int, message: str) -> None:
+        super().__init__(message)
+        self.ret = ret
+        self.message = message
+
+
+class SessionGone(WebError):
+    def __init__(self, message: str = "session is not logged in") -> None:
+        super().__init__(wp.RET_LOGIN_ELSEWHERE, message)
+
+
+def _json(obj: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(obj, ensure_ascii=False, separators=(",", ":")),
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+def _js(text: str) -> web.Response:
+    return web.Response(text=text, content_type="text/javascript", charset="utf-8")
+
+
+def _base(ret: int = 0, msg: str = "") -> dict[str, Any]:
+    return {"BaseResponse": {"Ret": ret, "ErrMsg": msg}}
+
+
+def _q(request: web.Request, *names: str) -> str:
+    """The first query parameter of ``names``, matched case-insensitively (research 7)."""
+    wanted = {n.lower() for n in names}
+    for k, v in request.query.items():
+        if k.lower() in wanted:
+            return v
+    return ""
+
+
+def _client_msg_id(msg: dict[str, Any]) -> str:
+    for k in ("ClientMsgId", "LocalID"):
+        v = msg.get(k)
+        if isinstance(v, int | str) and not isinstance(v, bool) and str(v):
+            text = str(v)
+            if len(text) > 64:
+                raise WebError(-1, "ClientMsgId too long")
+            return text
+    return secrets.token_hex(8)
+
+
+def _sniff_image(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"GIF8"):
+        return "image/gif"
+    return "image/jpeg"
+
+
+class WebApi:
+    """State and handlers of the web API; one per server."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: WebConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.config = config or WebConfig()
+        self.clock = clock
+        self.logins = QrLogins(ttl=self.config.qr_ttl)
+        self.sessions = WebSessions(ttl=self.config.session_ttl)
+        self._login_waiters: dict[str, asyncio.Event] = {}
+        self._reported: dict[str, int] = {}  # uuid -> login version the poll last reported
+        self._polls: dict[str, int] = {}  # wxsid -> pending synccheck polls
+        self.pending_polls = 0
+        self._avatars: dict[str, bytes] = {}
+        self._holding: set[asyncio.Task[Any]] = set()  # long polls, cancelled on shutdown
+
+    def sweep(self) -> None:
+        """Forget expired QR logins (waking their polls) and long-dead sessions."""
+        now = self.clock()
+        for q in self.logins.expire(now):
+            self._reported.pop(q.uuid, None)
+            self._wake_login(q.uuid)
+        self.sessions.sweep(now)
+
+    async def _sweeper(self, interval: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep()
+
+    async def on_startup(self, _app: web.Application) -> None:
+        self._sweep_task = asyncio.get_running_loop().create_task(self._sweeper())
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        task = getattr(self, "_sweep_task", None)
+        if task is not None:
+            task.cancel()
+        """Cancel held long polls so that the server stops without waiting them out."""
+        for task in list(self._holding):
+            task.cancel()
+
+    def _hold(self) -> asyncio.Task[Any] | None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._holding.add(task)
+            task.add_done_callback(self._holding.discard)
+        return task
+
+    # -- the phone side: scanqrcode --------------------------------------------------
+    def scan_qr(self, uin: int, uuid: str, confirm: bool) -> tuple[int, str]:
+        """A logged-in mobile device of ``uin`` scanned / approved web login ``uuid``.
+
+        Returns ``(ret, err_msg)`` for the ScanQrResponse."""
+        try:
+            self.logins.scan(uuid, uin, self.clock(), confirm=confirm)
+        except KeyError:
+            return MMRet.ERR_NOT_FOUND, "no such QR code (expired?)"
+        except PermissionError as exc:
+            return MMRet.ERR_NOT_ALLOWED, str(exc)
+        self._wake_login(uuid)
+        return 0, ""
+
+    async def handle_scanqrcode(self, uin: int, request: pb.ScanQrRequest) -> pb.ScanQrResponse:
+        """The ``scanqrcode`` CGI for an authenticated mobile session of ``uin``."""
+        ret, msg = self.scan_qr(uin, request.uuid, request.confirm)
+        resp = pb.ScanQrResponse()
+        resp.base.ret = ret
+        resp.base.err_msg = msg
+        return resp
+
+    def _wake_login(self, uuid: str) -> None:
+        ev = self._login_waiters.pop(uuid, None)
+        if ev is not None:
+            ev.set()
+
+    # -- plumbing ----------------------------------------------------------------------
+    async def _cgi(self, s: WebSession, name: str, req: Message, resp_type: type[R]) -> R:
+        base = req.base  # type: ignore[attr-defined]
+        base.session_key = s.session_key
+        base.uin = s.uin
+        base.device_type = "web"
+        resp = await self.backend.call(name, req)
+        if not isinstance(resp, resp_type):
+            raise WebError(-1, f"{name}: unexpected reply")
+        ret = resp.base.ret  # type: ignore[attr-defined]
+        if ret == MMRet.ERR_SESSIONTIMEOUT:
+            self.sessions.end(s.wxsid, self.clock())
+            raise SessionGone("the account's session ended")
+        if ret != 0:
+            raise WebError(int(ret), resp.base.err_msg or f"{name} failed")  # type: ignore[attr-defined]
+        return resp
+
+    def _session(self, request: web.Request, body: dict[str, Any] | None) -> WebSession:
+        """Authenticate by wxuin + wxsid: BaseRequest, else query, else cookies (1.3, 10)."""
+        uin: int | None = None
+        sid = ""
+        if body is not None:
+            br = wp.parse_base_request(body)
+            if br is not None:
+                uin, sid = br.uin, br.sid
+        if uin is None:
+            uin, sid = wp.parse_uin(request.query.get("uin")), request.query.get("sid", "")
+        if uin is None or not sid:
+            uin = wp.parse_uin(request.cookies.get("wxuin"))
+            sid = request.cookies.get("wxsid", "")
+        if uin is None or not sid:
+            raise WebError(wp.RET_SESSION_REJECTED, "no session (wxuin and wxsid)")
+        s = self.sessions.find(uin, sid, self.clock())
+        if s is None or not s.alive:
+            raise SessionGone()
+        return s
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        limit = wp.MAX_JSON_BODY
+        if request.content_length is not None and request.content_length > limit:
+            raise WebError(-1, "body too large")
+        data = await request.content.read(limit + 1)
+        return wp.parse_json_body(data, limit)
+
+    def json_endpoint(
+        self, fn: Callable[[web.Request, WebSession, dict[str, Any]], Awaitable[dict[str, Any]]]
+    ) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            try:
+                body = await self._body(request)
+                s = self._session(request, body)
+                out = await fn(request, s, body)
+            except wp.WebProtocolError as exc:
+                return _json(_base(exc.ret, str(exc)))
+            except WebError as exc:
+                return _json(_base(exc.ret, exc.message))
+            return _json({**_base(), **out})
+
+        return handler
+
+    # -- login (research 3) --------------------------------------------------------------
+    async def jslogin(self, request: web.Request) -> web.StreamResponse:
+        try:
+            q = self.logins.create(self.clock())
+        except OverflowError:
+            return _js('window.QRLogin.code = 500; window.QRLogin.uuid = "";')
+        return _js(wp.encode_qrlogin(200, q.uuid))
+
+    async def qrcode(self, request: web.Request) -> web.StreamResponse:
+        import segno
+
+        uuid = request.match_info["uuid"]
+        if self.logins.get(uuid, self.clock()) is None:
+            raise web.HTTPNotFound(text="no such QR code\n")
+        buf = io.BytesIO()
+        segno.make(self.qr_text(uuid), error="m").save(buf, kind="png", scale=6, border=2)
+        return web.Response(body=buf.getvalue(), content_type="image/png")
+
+    @staticmethod
+    def qr_text(uuid: str) -> str:
+        """What the QR code says: the real web login URL form, which ``wxnet scan``
+        accepts as well as the bare uuid (research 3.2)."""
+        return f"https://login.weixin.qq.com/l/{uuid}"
+
+    async def login_poll(self, request: web.Request) -> web.StreamResponse:
+        uuid = _q(request, "uuid")
+        q = self.logins.get(uuid, self.clock())
+        if q is None:
+            return _js(wp.encode_login_poll(wp.LoginPoll(400)))
+        if self._reported.get(uuid, 0) == q.version and q.state is not LoginState.CONFIRMED:
+            self._hold()
+            ev = self._login_waiters.setdefault(uuid, asyncio.Event())
+            try:
+                await asyncio.wait_for(ev.wait(), self.config.login_hold)
+            except TimeoutError:
+                pass
+            q = self.logins.get(uuid, self.clock()) or q
+            if self._reported.get(uuid, 0) == q.version:
+                return _js(wp.encode_login_poll(wp.LoginPoll(408)))
+        self._reported[uuid] = q.version
+        return _js(wp.encode_login_poll(self._poll_answer(request, q)))
+
+    def _poll_answer(self, request: web.Request, q: QrLogin) -> wp.LoginPoll:
+        code = q.poll_code(self.clock())
+        if code == 400:
+            self._reported.pop(q.uuid, None)
+        if code != 200:
+            return wp.LoginPoll(code)
+        uri = (
+            f"http://{request.host}{_CGI}/webwxnewloginpage?ticket={q.ticket}&uuid={q.uuid}"
+            f"&lang=zh_CN&scan={int(self.clock())}"
+        )
+        return wp.LoginPoll(200, redirect_uri=uri)
+
+    async def newloginpage(self, request: web.Request) -> web.StreamResponse:
+        ticket, uuid = _q(request, "ticket"), _q(request, "uuid")
+        uin = self.logins.redeem(ticket, uuid, self.clock()) if ticket and uuid else None
+        dev = await self.backend.open_device(uin, "web") if uin is not None else None
+        if dev is None:
+            fail = (
+                "<error><ret>1203</ret><message>login ticket is invalid or used</message></error>"
+            )
+            return web.Response(text=fail, content_type="text/plain")
+        self._reported.pop(uuid, None)
+        s = self.sessions.add(dev.uin, dev.user_name, dev.nick_name, dev.session_key, self.clock())
+        xml = wp.encode_login_ticket(wp.LoginTicket(s.skey, s.wxsid, s.uin, s.pass_ticket))
+        # 301 for the clients (wechat4u parses only a 301, 3.4); our page asks with
+        # version=v2, as the real browser did, and gets 200 so that fetch() can read it.
+        status = 200 if _q(request, "version") == "v2" else 301
+        resp = web.Response(status=status, text=xml, content_type="text/plain")
+        resp.headers["Location"] = f"http://{request.host}/"
+        max_age = int(self.config.session_ttl)
+        # Every cookie carries an attribute after its value (wechat4u, 1.5); no Domain.
+        for name, value in (
+            ("wxuin", str(s.uin)),
+            ("wxsid", s.wxsid),
+            ("webwx_data_ticket", s.data_ticket),
+            ("webwx_auth_ticket", s.pass_ticket),
+            ("wxloadtime", str(int(self.clock()))),
+            ("mm_lang", "zh_CN"),
+        ):
+            resp.set_cookie(name, value, path="/", max_age=max_age, httponly=name == "wxsid")
+        return resp
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        body: dict[str, Any] | None = None
+        if request.method == "POST" and request.content_type == "application/json":
+            try:
+                body = await self._body(request)
+            except wp.WebProtocolError:
+                body = None
+        try:
+            s = self._session(request, body)
+        except WebError:
+            return web.Response(text="")
+        self.sessions.end(s.wxsid, self.clock())
+        try:
+            await self.backend.call("logout", self._based(s, pb.LogoutRequest()))
+        except Exception:  # the web session is over whatever the mobile side says
+            log.exception("logout of web session uin=%s", s.uin)
+        resp = web.Response(text="")
+        for name in ("wxsid", "wxuin", "webwx_data_ticket"):
+            resp.del_cookie(name, path="/")
+        return resp
+
+    @staticmethod
+    def _based(s: WebSession, req: T) -> T:
+        req.base.session_key = s.session_key  # type: ignore[attr-defined]
+        req.base.uin = s.uin  # type: ignore[attr-defined]
+        return req
+
+    # -- init, contacts (research 4) ---------------------------------------------------
+    async def _nicks(self, s: WebSession, names: list[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        req = pb.GetContactRequest(user_names=sorted(set(names)))
+        try:
+            resp = await self._cgi(s, "getcontact", req, pb.GetContactResponse)
+        except SessionGone:
+            raise
+        except WebError:
+            return {}
+        return {c.user_name: c.nick_name for c in resp.contacts if c.nick_name}
+
+    async def init(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        key = b""
+        contacts: list[pb.Contact] = []
+        user = pb.UserInfo()
+        for _ in range(64):
+            resp = await self._cgi(
+                s, "newinit", pb.NewInitRequest(current_synckey=key), pb.NewInitResponse
+            )
+            key = resp.current_synckey
+            if resp.HasField("user"):
+                user = resp.user
+            for item in resp.cmd_list:
+                if item.WhichOneof("body") == "contact":
+                    contacts.append(item.contact)
+                elif item.WhichOneof("body") == "user_info":
+                    user = item.user_info
+            if not resp.continue_flag:
+                break
+        if user.user_name:
+            s.user_name, s.nick_name = user.user_name, user.nick_name or s.nick_name
+        skey = SyncKey.from_bytes(key)
+        chat = [convert.contact_obj(c, {}, with_members=False) for c in contacts[:50]]
+        return {
+            "Count": len(chat),
+            "ContactList": chat,
+            "SyncKey": wp.web_synckey(skey),
+            "SyncCheckKey": wp.web_synckey(skey),
+            "User": convert.self_obj(s.uin, s.user_name, s.nick_name),
+            "ChatSet": ",".join(c["UserName"] for c in chat),
+            "SKey": s.skey,
+            "ClientVersion": 369299473,
+            "SystemTime": int(self.clock()),
+            "GrayScale": 1,
+            "InviteStartCount": 40,
+            "MPSubscribeMsgCount": 0,
+            "MPSubscribeMsgList": [],
+            "ClickReportInterval": 600000,
+        }
+
+    async def statusnotify(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        to = body.get("ToUserName")
+        if body.get("Code") == 1 and isinstance(to, str) and to.startswith("@"):
+            name, _ = wp.decode_web_name(to)
+            await self._cgi(s, "statusnotify", pb.MarkReadRequest(talker=name), pb.MarkReadResponse)
+        return {"MsgID": secrets.token_hex(8)}
+
+    async def _all_contacts(self, s: WebSession) -> list[pb.Contact]:
+        resp = await self._cgi(s, "getcontact", pb.GetContactRequest(), pb.GetContactResponse)
+        return [c for c in resp.contacts if c.user_name != s.user_name]
+
+    async def getcontact(self, request: web.Request) -> web.StreamResponse:
+        try:
+            s = self._session(request, None)
+            try:
+                seq = int(_q(request, "seq") or 0)
+            except ValueError:
+                raise WebError(-1, "seq must be a number") from None
+            contacts = await self._all_contacts(s)
+        except WebError as exc:
+            return _json(_base(exc.ret, exc.message))
+        page = self.config.contact_page
+        seq = max(0, seq)
+        chunk = contacts[seq : seq + page]
+        nxt = seq + page if seq + page < len(contacts) else 0
+        members = [convert.contact_obj(c, {}, with_members=False) for c in chunk]
+        return _json({**_base(), "MemberCount": len(members), "MemberList": members, "Seq": nxt})
+
+    async def batchgetcontact(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        items = body.get("List")
+        if not isinstance(items, list) or len(items) > 500:
+            raise WebError(-1, "List must be an array of at most 500 items")
+        names: list[str] = []
+        for it in items:
+            un = it.get("UserName") if isinstance(it, dict) else None
+            if not isinstance(un, str) or not un.startswith("@"):
+                continue  # filehelper, fmessage, junk: omitted (research 4.5)
+            try:
+                names.append(wp.decode_web_name(un)[0])
+            except wp.WebProtocolError:
+                continue
+        out: list[dict[str, Any]] = []
+        if s.user_name in names:
+            out.append(convert.self_obj(s.uin, s.user_name, s.nick_name))
+        others = [n for n in dict.fromkeys(names) if n != s.user_name]
+        if others:
+            resp = await self._cgi(
+                s, "getcontact", pb.GetContactRequest(user_names=others), pb.GetContactResponse
+            )
+            member_names = [m for c in resp.contacts for m in c.members]
+            nicks = await self._nicks(s, member_names)
+            nicks[s.user_name] = s.nick_name
+            for c in resp.contacts:
+                out.append(convert.contact_obj(c, nicks))
+        return {"Count": len(out), "ContactList": out}
+
+    # -- receiving (research 5) ----------------------------------------------------------
+    async def synccheck(self, request: web.Request) -> web.StreamResponse:
+        try:
+            s = self._session(request, None)
+        except WebError as exc:
+            return _js(wp.encode_synccheck(exc.ret, 0))
+        try:
+            key = wp.parse_web_synckey(_q(request, "synckey"))
+        except wp.WebProtocolError:
+            return _js(wp.encode_synccheck(wp.RET_SESSION_REJECTED, 0))
+        if self._polls.get(s.wxsid, 0) >= self.config.max_polls_per_session:
+            return _js(wp.encode_synccheck(0, 0))
+        self._polls[s.wxsid] = self._polls.get(s.wxsid, 0) + 1
+        self.pending_polls += 1
+        self._hold()
+        try:
+            req = pb.SyncCheckRequest(
+                key_buf=key.to_bytes(), timeout_ms=int(self.config.synccheck_hold * 1000)
+            )
+            resp = await self._cgi(s, "newsynccheck", req, pb.SyncCheckResponse)
+        except SessionGone:
+            return _js(wp.encode_synccheck(wp.RET_LOGIN_ELSEWHERE, 0))
+        except WebError as exc:
+            if exc.ret == MMRet.ERR_SYNCKEY_INVALID:
+                return _js(wp.encode_synccheck(wp.RET_SESSION_REJECTED, 0))
+            return _js(wp.encode_synccheck(0, 0))
+        finally:
+            self.pending_polls -= 1
+            left = self._polls.get(s.wxsid, 1) - 1
+            if left:
+                self._polls[s.wxsid] = left
+            else:
+                self._polls.pop(s.wxsid, None)
+        if not s.alive:
+            return _js(wp.encode_synccheck(wp.RET_LOGIN_ELSEWHERE, 0))
+        return _js(wp.encode_synccheck(0, 2 if resp.selector else 0))
+
+    async def sync(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        raw_key = body.get("SyncKey")
+        if not isinstance(raw_key, dict):
+            raise WebError(-1, "SyncKey must be an object")
+        key_buf = wp.parse_web_synckey(raw_key).to_bytes()
+        msgs: list[dict[str, Any]] = []
+        mod: list[pb.Contact] = []
+        dels: list[str] = []
+        now = int(self.clock())
+        for _ in range(_SYNC_PAGES):
+            req = pb.NewSyncRequest(key_buf=key_buf, selector=_ALL_SELECTORS, scene=1)
+            try:
+                resp = await self._cgi(s, "newsync", req, pb.NewSyncResponse)
+            except WebError as exc:
+                if exc.ret == MMRet.ERR_SYNCKEY_INVALID:
+                    raise WebError(-1, "SyncKey cannot be served; log in again") from None
+                raise
+            key_buf = resp.key_buf or key_buf
+            for item in resp.cmd_list:
+                kind = item.WhichOneof("body")
+                if kind == "add_msg":
+                    m = item.add_msg
+                    if m.from_user == s.user_name and m.client_msg_id in s.sent:
+                        continue  # this session's own send: not echoed (research 5.2)
+                    msgs.append(convert.message_obj(m, s.user_name))
+                elif kind == "contact":
+                    mod.append(item.contact)
+                elif kind == "del_contact":
+                    dels.append(item.del_contact.user_name)
+                elif kind == "revoke":
+                    msgs.append(convert.revoke_obj(item.revoke, s.user_name, now))
+            if not resp.continue_flag:
+                break
+        nicks = await self._nicks(s, [m for c in mod for m in c.members]) if mod else {}
+        mods = [convert.contact_obj(c, nicks) for c in mod]
+        new_key = wp.web_synckey(SyncKey.from_bytes(key_buf))
+        return {
+            "AddMsgCount": len(msgs),
+            "AddMsgList": msgs,
+            "ModContactCount": len(mods),
+            "ModContactList": mods,
+            "DelContactCount": len(dels),
+            "DelContactList": [{"UserName": wp.web_name(d, convert.is_chatroom(d))} for d in dels],
+            "ModChatRoomMemberCount": 0,
+            "ModChatRoomMemberList": [],
+            "Profile": {
+                "BitFlag": 0,
+                "UserName": {"Buff": ""},
+                "NickName": {"Buff": ""},
+                "BindUin": 0,
+                "BindEmail": {"Buff": ""},
+                "BindMobile": {"Buff": ""},
+                "Status": 0,
+                "Sex": 0,
+                "PersonalCard": 0,
+                "Alias": "",
+                "HeadImgUpdateFlag": 0,
+                "HeadImgUrl": "",
+                "Signature": "",
+            },
+            "ContinueFlag": 0,
+            "SyncKey": new_key,
+            "SyncCheckKey": new_key,
+            "SKey": s.skey,
+        }
+
+    # -- sending (research 6) ------------------------------------------------------------
+    def _target(self, s: WebSession, to: object) -> str:
+        if not isinstance(to, str) or not to:
+            raise WebError(-1, "ToUserName is required")
+        if to == wp.FILEHELPER:
+            return s.user_name  # notes to self
+        return wp.decode_web_name(to)[0]
+
+    def _msg(self, body: dict[str, Any]) -> dict[str, Any]:
+        msg = body.get("Msg")
+        if not isinstance(msg, dict):
+            raise WebError(-1, "Msg must be an object")
+        return msg
+
+    async def sendmsg(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        msg = self._msg(body)
+        to = self._target(s, msg.get("ToUserName"))
+        content = msg.get("Content")
+        if not isinstance(content, str):
+            raise WebError(-1, "Content must be a string")
+        if len(content.encode("utf-8")) > 64 * 1024:
+            raise WebError(int(MMRet.ERR_TOO_LARGE), "Content too long")
+        cmid = _client_msg_id(msg)
+        mtype = msg.get("Type", 1)
+        item = pb.MicroMsg(
+            to_user=to,
+            content=content,
+            msg_type=mtype if isinstance(mtype, int) and mtype in (1, 42, 48, 49) else 1,
+            create_time=int(self.clock()),
+            client_msg_id=cmid,
+        )
+        s.remember_sent(cmid)
+        resp = await self._cgi(s, "newsendmsg", pb.SendMsgRequest(list=[item]), pb.SendMsgResponse)
+        if not resp.list:
+            raise WebError(-1, "send failed")
+        r = resp.list[0]
+        if r.ret != 0:
+            raise WebError(int(r.ret), r.err_msg or "send failed")
+        return {"MsgID": str(r.msg_id), "LocalID": cmid}
+
+    async def uploadmedia(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._uploadmedia(request)
+        except wp.WebProtocolError as exc:
+            return _json(_base(exc.ret, str(exc)))
+        except WebError as exc:
+            return _json(_base(exc.ret, exc.message))
+
+    async def _uploadmedia(self, request: web.Request) -> web.StreamResponse:
+        cfg = self.config
+        if not request.content_type.startswith("multipart/"):
+            raise WebError(-1, "webwxuploadmedia wants multipart/form-data")
+        if request.content_length and request.content_length > cfg.max_chunk + 64 * 1024:
+            raise WebError(int(MMRet.ERR_TOO_LARGE), "chunk too large")
+        fields: dict[str, str] = {}
+        data = b""
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "filename":
+                data = await _read_part(part, cfg.max_chunk)
+            elif part.name:
+                if len(fields) >= 32:
+                    raise WebError(-1, "too many form fields")
+                raw = await _read_part(part, 64 * 1024)
+                fields[part.name] = raw.decode("utf-8", "replace")
+        upreq = wp.parse_json_body(fields.get("uploadmediarequest", "").encode())
+        cookie_s = None
+        try:
+            cookie_s = self._session(request, upreq)
+        except WebError:
+            raise
+        s = cookie_s
+        try:
+            total = int(upreq.get("TotalLen") or fields.get("size") or 0)
+            chunks = int(fields.get("chunks") or 1)
+            chunk = int(fields.get("chunk") or 0)
+        except (TypeError, ValueError):
+            raise WebError(-1, "TotalLen, chunks and chunk must be numbers") from None
+        if not 0 < total <= cfg.max_upload:
+            raise WebError(int(MMRet.ERR_TOO_LARGE), f"file size must be 1..{cfg.max_upload}")
+        if not (0 < chunks <= total // (64 * 1024) + 2 and 0 <= chunk < chunks):
+            raise WebError(-1, "bad chunk numbers")
+        ident = str(upreq.get("ClientMediaId") or fields.get("name", ""))[:64] + f":{total}"
+        up = s.uploads.get(ident)
+        if up is None:
+            if len(s.uploads) >= cfg.max_pending_uploads:
+                raise WebError(int(MMRet.ERR_BUSY), "too many uploads in progress")
+            up = {"media_id": "@crypt_" + secrets.token_hex(16), "parts": {}, "chunks": chunks}
+            s.uploads[ident] = up
+        parts: dict[int, bytes] = up["parts"]
+        if (
+            self.sessions.held_bytes(s) - len(parts.get(chunk, b"")) + len(data)
+            > 2 * cfg.max_upload
+        ):
+            raise WebError(int(MMRet.ERR_BUSY), "too much upload data held; send or retry later")
+        parts[chunk] = data
+        if sum(len(p) for p in parts.values()) > total:
+            s.uploads.pop(ident, None)
+            raise WebError(int(MMRet.ERR_UPLOAD_OFFSET), "chunks exceed the declared size")
+        media_id: str = up["media_id"]
+        if len(parts) == up["chunks"]:
+            blob = b"".join(parts[i] for i in range(up["chunks"]))
+            del s.uploads[ident]
+            if len(blob) != total:
+                raise WebError(int(MMRet.ERR_UPLOAD_OFFSET), "upload size does not match")
+            while len(s.media) >= cfg.max_pending_uploads:
+                del s.media[next(iter(s.media))]
+            s.media[media_id] = blob
+        return _json(
+            {
+                **_base(),
+                "MediaId": media_id,
+                "StartPos": sum(len(p) for p in parts.values()),
+                "CDNThumbImgHeight": 100,
+                "CDNThumbImgWidth": 100,
+                "EncryFileName": "",
+            }
+        )
+
+    async def sendmsgimg(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        msg = self._msg(body)
+        to = self._target(s, msg.get("ToUserName"))
+        media_id = msg.get("MediaId")
+        data = s.media.get(media_id) if isinstance(media_id, str) else None
+        if data is None:
+            raise WebError(int(MMRet.ERR_NOT_FOUND), "no uploaded media with this MediaId")
+        cmid = _client_msg_id(msg)
+        s.remember_sent(cmid)
+        resp: pb.UploadMsgImgResponse | None = None
+        for pos in range(0, len(data), _IMG_CHUNK):
+            req = pb.UploadMsgImgRequest(
+                client_img_id=cmid,
+                to_user=to,
+                total_len=len(data),
+                start_pos=pos,
+                data=data[pos : pos + _IMG_CHUNK],
+            )
+            resp = await self._cgi(s, "uploadmsgimg", req, pb.UploadMsgImgResponse)
+        if resp is None or not resp.msg_id:
+            raise WebError(-1, "image was not stored")
+        return {"MsgID": str(resp.msg_id), "LocalID": cmid}
+
+    async def revokemsg(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        svr = body.get("SvrMsgId")
+        try:
+            msg_id = int(svr) if isinstance(svr, int | str) and not isinstance(svr, bool) else 0
+        except ValueError:
+            raise WebError(-1, "SvrMsgId must be a number") from None
+        cmid = body.get("ClientMsgId")
+        req = pb.RevokeMsgRequest(
+            msg_id=msg_id if 0 < msg_id < 1 << 64 else 0,
+            client_msg_id=str(cmid) if isinstance(cmid, int | str) else "",
+        )
+        await self._cgi(s, "revokemsg", req, pb.RevokeMsgResponse)
+        return {"Introduction": "", "SysWording": ""}
+
+    # -- media downloads (research 7) ----------------------------------------------------
+    async def _media_session(self, request: web.Request) -> WebSession:
+        try:
+            return self._session(request, None)
+        except WebError:
+            raise web.HTTPUnauthorized(text="not logged in\n") from None
+
+    async def getmsgimg(self, request: web.Request) -> web.StreamResponse:
+        s = await self._media_session(request)
+        try:
+            msg_id = int(_q(request, "msgid"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="msgid must be a number\n") from None
+        thumb = _q(request, "type") == "slave"
+        out = bytearray()
+        try:
+            while True:
+                req = pb.DownloadMsgImgRequest(msg_id=msg_id, start_pos=len(out), thumb=thumb)
+                resp = await self._cgi(s, "getmsgimg", req, pb.DownloadMsgImgResponse)
+                out += resp.data
+                if not resp.data or len(out) >= resp.total_len:
+                    break
+        except WebError:
+            raise web.HTTPNotFound(text="no such image\n") from None
+        return web.Response(body=bytes(out), content_type=_sniff_image(bytes(out)))
+
+    async def getvoice(self, request: web.Request) -> web.StreamResponse:
+        s = await self._media_session(request)
+        try:
+            msg_id = int(_q(request, "msgid"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="msgid must be a number\n") from None
+        out = bytearray()
+        try:
+            while True:
+                req = pb.DownloadVoiceRequest(msg_id=msg_id, offset=len(out))
+                resp = await self._cgi(s, "downloadvoice", req, pb.DownloadVoiceResponse)
+                out += resp.data
+                if not resp.data or len(out) >= resp.total_len:
+                    break
+        except WebError:
+            raise web.HTTPNotFound(text="no such voice message\n") from None
+        return web.Response(body=bytes(out), content_type="audio/mp3")
+
+    async def geticon(self, request: web.Request) -> web.StreamResponse:
+        await self._media_session(request)
+        name = _q(request, "username")[:600]
+        png = self._avatars.get(name)
+        if png is None:
+            png = _avatar(name)
+            if len(self._avatars) > 4096:
+                self._avatars.clear()
+            self._avatars[name] = png
+        return web.Response(body=png, content_type="image/png")
+
+    # -- chatrooms (research 8) ----------------------------------------------------------
+    def _names(self, s: WebSession, value: object) -> list[str]:
+        if isinstance(value, str):
+            raw = [v for v in value.split(",") if v]
+        elif isinstance(value, list):
+            raw = [str(v.get("UserName")) if isinstance(v, dict) else str(v) for v in value]
+        else:
+            raw = []
+        if len(raw) > 500:
+            raise WebError(-1, "too many members")
+        return [self._target(s, r) for r in raw]
+
+    async def createchatroom(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        members = self._names(s, body.get("MemberList"))
+        topic = body.get("Topic") if isinstance(body.get("Topic"), str) else ""
+        req = pb.CreateChatRoomRequest(topic=str(topic), members=members)
+        resp = await self._cgi(s, "createchatroom", req, pb.CreateChatRoomResponse)
+        room = resp.chatroom
+        nicks = await self._nicks(s, list(room.members))
+        obj = convert.contact_obj(room, nicks)
+        return {
+            "Topic": room.nick_name,
+            "PYInitial": "",
+            "QuanPin": "",
+            "MemberCount": obj["MemberCount"],
+            "MemberList": obj["MemberList"],
+            "ChatRoomName": obj["UserName"],
+            "BlackList": "",
+        }
+
+    async def updatechatroom(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        fun = _q(request, "fun")
+        room_web = body.get("ChatRoomName")
+        if not isinstance(room_web, str) or not room_web.startswith("@@"):
+            raise WebError(-1, "ChatRoomName must be a chatroom")
+        room = wp.decode_web_name(room_web)[0]
+        if fun == "modtopic":
+            topic = body.get("NewTopic")
+            req = pb.ModChatRoomRequest(chatroom=room, op=3, topic=str(topic or ""))
+        elif fun in ("addmember", "invitemember"):
+            field = "AddMemberList" if fun == "addmember" else "InviteMemberList"
+            req = pb.ModChatRoomRequest(
+                chatroom=room, op=1, members=self._names(s, body.get(field))
+            )
+        elif fun == "delmember":
+            req = pb.ModChatRoomRequest(
+                chatroom=room, op=2, members=self._names(s, body.get("DelMemberList"))
+            )
+        else:
+            raise WebError(-1, "fun must be modtopic, addmember, invitemember or delmember")
+        await self._cgi(s, "modchatroom", req, pb.ModChatRoomResponse)
+        return {}
+
+    async def verifyuser(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        users = body.get("VerifyUserList")
+        if not isinstance(users, list) or not users or len(users) > 20:
+            raise WebError(-1, "VerifyUserList must list 1..20 users")
+        for u in users:
+            value = u.get("Value") if isinstance(u, dict) else None
+            name = self._target(s, value)
+            await self._cgi(
+                s, "verifyuser", pb.AddContactRequest(user_name=name), pb.AddContactResponse
+            )
+        return {}
+
+    # -- the page ------------------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=_static("index.html"), content_type="text/html", charset="utf-8")
+
+    async def asset(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        types = {"js": "text/javascript", "css": "text/css"}
+        ext = name.rsplit(".", 1)[-1]
+        if ext not in types or not name.replace(".", "").replace("-", "").isalnum():
+            raise web.HTTPNotFound()
+        try:
+            data = _static(name)
+        except FileNotFoundError:
+            raise web.HTTPNotFound() from None
+        return web.Response(body=data, content_type=types[ext], charset="utf-8")
+
+
+async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+    """A multipart part's bytes, refusing more than ``limit`` without buffering them."""
+    buf = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        buf += chunk
+        if len(buf) > limit:
+            raise WebError(int(MMRet.ERR_TOO_LARGE), f"form field {part.name} too large")
+    return bytes(buf)
+
+
+def _static(name: str) -> bytes:
+    return resources.files("wxnet.server.web").joinpath("static", name).read_bytes()
+
+
+def _avatar(name: str) -> bytes:
+    """A plain coloured square: an avatar for clients that fetch one."""
+    from PIL import Image
+
+    digest = hashlib.sha256(name.encode()).digest()
+    img = Image.new(
+        "RGB", (64, 64), (digest[0] // 2 + 64, digest[1] // 2 + 64, digest[2] // 2 + 64)
+    )
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def setup_web(app: web.Application, backend: Backend, config: WebConfig | None = None) -> WebApi:
+    """Register the web API, the QR login and the web page on ``app``; returns the
+    :class:`WebApi`, whose :meth:`WebApi.handle_scanqrcode` serves the ``scanqrcode`` CGI."""
+    api = WebApi(backend, config)
+    app[WEB_API_KEY] = api
+    app.on_startup.append(api.on_startup)
+    app.on_shutdown.append(api.on_shutdown)
+    j = api.json_endpoint
+    r = app.router
+    r.add_get("/", api.index)
+    r.add_get("/webwx/{name}", api.asset)
+    r.add_route("*", "/jslogin", api.jslogin)
+    r.add_get("/qrcode/{uuid}", api.qrcode)
+    r.add_get(f"{_CGI}/login", api.login_poll)
+    r.add_get(f"{_CGI}/webwxnewloginpage", api.newloginpage)
+    r.add_route("*", f"{_CGI}/webwxlogout", api.logout)
+    r.add_post(f"{_CGI}/webwxinit", j(api.init))
+    r.add_post(f"{_CGI}/webwxstatusnotify", j(api.statusnotify))
+    r.add_get(f"{_CGI}/webwxgetcontact", api.getcontact)
+    r.add_post(f"{_CGI}/webwxbatchgetcontact", j(api.batchgetcontact))
+    r.add_get(f"{_CGI}/synccheck", api.synccheck)
+    r.add_post(f"{_CGI}/webwxsync", j(api.sync))
+    r.add_post(f"{_CGI}/webwxsendmsg", j(api.sendmsg))
+    r.add_post(f"{_CGI}/webwxuploadmedia", api.uploadmedia)
+    r.add_post(f"{_CGI}/webwxsendmsgimg", j(api.sendmsgimg))
+    r.add_post(f"{_CGI}/webwxsendemoticon", j(api.sendmsgimg))
+    r.add_post(f"{_CGI}/webwxrevokemsg", j(api.revokemsg))
+    r.add_get(f"{_CGI}/webwxgetmsgimg", api.getmsgimg)
+    r.add_get(f"{_CGI}/webwxgetvoice", api.getvoice)
+    r.add_get(f"{_CGI}/webwxgeticon", api.geticon)
+    r.add_get(f"{_CGI}/webwxgetheadimg", api.geticon)
+    r.add_post(f"{_CGI}/webwxcreatechatroom", j(api.createchatroom))
+    r.add_post(f"{_CGI}/webwxupdatechatroom", j(api.updatechatroom))
+    r.add_post(f"{_CGI}/webwxverifyuser", j(api.verifyuser))
+    return api

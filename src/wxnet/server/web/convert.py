@@ -1,0 +1,108 @@
+"""wxnet's sync items (protobuf) as Web WeChat JSON objects (research 4.2, 5.3-5.5)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+from wxnet.proto import web
+from wxnet.proto import wxnet_pb2 as pb
+
+__all__ = ["CHATROOM_SUFFIX", "contact_obj", "is_chatroom", "message_obj", "revoke_obj"]
+
+CHATROOM_SUFFIX = "@chatroom"
+
+
+def is_chatroom(name: str) -> bool:
+    return name.endswith(CHATROOM_SUFFIX)
+
+
+def contact_obj(
+    c: pb.Contact, nicks: Mapping[str, str], *, with_members: bool = True
+) -> dict[str, Any]:
+    """A contact (or chatroom, with members named from ``nicks``) as the web sees it."""
+    room = c.is_chatroom or is_chatroom(c.user_name)
+    members = tuple(web.WebMember(web.web_user_name(m), nicks.get(m, m)) for m in c.members)
+    return web.contact_json(
+        web.WebContact(
+            user_name=web.web_name(c.user_name, room),
+            nick_name=c.nick_name or c.user_name,
+            is_chatroom=room,
+            owner=web.web_user_name(c.owner) if room and c.owner else "",
+            members=members,
+            with_members=with_members,
+        )
+    )
+
+
+def self_obj(uin: int, user_name: str, nick_name: str) -> dict[str, Any]:
+    return web.contact_json(
+        web.WebContact(web.web_user_name(user_name), nick_name or user_name, uin=uin)
+    )
+
+
+def _img_xml(m: pb.AddMsg) -> str:
+    return (
+        f'<?xml version="1.0"?>\n<msg><img length="{m.media_len}" '
+        f'hdlength="{m.media_len}" md5="" /></msg>'
+    )
+
+
+def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
+    """An AddMsg for account ``me`` as an AddMsgList element.
+
+    Chatroom messages from other members come from the room, to ``me``, with the sender
+    as a ``@member:<br/>`` prefix (5.5); the account's own ones go from ``me`` to the room.
+    """
+    from_user, to_user, sender = m.from_user, m.to_user, ""
+    if is_chatroom(from_user):
+        sender = m.real_from
+    elif is_chatroom(to_user) and from_user != me:
+        from_user, to_user, sender = to_user, me, m.real_from or m.from_user
+    if m.msg_type == 3:
+        content = web.escape_content(_img_xml(m))
+    elif m.msg_type == 34:
+        content = web.escape_content(
+            f'<msg><voicemsg voicelength="{m.voice_length}" length="{m.media_len}" /></msg>'
+        )
+    else:
+        content = web.escape_content(m.content)
+    if sender and sender != me and is_chatroom(from_user):
+        content = web.group_content(web.web_user_name(sender), content)
+    return web.message_json(
+        web.WebMessage(
+            msg_id=m.msg_id,
+            from_user=web.web_name(from_user, is_chatroom(from_user)),
+            to_user=web.web_name(to_user, is_chatroom(to_user)),
+            msg_type=m.msg_type or 1,
+            content=content,
+            create_time=m.create_time,
+            status=m.status or 3,
+            voice_length=m.voice_length,
+            file_size=str(m.media_len) if m.media_len else "",
+        )
+    )
+
+
+def revoke_obj(r: pb.RevokeMsg, me: str, now: int) -> dict[str, Any]:
+    """A recall as MsgType 10002 (research 5.6); MsgId is the recalled message's id."""
+    text = r.replace_text or "A message was recalled"
+    xml = (
+        f'<sysmsg type="revokemsg"><revokemsg><session>{html.escape(r.from_user)}</session>'
+        f"<msgid>{r.client_msg_id}</msgid><newmsgid>{r.msg_id}</newmsgid>"
+        f"<replacemsg><![CDATA[{text}]]></replacemsg></revokemsg></sysmsg>"
+    )
+    from_user, to_user = r.from_user, r.to_user
+    if is_chatroom(to_user):
+        from_user, to_user = to_user, me
+    return web.message_json(
+        web.WebMessage(
+            msg_id=r.msg_id,
+            from_user=web.web_name(from_user, is_chatroom(from_user)),
+            to_user=web.web_name(to_user, is_chatroom(to_user)),
+            msg_type=10002,
+            content=web.escape_content(xml),
+            create_time=now,
+        )
+    )

@@ -1,0 +1,71 @@
+"""The web API on the messaging server's own dispatcher and engine (in process).
+
+Every web request becomes one or more mobile CGIs run through the same
+:class:`~wxnet.server.dispatch.Dispatcher` the long and short links use, so sessions,
+dedup, fan-out and notifies behave exactly as for a phone.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from google.protobuf.message import Message
+
+from wxnet.proto import commands as C
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMError
+from wxnet.server.web.api import WebApi, WebConfig, setup_web
+from wxnet.server.web.backend import DeviceSession
+
+if TYPE_CHECKING:
+    from wxnet.server.dispatch import Dispatcher
+    from wxnet.sync.engine import Engine, Session
+
+__all__ = ["DispatcherBackend", "setup_server_web"]
+
+
+class DispatcherBackend:
+    """:class:`~wxnet.server.web.backend.Backend` over a dispatcher and its engine."""
+
+    def __init__(self, dispatcher: Dispatcher, engine: Engine) -> None:
+        self.dispatcher = dispatcher
+        self.engine = engine
+
+    async def call(self, name: str, request: Message) -> Message:
+        from wxnet.server.dispatch import Context
+
+        cgi = C.BY_NAME[name]
+        out = await self.dispatcher.handle(cgi, request.SerializeToString(), Context("web"))
+        resp = cgi.response()
+        resp.ParseFromString(out)
+        return resp
+
+    async def open_device(self, uin: int, device_name: str) -> DeviceSession | None:
+        try:
+            user_name, nick = await self.engine.account(uin)
+        except MMError:
+            return None
+        sess = await self.engine.create_session(
+            uin, f"web-{secrets.token_hex(8)}", device_name, kind="web"
+        )
+        return DeviceSession(sess.sid, uin, user_name, nick)
+
+
+def setup_server_web(app: web.Application, server: Any, config: WebConfig | None = None) -> WebApi:
+    """Add the web API to ``server``'s app and serve ``scanqrcode`` from it.
+
+    ``server`` is a :class:`wxnet.server.app.Server` (its ``dispatcher`` and ``engine``)."""
+    dispatcher: Dispatcher = server.dispatcher
+    if config is None:
+        hold = float(getattr(server.config, "synccheck_max_wait", 25.0))
+        config = WebConfig(synccheck_hold=hold, login_hold=min(hold, 25.0))
+    api = setup_web(app, DispatcherBackend(dispatcher, server.engine), config)
+
+    async def scanqrcode(req: Any, sess: Session | None, _ctx: Any) -> pb.ScanQrResponse:
+        assert sess is not None  # scanqrcode needs a session (commands table)
+        return await api.handle_scanqrcode(sess.uin, req)
+
+    dispatcher.register("scanqrcode", scanqrcode)
+    return api

@@ -1,0 +1,226 @@
+"""QR logins and web sessions: the state, without I/O (time is passed in).
+
+A QR login goes ``WAITING -> SCANNED -> CONFIRMED -> USED``; any state may go to
+``EXPIRED``. Only a logged-in mobile device moves it (``scanqrcode``, DESIGN 8): the
+browser or web client merely reads it through the login poll. Confirming mints a one-time
+``ticket``; exchanging that ticket at webwxnewloginpage creates the :class:`WebSession`.
+
+A web session is known by ``wxsid`` (at least 128 random bits, bound to ``wxuin``); the
+other tokens it carries (skey, pass_ticket, webwx_data_ticket) are handed out but never
+needed to authenticate, because real clients send junk in them (research 1.3, 10).
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "LoginState",
+    "QrLogin",
+    "QrLogins",
+    "WebSession",
+    "WebSessions",
+    "new_token",
+]
+
+
+def new_token(nbytes: int = 16) -> str:
+    """A URL-safe random token (``[A-Za-z0-9_-]``, research 1.2) of ``nbytes`` entropy."""
+    return secrets.token_urlsafe(nbytes)
+
+
+class LoginState(enum.Enum):
+    WAITING = "waiting"
+    SCANNED = "scanned"
+    CONFIRMED = "confirmed"
+    USED = "used"
+    EXPIRED = "expired"
+
+
+@dataclass(slots=True)
+class QrLogin:
+    uuid: str
+    created: float
+    expires: float
+    state: LoginState = LoginState.WAITING
+    uin: int = 0  # the approving account
+    ticket: str = ""
+    version: int = 0  # bumped on every change; login polls wait for a newer one
+
+    def poll_code(self, now: float) -> int:
+        """The login-poll code of the current state (research 3.3)."""
+        if self.state is LoginState.EXPIRED or now >= self.expires:
+            return 400
+        if self.state is LoginState.SCANNED:
+            return 201
+        if self.state in (LoginState.CONFIRMED, LoginState.USED):
+            return 200
+        return 408
+
+
+class QrLogins:
+    """Every pending QR login, bounded in number and lifetime."""
+
+    def __init__(self, ttl: float = 300.0, limit: int = 10_000) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self._by_uuid: dict[str, QrLogin] = {}
+        self._by_ticket: dict[str, QrLogin] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_uuid)
+
+    def create(self, now: float) -> QrLogin:
+        """A new QR login. Raises OverflowError when too many are pending."""
+        self.expire(now)
+        if len(self._by_uuid) >= self.limit:
+            raise OverflowError("too many pending QR logins")
+        q = QrLogin(new_token(), now, now + self.ttl)
+        self._by_uuid[q.uuid] = q
+        return q
+
+    def get(self, uuid: str, now: float) -> QrLogin | None:
+        q = self._by_uuid.get(uuid)
+        if q is not None and now >= q.expires and q.state is not LoginState.EXPIRED:
+            q.state = LoginState.EXPIRED
+            q.version += 1
+        return q
+
+    def scan(self, uuid: str, uin: int, now: float, *, confirm: bool) -> QrLogin:
+        """A mobile device of ``uin`` scanned (and with ``confirm`` approved) ``uuid``.
+
+        Raises KeyError for an unknown or expired uuid, PermissionError if another
+        account already scanned it or it was already used."""
+        q = self.get(uuid, now)
+        if q is None or q.state is LoginState.EXPIRED:
+            raise KeyError(uuid)
+        if q.uin and q.uin != uin:
+            raise PermissionError("another account scanned this code")
+        if q.state in (LoginState.CONFIRMED, LoginState.USED):
+            raise PermissionError("this code was already approved")
+        q.uin = uin
+        if confirm:
+            q.state = LoginState.CONFIRMED
+            q.ticket = new_token()
+            self._by_ticket[q.ticket] = q
+        else:
+            q.state = LoginState.SCANNED
+        q.version += 1
+        return q
+
+    def redeem(self, ticket: str, uuid: str, now: float) -> int | None:
+        """Exchange a confirmed login's ticket (once) for the approving uin."""
+        q = self._by_ticket.pop(ticket, None)
+        if q is None or q.uuid != uuid or q.state is not LoginState.CONFIRMED:
+            return None
+        if now >= q.expires:
+            q.state = LoginState.EXPIRED
+            return None
+        q.state = LoginState.USED
+        q.version += 1
+        return q.uin
+
+    def expire(self, now: float) -> list[QrLogin]:
+        """Drop logins past their lifetime; returns them (their waiters need waking)."""
+        gone = [q for q in self._by_uuid.values() if now >= q.expires]
+        for q in gone:
+            del self._by_uuid[q.uuid]
+            self._by_ticket.pop(q.ticket, None)
+            q.state = LoginState.EXPIRED
+            q.version += 1
+        return gone
+
+
+@dataclass(slots=True)
+class WebSession:
+    """One logged-in web client: a device of account ``uin``."""
+
+    wxsid: str
+    uin: int
+    user_name: str  # wxnet name of the account
+    nick_name: str
+    session_key: str  # the mobile-protocol session this web device uses
+    skey: str
+    pass_ticket: str
+    data_ticket: str
+    expires: float
+    alive: bool = True
+    sent: dict[str, None] = field(default_factory=dict)  # own ClientMsgIds, to not echo
+    uploads: dict[str, Any] = field(default_factory=dict)
+    media: dict[str, bytes] = field(default_factory=dict)
+
+    def remember_sent(self, client_msg_id: str, keep: int = 1000) -> None:
+        self.sent[client_msg_id] = None
+        while len(self.sent) > keep:
+            del self.sent[next(iter(self.sent))]
+
+
+class WebSessions:
+    """Web sessions by wxsid. Lookups check the uin and the expiry."""
+
+    def __init__(self, ttl: float = 7 * 86400.0, per_account: int = 16) -> None:
+        self.ttl = ttl
+        self.per_account = per_account
+        self._by_sid: dict[str, WebSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_sid)
+
+    def add(
+        self, uin: int, user_name: str, nick_name: str, session_key: str, now: float
+    ) -> WebSession:
+        mine = sorted((s for s in self._by_sid.values() if s.uin == uin), key=lambda s: s.expires)
+        for old in mine[: max(0, len(mine) - self.per_account + 1)]:
+            self.end(old.wxsid)  # the oldest web login of the account makes room
+        s = WebSession(
+            wxsid=new_token(),
+            uin=uin,
+            user_name=user_name,
+            nick_name=nick_name,
+            session_key=session_key,
+            skey="@crypt_" + secrets.token_hex(4) + "_" + secrets.token_hex(16),
+            pass_ticket=new_token(),
+            data_ticket=new_token(),
+            expires=now + self.ttl,
+        )
+        self._by_sid[s.wxsid] = s
+        return s
+
+    def find(self, uin: int, wxsid: str, now: float) -> WebSession | None:
+        """The live session with this wxsid, if it belongs to ``uin``; else None."""
+        s = self._by_sid.get(wxsid)
+        if s is None or s.uin != uin or not secrets.compare_digest(s.wxsid, wxsid):
+            return None
+        if now >= s.expires:
+            self.end(wxsid)
+        return s
+
+    def held_bytes(self, s: WebSession) -> int:
+        """Upload bytes a session holds in memory (chunks and finished media)."""
+        parts = sum(len(p) for up in s.uploads.values() for p in up["parts"].values())
+        return parts + sum(len(m) for m in s.media.values())
+
+    def end(self, wxsid: str, now: float | None = None) -> WebSession | None:
+        """Log a session out. It stays findable (dead) for a grace period so that its
+        clients learn of it (1101); :meth:`sweep` forgets it after that."""
+        s = self._by_sid.get(wxsid)
+        if s is not None:
+            s.alive = False
+            if now is not None:
+                s.expires = min(s.expires, now)
+            s.uploads.clear()
+            s.media.clear()
+        return s
+
+    def sweep(self, now: float, grace: float = 3600.0) -> int:
+        """Forget sessions dead or expired for longer than ``grace``."""
+        gone = [sid for sid, s in self._by_sid.items() if now >= s.expires + grace]
+        for sid in gone:
+            del self._by_sid[sid]
+        return len(gone)
+
+    def of_account(self, uin: int) -> list[WebSession]:
+        return [s for s in self._by_sid.values() if s.uin == uin and s.alive]

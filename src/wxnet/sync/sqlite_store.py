@@ -1,0 +1,434 @@
+"""The embedded store: one SQLite file in WAL mode, written in group commits.
+
+All writes run on the :class:`Database` writer thread. Sequence numbers and message ids
+are assigned there, inside the transaction, so they become visible in order. After a
+group commits, the heads and news of its successful jobs are handed to the event loop
+(``publish``) before the jobs' futures resolve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.synckey import SELECTOR_BITS
+from wxnet.sync.db import Database
+from wxnet.sync.schema import init_schema
+from wxnet.sync.store import (
+    Account,
+    Append,
+    Changes,
+    Item,
+    MessageRow,
+    NewMessage,
+    RoomRow,
+    SessionRow,
+)
+
+__all__ = ["FIRST_MSG_ID", "SQLiteStore", "insert_account"]
+
+T = TypeVar("T")
+FIRST_MSG_ID = 1_000_000_000
+_MSG_COLS = "msg_id, sender, client_msg_id, to_user, msg_type, create_time, revoked, media"
+
+
+def insert_account(
+    conn: sqlite3.Connection, name: str, pw_hash: str, nick: str, now: int, profile: bytes
+) -> int:
+    """Insert an account and its first profile item, inside the caller's transaction.
+
+    Raises:
+        MMError: ERR_ARG when the name is taken.
+    """
+    try:
+        cur = conn.execute(
+            "INSERT INTO accounts (user_name, nick_name, pw_hash, created) VALUES (?,?,?,?)",
+            (name, nick, pw_hash, now),
+        )
+    except sqlite3.IntegrityError:
+        raise MMError(MMRet.ERR_ARG, f"user {name!r} already exists") from None
+    uin = int(cur.lastrowid or 0)
+    item = conn.execute("INSERT INTO items (body) VALUES (?)", (profile,)).lastrowid
+    conn.execute("INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,1,?)", (uin, 1, item))
+    return uin
+
+
+def _message(row: Sequence[Any] | None) -> MessageRow | None:
+    if row is None:
+        return None
+    return MessageRow(
+        int(row[0]), int(row[1]), row[2], row[3], int(row[4]), int(row[5]), bool(row[6]), row[7]
+    )
+
+
+class SQLiteStore:
+    """Args:
+    path: the database file (created, with its schema, if missing).
+    durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
+    profile_item: builds the first profile log item of a new account from
+        (uin, name, nick); the store itself does not know the item format.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        durability: str = "FULL",
+        *,
+        profile_item: Callable[[int, str, str], bytes],
+    ) -> None:
+        self.db = Database(path, synchronous=durability, init=init_schema)
+        self._profile_item = profile_item
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._publish: Callable[[Changes], None] | None = None
+        self._heads: dict[tuple[int, int], int] = {}  # committed heads (loop side)
+        self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
+        self._commit_lock = threading.Lock()
+        # writer-thread state
+        self._w_heads: dict[tuple[int, int], int] = {}
+        self._w_next_msg_id: int | None = None
+
+    async def start(self, publish: Callable[[Changes], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._publish = publish
+
+    def close(self) -> None:
+        self.db.close()
+
+    async def flush(self) -> None:
+        await self.db.write(lambda c: None)  # the queue is FIFO
+
+    def statistics(self) -> dict[str, int]:
+        return {"commits": self.db.groups, "writes": self.db.writes}
+
+    # ---------------------------------------------------------------- plumbing
+    async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        rows: list[Any] = await self.db.read(lambda c: c.execute(sql, args).fetchall())
+        return rows
+
+    async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        rows = await self._read(sql, args)
+        return rows[0] if rows else None
+
+    async def _write(self, fn: Callable[[sqlite3.Connection, Changes], T]) -> T:
+        """Run ``fn`` in the next group; publish its changes after the group commits."""
+
+        def job(conn: sqlite3.Connection) -> T:
+            ch = Changes()
+            value = fn(conn, ch)
+            if ch.heads:
+                self.db.after_commit(lambda: self._hand_over(ch))
+            return value
+
+        return await self.db.write(job)
+
+    def _hand_over(self, ch: Changes) -> None:  # writer thread, after commit
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._apply, ch)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                pass
+
+    def _apply(self, ch: Changes) -> None:  # event loop
+        for hk, seq in ch.heads.items():
+            if seq > self._heads.get(hk, 0):
+                self._heads[hk] = seq
+        if self._publish is not None:
+            self._publish(ch)
+
+    def _w_append(self, conn: sqlite3.Connection, ch: Changes, appends: Iterable[Append]) -> None:
+        rows = []
+        for ap in appends:
+            item = conn.execute("INSERT INTO items (body) VALUES (?)", (ap.body,)).lastrowid
+            bit = SELECTOR_BITS[ap.key]
+            for uin in ap.uins:
+                hk = (uin, ap.key)
+                seq = self._w_heads.get(hk)
+                if seq is None:
+                    row = conn.execute(
+                        "SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", hk
+                    ).fetchone()
+                    seq = int(row[0] or 0)
+                seq += 1
+                self._w_heads[hk] = seq
+                rows.append((uin, ap.key, seq, item))
+                ch.heads[hk] = seq
+                ch.news[uin] = ch.news.get(uin, 0) | bit
+        conn.executemany("INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,?,?)", rows)
+
+    # ---------------------------------------------------------------- accounts
+    async def create_account(self, name: str, pw_hash: str, nick: str, now: int) -> int:
+        def w(conn: sqlite3.Connection) -> int:
+            uin = insert_account(conn, name, pw_hash, nick, now, b"")
+            conn.execute(
+                "UPDATE items SET body=? WHERE id=(SELECT item FROM sync_log"
+                " WHERE uin=? AND key=1 AND seq=1)",
+                (self._profile_item(uin, name, nick), uin),
+            )
+            self._w_heads[(uin, 1)] = 1
+            return uin
+
+        uin: int = await self.db.write(w)
+        return uin
+
+    async def account_by_name(self, name: str) -> Account | None:
+        r = await self._one(
+            "SELECT uin, user_name, nick_name, pw_hash FROM accounts WHERE user_name=?", (name,)
+        )
+        return None if r is None else Account(*r)
+
+    async def account_by_uin(self, uin: int) -> Account | None:
+        r = await self._one(
+            "SELECT uin, user_name, nick_name, pw_hash FROM accounts WHERE uin=?", (uin,)
+        )
+        return None if r is None else Account(*r)
+
+    async def create_session(self, row: SessionRow, now: int) -> None:
+        await self.db.write(
+            lambda c: c.execute(
+                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?)",
+                (row.sid, row.uin, row.device_id, row.device_name, row.kind, now, row.expires),
+            )
+        )
+
+    async def session(self, sid: str) -> SessionRow | None:
+        r = await self._one(
+            "SELECT s.sid, s.uin, a.user_name, s.device_id, s.device_name, s.kind, s.expires"
+            " FROM sessions s JOIN accounts a ON a.uin=s.uin WHERE s.sid=?",
+            (sid,),
+        )
+        return None if r is None else SessionRow(*r)
+
+    async def delete_session(self, sid: str) -> None:
+        await self.db.write(lambda c: c.execute("DELETE FROM sessions WHERE sid=?", (sid,)))
+
+    # ---------------------------------------------------------------- logs
+    async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:
+        h = self._heads.get((uin, key))
+        if h is None or fresh:
+            r = await self._one("SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", (uin, key))
+            h = max(int(r[0] or 0), self._heads.get((uin, key), 0))
+            self._heads[(uin, key)] = h
+        return h
+
+    async def read_log(
+        self, uin: int, after: Sequence[tuple[int, int]], max_items: int, max_bytes: int
+    ) -> tuple[list[Item], list[int]]:
+        def read(conn: sqlite3.Connection) -> tuple[list[Item], list[int]]:
+            items: list[Item] = []
+            size = 0
+            more: list[int] = []
+            for key, seq in after:
+                if len(items) >= max_items or size >= max_bytes:
+                    more.append(key)
+                    continue
+                rows = conn.execute(
+                    "SELECT l.seq, i.body FROM sync_log l JOIN items i ON i.id = l.item"
+                    " WHERE l.uin=? AND l.key=? AND l.seq>? ORDER BY l.seq LIMIT ?",
+                    (uin, key, seq, max_items - len(items) + 1),
+                ).fetchall()
+                for s, body in rows:
+                    if len(items) >= max_items or (items and size + len(body) > max_bytes):
+                        more.append(key)
+                        break
+                    items.append((key, s, body))
+                    size += len(body)
+            return items, more
+
+        return await self.db.read(read)
+
+    async def recent(self, uin: int, key: int, upto: int, limit: int) -> list[Item]:
+        rows = await self._read(
+            "SELECT l.seq, i.body FROM sync_log l JOIN items i ON i.id = l.item"
+            " WHERE l.uin=? AND l.key=? AND l.seq<=? ORDER BY l.seq DESC LIMIT ?",
+            (uin, key, upto, limit),
+        )
+        return [(key, s, body) for s, body in reversed(rows)]
+
+    async def append(self, appends: Sequence[Append]) -> None:
+        await self._write(lambda conn, ch: self._w_append(conn, ch, appends))
+
+    def set_committed_key(self, uin: int, device_id: str, key: bytes, now: int) -> None:
+        with self._commit_lock:  # the writer thread swaps the queue out
+            first = not self._commit_queue
+            self._commit_queue[(uin, device_id)] = (key, now)
+        if first:  # one write job carries every commit mark queued until it runs
+            self.db.write_nowait(self._w_flush_commits)
+
+    def _w_flush_commits(self, conn: sqlite3.Connection) -> None:
+        with self._commit_lock:
+            queued, self._commit_queue = self._commit_queue, {}
+        conn.executemany(
+            "INSERT INTO devices VALUES (?,?,?,?) ON CONFLICT(uin, device_id)"
+            " DO UPDATE SET committed_key=excluded.committed_key, updated=excluded.updated",
+            [(u, d, key, t) for (u, d), (key, t) in queued.items()],
+        )
+
+    async def committed_key(self, uin: int, device_id: str) -> bytes | None:
+        r = await self._one(
+            "SELECT committed_key FROM devices WHERE uin=? AND device_id=?", (uin, device_id)
+        )
+        return None if r is None else bytes(r[0])
+
+    # ---------------------------------------------------------------- contacts, rooms
+    async def contacts_of(self, uin: int) -> set[str]:
+        return {r[0] for r in await self._read("SELECT peer FROM contacts WHERE owner=?", (uin,))}
+
+    async def add_contacts(
+        self, pairs: Sequence[tuple[int, str]], now: int, appends: Sequence[Append]
+    ) -> None:
+        def w(conn: sqlite3.Connection, ch: Changes) -> None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO contacts VALUES (?,?,?)", [(o, p, now) for o, p in pairs]
+            )
+            self._w_append(conn, ch, appends)
+
+        await self._write(w)
+
+    async def room(self, name: str) -> RoomRow | None:
+        def read(conn: sqlite3.Connection) -> RoomRow | None:
+            r = conn.execute("SELECT topic, owner FROM chatrooms WHERE name=?", (name,)).fetchone()
+            if r is None:
+                return None
+            ms = conn.execute(
+                "SELECT member FROM room_members WHERE room=? ORDER BY member", (name,)
+            ).fetchall()
+            return RoomRow(name, r[0], r[1], [m[0] for m in ms])
+
+        return await self.db.read(read)
+
+    async def rooms_of(self, user_name: str) -> list[str]:
+        rows = await self._read(
+            "SELECT room FROM room_members WHERE member=? ORDER BY room", (user_name,)
+        )
+        return [r[0] for r in rows]
+
+    async def save_room(
+        self,
+        room: RoomRow,
+        added: Sequence[str],
+        removed: Sequence[str],
+        now: int,
+        appends: Sequence[Append],
+        *,
+        create: bool,
+    ) -> None:
+        def w(conn: sqlite3.Connection, ch: Changes) -> None:
+            if create:
+                conn.execute(
+                    "INSERT INTO chatrooms VALUES (?,?,?,?)",
+                    (room.name, room.topic, room.owner, now),
+                )
+            else:
+                conn.execute("UPDATE chatrooms SET topic=? WHERE name=?", (room.topic, room.name))
+            conn.executemany(
+                "INSERT OR IGNORE INTO room_members VALUES (?,?)", [(room.name, n) for n in added]
+            )
+            conn.executemany(
+                "DELETE FROM room_members WHERE room=? AND member=?",
+                [(room.name, n) for n in removed],
+            )
+            self._w_append(conn, ch, appends)
+
+        await self._write(w)
+
+    # ---------------------------------------------------------------- messages
+    def _w_msg_id(self, conn: sqlite3.Connection) -> int:
+        if self._w_next_msg_id is None:
+            row = conn.execute("SELECT MAX(msg_id) FROM messages").fetchone()
+            self._w_next_msg_id = max(int(row[0] or 0) + 1, FIRST_MSG_ID)
+        mid = self._w_next_msg_id
+        self._w_next_msg_id += 1
+        return mid
+
+    async def store_messages(
+        self, sender: int, msgs: Sequence[NewMessage], now: int
+    ) -> list[tuple[int, int, bool]]:
+        def w(conn: sqlite3.Connection, ch: Changes) -> list[tuple[int, int, bool]]:
+            out = []
+            for m in msgs:
+                mid = self._w_msg_id(conn)
+                try:
+                    conn.execute(
+                        "INSERT INTO messages (msg_id, sender, client_msg_id, to_user, msg_type,"
+                        " create_time, media) VALUES (?,?,?,?,?,?,?)",
+                        (mid, sender, m.client_msg_id, m.to_user, m.msg_type, now, m.media),
+                    )
+                except sqlite3.IntegrityError:  # (sender, client_msg_id) seen before
+                    row = conn.execute(
+                        "SELECT msg_id, create_time FROM messages"
+                        " WHERE sender=? AND client_msg_id=?",
+                        (sender, m.client_msg_id),
+                    ).fetchone()
+                    out.append((int(row[0]), int(row[1]), True))
+                    continue
+                self._w_append(conn, ch, [Append(m.recipients, 2, m.make_body(mid, now))])
+                out.append((mid, now, False))
+            return out
+
+        return await self._write(w)
+
+    async def message(self, msg_id: int) -> MessageRow | None:
+        return _message(
+            await self._one(f"SELECT {_MSG_COLS} FROM messages WHERE msg_id=?", (msg_id,))
+        )
+
+    async def message_by_client_id(self, sender: int, client_msg_id: str) -> MessageRow | None:
+        return _message(
+            await self._one(
+                f"SELECT {_MSG_COLS} FROM messages WHERE sender=? AND client_msg_id=?",
+                (sender, client_msg_id),
+            )
+        )
+
+    async def revoke(self, msg_id: int, appends: Sequence[Append]) -> None:
+        def w(conn: sqlite3.Connection, ch: Changes) -> None:
+            conn.execute("UPDATE messages SET revoked=1 WHERE msg_id=?", (msg_id,))
+            self._w_append(conn, ch, appends)
+
+        await self._write(w)
+
+    # ---------------------------------------------------------------- uploads
+    async def upload_begin(
+        self, owner: int, client_id: str, kind: str, to_user: str, total: int, now: int
+    ) -> tuple[str, int, list[tuple[int, int]]]:
+        def w(conn: sqlite3.Connection) -> tuple[str, int, list[tuple[int, int]]]:
+            row = conn.execute(
+                "SELECT to_user, total_len, ranges FROM uploads"
+                " WHERE owner=? AND client_id=? AND kind=?",
+                (owner, client_id, kind),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO uploads (owner, client_id, kind, to_user, total_len, ranges,"
+                    " created) VALUES (?,?,?,?,?,?,?)",
+                    (owner, client_id, kind, to_user, total, "[]", now),
+                )
+                return to_user, total, []
+            return row[0], int(row[1]), [(a, b) for a, b in json.loads(row[2])]
+
+        return await self.db.write(w)
+
+    async def upload_save(
+        self, owner: int, client_id: str, kind: str, ranges: list[tuple[int, int]]
+    ) -> None:
+        text = json.dumps(ranges)
+        await self.db.write(
+            lambda c: c.execute(
+                "UPDATE uploads SET ranges=? WHERE owner=? AND client_id=? AND kind=?",
+                (text, owner, client_id, kind),
+            )
+        )
+
+    async def upload_drop(self, owner: int, client_id: str, kind: str) -> None:
+        await self.db.write(
+            lambda c: c.execute(
+                "DELETE FROM uploads WHERE owner=? AND client_id=? AND kind=?",
+                (owner, client_id, kind),
+            )
+        )

@@ -1,0 +1,188 @@
+"""The storage interface of the sync engine (DESIGN section 2: ``Store``).
+
+The engine holds the domain rules; a store keeps accounts, sessions, contacts, groups,
+messages, uploads and the per-account sync logs, and guarantees three things:
+
+* every write method returns only after its data is durable (the engine acknowledges
+  sends on that);
+* sequence numbers of one account's log become visible in order (never N+1 before N);
+* after each durable write that appended to some logs, ``publish(Changes)`` is called
+  on the event loop, before the write's own caller resumes.
+
+:class:`wxnet.sync.sqlite_store.SQLiteStore` is the embedded implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = [
+    "Account",
+    "Append",
+    "Changes",
+    "Item",
+    "MessageRow",
+    "NewMessage",
+    "RoomRow",
+    "SessionRow",
+    "Store",
+]
+
+#: One log entry as read: (key type, seq, stored CmdItem bytes without key and seq).
+Item = tuple[int, int, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    uin: int
+    user_name: str
+    nick_name: str
+    pw_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    sid: str
+    uin: int
+    user_name: str
+    device_id: str
+    device_name: str
+    kind: str
+    expires: int
+
+
+@dataclass(slots=True)
+class RoomRow:
+    name: str
+    topic: str
+    owner: str
+    members: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    msg_id: int
+    sender: int
+    client_msg_id: str
+    to_user: str
+    msg_type: int
+    create_time: int
+    revoked: bool
+    media: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Append ``body`` to the ``key`` log of every account in ``uins``."""
+
+    uins: Sequence[int]
+    key: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store unless (sender, client_msg_id) exists. ``make_body(msg_id,
+    create_time)`` builds the log item once the store has assigned the id."""
+
+    client_msg_id: str
+    to_user: str
+    msg_type: int
+    media: str | None
+    recipients: Sequence[int]
+    make_body: Callable[[int, int], bytes]
+
+
+@dataclass(slots=True)
+class Changes:
+    """What a write appended: new log heads and, per account, the selector bits."""
+
+    heads: dict[tuple[int, int], int] = field(default_factory=dict)
+    news: dict[int, int] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    async def start(self, publish: Callable[[Changes], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def flush(self) -> None:
+        """Return once every write queued before the call (background ones too) is durable."""
+        ...
+
+    def statistics(self) -> dict[str, int]:
+        """Counters for /metrics (at least ``commits`` and ``writes``)."""
+        ...
+
+    # accounts and sessions
+    async def create_account(self, name: str, pw_hash: str, nick: str, now: int) -> int: ...
+    async def account_by_name(self, name: str) -> Account | None: ...
+    async def account_by_uin(self, uin: int) -> Account | None: ...
+    async def create_session(self, row: SessionRow, now: int) -> None: ...
+    async def session(self, sid: str) -> SessionRow | None: ...
+    async def delete_session(self, sid: str) -> None: ...
+
+    # sync logs
+    async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:
+        """The last committed seq of a log. May lag behind what a concurrent read already
+        returned; ``fresh`` reads it from the storage instead of a cache."""
+        ...
+
+    async def read_log(
+        self, uin: int, after: Sequence[tuple[int, int]], max_items: int, max_bytes: int
+    ) -> tuple[list[Item], list[int]]:
+        """Items after each (key, seq) in order, within the window; also the keys that
+        still have items beyond it."""
+        ...
+
+    async def recent(self, uin: int, key: int, upto: int, limit: int) -> list[Item]: ...
+    async def append(self, appends: Sequence[Append]) -> None: ...
+    def set_committed_key(self, uin: int, device_id: str, key: bytes, now: int) -> None:
+        """Record a device's committed key; may be batched (no answer depends on it)."""
+        ...
+
+    async def committed_key(self, uin: int, device_id: str) -> bytes | None: ...
+
+    # contacts and chatrooms
+    async def contacts_of(self, uin: int) -> set[str]: ...
+    async def add_contacts(
+        self, pairs: Sequence[tuple[int, str]], now: int, appends: Sequence[Append]
+    ) -> None: ...
+    async def room(self, name: str) -> RoomRow | None: ...
+    async def rooms_of(self, user_name: str) -> list[str]: ...
+    async def save_room(
+        self,
+        room: RoomRow,
+        added: Sequence[str],
+        removed: Sequence[str],
+        now: int,
+        appends: Sequence[Append],
+        *,
+        create: bool,
+    ) -> None: ...
+
+    # messages
+    async def store_messages(
+        self, sender: int, msgs: Sequence[NewMessage], now: int
+    ) -> list[tuple[int, int, bool]]:
+        """(msg_id, create_time, duplicate) per message, in order, once durable."""
+        ...
+
+    async def message(self, msg_id: int) -> MessageRow | None: ...
+    async def message_by_client_id(self, sender: int, client_msg_id: str) -> MessageRow | None: ...
+    async def revoke(self, msg_id: int, appends: Sequence[Append]) -> None: ...
+
+    # resumable uploads
+    async def upload_begin(
+        self, owner: int, client_id: str, kind: str, to_user: str, total: int, now: int
+    ) -> tuple[str, int, list[tuple[int, int]]]:
+        """Start or resume; returns (to_user, total_len, received ranges) as stored."""
+        ...
+
+    async def upload_save(
+        self, owner: int, client_id: str, kind: str, ranges: list[tuple[int, int]]
+    ) -> None: ...
+
+    async def upload_drop(self, owner: int, client_id: str, kind: str) -> None: ...

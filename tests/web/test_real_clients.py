@@ -1,0 +1,86 @@
+"""Unmodified itchat 1.3.10, itchat-uos 1.4.1 and wechat4u 0.7.14 against the server:
+QR login approved from a phone, contacts and chatrooms, receive text / image / group
+message from a mobile user, send text and an image back, log out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.web.clients import HARNESS, Harness, python_client, wechat4u_dir
+from tests.web.conftest import Mobile, base_url, png_bytes, web_api
+from wxnet.proto import web as wp
+from wxnet.server.app import Server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["itchat", "itchat-uos", "wechat4u"])
+async def client(
+    request: pytest.FixtureRequest, server: Server, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    name: str = request.param
+    base = base_url(server)
+    if name == "wechat4u":
+        d = await asyncio.to_thread(wechat4u_dir)
+        argv = ["node", str(HARNESS / "wechat4u_harness.js"), base]
+        h = await Harness.start(name, argv, d, {"NODE_PATH": str(d / "node_modules")})
+    else:
+        py = await asyncio.to_thread(python_client, name)
+        argv = [str(py), str(HARNESS / "itchat_harness.py"), base, str(tmp_path)]
+        h = await Harness.start(name, argv, tmp_path)
+    try:
+        yield h
+    finally:
+        await h.close()
+
+
+async def test_real_client(
+    client: Harness, server: Server, alice: Mobile, bob: Mobile, tmp_path: Path
+) -> None:
+    room = await alice.room("team", ["bob", "carol"])
+    qr = await client.expect("qr")
+    assert await alice.scan(qr["uuid"]) == 0
+    await client.expect("login")
+    assert len(web_api(server).sessions.of_account(alice.uin)) == 1
+
+    await client.send(op="contacts")
+    contacts = await client.expect("contacts")
+    assert {"Bob", "Carol"} <= set(contacts["friends"])
+    assert "team" in {r["nick"] for r in contacts["rooms"]}
+
+    bob_web = wp.web_user_name("bob")
+    await bob.send("alice", "hello from the phone & more")
+    m = await client.expect("message", lambda e: e["from"] == bob_web and not e["group"])
+    assert "hello from the phone" in m["text"]
+
+    img = png_bytes((30, 60, 200))
+    await bob.send_image("alice", img)
+    m = await client.expect("message", lambda e: "size" in e)
+    assert m["size"] == len(img) and m["head"] == img[:4].hex()
+
+    await bob.send(room, "group hello")
+    m = await client.expect("message", lambda e: e["group"] and "group hello" in e["text"])
+    assert m["from"] == wp.web_chatroom_name(room)
+    if client.name.startswith("itchat"):
+        assert m["actual"] == "Bob" and m["text"] == "group hello"  # prefix parsed
+
+    await client.send(op="send", to="Bob", text="reply from " + client.name)
+    assert (await client.expect("sent"))["ret"] == 0
+    got = await bob.wait_msg(lambda x: x.content == "reply from " + client.name)
+    assert got.from_user == "alice"
+
+    path = tmp_path / "out.png"
+    data = png_bytes((250, 200, 0), 400)
+    path.write_bytes(data)
+    await client.send(op="image", to="Bob", path=str(path))
+    assert (await client.expect("sent"))["ret"] == 0
+    got = await bob.wait_msg(lambda x: x.msg_type == 3 and x.from_user == "alice")
+    assert got.media_len == len(data)
+
+    await client.send(op="logout")
+    await client.expect("loggedout")
+    assert not web_api(server).sessions.of_account(alice.uin)
