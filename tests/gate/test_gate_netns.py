@@ -162,6 +162,8 @@ def test_allow_only_passes_wechat_and_nothing_else(world: World, gate_factory: G
     assert gate.set_has("app_wechat_4", WECHAT_DNS_IP)  # in the set before the answer
     assert world.probe("dns", GW_LAN_IP, name="video.example")["rcode"] == "NXDOMAIN"
     assert world.probe("dns", GW_LAN_IP, name="video.example", tcp=True)["rcode"] == "NXDOMAIN"
+    r = world.probe("dns", GW_LAN_IP, name="short.weixin.qq.com", tcp=True)  # TCP, forwarded
+    assert r == {"rcode": "NOERROR", "addresses": [WECHAT_DNS_IP]}
     # Today's client: POST /mmtls/ on 80 to the resolved address (kernel path).
     post = b"POST /mmtls/0a1b2c3d HTTP/1.1\r\nHost: sgshort.wechat.com\r\n\r\n" + mmtls_hello()
     assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=80, send=post.hex()), post)
@@ -249,7 +251,11 @@ def test_ipv6_inspector_and_sets(world: World, gate_factory: GateFactory) -> Non
 def test_lenient_spoofing_and_silent_or_garbage_clients(
     world: World, gate_factory: GateFactory
 ) -> None:
-    gate = gate_factory(ALLOW_ONLY.replace('spoof = "strict"', 'spoof = "lenient"'))
+    policy = ALLOW_ONLY.replace('spoof = "strict"', 'spoof = "lenient"\nforeign-dns = "drop"')
+    gate = gate_factory(policy)
+    # foreign-dns = "drop": DNS to another server is rejected, the gateway still answers.
+    assert "error" in world.probe("dns", FOREIGN_DNS, name="video.example", timeout=1)
+    assert world.probe("dns", GW_LAN_IP, name="video.example")["rcode"] == "NXDOMAIN"
     # Lenient: a WeChat Host to a foreign address passes, but the address is not cached.
     spoof = b"POST /mmtls/00 HTTP/1.1\r\nHost: short.weixin.qq.com\r\n\r\n"
     assert echo_ok(world.probe("tcp", CHECK_IP, port=80, send=spoof.hex()), spoof)
