@@ -28,6 +28,7 @@ def test_summary_buckets_traffic_and_blocks() -> None:
     s = summary(RECS, now=3600, buckets=4)
     assert s["traffic_per_app"] == {"WeChat": [100, 0, 300, 0], "QQ": [0, 0, 50, 0]}
     assert s["traffic_per_device"] == {"alice": 400, "bob": 50}
+    assert s["traffic_per_device_over_time"] == {"alice": [100, 0, 300, 0], "bob": [0, 0, 50, 0]}
     assert s["blocks"] == [0, 0, 0, 2]
     assert s["blocked"] == [("bob", "unknown", "video.example", 2)]
 
@@ -35,7 +36,7 @@ def test_summary_buckets_traffic_and_blocks() -> None:
 def test_page_has_charts_and_escapes_labels() -> None:
     evil = rec(10, "<script>x</script>", 'Evil"app', "allow", 5)
     page = render_dashboard([*RECS, evil], now=3600, table="wxnet")
-    assert page.count("<svg") == 3
+    assert page.count("<svg") == 4
     assert 'data-label="WeChat"' in page and 'data-label="alice" data-value="400"' in page
     assert "<script>x</script>" not in page and "&lt;script&gt;" in page
     assert "cdn" not in page.lower() and "http://" not in page and "https://" not in page

@@ -67,14 +67,18 @@ async def test_dashboard_draws_charts_without_external_requests() -> None:
                 await page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
                 assert await page.title() == "wxnet gate"
                 charts = page.locator("svg.chart")
-                assert await charts.count() == 3
-                for i in range(3):
+                assert await charts.count() == 4
+                for i in range(4):
                     box = await charts.nth(i).bounding_box()
                     assert box is not None and box["width"] > 200 and box["height"] > 50
                 labels = await page.locator("#chart-apps polyline").evaluate_all(
                     "els => els.map(e => e.dataset.label)"
                 )
                 assert sorted(labels) == ["QQ", "WeChat"]
+                devices = await page.locator("#chart-device-time polyline").evaluate_all(
+                    "els => els.map(e => e.dataset.label)"
+                )
+                assert sorted(devices) == ["alice", "bob"]
                 heights = await page.locator("#chart-devices rect.bar").evaluate_all(
                     "els => els.map(e => [e.dataset.label, e.getBBox().height])"
                 )

@@ -59,7 +59,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 class Gate:
-    def __init__(self, world: World, policy: str, tmp: Path, verbose: bool = False) -> None:
+    def __init__(
+        self, world: World, policy: str, tmp: Path, verbose: bool = False, short: bool = False
+    ) -> None:
         self.world = world
         self.table = f"wxt{world.sfx}{os.urandom(2).hex()}"
         self.dir = tmp
@@ -70,6 +72,8 @@ class Gate:
             )
         )
         argv = [sys.executable, "-m", "wxnet", "gate", "run", str(self.config)]
+        if short:  # the form the issue documents: wxnet gate --config FILE
+            argv = [sys.executable, "-m", "wxnet", "gate", "--config", str(self.config)]
         self.proc = world.spawn(world.gw, [*argv, "--verbose"] if verbose else argv)
         line = read_line(self.proc, 30)
         if not line.startswith("ready"):
@@ -133,8 +137,8 @@ GateFactory = Callable[..., Gate]
 def gate_factory(world: World, tmp_path: Path) -> Iterator[GateFactory]:
     made: list[Gate] = []
 
-    def make(policy: str, verbose: bool = False) -> Gate:
-        gate = Gate(world, policy, tmp_path, verbose)
+    def make(policy: str, verbose: bool = False, short: bool = False) -> Gate:
+        gate = Gate(world, policy, tmp_path, verbose, short)
         made.append(gate)
         return gate
 
@@ -158,6 +162,8 @@ def test_allow_only_passes_wechat_and_nothing_else(world: World, gate_factory: G
     assert gate.set_has("app_wechat_4", WECHAT_DNS_IP)  # in the set before the answer
     assert world.probe("dns", GW_LAN_IP, name="video.example")["rcode"] == "NXDOMAIN"
     assert world.probe("dns", GW_LAN_IP, name="video.example", tcp=True)["rcode"] == "NXDOMAIN"
+    r = world.probe("dns", GW_LAN_IP, name="short.weixin.qq.com", tcp=True)  # TCP, forwarded
+    assert r == {"rcode": "NOERROR", "addresses": [WECHAT_DNS_IP]}
     # Today's client: POST /mmtls/ on 80 to the resolved address (kernel path).
     post = b"POST /mmtls/0a1b2c3d HTTP/1.1\r\nHost: sgshort.wechat.com\r\n\r\n" + mmtls_hello()
     assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=80, send=post.hex()), post)
@@ -245,7 +251,11 @@ def test_ipv6_inspector_and_sets(world: World, gate_factory: GateFactory) -> Non
 def test_lenient_spoofing_and_silent_or_garbage_clients(
     world: World, gate_factory: GateFactory
 ) -> None:
-    gate = gate_factory(ALLOW_ONLY.replace('spoof = "strict"', 'spoof = "lenient"'))
+    policy = ALLOW_ONLY.replace('spoof = "strict"', 'spoof = "lenient"\nforeign-dns = "drop"')
+    gate = gate_factory(policy)
+    # foreign-dns = "drop": DNS to another server is rejected, the gateway still answers.
+    assert "error" in world.probe("dns", FOREIGN_DNS, name="video.example", timeout=1)
+    assert world.probe("dns", GW_LAN_IP, name="video.example")["rcode"] == "NXDOMAIN"
     # Lenient: a WeChat Host to a foreign address passes, but the address is not cached.
     spoof = b"POST /mmtls/00 HTTP/1.1\r\nHost: short.weixin.qq.com\r\n\r\n"
     assert echo_ok(world.probe("tcp", CHECK_IP, port=80, send=spoof.hex()), spoof)
@@ -283,7 +293,7 @@ def test_killed_gate_leaves_allow_only_closed(world: World, gate_factory: GateFa
 
 
 def test_block_mode_is_the_inverse(world: World, gate_factory: GateFactory) -> None:
-    gate = gate_factory(BLOCK)
+    gate = gate_factory(BLOCK, short=True)
     assert world.probe("dns", GW_LAN_IP, name="sgshort.wechat.com")["rcode"] == "NXDOMAIN"
     assert world.probe("dns", GW_LAN_IP, name="video.example")["addresses"] == [VIDEO_IP]
     get = b"GET /watch HTTP/1.1\r\nHost: video.example\r\n\r\n"

@@ -26,6 +26,7 @@ def summary(records: Iterable[FlowRecord], now: float, buckets: int = 24) -> dic
     width = span / buckets
     per_app: dict[str, list[int]] = {}
     per_device: dict[str, int] = {}
+    per_device_time: dict[str, list[int]] = {}
     blocks = [0] * buckets
     blocked: dict[tuple[str, str, str], int] = {}
     for r in recs:
@@ -34,6 +35,7 @@ def summary(records: Iterable[FlowRecord], now: float, buckets: int = 24) -> dic
         if r.verdict == "allow":
             per_app.setdefault(label, [0] * buckets)[i] += r.bytes_up + r.bytes_down
             per_device[r.device] = per_device.get(r.device, 0) + r.bytes_up + r.bytes_down
+            per_device_time.setdefault(r.device, [0] * buckets)[i] += r.bytes_up + r.bytes_down
         else:
             blocks[i] += 1
             what = r.name or f"{r.server}:{r.server_port}"
@@ -44,17 +46,18 @@ def summary(records: Iterable[FlowRecord], now: float, buckets: int = 24) -> dic
         "bucket_seconds": width,
         "traffic_per_app": per_app,
         "traffic_per_device": per_device,
+        "traffic_per_device_over_time": per_device_time,
         "blocks": blocks,
         "blocked": sorted(((*k, n) for k, n in blocked.items()), key=lambda x: -x[3])[:20],
     }
 
 
-def _lines(series: dict[str, list[int]], title: str) -> str:
+def _lines(series: dict[str, list[int]], title: str, chart_id: str = "chart-apps") -> str:
     top = max((v for s in series.values() for v in s), default=0) or 1
     n = max((len(s) for s in series.values()), default=1)
     step = (W - 2 * PAD) / max(1, n - 1)
     parts = [
-        f'<svg class="chart" id="chart-apps" viewBox="0 0 {W} {H}" role="img" '
+        f'<svg class="chart" id="{chart_id}" viewBox="0 0 {W} {H}" role="img" '
         f'aria-label="{_e(title)}">',
         f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#999"/>',
         f'<text x="{PAD}" y="14" font-size="12">{_e(title)} (max {top} bytes per bucket)</text>',
@@ -108,11 +111,13 @@ def render_dashboard(records: Iterable[FlowRecord], now: float, table: str) -> s
     s = summary(records, now)
     per_app = s["traffic_per_app"]
     per_device = s["traffic_per_device"]
+    per_device_time = s["traffic_per_device_over_time"]
     blocks = s["blocks"]
     blocked = s["blocked"]
     start = float(s["start"])  # type: ignore[arg-type]
     width = float(s["bucket_seconds"])  # type: ignore[arg-type]
     assert isinstance(per_app, dict) and isinstance(per_device, dict)
+    assert isinstance(per_device_time, dict)
     assert isinstance(blocks, list) and isinstance(blocked, list)
     block_bars = [
         (datetime.fromtimestamp(start + i * width, UTC).strftime("%H:%M"), int(v))
@@ -136,6 +141,8 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 <p id="stamp">Updated {stamp} UTC. <a href="/metrics">/metrics</a></p>
 <h2>Traffic per app over time</h2>
 {_lines(per_app, "bytes per app")}
+<h2>Traffic per device over time</h2>
+{_lines(per_device_time, "bytes per device", "chart-device-time")}
 <h2>Traffic per device</h2>
 {_bars(sorted(per_device.items()), "bytes per device", "chart-devices", "#264653")}
 <h2>Blocked attempts over time</h2>
