@@ -25,21 +25,21 @@ import os
 import platform
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
+from bench import loadgen
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.framing import PacketDecoder, encode_packet
-from wxnet.proto.synckey import SyncKey
 
 
 def rss_kib(pid: int) -> int:
@@ -104,9 +104,6 @@ class Dev:
     user: str
     base: pb.BaseRequest
     link: Link
-    key: SyncKey = field(default_factory=SyncKey)
-    syncing: bool = False
-    again: bool = False
 
 
 class ServerProc:
@@ -145,26 +142,6 @@ class ServerProc:
         if self.proc:
             self.proc.terminate()
             self.proc.wait(30)
-
-
-def add_users(data: Path, names: list[str]) -> None:
-    for n in names:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "wxnet",
-                "user",
-                "add",
-                n,
-                "--password",
-                "secret1",
-                "--data",
-                str(data),
-            ],
-            check=True,
-            capture_output=True,
-        )
 
 
 async def login(port: int, user: str, device: str) -> Dev:
@@ -216,7 +193,7 @@ async def bench_idle_links(n: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         users = [f"idle{i:03d}" for i in range(10)]
-        add_users(data, users)
+        loadgen.create_users(data, users, "secret1")
         srv = ServerProc(data)
         srv.start()
         try:
@@ -245,134 +222,6 @@ async def bench_idle_links(n: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ 2/3. delivery
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) used so far by process ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def run_delivery(
-    server_pid: int, pairs: list[tuple[Dev, Dev]], seconds: float, rate: float | None, batch: int
-) -> dict[str, float]:
-    """Senders send to their receivers; receivers sync on notify. Returns stats."""
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    delivered = 0
-    acked = 0
-    stop_at = loop.time() + seconds
-    measuring = True
-
-    async def sync(dev: Dev) -> None:
-        nonlocal delivered
-        if dev.syncing:
-            dev.again = True
-            return
-        dev.syncing = True
-        try:
-            while True:
-                dev.again = False
-                r = await call(
-                    dev.link,
-                    "newsync",
-                    pb.NewSyncRequest(base=dev.base, key_buf=dev.key.to_bytes(), selector=2),
-                    pb.NewSyncResponse,
-                )
-                now = time.perf_counter()
-                dev.key = SyncKey.from_bytes(r.key_buf)
-                for item in r.cmd_list:
-                    if item.WhichOneof("body") == "add_msg" and measuring:
-                        delivered += 1
-                        sent = float(item.add_msg.content)
-                        latencies.append(now - sent)
-                if not r.continue_flag and not dev.again:
-                    break
-        finally:
-            dev.syncing = False
-
-    tasks: set[asyncio.Task[None]] = set()
-
-    def on_notify(link: Link, sel: int) -> None:
-        dev = receivers_by_link.get(id(link))
-        if dev is not None:
-            t = loop.create_task(sync(dev))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
-
-    receivers_by_link: dict[int, Dev] = {}
-    for _, r in pairs:
-        r.link.on_notify = on_notify
-        receivers_by_link[id(r.link)] = r
-
-    run_id = os.urandom(3).hex()
-    counter = 0
-
-    async def send_one(s: Dev, r: Dev) -> None:
-        nonlocal acked, counter
-        msgs = []
-        for _ in range(batch):
-            counter += 1
-            msgs.append(
-                pb.MicroMsg(
-                    to_user=r.user,
-                    content=repr(time.perf_counter()),
-                    msg_type=1,
-                    client_msg_id=f"{run_id}-{counter}",
-                )
-            )
-        resp = await call(
-            s.link, "newsendmsg", pb.SendMsgRequest(base=s.base, list=msgs), pb.SendMsgResponse
-        )
-        acked += sum(1 for x in resp.list if x.ret == 0)
-
-    async def sender(s: Dev, r: Dev, interval: float | None) -> None:
-        if interval is None:  # flat out: one request in flight per sender
-            while loop.time() < stop_at:
-                await send_one(s, r)
-            return
-        # paced: offer the rate whatever the latency (a client pipelines its sends)
-        inflight: set[asyncio.Task[None]] = set()
-        next_t = loop.time()
-        while loop.time() < stop_at:
-            t = loop.create_task(send_one(s, r))
-            inflight.add(t)
-            t.add_done_callback(inflight.discard)
-            next_t += interval
-            delay = next_t - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        if inflight:
-            await asyncio.gather(*inflight)
-
-    interval = None if rate is None else batch * len(pairs) / rate
-    cpu0 = time.process_time()
-    srv_cpu0 = proc_cpu(server_pid)
-    t0 = loop.time()
-    await asyncio.gather(*(sender(s, r, interval) for s, r in pairs))
-    elapsed = loop.time() - t0
-    deadline = loop.time() + 10
-    while delivered < acked and loop.time() < deadline:
-        await asyncio.sleep(0.01)
-    measuring = False
-    cpu = time.process_time() - cpu0
-    srv_cpu = proc_cpu(server_pid) - srv_cpu0
-    lat = sorted(latencies)
-
-    def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
-
-    return {
-        "acked": acked,
-        "delivered": delivered,
-        "seconds": elapsed,
-        "delivered_per_s": delivered / elapsed,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
-        "loadgen_cpu": cpu / (loop.time() - t0),
-        "server_cpu": srv_cpu / (loop.time() - t0),
-    }
-
-
 async def echo_baseline(seconds: float, conns: int, batch: int) -> float:
     """Requests of the same size echoed by a uvloop server: messages/s ceiling."""
     code = (
@@ -426,42 +275,39 @@ async def echo_baseline(seconds: float, conns: int, batch: int) -> float:
 
 
 async def bench_delivery(
-    n_pairs: int, seconds: float, rate: float, batch: int, durability: str
-) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp)
-        names = [f"u{i:04d}" for i in range(2 * n_pairs)]
-        add_users(data, names)
-        srv = ServerProc(data, f'[sync]\ndurability = "{durability}"\n')
-        srv.start()
-        try:
-            pairs = []
-            for i in range(n_pairs):
-                s = await login(srv.port, names[2 * i], f"s{i}")
-                r = await login(srv.port, names[2 * i + 1], f"r{i}")
-                await identify(r)
-                add = await call(
-                    s.link,
-                    "verifyuser",
-                    pb.AddContactRequest(base=s.base, user_name=r.user),
-                    pb.AddContactResponse,
+    pairs: int, messages: int, rate: float, window: int, durability: str
+) -> dict[str, dict[str, Any]]:
+    """Flat out, then paced at ``rate``, with bench.loadgen on a fresh server."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode, r in (("max", 0.0), ("paced", rate)):
+        with tempfile.TemporaryDirectory() as tmp:  # fresh ids: no dedup between runs
+            data = Path(tmp)
+            names = [f"{p}{i}" for p in ("lgs", "lgr") for i in range(pairs)]
+            loadgen.create_users(data, names, "loadgen-pw")
+            srv = ServerProc(data, f'[sync]\ndurability = "{durability}"\n')
+            srv.start()
+            try:
+                assert srv.proc is not None
+                c0, w0 = srv.metric("wxnet_db_commits"), srv.metric("wxnet_db_writes")
+                n = messages if r == 0 else int(r * 8)
+                res = await loadgen.run_load(
+                    "127.0.0.1",
+                    srv.port,
+                    pairs,
+                    n,
+                    rate=r,
+                    window=window,
+                    prefix="lg",
+                    server_pid=srv.proc.pid,
                 )
-                assert add.base.ret == 0
-                init = await call(
-                    r.link, "newinit", pb.NewInitRequest(base=r.base), pb.NewInitResponse
-                )
-                r.key = SyncKey.from_bytes(init.current_synckey)
-                pairs.append((s, r))
-            await asyncio.sleep(0.5)
-            assert srv.proc is not None
-            c0, w0 = srv.metric("wxnet_db_commits"), srv.metric("wxnet_db_writes")
-            out["max"] = await run_delivery(srv.proc.pid, pairs, seconds, None, batch)
-            c1, w1 = srv.metric("wxnet_db_commits"), srv.metric("wxnet_db_writes")
-            out["max"]["jobs_per_commit"] = (w1 - w0) / max(1.0, c1 - c0)
-            out["paced"] = await run_delivery(srv.proc.pid, pairs, seconds, rate, 1)
-        finally:
-            srv.stop()
+                summary = res.summary()
+                summary["server_cpu"] = (res.server_cpu_seconds or 0.0) / res.elapsed
+                summary["loadgen_cpu"] = res.cpu_seconds / res.elapsed
+                c1, w1 = srv.metric("wxnet_db_commits"), srv.metric("wxnet_db_writes")
+                summary["jobs_per_commit"] = (w1 - w0) / max(1.0, c1 - c0)
+                out[mode] = summary
+            finally:
+                srv.stop()
     return out
 
 
@@ -483,34 +329,46 @@ async def main_async(args: argparse.Namespace) -> None:
             ("ratio wxnet/baseline", f"{ours / base:.2f}"),
         ],
     )
-    echo = await echo_baseline(args.seconds, args.pairs, args.batch)
+    echo = await echo_baseline(args.seconds, args.pairs, 1)
     for durability in args.durability:
-        d = await bench_delivery(args.pairs, args.seconds, args.rate, args.batch, durability)
+        d = await bench_delivery(args.pairs, args.messages, args.rate, args.window, durability)
         m, p = d["max"], d["paced"]
         table(
-            f"durable 1:1 delivery, durability={durability}, {args.pairs} pairs, "
-            f"batch {args.batch}, {args.seconds:.0f} s",
+            f"durable 1:1 delivery, durability={durability}, {args.pairs} pairs "
+            f"(bench.loadgen, {args.window} sends in flight per sender)",
             [
                 ("echo baseline (send + sync round trips, no store)", f"{echo:,.0f} msg/s"),
                 (
-                    "delivered (ack after commit, recipient synced)",
+                    "delivered flat out (ack after commit, recipient synced)",
                     f"{m['delivered_per_s']:,.0f} msg/s",
                 ),
-                ("ratio delivered/echo", f"{m['delivered_per_s'] / echo:.2f}"),
-                ("acked / delivered", f"{m['acked']:.0f} / {m['delivered']:.0f}"),
-                ("latency at max load p50 / p99", f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} ms"),
+                ("ratio delivered/echo", f"{m['delivered_per_s'] / echo:.3f}"),
                 (
-                    f"paced at {args.rate:,.0f} msg/s offered: achieved",
+                    "acked / delivered / lost / duplicates",
+                    f"{m['acked']} / {m['delivered']} / {m['lost']} / {m['duplicates']}",
+                ),
+                (
+                    "flat out send-to-deliver p50 / p99",
+                    f"{m['latency_ms']['p50']:.1f} / {m['latency_ms']['p99']:.1f} ms",
+                ),
+                (
+                    f"paced at {args.rate:,.0f} msg/s offered: delivered",
                     f"{p['delivered_per_s']:,.0f} msg/s",
                 ),
-                ("paced send-to-deliver p50 / p99", f"{p['p50_ms']:.2f} / {p['p99_ms']:.2f} ms"),
-                ("write jobs per group commit at max load", f"{m['jobs_per_commit']:.1f}"),
                 (
-                    "CPU at max load: server / load generator",
+                    "paced send-to-deliver p50 / p99",
+                    f"{p['latency_ms']['p50']:.2f} / {p['latency_ms']['p99']:.2f} ms",
+                ),
+                (
+                    "write jobs per group commit (flat out / paced)",
+                    f"{m['jobs_per_commit']:.1f} / {p['jobs_per_commit']:.1f}",
+                ),
+                (
+                    "CPU flat out: server / load generator (cores)",
                     f"{m['server_cpu']:.2f} / {m['loadgen_cpu']:.2f}",
                 ),
                 (
-                    "CPU paced: server / load generator",
+                    "CPU paced: server / load generator (cores)",
                     f"{p['server_cpu']:.2f} / {p['loadgen_cpu']:.2f}",
                 ),
             ],
@@ -529,8 +387,9 @@ def main() -> None:
     )
     ap.add_argument("--links", type=int, default=5000)
     ap.add_argument("--pairs", type=int, default=200)
-    ap.add_argument("--batch", type=int, default=10)
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--messages", type=int, default=100_000, help="flat-out run size")
+    ap.add_argument("--window", type=int, default=8, help="sends in flight per sender")
+    ap.add_argument("--seconds", type=float, default=10.0, help="echo baseline duration")
     ap.add_argument("--rate", type=float, default=5000.0)
     ap.add_argument("--durability", nargs="+", default=["FULL", "NORMAL"])
     args = ap.parse_args()

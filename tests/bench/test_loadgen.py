@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hypothesis import given
@@ -31,7 +32,7 @@ async def test_loadgen_delivers_everything_once_against_the_server(tmp_path: Pat
             messages=61,
             window=4,
             prefix="t",
-            server_cpu=lambda: 0.0,
+            server_pid=os.getpid(),
         )
     finally:
         await srv.close()

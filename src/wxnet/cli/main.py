@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "wxnet.cli.scan_cmd",
     "wxnet.cli.client_cmd",
     "wxnet.cli.chat_cmd",
+    "wxnet.cli.gate_cmd",
+    "wxnet.cli.lab_cmd",
 )
 
 

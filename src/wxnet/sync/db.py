@@ -82,6 +82,8 @@ class Database:
         if init is not None:
             init(self._wconn)
         self._rconn = connect(path, synchronous=synchronous)
+        self._synchronous = synchronous
+        self._lconn: sqlite3.Connection | None = None
         self._wq: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._rq: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
@@ -105,6 +107,18 @@ class Database:
     def write_nowait(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
         """Queue ``fn`` without waiting for it (errors are logged)."""
         self._submit(self._wq, _Job(fn, None, None))
+
+    def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a short read right here, on the caller's own connection (no thread hop).
+
+        For the event loop's small, indexed reads (a sync window, a lookup): WAL readers
+        never wait for the writer, and a hop to the reader thread costs more than they do.
+        """
+        if self._closed:
+            raise DatabaseClosed("database is closed")
+        if self._lconn is None:
+            self._lconn = connect(self.path, synchronous=self._synchronous)
+        return fn(self._lconn)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -131,6 +145,8 @@ class Database:
         self._reader.join()
         self._wconn.close()
         self._rconn.close()
+        if self._lconn is not None:
+            self._lconn.close()
 
     # -- threads ---------------------------------------------------------------------
     def _submit(self, q: queue.SimpleQueue[Any], job: _Job) -> None:

@@ -108,7 +108,7 @@ class SQLiteStore:
 
     # ---------------------------------------------------------------- plumbing
     async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        rows: list[Any] = await self.db.read(lambda c: c.execute(sql, args).fetchall())
+        rows: list[Any] = self.db.read_now(lambda c: c.execute(sql, args).fetchall())
         return rows
 
     async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
@@ -240,7 +240,7 @@ class SQLiteStore:
                     size += len(body)
             return items, more
 
-        return await self.db.read(read)
+        return self.db.read_now(read)
 
     async def recent(self, uin: int, key: int, upto: int, limit: int) -> list[Item]:
         rows = await self._read(
@@ -300,7 +300,7 @@ class SQLiteStore:
             ).fetchall()
             return RoomRow(name, r[0], r[1], [m[0] for m in ms])
 
-        return await self.db.read(read)
+        return self.db.read_now(read)
 
     async def rooms_of(self, user_name: str) -> list[str]:
         rows = await self._read(

@@ -1,0 +1,86 @@
+"""DNS filter queries per second (dnsperf from the phone namespace) vs dnsmasq doing
+the same forwarding on the same machine. Prints Markdown rows.
+
+Both forward to the same upstream (a dnsmasq in the "internet" namespace answering
+from its own table). wxnet: allow-only policy, so allowed names are forwarded and their
+addresses added to the nftables sets; other names are answered NXDOMAIN locally.
+dnsmasq: a plain forwarder, without cache (same work as wxnet) and with its cache.
+
+Usage (root): python -m bench.gate_dns [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+
+from bench.gate_world import GW_LAN, World, machine, need
+
+ALLOWED = [f"n{i}.weixin.qq.com" for i in range(50)] + [f"s{i}.wechat.com" for i in range(50)]
+OTHER = [f"site{i}.example" for i in range(100)]
+
+
+def dnsperf(world: World, names: list[str], seconds: int, tag: str) -> float:
+    qfile = world.tmp / f"{tag}.txt"
+    qfile.write_text("".join(f"{n} A\n" for n in names))
+    out = world.run(
+        world.phone, "dnsperf", "-s", GW_LAN, "-d", str(qfile), "-l", str(seconds), "-q", "200"
+    )
+    m = re.search(r"Queries per second:\s+([\d.]+)", out)
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    if m is None:
+        raise RuntimeError(out)
+    print(f"  {tag}: {m.group(1)} q/s, lost {lost.group(1) if lost else '?'}")
+    return float(m.group(1))
+
+
+def dnsmasq(world: World, cache: int) -> None:
+    conf = world.tmp / f"fwd{cache}.conf"
+    conf.write_text(
+        "no-resolv\nno-hosts\nbind-interfaces\n"
+        f"listen-address={GW_LAN}\nport=53\nserver=198.18.1.53\ncache-size={cache}\n"
+    )
+    world.spawn(world.gw, "dnsmasq", "-k", "-C", str(conf), "--pid-file=", "--user=root")
+    world.wait_listen(world.gw, f"{GW_LAN}:53", udp=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    need(("dnsperf", "dnsperf"), ("dnsmasq-base", "dnsmasq"))
+    runs: dict[str, list[float]] = {}
+    with World() as w:
+        w.start_upstream_dnsmasq()
+        for _ in range(args.rounds):  # interleaved, so load changes hit all alike
+            gate = w.start_gate()
+            for mix, names in (("allowed", ALLOWED), ("other", OTHER)):
+                runs.setdefault(f"wxnet {mix}", []).append(
+                    dnsperf(w, names, args.seconds, f"wxnet-{mix}")
+                )
+            w.stop(gate)
+            for cache in (0, 10000):
+                dnsmasq(w, cache)
+                for mix, names in (("allowed", ALLOWED), ("other", OTHER)):
+                    runs.setdefault(f"dnsmasq{cache} {mix}", []).append(
+                        dnsperf(w, names, args.seconds, f"dm{cache}-{mix}")
+                    )
+                p = w.procs.pop()
+                p.terminate()
+                p.communicate(timeout=10)
+    res = {k: statistics.median(v) for k, v in runs.items()}
+    print(f"machine: {machine()}")
+    print(f"{args.rounds} interleaved rounds x {args.seconds}s, medians")
+    print("| queries (dnsperf, 200 outstanding) | wxnet filter q/s | dnsmasq no cache q/s "
+          "| ratio | dnsmasq cached q/s | ratio |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for mix, what in (("allowed", "allowed names (forwarded, set filled)"),
+                      ("other", "names outside the policy (NXDOMAIN)")):  # fmt: skip
+        g, d0, d1 = res[f"wxnet {mix}"], res[f"dnsmasq0 {mix}"], res[f"dnsmasq10000 {mix}"]
+        print(f"| {what} | {g:.0f} | {d0:.0f} | {g / d0:.2f} | {d1:.0f} | {g / d1:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,528 @@
+"""The running gateway: nftables table, DNS filter servers, inspector, records, web.
+
+``GateService.start`` applies the ruleset (one transaction), then opens the DNS
+filter (UDP and TCP), the inspector and, if configured, the web page with
+``/metrics``. ``stop(remove_table=True)`` is the clean exit that deletes the table;
+a process that dies leaves the table in place, which keeps allow-only groups closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from wxnet.classify import Classifier, DnsMemory
+from wxnet.gate.ctevents import parse_destroy
+from wxnet.gate.dnsfilter import DnsFilter, Forward, MalformedQuery, Reply
+from wxnet.gate.inspector import Inspector
+from wxnet.gate.metrics import Metrics
+from wxnet.gate.nft import Nft, NftError
+from wxnet.gate.policy import Policy
+from wxnet.gate.records import FlowRecord, JsonlWriter, RecordStore
+from wxnet.gate.ruleset import MARK_BASE, MARK_MASK, app_of_mark, render
+
+__all__ = ["GateService", "Neighbours", "RecordSink", "Upstreams"]
+
+log = logging.getLogger("wxnet.gate")
+UPSTREAM_TIMEOUT = 2.0
+TCP_IDLE = 10.0
+MAX_PENDING = 4096
+
+
+class Neighbours:
+    """IPv4 address -> MAC from the kernel's ARP table (``/proc/net/arp``)."""
+
+    def __init__(self, path: str = "/proc/net/arp", ttl: float = 5.0) -> None:
+        self.path = path
+        self.ttl = ttl
+        self._table: dict[str, str] = {}
+        self._read_at = -1e9
+
+    def _reload(self) -> None:
+        table: dict[str, str] = {}
+        try:
+            with open(self.path, encoding="ascii", errors="replace") as fh:
+                next(fh, None)
+                for line in fh:
+                    parts = line.split()
+                    if len(parts) >= 4 and parts[3] != "00:00:00:00:00:00":
+                        table[parts[0]] = parts[3].lower()
+        except OSError:
+            pass
+        self._table = table
+        self._read_at = time.monotonic()
+
+    def mac_for(self, ip: str) -> str | None:
+        if ip.startswith("::ffff:"):
+            ip = ip[7:]
+        mac = self._table.get(ip)
+        if (
+            mac is None and time.monotonic() - self._read_at > 0.2
+        ) or time.monotonic() - self._read_at > self.ttl:
+            self._reload()
+            mac = self._table.get(ip)
+        return mac
+
+
+AnswerCallback = Callable[[bytes | None], None]
+
+
+@dataclass
+class _Pending:
+    data: bytes  # the client's query (original id)
+    callback: AnswerCallback
+    server: int  # index of the server asked
+    timer: asyncio.TimerHandle | None = None
+
+
+class _UpstreamProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: Upstreams, server: int) -> None:
+        self.owner = owner
+        self.server = server
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) >= 2:
+            self.owner._answered(self.server, int.from_bytes(data[:2], "big"), data)
+
+
+class Upstreams:
+    """Forwards queries over UDP to the configured servers (one shared socket each),
+    rewriting the query id so that answers find their query; tries the next server
+    when one does not answer within :data:`UPSTREAM_TIMEOUT`. Callback-based, so a
+    forwarded query costs no task."""
+
+    def __init__(self, servers: tuple[tuple[str, int], ...]) -> None:
+        self.servers = servers
+        self._sockets: list[asyncio.DatagramTransport | None] = [None] * len(servers)
+        self._pending: list[dict[int, _Pending]] = [{} for _ in servers]
+        self._rng = random.SystemRandom()
+        self._ids = [self._rng.randrange(65536) for _ in servers]
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        for i, server in enumerate(self.servers):
+            try:
+                tr, _ = await loop.create_datagram_endpoint(
+                    lambda i=i: _UpstreamProtocol(self, i),  # type: ignore[misc]
+                    remote_addr=server,
+                )
+            except OSError as exc:
+                log.warning("upstream %s:%d unusable: %s", server[0], server[1], exc)
+                continue
+            self._sockets[i] = tr
+
+    def send(self, data: bytes, callback: AnswerCallback, first: int = 0) -> None:
+        """Forward ``data``; ``callback`` gets the answer (original id) or None."""
+        for i in range(first, len(self.servers)):
+            tr = self._sockets[i]
+            pending = self._pending[i]
+            if tr is None or tr.is_closing() or len(pending) >= MAX_PENDING:
+                continue
+            # Ids come from a per-server sequence that starts at a random point and
+            # skips ids in flight; the random start keeps off-path guessing costly.
+            new_id = self._ids[i]
+            while new_id in pending:
+                new_id = (new_id + 1) & 0xFFFF
+            self._ids[i] = (new_id + self._rng.randrange(1, 64)) & 0xFFFF
+            entry = _Pending(data, callback, i)
+            entry.timer = asyncio.get_running_loop().call_later(
+                UPSTREAM_TIMEOUT, self._timeout, i, new_id
+            )
+            pending[new_id] = entry
+            tr.sendto(new_id.to_bytes(2, "big") + data[2:])
+            return
+        callback(None)
+
+    def _timeout(self, server: int, qid: int) -> None:
+        entry = self._pending[server].pop(qid, None)
+        if entry is not None:
+            self.send(entry.data, entry.callback, server + 1)
+
+    def _answered(self, server: int, qid: int, answer: bytes) -> None:
+        entry = self._pending[server].pop(qid, None)
+        if entry is None:
+            return
+        if entry.timer is not None:
+            entry.timer.cancel()
+        entry.callback(entry.data[:2] + answer[2:])
+
+    async def query(self, data: bytes) -> bytes:
+        """Awaitable form of :meth:`send`.
+
+        Raises:
+            TimeoutError: no server answered.
+        """
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+
+        def done(answer: bytes | None) -> None:
+            if not fut.done():
+                fut.set_result(answer)
+
+        self.send(data, done)
+        answer = await fut
+        if answer is None:
+            raise TimeoutError("no upstream DNS server answered")
+        return answer
+
+    def close(self) -> None:
+        for i, tr in enumerate(self._sockets):
+            if tr is not None:
+                tr.close()
+            for entry in self._pending[i].values():
+                if entry.timer is not None:
+                    entry.timer.cancel()
+            self._pending[i].clear()
+            self._sockets[i] = None
+
+
+class RecordSink:
+    """Fans each finished flow out to the JSON-lines log, SQLite, metrics, and the
+    recent-records buffer the dashboard draws from."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        log_path: str | None = None,
+        db_path: str | None = None,
+        keep: int = 20000,
+    ) -> None:
+        self.metrics = metrics
+        self.jsonl = JsonlWriter(log_path) if log_path else None
+        self.store = RecordStore(db_path) if db_path else None
+        self.recent: deque[FlowRecord] = deque(maxlen=keep)
+
+    def __call__(self, rec: FlowRecord) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info("flow %s", rec.to_json())
+        self.recent.append(rec)
+        self.metrics.flow(rec)
+        if self.jsonl is not None:
+            self.jsonl.write(rec)
+        if self.store is not None:
+            self.store.add(rec)
+
+    def flush(self) -> None:
+        if self.jsonl is not None:
+            self.jsonl.flush()
+
+    def close(self) -> None:
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.store is not None:
+            self.store.close()
+
+
+class _DnsUdp(asyncio.DatagramProtocol):
+    def __init__(self, service: GateService) -> None:
+        self.service = service
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        act = self.service.query(data, str(addr[0]), int(addr[1]), "udp")
+        if isinstance(act, Forward):
+            self.service.upstreams.send(act.data, lambda answer: self._answered(act, addr, answer))
+        elif act is not None:
+            self._send(act, addr)
+
+    def _answered(self, act: Forward, addr: Any, answer: bytes | None) -> None:
+        reply, elements = self.service.answered(act, answer)
+        if elements:  # the addresses must be in the sets before the client hears of them
+            self.service.spawn(self._release(act, addr, reply, elements))
+        else:
+            self._send(reply, addr)
+
+    async def _release(self, act: Forward, addr: Any, reply: bytes, elements: list[Any]) -> None:
+        self._send(await self.service.release(act, reply, elements), addr)
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, addr)
+
+
+class GateService:
+    """Everything ``wxnet gate run`` runs (see module docstring)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        classifier: Classifier,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self.classifier = classifier
+        self.clock = clock
+        s = policy.settings
+        self.memory = DnsMemory()
+        self.nft = Nft(s.table)
+        self.metrics = Metrics()
+        self.sink = RecordSink(self.metrics, s.log, s.db)
+        labels = {k: v.label for k, v in policy.catalog.items()}
+        self.filter = DnsFilter(policy, classifier.app_for_name, labels)
+        self.neighbours = Neighbours()
+        self.upstreams = Upstreams(s.upstreams)
+        self.inspector = Inspector(
+            policy,
+            classifier,
+            self.memory,
+            self.teach,
+            self.sink,
+            self.neighbours.mac_for,
+            clock,
+        )
+        self.active: frozenset[str] = frozenset()
+        self._servers: list[asyncio.Server] = []
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._web: Any = None
+        self._conntrack: asyncio.subprocess.Process | None = None
+        self.http_port: int | None = None
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def teach(self, elements: list[tuple[str, str, int]], now: float) -> int:
+        n = await self.nft.add(elements, now)
+        self.metrics.inc("wxnet_gate_set_additions_total", n)
+        return n
+
+    async def apply_rules(self, fresh: bool) -> None:
+        self.active = self.policy.active_groups(self.clock())
+        await self.nft.run(render(self.policy, self.active, fresh=fresh))
+        self.metrics.set("wxnet_gate_active_groups", len(self.active))
+
+    def query(self, data: bytes, client: str, port: int, transport: str) -> bytes | Forward | None:
+        """The synchronous half of the DNS path: a reply to send now, a query to forward
+        (then :meth:`forward`), or None to drop it (malformed)."""
+        now = self.clock()
+        if client.startswith("::ffff:"):
+            client = client[7:]
+        try:
+            act = self.filter.on_query(
+                data, client, port, now, self.neighbours.mac_for(client), transport
+            )
+        except MalformedQuery:
+            self.metrics.inc("wxnet_gate_dns_malformed_total")
+            return None
+        if isinstance(act, Reply):
+            self.metrics.inc("wxnet_gate_dns_queries_total", labels={"verdict": "block"})
+            self.sink(act.record)
+            return act.data
+        self.metrics.inc("wxnet_gate_dns_queries_total", labels={"verdict": "allow"})
+        return act
+
+    def answered(self, act: Forward, answer: bytes | None) -> tuple[bytes, list[Any]]:
+        """Process an upstream answer: (reply, set elements still to add). When the list
+        is empty the reply may be sent at once; otherwise call :meth:`release` after
+        adding them."""
+        if answer is None:
+            self.metrics.inc("wxnet_gate_dns_upstream_failures_total")
+            return self.filter.servfail(act), []
+        try:
+            out = self.filter.on_answer(act, answer, self.clock())
+        except MalformedQuery:
+            self.metrics.inc("wxnet_gate_dns_upstream_failures_total")
+            return self.filter.servfail(act), []
+        now = self.clock()
+        for learned in out.learned:
+            self.memory.learn(act.client, learned.name, learned.addresses, learned.ttl, now)
+        self.sink(out.record)
+        return out.data, self.nft.needed(out.elements, now)
+
+    async def release(self, act: Forward, reply: bytes, elements: list[Any]) -> bytes:
+        """Add ``elements`` to the sets, then return ``reply`` (SERVFAIL if that failed)."""
+        try:
+            await self.teach(elements, self.clock())
+        except NftError as exc:
+            log.error("cannot add addresses to the allow sets: %s", exc)
+            return self.filter.servfail(act)
+        return reply
+
+    async def forward(self, act: Forward) -> bytes:
+        """Ask upstream, put the answer's addresses into the sets, then return the reply
+        (SERVFAIL when no upstream answered or the sets could not be filled)."""
+        try:
+            answer: bytes | None = await self.upstreams.query(act.data)
+        except TimeoutError:
+            answer = None
+        reply, elements = self.answered(act, answer)
+        if elements:
+            reply = await self.release(act, reply, elements)
+        return reply
+
+    async def resolve(self, data: bytes, client: str, port: int, transport: str) -> bytes | None:
+        """The whole DNS path for one query; None: drop it (malformed)."""
+        act = self.query(data, client, port, transport)
+        if isinstance(act, Forward):
+            return await self.forward(act)
+        return act
+
+    async def _dns_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                msg = await asyncio.wait_for(
+                    reader.readexactly(int.from_bytes(head, "big")), TCP_IDLE
+                )
+                reply = await self.resolve(msg, str(peer[0]), int(peer[1]), "tcp")
+                if reply is None:
+                    break
+                writer.write(len(reply).to_bytes(2, "big") + reply)
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> None:
+        """Apply the ruleset and open every listener.
+
+        Raises:
+            NftError: the ruleset was refused.
+            OSError: a listener could not bind.
+        """
+        s = self.policy.settings
+        await self.apply_rules(fresh=True)
+        try:
+            await self.upstreams.open()
+            loop = asyncio.get_running_loop()
+            for host in s.dns_listen:
+                tr, _ = await loop.create_datagram_endpoint(
+                    lambda: _DnsUdp(self), local_addr=(host, s.dns_port)
+                )
+                self._udp.append(tr)
+            self._servers.append(
+                await asyncio.start_server(self._dns_tcp, list(s.dns_listen), s.dns_port)
+            )
+            self._servers.append(
+                await asyncio.start_server(
+                    self.inspector.handle, ["0.0.0.0", "::"], s.inspector_port, backlog=1024
+                )
+            )
+            if s.http:
+                from wxnet.gate.web import start_web
+
+                self._web, self.http_port = await start_web(self, s.http)
+            self.spawn(self._schedule())
+            self.spawn(self._flush_records())
+            await self._start_conntrack()
+        except BaseException:
+            await self.stop(remove_table=True)
+            raise
+
+    async def _start_conntrack(self) -> None:
+        """Follow conntrack DESTROY events to record flows the kernel passed on its own
+        (needs the ``conntrack`` tool; without it those flows go unrecorded)."""
+        exe = shutil.which("conntrack")
+        if exe is None:
+            log.warning("conntrack tool missing: kernel-path flows will not be recorded")
+            return
+        try:
+            with open("/proc/sys/net/netfilter/nf_conntrack_acct", "w") as fh:
+                fh.write("1")  # byte counters per flow
+        except OSError as exc:
+            log.warning("cannot enable conntrack accounting: %s", exc)
+        self._conntrack = await asyncio.create_subprocess_exec(
+            exe, "-E", "-e", "DESTROY", "-o", "extended",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        self.spawn(self._conntrack_events(self._conntrack))
+
+    async def _conntrack_events(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            self.kernel_flow(line.decode("ascii", errors="replace"))
+
+    def kernel_flow(self, line: str) -> FlowRecord | None:
+        """Record one conntrack DESTROY event if its mark says wxnet decided the flow."""
+        flow = parse_destroy(line)
+        if flow is None or flow.mark & MARK_MASK != MARK_BASE:
+            return None
+        app = app_of_mark(self.policy, flow.mark)
+        now = self.clock()
+        device, group = self.policy.group_for(
+            flow.client, self.neighbours.mac_for(flow.client), now
+        )
+        info = self.policy.catalog.get(app) if app is not None else None
+        if app == "pass":
+            app, label = None, "not blocked"
+        else:
+            label = info.label if info is not None else str(app)
+        rec = FlowRecord(
+            time=now,
+            device=device,
+            group=group.name if group else None,
+            transport=flow.transport,
+            client=flow.client,
+            client_port=flow.client_port,
+            server=flow.server,
+            server_port=flow.server_port,
+            app=app,
+            label=label,
+            evidence=(f"conntrack mark 0x{flow.mark:08x}: verdict cached in the kernel",),
+            verdict="allow",
+            path="kernel",
+            bytes_up=flow.bytes_up,
+            bytes_down=flow.bytes_down,
+        )
+        self.sink(rec)
+        return rec
+
+    async def _flush_records(self) -> None:
+        """The JSON-lines log is block-buffered; push it to the file every second."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.sink.flush()
+
+    async def _schedule(self) -> None:
+        """Re-apply the rules when the set of active groups changes (schedules)."""
+        while True:
+            now = self.clock()
+            nxt = self.policy.next_change(now)
+            await asyncio.sleep(60.0 if nxt is None else min(60.0, max(0.5, nxt - now)))
+            if self.policy.active_groups(self.clock()) != self.active:
+                try:
+                    await self.apply_rules(fresh=False)
+                    log.info("schedule: active groups now %s", sorted(self.active))
+                except NftError as exc:
+                    log.error("schedule change not applied: %s", exc)
+
+    async def stop(self, remove_table: bool = True) -> None:
+        if self._conntrack is not None and self._conntrack.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._conntrack.terminate()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conntrack.wait(), 5)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for srv in self._servers:
+            srv.close()
+        for tr in self._udp:
+            tr.close()
+        self.upstreams.close()
+        if self._web is not None:
+            await self._web.cleanup()
+            self._web = None
+        self._servers.clear()
+        self._udp.clear()
+        if remove_table:
+            with contextlib.suppress(NftError):
+                await self.nft.remove_table()
+        self.sink.close()

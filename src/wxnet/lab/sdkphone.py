@@ -1,0 +1,189 @@
+"""The phone played by wxnet's client SDK (:mod:`wxnet.client.sdk`): the real subject of
+the experiment. A fresh profile per case, configured with the service's names, the
+newgetdns name, built-in addresses and the extra port; everything it does is read from
+its events (``link``, ``network``, ``send``, ``item``) and its status, never guessed.
+
+It returns the same result shape as :func:`wxnet.lab.agent.run_phone`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wxnet.proto.errors import MMError
+
+if TYPE_CHECKING:
+    from wxnet.client.sdk import Client, ClientConfig, ClientEvent
+    from wxnet.lab.agent import AgentConfig
+
+__all__ = ["run_sdk_phone", "run_sdk_warmup", "sdk_available"]
+
+_SOURCES = {"dns": "dns", "newdns": "newgetdns", "builtin": "builtin"}
+
+
+def sdk_available() -> bool:
+    try:
+        import wxnet.client.sdk  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def client_config(cfg: AgentConfig) -> ClientConfig:
+    """The SDK's settings for the lab: the service names, the newgetdns name, built-in
+    addresses and the extra port (S9, S10, S14)."""
+    from wxnet.client.sdk import ClientConfig
+
+    return ClientConfig(
+        long_name=cfg.long_name, short_name=cfg.short_name, dns_name=cfg.dns_name,
+        long_ports=(cfg.long_port,), short_ports=(cfg.short_port,),
+        extra_long_port=cfg.extra_port,
+        builtin_long=tuple((ip, cfg.long_port) for ip in cfg.builtin),
+        builtin_short=tuple((ip, cfg.short_port) for ip in cfg.builtin),
+        # the lab's only shortening of the app's timers: connects fail fast (reject) or
+        # time out in seconds (drop), so a case fits its time limit
+        connect_timeout=cfg.connect_timeout, request_timeout=cfg.request_timeout,
+        stagger=0.5, poll_timeout_ms=2000, dns_timeout=cfg.connect_timeout,
+        image_chunk=cfg.chunk, send_attempts=2, send_delays=(0.5,), device_name="lab-phone",
+    )  # fmt: skip
+
+
+async def run_sdk_warmup(cfg: AgentConfig) -> dict[str, Any]:
+    """Log in once with no fault, so the profile caches the newgetdns list (S10); the
+    lab copies this profile for every case of a ``--warm`` run."""
+    from wxnet.client.sdk import Client
+    from wxnet.client.store import ProfileStore
+
+    store = ProfileStore.open(Path(cfg.profile))
+    client = Client(store, client_config(cfg))
+    try:
+        await client.login(cfg.user, cfg.password)
+        cached = client.cached_dns() is not None
+    finally:
+        await client.close()
+        store.close()
+    return {"newgetdns_cached": cached}
+
+
+async def run_sdk_phone(cfg: AgentConfig) -> dict[str, Any]:
+    from wxnet.client.errors import ClientError
+    from wxnet.client.sdk import Client
+    from wxnet.client.store import ProfileStore
+    from wxnet.lab.agent import make_image, peer_text, phone_text
+
+    start = time.monotonic()
+    deadline = start + cfg.time_limit
+    log: list[str] = []
+    out: dict[str, Any] = {
+        "logged_in": False, "sent": 0, "acked": 0, "received": 0, "image_ok": False,
+        "duplicated": 0, "network_poor": False, "first_ack_s": None, "error": "",
+        "client": "sdk",
+    }  # fmt: skip
+
+    def note(text: str) -> None:
+        log.append(f"{time.monotonic() - start:6.2f}s {text}")
+
+    profile = Path(cfg.profile)
+    store = ProfileStore.open(profile)
+    ccfg = client_config(cfg)
+    client = Client(store, ccfg)
+    events = client.subscribe()
+    peer_prefix = peer_text(cfg.tag, 0)[:-1]
+    seen: dict[int, str] = {}
+    contents: list[str] = []
+    got_all = asyncio.Event()
+
+    def on_event(ev: ClientEvent) -> None:
+        d = ev.data
+        if ev.kind == "network" and d.get("quality") == "poor":
+            out["network_poor"] = True
+            note("client: the network is poor (S13)")
+        elif ev.kind == "link":
+            note(f"client: link {d.get('link')} {d.get('address', '')} {d.get('reason', '')}")
+        elif ev.kind == "send" and d.get("state") in ("sent", "failed"):
+            if d["state"] == "sent" and out["first_ack_s"] is None:
+                out["first_ack_s"] = round(time.monotonic() - start, 3)
+        elif ev.kind == "item" and d.get("type") == "add_msg":
+            msg_id = int(d.get("msg_id", 0))
+            content = str(d.get("content", ""))
+            if (d.get("from_user") == cfg.peer and content.startswith(peer_prefix)
+                    and msg_id not in seen):  # fmt: skip
+                seen[msg_id] = content
+                contents.append(content)
+                if len(set(contents)) >= cfg.messages:
+                    got_all.set()
+
+    async def pump() -> None:
+        while True:
+            on_event(await events.get())
+
+    pump_task = asyncio.ensure_future(pump())
+    if client.cached_dns() is not None:
+        note("the profile has a cached newgetdns list")
+    try:
+        for attempt in range(1, max(1, cfg.attempts) + 1):
+            try:
+                await client.login(cfg.user, cfg.password)
+            except (ClientError, MMError, OSError) as exc:
+                note(f"login attempt {attempt} failed: {exc}")
+                out["error"] = f"login: {exc}"
+                continue
+            out["logged_in"] = True
+            out["error"] = ""
+            break
+        if not out["logged_in"]:
+            out["network_poor"] = out["network_poor"] or client.poor.quality.value == "poor"
+            return out
+        note(f"logged in (short link {client.short_in_use})")
+        await client.start(wait_long=cfg.connect_timeout * 2)
+        out["path"] = _path(client, cfg)
+        note(f"path: {out['path']}")
+        for i in range(cfg.messages):
+            out["sent"] += 1
+            row = await client.send_text(cfg.peer, phone_text(cfg.tag, i))
+            if row.state == "sent":
+                out["acked"] += 1
+            else:
+                note(f"text {i} {row.state}")
+        image = profile / "lab-image.jpg"
+        image.write_bytes(make_image(cfg.image_bytes, cfg.tag))
+        row = await client.send_image(cfg.peer, image)
+        out["image_ok"] = row.state == "sent"
+        note(f"image {row.state}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(got_all.wait(), max(0.1, deadline - time.monotonic()))
+        # the path again: the one the session ended on (a long link may have come up late)
+        out["path"] = _path(client, cfg) or out["path"]
+    except (ClientError, MMError, OSError) as exc:
+        out["error"] = str(exc)
+        note(f"error: {exc}")
+    finally:
+        pump_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump_task
+        while not events.empty():
+            on_event(events.get_nowait())
+        out["received"] = len(set(contents))
+        out["duplicated"] = len(contents) - len(set(contents))
+        out["log"] = log
+        await client.close()
+        store.close()
+    return out
+
+
+def _path(client: Client, cfg: AgentConfig) -> dict[str, Any] | None:
+    link = client.long
+    if client.link_kind == "long" and link is not None:
+        addr = link.address
+        kind = "extra" if addr.extra or addr.port == cfg.extra_port else "long"
+        return {"source": _SOURCES.get(addr.source.value, addr.source.value), "link": kind,
+                "address": addr.host, "port": addr.port}  # fmt: skip
+    short = client.short_in_use
+    if short is not None:
+        return {"source": _SOURCES.get(short.source.value, short.source.value), "link": "short",
+                "address": short.host, "port": short.port}  # fmt: skip
+    return None

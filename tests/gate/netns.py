@@ -1,0 +1,195 @@
+"""Network namespaces for the gateway tests: phone -- gateway -- internet.
+
+Every name carries a per-run random suffix (other engineers run namespace tests on the
+same machine at the same time); :meth:`World.close` removes everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HELPER = str(Path(__file__).with_name("nshelper.py"))
+PHONE_IP, GW_LAN_IP = "10.77.0.2", "10.77.0.1"
+GW_WAN_IP, INET_IP = "198.18.0.1", "198.18.0.2"
+UPSTREAM_DNS, FOREIGN_DNS = "198.18.1.53", "198.18.4.53"
+WECHAT_DNS_IP = "198.18.2.10"  # what the zone answers for WeChat names
+WECHAT_HARDCODED = ("198.18.2.20", "198.18.2.21", "198.18.2.22")  # never in DNS
+VIDEO_IP, CHECK_IP = "198.18.3.10", "198.18.3.20"
+SERVER_IP = "198.18.2.30"  # the real wxnet server (szlong.weixin.qq.com)
+PHONE6, GW_LAN6, GW_WAN6, INET6 = "fd77::2", "fd77::1", "fd18::1", "fd18::2"
+WECHAT6, VIDEO6 = "fd18:2::20", "fd18:3::10"  # hard-coded WeChat and the video site, IPv6
+ECHO_ADDRS = (UPSTREAM_DNS, WECHAT_DNS_IP, *WECHAT_HARDCODED, VIDEO_IP, CHECK_IP, WECHAT6, VIDEO6)
+INET_ADDRS = (*ECHO_ADDRS, FOREIGN_DNS, SERVER_IP)
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+    return proc
+
+
+_PENDING: dict[tuple[int, int], bytes] = {}  # (pid, fd) -> bytes past the last line
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float, stderr: bool = False) -> str:
+    """One stdout (or stderr) line from ``proc``, waiting at most ``timeout`` seconds.
+
+    Reads the file descriptor directly (a buffered text stream would hide lines it has
+    already read from ``select``)."""
+    stream = proc.stderr if stderr else proc.stdout
+    assert stream is not None
+    fd = stream.fileno()
+    key = (proc.pid, fd)
+    deadline = time.monotonic() + timeout
+    buf = _PENDING.pop(key, b"")
+    while b"\n" not in buf:
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(0.0, remaining))
+        if not ready:
+            _PENDING[key] = buf
+            raise TimeoutError(f"no output from {proc.args!r} within {timeout}s")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return buf.decode(errors="replace")
+        buf += chunk
+    line, _, rest = buf.partition(b"\n")
+    if rest:
+        _PENDING[key] = rest
+    return line.decode(errors="replace") + "\n"
+
+
+@dataclass
+class World:
+    tmp: Path
+    sfx: str = field(default_factory=lambda: secrets.token_hex(3))
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    @property
+    def phone(self) -> str:
+        return f"wxph-{self.sfx}"
+
+    @property
+    def gw(self) -> str:
+        return f"wxgw-{self.sfx}"
+
+    @property
+    def inet(self) -> str:
+        return f"wxin-{self.sfx}"
+
+    @property
+    def lan_if(self) -> str:
+        return f"wxgl{self.sfx}"
+
+    @property
+    def log(self) -> Path:
+        return self.tmp / "internet.jsonl"
+
+    def setup(self) -> None:
+        s = self.sfx
+        for ns in (self.phone, self.gw, self.inet):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "link", "add", f"wxpl{s}", "netns", self.phone, "type", "veth",
+           "peer", "name", self.lan_if, "netns", self.gw)  # fmt: skip
+        sh("ip", "link", "add", f"wxgw{s}", "netns", self.gw, "type", "veth",
+           "peer", "name", f"wxiw{s}", "netns", self.inet)  # fmt: skip
+        for ns, dev, addr, addr6 in (
+            (self.phone, f"wxpl{s}", f"{PHONE_IP}/24", f"{PHONE6}/64"),
+            (self.gw, self.lan_if, f"{GW_LAN_IP}/24", f"{GW_LAN6}/64"),
+            (self.gw, f"wxgw{s}", f"{GW_WAN_IP}/24", f"{GW_WAN6}/64"),
+            (self.inet, f"wxiw{s}", f"{INET_IP}/24", f"{INET6}/64"),
+        ):
+            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            sh("ip", "-n", ns, "addr", "add", addr6, "dev", dev, "nodad")
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        for addr in INET_ADDRS:
+            plen = 128 if ":" in addr else 32
+            sh("ip", "-n", self.inet, "addr", "add", f"{addr}/{plen}", "dev", "lo", "nodad")
+        sh("ip", "-n", self.phone, "route", "add", "default", "via", GW_LAN_IP)
+        sh("ip", "-n", self.gw, "route", "add", "default", "via", INET_IP)
+        sh("ip", "-n", self.inet, "route", "add", "10.77.0.0/24", "via", GW_WAN_IP)
+        sh("ip", "-n", self.phone, "-6", "route", "add", "default", "via", GW_LAN6)
+        sh("ip", "-n", self.gw, "-6", "route", "add", "default", "via", INET6)
+        sh("ip", "-n", self.inet, "-6", "route", "add", "fd77::/64", "via", GW_WAN6)
+        sh("ip", "netns", "exec", self.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        sh("ip", "netns", "exec", self.gw, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        srv = self.spawn(
+            self.inet,
+            [sys.executable, HELPER, "serve", "--log", str(self.log),
+             "--dns", UPSTREAM_DNS, "--foreign-dns", FOREIGN_DNS, "--echo", ",".join(ECHO_ADDRS)],
+        )  # fmt: skip
+        line = read_line(srv, 20)
+        assert line.strip() == "ready", line
+
+    def spawn(self, ns: str, argv: list[str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.procs.append(proc)
+        return proc
+
+    def probe(self, kind: str, host: str, **kw: Any) -> dict[str, Any]:
+        argv = [sys.executable, HELPER, "probe", kind, "--host", host]
+        for k, v in kw.items():
+            if v is True:
+                argv.append(f"--{k}")
+            else:
+                argv += [f"--{k}", str(v)]
+        out = sh("ip", "netns", "exec", self.phone, *argv)
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+    def internet_events(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(x) for x in self.log.read_text().splitlines()]
+
+    def nft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", self.gw, "nft", *args, check=check)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            try:
+                proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        for ns in (self.phone, self.gw, self.inet):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def mmtls_hello() -> bytes:
+    """An MMTLS ClientHello-shaped record: type 0x16, version f1 04, length, body."""
+    body = bytes.fromhex("0100002c0103f104") + bytes(range(36))
+    return b"\x16\xf1\x04" + len(body).to_bytes(2, "big") + body
+
+
+def tls_client_hello(server_name: str) -> bytes:
+    """A real TLS ClientHello (from Python's ssl module) carrying ``server_name``."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
