@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import dataclasses
 import io
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,51 @@ def server_config(tmp_path: Path, **changes: Any) -> ServerConfig:
         sync=EngineConfig(durability="NORMAL"),
     )
     return dataclasses.replace(cfg, **changes)
+
+
+#: No client test should come near this; if one does, say where every task waits.
+WATCHDOG = 150.0
+
+
+@pytest.fixture(autouse=True)
+def watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For async tests: after WATCHDOG seconds, print every asyncio task's stack to
+    stderr and cancel them, so a hang fails with a diagnosis instead of blocking CI."""
+    if request.node.get_closest_marker("asyncio") is None:
+        yield
+        return
+    fired = threading.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def fire() -> None:
+        for loop in loops:
+            loop.call_soon_threadsafe(_dump_and_cancel, loop)
+        fired.set()
+
+    timer = threading.Timer(WATCHDOG, fire)
+    timer.daemon = True
+    original = asyncio.BaseEventLoop.run_until_complete
+
+    def tracking(self: asyncio.BaseEventLoop, future: Any) -> Any:
+        loops.append(self)
+        return original(self, future)
+
+    asyncio.BaseEventLoop.run_until_complete = tracking  # type: ignore[method-assign]
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        asyncio.BaseEventLoop.run_until_complete = original  # type: ignore[method-assign]
+    assert not fired.is_set(), f"watchdog: the test ran longer than {WATCHDOG} s"
+
+
+def _dump_and_cancel(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        print(f"watchdog: {task!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
 
 
 @pytest.fixture

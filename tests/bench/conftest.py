@@ -1,0 +1,3 @@
+from tests.client.conftest import watchdog
+
+__all__ = ["watchdog"]
