@@ -317,24 +317,32 @@ async def test_killed_mid_send_resumes_once(proxied: Proxied, tmp_path: Path) ->
 async def test_extra_long_port_is_tried_only_after_the_others(
     tmp_path: Path, clients: Clients
 ) -> None:
-    """S14: QQ's 14000 plays 8080's role, tried only when the usual ports fail."""
-    proxy = await Proxy(0).start()
+    """S14: QQ's 14000 plays 8080's role, tried only when both 8080 and 80 fail."""
+    proxy, http = await Proxy(0).start(), await Proxy(0).start()
     srv = await start_server(
-        server_config(tmp_path, extra_long_ports=(0,), dns=DnsConfig(long_ports=(proxy.port,)))
+        server_config(
+            tmp_path,
+            extra_long_ports=(0,),
+            dns=DnsConfig(long_ports=(proxy.port,), short_ports=(http.port,)),
+        )
     )
-    proxy.target_port = srv.long_port
+    proxy.target_port, http.target_port = srv.long_port, srv.http_port
     extra = srv.extra_long_ports[0]
     try:
         await srv.engine.add_user("alice", PASSWORD)
         cfg = ClientConfig(
-            server_url=f"http://127.0.0.1:{srv.http_port}", extra_long_port=extra
+            server_url=f"http://127.0.0.1:{http.port}", extra_long_port=extra
         ).replace(**FAST)
         alice = await clients.new("alice", "phone", cfg)
         assert alice.long is not None and alice.long.address.port == proxy.port
-        order = [(a.port, a.extra) for a in alice.long_addresses()]
-        assert order == [(proxy.port, False), (extra, True)]
-        proxy.mode = Mode.REFUSE
+        assert [a.port for a in alice.long_addresses()] == [proxy.port]
+        events = alice.subscribe()
+        proxy.mode = Mode.REFUSE  # 8080 cut: the short link carries on, no 14000 yet
         proxy.drop_all()
+        await next_event(events, is_link("short"), "the short link")
+        r = await alice.send_text("alice", "note to self over HTTP")
+        assert r.state == "sent" and alice.long is None
+        http.mode = Mode.REFUSE  # 80 cut too: now the extra port
         await until(
             alice,
             lambda: alice.long is not None and alice.long.address.port == extra,
@@ -344,4 +352,22 @@ async def test_extra_long_port_is_tried_only_after_the_others(
     finally:
         await clients.close()
         await proxy.close()
+        await http.close()
         await srv.close()
+
+
+async def test_login_over_the_long_link_when_http_is_cut(proxied: Proxied, tmp_path: Path) -> None:
+    """S12: either port alone is enough, login included."""
+    store = ProfileStore.open(tmp_path / "p")
+    # Fetch the newgetdns list while HTTP works, then cut HTTP.
+    warm = Client(store, proxied.config())
+    await warm.refresh_addresses()
+    await warm.close()
+    proxied.short.mode = Mode.REFUSE
+    client = Client(store, proxied.config())
+    try:
+        s = await client.login("alice", PASSWORD)
+        assert s.user_name == "alice"
+    finally:
+        await client.close()
+        store.close()

@@ -174,12 +174,6 @@ def test_sdk_meets_s9_s13_and_loses_nothing(sdk_report: Report) -> None:
     assert not any("cached newgetdns" in e for r in sdk_report.results for e in r.events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lab findings on the client SDK: it logs in only over the short link, so "
-    "with TCP 80 cut it cannot log in (S12, S14); with 8080 cut it takes the extra port "
-    "14000 before the short link on 80 (S12/S14 say 14000 only when 80 and 8080 fail)",
-)
 def test_sdk_meets_every_expectation(sdk_report: Report) -> None:
     assert_expectations(sdk_report.checks)
 

@@ -249,6 +249,8 @@ class Client:
         self._last_refresh = -1e9
         self.link_kind = "none"
         self.short_in_use: Address | None = None
+        #: The last short-link request got no answer from any address.
+        self.short_failing = False
         self.last_error = ""
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -420,7 +422,9 @@ class Client:
             self.cached_dns(),
             time.time(),
             cfg.builtin_long,
-            cfg.extra_long_port,
+            # S14: the extra port only when both the usual long link and the short link
+            # fail; while HTTP works the client stays there and keeps trying 8080.
+            cfg.extra_long_port if self.short_failing else None,
         )
         return self.book.order(got, self.clock())
 
@@ -513,8 +517,10 @@ class Client:
                 continue
             self.book.on_success(addr, self.clock())
             self.short_in_use = addr
+            self.short_failing = False
             return data
         self.last_error = errors[-1]
+        self.short_failing = True
         raise TransportError("; ".join(errors))
 
     def _note_network(self, ok: bool) -> None:
@@ -536,7 +542,13 @@ class Client:
             password=password,
             device_name=self.config.device_name,
         )
-        resp = await self.request("manualauth", req, pb.ManualAuthResponse)
+        try:
+            resp = await self.request("manualauth", req, pb.ManualAuthResponse)
+        except TransportError:
+            if not self.config.use_long_link:
+                raise
+            # The short link is cut: any CGI works on the long link too (S12).
+            resp = await self._login_long(req)
         old = self.store.session()
         if old is None or old.user_name != resp.user_name:
             self.store.reset_sync()
@@ -547,6 +559,41 @@ class Client:
         self.store.put_json(CONFIG_KEY, self.config.to_json())
         self._save_status()
         return self.session
+
+    async def _login_long(self, req: pb.ManualAuthRequest) -> pb.ManualAuthResponse:
+        addr, reader, writer = await race_connect(
+            self.long_addresses(),
+            self.book,
+            self.clock,
+            self.config.stagger,
+            3,
+            self.config.connect_timeout,
+        )
+        link = LongLink(
+            addr,
+            reader,
+            writer,
+            self.heartbeat,
+            self.config.network_label,
+            lambda _sel: None,
+            self.config.request_timeout,
+            clock=self.clock,
+        )
+        link.start()
+        try:
+            body = await link.request(C.BY_NAME["manualauth"], req)
+        finally:
+            link.close("login done")
+            await link.wait_closed()
+        resp = pb.ManualAuthResponse()
+        try:
+            resp.ParseFromString(body)
+        except DecodeError:
+            raise TransportError("manualauth: the reply does not decode") from None
+        self.book.on_success(addr, self.clock())
+        self._note_network(ok=True)
+        _mm_check(resp, "manualauth")
+        return resp
 
     async def logout(self) -> None:
         try:
