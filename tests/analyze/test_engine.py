@@ -229,3 +229,146 @@ def test_fast_run_loop_on_synthetic_ethernet_flows() -> None:
     tcp = [r for r in fast if r.transport == "tcp"]
     assert len(tcp) == 30 and all(r.verdict.app == "wechat" and r.packets == 9 for r in tcp)
     assert all(r.verdict.app == "wechat" for r in fast if r.transport == "udp")
+
+
+# ------------------------------------------ fast run() loop vs packet() (generated)
+
+_PAYLOADS = [
+    b"",
+    b"POST /cgi-bin/micromsg-bin/newsync HTTP/1.1\r\nHost: hkextshort.weixin.qq.com\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHo",
+    bytes.fromhex("16f10400a0") + bytes(40),
+    encode_packet(6, 7),
+    S.tls_client_hello("upload.youtube.com"),
+    b"\xd1\x0a\x2e\x0a1234",
+    b"\x00\x01\x02",
+]
+_ENDPOINTS = [
+    ("10.0.0.2", "203.205.151.9", 40000, 80),
+    ("2001:db8::2", "2001:db8::9", 40001, 8080),
+    ("10.0.0.3", "198.51.100.7", 5223, 40002),
+    ("2001:db8::3", "2001:db8::7", 53, 40003),
+]
+
+_packet_events = st.tuples(
+    st.integers(0, len(_ENDPOINTS) - 1),  # which flow
+    st.booleans(),  # from the client?
+    st.booleans(),  # TCP (else UDP)
+    st.sampled_from([S.ACK, S.SYN, S.SYN | S.ACK, S.ACK | S.PSH, S.FIN | S.ACK, S.RST]),
+    st.integers(0, len(_PAYLOADS) - 1),
+    st.sampled_from([(), (5,), (5, 6)]),  # VLAN tags
+    st.integers(-40, 40),  # sequence number offset: retransmissions and gaps
+    st.sampled_from(["", "", "", "cut", "iplen", "doff"]),  # damage
+    st.integers(0, 200),
+)
+
+
+def _frame(event: tuple[int, bool, bool, int, int, tuple[int, ...], int, str, int]) -> bytes:
+    which, from_client, is_tcp, flags, pay, vlans, jitter, damage, where = event
+    c, s, cp, sp = _ENDPOINTS[which]
+    src, dst, sport, dport = (c, s, cp, sp) if from_client else (s, c, sp, cp)
+    payload = _PAYLOADS[pay]
+    base = 1000 if from_client else 5000
+    if is_tcp:
+        l4 = S.tcp(sport, dport, base + 1 + jitter, 1, flags, payload)
+    else:
+        l4 = S.udp(sport, dport, payload)
+    frame = bytearray(S.ether(S.ip(src, dst, 6 if is_tcp else 17, l4), vlans))
+    ip = 14 + 4 * len(vlans)
+    if damage == "cut":
+        del frame[where % (len(frame) + 1) :]
+    elif damage == "iplen":  # IPv4 total length / IPv6 payload length
+        at = ip + (2 if ":" not in c else 4)
+        frame[at : at + 2] = (where * 7).to_bytes(2, "big")
+    elif damage == "doff" and is_tcp:
+        l4_at = ip + (20 if ":" not in c else 40)
+        frame[l4_at + 12] = (where % 16) << 4
+    return bytes(frame)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_packet_events, max_size=40), st.booleans())
+def test_fast_run_loop_equals_packet_by_packet_generated(
+    events: list[tuple[int, bool, bool, int, int, tuple[int, ...], int, str, int]], wire: bool
+) -> None:
+    """run()'s short paths (plain IPv4, VLAN-tagged and IPv6 Ethernet frames of known
+    flows, quiet flows) give the same flows and counts as packet() on the same frames,
+    including damaged ones."""
+    frames = [_frame(e) for e in events]
+    packets = [(float(i) * 0.5, 1, f, len(f) + 4 if wire else 0) for i, f in enumerate(frames)]
+    slow: list[FlowRecord] = []
+    a = Analyzer(slow.append, sweep_every=3.0, linger=2.0)
+    for p in packets:
+        a.packet(*p)
+    a.finish()
+    fast: list[FlowRecord] = []
+    b = Analyzer(fast.append, sweep_every=3.0, linger=2.0)
+    b.run(packets)
+    b.finish()
+    assert list(map(repr, fast)) == list(map(repr, slow))
+    for name in ("packets", "bytes", "malformed", "fragments", "flows", "not_ip"):
+        assert getattr(b.stats, name) == getattr(a.stats, name), name
+
+
+def test_fast_paths_taken_for_vlan_and_ipv6_frames() -> None:
+    """The VLAN/IPv6 short path really runs (not only the general one): a flow's later
+    frames are accounted without packet()."""
+    c, s = "2001:db8::2", "2001:db8::9"
+    frames = [S.ether(f, (7,)) for f in handshake(c, s, 40000, 443)]
+    hello = S.tls_client_hello("upload.youtube.com")
+    frames.append(S.ether(S.ip(c, s, 6, S.tcp(40000, 443, 1001, 5001, S.ACK, hello)), (7,)))
+    frames += [S.ether(S.ip(s, c, 6, S.tcp(443, 40000, 5001, 1001, S.ACK, b"x" * 30)))] * 6
+    recs: list[FlowRecord] = []
+    a = Analyzer(recs.append)
+    general = 0
+    packet = a.packet
+
+    def counting(ts: float, linktype: int, data: bytes, wire_len: int = 0) -> None:
+        nonlocal general
+        general += 1
+        packet(ts, linktype, data, wire_len)
+
+    a.packet = counting  # type: ignore[method-assign]
+    a.run((float(i), 1, f, 0) for i, f in enumerate(frames))
+    a.finish()
+    assert general == 1  # only the SYN, which opens the flow
+    assert a.stats.packets == len(frames) and len(recs) == 1
+    assert recs[0].packets == len(frames) and kinds(recs[0]) == ["tls-sni"]
+    assert '"upload.youtube.com"' in recs[0].verdict.evidence[0].detail
+
+
+@pytest.mark.parametrize("vlans", [(), (9,), (9, 10)])
+@pytest.mark.parametrize("client", ["10.0.0.2", "2001:db8::2"])
+def test_damaged_frames_of_a_settled_flow_count_as_malformed_on_both_paths(
+    vlans: tuple[int, ...], client: str
+) -> None:
+    """Once a flow's verdict is final, its frames take the short path: damaged ones must
+    still be malformed there, not counted into the flow."""
+    server = "203.205.151.9" if ":" not in client else "2001:db8::9"
+    ip = 14 + 4 * len(vlans)
+    frames = [S.ether(f, vlans) for f in handshake(client, server, 40000, 80)]
+    frames.append(
+        S.ether(S.ip(client, server, 6, S.tcp(40000, 80, 1001, 5001, S.ACK, _PAYLOADS[1])), vlans)
+    )
+    good = S.ether(S.ip(server, client, 6, S.tcp(80, 40000, 5001, 1001, S.ACK, b"y" * 20)), vlans)
+    cut = good[: ip + (20 if ":" not in client else 40) + 12]  # TCP header cut short
+    short_ip = bytearray(good)
+    at = ip + (2 if ":" not in client else 4)
+    short_ip[at : at + 2] = (10).to_bytes(2, "big")  # IP length shorter than its headers
+    no_doff = bytearray(good)
+    no_doff[ip + (20 if ":" not in client else 40) + 12] = 0x00  # TCP data offset 0
+    frames += [good, cut, bytes(short_ip), bytes(no_doff), good]
+    slow: list[FlowRecord] = []
+    a = Analyzer(slow.append)
+    for i, f in enumerate(frames):
+        a.packet(float(i), 1, f)
+    a.finish()
+    fast: list[FlowRecord] = []
+    b = Analyzer(fast.append)
+    b.run((float(i), 1, f, 0) for i, f in enumerate(frames))
+    b.finish()
+    assert a.stats.malformed == 3 and slow[0].packets == len(frames) - 3
+    assert slow[0].verdict.app == "wechat" and slow[0].verdict.final
+    assert list(map(repr, fast)) == list(map(repr, slow))
+    assert b.stats.malformed == a.stats.malformed and b.stats.packets == a.stats.packets
