@@ -13,7 +13,8 @@ from tests.server.wire import ShortClient, http_session
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.newgetdns import parse_newgetdns
 from wxnet.proto.synckey import SyncKey
-from wxnet.server.app import Server
+from wxnet.server.app import Server, start_server
+from wxnet.server.config import ServerConfig
 
 
 def url(server: Server) -> str:
@@ -138,3 +139,29 @@ async def test_synccheck_with_bad_key(server: Server) -> None:
             pb.SyncCheckResponse,
         )
         assert r.base.ret == -1001
+
+
+async def test_close_answers_pending_long_polls_at_once(config: ServerConfig) -> None:
+    """A clean stop must not wait out a 25 s long poll."""
+    srv = await start_server(config)
+    await srv.engine.add_user("dora", "secret1")
+    async with http_session() as http:
+        sc = ShortClient(url(srv), http)
+        d = await login(sc, "dora", "d")
+        key = (await sc.call("newsync", pb.NewSyncRequest(base=d), pb.NewSyncResponse)).key_buf
+        poll = asyncio.ensure_future(
+            sc.call(
+                "newsynccheck",
+                pb.SyncCheckRequest(base=d, key_buf=key, timeout_ms=25000),
+                pb.SyncCheckResponse,
+                timeout=60,
+            )
+        )
+        while srv.notifier.total_waiters == 0:  # bounded by the test's own timeout
+            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await srv.close()
+        assert loop.time() - t0 < 10
+        r = await asyncio.wait_for(poll, 10)
+        assert r.selector == 0

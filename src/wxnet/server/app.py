@@ -123,6 +123,7 @@ class Server:
                 await self._sweeper
         for link in list(self.links):
             link.close()
+        self.notifier.close()  # pending long polls answer now instead of at their timeout
         if self._runner is not None:
             await self._runner.cleanup()
         if self.tasks:

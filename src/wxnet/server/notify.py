@@ -22,6 +22,17 @@ class Notifier:
         self._links: dict[int, set[Subscriber]] = {}
         self._waiters: dict[int, set[asyncio.Future[int]]] = {}
         self.listeners: list[Callable[[dict[int, int]], None]] = []
+        self.closed = False
+
+    def close(self) -> None:
+        """Shutting down: every pending long poll returns now (with no news), and later
+        ones return at once, so a clean stop never waits out a 25 s poll."""
+        self.closed = True
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(0)
+        self._waiters.clear()
 
     def add(self, uin: int, sub: Subscriber) -> None:
         self._links.setdefault(uin, set()).add(sub)
@@ -60,6 +71,8 @@ class Notifier:
     async def wait(self, uin: int, timeout: float) -> int:
         """Wait until ``uin``'s logs grow (returns the selector bits) or ``timeout``
         passes (returns 0). Callers check for news *before* waiting."""
+        if self.closed:
+            return 0
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(uin, set()).add(fut)
         try:

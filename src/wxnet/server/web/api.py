@@ -160,10 +160,10 @@ class WebApi:
         self._sweep_task = asyncio.get_running_loop().create_task(self._sweeper())
 
     async def on_shutdown(self, _app: web.Application) -> None:
+        """Cancel held long polls so that the server stops without waiting them out."""
         task = getattr(self, "_sweep_task", None)
         if task is not None:
             task.cancel()
-        """Cancel held long polls so that the server stops without waiting them out."""
         for task in list(self._holding):
             task.cancel()
 
