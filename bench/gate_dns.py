@@ -93,6 +93,13 @@ def main() -> None:
             g = res[f"wxnet{workers} {mix}"]
             print(f"| {what} | {workers} | {g:.0f} | {d0:.0f} | {g / d0:.2f} | {d1:.0f} "
                   f"| {g / d1:.2f} |")  # fmt: skip
+    print("per-round ratios to dnsmasq without cache (same round), median [range]:")
+    for mix, _ in mixes:
+        for workers in (1, args.workers):
+            pairs = zip(runs[f"wxnet{workers} {mix}"], runs[f"dnsmasq0 {mix}"], strict=True)
+            r = [g / d for g, d in pairs]
+            print(f"  {mix}, {workers} process(es): {statistics.median(r):.2f} "
+                  f"[{min(r):.2f}-{max(r):.2f}]")  # fmt: skip
     for key, vals in sorted(runs.items()):
         print(f"  {key}: " + ", ".join(f"{v:.0f}" for v in vals))
 
