@@ -133,12 +133,12 @@ class World:
     def run(self, ns: str, *argv: str, input_text: str | None = None) -> str:
         return sh("ip", "netns", "exec", ns, *argv, input_text=input_text)
 
-    def start_gate(self) -> subprocess.Popen[str]:
+    def start_gate(self, dns_workers: int = 1) -> subprocess.Popen[str]:
         cfg = self.tmp / "gate.toml"
         cfg.write_text(
             POLICY.format(
                 lan=self.lan_if, upstream=UPSTREAM, gw=GW_LAN, table=self.table, tmp=self.tmp
-            )
+            ).replace("[gate]\n", f"[gate]\ndns-workers = {dns_workers}\n")
         )
         p = self.spawn(self.gw, sys.executable, "-m", "wxnet", "gate", "run", str(cfg))
         assert p.stdout is not None

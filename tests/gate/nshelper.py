@@ -97,7 +97,33 @@ async def _serve(args: argparse.Namespace) -> None:
     await done.wait()
 
 
+def _probe_many(args: argparse.Namespace) -> dict[str, Any]:
+    """``--count N`` queries at once, each from its own socket (its own source port, as
+    many phones would send them); reports the ports that got an answer."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(args.count)]
+    try:
+        for s in socks:
+            s.bind(("0.0.0.0", 0))
+            s.sendto(DNSRecord.question(args.name, "A").pack(), (args.host, 53))
+        ports: list[int] = []
+        rcodes: set[str] = set()
+        for s in socks:
+            s.settimeout(args.timeout)
+            try:
+                r = DNSRecord.parse(s.recv(65536))
+            except TimeoutError:
+                continue
+            ports.append(s.getsockname()[1])
+            rcodes.add(str(RCODE.get(r.header.rcode)))
+        return {"ports": ports, "rcodes": sorted(rcodes)}
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _probe(args: argparse.Namespace) -> dict[str, Any]:
+    if args.kind == "dns" and args.count > 1:
+        return _probe_many(args)
     if args.kind == "dns":
         q = DNSRecord.question(args.name, "A")
         if args.tcp:
@@ -157,6 +183,7 @@ def main() -> None:
     pr.add_argument("--send", default="")
     pr.add_argument("--tcp", action="store_true")
     pr.add_argument("--timeout", type=float, default=3.0)
+    pr.add_argument("--count", type=int, default=1, help="dns: queries from this many sockets")
     args = p.parse_args()
     if args.cmd == "serve":
         asyncio.run(_serve(args))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from tests.gate.netns import (
     sh,
     tls_client_hello,
 )
+from wxnet.gate.dnsworker import MAX_DEATHS
 from wxnet.proto.framing import encode_packet
 
 pytestmark = [
@@ -375,3 +378,122 @@ def test_real_wxnet_server_plays_wechat_through_the_gateway(
     ).fetchall()
     db.close()
     assert rows and rows[0][:2] == ("wechat", "allow") and "longlink-2014" in rows[0][2]
+
+
+WORKERS = ALLOW_ONLY.replace('http = "127.0.0.1:0"', 'http = "127.0.0.1:18098"\ndns-workers = 3')
+
+
+def dns_workers(gate: Gate) -> list[int]:
+    """Pids of the gateway's DNS worker processes (its children running the worker)."""
+    pid = gate.proc.pid
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    out = []
+    for kid in kids:
+        try:
+            cmdline = Path(f"/proc/{kid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"wxnet.gate.dnsworker" in cmdline:
+            out.append(int(kid))
+    return sorted(out)
+
+
+def process_answers(world: World, want: int) -> dict[str, int]:
+    """``wxnet_gate_dns_process_answers_total`` per process, once they add up to ``want``
+    (a worker's record reaches the gateway before its answer leaves, but the gateway
+    may read it just after /metrics is asked: ask again, a bounded number of times)."""
+    fetch = (
+        "import urllib.request as u;"
+        "print(u.urlopen('http://127.0.0.1:18098/metrics', timeout=5).read().decode())"
+    )
+    counts: dict[str, int] = {}
+    for _ in range(20):
+        text = sh("ip", "netns", "exec", world.gw, sys.executable, "-c", fetch).stdout
+        counts = {
+            m.group(1): int(m.group(2))
+            for m in re.finditer(
+                r'^wxnet_gate_dns_process_answers_total\{process="(\d+)"\} (\d+)$', text, re.M
+            )
+        }
+        if sum(counts.values()) >= want:
+            break
+    return counts
+
+
+def test_dns_workers_share_the_port_and_a_killed_one_is_replaced(
+    world: World, gate_factory: GateFactory
+) -> None:
+    gate = gate_factory(WORKERS)
+    first = dns_workers(gate)
+    assert len(first) == 2  # plus the gateway process itself: 3 answer DNS
+    ok = world.probe("dns", GW_LAN_IP, name="long.weixin.qq.com", count=64)
+    assert len(ok["ports"]) == 64 and ok["rcodes"] == ["NOERROR"]
+    assert gate.set_has("app_wechat_4", WECHAT_DNS_IP)
+    blocked = world.probe("dns", GW_LAN_IP, name="video.example", count=64)
+    assert len(blocked["ports"]) == 64 and blocked["rcodes"] == ["NXDOMAIN"]
+    counts = process_answers(world, 128)
+    assert sum(counts.values()) == 128
+    # 128 source ports over 3 sockets: every process gets some (else P < 1e-20).
+    assert sorted(counts) == ["0", "1", "2"] and min(counts.values()) > 0
+    assert world.probe("dns", GW_LAN_IP, name="sgshort.wechat.com", tcp=True)["addresses"]
+
+    os.kill(first[0], signal.SIGKILL)
+    seen: list[str] = []
+    while not any("restarted" in line for line in seen):
+        line = read_line(gate.proc, 30, stderr=True)
+        assert line, f"no restart logged: {seen}"
+        seen.append(line)
+    now = dns_workers(gate)
+    assert len(now) == 2 and first[0] not in now and first[1] in now
+    again = world.probe("dns", GW_LAN_IP, name="long.weixin.qq.com", count=64)
+    assert len(again["ports"]) == 64
+    assert gate.stop() == 0
+    assert all(not Path(f"/proc/{pid}").exists() for pid in now)  # stopped with the gateway
+    assert not gate.table_exists()
+
+    # Every answered query has exactly one record: none lost, none twice.
+    recs = [json.loads(x) for x in (gate.dir / "gate.jsonl").read_text().splitlines()]
+    got = Counter((r["name"], r["client_port"]) for r in recs if r["transport"] == "udp")
+    want = Counter(("long.weixin.qq.com", p) for p in ok["ports"] + again["ports"])
+    want.update(("video.example", p) for p in blocked["ports"])
+    assert got == want
+
+
+def test_killed_gateway_takes_its_dns_workers_along(
+    world: World, gate_factory: GateFactory
+) -> None:
+    gate = gate_factory(WORKERS)
+    workers = dns_workers(gate)
+    assert len(workers) == 2
+    gate.proc.send_signal(signal.SIGKILL)
+    gate.proc.communicate(timeout=10)
+    assert gate.table_exists()  # fail closed, as without workers
+    for pid in workers:  # they see the gateway's end of their socket close, and exit
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue  # gone already
+        try:
+            assert select.select([fd], [], [], 10)[0], f"DNS worker {pid} outlived the gateway"
+        finally:
+            os.close(fd)
+    assert "error" in world.probe("dns", GW_LAN_IP, name="long.weixin.qq.com", timeout=2)
+
+
+def test_dns_workers_dying_again_and_again_make_the_gate_fail_closed(
+    world: World, gate_factory: GateFactory
+) -> None:
+    gate = gate_factory(WORKERS)
+    for _ in range(MAX_DEATHS):  # each death is logged and the worker replaced
+        os.kill(dns_workers(gate)[0], signal.SIGKILL)
+        lines: list[str] = []
+        while not lines or "restarted" not in lines[-1]:
+            lines.append(read_line(gate.proc, 30, stderr=True))
+            assert lines[-1], f"no restart logged: {lines}"
+    os.kill(dns_workers(gate)[0], signal.SIGKILL)  # one death too many
+    _, err = gate.proc.communicate(timeout=30)
+    assert gate.proc.returncode == 1
+    assert f"DNS workers died {MAX_DEATHS + 1} times" in err and "left in place" in err
+    assert gate.table_exists()  # allow-only stays closed
+    get = b"GET / HTTP/1.1\r\nHost: video.example\r\n\r\n"
+    assert "reply" not in world.probe("tcp", VIDEO_IP, port=80, send=get.hex(), timeout=1)

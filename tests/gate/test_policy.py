@@ -82,6 +82,8 @@ def test_window_across_midnight_belongs_to_its_start_day() -> None:
         ('ip = "10.1.0.9"', 'ip = "10.1.0.5"\nsubnet = "10.1.0.0/24"', 28, "exactly one"),
         ("[groups.kids]", "[groups.kids]\ncolour = 1", 15, "unknown key 'colour'"),
         ('table = "wxtest"', 'table = "wxtest', 4, "TOML syntax"),
+        ('table = "wxtest"', 'table = "wxtest"\ndns-workers = 0', 5, "dns-workers must be"),
+        ('table = "wxtest"', 'table = "wxtest"\ndns-workers = "4"', 5, "dns-workers must be"),
     ],
 )
 def test_errors_name_the_line(needle: str, replacement: str, line: int, fragment: str) -> None:
@@ -99,3 +101,12 @@ def test_explain_mentions_ports_and_dependencies() -> None:
     assert "TCP ports open: 80, 443, 5223, 8080" in text
     assert "inactive (unrestricted)" in text
     assert "device alice (02:00:00:00:00:01) -> group kids" in text
+
+
+def test_dns_workers_default_to_one_process_and_are_explained() -> None:
+    assert parse_policy(POLICY, CATALOG).settings.dns_workers == 1
+    p = parse_policy(
+        POLICY.replace('table = "wxtest"', 'table = "wxtest"\ndns-workers = 4'), CATALOG
+    )
+    assert p.settings.dns_workers == 4
+    assert "DNS filter on port 53 (4 processes)" in "\n".join(p.explain(MON_10))

@@ -129,6 +129,7 @@ def cmd_run_default(args: argparse.Namespace, io: IO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, io: IO) -> int:
+    from wxnet.gate.dnsworker import WorkerError
     from wxnet.gate.nft import NftError, nft_available
     from wxnet.gate.service import GateService
 
@@ -154,6 +155,9 @@ def cmd_run(args: argparse.Namespace, io: IO) -> int:
         except OSError as exc:
             io.error(f"cannot listen: {exc}")
             return ExitStatus.ERROR
+        except WorkerError as exc:
+            io.error(str(exc))
+            return ExitStatus.ERROR
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -164,10 +168,21 @@ def cmd_run(args: argparse.Namespace, io: IO) -> int:
             f"ready: table inet {s.table}, DNS on port {s.dns_port}, "
             f"inspector on port {s.inspector_port}{web}"
         )
+        failed = asyncio.ensure_future(service.failure.wait())
+        stopped = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait((failed, stopped), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await service.stop(remove_table=True)
+            failed.cancel()
+            stopped.cancel()
+            # A failing gate keeps its table: allow-only groups stay closed (fail closed).
+            await service.stop(remove_table=not service.failure.is_set())
+        if service.failure.is_set():
+            io.error(
+                f"gate failed: {service.failure_reason}; table inet {s.table} left in place"
+                f" (allow-only groups stay closed; `wxnet gate stop --table {s.table}` removes it)"
+            )
+            return ExitStatus.ERROR
         io.print(f"stopped: table inet {s.table} removed")
         return ExitStatus.OK
 

@@ -16,9 +16,17 @@ _HELP = {
     "wxnet_gate_dns_malformed_total": ("counter", "Undecodable DNS queries dropped."),
     "wxnet_gate_dns_upstream_failures_total": ("counter", "Queries no upstream answered."),
     "wxnet_gate_set_additions_total": ("counter", "Addresses added to the nftables sets."),
+    "wxnet_gate_dns_process_answers_total": (
+        "counter",
+        "DNS answers per process when dns-workers > 1 (0: the gateway process).",
+    ),
+    "wxnet_gate_dns_worker_restarts_total": ("counter", "DNS worker processes restarted."),
     "wxnet_gate_active_groups": ("gauge", "Policy groups enforced now (schedules)."),
     "wxnet_gate_inspector_active": ("gauge", "Connections held by the inspector now."),
 }
+
+
+MetricKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def _esc(v: str) -> str:
@@ -28,9 +36,20 @@ def _esc(v: str) -> str:
 class Metrics:
     def __init__(self) -> None:
         self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._flow_keys: dict[
+            tuple[str, str, str, str], tuple[str, tuple[tuple[str, str], ...]]
+        ] = {}
 
     def inc(self, name: str, by: float = 1, labels: dict[str, str] | None = None) -> None:
         key = (name, tuple(sorted((labels or {}).items())))
+        self._values[key] = self._values.get(key, 0) + by
+
+    @staticmethod
+    def key(name: str, labels: dict[str, str] | None = None) -> MetricKey:
+        """The key :meth:`add` takes: build it once for a counter bumped per query."""
+        return (name, tuple(sorted((labels or {}).items())))
+
+    def add(self, key: MetricKey, by: float = 1) -> None:
         self._values[key] = self._values.get(key, 0) + by
 
     def set(self, name: str, value: float, labels: dict[str, str] | None = None) -> None:
@@ -41,10 +60,16 @@ class Metrics:
 
     def flow(self, rec: FlowRecord) -> None:
         app = rec.app or "unknown"
-        self.inc(
-            "wxnet_gate_flows_total",
-            labels={"app": app, "verdict": rec.verdict, "path": rec.path, "device": rec.device},
-        )
+        # One key per (app, verdict, path, device), built once (this runs per DNS query).
+        kind = (app, rec.verdict, rec.path, rec.device)
+        key = self._flow_keys.get(kind)
+        if key is None:
+            labels = {"app": app, "verdict": rec.verdict, "path": rec.path, "device": rec.device}
+            key = ("wxnet_gate_flows_total", tuple(sorted(labels.items())))
+            if len(self._flow_keys) > 100_000:
+                self._flow_keys.clear()
+            self._flow_keys[kind] = key
+        self._values[key] = self._values.get(key, 0) + 1
         if rec.bytes_up or rec.bytes_down:
             self.inc(
                 "wxnet_gate_bytes_total",

@@ -126,6 +126,7 @@ class GateSettings:
     db: str | None = None
     http: str | None = None  # host:port of /metrics and the dashboard
     default_group: str | None = None
+    dns_workers: int = 1  # processes answering DNS (the gateway process is one of them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +212,9 @@ class Policy:
         s = self.settings
         lines = [
             f"nftables table inet {s.table}; LAN interfaces: {', '.join(s.lan) or '(none)'}",
-            f"DNS filter on port {s.dns_port}, upstreams: "
+            f"DNS filter on port {s.dns_port}"
+            + (f" ({s.dns_workers} processes)" if s.dns_workers > 1 else "")
+            + ", upstreams: "
             + ", ".join(f"{h}:{p}" for h, p in s.upstreams),
             f"foreign DNS: {s.foreign_dns}; DNS-over-TLS (853) blocked; QUIC (UDP 443) "
             + ("blocked" if s.block_quic else "allowed"),
@@ -376,6 +379,7 @@ _GATE_KEYS = {
     "db",
     "http",
     "default-group",
+    "dns-workers",
 }
 _GROUP_KEYS = {"mode", "apps", "also", "dependencies", "schedule"}
 _DEVICE_KEYS = {"name", "group", "mac", "ip", "subnet"}
@@ -509,6 +513,8 @@ def _parse_gate(raw: Any, lines: _Lines) -> GateSettings:
             ok, "blocked-answer must be nxdomain, refused or an IP address", ln("blocked-answer")
         )
         kw["blocked_answer"] = ans
+    if "dns-workers" in raw:
+        kw["dns_workers"] = _int_in(raw["dns-workers"], "dns-workers", 1, 64, ln("dns-workers"))
     for key, attr in (("dns-port", "dns_port"), ("inspector-port", "inspector_port")):
         if key in raw:
             kw[attr] = _int_in(raw[key], key, 1, 65535, ln(key))

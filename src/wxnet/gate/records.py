@@ -7,10 +7,12 @@ verdicts) are counted by nftables, not recorded here.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +42,25 @@ class FlowRecord:
     reason: str = ""
 
     def to_json(self) -> str:
+        """The record as one JSON object (keys sorted, ``iso_time`` added): written per
+        DNS query, so it is built directly rather than through a dict and the encoder
+        (the same text as ``json.dumps(..., ensure_ascii=False, sort_keys=True)``)."""
+        if not math.isfinite(self.time):
+            return self._to_json_slow()
+        s = _jstr
+        return (
+            f'{{"app": {_jopt(self.app)}, "bytes_down": {self.bytes_down!r}, '
+            f'"bytes_up": {self.bytes_up!r}, "client": {s(self.client)}, '
+            f'"client_port": {self.client_port!r}, "device": {s(self.device)}, '
+            f'"evidence": [{", ".join(map(s, self.evidence))}], "group": {_jopt(self.group)}, '
+            f'"iso_time": "{_iso_time(self.time)}", "label": {s(self.label)}, '
+            f'"name": {_jopt(self.name)}, "path": {s(self.path)}, "reason": {s(self.reason)}, '
+            f'"server": {s(self.server)}, "server_port": {self.server_port!r}, '
+            f'"time": {self.time!r}, "transport": {s(self.transport)}, '
+            f'"verdict": {s(self.verdict)}}}'
+        )
+
+    def _to_json_slow(self) -> str:
         d: dict[str, Any] = {f: getattr(self, f) for f in _FIELDS}
         d["evidence"] = list(self.evidence)
         d["iso_time"] = datetime.fromtimestamp(self.time, UTC).isoformat(timespec="seconds")
@@ -53,6 +74,29 @@ class FlowRecord:
 
 
 _FIELDS = tuple(FlowRecord.__dataclass_fields__)
+_jstr: Callable[[str], str] = (
+    getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
+)  # what json.dumps(ensure_ascii=False) uses
+
+
+def _jopt(value: str | None) -> str:
+    return "null" if value is None else _jstr(value)
+
+
+def _iso_time(t: float) -> str:
+    """``datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")``, shared by the
+    records of one second. fromtimestamp rounds to microseconds, so a time within a
+    microsecond of the next second belongs to that one: those take the long way."""
+    second = math.floor(t)
+    if t - second < 0.999999:
+        return _iso_second(second)
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    """ISO time of a whole second (records of the same second share the string)."""
+    return datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
 
 
 class JsonlWriter:

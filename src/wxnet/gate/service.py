@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import shutil
 import time
@@ -21,7 +22,7 @@ from typing import Any, cast
 
 from wxnet.classify import Classifier, DnsMemory
 from wxnet.gate.ctevents import parse_destroy
-from wxnet.gate.dnsfilter import DnsFilter, Forward, MalformedQuery, Reply
+from wxnet.gate.dnsfilter import Answer, DnsFilter, Forward, MalformedQuery, Reply
 from wxnet.gate.inspector import Inspector
 from wxnet.gate.metrics import Metrics
 from wxnet.gate.nft import Nft, NftError
@@ -35,6 +36,9 @@ log = logging.getLogger("wxnet.gate")
 UPSTREAM_TIMEOUT = 2.0
 TCP_IDLE = 10.0
 MAX_PENDING = 4096
+_ALLOWED = Metrics.key("wxnet_gate_dns_queries_total", {"verdict": "allow"})
+_BLOCKED = Metrics.key("wxnet_gate_dns_queries_total", {"verdict": "block"})
+_ANSWERED_HERE = Metrics.key("wxnet_gate_dns_process_answers_total", {"process": "0"})
 
 
 class Neighbours:
@@ -105,6 +109,16 @@ class Upstreams:
         self._pending: list[dict[int, _Pending]] = [{} for _ in servers]
         self._rng = random.SystemRandom()
         self._ids = [self._rng.randrange(65536) for _ in servers]
+        self._entropy = b""
+        self._epos = 0
+
+    def _step(self) -> int:
+        """1..64, from a pool of kernel randomness (one getrandom call per 4096 ids)."""
+        if self._epos >= len(self._entropy):
+            self._entropy = os.urandom(4096)
+            self._epos = 0
+        self._epos += 1
+        return (self._entropy[self._epos - 1] & 0x3F) + 1
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -131,7 +145,7 @@ class Upstreams:
             new_id = self._ids[i]
             while new_id in pending:
                 new_id = (new_id + 1) & 0xFFFF
-            self._ids[i] = (new_id + self._rng.randrange(1, 64)) & 0xFFFF
+            self._ids[i] = (new_id + self._step()) & 0xFFFF
             entry = _Pending(data, callback, i)
             entry.timer = asyncio.get_running_loop().call_later(
                 UPSTREAM_TIMEOUT, self._timeout, i, new_id
@@ -258,6 +272,7 @@ class GateService:
         policy: Policy,
         classifier: Classifier,
         clock: Callable[[], float] = time.time,
+        sink: RecordSink | None = None,
     ) -> None:
         self.policy = policy
         self.classifier = classifier
@@ -266,7 +281,7 @@ class GateService:
         self.memory = DnsMemory()
         self.nft = Nft(s.table)
         self.metrics = Metrics()
-        self.sink = RecordSink(self.metrics, s.log, s.db)
+        self.sink = sink if sink is not None else RecordSink(self.metrics, s.log, s.db)
         labels = {k: v.label for k, v in policy.catalog.items()}
         self.filter = DnsFilter(policy, classifier.app_for_name, labels)
         self.neighbours = Neighbours()
@@ -287,6 +302,9 @@ class GateService:
         self._web: Any = None
         self._conntrack: asyncio.subprocess.Process | None = None
         self.http_port: int | None = None
+        self.workers: Any = None  # a dnsworker.WorkerPool when dns-workers > 1
+        self.failure = asyncio.Event()  # set (with failure_reason) when the gate must exit
+        self.failure_reason = ""
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -317,10 +335,12 @@ class GateService:
             self.metrics.inc("wxnet_gate_dns_malformed_total")
             return None
         if isinstance(act, Reply):
-            self.metrics.inc("wxnet_gate_dns_queries_total", labels={"verdict": "block"})
+            self.metrics.add(_BLOCKED)
             self.sink(act.record)
+            if self.workers is not None:
+                self.metrics.add(_ANSWERED_HERE)
             return act.data
-        self.metrics.inc("wxnet_gate_dns_queries_total", labels={"verdict": "allow"})
+        self.metrics.add(_ALLOWED)
         return act
 
     def answered(self, act: Forward, answer: bytes | None) -> tuple[bytes, list[Any]]:
@@ -336,10 +356,25 @@ class GateService:
             self.metrics.inc("wxnet_gate_dns_upstream_failures_total")
             return self.filter.servfail(act), []
         now = self.clock()
+        self.record_answer(act, out, now)
+        return out.data, self.nft.needed(out.elements, now)
+
+    def record_answer(self, act: Forward, out: Answer, now: float) -> None:
+        """Learn the answer's addresses (spoof checks) and record the flow; a DNS worker
+        process sends both to the gateway process instead."""
         for learned in out.learned:
             self.memory.learn(act.client, learned.name, learned.addresses, learned.ttl, now)
         self.sink(out.record)
-        return out.data, self.nft.needed(out.elements, now)
+        if self.workers is not None:
+            self.metrics.add(_ANSWERED_HERE)
+
+    def fail(self, reason: str) -> None:
+        """Tell whoever runs the service that it cannot go on (``wxnet gate run`` exits
+        with an error and leaves the table in place: allow-only groups stay closed)."""
+        if not self.failure.is_set():
+            log.error("gate failing: %s", reason)
+            self.failure_reason = reason
+            self.failure.set()
 
     async def release(self, act: Forward, reply: bytes, elements: list[Any]) -> bytes:
         """Add ``elements`` to the sets, then return ``reply`` (SERVFAIL if that failed)."""
@@ -397,16 +432,12 @@ class GateService:
         s = self.policy.settings
         await self.apply_rules(fresh=True)
         try:
-            await self.upstreams.open()
-            loop = asyncio.get_running_loop()
-            for host in s.dns_listen:
-                tr, _ = await loop.create_datagram_endpoint(
-                    lambda: _DnsUdp(self), local_addr=(host, s.dns_port)
-                )
-                self._udp.append(tr)
-            self._servers.append(
-                await asyncio.start_server(self._dns_tcp, list(s.dns_listen), s.dns_port)
-            )
+            await self.start_dns(reuse_port=s.dns_workers > 1)
+            if s.dns_workers > 1:
+                from wxnet.gate.dnsworker import WorkerPool
+
+                self.workers = WorkerPool(self, s.dns_workers - 1)
+                await self.workers.start()
             self._servers.append(
                 await asyncio.start_server(
                     self.inspector.handle, ["0.0.0.0", "::"], s.inspector_port, backlog=1024
@@ -422,6 +453,24 @@ class GateService:
         except BaseException:
             await self.stop(remove_table=True)
             raise
+
+    async def start_dns(self, reuse_port: bool = False) -> None:
+        """Open the upstream sockets and the DNS listeners (UDP and TCP). With
+        ``reuse_port`` several processes share the port (``SO_REUSEPORT``: the kernel
+        spreads clients over them)."""
+        s = self.policy.settings
+        await self.upstreams.open()
+        loop = asyncio.get_running_loop()
+        for host in s.dns_listen:
+            tr, _ = await loop.create_datagram_endpoint(
+                lambda: _DnsUdp(self), local_addr=(host, s.dns_port), reuse_port=reuse_port
+            )
+            self._udp.append(tr)
+        self._servers.append(
+            await asyncio.start_server(
+                self._dns_tcp, list(s.dns_listen), s.dns_port, reuse_port=reuse_port
+            )
+        )
 
     async def _start_conntrack(self) -> None:
         """Follow conntrack DESTROY events to record flows the kernel passed on its own
@@ -502,6 +551,9 @@ class GateService:
                     log.error("schedule change not applied: %s", exc)
 
     async def stop(self, remove_table: bool = True) -> None:
+        if self.workers is not None:
+            await self.workers.stop()  # their last records reach the sink below
+            self.workers = None
         if self._conntrack is not None and self._conntrack.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._conntrack.terminate()
