@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -34,6 +35,10 @@ from wxnet.client.sdk import (
 )
 from wxnet.client.store import MessageRow, OutboxRow, ProfileError, ProfileStore
 from wxnet.proto.errors import MMError
+
+log = logging.getLogger("wxnet.client")
+#: Seconds a command waits for the client to close before it exits anyway.
+CLOSE_LIMIT = 15.0
 
 __all__ = ["register"]
 
@@ -294,7 +299,12 @@ async def with_client(
             await client.start(background=background, wait_long=wait_long)
             return await job(client)
         finally:
-            await client.close()
+            # The job's result is already saved in the profile; a close that cannot finish
+            # (a peer that never answers) must not hold the command.
+            try:
+                await asyncio.wait_for(client.close(), CLOSE_LIMIT)
+            except TimeoutError:
+                log.warning("closing the client took over %s s; gave up", CLOSE_LIMIT)
     finally:
         store.close()
 

@@ -220,8 +220,9 @@ class LongLink:
         current = asyncio.current_task()
         for t in self._tasks:
             if t is not current:
+                t.cancel()  # also a task started after close() (a close racing start())
                 with contextlib.suppress(BaseException):
-                    await t
+                    await asyncio.wait_for(t, CLOSE_GRACE)
         # A graceful close waits for queued bytes to drain; a peer that stopped reading
         # would hold it forever, so give it a moment and then abort.
         try:

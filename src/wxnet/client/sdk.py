@@ -294,7 +294,8 @@ class Client:
         self._tasks.clear()
         if self.long is not None:
             self.long.close("client closed")
-            await self.long.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.long.wait_closed(), CLOSE_WAIT)
             self.long = None
         await self.short.close()
         self._save_heartbeat()
