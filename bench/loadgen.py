@@ -207,14 +207,26 @@ class Receiver:
         self.result = result
         self.seen = seen
         self.wanted = asyncio.Event()
+        self.stopping = False
         self.task = asyncio.ensure_future(self._loop())
         user.link.on_notify = self.wanted.set
 
+    async def stop(self) -> None:
+        """End the loop. A flag, not only cancel(): on Python 3.11 a cancel that lands
+        while ``asyncio.wait_for`` finishes is swallowed, and the task would wait on."""
+        self.stopping = True
+        self.wanted.set()
+        self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(self.task, 5)
+
     async def _loop(self) -> None:
         u = self.user
-        while True:
+        while not self.stopping:
             await self.wanted.wait()
             self.wanted.clear()
+            if self.stopping:
+                return
             while True:
                 resp = await u.link.call(
                     "newsync",
@@ -334,9 +346,7 @@ async def run_load(
     result.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if server_pid is not None:
         result.server_cpu_seconds = _proc_cpu(server_pid) - server_cpu0
-    for rc in recv:
-        rc.task.cancel()
-    await asyncio.gather(*(rc.task for rc in recv), return_exceptions=True)
+    await asyncio.gather(*(rc.stop() for rc in recv))
     for u in [*senders, *receivers]:
         u.link.close()
     return result

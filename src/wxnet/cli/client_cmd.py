@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from wxnet._compat import wait_for
 from wxnet.cli.common import IO, ExitStatus, UsageError
 from wxnet.client.errors import ClientError, NotLoggedIn, SendFailed, TransportError
 from wxnet.client.resolver import parse_nameserver
@@ -302,7 +303,7 @@ async def with_client(
             # The job's result is already saved in the profile; a close that cannot finish
             # (a peer that never answers) must not hold the command.
             try:
-                await asyncio.wait_for(client.close(), CLOSE_LIMIT)
+                await wait_for(client.close(), CLOSE_LIMIT)
             except TimeoutError:
                 log.warning("closing the client took over %s s; gave up", CLOSE_LIMIT)
     finally:
@@ -565,7 +566,7 @@ def cmd_listen(args: argparse.Namespace, io: IO) -> int:
                 if left is not None and left <= 0:
                     break
                 try:
-                    ev = await asyncio.wait_for(queue.get(), left)
+                    ev = await wait_for(queue.get(), left)
                 except TimeoutError:
                     break
                 if ev.kind == "item" and ev.data.get("type") == "add_msg":
@@ -674,7 +675,7 @@ def _probe_then(job: Callable[[Client], Awaitable[int]]) -> Callable[[Client], A
         # Give the first long-link round its full connect budget, then report.
         if client.config.use_long_link and client.long is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(client._long_up.wait(), client.config.connect_timeout)
+                await wait_for(client._long_up.wait(), client.config.connect_timeout)
         return await job(client)
 
     return probe

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from google.protobuf.message import DecodeError, Message
 
+from wxnet._compat import wait_for
 from wxnet.client.addresses import Address, AddressBook, ConnectRace
 from wxnet.client.errors import LinkClosed, TransportError
 from wxnet.client.heartbeat import HeartbeatAction, HeartbeatTimer, SmartHeartbeat
@@ -172,7 +173,7 @@ class LongLink:
         self._pending[seq] = fut
         try:
             self._write(encode_packet(cgi.cmd, seq, req.SerializeToString()))
-            _cmd, body = await asyncio.wait_for(fut, timeout or self.request_timeout)
+            _cmd, body = await wait_for(fut, timeout or self.request_timeout)
         except TimeoutError:
             self.close(f"{cgi.name} got no reply in time")
             raise TransportError(f"{cgi.name}: no reply on the long link") from None
@@ -222,11 +223,11 @@ class LongLink:
             if t is not current:
                 t.cancel()  # also a task started after close() (a close racing start())
                 with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(t, CLOSE_GRACE)
+                    await wait_for(t, CLOSE_GRACE)
         # A graceful close waits for queued bytes to drain; a peer that stopped reading
         # would hold it forever, so give it a moment and then abort.
         try:
-            await asyncio.wait_for(self._writer.wait_closed(), CLOSE_GRACE)
+            await wait_for(self._writer.wait_closed(), CLOSE_GRACE)
         except (TimeoutError, OSError, ConnectionError):
             self._writer.transport.abort()
 
@@ -273,7 +274,7 @@ class LongLink:
             delay = deadline - self.clock()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    await wait_for(self._wake.wait(), delay)
                 continue
             action = self.heartbeat.handle_timer(self.clock())
             if action is HeartbeatAction.SEND_NOOP:

@@ -13,6 +13,8 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
+from wxnet._compat import wait_for
+
 __all__ = ["DnsFailure", "Resolver", "SystemResolver", "UdpResolver", "parse_nameserver"]
 
 
@@ -45,7 +47,7 @@ class SystemResolver:
             return lit
         loop = asyncio.get_running_loop()
         try:
-            infos = await asyncio.wait_for(
+            infos = await wait_for(
                 loop.getaddrinfo(name, None, type=socket.SOCK_STREAM), self.timeout
             )
         except (OSError, TimeoutError) as exc:

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError, Message
 
+from wxnet._compat import wait_for
 from wxnet.client.addresses import Address, AddressBook, AddressSource
 from wxnet.client.backoff import DEFAULT_LADDER, ReconnectBackoff
 from wxnet.client.errors import NotLoggedIn, SendFailed, TransportError
@@ -278,7 +279,7 @@ class Client:
             self._tasks.append(asyncio.ensure_future(self._link_loop()))
             wait = self.config.connect_timeout if wait_long is None else wait_long
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._first_round.wait(), wait)
+                await wait_for(self._first_round.wait(), wait)
         self._tasks.append(asyncio.ensure_future(self._resume_outbox()))
         self.kick_sync()
 
@@ -290,12 +291,12 @@ class Client:
             t.cancel()
         for t in [*self._tasks, *self._sending.values()]:
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(t, CLOSE_WAIT)
+                await wait_for(t, CLOSE_WAIT)
         self._tasks.clear()
         if self.long is not None:
             self.long.close("client closed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.long.wait_closed(), CLOSE_WAIT)
+                await wait_for(self.long.wait_closed(), CLOSE_WAIT)
             self.long = None
         await self.short.close()
         self._save_heartbeat()

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
+from wxnet._compat import wait_for
+
 __all__ = ["Notifier", "Subscriber"]
 
 
@@ -76,7 +78,7 @@ class Notifier:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(uin, set()).add(fut)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await wait_for(fut, timeout)
         except TimeoutError:
             return 0
         finally:
