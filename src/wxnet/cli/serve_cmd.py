@@ -66,7 +66,7 @@ async def _serve(cfg: ServerConfig, io: IO) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(RuntimeError):  # not the main thread: no signal handlers
             loop.add_signal_handler(sig, stop.set)
     host = cfg.host if cfg.host not in ("0.0.0.0", "::") else "127.0.0.1"
     extra = "".join(f", {p}" for p in server.extra_long_ports)
