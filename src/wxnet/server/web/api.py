@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from aiohttp import BodyPartReader, web
 from google.protobuf.message import Message
 
+from wxnet._compat import wait_for
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMRet
@@ -294,7 +295,7 @@ class WebApi:
             self._hold()
             ev = self._login_waiters.setdefault(uuid, asyncio.Event())
             try:
-                await asyncio.wait_for(ev.wait(), self.config.login_hold)
+                await wait_for(ev.wait(), self.config.login_hold)
             except TimeoutError:
                 pass
             q = self.logins.get(uuid, self.clock()) or q
