@@ -58,7 +58,7 @@ from wxnet.client.shortlink import ShortLink
 from wxnet.client.store import AppliedItem, OutboxRow, ProfileStore, SessionInfo
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.errors import MMError, MMRet, check_base
 
 __all__ = [
     "MSG_IMAGE",
@@ -183,14 +183,7 @@ def parse_server_url(url: str) -> Address:
 
 
 def _mm_check(resp: Message, name: str) -> None:
-    base = getattr(resp, "base", None)
-    if base is None or base.ret == 0:
-        return
-    try:
-        code = MMRet(base.ret)
-    except ValueError:
-        code = MMRet.ERR_SYS
-    raise MMError(code, base.err_msg or f"{name} refused")
+    check_base(resp, name)
 
 
 class Client:
@@ -882,12 +875,9 @@ class Client:
         )
         for r in resp.list:
             if r.client_msg_id == row.client_msg_id or len(resp.list) == 1:
-                if r.ret != 0:
-                    try:
-                        code = MMRet(r.ret)
-                    except ValueError:
-                        code = MMRet.ERR_SYS
-                    raise MMError(code, r.err_msg or "send refused")
+                err = MMError.from_base(r, "send")
+                if err is not None:
+                    raise err
                 return int(r.msg_id), int(r.create_time)
         raise TransportError("newsendmsg: the reply has no result for this message")
 

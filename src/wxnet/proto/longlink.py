@@ -394,14 +394,18 @@ class LongLinkConnection:
 
         Raises:
             LocalProtocolError: no request ``seq`` waits for a reply (never received or
-                already answered), or the connection is closed.
+                already answered), the connection is closed, or the packet would exceed
+                the limit (the request stays in flight: answer it with
+                :meth:`reply_error`).
         """
         self._check_open()
-        entry = self._in_flight.pop(seq, None) if self.role is SERVER else None
+        entry = self._in_flight.get(seq) if self.role is SERVER else None
         if entry is None:
             self._check_role(SERVER, "reply")
             raise LocalProtocolError(f"no request with seq {seq} waits for a reply")
-        return _packet(entry[0] + _REPLY, seq, body)
+        data = _packet(entry[0] + _REPLY, seq, body)  # may raise: the seq stays in flight
+        del self._in_flight[seq]
+        return data
 
     def reply_error(self, seq: int, code: int, message: str) -> bytes:
         """(server) Reply to ``seq`` with a body that carries only ``base`` {ret, err_msg}."""
