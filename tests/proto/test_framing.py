@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wxnet.proto.errors import RemoteProtocolError
@@ -105,6 +105,7 @@ def test_garbage_decodes_or_raises_remote_protocol_error(garbage: bytes) -> None
         pass
 
 
+@settings(deadline=None)
 @given(packets_st, st.data())
 def test_receive_fast_path_matches_feed_and_next_fields(
     packets: list[Packet], data: st.DataObject
@@ -128,6 +129,7 @@ def test_receive_fast_path_matches_feed_and_next_fields(
     assert fast.buffered == 0
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200), st.integers(0, 200))
 def test_receive_and_packets_agree_on_garbage(garbage: bytes, cut: int) -> None:
     results: list[object] = []

@@ -58,6 +58,7 @@ from wxnet.client.shortlink import ShortLink
 from wxnet.client.store import AppliedItem, OutboxRow, ProfileStore, SessionInfo
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import MsgType, Selector
 from wxnet.proto.errors import MMError, MMRet, check_base
 
 __all__ = [
@@ -72,10 +73,10 @@ __all__ = [
     "parse_server_url",
 ]
 
-MSG_TEXT = 1
-MSG_IMAGE = 3
-MSG_VOICE = 34
-SELECTOR_ALL = 0x1 | 0x2 | 0x4 | 0x40
+MSG_TEXT: int = MsgType.TEXT
+MSG_IMAGE: int = MsgType.IMAGE
+MSG_VOICE: int = MsgType.VOICE
+SELECTOR_ALL = int(Selector.ALL)
 CONFIG_KEY = "config"
 #: While DNS fails, look the names up again at most this often (seconds).
 REFRESH_EVERY = 30.0

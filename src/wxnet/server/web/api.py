@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 from wxnet._compat import wait_for
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import Selector
 from wxnet.proto.errors import MMRet
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.web import convert
@@ -46,7 +47,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 WEB_API_KEY: web.AppKey[WebApi] = web.AppKey("wxnet_web_api")
 _CGI = "/cgi-bin/mmwebwx-bin"
-_ALL_SELECTORS = 0x1 | 0x2 | 0x4 | 0x40
+_ALL_SELECTORS = int(Selector.ALL)
 _IMG_CHUNK = 64 * 1024
 _SYNC_PAGES = 8  # newsync pages folded into one webwxsync reply (clients ignore ContinueFlag)
 
