@@ -30,6 +30,7 @@ __all__ = [
     "SEQ_IDENTIFY",
     "SEQ_NOOP",
     "SEQ_PUSH",
+    "error_body",
     "reply_cmd",
 ]
 
@@ -51,6 +52,13 @@ SEQ_PUSH = 0
 
 def reply_cmd(cmd: int) -> int:
     return cmd + REPLY_OFFSET
+
+
+def error_body(code: int, message: str) -> bytes:
+    """A response body that carries only ``base`` {ret, err_msg}: every response message
+    has ``base`` as field 1, so this decodes as any of them (both links' error replies)."""
+    base = pb.BaseResponse(ret=code, err_msg=message)
+    return pb.LogoutResponse(base=base).SerializeToString()
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,14 +47,6 @@ class Context:
 Handler = Callable[[Any, Session | None, Context], Awaitable[Message | bytes]]
 
 
-def _base_error(kind: type[Message], code: int, message: str) -> bytes:
-    resp = kind()
-    base = resp.base  # type: ignore[attr-defined]
-    base.ret = code
-    base.err_msg = message
-    return resp.SerializeToString()
-
-
 class Dispatcher:
     def __init__(
         self, engine: Engine, notifier: Notifier, metrics: Metrics, synccheck_max: float
@@ -107,9 +99,7 @@ class Dispatcher:
             raise BadRequest(f"{cgi.name}: body is not a {cgi.request.__name__}: {exc}") from None
         handler = self.handlers.get(cgi.name)
         if handler is None:
-            return _base_error(
-                cgi.response, MMRet.ERR_UNKNOWN_CMD, f"{cgi.name} is not served here"
-            )
+            return C.error_body(MMRet.ERR_UNKNOWN_CMD, f"{cgi.name} is not served here")
         try:
             sess = None
             if cgi.needs_session:
@@ -118,11 +108,11 @@ class Dispatcher:
             out = await handler(req, sess, ctx)
         except MMError as exc:
             self.metrics.errors.inc(str(int(exc.code)))
-            return _base_error(cgi.response, int(exc.code), exc.message)
+            return C.error_body(int(exc.code), exc.message)
         except Exception:
             log.exception("%s failed", cgi.name)
             self.metrics.errors.inc(str(int(MMRet.ERR_SYS)))
-            return _base_error(cgi.response, MMRet.ERR_SYS, "internal server error")
+            return C.error_body(MMRet.ERR_SYS, "internal server error")
         return out if isinstance(out, bytes) else out.SerializeToString()
 
     # ------------------------------------------------------------------ handlers
