@@ -1,8 +1,8 @@
-"""The command table: every request wxnet speaks, on both links (DESIGN section 3).
+"""The command table: every request wxnet speaks, on both links (docs/protocol.md).
 
 Each CGI has a short-link path (``POST /cgi-bin/micromsg-bin/<name>``) and a long-link
 cmd. Long-link cmd numbers follow the reverse-engineered WeChat tables where they are
-known (research/mobile-protocol.md 2.2); the rest reuse the CGI func id (2.3). A reply
+known; the rest reuse the CGI func id (docs/protocol.md, "Command table"). A reply
 on the long link is ``cmd + 1_000_000_000`` with the request's seq.
 """
 

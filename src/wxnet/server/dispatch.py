@@ -1,7 +1,7 @@
 """One handler table for both links: CGI name + request bytes in, response bytes out.
 
 The long link (cmd) and the short link (``/cgi-bin/micromsg-bin/<name>``) both call
-:meth:`Dispatcher.handle`; a CGI behaves the same on either (DESIGN section 3). MM
+:meth:`Dispatcher.handle`; a CGI behaves the same on either (docs/protocol.md). MM
 errors become a response whose ``base.ret`` carries the code; a body that does not
 decode raises :class:`BadRequest` (HTTP 400 on the short link, an error reply on the
 long link).
