@@ -145,7 +145,8 @@ def build_app(client: Client, open_first: str | None = None) -> Any:
                 if row.to_user != talker:
                     continue
                 mark = "(!)" if row.state == "failed" else "..."
-                kind = {MSG_IMAGE: "[image]", MSG_VOICE: "[voice]"}.get(row.msg_type, row.content)
+                media: dict[int, str] = {MSG_IMAGE: "[image]", MSG_VOICE: "[voice]"}
+                kind = media.get(row.msg_type, row.content)
                 log.write(Text(f"{mark} {me}: {kind}  [{row.client_msg_id}]"))
 
         async def on_input_submitted(self, event: Input.Submitted) -> None:

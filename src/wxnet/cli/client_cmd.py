@@ -50,7 +50,12 @@ CLOSE_LIMIT = 15.0
 
 __all__ = ["register"]
 
-TYPE_NAMES = {MSG_TEXT: "text", MSG_IMAGE: "image", MSG_VOICE: "voice", 10000: "system"}
+TYPE_NAMES: dict[int, str] = {
+    MSG_TEXT: "text",
+    MSG_IMAGE: "image",
+    MSG_VOICE: "voice",
+    10000: "system",
+}
 
 
 def default_profile() -> str:

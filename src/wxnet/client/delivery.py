@@ -24,13 +24,14 @@ from wxnet.client.sending import SendRetryPolicy, Verdict
 from wxnet.client.store import OutboxRow, ProfileStore
 from wxnet.clock import Clock
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.enums import MsgType
+from wxnet.proto.errors import MMError
 
 __all__ = ["MSG_IMAGE", "MSG_TEXT", "MSG_VOICE", "Delivery"]
 
-MSG_TEXT = 1
-MSG_IMAGE = 3
-MSG_VOICE = 34
+MSG_TEXT = MsgType.TEXT
+MSG_IMAGE = MsgType.IMAGE
+MSG_VOICE = MsgType.VOICE
 #: MM_SCENE_SENDMSG and MM_SCENE_RETRYSENDMSG (research 2.6).
 SCENE_SEND, SCENE_RETRY = 5, 6
 
@@ -183,12 +184,9 @@ class Delivery:
         )
         for r in resp.list:
             if r.client_msg_id == row.client_msg_id or len(resp.list) == 1:
-                if r.ret != 0:
-                    try:
-                        code = MMRet(r.ret)
-                    except ValueError:
-                        code = MMRet.ERR_SYS
-                    raise MMError(code, r.err_msg or "send refused")
+                err = MMError.from_base(r, "send")
+                if err is not None:
+                    raise err
                 return int(r.msg_id), int(r.create_time)
         raise TransportError("newsendmsg: the reply has no result for this message")
 

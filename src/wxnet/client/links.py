@@ -39,9 +39,9 @@ from wxnet.client.store import ProfileStore, SessionInfo
 from wxnet.clock import Clock
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.errors import MMError, check_base
 
-__all__ = ["LinkManager", "mm_check"]
+__all__ = ["LinkManager"]
 
 R = TypeVar("R", bound=Message)
 #: At most this many connects in flight in a race (Mars).
@@ -49,18 +49,6 @@ RACE_PARALLEL = 3
 #: Short-link addresses tried for one request.
 SHORT_TRIES = 3
 NOT_LOGGED_IN = "this profile is not logged in: run `wxnet login` first"
-
-
-def mm_check(resp: Message, name: str) -> None:
-    """Raise :class:`MMError` if ``resp.base`` says the server refused."""
-    base = getattr(resp, "base", None)
-    if base is None or base.ret == 0:
-        return
-    try:
-        code = MMRet(base.ret)
-    except ValueError:
-        code = MMRet.ERR_SYS
-    raise MMError(code, base.err_msg or f"{name} refused")
 
 
 class LinkManager:
@@ -163,7 +151,7 @@ class LinkManager:
         except DecodeError:
             raise TransportError(f"{name}: the reply does not decode") from None
         self.note_network(ok=True)
-        mm_check(resp, name)
+        check_base(resp, name)
         return resp
 
     async def _short_request(self, name: str, body: bytes, timeout: float) -> bytes:
@@ -248,7 +236,7 @@ class LinkManager:
             raise TransportError("manualauth: the reply does not decode") from None
         self.discovery.book.on_success(link.address, self.clock.monotonic())
         self.note_network(ok=True)
-        mm_check(resp, "manualauth")
+        check_base(resp, "manualauth")
         return resp
 
     async def run_long(self) -> None:

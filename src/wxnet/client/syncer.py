@@ -1,10 +1,11 @@
-"""Sync (S19): fetch what is new, apply each batch to the profile with its key, commit.
+"""Sync (S19): the SDK's consumer of the shared sans-IO sync loop
+(:class:`wxnet.proto.syncdriver.SyncDriver`, which owns the rules: newinit or newsync,
+ContinueFlag, -1001 leading to newinit, syncdone, the page bound).
 
-``newsync`` until ContinueFlag is clear, each batch applied in one profile transaction
-together with its SyncKey (an item already applied is skipped, so every item counts
-once), then ``syncdone`` commits; a key the server cannot serve (-1001) starts over
-with ``newinit``. Kicks (a notify, a selector, a poll hit) that arrive during a sync
-are coalesced into one more round.
+This module adds what is the client's own: each page is applied to the profile in one
+transaction together with its SyncKey (an item already applied is skipped, so every
+item counts once), the new items are published as events, and kicks (a notify, a
+selector, a poll hit) that arrive during a sync are coalesced into one more round.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from google.protobuf.message import Message
 from wxnet.client.errors import TransportError
 from wxnet.client.store import AppliedItem, ProfileStore
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.enums import Selector
+from wxnet.proto.errors import MMError, RemoteProtocolError
+from wxnet.proto.syncdriver import KeyReset, Page, SyncDriver, SyncEvent
 
 __all__ = ["SELECTOR_ALL", "Requester", "Syncer"]
 
-SELECTOR_ALL = 0x1 | 0x2 | 0x4 | 0x40
-#: Pages of one sync round before it is cut (a server that never clears ContinueFlag).
-MAX_PAGES = 10_000
+SELECTOR_ALL = Selector.ALL
 #: Back-off after a failed background sync: 0.2 s doubling, at most this (seconds).
 MAX_RETRY_DELAY = 10.0
 R = TypeVar("R", bound=Message)
@@ -76,7 +77,7 @@ class Syncer:
             try:
                 await self.sync()
                 failures = 0
-            except (TransportError, MMError) as exc:
+            except (TransportError, MMError, RemoteProtocolError) as exc:
                 self.note_error(f"sync: {exc}")
                 failures += 1
                 await asyncio.sleep(min(MAX_RETRY_DELAY, 0.2 * 2**failures))
@@ -93,47 +94,27 @@ class Syncer:
         return fresh
 
     async def _round(self) -> list[AppliedItem]:
-        key = self.store.synckey()
-        if not key:
-            return await self._init()
+        """One run of the shared :class:`~wxnet.proto.syncdriver.SyncDriver` from the
+        profile's key, over whichever link is up."""
+        driver = SyncDriver(self.store.synckey())
         fresh: list[AppliedItem] = []
-        for _ in range(MAX_PAGES):
+        while (call := driver.next_request()) is not None:
+            event: SyncEvent
             try:
-                resp = await self.links.request(
-                    "newsync",
-                    pb.NewSyncRequest(key_buf=key, selector=SELECTOR_ALL, scene=1),
-                    pb.NewSyncResponse,
-                )
+                resp = await self.links.request(call.cgi.name, call.request, call.cgi.response)
             except MMError as exc:
-                if exc.code == MMRet.ERR_SYNCKEY_INVALID:
-                    self.store.reset_sync()
-                    return fresh + await self._init()
-                raise
-            key = bytes(resp.key_buf) or key
-            fresh += self._apply(resp.cmd_list, key)
-            if not resp.continue_flag:
-                break
-        await self._commit(key)
-        return fresh
-
-    async def _init(self) -> list[AppliedItem]:
-        key = b""
-        fresh: list[AppliedItem] = []
-        for _ in range(MAX_PAGES):
-            resp = await self.links.request(
-                "newinit", pb.NewInitRequest(current_synckey=key), pb.NewInitResponse
-            )
-            key = bytes(resp.current_synckey)
-            fresh += self._apply(resp.cmd_list, key)
-            if not resp.continue_flag:
-                break
-        await self._commit(key)
+                event = driver.receive_error(exc)  # KeyReset, or raises
+            else:
+                event = driver.receive(resp)
+            if isinstance(event, KeyReset):
+                self.store.reset_sync()  # -1001: start over with newinit
+            elif isinstance(event, Page):
+                fresh += self._apply(event.items, event.key)
+        if driver.more:
+            self._wanted = True  # the page bound cut the round: another one follows
         return fresh
 
     def _apply(self, items: Iterable[pb.CmdItem], key: bytes) -> list[AppliedItem]:
         got = self.store.apply_batch(self.me(), items, key)
         self.publish(got)
         return got
-
-    async def _commit(self, key: bytes) -> None:
-        await self.links.request("syncdone", pb.SyncDoneRequest(key_buf=key), pb.SyncDoneResponse)

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError, Message
 
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.errors import MMError, MMRet, WxnetError
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
@@ -32,7 +32,7 @@ __all__ = ["BadRequest", "Context", "Dispatcher", "Handler"]
 log = logging.getLogger("wxnet.server")
 
 
-class BadRequest(Exception):
+class BadRequest(WxnetError):
     """The request body is not a valid message of the CGI's request type."""
 
 
