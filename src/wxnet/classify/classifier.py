@@ -87,6 +87,7 @@ class Verdict:
     confirmed: bool
     spoofed: bool = False
     final: bool = True
+    names: tuple[str, ...] = ()  # the HTTP Host / TLS SNI names the client claimed
 
 
 _UNKNOWN = "unknown"
@@ -190,7 +191,9 @@ class Classifier:
         ip = _ip(address)
         if ip is None:
             return False
-        sets = [sig, *(self._set.apps[r] for r in sig.trusted_ranges_from)]
+        if any(ip in net for net in sig.operator_ranges if net.version == ip.version):
+            return True
+        sets = [self._set.apps[r] for r in sig.trusted_ranges_from]
         return any(ip in net for s in sets for net in s.ranges if net.version == ip.version)
 
     # --------------------------------------------------------------- classify
@@ -220,6 +223,7 @@ class Classifier:
         if strong:
             winner = strong[0][0]
             assert winner is not None
+            names = tuple(dict.fromkeys(name for _app, name in claims))
             sig = self._set.apps[winner]
             evidence = [ev for app, ev in strong if app == winner]
             dns_ev = self._dns_evidence(flow, dns, now, only=winner)
@@ -230,8 +234,10 @@ class Classifier:
                 spoof = self._spoof(flow, dns, now, sig, claims, dns_ev is not None)
             if spoof is not None:
                 evidence.append(spoof)
-                return Verdict(winner, f"{sig.label} (spoofed)", tuple(evidence), False, True)
-            return Verdict(winner, sig.label, tuple(evidence), True, False, True)
+                return Verdict(
+                    winner, f"{sig.label} (spoofed)", tuple(evidence), False, True, True, names
+                )
+            return Verdict(winner, sig.label, tuple(evidence), True, False, True, names)
         info = tuple(ev for app, ev in found if app is None)
         final = not need
         dns_hit = self._dns_evidence(flow, dns, now, only=None)

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from wxnet._compat import wait_for
 from wxnet.lab.agent import AgentConfig
 from wxnet.lab.expectations import evaluate
 from wxnet.lab.faults import BlockMode, Case
@@ -371,7 +372,7 @@ async def _wait_for(
     end = time.monotonic() + timeout
     while (left := end - time.monotonic()) > 0:
         try:
-            obj = await asyncio.wait_for(agent.events.get(), left)
+            obj = await wait_for(agent.events.get(), left)
         except TimeoutError:
             return None
         if pred(obj):
@@ -386,14 +387,14 @@ async def _stop(agent: _Agent) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(agent.proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(agent.proc.wait(), 3)
+            await wait_for(agent.proc.wait(), 3)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(agent.proc.pid, signal.SIGKILL)
             await agent.proc.wait()
     if agent.pump is not None:  # its pipes reach EOF once the process is gone
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(agent.pump, 5)
+            await wait_for(agent.pump, 5)
 
 
 def _is_result(obj: dict[str, Any]) -> bool:
