@@ -48,8 +48,8 @@ async def main(gateway: str, builtin: str) -> dict[str, object]:
     bob = await login(builtin, "bob")
     async with aiohttp.ClientSession() as http:
         url = f"http://{builtin}:80/cgi-bin/micromsg-bin/newgetdns"
-        async with http.get(url, params={"uin": "0"}) as got:
-            doc = parse_newgetdns(await got.read())
+        async with http.get(url, params={"uin": "0"}) as fetched:
+            doc = parse_newgetdns(await fetched.read())
     newdns = doc.domains[0].addresses[0]
     carol = await login(newdns, "carol")
     await carol.sync()
