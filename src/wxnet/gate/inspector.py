@@ -25,7 +25,7 @@ from wxnet._compat import wait_for
 from wxnet.classify import Classifier, DnsMemory, FlowView, Verdict
 from wxnet.gate.attest import Attestations
 from wxnet.gate.decide import Decision, decide
-from wxnet.gate.policy import Group, Policy
+from wxnet.gate.policy import ALLOW_ONLY, Group, Policy
 from wxnet.gate.records import FlowRecord
 from wxnet.gate.ruleset import newgetdns_set
 from wxnet.proto.errors import RemoteProtocolError
@@ -194,7 +194,9 @@ class Inspector:
         self.newgetdns_learned = 0
         self._open: dict[int, tuple[_Flow, str, str | None, Verdict, Decision, float]] = {}
 
-    async def peek(self, reader: asyncio.StreamReader, flow: _Flow) -> tuple[bytes, Verdict, str]:
+    async def peek(
+        self, reader: asyncio.StreamReader, flow: _Flow, any_port: bool = False
+    ) -> tuple[bytes, Verdict, str]:
         """Read client bytes until the verdict is final, the byte budget is used, the
         client stops sending, or the time budget runs out; returns why it stopped
         (``final``, ``budget``, ``eof`` or ``timeout``) with the bytes and verdict."""
@@ -206,7 +208,7 @@ class Inspector:
             view = FlowView(
                 "tcp", flow.client, flow.client_port, flow.server, flow.server_port, buf
             )
-            verdict = self.classifier.classify(view, self.memory, self.clock())
+            verdict = self.classifier.classify(view, self.memory, self.clock(), any_port=any_port)
             if verdict.final and buf:
                 return buf, verdict, "final"
             if len(buf) >= s.peek_bytes:
@@ -254,7 +256,10 @@ class Inspector:
         flow = _Flow(client, client_port, server, server_port)
         now = self.clock()
         device, group = self.group_of(client, now)
-        buf, verdict, ended = await self.peek(reader, flow)
+        # block groups: a blocked app's payload head counts on every port
+        buf, verdict, ended = await self.peek(
+            reader, flow, any_port=group is not None and group.mode != ALLOW_ONLY
+        )
         self.sync()
         attests = self.attest.lookup(group.name, server, self.clock()) if group else []
         decision = decide(
