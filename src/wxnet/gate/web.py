@@ -30,6 +30,9 @@ def make_app(service: GateService) -> web.Application:
 
     async def metrics(_req: web.Request) -> web.Response:
         service.metrics.set("wxnet_gate_inspector_active", service.inspector.active)
+        service.metrics.set(
+            "wxnet_gate_newgetdns_addresses_total", service.inspector.newgetdns_learned
+        )
         return web.Response(
             text=service.metrics.render(), content_type="text/plain", charset="utf-8"
         )

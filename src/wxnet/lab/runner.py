@@ -181,9 +181,12 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
 
 
 def gate_toml(workdir: Path, names: Names, a: Addressing) -> str:
-    """``wxnet gate``'s policy for the lab: the phone's subnet may use WeChat only. Spoof
-    handling is lenient so that the built-in addresses (S9) are judged by their bytes."""
+    """``wxnet gate``'s policy for the lab: the phone's subnet may use WeChat only. The
+    gate admits only attested destinations: the smart-DNS addresses by its own DNS
+    answers (or the newgetdns answers it reads), the built-in addresses (S9) because the
+    policy declares them operator-owned: they are the lab server's own."""
     n = names
+    ranges = ", ".join(json.dumps(f"{ip}/32") for ip in a.builtin)
     return (
         "[gate]\n"
         f'lan = ["{n.gw_lan_if}"]\n'
@@ -195,6 +198,8 @@ def gate_toml(workdir: Path, names: Names, a: Addressing) -> str:
         f"log = {json.dumps(str(workdir / 'gate.jsonl'))}\n"
         f"db = {json.dumps(str(workdir / 'gate.sqlite'))}\n"
         'http = "127.0.0.1:0"\n'
+        "\n[apps.wechat]\n"
+        f"operator-ranges = [{ranges}]\n"
         "\n[groups.phones]\n"
         'mode = "allow-only"\n'
         'apps = ["wechat"]\n'
