@@ -269,6 +269,18 @@ class Policy:
             if now is not None:
                 state = "active" if g.active(self.local(now)) else "inactive (unrestricted)"
                 lines.append(f"  now: {state}")
+        for app in sorted({a for g in self.groups.values() for a in g.effective_apps}):
+            info = self.catalog.get(app)
+            if info is not None and info.operator_ranges:
+                lines.append(
+                    f"{app}: {len(info.operator_ranges)} operator-owned ranges admitted "
+                    f"({', '.join(info.operator_ranges[:3])}"
+                    + (", ..." if len(info.operator_ranges) > 3 else "")
+                    + ")"
+                )
+        if s.http:
+            token = "token required" if s.http_token else "no token"
+            lines.append(f"admin web (dashboard, /metrics) on {s.http}, {token}")
         for d in self.devices:
             what = d.mac or str(d.network)
             lines.append(f"device {d.name} ({what}) -> group {d.group}")
