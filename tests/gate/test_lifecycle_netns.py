@@ -158,3 +158,36 @@ def test_check_warns_when_a_group_covers_one_family_and_the_lan_carries_both(
     cfg.write_text(policy.replace("[gate]\n", "[gate]\nstrict = true\n"))
     out = subprocess.run([*run, str(cfg)], capture_output=True, text=True, check=False)
     assert out.returncode == 2 and "group staff selects devices by IPv4 only" in out.stderr
+
+
+def test_long_inspected_flows_are_recorded_while_open_and_at_a_clean_stop(
+    world: World, gate_factory: GateFactory
+) -> None:
+    from tests.gate.netns import WECHAT_HARDCODED
+
+    gate = gate_factory(BY_SUBNETS.replace("[gate]\n", "[gate]\nrecord-every = 1\n"), verbose=True)
+    hello = mmtls_hello()  # port 80 to a built-in address: spliced by the inspector
+    argv = [sys.executable, HELPER, "probe", "tcp", "--host", WECHAT_HARDCODED[0],
+            "--port", "80", "--send", hello.hex(), "--hold", "--timeout", "3"]  # fmt: skip
+    flow = world.spawn(world.phone, argv)
+    assert bytes.fromhex(json.loads(read_line(flow, 10))["first"]) == b"echo:" + hello
+
+    def next_record() -> dict[str, object]:
+        while True:  # every read is bounded; the gate logs each record as it is made
+            line = read_line(gate.proc, 10, stderr=True)
+            assert line, "gate exited"
+            if " flow " in line and f'"server": "{WECHAT_HARDCODED[0]}"' in line:
+                rec: dict[str, object] = json.loads(line.split(" flow ", 1)[1])
+                return rec
+
+    ongoing = next_record()
+    assert ongoing["ongoing"] is True and ongoing["admitted_by"] == "range"
+    assert ongoing["bytes_up"] == len(hello) and ongoing["bytes_down"] == len(hello) + 5
+    gate.proc.send_signal(signal.SIGTERM)
+    last = next_record()
+    while last["ongoing"]:  # another tick may come first
+        last = next_record()
+    assert last["bytes_up"] == 0 and last["bytes_down"] == 0  # counted in the first record
+    assert gate.proc.wait(timeout=15) == 0
+    flow.kill()
+    flow.communicate(timeout=10)
