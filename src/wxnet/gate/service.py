@@ -47,54 +47,66 @@ _ANSWERED_HERE = Metrics.key("wxnet_gate_dns_process_answers_total", {"process":
 
 
 class Neighbours:
-    """Address -> MAC from the kernel's neighbour tables of both families (``ip -j
-    neigh``, IPv4 and IPv6; ``/proc/net/arp`` when ``ip`` is missing). A miss reloads
-    at most every 0.2 s; the table is re-read every ``ttl`` seconds."""
+    """Address -> MAC from the kernel's neighbour tables of both families: IPv4 from
+    ``/proc/net/arp`` (read in process), IPv6 from ``ip -j -6 neigh`` (read only when an
+    IPv6 source is looked up). A miss reloads that family at most every
+    ``miss_every`` seconds; each table is re-read every ``ttl`` seconds."""
 
-    def __init__(self, path: str = "/proc/net/arp", ttl: float = 5.0) -> None:
+    def __init__(
+        self, path: str = "/proc/net/arp", ttl: float = 5.0, miss_every: float = 0.5
+    ) -> None:
         self.path = path
         self.ttl = ttl
-        self._table: dict[str, str] = {}
-        self._read_at = -1e9
+        self.miss_every = miss_every
+        self._tables: dict[int, dict[str, str]] = {4: {}, 6: {}}
+        self._read_at = {4: -1e9, 6: -1e9}
         self._ip = shutil.which("ip")
 
-    def _reload(self) -> None:
+    def _read4(self) -> dict[str, str]:
         table: dict[str, str] = {}
-        if self._ip is not None:
-            try:
-                out = subprocess.run(
-                    [self._ip, "-j", "neigh", "show"],
-                    capture_output=True, text=True, timeout=2, check=False,
-                ).stdout  # fmt: skip
-                for entry in json.loads(out or "[]"):
-                    mac = str(entry.get("lladdr") or "").lower()
-                    dst = normalise(str(entry.get("dst") or ""))
-                    states = entry.get("state") or []
-                    if dst and mac and "FAILED" not in states and "INCOMPLETE" not in states:
-                        table[dst] = mac
-            except (OSError, ValueError, subprocess.SubprocessError):
-                table = {}
-        if not table:
-            try:
-                with open(self.path, encoding="ascii", errors="replace") as fh:
-                    next(fh, None)
-                    for line in fh:
-                        parts = line.split()
-                        if len(parts) >= 4 and parts[3] != "00:00:00:00:00:00":
-                            table[parts[0]] = parts[3].lower()
-            except OSError:
-                pass
-        self._table = table
-        self._read_at = time.monotonic()
+        try:
+            with open(self.path, encoding="ascii", errors="replace") as fh:
+                next(fh, None)
+                for line in fh:
+                    parts = line.split()
+                    if len(parts) >= 4 and parts[3] != "00:00:00:00:00:00":
+                        table[parts[0]] = parts[3].lower()
+        except OSError:
+            pass
+        return table
+
+    def _read6(self) -> dict[str, str]:
+        table: dict[str, str] = {}
+        if self._ip is None:
+            return table
+        try:
+            out = subprocess.run(
+                [self._ip, "-j", "-6", "neigh", "show"],
+                capture_output=True, text=True, timeout=2, check=False,
+            ).stdout  # fmt: skip
+            for entry in json.loads(out or "[]"):
+                mac = str(entry.get("lladdr") or "").lower()
+                dst = normalise(str(entry.get("dst") or ""))
+                states = entry.get("state") or []
+                if dst and mac and "FAILED" not in states and "INCOMPLETE" not in states:
+                    table[dst] = mac
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+        return table
 
     def mac_for(self, ip: str) -> str | None:
-        key = normalise(ip) or ip
-        mac = self._table.get(key)
-        if (
-            mac is None and time.monotonic() - self._read_at > 0.2
-        ) or time.monotonic() - self._read_at > self.ttl:
-            self._reload()
-            mac = self._table.get(key)
+        family = 6 if ":" in ip and not ip.startswith("::ffff:") else 4
+        key = ip[7:] if ip.startswith("::ffff:") else ip
+        table = self._tables[family]
+        mac = table.get(key)
+        age = time.monotonic() - self._read_at[family]
+        if (mac is None and age > self.miss_every) or age > self.ttl:
+            table = self._read4() if family == 4 else self._read6()
+            self._tables[family] = table
+            self._read_at[family] = time.monotonic()
+            mac = table.get(key)
+            if mac is None and family == 6:
+                mac = table.get(normalise(key) or key)
         return mac
 
 
