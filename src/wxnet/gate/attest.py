@@ -16,6 +16,7 @@ Payload evidence never enters here. Time is passed in (``now``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ __all__ = ["Attestations", "normalise"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@functools.lru_cache(maxsize=65536)
 def normalise(address: str) -> str | None:
     """The canonical text of an address (IPv4-mapped IPv6 as IPv4); None if invalid."""
     try:

@@ -245,7 +245,8 @@ class DnsFilter:
         allowed = set(group.effective_apps) if group is not None else set()
         # Follow the chain: ok[name] = every name from the question to it is allowed.
         ok: dict[str, bool] = {fwd.name: True}
-        for _ in range(MAX_CHAIN):
+        has_cname = any(r.rtype == QTYPE_CNAME for r in records)
+        for _ in range(MAX_CHAIN if has_cname else 0):
             grew = False
             for r in records:
                 if r.rtype == QTYPE_CNAME and r.owner in ok and r.value not in ok:
@@ -261,14 +262,20 @@ class DnsFilter:
         if group is not None and group.mode == ALLOW_ONLY and fwd.app in allowed:
             assert fwd.app is not None
             base = dns_set(group.name, fwd.app)
+            st = self.policy.settings
+            lo, hi = st.min_set_timeout, st.max_set_timeout
             for r in chain:
-                kind = "dns" if ok[r.owner] else "cdn"
-                attested.append(Attested(group.name, fwd.app, r.value, kind, self.ttl(r.ttl)))
-                if kind == "dns":
-                    elements.append((base, r.value, self.ttl(r.ttl)))
+                t = lo if r.ttl < lo else hi if r.ttl > hi else r.ttl
+                if ok[r.owner]:
+                    attested.append(Attested(group.name, fwd.app, r.value, "dns", t))
+                    elements.append((base, r.value, t))
+                else:
+                    attested.append(Attested(group.name, fwd.app, r.value, "cdn", t))
         learned = (Learned(fwd.name, tuple(addresses), ttl),) if addresses else ()
-        cnames = [r.value for r in records if r.rtype == QTYPE_CNAME and r.owner in ok]
-        via = f" via {', '.join(cnames)}" if cnames else ""
+        via = ""
+        if has_cname:
+            cnames = [r.value for r in records if r.rtype == QTYPE_CNAME and r.owner in ok]
+            via = f" via {', '.join(cnames)}"
         rec = FlowRecord(
             time=now,
             device=fwd.device,

@@ -220,8 +220,17 @@ def answer_chain(data: bytes) -> tuple[int, int, str, list[Record]]:
     qname, pos = _read_name(data, HEADER.size)
     pos += 4
     out: list[Record] = []
+    at: dict[int, str] = {HEADER.size: qname}  # names by offset: owners are pointers
     for _ in range(an):
-        owner, pos = _read_name(data, pos)
+        if pos + 1 < len(data) and data[pos] & 0xC0 == 0xC0:
+            target = ((data[pos] & 0x3F) << 8) | data[pos + 1]
+            owner = at.get(target) or _read_name(data, pos)[0]
+            at[target] = owner
+            pos += 2
+        else:
+            start = pos
+            owner, pos = _read_name(data, pos)
+            at[start] = owner
         if pos + 10 > len(data):
             raise DnsWireError("record header truncated")
         rtype, _rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
@@ -235,7 +244,8 @@ def answer_chain(data: bytes) -> tuple[int, int, str, list[Record]]:
             value = socket.inet_ntop(socket.AF_INET6, data[pos : pos + 16])
             out.append(Record(owner, rtype, value, ttl))
         elif rtype == QTYPE_CNAME:
-            target, _ = _read_name(data, pos)
-            out.append(Record(owner, rtype, target, ttl))
+            name, _ = _read_name(data, pos)
+            at[pos] = name
+            out.append(Record(owner, rtype, name, ttl))
         pos += rdlen
     return qid, flags, qname, out
