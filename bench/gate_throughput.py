@@ -54,6 +54,7 @@ def main() -> None:
         w.spawn(w.inet, "iperf3", "-s", "-B", WECHAT, "-p", "8080")
         w.wait_listen(w.inet, f"{WECHAT}:8080")
         w.start_upstream_dnsmasq()
+
         def plain_round() -> None:
             plain.append(iperf(w, args.seconds, False))
 
