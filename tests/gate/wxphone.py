@@ -50,7 +50,7 @@ async def main(gateway: str, builtin: str) -> dict[str, object]:
         url = f"http://{builtin}:80/cgi-bin/micromsg-bin/newgetdns"
         async with http.get(url, params={"uin": "0"}) as fetched:
             doc = parse_newgetdns(await fetched.read())
-    newdns = doc.domains[0].addresses[0]
+    newdns = doc.domains[0].ips[0]
     carol = await login(newdns, "carol")
     await carol.sync()
     q = DNSRecord.question("szlong.weixin.qq.com")

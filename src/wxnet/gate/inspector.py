@@ -388,15 +388,18 @@ class Inspector:
         except RemoteProtocolError as exc:
             log.info("newgetdns answer from %s not used: %s", flow.server, exc)
             return
+        if doc.retcode != 0:
+            return
         s = self.policy.settings
         now = self.clock()
         base = newgetdns_set(group, decision.app)
         elements: list[tuple[str, str, int]] = []
-        for entry in (*doc.domains, *doc.builtin):
-            ttl = min(max(entry.ttl, s.min_set_timeout), s.max_set_timeout)
-            for addr in entry.addresses:
-                self.attest.add(group, decision.app, addr, "newgetdns", now + ttl)
-                elements.append((base, addr, ttl))
+        listed = [(d.ttl, ip) for d in doc.domains for ip in d.ips]
+        listed += [(doc.ttl, b.ip) for b in doc.builtin]
+        for raw_ttl, addr in listed:
+            ttl = int(min(max(raw_ttl, s.min_set_timeout), s.max_set_timeout))
+            self.attest.add(group, decision.app, addr, "newgetdns", now + ttl)
+            elements.append((base, addr, ttl))
         if elements:
             await self.teach(elements, now)
             self.newgetdns_learned += len(elements)
