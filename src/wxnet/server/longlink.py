@@ -36,8 +36,10 @@ def _error_body(code: int, message: str) -> bytes:
 
 class LongLink(asyncio.Protocol):
     __slots__ = (
+        "_admitted",
         "_decoder",
         "_flush_handle",
+        "_identify_timer",
         "_notify_pending",
         "_out",
         "_pending",
@@ -60,6 +62,8 @@ class LongLink(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._notify_pending = 0
+        self._admitted = False
+        self._identify_timer: asyncio.TimerHandle | None = None
         self.closed = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
@@ -69,9 +73,29 @@ class LongLink(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else ""
         self.last_rx = self.server.loop.time()
+        refused = self.server.limiter.admit(self.peer)
+        if refused is not None:
+            self.server.metrics.connections_refused.inc(refused)
+            self.closed = True
+            self.transport.abort()
+            return
+        self._admitted = True
         self.server.links.add(self)
+        # A link must identify soon; noops before that do not keep it (issue 12).
+        self._identify_timer = self.server.loop.call_later(
+            self.server.config.identify_timeout, self._identify_expired
+        )
+
+    def _identify_expired(self) -> None:
+        self._identify_timer = None
+        if self.session is None and not self.closed:
+            self.server.metrics.identify_timeouts.inc()
+            log.info("closing long link from %s: no identify in time", self.peer)
+            self.close()
 
     def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return
         self.last_rx = self.server.loop.time()
         try:
             self._decoder.feed(data)
@@ -89,6 +113,12 @@ class LongLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.unbind()
+        if self._identify_timer is not None:
+            self._identify_timer.cancel()
+            self._identify_timer = None
+        if self._admitted:
+            self._admitted = False
+            self.server.limiter.release(self.peer)
         self.server.links.discard(self)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -138,11 +168,18 @@ class LongLink(asyncio.Protocol):
             raise MMError(MMRet.ERR_BUSY, f"at most {limit} long links per account")
         self.session = sess
         self.server.notifier.add(sess.uin, self)
+        if self._identify_timer is not None:
+            self._identify_timer.cancel()
+            self._identify_timer = None
 
     def unbind(self) -> None:
         if self.session is not None:
             self.server.notifier.remove(self.session.uin, self)
             self.session = None
+            if not self.closed and self._identify_timer is None:  # identify again, soon
+                self._identify_timer = self.server.loop.call_later(
+                    self.server.config.identify_timeout, self._identify_expired
+                )
 
     def notify(self, selector: int) -> None:
         """Queue a cmd-24 "go sync"; several notifies in one loop turn become one."""

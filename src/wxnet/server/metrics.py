@@ -63,15 +63,48 @@ class Metrics:
         self.duplicates = Counter("wxnet_duplicate_sends_total", "Sends answered from dedup.")
         self.sync_latency = Histogram("wxnet_sync_seconds", "newsync handling time.")
         self.protocol_errors = Counter("wxnet_protocol_errors_total", "Links closed for bad bytes.")
+        self.connections_refused = Counter(
+            "wxnet_connections_refused_total",
+            "Connections closed at accept by a cap (total or per address).",
+            "reason",
+        )
+        self.identify_timeouts = Counter(
+            "wxnet_identify_timeouts_total", "Long links closed for not identifying in time."
+        )
+        self.http_timeouts = Counter(
+            "wxnet_http_timeouts_total",
+            "HTTP connections closed for slow headers or body.",
+            "phase",
+        )
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.counter_fns: dict[str, tuple[str, str, Callable[[], dict[str, float]]]] = {}
 
     def gauge(self, name: str, help_: str, fn: Callable[[], float]) -> None:
         self.gauges[name] = (help_, fn)
 
+    def counter_fn(
+        self, name: str, help_: str, label: str, fn: Callable[[], dict[str, float]]
+    ) -> None:
+        """A counter kept elsewhere (``{label value: count}``), read at each scrape."""
+        self.counter_fns[name] = (help_, label, fn)
+
     def render(self) -> str:
         lines: list[str] = []
-        for m in (self.requests, self.errors, self.messages, self.duplicates, self.protocol_errors):
+        for m in (
+            self.requests,
+            self.errors,
+            self.messages,
+            self.duplicates,
+            self.protocol_errors,
+            self.connections_refused,
+            self.identify_timeouts,
+            self.http_timeouts,
+        ):
             lines += m.render()
+        for name, (help_, label, read) in sorted(self.counter_fns.items()):
+            c = Counter(name, help_, label)
+            c.values = dict(read())
+            lines += c.render()
         lines += self.sync_latency.render()
         for name, (help_, fn) in sorted(self.gauges.items()):
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {fn():g}"]

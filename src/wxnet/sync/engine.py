@@ -15,17 +15,14 @@ on the event loop (the store guarantees it runs before the writer resumes).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
@@ -39,8 +36,19 @@ from wxnet.proto.synckey import (
 )
 from wxnet.sync import media
 from wxnet.sync.items import stored
+from wxnet.sync.passwords import PasswordPool, hash_password, verify_password
 from wxnet.sync.sqlite_store import SQLiteStore, insert_account
-from wxnet.sync.store import Append, Changes, Item, NewMessage, RoomRow, SessionRow, Store
+from wxnet.sync.store import (
+    Append,
+    Changes,
+    Item,
+    NewMessage,
+    RoomRow,
+    SessionRow,
+    Store,
+    session_key_hash,
+)
+from wxnet.sync.throttle import LoginThrottle
 
 __all__ = [
     "Engine",
@@ -63,8 +71,11 @@ MEDIA_TYPES = {MSG_IMAGE, MSG_VOICE, 43, 62}
 STATUS_SENT, STATUS_READ = 2, 4
 ROOM_SUFFIX = "@chatroom"
 _NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{2,31}")
+#: Longest password accepted (argon2 hashes any length; a megabyte costs CPU for nothing).
+MAX_PASSWORD_CHARS = 1024
+MAX_DEVICE_CHARS = 64
 
-_hasher = PasswordHasher()
+log = logging.getLogger("wxnet.engine")
 
 #: A session as the engine hands it to request handlers.
 Session = SessionRow
@@ -83,9 +94,15 @@ class EngineConfig:
     max_image_bytes: int = 10 * 1024 * 1024
     max_voice_bytes: int = 2 * 1024 * 1024
     max_chunk_bytes: int = 64 * 1024
-    login_failures_per_account: int = 5
+    login_failures_per_account_address: int = 5
     login_failures_per_address: int = 20
     login_failure_window: float = 60.0
+    login_backoff_max: float = 900.0
+    login_workers: int = 1
+    login_queue: int = 16
+    max_sessions_per_account: int = 20
+    contacts: str = "request"
+    integrity_check: str = "quick"
     durability: str = "FULL"
 
 
@@ -135,7 +152,7 @@ def add_user_sync(
         MMError: ERR_ARG for a bad name or password, or a name that is taken.
     """
     nick = check_new_user(name, password, nick)
-    pw_hash = _hasher.hash(password)
+    pw_hash = hash_password(password)
     conn.execute("BEGIN IMMEDIATE")
     try:
         uin = insert_account(conn, name, pw_hash, nick, int(now), b"")
@@ -150,13 +167,6 @@ def add_user_sync(
             conn.execute("ROLLBACK")
         raise
     return uin
-
-
-def _verify_password(pw_hash: str, password: str) -> bool:
-    try:
-        return _hasher.verify(pw_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 def _item(**body: object) -> bytes:
@@ -215,15 +225,49 @@ class Engine:
         self._contacts: dict[int, set[str]] = {}
         self._rooms: dict[str, RoomRow] = {}
         self._committed: dict[tuple[int, str], bytes] = {}
-        self._login_failures: dict[str, deque[float]] = {}
-        self.stats = {"messages": 0, "duplicates": 0, "syncs": 0}
+        c = self.config
+        self.throttle = LoginThrottle(
+            c.login_failures_per_account_address,
+            c.login_failures_per_address,
+            c.login_failure_window,
+            c.login_backoff_max,
+        )
+        self.passwords = PasswordPool(c.login_workers, c.login_queue)
+        #: called with (uin, hash of the session key) when a session ends (logout or
+        #: eviction), so the server can close the long links bound to it
+        self.on_session_end: list[Callable[[int, str], None]] = []
+        self.stats = {"messages": 0, "duplicates": 0, "syncs": 0, "sessions_evicted": 0}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.store.start(self._published)
 
     def close(self) -> None:
+        self.passwords.close()
         self.store.close()
+
+    def limit_counters(self) -> list[tuple[str, str, str, Callable[[], dict[str, float]]]]:
+        """The engine's caps as /metrics counters: (name, help, label, read)."""
+        return [
+            (
+                "wxnet_logins_throttled_total",
+                "Logins refused by the per-(account, address) or per-address backoff.",
+                "",
+                lambda: {"": self.throttle.throttled},
+            ),
+            (
+                "wxnet_logins_busy_total",
+                "Logins refused because the password-hashing queue was full.",
+                "",
+                lambda: {"": self.passwords.rejected},
+            ),
+            (
+                "wxnet_sessions_evicted_total",
+                "Oldest sessions ended because an account went over its session cap.",
+                "",
+                lambda: {"": self.stats["sessions_evicted"]},
+            ),
+        ]
 
     def _published(self, ch: Changes) -> None:
         if ch.news and self.on_news is not None:
@@ -235,7 +279,7 @@ class Engine:
     # ================================================================ accounts
     async def add_user(self, name: str, password: str, nick: str | None = None) -> int:
         nick_name = check_new_user(name, password, nick)
-        pw_hash = await asyncio.to_thread(_hasher.hash, password)
+        pw_hash = await self.passwords.run(hash_password, password)
         return await self.store.create_account(name, pw_hash, nick_name, self.now())
 
     async def lookup(self, name: str) -> int | None:
@@ -265,29 +309,52 @@ class Engine:
 
     # ================================================================ sessions
     async def login(
-        self, user_name: str, password: str, device_id: str, device_name: str, peer: str = ""
+        self,
+        user_name: str,
+        password: str,
+        device_id: str,
+        device_name: str,
+        peer: str = "",
+        session_key: str = "",
     ) -> Session:
-        """Check the password (argon2id, off the event loop) and open a session.
+        """Check the password (argon2id, on the bounded password pool) and open a session.
+
+        Failed attempts slow down the (account, address) pair and the address, never
+        the account as such; a device that presents a live session of the account
+        (``session_key``) is never throttled.
 
         Raises:
-            MMError: ERR_FREQ_LIMITED, ERR_NOUSER, ERR_PASSWORD, ERR_ARG.
+            MMError: ERR_FREQ_LIMITED, ERR_BUSY, ERR_NOUSER, ERR_PASSWORD, ERR_ARG.
         """
         now = self.clock()
         if not device_id or len(device_id) > 64:
             raise MMError(MMRet.ERR_ARG, "device_id must be 1-64 characters")
-        buckets = [(f"u:{user_name}", self.config.login_failures_per_account)]
-        if peer:
-            buckets.append((f"a:{peer}", self.config.login_failures_per_address))
-        for bucket, limit in buckets:
-            self._check_login_rate(bucket, limit, now)
+        if len(device_name) > MAX_DEVICE_CHARS:
+            raise MMError(MMRet.ERR_ARG, f"device_name has at most {MAX_DEVICE_CHARS} characters")
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise MMError(MMRet.ERR_ARG, f"passwords have at most {MAX_PASSWORD_CHARS} characters")
+        if len(user_name) > 32:
+            raise MMError(MMRet.ERR_NOUSER, "no such user (names have at most 32 characters)")
+        trusted = False
+        if session_key:
+            held = await self._live_session(session_key)
+            trusted = held is not None and held.user_name == user_name
+        if not trusted:
+            wait = self.throttle.retry_after(user_name, peer, now)
+            if wait > 0:
+                raise MMError(
+                    MMRet.ERR_FREQ_LIMITED,
+                    f"too many failed logins from this address; retry in {int(wait) + 1} s",
+                )
         acc = await self.store.account_by_name(user_name)
-        ok = acc is not None and await asyncio.to_thread(_verify_password, acc.pw_hash, password)
+        ok = acc is not None and await self.passwords.run(verify_password, acc.pw_hash, password)
         if not ok or acc is None:
-            for bucket, _ in buckets:
-                self._note_login_failure(bucket, now)
+            if not trusted:
+                self.throttle.failed(user_name, peer, now)
             if acc is None:
                 raise MMError(MMRet.ERR_NOUSER, f"no user {user_name!r}")
             raise MMError(MMRet.ERR_PASSWORD, "wrong password")
+        self.throttle.succeeded(user_name, peer)
         return await self.create_session(acc.uin, device_id, device_name or device_id)
 
     async def create_session(
@@ -301,12 +368,45 @@ class Engine:
             uin,
             name,
             device_id,
-            device_name,
+            device_name[:MAX_DEVICE_CHARS],
             kind,
             now + (ttl or self.config.session_ttl),
         )
         await self.store.create_session(sess, now)
         self._sessions[sess.sid] = sess
+        evicted = await self.store.evict_sessions(uin, self.config.max_sessions_per_account)
+        if evicted:
+            gone = set(evicted)
+            for sid in [k for k, v in self._sessions.items() if v.uin == uin]:
+                if session_key_hash(sid) in gone:
+                    del self._sessions[sid]
+            for h in evicted:
+                self.stats["sessions_evicted"] += 1
+                log.warning(
+                    "session evicted: account over its session cap",
+                    extra={
+                        "data": {
+                            "uin": uin,
+                            "session": h[:12],
+                            "cap": self.config.max_sessions_per_account,
+                        }
+                    },
+                )
+                self._session_ended(uin, h)
+        return sess
+
+    def _session_ended(self, uin: int, key_hash: str) -> None:
+        for fn in self.on_session_end:
+            fn(uin, key_hash)
+
+    async def _live_session(self, sid: str) -> Session | None:
+        sess = self._sessions.get(sid)
+        if sess is None and sid:
+            sess = await self.store.session(sid)
+            if sess is not None:
+                self._sessions[sid] = sess
+        if sess is None or sess.expires < self.clock():
+            return None
         return sess
 
     async def session(self, sid: str, uin: int) -> Session:
@@ -330,20 +430,7 @@ class Engine:
     async def logout(self, sess: Session) -> None:
         self._sessions.pop(sess.sid, None)
         await self.store.delete_session(sess.sid)
-
-    def _check_login_rate(self, bucket: str, limit: int, now: float) -> None:
-        q = self._login_failures.get(bucket)
-        if q is None:
-            return
-        while q and q[0] < now - self.config.login_failure_window:
-            q.popleft()
-        if len(q) >= limit:
-            raise MMError(MMRet.ERR_FREQ_LIMITED, "too many failed logins; wait a minute")
-
-    def _note_login_failure(self, bucket: str, now: float) -> None:
-        if len(self._login_failures) > 100_000:
-            self._login_failures.clear()
-        self._login_failures.setdefault(bucket, deque()).append(now)
+        self._session_ended(sess.uin, session_key_hash(sess.sid))
 
     # ================================================================ sync
     async def news(self, uin: int, key: SyncKey, selector: int = 0) -> int:

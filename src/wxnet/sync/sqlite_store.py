@@ -29,6 +29,7 @@ from wxnet.sync.store import (
     NewMessage,
     RoomRow,
     SessionRow,
+    session_key_hash,
 )
 
 __all__ = ["FIRST_MSG_ID", "SQLiteStore", "insert_account"]
@@ -57,6 +58,16 @@ def insert_account(
     item = conn.execute("INSERT INTO items (body) VALUES (?)", (profile,)).lastrowid
     conn.execute("INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,1,?)", (uin, 1, item))
     return uin
+
+
+def _hash_plain_session_keys(conn: sqlite3.Connection) -> None:
+    """Stores written before keys were hashed hold them in plain text: hash them in
+    place (the sessions stay valid; the plain keys leave the file at the next
+    checkpoint and VACUUM)."""
+    rows = conn.execute("SELECT sid FROM sessions WHERE length(sid) != 64").fetchall()
+    conn.executemany(
+        "UPDATE sessions SET sid=? WHERE sid=?", [(session_key_hash(r[0]), r[0]) for r in rows]
+    )
 
 
 def _message(row: Sequence[Any] | None) -> MessageRow | None:
@@ -96,6 +107,7 @@ class SQLiteStore:
     async def start(self, publish: Callable[[Changes], None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._publish = publish
+        await self.db.write(_hash_plain_session_keys)
 
     def close(self) -> None:
         self.db.close()
@@ -189,23 +201,37 @@ class SQLiteStore:
         return None if r is None else Account(*r)
 
     async def create_session(self, row: SessionRow, now: int) -> None:
+        h = session_key_hash(row.sid)
         await self.db.write(
             lambda c: c.execute(
                 "INSERT INTO sessions VALUES (?,?,?,?,?,?,?)",
-                (row.sid, row.uin, row.device_id, row.device_name, row.kind, now, row.expires),
+                (h, row.uin, row.device_id, row.device_name, row.kind, now, row.expires),
             )
         )
 
     async def session(self, sid: str) -> SessionRow | None:
         r = await self._one(
-            "SELECT s.sid, s.uin, a.user_name, s.device_id, s.device_name, s.kind, s.expires"
+            "SELECT s.uin, a.user_name, s.device_id, s.device_name, s.kind, s.expires"
             " FROM sessions s JOIN accounts a ON a.uin=s.uin WHERE s.sid=?",
-            (sid,),
+            (session_key_hash(sid),),
         )
-        return None if r is None else SessionRow(*r)
+        return None if r is None else SessionRow(sid, *r)
 
     async def delete_session(self, sid: str) -> None:
-        await self.db.write(lambda c: c.execute("DELETE FROM sessions WHERE sid=?", (sid,)))
+        h = session_key_hash(sid)
+        await self.db.write(lambda c: c.execute("DELETE FROM sessions WHERE sid=?", (h,)))
+
+    async def evict_sessions(self, uin: int, keep: int) -> list[str]:
+        def w(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT sid FROM sessions WHERE uin=? ORDER BY created, rowid",
+                (uin,),
+            ).fetchall()
+            gone = [str(r[0]) for r in rows[: max(0, len(rows) - keep)]]
+            conn.executemany("DELETE FROM sessions WHERE sid=?", [(h,) for h in gone])
+            return gone
+
+        return await self.db.write(w)
 
     # ---------------------------------------------------------------- logs
     async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:
