@@ -57,9 +57,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 async def _serve(cfg: ServerConfig, io: IO) -> int:
     from wxnet.server.app import start_server
+    from wxnet.sync.db import StoreDamaged
 
     try:
         server = await start_server(cfg)
+    except StoreDamaged as exc:
+        io.error(str(exc))
+        return ExitStatus.ERROR
     except OSError as exc:
         io.error(f"cannot listen: {exc}")
         return ExitStatus.ERROR

@@ -108,6 +108,7 @@ class Notifier:
             while len(mine) >= self.max_polls_per_session:
                 self.polls_limited["session"] += 1
                 old = mine.pop(0)
+                self._waiters.get(uin, set()).discard(old)  # no longer counts
                 if not old.done():
                     old.set_result(0)
             mine.append(fut)

@@ -35,6 +35,7 @@ from wxnet.proto.synckey import (
     SyncKey,
 )
 from wxnet.sync import media
+from wxnet.sync.db import private_dir
 from wxnet.sync.items import stored
 from wxnet.sync.passwords import PasswordPool, hash_password, verify_password
 from wxnet.sync.sqlite_store import SQLiteStore, insert_account
@@ -97,6 +98,7 @@ class EngineConfig:
     login_failures_per_account_address: int = 5
     login_failures_per_address: int = 20
     login_failure_window: float = 60.0
+    login_backoff_base: float = 1.0
     login_backoff_max: float = 900.0
     login_workers: int = 1
     login_queue: int = 16
@@ -210,10 +212,13 @@ class Engine:
         store: Store | None = None,
     ) -> None:
         self.config = config or EngineConfig()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         self.media = media.MediaStore(data_dir / "media")
         self.store: Store = store or SQLiteStore(
-            data_dir / "wxnet.db", self.config.durability, profile_item=profile_item
+            data_dir / "wxnet.db",
+            self.config.durability,
+            profile_item=profile_item,
+            integrity_check=self.config.integrity_check,
         )
         self.clock = clock
         self.on_news = on_news
@@ -231,6 +236,7 @@ class Engine:
             c.login_failures_per_address,
             c.login_failure_window,
             c.login_backoff_max,
+            c.login_backoff_base,
         )
         self.passwords = PasswordPool(c.login_workers, c.login_queue)
         #: called with (uin, hash of the session key) when a session ends (logout or

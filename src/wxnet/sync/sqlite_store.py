@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import SELECTOR_BITS
-from wxnet.sync.db import Database
+from wxnet.sync.db import Database, check_integrity
 from wxnet.sync.schema import init_schema
 from wxnet.sync.store import (
     Account,
@@ -80,10 +80,15 @@ def _message(row: Sequence[Any] | None) -> MessageRow | None:
 
 class SQLiteStore:
     """Args:
-    path: the database file (created, with its schema, if missing).
-    durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
-    profile_item: builds the first profile log item of a new account from
-        (uin, name, nick); the store itself does not know the item format.
+        path: the database file (created, with its schema, if missing).
+        durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
+        profile_item: builds the first profile log item of a new account from
+            (uin, name, nick); the store itself does not know the item format.
+        integrity_check: ``quick`` (``PRAGMA quick_check`` before opening), ``full``
+            (``integrity_check``) or ``off``.
+
+    Raises:
+        StoreDamaged: the file failed the check (the message says how to recover).
     """
 
     def __init__(
@@ -92,7 +97,9 @@ class SQLiteStore:
         durability: str = "FULL",
         *,
         profile_item: Callable[[int, str, str], bytes],
+        integrity_check: str = "quick",
     ) -> None:
+        check_integrity(path, integrity_check)
         self.db = Database(path, synchronous=durability, init=init_schema)
         self._profile_item = profile_item
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -391,6 +398,8 @@ class SQLiteStore:
                         " WHERE sender=? AND client_msg_id=?",
                         (sender, m.client_msg_id),
                     ).fetchone()
+                    if row is None:  # another constraint failed: a write error, not a dup
+                        raise
                     out.append((int(row[0]), int(row[1]), True))
                     continue
                 self._w_append(conn, ch, [Append(m.recipients, 2, m.make_body(mid, now))])

@@ -3,7 +3,8 @@
 Pure policy: time is passed in. Failures are counted per (account, address) and per
 address, never per account alone, so a stranger guessing passwords from one address
 cannot lock the owner out from another. Past ``free`` failures inside ``window``
-seconds, that pair waits before it may try again: 1 s after the ``free``-th failure,
+seconds, that pair waits before it may try again: ``base`` seconds (1 s) after the
+``free``-th failure,
 then twice as long after each further one, up to ``max_backoff``. An address that
 fails ``per_address`` times inside the window waits ``window`` seconds, whatever
 account it tries.
@@ -29,9 +30,15 @@ class _Bucket:
 
 class LoginThrottle:
     def __init__(
-        self, free: int, per_address: int, window: float, max_backoff: float = 900.0
+        self,
+        free: int,
+        per_address: int,
+        window: float,
+        max_backoff: float = 900.0,
+        base: float = 1.0,
     ) -> None:
         self.free = free
+        self.base = base
         self.per_address = per_address
         self.window = window
         self.max_backoff = max_backoff
@@ -72,7 +79,7 @@ class LoginThrottle:
                 if n >= self.per_address:
                     b.blocked_until = now + self.window
             elif n >= self.free:
-                b.blocked_until = now + min(self.max_backoff, 2.0 ** (n - self.free))
+                b.blocked_until = now + min(self.max_backoff, self.base * 2.0 ** (n - self.free))
         while len(self._buckets) > MAX_BUCKETS:
             del self._buckets[next(iter(self._buckets))]
 
