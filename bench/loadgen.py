@@ -400,6 +400,8 @@ class SpawnedServer:
                 "0",
                 "--http-port",
                 "0",
+                "--contacts",
+                "open",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

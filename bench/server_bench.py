@@ -111,7 +111,8 @@ class ServerProc:
         cfg = data / "bench.toml"
         cfg.write_text(
             f'[server]\nhost = "127.0.0.1"\nlong_port = 0\nhttp_port = 0\ndata = "{data}"\n'
-            f"max_links_per_account = 100000\nmax_pending_per_link = 1024\n{extra}"
+            f"max_links_per_account = 100000\nmax_pending_per_link = 1024\n"
+            f"max_connections = 100000\nmax_connections_per_address = 100000\n{extra}"
         )
         self.cfg = cfg
         self.proc: subprocess.Popen[bytes] | None = None
@@ -119,7 +120,16 @@ class ServerProc:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wxnet", "serve", "--config", str(self.cfg)],
+            [
+                sys.executable,
+                "-m",
+                "wxnet",
+                "serve",
+                "--config",
+                str(self.cfg),
+                "--contacts",
+                "open",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )

@@ -89,6 +89,8 @@ async def main() -> None:
         "0",
         "--http-port",
         "0",
+        "--contacts",
+        "open",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

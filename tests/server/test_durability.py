@@ -35,6 +35,8 @@ async def start(data: Path) -> tuple[asyncio.subprocess.Process, int]:
             "0",
             "--http-port",
             "0",
+            "--contacts",
+            "open",
         ),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,

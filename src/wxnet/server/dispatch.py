@@ -272,7 +272,10 @@ class Dispatcher:
 
     async def _verifyuser(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None
-        return pb.AddContactResponse(contact=await self.engine.add_contact(sess, req.user_name))
+        contact, pending = await self.engine.add_contact(
+            sess, req.user_name, req.opcode, req.verify_content
+        )
+        return pb.AddContactResponse(contact=contact, pending=pending)
 
     async def _getcontact(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None

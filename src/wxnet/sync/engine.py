@@ -68,7 +68,11 @@ CMD_ADD_MSG = 5
 CMD_MOD_MSG_STATUS = 6
 CMD_REVOKE = 10002
 MSG_TEXT, MSG_IMAGE, MSG_VOICE = 1, 3, 34
+#: A friend request in the recipient's message log (WeChat's VERIFYMSG, research 5).
+MSG_VERIFY = 37
 MEDIA_TYPES = {MSG_IMAGE, MSG_VOICE, 43, 62}
+OP_REQUEST, OP_ACCEPT = 2, 3
+_REQUEST_ID = "verify:"  # client_msg_id of a request: one per (requester, recipient)
 STATUS_SENT, STATUS_READ = 2, 4
 ROOM_SUFFIX = "@chatroom"
 _NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{2,31}")
@@ -547,15 +551,50 @@ class Engine:
         _, nick = await self.account(uin)
         return pb.Contact(user_name=name, nick_name=nick, contact_type=1)
 
-    async def add_contact(self, sess: Session, name: str) -> pb.Contact:
-        """Make ``name`` and the session's user contacts of each other."""
+    async def add_contact(
+        self, sess: Session, name: str, opcode: int = 0, greeting: str = ""
+    ) -> tuple[pb.Contact, bool]:
+        """Ask ``name`` to be a contact (``opcode`` 0 or 2) or accept their request (3).
+
+        With ``contacts = "open"`` both become contacts at once, whatever the opcode.
+        With ``"request"`` (the default), a request is a VERIFYMSG item (msg_type 37,
+        the greeting as content) in ``name``'s message log, sent once per pair; they
+        become contacts of each other when ``name`` accepts it (or asks back).
+        Returns (the peer's contact card, whether it is still only a request).
+
+        Raises:
+            MMError: ERR_NOUSER, ERR_ARG (yourself, an unknown opcode), ERR_NOT_FOUND
+                (accepting a request nobody sent).
+        """
         peer = await self.lookup(name)
         if peer is None:
             raise MMError(MMRet.ERR_NOUSER, f"no user {name!r}")
         if peer == sess.uin:
             raise MMError(MMRet.ERR_ARG, "you cannot add yourself")
-        me_pb = await self._contact_pb(sess.user_name)
+        if opcode not in (0, 1, OP_REQUEST, OP_ACCEPT):
+            raise MMError(MMRet.ERR_ARG, f"unknown opcode {opcode}: 2 request, 3 accept")
         peer_pb = await self._contact_pb(name)
+        if await self.is_contact(sess.uin, name):
+            return peer_pb, False
+        asked_me = await self.requested(peer, sess.user_name)
+        if self.config.contacts == "open" or asked_me:
+            await self._befriend(sess, peer, name, peer_pb)
+            return peer_pb, False
+        if opcode == OP_ACCEPT:
+            raise MMError(MMRet.ERR_NOT_FOUND, f"{name!r} has not asked to be your contact")
+        req = self.new_message(
+            sess, _REQUEST_ID + name, name, MSG_VERIFY, greeting[:256], [peer]
+        )  # the store's dedup makes a repeated request a no-op
+        await self.store_messages(sess, [req])
+        return peer_pb, True
+
+    async def requested(self, requester: int, recipient: str) -> bool:
+        """Whether ``requester`` has sent ``recipient`` a friend request."""
+        msg = await self.store.message_by_client_id(requester, _REQUEST_ID + recipient)
+        return msg is not None and msg.msg_type == MSG_VERIFY and msg.to_user == recipient
+
+    async def _befriend(self, sess: Session, peer: int, name: str, peer_pb: pb.Contact) -> None:
+        me_pb = await self._contact_pb(sess.user_name)
         await self.store.add_contacts(
             [(sess.uin, name), (peer, sess.user_name)],
             self.now(),
@@ -566,7 +605,6 @@ class Engine:
         )
         (await self._contact_set(sess.uin)).add(name)
         (await self._contact_set(peer)).add(sess.user_name)
-        return peer_pb
 
     async def contacts(self, sess: Session, names: Sequence[str] = ()) -> list[pb.Contact]:
         out = [await self._contact_pb(n) for n in sorted(await self._contact_set(sess.uin))]
@@ -712,7 +750,7 @@ class Engine:
             try:
                 if not m.client_msg_id or len(m.client_msg_id) > 64:
                     raise MMError(MMRet.ERR_ARG, "client_msg_id must be 1-64 characters")
-                if m.msg_type in MEDIA_TYPES or m.msg_type == 0:
+                if m.msg_type in MEDIA_TYPES or m.msg_type in (0, MSG_VERIFY):
                     raise MMError(MMRet.ERR_ARG, f"msg_type {m.msg_type} cannot be sent as text")
                 if len(m.content.encode()) > self.config.max_content_bytes:
                     raise MMError(MMRet.ERR_TOO_LARGE, "message content is too long")
@@ -783,17 +821,20 @@ class Engine:
         return False
 
     async def mark_read(self, sess: Session, talker: str, last_msg_id: int) -> None:
-        """A read receipt (S22): the reader's other devices and, in a 1:1 chat, the
-        peer are told that ``talker``'s messages up to ``last_msg_id`` were read."""
+        """A read receipt (S22): the reader's other devices and, in a 1:1 chat with a
+        contact, the peer are told that ``talker``'s messages up to ``last_msg_id``
+        were read. Receipts never go to strangers."""
         rcpts = [sess.uin]
         if talker.endswith(ROOM_SUFFIX):
-            if await self._room(talker) is None:
-                raise MMError(MMRet.ERR_NOT_FOUND, f"no group {talker!r}")
+            room = await self._room(talker)
+            if room is None or sess.user_name not in room.members:
+                raise MMError(MMRet.ERR_NOT_FOUND, f"no group {talker!r} that you are in")
         elif talker != sess.user_name:
             peer = await self.lookup(talker)
             if peer is None:
                 raise MMError(MMRet.ERR_NOUSER, f"no user {talker!r}")
-            rcpts.append(peer)
+            if await self.is_contact(sess.uin, talker):  # a stranger's log gets nothing
+                rcpts.append(peer)
         status = pb.ModMsgStatus(
             talker=talker, reader=sess.user_name, msg_id=last_msg_id, status=STATUS_READ
         )
