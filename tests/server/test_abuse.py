@@ -33,7 +33,7 @@ ATTACKER, USER = "127.0.0.3", "127.0.0.2"
 
 CONFIG = """
 [server]
-identify_timeout = 1.0
+identify_timeout = 2.0
 max_connections = 500
 max_connections_per_address = 100
 http_header_timeout = 1.0
@@ -76,25 +76,28 @@ async def login(
 ) -> Device:
     link = await connect(port, addr)
     acc = Account(user, device_id=f"{user}-{device}")
-    r = await link.call(
-        "manualauth",
-        pb.ManualAuthRequest(
-            base=pb.BaseRequest(device_id=acc.device_id),
-            user_name=user,
-            password="secret1",
-            device_name=device,
-        ),
-        pb.ManualAuthResponse,
-    )
-    assert r.base.ret == 0, r.base.err_msg
-    acc.uin, acc.sid = r.uin, r.session_key
-    dev = Device(link, acc)
-    if identify:
-        ident = await link.call(
-            "identify", pb.IdentifyRequest(base=acc.base()), pb.IdentifyResponse
+    try:
+        r = await link.call(
+            "manualauth",
+            pb.ManualAuthRequest(
+                base=pb.BaseRequest(device_id=acc.device_id),
+                user_name=user,
+                password="secret1",
+                device_name=device,
+            ),
+            pb.ManualAuthResponse,
         )
-        assert ident.base.ret == 0, ident.base.err_msg
-    return dev
+        assert r.base.ret == 0, r.base.err_msg
+        acc.uin, acc.sid = r.uin, r.session_key
+        if identify:
+            ident = await link.call(
+                "identify", pb.IdentifyRequest(base=acc.base()), pb.IdentifyResponse
+            )
+            assert ident.base.ret == 0, ident.base.err_msg
+    except BaseException:
+        await link.close()
+        raise
+    return Device(link, acc)
 
 
 async def normal_user_works(real: RealServer) -> None:

@@ -88,6 +88,12 @@ class LongLink(asyncio.Protocol):
 
     def _identify_expired(self) -> None:
         self._identify_timer = None
+        if self.session is None and not self.closed and self._pending:
+            # a login is still hashing (its pool is bounded): wait for its answer
+            self._identify_timer = self.server.loop.call_later(
+                self.server.config.identify_timeout, self._identify_expired
+            )
+            return
         if self.session is None and not self.closed:
             self.server.metrics.identify_timeouts.inc()
             log.info("closing long link from %s: no identify in time", self.peer)
