@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from tests.server.conftest import FakeClock
 from tests.server.wire import Device, LongClient
+from wxnet.clock import FakeClock
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMRet
 from wxnet.proto.synckey import SyncKey
