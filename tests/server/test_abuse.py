@@ -21,10 +21,11 @@ from google.protobuf.message import Message
 
 from tests.server.realserver import RealServer, wait_closed
 from tests.server.wire import WAIT, Account, Device, LongClient
+from wxnet.client.basiclink import BasicLink
+from wxnet.client.errors import TransportError
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMRet
-from wxnet.proto.framing import Packet, encode_packet
 from wxnet.sync.store import session_key_hash
 
 pytestmark = pytest.mark.slow
@@ -65,10 +66,14 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
 
 
 async def connect(port: int, addr: str) -> LongClient:
-    r, w = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", port, local_addr=(addr, 0)), WAIT
+    """A long link from the loopback address ``addr``."""
+    _, proto = await asyncio.wait_for(
+        asyncio.get_running_loop().create_connection(
+            BasicLink, "127.0.0.1", port, local_addr=(addr, 0)
+        ),
+        WAIT,
     )
-    return LongClient(r, w)
+    return LongClient(proto)
 
 
 async def login(
@@ -131,8 +136,8 @@ async def test_unidentified_links_are_closed_even_when_they_send_noops(real: Rea
         # noop, wait for its reply, again: the link is never silent, yet it must go
         while not link.closed.is_set():
             try:
-                await link.request(C.CMD_NOOP, b"", C.SEQ_NOOP - 1)
-            except (ConnectionError, TimeoutError):
+                await link.request(C.CMD_NOOP, b"")
+            except TransportError:  # closed (LinkClosed) or no reply
                 break
 
     await asyncio.wait_for(asyncio.gather(*(ping_until_closed(lk) for lk in links)), 15)
@@ -307,19 +312,13 @@ async def test_login_floods_are_bounded_and_sessions_capped(real: RealServer) ->
     # (sent over a link identified by another account, so no identify deadline cuts in)
     attacker = await login(real.long_port, "frank", ATTACKER, device="flood")
     link = attacker.link
-    futs = []
-    for i in range(12):
-        seq = 100 + i
-        fut: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
-        link.waiting[seq] = fut
-        futs.append(fut)
-        req = auth("dave", "secret1", f"flood-{i}")
-        link.send_raw(encode_packet(C.BY_NAME["manualauth"].cmd, seq, req.SerializeToString()))
+    sent = [
+        link.link.send(C.BY_NAME["manualauth"], auth("dave", "secret1", f"flood-{i}"))
+        for i in range(12)  # all written in this loop turn, before any reply can come
+    ]
     codes = []
-    for fut in futs:
-        p = await asyncio.wait_for(fut, WAIT)
-        r = pb.ManualAuthResponse()
-        r.ParseFromString(p.body)
+    for seq, fut in sent:
+        r = pb.ManualAuthResponse.FromString(await link.link.wait_reply(seq, fut, WAIT))
         codes.append(r.base.ret)
     await link.close()
     assert MMRet.ERR_BUSY in codes and 0 in codes
