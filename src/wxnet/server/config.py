@@ -76,7 +76,7 @@ class ServerConfig:
     max_request_bytes: int = 1 << 20
     synccheck_max_wait: float = 25.0
     identify_timeout: float = 30.0
-    max_connections: int = 20000
+    max_connections: int = 10000
     max_connections_per_address: int = 1000
     http_header_timeout: float = 10.0
     http_body_timeout: float = 60.0
