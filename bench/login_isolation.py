@@ -4,10 +4,11 @@ image-chunk latency from 6.7 ms to 4.1 s.)
 
 One server in this process (its own thread pool for password hashing, 1 worker and a
 queue of 16 by default). A victim uploads 64 KiB image chunks one after the other;
-rounds alternate between quiet (A) and with ``--flooders`` clients logging in with the
-right password as fast as the server answers (B). Prints the median and p90 chunk
-latency of each, their ratio, the logins answered and refused with ERR_BUSY, and the
-load average.
+rounds alternate between quiet, with ``--flooders`` clients logging in with the right
+password as fast as the server answers (hashing on its own pool), and the same flood
+with hashing on the default executor the image writes use (the design before issue 12,
+the same-run baseline). Prints the median and p90 chunk latency of each, the ratios,
+the logins answered and refused with ERR_BUSY, and the load average.
 
     python -m bench.login_isolation [--rounds 3] [--chunks 40] [--flooders 12]
 """
@@ -21,7 +22,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from wxnet.client.basiclink import BasicLink
 from wxnet.proto import wxnet_pb2 as pb
@@ -31,6 +34,7 @@ from wxnet.server.config import ServerConfig
 from wxnet.sync.engine import EngineConfig
 
 PASSWORD = "bench-pw1"
+T = TypeVar("T")
 
 
 async def _login(port: int, user: str, device: str) -> tuple[BasicLink, pb.BaseRequest]:
@@ -113,28 +117,42 @@ async def run(rounds: int, chunks: int, flooders: int) -> dict[str, object]:
             link, base = await _login(srv.long_port, "victim", "victim-phone")
             quiet: list[float] = []
             flood: list[float] = []
+            shared: list[float] = []
             counts = {"ok": 0, "busy": 0, "other": 0}
+            own_pool = srv.engine.passwords.run
+
+            async def on_default_executor(fn: Callable[..., T], *args: object) -> T:
+                return await asyncio.to_thread(fn, *args)
+
             for r in range(rounds):
                 quiet += await _chunks(link, base, chunks, f"a{r}")
-                stop = asyncio.Event()
-                tasks = [
-                    asyncio.ensure_future(_flood(srv.long_port, f"flood{i}", stop, counts))
-                    for i in range(flooders)
-                ]
-                flood += await _chunks(link, base, chunks, f"b{r}")
-                stop.set()
-                await asyncio.gather(*tasks)
+                for mode, out in (("own", flood), ("shared", shared)):
+                    srv.engine.passwords.run = own_pool if mode == "own" else on_default_executor  # type: ignore[method-assign]
+                    stop = asyncio.Event()
+                    tasks = [
+                        asyncio.ensure_future(_flood(srv.long_port, f"flood{i}", stop, counts))
+                        for i in range(flooders)
+                    ]
+                    out += await _chunks(link, base, chunks, f"{mode}{r}")
+                    stop.set()
+                    await asyncio.gather(*tasks)
+            srv.engine.passwords.run = own_pool  # type: ignore[method-assign]
             link.close()
         finally:
             await srv.close()
     qa, fb = statistics.median(quiet) * 1000, statistics.median(flood) * 1000
+    sc = statistics.median(shared) * 1000
     return {
         "chunks_per_case": len(quiet),
         "quiet_median_ms": round(qa, 2),
         "quiet_p90_ms": round(_p(quiet, 0.9), 2),
-        "flood_median_ms": round(fb, 2),
-        "flood_p90_ms": round(_p(flood, 0.9), 2),
-        "ratio_median": round(fb / qa, 2),
+        "flood_own_pool_median_ms": round(fb, 2),
+        "flood_own_pool_p90_ms": round(_p(flood, 0.9), 2),
+        "flood_shared_pool_median_ms": round(sc, 2),
+        "flood_shared_pool_p90_ms": round(_p(shared, 0.9), 2),
+        "own_pool_vs_quiet_median": round(fb / qa, 2),
+        "shared_vs_own_pool_median": round(sc / fb, 2),
+        "shared_vs_own_pool_p90": round(_p(shared, 0.9) / _p(flood, 0.9), 2),
         "logins": counts,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
