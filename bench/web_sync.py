@@ -78,7 +78,7 @@ async def main() -> None:
             stdout=asyncio.subprocess.DEVNULL,
         )
         assert await add.wait() == 0
-    srv = await ServerProcess.on_data(data).astart(30)
+    srv = await ServerProcess.on_data(data, "--contacts", "open").astart(30)
     port = srv.http_port
     base = f"http://127.0.0.1:{port}"
     try:

@@ -304,7 +304,7 @@ def test_real_wxnet_server_plays_wechat_through_the_gateway(
     server = world.spawn(
         world.inet,
         [sys.executable, "-m", "wxnet", "serve", "--config", str(conf), "--data", str(data),
-         "--host", SERVER_IP, "--long-port", "8080", "--http-port", "80"],
+         "--host", SERVER_IP, "--long-port", "8080", "--http-port", "80", "--contacts", "open"],
     )  # fmt: skip
     line = read_line(server, 30)
     assert line.startswith("wxnet serving"), line

@@ -161,7 +161,8 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
     topo.spawn(
         n.internet,
         [*py, "wxnet", "serve", "--data", str(data), "--host", "0.0.0.0",
-         "--long-port", "8080", "--http-port", "80", *extra, *cfg.serve_args],
+         "--long-port", "8080", "--http-port", "80", "--contacts", "open", *extra,
+         *cfg.serve_args],
         "server",
     )  # fmt: skip
     site = cfg.workdir / "site"

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from wxnet.server.limits import TrustedProxies
 from wxnet.sync.engine import EngineConfig
 
 __all__ = ["ConfigError", "DnsConfig", "ServerConfig", "load_config"]
@@ -74,6 +75,17 @@ class ServerConfig:
     max_pending_per_link: int = 64
     max_request_bytes: int = 1 << 20
     synccheck_max_wait: float = 25.0
+    identify_timeout: float = 30.0
+    max_connections: int = 10000
+    max_connections_per_address: int = 1000
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 60.0
+    http_keepalive_timeout: float = 75.0
+    max_polls_per_session: int = 2
+    max_polls_per_account: int = 20
+    trusted_proxies: tuple[str, ...] = ()
+    max_field_chars: int = 1024
+    max_list_items: int = 1000
     log_level: str = "info"
     sync: EngineConfig = field(default_factory=EngineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
@@ -148,5 +160,34 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("tls_cert and tls_key go together")
     if cfg.sync.durability not in ("FULL", "NORMAL"):
         raise ConfigError('[sync] durability must be "FULL" or "NORMAL"')
-    if cfg.idle_timeout <= 0 or cfg.synccheck_max_wait <= 0:
-        raise ConfigError("idle_timeout and synccheck_max_wait must be positive")
+    if cfg.sync.contacts not in ("open", "request"):
+        raise ConfigError('[sync] contacts must be "open" or "request"')
+    if cfg.sync.integrity_check not in ("quick", "full", "off"):
+        raise ConfigError('[sync] integrity_check must be "quick", "full" or "off"')
+    for name in ("login_workers", "max_sessions_per_account", "login_failures_per_address"):
+        if getattr(cfg.sync, name) < 1:
+            raise ConfigError(f"[sync] {name} must be at least 1")
+    for name in (
+        "idle_timeout",
+        "synccheck_max_wait",
+        "identify_timeout",
+        "http_header_timeout",
+        "http_body_timeout",
+        "http_keepalive_timeout",
+    ):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    for name in (
+        "max_connections",
+        "max_connections_per_address",
+        "max_polls_per_session",
+        "max_polls_per_account",
+        "max_field_chars",
+        "max_list_items",
+    ):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    try:
+        TrustedProxies(cfg.trusted_proxies)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None

@@ -48,8 +48,10 @@ def next_missing(ranges: list[tuple[int, int]], total: int) -> int:
 class MediaStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        (root / "partial").mkdir(parents=True, exist_ok=True)
-        (root / "files").mkdir(parents=True, exist_ok=True)
+        for d in (root, root / "partial", root / "files"):  # media is private: 0700
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if d.stat().st_mode & 0o077:
+                d.chmod(0o700)
 
     @staticmethod
     def _digest(owner: int, cid: str, kind: str) -> str:
@@ -102,7 +104,7 @@ class MediaStore:
             os.close(fd)
         if thumb is not None:
             tpath = self.root / "files" / f"{ref}.thumb"
-            with open(tpath, "wb") as f:
+            with os.fdopen(os.open(tpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 f.write(thumb)
                 f.flush()
                 os.fsync(f.fileno())

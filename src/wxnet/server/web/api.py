@@ -901,15 +901,22 @@ class WebApi:
     async def verifyuser(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
     ) -> dict[str, Any]:
+        """Opcode 2 sends a friend request (VerifyContent is its greeting), 3 accepts
+        one (the Value of the request's RecommendInfo.UserName)."""
         users = body.get("VerifyUserList")
         if not isinstance(users, list) or not users or len(users) > 20:
             raise WebError(-1, "VerifyUserList must list 1..20 users")
+        opcode = body.get("Opcode", 2)
+        if opcode not in (2, 3):
+            raise WebError(-1, "Opcode must be 2 (send a request) or 3 (accept one)")
+        greeting = body.get("VerifyContent", "")
+        if not isinstance(greeting, str) or len(greeting) > 256:
+            raise WebError(-1, "VerifyContent must be a string of at most 256 characters")
         for u in users:
             value = u.get("Value") if isinstance(u, dict) else None
             name = self._target(s, value)
-            await self._cgi(
-                s, "verifyuser", pb.AddContactRequest(user_name=name), pb.AddContactResponse
-            )
+            req = pb.AddContactRequest(user_name=name, opcode=opcode, verify_content=greeting)
+            await self._cgi(s, "verifyuser", req, pb.AddContactResponse)
         return {}
 
     # -- the page ------------------------------------------------------------------------
