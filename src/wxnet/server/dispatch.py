@@ -112,7 +112,7 @@ class Dispatcher:
         too_long = self._oversized(req)
         if too_long:
             self.metrics.errors.inc(str(int(MMRet.ERR_TOO_LARGE)))
-            return _base_error(cgi.response, MMRet.ERR_TOO_LARGE, f"{cgi.name}: {too_long}")
+            return C.error_body(MMRet.ERR_TOO_LARGE, f"{cgi.name}: {too_long}")
         handler = self.handlers.get(cgi.name)
         if handler is None:
             return C.error_body(MMRet.ERR_UNKNOWN_CMD, f"{cgi.name} is not served here")
