@@ -22,6 +22,7 @@ Tencent or push, with the reason. Output is Markdown, for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import random
@@ -41,7 +42,20 @@ from wxnet.classify import Classifier
 from wxnet.proto.framing import encode_packet
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "captures"
+#: More development captures: $WXNET_CAPTURES, else a ``shared/captures`` directory
+#: beside (or one level above) the checkout; tests/data/captures otherwise.
+SHARED = next(
+    (
+        p
+        for p in (
+            Path(os.environ.get("WXNET_CAPTURES", "/nonexistent")),
+            ROOT.parent / "shared" / "captures",
+            ROOT.parent.parent / "shared" / "captures",
+        )
+        if p.is_dir()
+    ),
+    ROOT / "tests" / "data" / "captures",
+)
 LOCAL = ROOT / "tests" / "data" / "captures"
 
 FlowKey = tuple[str, str, int, str, int]
@@ -152,6 +166,55 @@ def write_synthetic(path: Path, flows: int, window: int = 500) -> int:
                     out.append(S.pcap_record(ts, frames[k]))
                     count += 1
             f.write(b"".join(out))
+    return count
+
+
+# ------------------------------------------------------------ real-traffic capture
+
+
+def _as_ethernet(link: int, frame: bytes) -> bytes | None:
+    """The frame with an Ethernet II head (cooked SLL/SLL2 heads rewritten; libpcap
+    cannot read a file whose interfaces have different link types)."""
+    if link == 1:
+        return frame
+    if link == 113 and len(frame) >= 16:
+        return bytes(6) + b"\x02\0\0\0\0\1" + frame[14:16] + frame[16:]
+    if link == 276 and len(frame) >= 20:
+        return bytes(6) + b"\x02\0\0\0\0\1" + frame[0:2] + frame[20:]
+    return None
+
+
+def write_real(path: Path, sources: list[Path], min_packets: int, gap: float = 1000.0) -> int:
+    """Concatenate real captures, again and again with shifted timestamps, until at
+    least ``min_packets``: one Ethernet pcap. Each copy of each capture starts ``gap``
+    seconds after the previous one ended (beyond every idle timeout), so its flows are
+    new flows with the capture's own timing, sizes and payloads."""
+    loaded: list[list[tuple[float, bytes]]] = []
+    for src in sources:
+        with open(src, "rb") as f:
+            reader = CaptureReader(f)
+            raw = [(ts, e) for ts, link, data, _w in reader if (e := _as_ethernet(link, data))]
+            reader.close()
+        if not raw:
+            continue
+        # Relative times, with any pause longer than ``gap`` cut to ``gap`` (one capture
+        # here has a five-year pause, which pcap's 32-bit seconds cannot repeat).
+        pkts = [(0.0, raw[0][1])]
+        for (prev, _), (ts, fr) in itertools.pairwise(raw):
+            pkts.append((pkts[-1][0] + min(max(ts - prev, 0.0), gap), fr))
+        loaded.append(pkts)
+    if not loaded:
+        raise SystemExit("no real captures found")
+    cursor = 1_700_000_000.0
+    count = 0
+    with open(path, "wb") as f:
+        f.write(S.pcap_header(1))
+        while count < min_packets:
+            for pkts in loaded:
+                shift = cursor - pkts[0][0]
+                f.write(b"".join(S.pcap_record(ts + shift, fr) for ts, fr in pkts))
+                count += len(pkts)
+                cursor = pkts[-1][0] + shift + gap
     return count
 
 

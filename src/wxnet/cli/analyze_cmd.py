@@ -11,12 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-
-from wxnet.analyze import Analyzer, CaptureError, CaptureReader, FlowRecord, RawPacket
+from wxnet.analyze import Analyzer, CaptureError, CaptureReader, FlowRecord, RawPacket, Stats
 from wxnet.classify import Classifier, SignatureError, load_signatures
 from wxnet.cli.common import IO, ExitStatus, UsageError
 
@@ -53,7 +48,24 @@ def register(sub: Any) -> None:
         help="signature TOML file to use instead of the bundled set (repeatable)",
     )
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=1,
+        metavar="N",
+        help="worker processes, flows sharded by 5-tuple; same output (default 1; 0: one per CPU)",
+    )
     p.set_defaults(func=cmd_analyze)
+
+
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= n <= 64:
+        raise argparse.ArgumentTypeError("must be 0 (one per CPU) to 64")
+    return n
 
 
 @dataclass
@@ -100,9 +112,43 @@ def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
         elif not args.summary:
             rows.append(rec)
 
+    jobs = args.jobs
+    if jobs == 0:
+        from wxnet.analyze.parallel import default_jobs
+
+        jobs = default_jobs()
     analyzer = Analyzer(emit, classifier)
+    stats = analyzer.stats
     error: CaptureError | None = None
     started = time.perf_counter()
+    if jobs > 1:
+        from wxnet.analyze.parallel import ParallelError, run_parallel
+
+        f.close()
+        try:
+            stats, error = run_parallel(args.capture, classifier, jobs, emit)
+        except (ParallelError, OSError) as exc:
+            io.error(f"{args.capture}: {exc}")
+            return ExitStatus.ERROR
+    else:
+        error = _run_one(f, analyzer, args, io)
+    elapsed = time.perf_counter() - started
+    if not args.json:
+        _print_report(io, args.capture, rows, summary, stats, elapsed, args.summary)
+    if error is not None:
+        io.error(
+            f"{args.capture}: capture is truncated or corrupt: {error.reason} at byte offset "
+            f"{error.offset}; the {stats.packets} packets before it were analysed "
+            f"and their flows reported"
+        )
+        return ExitStatus.ERROR
+    return ExitStatus.OK
+
+
+def _run_one(
+    f: BinaryIO, analyzer: Analyzer, args: argparse.Namespace, io: IO
+) -> CaptureError | None:
+    error: CaptureError | None = None
     with f:
         size = _size(f)
         reader = CaptureReader(f)
@@ -117,17 +163,7 @@ def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
         finally:
             reader.close()
         analyzer.finish()
-    elapsed = time.perf_counter() - started
-    if not args.json:
-        _print_report(io, args.capture, rows, summary, analyzer, elapsed, args.summary)
-    if error is not None:
-        io.error(
-            f"{args.capture}: capture is truncated or corrupt: {error.reason} at byte offset "
-            f"{error.offset}; the {analyzer.stats.packets} packets before it were analysed "
-            f"and their flows reported"
-        )
-        return ExitStatus.ERROR
-    return ExitStatus.OK
+    return error
 
 
 def _size(f: BinaryIO) -> int:
@@ -145,6 +181,15 @@ def _isatty(stream: Any) -> bool:
 
 
 def _run_with_progress(reader: CaptureReader, analyzer: Analyzer, size: int, io: IO) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     console = Console(file=io.err)
     columns = (
         TextColumn("analysing"),
@@ -179,63 +224,86 @@ def _print_report(
     path: Path,
     rows: list[FlowRecord],
     summary: dict[str, _Summary],
-    analyzer: Analyzer,
+    st: Stats,
     elapsed: float,
     summary_only: bool,
 ) -> None:
-    console = Console(file=io.out, width=max(200, Console(file=io.out).width), highlight=False)
-    st = analyzer.stats
     if not summary_only:
-        rows.sort(key=lambda r: (r.start, r.client_port))
-        table = Table(title=f"Flows in {path.name}", box=box.SIMPLE_HEAD, show_lines=False)
-        table.add_column("time (UTC)", no_wrap=True)
-        table.add_column("client", no_wrap=True)
-        table.add_column("server", no_wrap=True)
-        table.add_column("proto", no_wrap=True)
-        table.add_column("app", no_wrap=True)
-        table.add_column("evidence", ratio=1, overflow="fold")
-        table.add_column("packets", justify="right", no_wrap=True)
-        table.add_column("bytes", justify="right", no_wrap=True)
-        for r in rows:
-            v = r.verdict
-            ev = "; ".join(f"{e.kind}: {e.detail}" for e in v.evidence) or "-"
-            table.add_row(
-                _when(r.start),
-                f"{_host(r.client)}:{r.client_port}",
-                f"{_host(r.server)}:{r.server_port}",
-                r.transport,
-                v.label,
-                ev,
-                str(r.packets),
-                str(r.bytes),
-            )
-        console.print(table)
-        decoded = [r for r in rows if r.longlink]
-        for r in decoded:
-            console.print(
-                f"[bold]Long-link packets (S32)[/bold] {_host(r.client)}:{r.client_port} -> "
-                f"{_host(r.server)}:{r.server_port}"
-            )
-            for p in r.longlink:
-                console.print(
-                    f"  {p.direction}  cmd {p.cmd} ({p.name})  seq {p.seq}  body {p.body_len} bytes"
-                )
-    table = Table(title="Summary by application", box=box.SIMPLE_HEAD)
-    for col in ("app", "flows", "packets", "bytes", "first evidence"):
-        table.add_column(col, justify="left" if col in ("app", "first evidence") else "right")
+        _print_flows(io, path, rows)
+    # The summary and the totals are plain text: rich (~50 ms to import) is only loaded
+    # for the flow table, so `--summary` and `--json` start fast.
+    out = io.out
+    header = ("app", "flows", "packets", "bytes", "first evidence")
+    lines = []
     for label, s in sorted(summary.items(), key=lambda kv: (-kv[1].bytes, kv[0])):
         ev = ", ".join(f"{k} {n}" for k, n in sorted(s.evidence.items(), key=lambda kv: -kv[1]))
-        table.add_row(label, str(s.flows), str(s.packets), str(s.bytes), ev or "-")
-    console.print(table)
+        lines.append((label, str(s.flows), str(s.packets), str(s.bytes), ev or "-"))
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+
+    def fmt(row: tuple[str, ...]) -> str:
+        cells = [
+            row[i].ljust(widths[i]) if i in (0, 4) else row[i].rjust(widths[i])
+            for i in range(len(row))
+        ]
+        return ("  " + "   ".join(cells)).rstrip()
+
+    total = sum(widths) + 3 * (len(widths) - 1) + 2
+    out.write("\n" + "Summary by application".center(total).rstrip() + "\n\n")
+    out.write(fmt(header) + "\n")
+    out.write(" " + "─" * (total - 1) + "\n")
+    for row in lines:
+        out.write(fmt(row) + "\n")
     rate = st.packets / elapsed if elapsed > 0 else 0.0
-    console.print(
-        f"{st.packets} packets, {st.flows} flows ({st.max_live_flows} live at most), "
+    out.write(
+        f"\n{st.packets} packets, {st.flows} flows ({st.max_live_flows} live at most), "
         f"{st.dns_answers} DNS answers learned, {st.malformed} malformed, "
-        f"{st.fragments} fragments, {st.not_ip} not IP; {elapsed:.2f} s ({rate:,.0f} packets/s)"
+        f"{st.fragments} fragments, {st.not_ip} not IP; {elapsed:.2f} s ({rate:,.0f} packets/s)\n"
     )
     if st.linktypes:
         kinds = ", ".join(str(x) for x in sorted(st.linktypes))
-        console.print(f"unsupported link types skipped: {kinds}")
+        out.write(f"unsupported link types skipped: {kinds}\n")
+
+
+def _print_flows(io: IO, path: Path, rows: list[FlowRecord]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=io.out, width=max(200, Console(file=io.out).width), highlight=False)
+    rows.sort(key=lambda r: (r.start, r.client_port))
+    table = Table(title=f"Flows in {path.name}", box=box.SIMPLE_HEAD, show_lines=False)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("client", no_wrap=True)
+    table.add_column("server", no_wrap=True)
+    table.add_column("proto", no_wrap=True)
+    table.add_column("app", no_wrap=True)
+    table.add_column("evidence", ratio=1, overflow="fold")
+    table.add_column("packets", justify="right", no_wrap=True)
+    table.add_column("bytes", justify="right", no_wrap=True)
+    for r in rows:
+        v = r.verdict
+        ev = "; ".join(f"{e.kind}: {e.detail}" for e in v.evidence) or "-"
+        table.add_row(
+            _when(r.start),
+            f"{_host(r.client)}:{r.client_port}",
+            f"{_host(r.server)}:{r.server_port}",
+            r.transport,
+            v.label,
+            ev,
+            str(r.packets),
+            str(r.bytes),
+        )
+    console.print(table)
+    decoded = [r for r in rows if r.longlink]
+    for r in decoded:
+        console.print(
+            f"[bold]Long-link packets (S32)[/bold] {_host(r.client)}:{r.client_port} -> "
+            f"{_host(r.server)}:{r.server_port}"
+        )
+        for p in r.longlink:
+            console.print(
+                f"  {p.direction}  cmd {p.cmd} ({p.name})  seq {p.seq}  body {p.body_len} bytes"
+            )
 
 
 def _host(addr: str) -> str:
