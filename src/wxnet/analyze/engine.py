@@ -91,6 +91,11 @@ class FlowRecord:
     def bytes(self) -> int:
         return self.client_bytes + self.server_bytes
 
+    @property
+    def duration(self) -> float:
+        """Seconds from the flow's first packet to its last."""
+        return max(0.0, self.end - self.start)
+
     def to_json(self) -> dict[str, object]:
         v = self.verdict
         out: dict[str, object] = {
@@ -101,6 +106,7 @@ class FlowRecord:
             "server_port": self.server_port,
             "start": round(self.start, 6),
             "end": round(self.end, 6),
+            "duration": round(self.duration, 6),
             "app": v.app,
             "label": v.label,
             "confirmed": v.confirmed,
@@ -134,6 +140,7 @@ class Stats:
     first_ts: float | None = None
     last_ts: float = 0.0
     dns_answers: int = 0
+    evicted: int = 0  # flows reported early because the flow table was full
     linktypes: set[int] = field(default_factory=set)
 
 
@@ -449,6 +456,13 @@ class Analyzer:
             st.packets -= 1
             st.bytes -= foreign
             self._foreign = False
+
+    def tick(self, now: float) -> None:
+        """Time has passed with no packet (live capture): report the flows that ended or
+        idled out by ``now``."""
+        if self._next_sweep is not None and now >= self._next_sweep:
+            self.stats.last_ts = max(self.stats.last_ts, now)
+            self._sweep(now)
 
     def _clock(self, ts: float, sweep: bool) -> None:
         """A packet passed at ``ts``: start the clock, and sweep if ``sweep`` and due."""
@@ -815,6 +829,7 @@ class Analyzer:
         idx = float(self._index)
         for f in ordered[: max(1, len(ordered) // 10)]:
             self._drop(f)
+            self.stats.evicted += 1
             self.emit_tag = (idx, 0, f.last, f.index)
             self._emit(f)
 

@@ -150,6 +150,7 @@ def run_parallel(
             "fragments",
             "flows",
             "dns_answers",
+            "evicted",
         ):
             setattr(stats, name, getattr(stats, name) + getattr(st, name))
         stats.linktypes |= st.linktypes
