@@ -68,6 +68,15 @@ def run_live(
                 if writer is not None:
                     writer.flush()
                 analyzer.tick(time.time())
+        # Ctrl-C: what the kernel has queued already is still read (bounded).
+        for _ in range(64):
+            packets = src.read(0.0)
+            if not packets:
+                break
+            if writer is not None:
+                for ts, _link, data, wire in packets:
+                    writer.write(ts, data, wire)
+            analyzer.run(packets)
         analyzer.finish()
     finally:
         for s, handler in previous.items():
@@ -81,4 +90,11 @@ def run_live(
     if writer is not None:
         extra += f"; {writer.packets} packets written to {args.write}"
     output.finish(args.live, analyzer.stats, elapsed, extra=extra)
+    if args.json or args.csv:  # stdout holds only the flows: the counts go to stderr
+        st = analyzer.stats
+        io.err.write(
+            f"wxnet: {st.packets} packets, {st.flows} flows, {st.evicted} flows reported early "
+            f"(flow table full, --max-flows), {extra}\n"
+        )
+        io.err.flush()
     return ExitStatus.OK
