@@ -257,6 +257,26 @@ def test_live_capture_labels_wxnet_and_tls_traffic(pair: Pair, tmp_path: Path) -
     assert sorted((f["server_port"], f["app"]) for f in again) == sorted(
         (f["server_port"], f["app"]) for f in flows
     )
+    # The same recording in tshark with contrib/wireshark/wxnet.lua: the long link's
+    # packets are WXNET (cmd, seq), never HTTP; the short links stay HTTP.
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark (make sysdeps installs it)")
+    lua = ROOT / "contrib" / "wireshark" / "wxnet.lua"
+    res = subprocess.run(
+        ["tshark", "-n", "-X", f"lua_script:{lua}", "-r", str(saved), "-T", "fields",
+         "-E", "occurrence=a", "-e", "tcp.srcport", "-e", "tcp.dstport",
+         "-e", "_ws.col.Protocol", "-e", "wxnet.cmd", "-e", "wxnet.seq", "-e", "tcp.len"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    rows = [line.split("\t") for line in res.stdout.splitlines()]
+    long_link = [r for r in rows if "8080" in r[:2] and r[5] not in ("", "0")]
+    assert long_link and all(r[2] == "WXNET" for r in long_link), long_link
+    cmds = [int(c) for r in long_link for c in r[3].split(",")]
+    assert 205 in cmds and 1_000_000_205 in cmds  # identify and its reply
+    assert 522 in cmds and 1_000_000_522 in cmds  # newsendmsg and its reply
+    seqs = {int(q) for r in long_link for q in r[4].split(",")}
+    assert 1 in seqs
+    assert any(r[2] == "HTTP" for r in rows if "80" in r[:2])
 
 
 def test_live_errors_are_clear(pair: Pair) -> None:
