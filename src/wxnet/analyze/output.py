@@ -47,6 +47,7 @@ CSV_FIELDS = (
 BUCKETS = 60
 #: Flows listed in the report's table by default (largest first).
 REPORT_ROWS = 10_000
+_UNKNOWN_COLOUR = "#b0b0b0"
 _COLOURS = (
     "#2e7d32",
     "#1565c0",
@@ -56,8 +57,12 @@ _COLOURS = (
     "#00838f",
     "#9e9d24",
     "#4e342e",
-    "#9e9e9e",
+    "#757575",
 )
+
+
+def _colour(apps: list[str], k: int) -> str:
+    return _UNKNOWN_COLOUR if apps[k] == "unknown" else _COLOURS[k]
 
 
 def csv_header() -> list[str]:
@@ -145,7 +150,7 @@ def _chart(recs: Sequence[FlowRecord]) -> str:
             y -= bh
             parts.append(
                 f'<rect x="{left + b * bar:.1f}" y="{y:.1f}" width="{max(bar - 1, 1):.1f}" '
-                f'height="{bh:.1f}" fill="{_COLOURS[k]}" data-app="{html.escape(a)}">'
+                f'height="{bh:.1f}" fill="{_colour(apps, k)}" data-app="{html.escape(a)}">'
                 f"<title>{html.escape(a)}: {_size(v)}</title></rect>"
             )
     for i in range(4):  # x labels
@@ -159,7 +164,7 @@ def _chart(recs: Sequence[FlowRecord]) -> str:
     x = left
     for k, a in enumerate(apps):  # legend
         parts.append(
-            f'<rect x="{x}" y="{h + 12}" width="12" height="12" fill="{_COLOURS[k]}"/>'
+            f'<rect x="{x}" y="{h + 12}" width="12" height="12" fill="{_colour(apps, k)}"/>'
             f'<text x="{x + 16}" y="{h + 22}" class="legend">{html.escape(a)}</text>'
         )
         x += 24 + 8 * len(a)
@@ -181,7 +186,8 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px}
 .meta{color:#555} svg text{font-size:11px;fill:#333} .grid{stroke:#e0e0e0}
 table{border-collapse:collapse;font-size:12px} th,td{padding:3px 8px;border-bottom:1px solid #eee;
 text-align:left;vertical-align:top} th{background:#f5f5f5;position:sticky;top:0}
-td.n{text-align:right;font-variant-numeric:tabular-nums} .ev{color:#444;max-width:520px}
+td.t{white-space:nowrap} td.n{text-align:right;font-variant-numeric:tabular-nums}
+.ev{color:#444;max-width:520px}
 .app-unknown{color:#888} .spoofed{color:#c62828;font-weight:600}
 """
 
@@ -208,7 +214,7 @@ def render_report(name: str, recs: Sequence[FlowRecord], stats: Stats, max_rows:
         )
         cls = "spoofed" if v.spoofed else "app-unknown" if not v.app else ""
         rows.append(
-            f'<tr class="flow"><td>{html.escape(_when(r.start))}</td>'
+            f'<tr class="flow"><td class="t">{html.escape(_when(r.start))}</td>'
             f"<td>{html.escape(r.client)}:{r.client_port}</td>"
             f"<td>{html.escape(r.server)}:{r.server_port}</td><td>{r.transport}</td>"
             f'<td class="{cls}">{html.escape(v.label)}</td><td class="ev">{ev or "-"}</td>'
