@@ -2,10 +2,13 @@
 
 Run by hand (needs Debian's ``libndpi-bin`` for ``ndpiReader``)::
 
-    .venv/bin/python -m bench.analyze_vs_ndpi [--flows 25000] [--out bench-out/]
+    .venv/bin/python -m bench.analyze_vs_ndpi [--flows 25000] [--real 300000] \
+        [--extra MORE.pcapng] [--out bench-out/]
 
-For each capture (the shared development captures, plus a synthetic one with many
-flows of 20 packets each, written to ``--out``) it measures, in the same run:
+For each capture (the shared development captures; a synthetic one with many flows of
+20 packets each; and a real-traffic one, the development captures and any ``--extra``
+ones repeated with shifted timestamps and ports to ``--real`` packets, both written to
+``--out``) it measures, in the same run, medians of alternating runs:
 
 * processing rate: packets / time spent reading and classifying, without process start
   and set-up (for nDPI: its own "Packet Processing Time", wall clock, millisecond
@@ -14,6 +17,9 @@ flows of 20 packets each, written to ``--out``) it measures, in the same run:
 * command rate: packets / CPU time (user + sys) of the whole command (``ndpiReader -i F``
   vs ``wxnet analyze --summary F``), process start and set-up included; CPU time rather
   than wall time because the machine may be shared;
+* for the two large captures, ``wxnet analyze --summary --jobs 2``: wall time against
+  ndpiReader's wall time (only meaningful on an otherwise idle machine);
+* start-up: the CPU time of both commands on the smallest capture;
 
 and prints a side-by-side table of the flows where the two disagree about WeChat, QQ,
 Tencent or push, with the reason. Output is Markdown, for docs/benchmarks.md.
@@ -185,11 +191,30 @@ def _as_ethernet(link: int, frame: bytes) -> bytes | None:
     return None
 
 
+def _shift_ports(frame: bytes, k: int) -> bytes:
+    """Copy ``k`` of an Ethernet/IPv4 TCP or UDP frame with its ephemeral ports (20000
+    and up: never a service port the classifiers know) moved, the same way in both
+    directions, so that each copy's flows are new 5-tuples (checksums are not fixed:
+    neither tool checks them)."""
+    if k == 0 or len(frame) < 38 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45:
+        return frame
+    if frame[23] not in (6, 17) or int.from_bytes(frame[20:22], "big") & 0x1FFF:
+        return frame
+    out = bytearray(frame)
+    for at in (34, 36):
+        port = int.from_bytes(frame[at : at + 2], "big")
+        if port >= 20000:
+            out[at : at + 2] = (20000 + (port - 20000 + k * 7919) % 45536).to_bytes(2, "big")
+    return bytes(out)
+
+
 def write_real(path: Path, sources: list[Path], min_packets: int, gap: float = 1000.0) -> int:
     """Concatenate real captures, again and again with shifted timestamps, until at
     least ``min_packets``: one Ethernet pcap. Each copy of each capture starts ``gap``
-    seconds after the previous one ended (beyond every idle timeout), so its flows are
-    new flows with the capture's own timing, sizes and payloads."""
+    seconds after the previous one ended (beyond every idle timeout), with its ephemeral
+    ports moved (:func:`_shift_ports`), so its flows are new flows with the capture's own
+    timing, sizes and payloads (for ndpiReader too, which would otherwise take a copy's
+    flows for the old ones and skip its per-flow work)."""
     loaded: list[list[tuple[float, bytes]]] = []
     for src in sources:
         with open(src, "rb") as f:
@@ -210,12 +235,16 @@ def write_real(path: Path, sources: list[Path], min_packets: int, gap: float = 1
     count = 0
     with open(path, "wb") as f:
         f.write(S.pcap_header(1))
+        copy = 0
         while count < min_packets:
             for pkts in loaded:
                 shift = cursor - pkts[0][0]
-                f.write(b"".join(S.pcap_record(ts + shift, fr) for ts, fr in pkts))
+                f.write(
+                    b"".join(S.pcap_record(ts + shift, _shift_ports(fr, copy)) for ts, fr in pkts)
+                )
                 count += len(pkts)
                 cursor = pkts[-1][0] + shift + gap
+            copy += 1
     return count
 
 
@@ -428,6 +457,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5, help="alternating runs per tool")
     ap.add_argument("--real", type=int, default=300_000, help="packets of the real-traffic capture")
     ap.add_argument(
+        "--only", action="append", default=[], help="only captures whose name holds this"
+    )
+    ap.add_argument(
         "--extra", type=Path, action="append", default=[], help="more real captures to repeat"
     )
     args = ap.parse_args()
@@ -468,6 +500,8 @@ def main() -> None:
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     tables = []
+    if args.only:
+        captures = [c for c in captures if any(o in c.name for o in args.only)]
     for cap in captures:
         big = cap in (synth, real)
         theirs, ours, recs, nflows = measure(cap, classifier, args.reps, jobs=big)
