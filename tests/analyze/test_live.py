@@ -270,7 +270,11 @@ def test_live_capture_labels_wxnet_and_tls_traffic(pair: Pair, tmp_path: Path) -
     )  # fmt: skip
     rows = [line.split("\t") for line in res.stdout.splitlines()]
     long_link = [r for r in rows if "8080" in r[:2] and r[5] not in ("", "0")]
-    assert long_link and all(r[2] == "WXNET" for r in long_link), long_link
+    # A segment that holds only part of a packet is shown as TCP until the rest arrives
+    # (reassembly); none is HTTP, and the packets themselves are all WXNET.
+    other = [r for r in long_link if r[2] != "WXNET"]
+    assert long_link and all(r[2] == "TCP" and not r[3] for r in other), other
+    assert len(other) < len(long_link) // 2, other
     cmds = [int(c) for r in long_link for c in r[3].split(",")]
     assert 205 in cmds and 1_000_000_205 in cmds  # identify and its reply
     assert 522 in cmds and 1_000_000_522 in cmds  # newsendmsg and its reply
