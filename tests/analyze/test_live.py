@@ -311,7 +311,11 @@ def test_live_flow_table_is_bounded_and_counts_early_reports(pair: Pair) -> None
     assert res.returncode == 0, res.stderr
     seen = 0
     while seen < 30:  # early reports arrive while the capture runs
-        json.loads(read_line(cap, 30))
+        line = read_line(cap, 30)
+        if not line:
+            _, err = finish(cap)
+            pytest.fail(f"the analyser exited early (status {cap.returncode}): {err}")
+        json.loads(line)
         seen += 1
     cap.send_signal(signal.SIGINT)
     rest, err = finish(cap)
