@@ -388,6 +388,8 @@ def ndpi_app(proto: str) -> str | None:
 
 
 _OURS = {"wechat", "qq", "tencent", "apple-push", "google-push"}
+# Both of wxnet's Tencent range files label "Tencent (unconfirmed)"; nDPI has one Tencent.
+_SAME = {"tencent-cloud": "tencent"}
 
 
 def disagreements(
@@ -402,7 +404,8 @@ def disagreements(
             continue
         proto, conf, host = got
         theirs = ndpi_app(proto)
-        ours = r.verdict.app if r.verdict.app in _OURS else None
+        app = _SAME.get(r.verdict.app or "", r.verdict.app)
+        ours = app if app in _OURS else None
         if theirs == ours or (theirs is None and ours is None):
             continue
         ev = r.verdict.evidence[0].detail if r.verdict.evidence else "no evidence"
@@ -427,7 +430,7 @@ def reason(r: FlowRecord, proto: str, host: str) -> str:
         and host.endswith(("gtimg.cn", "qpic.cn", "qlogo.cn"))
     ):
         return "wxnet's QQ signature owns Tencent's QQ CDN names; nDPI 4.2 only knows gtimg.com"
-    if r.verdict.app == "tencent":
+    if r.verdict.app in ("tencent", "tencent-cloud"):
         return (
             "wxnet's Tencent ranges (unconfirmed label) include this block; "
             "nDPI 4.2's list does not"

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wxnet.analyze.synth import tls_client_hello
 from wxnet.classify import Classifier, DnsMemory, FlowView, Verdict
 from wxnet.proto.framing import encode_packet
 
@@ -239,7 +240,20 @@ def test_tencent_range_is_only_tencent_unconfirmed(capture_flows: Loader) -> Non
     assert (v.app, v.label, v.confirmed) == ("tencent", "Tencent (unconfirmed)", False)
     assert kinds(v) == ["ip-range"]
     v6 = CLF.classify(FlowView("tcp", "2001:db8::1", 1, "2402:4e00:1::1", 443))
-    assert v6.app == "tencent"
+    # A Tencent Cloud block (tencent-cloud.toml): the same label, its own app id.
+    assert (v6.app, v6.label, v6.confirmed) == ("tencent-cloud", "Tencent (unconfirmed)", False)
+
+
+def test_wechat_sni_to_a_tencent_cloud_address_is_spoofed() -> None:
+    # Anyone can rent a machine in a Tencent Cloud block and send a WeChat SNI to it.
+    dns = DnsMemory()
+    dns.learn("10.0.0.2", "short.weixin.qq.com", ["203.205.239.1"], 300, 0)
+    hello = tls_client_hello("short.weixin.qq.com")
+    for net in CLF.apps()["tencent-cloud"].ranges:
+        server = str(net.network_address + 1)
+        v = CLF.classify(FlowView("tcp", "10.0.0.2", 50000, server, 443, hello), dns, 10)
+        assert v.app == "wechat" and v.spoofed and not v.confirmed, server
+        assert "spoof" in kinds(v), server
 
 
 @pytest.mark.parametrize(

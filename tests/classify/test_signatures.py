@@ -24,8 +24,21 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def test_bundled_set_has_the_required_apps() -> None:
     names = {p.stem for p in bundled_paths()}
     assert {"wechat", "qq", "android-connectivity", "ios-connectivity"} <= names
-    assert {"apple-push", "google-push", "tencent"} <= names
+    assert {"apple-push", "google-push", "tencent", "tencent-cloud"} <= names
     assert set(load_signatures().apps) == names
+
+
+def test_no_cloud_customer_block_is_an_operator_range_or_trusted() -> None:
+    # Operator ranges admit in wxnet gate and clear spoof checks; a cloud provider's
+    # customer blocks (tencent-cloud.toml) must never overlap one, nor be trusted.
+    apps = load_signatures().apps
+    cloud = apps["tencent-cloud"].ranges
+    assert cloud and not apps["tencent-cloud"].operator_ranges
+    for sig in apps.values():
+        assert "tencent-cloud" not in sig.trusted_ranges_from, sig.id
+        for op in sig.operator_ranges:
+            for net in cloud:
+                assert net.version != op.version or not net.overlaps(op), (sig.id, op, net)
 
 
 def test_custom_signature_set(tmp_path: Path) -> None:

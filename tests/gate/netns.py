@@ -33,7 +33,7 @@ WECHAT6_DNS = "fd18:2::10"  # the AAAA answer for short.weixin.qq.com
 HUGE_TTL_IP = "198.18.2.11"  # answered with TTL 2^31
 CDN_IP = "198.18.3.30"  # mmbiz.qpic.cn CNAME edge.cdn.example: a shared CDN
 NGD_IP, NGD6 = "198.18.2.40", "fd18:2::40"  # only a newgetdns answer names these
-CLOUD_VM = "43.135.1.1"  # inside a Tencent Cloud customer block (tencent.toml)
+CLOUD_VM = "43.135.1.1"  # inside a Tencent Cloud customer block (tencent-cloud.toml)
 #: the test's "operator-owned" WeChat ranges (declared with [apps.wechat] operator-ranges)
 OPERATOR_RANGES = ("198.18.2.16/29", "fd18:2::20/126")
 SERVER_BUILTIN = "198.18.2.17"  # the wxnet server's built-in address (in the range)
