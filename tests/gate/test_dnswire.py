@@ -9,6 +9,7 @@ from wxnet.gate.dnswire import (
     NXDOMAIN,
     DnsWireError,
     address_reply,
+    answer_chain,
     answer_records,
     error_reply,
     parse_query,
@@ -83,3 +84,27 @@ def test_every_truncation_of_an_answer_decodes_or_raises() -> None:
         with pytest.raises(DnsWireError):
             answer_records(wire[:cut])
     assert answer_records(wire)[2] == [("192.0.2.1", 0)]
+
+
+def test_answer_chain_skips_the_known_question_only_when_it_is_the_same() -> None:
+    q = DNSRecord.question("Short.WeiXin.qq.com")
+    query = q.pack()
+    qq = parse_query(query)
+    ans = q.reply()
+    ans.add_answer(RR("short.weixin.qq.com", QTYPE.A, rdata=A("203.0.113.7"), ttl=30))
+    data = ans.pack()
+    fast = answer_chain(data, query, qq.end, qq.name)
+    assert fast == answer_chain(data) and fast[2] == "short.weixin.qq.com"
+    # Another question (here: another case of the name) is decoded, not assumed.
+    other = DNSRecord.question("short.weixin.qq.com").reply()
+    other.header.id = q.header.id
+    other.add_answer(RR("short.weixin.qq.com", QTYPE.A, rdata=A("203.0.113.8"), ttl=30))
+    odata = other.pack()
+    assert answer_chain(odata, query, qq.end, qq.name) == answer_chain(odata)
+    evil = DNSRecord.question("evil.example").reply()
+    evil.header.id = q.header.id
+    assert answer_chain(evil.pack(), query, qq.end, qq.name)[2] == "evil.example"
+    # A query whose name is a compression pointer never takes the short cut.
+    ptr = query[:12] + b"\xc0\x0c" + query[-4:]
+    with pytest.raises(DnsWireError):
+        answer_chain(ptr, ptr, len(ptr), "x")

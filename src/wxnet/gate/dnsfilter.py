@@ -62,6 +62,7 @@ class Forward:
     transport: str
     device: str
     group: str | None
+    qend: int = 0  # where the question ends in ``data``
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,14 @@ class DnsFilter:
         # (client, mac) -> (device, group, valid until): schedules change on minute
         # boundaries, so a lookup holds until the next one.
         self._groups: dict[tuple[str, str | None], tuple[str, Group | None, float]] = {}
+        # Per group, built once (the policy of a filter never changes): its allowed
+        # apps, and the name of its DNS set per app.
+        self._allowed = {g.name: frozenset(g.effective_apps) for g in policy.groups.values()}
+        self._dns_sets = {
+            (g.name, a): dns_set(g.name, a)
+            for g in policy.groups.values()
+            for a in g.effective_apps
+        }
 
     def group_for(self, client: str, mac: str | None, now: float) -> tuple[str, Group | None]:
         key = (client, mac)
@@ -178,6 +187,7 @@ class DnsFilter:
                 transport=transport,
                 device=device,
                 group=group.name if group else None,
+                qend=q.end,
             )
         reply = self._blocked_reply(data, q)
         rec = FlowRecord(
@@ -236,13 +246,13 @@ class DnsFilter:
             MalformedQuery: the upstream answer is not DNS or not for this query.
         """
         try:
-            qid, flags, qname, records = answer_chain(data)
+            qid, flags, qname, records = answer_chain(data, fwd.data, fwd.qend, fwd.name)
         except DnsWireError as exc:
             raise MalformedQuery(f"undecodable upstream answer: {exc}") from None
         if qid != fwd.qid or not flags & 0x8000 or qname != fwd.name:
             raise MalformedQuery("upstream answer does not match the query")
         group = self.policy.groups.get(fwd.group) if fwd.group else None
-        allowed = set(group.effective_apps) if group is not None else set()
+        allowed = self._allowed.get(group.name, frozenset()) if group is not None else frozenset()
         # Follow the chain: ok[name] = every name from the question to it is allowed.
         ok: dict[str, bool] = {fwd.name: True}
         has_cname = any(r.rtype == QTYPE_CNAME for r in records)
@@ -261,7 +271,7 @@ class DnsFilter:
         attested: list[Attested] = []
         if group is not None and group.mode == ALLOW_ONLY and fwd.app in allowed:
             assert fwd.app is not None
-            base = dns_set(group.name, fwd.app)
+            base = self._dns_sets.get((group.name, fwd.app)) or dns_set(group.name, fwd.app)
             st = self.policy.settings
             lo, hi = st.min_set_timeout, st.max_set_timeout
             for r in chain:

@@ -205,9 +205,16 @@ class Record:
     ttl: int
 
 
-def answer_chain(data: bytes) -> tuple[int, int, str, list[Record]]:
+def answer_chain(
+    data: bytes, query: bytes = b"", query_end: int = 0, query_name: str = ""
+) -> tuple[int, int, str, list[Record]]:
     """(id, flags, question name, records) of an answer: its A, AAAA and CNAME records
     with their owner names, for the filter to follow the question's own chain.
+
+    ``query`` (a query whose name ``query_name`` is already decoded, its question
+    ending at ``query_end``): when the answer repeats that question byte for byte (as
+    upstreams do) and the query's name has no compression pointer (its wire length is
+    then exactly ``len(query_name) + 2``), the name is not decoded again: it is the same.
 
     Raises:
         DnsWireError: malformed message.
@@ -217,8 +224,15 @@ def answer_chain(data: bytes) -> tuple[int, int, str, list[Record]]:
     qid, flags, qd, an, _ns, _ar = HEADER.unpack_from(data)
     if qd != 1:
         raise DnsWireError(f"{qd} questions in the answer (expected 1)")
-    qname, pos = _read_name(data, HEADER.size)
-    pos += 4
+    if (
+        query_name
+        and query_end - HEADER.size - 4 == len(query_name) + 2
+        and data[HEADER.size : query_end] == query[HEADER.size : query_end]
+    ):
+        qname, pos = query_name, query_end
+    else:
+        qname, pos = _read_name(data, HEADER.size)
+        pos += 4
     out: list[Record] = []
     at: dict[int, str] = {HEADER.size: qname}  # names by offset: owners are pointers
     for _ in range(an):
