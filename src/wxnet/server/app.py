@@ -44,6 +44,7 @@ class Server:
         self._long_servers: list[asyncio.Server] = []
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._upload_sweeper: asyncio.Task[None] | None = None
         self.long_port = 0
         self.extra_long_ports: tuple[int, ...] = ()
         self.http_port = 0
@@ -65,6 +66,18 @@ class Server:
         )
         self.metrics.gauge(
             "wxnet_long_polls", "Pending long polls.", lambda: self.notifier.total_waiters
+        )
+        uploads = self.dispatcher.uploads
+        self.metrics.counter_fn(
+            "wxnet_upload_refused_total",
+            "Mobile uploads refused by a quota (count, bytes) or the disk floor (disk).",
+            "reason",
+            lambda: uploads.refused,
+        )
+        self.metrics.gauge(
+            "wxnet_uploads_expired",
+            "Unfinished uploads deleted by expiry so far.",
+            lambda: uploads.expired,
         )
 
     async def start(self) -> None:
@@ -88,6 +101,9 @@ class Server:
         await site.start()
         self.http_port = int(self._runner.addresses[0][1])
         self._sweeper = self.loop.create_task(self._sweep())
+        self._upload_sweeper = self.loop.create_task(
+            self.dispatcher.uploads.run_sweeper(min(60.0, cfg.sync.upload_ttl / 4))
+        )
         log.info(
             "listening",
             extra={
@@ -117,6 +133,10 @@ class Server:
         """Stop accepting, close every link, let running requests finish, close the store."""
         for srv in self._long_servers:
             srv.close()
+        if self._upload_sweeper is not None:
+            self._upload_sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upload_sweeper
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

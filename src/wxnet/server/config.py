@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from wxnet.server.web.config import WebConfig
 from wxnet.sync.engine import EngineConfig
 
 __all__ = ["ConfigError", "DnsConfig", "ServerConfig", "load_config"]
@@ -77,6 +78,7 @@ class ServerConfig:
     log_level: str = "info"
     sync: EngineConfig = field(default_factory=EngineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
@@ -84,7 +86,7 @@ def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
     changes: dict[str, Any] = {}
     for key, value in raw.items():
         f = known.get(key)
-        if f is None or f.name in ("sync", "dns"):
+        if f is None or f.name in ("sync", "dns", "web"):
             raise ConfigError(f"[{section}] has no setting {key!r}")
         current = getattr(base, key)
         try:
@@ -125,13 +127,14 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         for section in data:
-            if section not in ("server", "sync", "dns"):
-                raise ConfigError(f"{path}: unknown section [{section}] (server, sync, dns)")
+            if section not in ("server", "sync", "dns", "web"):
+                raise ConfigError(f"{path}: unknown section [{section}] (server, sync, dns, web)")
         cfg = _coerce(ServerConfig, "server", data.get("server", {}), cfg)
         cfg = dataclasses.replace(
             cfg,
             sync=_coerce(EngineConfig, "sync", data.get("sync", {}), cfg.sync),
             dns=_coerce(DnsConfig, "dns", data.get("dns", {}), cfg.dns),
+            web=_coerce(WebConfig, "web", data.get("web", {}), cfg.web),
         )
     if overrides:
         cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
@@ -150,3 +153,12 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError('[sync] durability must be "FULL" or "NORMAL"')
     if cfg.idle_timeout <= 0 or cfg.synccheck_max_wait <= 0:
         raise ConfigError("idle_timeout and synccheck_max_wait must be positive")
+    for f in fields(WebConfig):
+        value = getattr(cfg.web, f.name)
+        if isinstance(value, int | float) and value <= 0:
+            raise ConfigError(f"[web] {f.name} must be positive")
+    for name in ("uploads_per_account", "upload_bytes_per_account", "upload_ttl"):
+        if getattr(cfg.sync, name) <= 0:
+            raise ConfigError(f"[sync] {name} must be positive")
+    if cfg.sync.min_free_disk_bytes < 0:
+        raise ConfigError("[sync] min_free_disk_bytes must not be negative")
