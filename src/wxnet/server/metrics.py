@@ -84,5 +84,5 @@ class Metrics:
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter"]
             lines += [f'{name}{{{label}="{k}"}} {v}' for k, v in sorted(cfn().items())]
         for name, (help_, fn) in sorted(self.gauges.items()):
-            lines += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {fn():g}"]
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {fn():.17g}"]
         return "\n".join(lines) + "\n"

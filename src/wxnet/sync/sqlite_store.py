@@ -374,6 +374,8 @@ class SQLiteStore:
         return await self._write(w)
 
     async def message(self, msg_id: int) -> MessageRow | None:
+        if not 0 < msg_id < 1 << 63:  # SQLite integers are signed 64-bit: no such id
+            return None
         return _message(
             await self._one(f"SELECT {_MSG_COLS} FROM messages WHERE msg_id=?", (msg_id,))
         )

@@ -771,7 +771,8 @@ class WebApi:
         if declared is not None and declared > cfg.max_chunk + cfg.max_form_bytes + 8192:
             self.count("upload_too_large")
             raise WebError(int(MMRet.ERR_TOO_LARGE), "chunk too large")
-        if self.spool.room(s.uin) <= 0:
+        need = min(declared or cfg.max_chunk, cfg.max_chunk)
+        if self.spool.make_room(s.uin, need) <= 0:
             self.count("upload_quota")
             raise WebError(int(MMRet.ERR_BUSY), "upload quota of the account is used up")
         temp: Path | None = None
@@ -922,7 +923,7 @@ class WebApi:
             raise WebError(-1, "SvrMsgId must be a number") from None
         cmid = body.get("ClientMsgId")
         req = pb.RevokeMsgRequest(
-            msg_id=msg_id if 0 < msg_id < 1 << 64 else 0,
+            msg_id=msg_id if 0 < msg_id < 1 << 63 else 0,
             client_msg_id=str(cmid) if isinstance(cmid, int | str) else "",
         )
         await self._cgi(s, "revokemsg", req, pb.RevokeMsgResponse)

@@ -101,6 +101,15 @@ class WebSpool:
         """Bytes account ``uin`` may still spool."""
         return self.config.upload_bytes_per_account - self.account_bytes(uin)
 
+    def make_room(self, uin: int, need: int) -> int:
+        """Delete the account's sent uploads (oldest first) until ``need`` bytes fit, or
+        none is left; returns :meth:`room`. Unsent ones are the client's to send."""
+        for old in sorted((u for u in self.uploads_of(uin=uin) if u.sent), key=lambda u: u.created):
+            if self.room(uin) >= need:
+                break
+            self.drop(old)
+        return self.room(uin)
+
     def uploads_of(self, *, sid: str | None = None, uin: int | None = None) -> list[Upload]:
         return [
             u
