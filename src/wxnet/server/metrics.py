@@ -64,25 +64,26 @@ class Metrics:
         self.sync_latency = Histogram("wxnet_sync_seconds", "newsync handling time.")
         self.protocol_errors = Counter("wxnet_protocol_errors_total", "Links closed for bad bytes.")
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
-        self.labelled: dict[str, tuple[str, str, Callable[[], dict[str, int]]]] = {}
+        self.counter_fns: dict[str, tuple[str, str, Callable[[], dict[str, float]]]] = {}
 
     def gauge(self, name: str, help_: str, fn: Callable[[], float]) -> None:
         self.gauges[name] = (help_, fn)
 
     def counter_fn(
-        self, name: str, help_: str, label: str, fn: Callable[[], dict[str, int]]
+        self, name: str, help_: str, label: str, fn: Callable[[], dict[str, float]]
     ) -> None:
-        """A counter kept elsewhere: ``fn`` returns its value per ``label`` value."""
-        self.labelled[name] = (help_, label, fn)
+        """A counter kept elsewhere (``{label value: count}``), read at each scrape."""
+        self.counter_fns[name] = (help_, label, fn)
 
     def render(self) -> str:
         lines: list[str] = []
         for m in (self.requests, self.errors, self.messages, self.duplicates, self.protocol_errors):
             lines += m.render()
+        for name, (help_, label, read) in sorted(self.counter_fns.items()):
+            c = Counter(name, help_, label)
+            c.values = dict(read())
+            lines += c.render()
         lines += self.sync_latency.render()
-        for name, (help_, label, cfn) in sorted(self.labelled.items()):
-            lines += [f"# HELP {name} {help_}", f"# TYPE {name} counter"]
-            lines += [f'{name}{{{label}="{k}"}} {v}' for k, v in sorted(cfn().items())]
         for name, (help_, fn) in sorted(self.gauges.items()):
-            lines += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {fn():.17g}"]
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {float(fn())!r}"]
         return "\n".join(lines) + "\n"

@@ -40,7 +40,7 @@ class Uploads:
         self.store = engine.store
         self._locks: dict[tuple[int, str, str], asyncio.Lock] = {}
         #: uploads refused, by the bound that refused them (``wxnet_upload_refused_total``)
-        self.refused: dict[str, int] = {}
+        self.refused: dict[str, float] = {}
         self.expired = 0
 
     def _lock(self, owner: int, cid: str, kind: str) -> asyncio.Lock:

@@ -141,7 +141,7 @@ class WebApi:
             spool_dir = Path(tempfile.mkdtemp(prefix="wxnet-web-spool-"))
         self.spool = WebSpool(spool_dir, cfg)
         #: refusals by the limit that bit (``wxnet_web_limited_total{limit}``)
-        self.limited: dict[str, int] = {}
+        self.limited: dict[str, float] = {}
         self._login_waiters: dict[str, asyncio.Event] = {}
         self._reported: dict[str, int] = {}  # uuid -> login version the poll last reported
         self._polls: dict[str, int] = {}  # wxsid -> pending synccheck polls
