@@ -554,6 +554,9 @@ async def test_disk_floor_keeps_text_flowing(tmp_path: Path) -> None:
             bob = await Mobile(http, srv.base, "bob").login()
             resp = await start_image(bob, 1000)
             assert resp.base.ret == MMRet.ERR_BUSY and "disk" in resp.base.err_msg
+            web = await WebClient(http, srv.base).login(alice)
+            out = await upload_chunk(http, web, png_bytes(), 1)
+            assert ret(out) == MMRet.ERR_BUSY and "disk" in str(out["BaseResponse"])
             await bob.send("alice", "text still works")
             await alice.wait_msg(lambda m: m.content == "text still works")
             metrics = await srv.metrics()

@@ -771,6 +771,9 @@ class WebApi:
         if declared is not None and declared > cfg.max_chunk + cfg.max_form_bytes + 8192:
             self.count("upload_too_large")
             raise WebError(int(MMRet.ERR_TOO_LARGE), "chunk too large")
+        if self.spool.disk_low():
+            self.count("disk")
+            raise WebError(int(MMRet.ERR_BUSY), "the server is low on disk space: retry later")
         need = min(declared or cfg.max_chunk, cfg.max_chunk)
         if self.spool.make_room(s.uin, need) <= 0:
             self.count("upload_quota")

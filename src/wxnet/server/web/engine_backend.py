@@ -78,6 +78,7 @@ def setup_server_web(app: web.Application, server: Any, config: WebConfig | None
         return await api.handle_scanqrcode(sess.uin, req)
 
     dispatcher.register("scanqrcode", scanqrcode)
+    api.spool.min_free = int(getattr(server.config.sync, "min_free_disk_bytes", 0))
     metrics = getattr(server, "metrics", None)
     if metrics is not None:
         metrics.counter_fn(

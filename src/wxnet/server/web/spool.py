@@ -83,6 +83,15 @@ class WebSpool:
         self._by_media: dict[str, Upload] = {}
         self._bytes: dict[int, int] = {}  # uin -> spooled bytes (incl. parts arriving)
         self.total_bytes = 0
+        #: below this much free disk no web upload grows (the server sets it from
+        #: ``[sync] min_free_disk_bytes``; 0: no floor)
+        self.min_free = 0
+
+    def disk_low(self) -> bool:
+        if not self.min_free:
+            return False
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize < self.min_free
 
     # -- accounting ------------------------------------------------------------------
     def account_bytes(self, uin: int) -> int:
