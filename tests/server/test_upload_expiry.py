@@ -8,9 +8,10 @@ import dataclasses
 
 import pytest
 
-from tests.server.conftest import FakeClock, with_sync
+from tests.server.conftest import with_sync
 from tests.server.test_media import chunk, png
 from tests.server.wire import Device
+from wxnet.clock import FakeClock
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMRet
 from wxnet.server.app import Server
