@@ -41,7 +41,16 @@ from wxnet.server.web import convert, csrf
 from wxnet.server.web.backend import Backend
 from wxnet.server.web.config import WebConfig
 from wxnet.server.web.limits import FairPending, RateLimiter, address_key
-from wxnet.server.web.login import LoginState, QrLogin, QrLogins, WebSession, WebSessions
+from wxnet.server.web.login import (
+    LoginState,
+    QrLogin,
+    QrLoginRefused,
+    QrLogins,
+    QrLoginsFull,
+    QrLoginUnknown,
+    WebSession,
+    WebSessions,
+)
 from wxnet.server.web.spool import SpoolFull, SpoolTooLarge, WebSpool
 
 __all__ = ["WEB_API_KEY", "WebApi", "WebConfig", "setup_web"]
@@ -205,9 +214,9 @@ class WebApi:
         Returns ``(ret, err_msg)`` for the ScanQrResponse."""
         try:
             self.logins.scan(uuid, uin, self.clock(), confirm=confirm)
-        except KeyError:
+        except QrLoginUnknown:
             return MMRet.ERR_NOT_FOUND, "no such QR code (expired?)"
-        except PermissionError as exc:
+        except QrLoginRefused as exc:
             return MMRet.ERR_NOT_ALLOWED, str(exc)
         self.pending.discard(uuid)  # a phone holds it now: no flood can evict it
         self._wake_login(uuid)
@@ -337,7 +346,7 @@ class WebApi:
             self._forget_login(old)
         try:
             q = self.logins.create(now)
-        except OverflowError:  # only scanned logins left, all of them in use
+        except QrLoginsFull:  # only scanned logins left, all of them in use
             self.count("qr_pending")
             return _js('window.QRLogin.code = 500; window.QRLogin.uuid = "";')
         self.pending.add(q.uuid, addr)
