@@ -409,6 +409,8 @@ class SQLiteStore:
         return await self._write(w)
 
     async def message(self, msg_id: int) -> MessageRow | None:
+        if not 0 < msg_id < 1 << 63:  # SQLite integers are signed 64-bit: no such id
+            return None
         return _message(
             await self._one(f"SELECT {_MSG_COLS} FROM messages WHERE msg_id=?", (msg_id,))
         )
@@ -467,3 +469,16 @@ class SQLiteStore:
                 (owner, client_id, kind),
             )
         )
+
+    async def uploads_of(self, owner: int) -> list[tuple[str, str, int]]:
+        rows = await self._read(
+            "SELECT client_id, kind, total_len FROM uploads WHERE owner=?", (owner,)
+        )
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    async def uploads_older(self, created_before: int, limit: int) -> list[tuple[int, str, str]]:
+        rows = await self._read(
+            "SELECT owner, client_id, kind FROM uploads WHERE created < ? ORDER BY created LIMIT ?",
+            (created_before, limit),
+        )
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
