@@ -64,7 +64,7 @@ async def served(
     tmp_path.mkdir(parents=True, exist_ok=True)
     data = tmp_path / "served"
     cfg = tmp_path / "served.toml"
-    cfg.write_text(f'[sync]\ndurability = "NORMAL"\n{sync}\n[web]\n{web}\n')
+    cfg.write_text(f'[sync]\ndurability = "NORMAL"\ncontacts = "open"\n{sync}\n[web]\n{web}\n')
     adds = [
         await asyncio.create_subprocess_exec(
             *wxnet("user", "add", name, "--password", "secret1", "--nick", name.title()),
