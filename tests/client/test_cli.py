@@ -24,6 +24,7 @@ COMMANDS = [
     ["send-voice"],
     ["listen"],
     ["outbox"],
+    ["outbox", "drop"],
     ["resend"],
     ["history"],
     ["revoke"],
@@ -117,6 +118,8 @@ def test_a_session_from_the_command_line(server_thread: ServerThread, tmp_path: 
     code, out, _ = call("status", *pa, "--offline")
     assert "link:" in out and "synckey:" in out
     code, out, _ = call("outbox", *pa)
+    assert code == 0 and out == "outbox empty\n"
+    code, out, _ = call("outbox", *pa, "--json")
     assert code == 0 and out == ""
     code, out, err = call("logout", *pa)
     assert code == 0 and "logged out" in out, err
@@ -187,7 +190,23 @@ def test_unreachable_server_is_a_clear_error(server_thread: ServerThread, tmp_pa
     code, out, err = call("resend", "--profile", str(prof), str(row["client_msg_id"]))
     assert code == 0 and "sent" in out, err
     code, out, _ = call("outbox", "--profile", str(prof))
-    assert out == ""
+    assert out == "outbox empty\n"
+    code, _, err = call("outbox", "drop", "--profile", str(prof), str(row["client_msg_id"]))
+    assert code == 2 and "was sent" in err and "wxnet revoke" in err
+
+    # A failed message can be dropped: gone from the outbox, never sent.
+    server_thread.stop_listening()
+    code, _, err = call("send", "--profile", str(prof), "bob", "never mind")
+    assert code == 1
+    code, out, _ = call("outbox", "--profile", str(prof), "--json")
+    cid = str(lines(out)[0]["client_msg_id"])
+    code, out, err = call("outbox", "drop", "--profile", str(prof), cid)
+    assert code == 0 and f"dropped {cid}" in out, err
+    code, out, _ = call("outbox", "--profile", str(prof))
+    assert out == "outbox empty\n"
+    code, _, err = call("outbox", "drop", "--profile", str(prof), cid)
+    assert code == 2 and "no message" in err
+    server_thread.resume_listening()
 
 
 @pytest.mark.parametrize(

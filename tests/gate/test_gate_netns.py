@@ -346,6 +346,7 @@ def test_real_wxnet_server_plays_wechat_through_the_gateway(
     world: World, gate_factory: GateFactory, tmp_path: Path
 ) -> None:
     data = tmp_path / "server-data"
+    sh(sys.executable, "-m", "wxnet", "store", "init", "--data", str(data))
     for user in ("alice", "bob"):
         sh(sys.executable, "-m", "wxnet", "user", "add", user, "--password", "secret1",
            "--data", str(data))  # fmt: skip

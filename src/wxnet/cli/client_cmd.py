@@ -227,11 +227,19 @@ def register(sub: Any) -> None:
         "--count", type=_positive, default=None, help="exit after N messages (add_msg items)"
     )
     p.add_argument("--timeout", type=float, default=None, help="exit after S seconds")
-    p.set_defaults(func=cmd_listen)
+    p.set_defaults(func=cmd_listen, interrupt_is_stop=True)  # Ctrl-C is how it ends
 
-    p = sub.add_parser("outbox", help="messages still sending or failed")
+    p = sub.add_parser(
+        "outbox",
+        help="messages still sending or failed; `outbox drop ID` discards a failed one",
+    )
     _common(p, json_flag=True)
     p.set_defaults(func=cmd_outbox)
+    osub = p.add_subparsers(dest="outbox_command", metavar="ACTION")
+    d = osub.add_parser("drop", help="discard a failed message: it is never sent")
+    _common(d)
+    d.add_argument("id", help="the ClientMsgId shown by `wxnet outbox`")
+    d.set_defaults(func=cmd_outbox_drop)
 
     p = sub.add_parser("resend", help="send a failed message again (same ClientMsgId)")
     _common(p, json_flag=True)
@@ -596,11 +604,30 @@ def _note(io: IO) -> Callable[[str], None]:
 def cmd_outbox(args: argparse.Namespace, io: IO) -> int:
     store = open_store(args)
     try:
-        for row in store.outbox():
+        rows = store.outbox()
+        for row in rows:
             io.json(row.to_json()) if args.json else io.print(_row_text(row))
+        if not rows and not args.json:  # JSON: no lines is the empty list
+            io.print("outbox empty")
     finally:
         store.close()
     return ExitStatus.OK
+
+
+def cmd_outbox_drop(args: argparse.Namespace, io: IO) -> int:
+    store = open_store(args)
+    try:
+        if store.drop_failed(args.id):
+            io.print(f"dropped {args.id}: it will not be sent")
+            return ExitStatus.OK
+        row = store.outbox_row(args.id)
+    finally:
+        store.close()
+    if row is None:
+        raise UsageError(f"no message {args.id} in the outbox (see `wxnet outbox`)")
+    if row.state == "sent":
+        raise UsageError(f"message {args.id} was sent; `wxnet revoke {args.id}` takes it back")
+    raise UsageError(f"message {args.id} is still sending; only a failed message can be dropped")
 
 
 def cmd_resend(args: argparse.Namespace, io: IO) -> int:

@@ -401,6 +401,17 @@ class ProfileStore:
             )
         return self.outbox_row(client_msg_id)
 
+    def drop_failed(self, client_msg_id: str) -> bool:
+        """``wxnet outbox drop``: forget a failed message, which is then never sent.
+        Returns False (nothing changed) unless the message is in the outbox as failed: one
+        still sending may be in another process's hands, and a sent one is history."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM outbox WHERE client_msg_id = ? AND state = 'failed'",
+                (client_msg_id,),
+            )
+        return cur.rowcount == 1
+
     def discard(self, client_msg_id: str) -> None:
         """Forget a message that will never be sent (a cancelled voice message)."""
         with self._tx() as db:

@@ -69,7 +69,8 @@ def _message(row: Sequence[Any] | None) -> MessageRow | None:
 
 class SQLiteStore:
     """Args:
-    path: the database file (created, with its schema, if missing).
+    path: the database file (created, with its schema, if missing; an older store is
+        migrated, a newer one refused: :func:`wxnet.sync.schema.init_schema`).
     durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
     profile_item: builds the first profile log item of a new account from
         (uin, name, nick); the store itself does not know the item format.
@@ -82,7 +83,11 @@ class SQLiteStore:
         *,
         profile_item: Callable[[int, str, str], bytes],
     ) -> None:
-        self.db = Database(path, synchronous=durability, init=init_schema)
+        versions: list[int] = []
+        self.db = Database(
+            path, synchronous=durability, init=lambda conn: versions.append(init_schema(conn))
+        )
+        self._schema_version = versions[0]
         self._profile_item = profile_item
         self._loop: asyncio.AbstractEventLoop | None = None
         self._publish: Callable[[Changes], None] | None = None
@@ -105,6 +110,9 @@ class SQLiteStore:
 
     def statistics(self) -> dict[str, int]:
         return {"commits": self.db.groups, "writes": self.db.writes}
+
+    def schema_version(self) -> int:
+        return self._schema_version
 
     # ---------------------------------------------------------------- plumbing
     async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
