@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= var
-# Debian packages the test suite needs (installed by `make sysdeps` when missing; root).
-DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack
+# Debian packages the test suite needs (installed by `make sysdeps` when missing; root):
+# systemd for `systemd-analyze` (the unit tests), curl for the README's commands.
+DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack systemd curl
 
 .PHONY: install install-dev run test lint typecheck pytest sysdeps proto lock bench wheel clean
 
