@@ -34,10 +34,10 @@ RUNTIME_FILES = sorted(
 )
 
 
-def run(*argv: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
+def run(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(a) for a in argv], capture_output=True, text=True, timeout=300, check=True, **kw
-    )  # type: ignore[call-overload, no-any-return]
+        [str(a) for a in argv], capture_output=True, text=True, timeout=300, check=True, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
