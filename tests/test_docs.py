@@ -238,8 +238,10 @@ class Session:
         self.ports = {"8080": m.group(1), "8000": m.group(2)}
 
     def start_background(self, where: str, cmd: str) -> None:
+        # `exec env CMD`: the command itself (not a shell) gets the SIGINT, also when it
+        # starts with VAR=value assignments.
         proc = subprocess.Popen(
-            ["bash", "-c", f"exec {self.rewrite(cmd)}"], cwd=self.dir, env=self.env,
+            ["bash", "-c", f"exec env {self.rewrite(cmd)}"], cwd=self.dir, env=self.env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         read_line(proc, where)  # it runs (and has its signal handling in place)

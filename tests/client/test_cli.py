@@ -228,3 +228,65 @@ def test_bad_profile_dir(tmp_path: Path) -> None:
     f.write_text("")
     code, _, err = call("outbox", "--profile", str(f))
     assert code == 2 and "cannot open profile" in err
+
+
+def test_refusals_group_names_and_a_true_status(
+    server_thread: ServerThread, tmp_path: Path
+) -> None:
+    a = tmp_path / "a"
+    login(server_thread, a, "alice")
+    pa = ("--profile", str(a))
+    # A refusal is not the network's fault: no "network is poor" (S13), it says what.
+    code, _, err = call("send", *pa, "carol", "not a contact yet")
+    assert code == 1 and "the server refused message" in err and "to carol" in err, err
+    assert "network is poor" not in err and "wxnet outbox drop" in err
+    code, out, _ = call("outbox", *pa, "--json")
+    row = lines(out)[0]
+    assert row["state"] == "failed" and row["error_code"] is not None
+
+    # Groups by their name, where it is unique.
+    for who in ("bob", "carol"):
+        assert call("contact", "add", *pa, who)[0] == 0
+    code, out, err = call("group", "create", *pa, "trio", "bob", "carol", "--json")
+    assert code == 0, err
+    trio = str(lines(out)[0]["user_name"])
+    code, out, err = call("send", *pa, "trio", "hello trio", "--json")
+    assert code == 0, err
+    assert lines(out)[0]["to"] == trio
+    code, out, err = call("history", *pa, "trio")
+    assert code == 0 and "hello trio" in out, err
+    code, out, err = call("group", "remove", *pa, "trio", "carol", "--json")
+    assert code == 0 and lines(out)[0]["members"] == ["alice", "bob"], (out, err)
+    code, out, err = call("group", "create", *pa, "trio", "bob", "--json")
+    assert code == 0, err
+    other = str(lines(out)[0]["user_name"])
+    code, _, err = call("send", *pa, "trio", "which one?")
+    assert code == 2 and "2 of your groups are named 'trio'" in err
+    assert trio in err and other in err
+    code, _, err = call("send", *pa, trio, "by id it is clear")
+    assert code == 0, err
+
+    # status says what is true: the short-link address not used yet, no heartbeat yet.
+    code, out, err = call("status", *pa)
+    assert code == 0, err
+    assert "link:           long" in out
+    assert f"short address:  127.0.0.1:{server_thread.server.http_port} (not used yet)" in out  # type: ignore[union-attr]
+    assert "last heartbeat: none yet" in out
+    # The server goes away: not "short", but none, and why.
+    server_thread.stop_listening()
+    code, out, err = call("status", *pa)
+    assert code == 0, err
+    assert "link:           none (the server did not answer over either link)" in out, out
+    assert "last error:" in out
+    code, out, _ = call("status", *pa, "--offline")
+    assert "link:           none" in out
+    server_thread.resume_listening()
+    # A profile on the short link only: that link is in use, and status says so.
+    s = tmp_path / "s"
+    code, _, err = call("login", "--profile", str(s), "--server", server_thread.url,
+                        "--user", "bob", "--password", PASSWORD, "--no-long-link")  # fmt: skip
+    assert code == 0, err
+    code, out, err = call("status", "--profile", str(s))
+    assert code == 0, err
+    assert "link:           short (no long link" in out, out
+    assert "(in use)" in out

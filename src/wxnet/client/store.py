@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS outbox (
   create_time INTEGER NOT NULL DEFAULT 0,
   queued_at REAL NOT NULL,
   updated_at REAL NOT NULL,
-  error TEXT NOT NULL DEFAULT ''
+  error TEXT NOT NULL DEFAULT '',
+  error_code INTEGER  -- the server's MM result when it refused; NULL: no answer (network)
 );
 CREATE TABLE IF NOT EXISTS applied (
   key INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (key, seq)
@@ -137,6 +138,13 @@ class OutboxRow:
     create_time: int
     queued_at: float
     error: str
+    #: The server's MM result when it refused the message; None when the failure was
+    #: the network's (no answer), which is when "the network is poor" (S13) applies.
+    error_code: int | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.state == "failed" and self.error_code is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -149,6 +157,7 @@ class OutboxRow:
             "attempts": self.attempts,
             "msg_id": self.msg_id,
             "error": self.error,
+            "error_code": self.error_code,
         }
 
 
@@ -239,6 +248,9 @@ class ProfileStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            cols = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+            if "error_code" not in cols:  # a profile from before the column existed
+                db.execute("ALTER TABLE outbox ADD COLUMN error_code INTEGER")
         except (OSError, sqlite3.Error) as exc:
             raise ProfileError(f"cannot open profile {d}: {exc}") from None
         return cls(db, d)
@@ -350,7 +362,7 @@ class ProfileStore:
     def outbox_row(self, client_msg_id: str) -> OutboxRow | None:
         row = self._db.execute(
             "SELECT client_msg_id, to_user, msg_type, content, media_path, voice_length, state,"
-            " attempts, msg_id, create_time, queued_at, error FROM outbox"
+            " attempts, msg_id, create_time, queued_at, error, error_code FROM outbox"
             " WHERE client_msg_id = ?",
             (client_msg_id,),
         ).fetchone()
@@ -361,7 +373,7 @@ class ProfileStore:
         marks = ",".join("?" * len(st))
         rows = self._db.execute(
             "SELECT client_msg_id, to_user, msg_type, content, media_path, voice_length, state,"
-            " attempts, msg_id, create_time, queued_at, error FROM outbox"
+            " attempts, msg_id, create_time, queued_at, error, error_code FROM outbox"
             f" WHERE state IN ({marks}) ORDER BY queued_at, client_msg_id",
             st,
         ).fetchall()
@@ -382,12 +394,13 @@ class ProfileStore:
                 (msg_id, create_time, time.time(), client_msg_id),
             )
 
-    def mark_failed(self, client_msg_id: str, error: str) -> None:
+    def mark_failed(self, client_msg_id: str, error: str, code: int | None = None) -> None:
+        """``code``: the server's MM result if it refused the message (None: no answer)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE outbox SET state = 'failed', error = ?, updated_at = ?"
+                "UPDATE outbox SET state = 'failed', error = ?, error_code = ?, updated_at = ?"
                 " WHERE client_msg_id = ? AND state != 'sent'",
-                (error, time.time(), client_msg_id),
+                (error, code, time.time(), client_msg_id),
             )
 
     def mark_sending(self, client_msg_id: str) -> OutboxRow | None:
@@ -395,7 +408,8 @@ class ProfileStore:
         ClientMsgId unchanged. Returns None if there is no such message."""
         with self._tx() as db:
             db.execute(
-                "UPDATE outbox SET state = 'sending', attempts = 0, error = '', updated_at = ?"
+                "UPDATE outbox SET state = 'sending', attempts = 0, error = '', error_code = NULL,"
+                " updated_at = ?"
                 " WHERE client_msg_id = ? AND state != 'sent'",
                 (time.time(), client_msg_id),
             )
