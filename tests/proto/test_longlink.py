@@ -192,7 +192,7 @@ def test_client_events_for_pushes_and_heartbeats() -> None:
         Notify(0xFFFFFFFF),
         Notify(6),
         Push(122, b"data"),
-        NoopReply(),
+        NoopReply(0xFFFFFFFF),
     ]
 
 
@@ -248,7 +248,7 @@ def test_any_split_and_any_reply_order(
         if i < len(notifies):
             down += server.notify(notifies[i])
     events = split_feed(client, down, cuts_down)
-    assert events[0] == NoopReply()
+    assert events[0] == NoopReply(0xFFFFFFFF)
     replies = [e for e in events if isinstance(e, Reply)]
     assert [e.seq for e in replies] == [r.seq for r in reqs if isinstance(r, Request)]
     for e in replies:

@@ -69,6 +69,10 @@ class Delivery:
     def submit(self, cid: str) -> asyncio.Future[OutboxRow]:
         """Deliver the outbox row ``cid`` (already ``sending`` in the profile), unless
         it is on its way already; the future ends with its final row."""
+        if self.closing:
+            closed: asyncio.Future[OutboxRow] = asyncio.get_running_loop().create_future()
+            closed.set_exception(SendFailed(cid, "the client is closed; it goes out next start"))
+            return closed
         self.machine.submit(cid)
         fut = self._waiters.get(cid)
         if fut is None or fut.done():
@@ -79,6 +83,8 @@ class Delivery:
 
     def resume(self) -> None:
         """Rows left ``sending`` (a killed process, a lost link) go out again."""
+        if self.closing:
+            return
         for row in self.store.outbox(("sending",)):
             self.submit(row.client_msg_id)
 

@@ -113,10 +113,14 @@ async def race_connect(
     finally:
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                r = await t
-                r[1].close()
+        if tasks:
+            # asyncio.wait raises neither the losers' errors nor their cancellation, yet
+            # a cancel of the caller still gets through (suppress(BaseException) would
+            # swallow it).
+            done, _ = await asyncio.wait(tasks)
+            for t in done:
+                if not t.cancelled() and t.exception() is None:
+                    t.result()[1].close()  # connected just as it was cancelled
     raise TransportError("cannot connect the long link: " + "; ".join(errors[-5:]))
 
 
@@ -228,11 +232,12 @@ class LongLink:
     async def wait_closed(self) -> None:
         await self.closed.wait()
         current = asyncio.current_task()
-        for t in self._tasks:
-            if t is not current:
-                t.cancel()  # also a task started after close() (a close racing start())
-                with contextlib.suppress(BaseException):
-                    await wait_for(t, CLOSE_GRACE)
+        others = [t for t in self._tasks if t is not current]
+        for t in others:
+            t.cancel()  # also a task started after close() (a close racing start())
+        if others:
+            # Bounded, and a cancel of the caller is not swallowed (asyncio.wait).
+            await asyncio.wait(others, timeout=CLOSE_GRACE)
         # A graceful close waits for queued bytes to drain; a peer that stopped reading
         # would hold it forever, so give it a moment and then abort.
         try:

@@ -134,7 +134,9 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class NoopReply:
-    """(client) The heartbeat's reply."""
+    """(client) The heartbeat's reply (``seq``: the noop's, 0xFFFFFFFF from us)."""
+
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +294,7 @@ class LongLinkConnection:
         if seq == _SEQ_PUSH:
             return self._push(cmd, body)
         if cmd == _NOOP_REPLY:
-            return NoopReply()
+            return NoopReply(seq)
         entry = self._in_flight.pop(seq, None)
         if entry is None:
             if seq in self._late:

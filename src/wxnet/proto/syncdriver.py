@@ -125,6 +125,8 @@ class SyncDriver:
         scene: newsync scene (1: a notify or a poll woke us).
         max_pages: stop after this many pages (:attr:`more` tells if the server had more).
         commit: send syncdone for the final key when it moved.
+        snapshot: an empty ``key`` starts with newinit (the snapshot); False starts with
+            newsync from the empty key instead (wxnet serves the whole log from it).
     """
 
     __slots__ = (
@@ -151,6 +153,7 @@ class SyncDriver:
         scene: int = 1,
         max_pages: int = MAX_PAGES,
         commit: bool = True,
+        snapshot: bool = True,
     ) -> None:
         if max_pages < 1:
             raise ValueError("max_pages must be at least 1")
@@ -161,7 +164,7 @@ class SyncDriver:
         self.scene = scene
         self.max_pages = max_pages
         self.commit = commit
-        self.state = SyncState.SYNC if self.key else SyncState.INIT
+        self.state = SyncState.SYNC if self.key or not snapshot else SyncState.INIT
         self.pages = 0
         self.resets = 0
         self.more = False

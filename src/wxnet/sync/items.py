@@ -28,27 +28,41 @@ _KEY_BUF_TAG = b"\x1a"  # NewSyncResponse.key_buf (field 3), length-delimited
 _CONTINUE_TAG = b"\x20"  # NewSyncResponse.continue_flag (field 4), varint
 
 
+#: One-byte varints, precomputed: most keys, lengths and flags are below 128.
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
 def encode_varint(n: int) -> bytes:
+    """The protobuf varint of ``n`` (0 <= n < 2**64)."""
+    if n < 0x80:
+        return _SMALL[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
-    while True:
-        b = n & 0x7F
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
         n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    out.append(n)
+    return bytes(out)
 
 
 def item_bytes(key: int, seq: int, body: bytes) -> bytes:
-    return body + _KEY_TAG + encode_varint(key) + _SEQ_TAG + encode_varint(seq)
+    return b"".join((body, _KEY_TAG, encode_varint(key), _SEQ_TAG, encode_varint(seq)))
 
 
 def join_cmd_list(items: Iterable[Item]) -> bytes:
     parts: list[bytes] = []
+    append = parts.append
+    varint = encode_varint
     for key, seq, body in items:
-        b = item_bytes(key, seq, body)
-        parts.append(_CMD_LIST_TAG + encode_varint(len(b)) + b)
+        k, s = varint(key), varint(seq)
+        append(_CMD_LIST_TAG)
+        append(varint(len(body) + len(k) + len(s) + 2))
+        append(body)
+        append(_KEY_TAG)
+        append(k)
+        append(_SEQ_TAG)
+        append(s)
     return b"".join(parts)
 
 
