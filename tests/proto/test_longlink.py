@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wxnet.proto import commands as C
@@ -211,6 +211,7 @@ def test_seqs_increase_skip_in_flight_and_wrap_below_the_reserved_range() -> Non
 _cgis = st.sampled_from([c for c in C.CGIS if c.name != "identify"])
 
 
+@settings(deadline=None)
 @given(
     st.lists(st.tuples(_cgis, st.binary(max_size=40)), min_size=1, max_size=12),
     st.lists(st.integers(0, 10_000), max_size=8),
@@ -258,6 +259,7 @@ def test_any_split_and_any_reply_order(
     assert client.in_flight == server.in_flight == 0
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200), st.lists(st.integers(0, 300), max_size=5))
 def test_garbage_decodes_or_raises_remote_protocol_error(data: bytes, cuts: list[int]) -> None:
     for role in (CLIENT, SERVER):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf.message import Message
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wxnet.proto import wxnet_pb2 as pb
@@ -78,6 +78,7 @@ def ids(events: list[SyncEvent]) -> list[int]:
     return [it.add_msg.msg_id for e in events if isinstance(e, Page) for it in e.items]
 
 
+@settings(deadline=None)
 @given(st.integers(0, 60), st.integers(1, 10), st.integers(0, 60), st.integers(1, 20))
 def test_every_item_once_in_order_then_commit(n: int, window: int, start: int, pages: int) -> None:
     server = FakeServer(n, window)

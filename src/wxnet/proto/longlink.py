@@ -177,6 +177,9 @@ def error_body(code: int, message: str) -> bytes:
     return pb.LogoutResponse(base=base).SerializeToString()
 
 
+_pack = HEADER.pack
+
+
 def _packet(cmd: int, seq: int, body: bytes) -> bytes:
     total = HEADER_LEN + len(body)
     if total > MAX_PACKET:
@@ -249,37 +252,55 @@ class LongLinkConnection:
                 :meth:`protocol_error` and closes the transport.
             LocalProtocolError: the connection was already closed.
         """
-        self._check_open()
+        if self._closed is not None:
+            raise LocalProtocolError(f"the long link is closed: {self._closed}")
         try:
-            self._decoder.feed(data)
-            events: list[Event] = []
-            handle = self._server_packet if self.role is SERVER else self._client_packet
-            while (p := self._decoder.next_packet()) is not None:
-                ev = handle(p.cmd, p.seq, p.body)
-                if ev is not None:
-                    events.append(ev)
-                    if type(ev) is RemoteError:
-                        self._closed = f"the server reported a protocol error: {ev.message}"
-                        break
-            return events
+            packets = self._decoder.receive(data)
+            if self.role is SERVER:
+                return self._receive_server(packets)
+            return self._receive_client(packets)
         except RemoteProtocolError as exc:
             self._closed = str(exc)
             raise
 
-    def _server_packet(self, cmd: int, seq: int, body: bytes) -> Event | None:
-        if seq >= _FIRST_RESERVED or seq == _SEQ_PUSH or cmd == _IDENTIFY:
-            self._check_reserved(cmd, seq)
+    def _receive_server(self, packets: list[tuple[int, int, bytes]]) -> list[Event]:
+        # The hot path of every request the server gets: kept flat on purpose.
+        in_flight, cgis = self._in_flight, self._cgis
+        events: list[Event] = []
+        for cmd, seq, body in packets:
+            if seq >= _FIRST_RESERVED or seq == _SEQ_PUSH or cmd in (_IDENTIFY, _NOOP):
+                events.append(self._server_special(cmd, seq, body))
+                continue
+            if seq in in_flight:
+                raise RemoteProtocolError(f"seq {seq} is already in flight on this link")
+            cgi = cgis.get(cmd)
+            in_flight[seq] = (cmd, cgi)
+            events.append(UnknownCommand(cmd, seq) if cgi is None else Request(cgi, seq, body))
+        return events
+
+    def _receive_client(self, packets: list[tuple[int, int, bytes]]) -> list[Event]:
+        events: list[Event] = []
+        for cmd, seq, body in packets:
+            ev = self._client_packet(cmd, seq, body)
+            if ev is not None:
+                events.append(ev)
+                if type(ev) is RemoteError:
+                    self._closed = f"the server reported a protocol error: {ev.message}"
+                    break
+        return events
+
+    def _server_special(self, cmd: int, seq: int, body: bytes) -> Event:
+        """A packet on a reserved seq, identify or noop: check the seq rules."""
+        self._check_reserved(cmd, seq)
         if cmd == _NOOP:
-            return Noop(seq)
+            return Noop(seq)  # on 0xFFFFFFFF, or an older client's ordinary seq
         if cmd == _SIGNAL_KEEP:
             return SignalKeep(seq)
         if seq in self._in_flight:
-            raise RemoteProtocolError(f"seq {seq} is already in flight on this link")
+            raise RemoteProtocolError(f"seq {seq:#x} is already in flight on this link")
         cgi = self._cgis.get(cmd)
         self._in_flight[seq] = (cmd, cgi)
-        if cgi is None:
-            return UnknownCommand(cmd, seq)
-        return Request(cgi, seq, body)
+        return UnknownCommand(cmd, seq) if cgi is None else Request(cgi, seq, body)
 
     @staticmethod
     def _check_reserved(cmd: int, seq: int) -> None:
@@ -400,14 +421,16 @@ class LongLinkConnection:
                 the limit (the request stays in flight: answer it with
                 :meth:`reply_error`).
         """
-        self._check_open()
-        entry = self._in_flight.get(seq) if self.role is SERVER else None
-        if entry is None:
+        entry = self._in_flight.get(seq)
+        if entry is None or self.role is not SERVER or self._closed is not None:
             self._check_role(SERVER, "reply")
+            self._check_open()
             raise LocalProtocolError(f"no request with seq {seq} waits for a reply")
-        data = _packet(entry[0] + _REPLY, seq, body)  # may raise: the seq stays in flight
+        total = HEADER_LEN + len(body)
+        if total > MAX_PACKET:  # the seq stays in flight, for reply_error
+            raise LocalProtocolError(f"a reply of {total} bytes exceeds the packet limit")
         del self._in_flight[seq]
-        return data
+        return _pack(total, HEADER_LEN, PROTOCOL_VERSION, entry[0] + _REPLY, seq) + body
 
     def reply_error(self, seq: int, code: int, message: str) -> bytes:
         """(server) Reply to ``seq`` with a body that carries only ``base`` {ret, err_msg}."""
