@@ -80,15 +80,16 @@ def _message(row: Sequence[Any] | None) -> MessageRow | None:
 
 class SQLiteStore:
     """Args:
-        path: the database file (created, with its schema, if missing).
-        durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
-        profile_item: builds the first profile log item of a new account from
-            (uin, name, nick); the store itself does not know the item format.
-        integrity_check: ``quick`` (``PRAGMA quick_check`` before opening), ``full``
-            (``integrity_check``) or ``off``.
+    path: the database file (created, with its schema, if missing; an older store is
+        migrated, a newer one refused: :func:`wxnet.sync.schema.init_schema`).
+    durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
+    profile_item: builds the first profile log item of a new account from
+        (uin, name, nick); the store itself does not know the item format.
+    integrity_check: ``quick`` (``PRAGMA quick_check`` before opening), ``full``
+        (``integrity_check``) or ``off``.
 
-    Raises:
-        StoreDamaged: the file failed the check (the message says how to recover).
+Raises:
+    StoreDamaged: the file failed the check (the message says how to recover).
     """
 
     def __init__(
@@ -100,7 +101,11 @@ class SQLiteStore:
         integrity_check: str = "quick",
     ) -> None:
         check_integrity(path, integrity_check)
-        self.db = Database(path, synchronous=durability, init=init_schema)
+        versions: list[int] = []
+        self.db = Database(
+            path, synchronous=durability, init=lambda conn: versions.append(init_schema(conn))
+        )
+        self._schema_version = versions[0]
         self._profile_item = profile_item
         self._loop: asyncio.AbstractEventLoop | None = None
         self._publish: Callable[[Changes], None] | None = None
@@ -124,6 +129,9 @@ class SQLiteStore:
 
     def statistics(self) -> dict[str, int]:
         return {"commits": self.db.groups, "writes": self.db.writes}
+
+    def schema_version(self) -> int:
+        return self._schema_version
 
     # ---------------------------------------------------------------- plumbing
     async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
