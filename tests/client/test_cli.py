@@ -262,6 +262,8 @@ def test_contact_requests_from_the_command_line(
     assert code == 0 and out == ""
     code, out, err = call("send", "bob", "hello", "--profile", str(pa))
     assert code == 0, err
+
+
 def test_refusals_group_names_and_a_true_status(
     server_thread: ServerThread, tmp_path: Path
 ) -> None:

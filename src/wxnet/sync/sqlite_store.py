@@ -80,16 +80,16 @@ def _message(row: Sequence[Any] | None) -> MessageRow | None:
 
 class SQLiteStore:
     """Args:
-    path: the database file (created, with its schema, if missing; an older store is
-        migrated, a newer one refused: :func:`wxnet.sync.schema.init_schema`).
-    durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
-    profile_item: builds the first profile log item of a new account from
-        (uin, name, nick); the store itself does not know the item format.
-    integrity_check: ``quick`` (``PRAGMA quick_check`` before opening), ``full``
-        (``integrity_check``) or ``off``.
+        path: the database file (created, with its schema, if missing; an older store is
+            migrated, a newer one refused: :func:`wxnet.sync.schema.init_schema`).
+        durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
+        profile_item: builds the first profile log item of a new account from
+            (uin, name, nick); the store itself does not know the item format.
+        integrity_check: ``quick`` (``PRAGMA quick_check`` before opening), ``full``
+            (``integrity_check``) or ``off``.
 
-Raises:
-    StoreDamaged: the file failed the check (the message says how to recover).
+    Raises:
+        StoreDamaged: the file failed the check (the message says how to recover).
     """
 
     def __init__(
