@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from wxnet.cli.common import IO, ExitStatus, UsageError
+from wxnet.sdnotify import notify
 
 __all__ = ["register"]
 
@@ -185,6 +186,7 @@ def cmd_run(args: argparse.Namespace, io: IO) -> int:
             f"ready: table inet {s.table}, DNS on port {s.dns_port}, "
             f"inspector on port {s.inspector_port}{web}"
         )
+        notify("READY=1", f"STATUS=table inet {s.table} installed")  # Type=notify units
         failed = asyncio.ensure_future(service.failure.wait())
         stopped = asyncio.ensure_future(stop.wait())
         try:
@@ -192,6 +194,7 @@ def cmd_run(args: argparse.Namespace, io: IO) -> int:
         finally:
             failed.cancel()
             stopped.cancel()
+            notify("STOPPING=1")
             # A failing gate keeps its table: allow-only groups stay closed (fail closed).
             await service.stop(remove_table=not service.failure.is_set())
         if service.failure.is_set():

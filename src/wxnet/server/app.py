@@ -65,6 +65,7 @@ class Server:
         self._long_servers: list[asyncio.Server] = []
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._upload_sweeper: asyncio.Task[None] | None = None
         self.long_port = 0
         self.extra_long_ports: tuple[int, ...] = ()
         self.http_port = 0
@@ -98,6 +99,19 @@ class Server:
         )
         for name, help_, label, fn in self.engine.limit_counters():
             self.metrics.counter_fn(name, help_, label, fn)
+
+        uploads = self.dispatcher.uploads
+        self.metrics.counter_fn(
+            "wxnet_upload_refused_total",
+            "Mobile uploads refused by a quota (count, bytes) or the disk floor (disk).",
+            "reason",
+            lambda: uploads.refused,
+        )
+        self.metrics.gauge(
+            "wxnet_uploads_expired",
+            "Unfinished uploads deleted by expiry so far.",
+            lambda: uploads.expired,
+        )
 
     def _session_ended(self, uin: int, key_hash: str) -> None:
         """A session was logged out (over any link) or evicted: its long links stop
@@ -139,6 +153,9 @@ class Server:
         await site.start()
         self.http_port = site.port
         self._sweeper = self.loop.create_task(self._sweep())
+        self._upload_sweeper = self.loop.create_task(
+            self.dispatcher.uploads.run_sweeper(min(60.0, cfg.sync.upload_ttl / 4))
+        )
         log.info(
             "listening",
             extra={
@@ -168,6 +185,10 @@ class Server:
         """Stop accepting, close every link, let running requests finish, close the store."""
         for srv in self._long_servers:
             srv.close()
+        if self._upload_sweeper is not None:
+            self._upload_sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upload_sweeper
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -3,7 +3,7 @@
 Example ``wxnet.toml``::
 
     [server]
-    host = "0.0.0.0"
+    host = "127.0.0.1"        # loopback; "0.0.0.0" (or "::") for a real deployment
     long_port = 8080          # the long link (S12)
     http_port = 8000          # short link, newgetdns, web API (80 in production)
     data = "./var"
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from wxnet.server.limits import TrustedProxies
+from wxnet.server.web.config import WebConfig
 from wxnet.sync.engine import EngineConfig
 
 __all__ = ["ConfigError", "DnsConfig", "ServerConfig", "load_config"]
@@ -63,7 +64,7 @@ class DnsConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     long_port: int = 8080
     http_port: int = 8000
     extra_long_ports: tuple[int, ...] = ()
@@ -89,6 +90,7 @@ class ServerConfig:
     log_level: str = "info"
     sync: EngineConfig = field(default_factory=EngineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
@@ -96,7 +98,7 @@ def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
     changes: dict[str, Any] = {}
     for key, value in raw.items():
         f = known.get(key)
-        if f is None or f.name in ("sync", "dns"):
+        if f is None or f.name in ("sync", "dns", "web"):
             raise ConfigError(f"[{section}] has no setting {key!r}")
         current = getattr(base, key)
         try:
@@ -137,13 +139,14 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         for section in data:
-            if section not in ("server", "sync", "dns"):
-                raise ConfigError(f"{path}: unknown section [{section}] (server, sync, dns)")
+            if section not in ("server", "sync", "dns", "web"):
+                raise ConfigError(f"{path}: unknown section [{section}] (server, sync, dns, web)")
         cfg = _coerce(ServerConfig, "server", data.get("server", {}), cfg)
         cfg = dataclasses.replace(
             cfg,
             sync=_coerce(EngineConfig, "sync", data.get("sync", {}), cfg.sync),
             dns=_coerce(DnsConfig, "dns", data.get("dns", {}), cfg.dns),
+            web=_coerce(WebConfig, "web", data.get("web", {}), cfg.web),
         )
     if overrides:
         cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
@@ -191,3 +194,19 @@ def _validate(cfg: ServerConfig) -> None:
         TrustedProxies(cfg.trusted_proxies)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"trusted_proxies: {exc}") from None
+    for f in fields(WebConfig):
+        value = getattr(cfg.web, f.name)
+        if isinstance(value, int | float) and value <= 0:
+            raise ConfigError(f"[web] {f.name} must be positive")
+    for name in ("uploads_per_account", "upload_bytes_per_account", "upload_ttl"):
+        if getattr(cfg.sync, name) <= 0:
+            raise ConfigError(f"[sync] {name} must be positive")
+    biggest = max(cfg.sync.max_image_bytes, cfg.sync.max_voice_bytes)
+    if cfg.sync.upload_bytes_per_account < biggest:
+        raise ConfigError(
+            f"[sync] upload_bytes_per_account must hold one upload of {biggest} bytes"
+        )
+    if cfg.web.upload_bytes_per_account < cfg.web.max_upload:
+        raise ConfigError("[web] upload_bytes_per_account must hold one upload of max_upload")
+    if cfg.sync.min_free_disk_bytes < 0:
+        raise ConfigError("[sync] min_free_disk_bytes must not be negative")

@@ -96,6 +96,10 @@ class EngineConfig:
     max_voice_bytes: int = 2 * 1024 * 1024
     max_chunk_bytes: int = 64 * 1024
     login_failures_per_account_address: int = 5
+    uploads_per_account: int = 16  # unfinished image and voice uploads of an account
+    upload_bytes_per_account: int = 64 * 1024 * 1024  # their declared sizes, together
+    upload_ttl: float = 86400.0  # an unfinished upload is deleted after this (seconds)
+    min_free_disk_bytes: int = 256 * 1024 * 1024  # new upload bytes stop below this
     login_failures_per_address: int = 20
     login_failure_window: float = 60.0
     login_backoff_base: float = 1.0

@@ -63,6 +63,11 @@ class MediaStore:
     def ref_for(self, owner: int, cid: str, kind: str) -> str:
         return f"{self._digest(owner, cid, kind)}.{kind}"
 
+    def free_bytes(self) -> int:
+        """Bytes free for us on the media file system."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
     def write_at(self, path: Path, offset: int, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
@@ -115,9 +120,13 @@ class MediaStore:
         finally:
             os.close(dfd)
 
+    def path_of(self, ref: str, kind: str) -> Path:
+        """Where a finished media file (``kind`` thumb: its thumbnail) lives."""
+        return self.root / "files" / (f"{ref}.thumb" if kind == "thumb" else ref)
+
     def read(self, ref: str, kind: str, offset: int, length: int) -> tuple[int, bytes]:
-        name = f"{ref}.thumb" if kind == "thumb" else ref
-        path = self.root / "files" / name
+        path = self.path_of(ref, kind)
+        name = path.name
         try:
             with open(path, "rb") as f:
                 total = os.fstat(f.fileno()).st_size

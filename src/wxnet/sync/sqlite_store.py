@@ -80,7 +80,8 @@ def _message(row: Sequence[Any] | None) -> MessageRow | None:
 
 class SQLiteStore:
     """Args:
-        path: the database file (created, with its schema, if missing).
+        path: the database file (created, with its schema, if missing; an older store is
+            migrated, a newer one refused: :func:`wxnet.sync.schema.init_schema`).
         durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
         profile_item: builds the first profile log item of a new account from
             (uin, name, nick); the store itself does not know the item format.
@@ -100,7 +101,11 @@ class SQLiteStore:
         integrity_check: str = "quick",
     ) -> None:
         check_integrity(path, integrity_check)
-        self.db = Database(path, synchronous=durability, init=init_schema)
+        versions: list[int] = []
+        self.db = Database(
+            path, synchronous=durability, init=lambda conn: versions.append(init_schema(conn))
+        )
+        self._schema_version = versions[0]
         self._profile_item = profile_item
         self._loop: asyncio.AbstractEventLoop | None = None
         self._publish: Callable[[Changes], None] | None = None
@@ -124,6 +129,9 @@ class SQLiteStore:
 
     def statistics(self) -> dict[str, int]:
         return {"commits": self.db.groups, "writes": self.db.writes}
+
+    def schema_version(self) -> int:
+        return self._schema_version
 
     # ---------------------------------------------------------------- plumbing
     async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
@@ -409,6 +417,8 @@ class SQLiteStore:
         return await self._write(w)
 
     async def message(self, msg_id: int) -> MessageRow | None:
+        if not 0 < msg_id < 1 << 63:  # SQLite integers are signed 64-bit: no such id
+            return None
         return _message(
             await self._one(f"SELECT {_MSG_COLS} FROM messages WHERE msg_id=?", (msg_id,))
         )
@@ -467,3 +477,16 @@ class SQLiteStore:
                 (owner, client_id, kind),
             )
         )
+
+    async def uploads_of(self, owner: int) -> list[tuple[str, str, int]]:
+        rows = await self._read(
+            "SELECT client_id, kind, total_len FROM uploads WHERE owner=?", (owner,)
+        )
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    async def uploads_older(self, created_before: int, limit: int) -> list[tuple[int, str, str]]:
+        rows = await self._read(
+            "SELECT owner, client_id, kind FROM uploads WHERE created < ? ORDER BY created LIMIT ?",
+            (created_before, limit),
+        )
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
