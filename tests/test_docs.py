@@ -8,7 +8,7 @@ fails ``test_every_block_says_how_it_is_checked``)::
     <!-- doc-test: run -->           each command runs, in order, and must exit 0
     <!-- doc-test: root -->          the same, in the root-marked test (CI is root)
     <!-- doc-test: skip: REASON -->  not run, for the reason given
-    <!-- doc-test: gate-policy -->   a TOML block: `wxnet gate check` must accept it
+    <!-- doc-test: gate-policy -->   a TOML block: `wxnet gate check --policy-only` must accept it
     <!-- doc-test: server-config --> a TOML block: `wxnet serve --check-config` must accept it
 
 ``run`` and ``root`` take more lines, one per command they treat differently; each names
@@ -288,7 +288,9 @@ def run_blocks(path: Path, mode: str, scratch: Path) -> int:
             if block.mode == "gate-policy" and mode == "run":
                 policy = scratch / f"block-{block.line}.toml"
                 policy.write_text("\n".join(block.lines) + "\n")
-                session.run(block.where, f"{WXNET} gate check {policy}", [], doc=False)
+                session.run(
+                    block.where, f"{WXNET} gate check --policy-only {policy}", [], doc=False
+                )
                 ran += 1
             elif block.mode == "server-config" and mode == "run":
                 conf = scratch / f"block-{block.line}.toml"
@@ -350,7 +352,7 @@ def test_every_example_is_documented_and_valid(path: Path) -> None:
     assert f"examples/{path.name}" in text, f"no doc names examples/{path.name}"
     cmd: list[str] = []
     if path.suffix == ".toml" and "[gate]" in path.read_text():
-        cmd = [str(WXNET), "gate", "check", str(path)]
+        cmd = [str(WXNET), "gate", "check", "--policy-only", str(path)]
     elif path.suffix == ".toml":  # a signature file
         sample = ROOT / "examples/wechat-sample.pcapng.gz"
         cmd = [str(WXNET), "analyze", str(sample), "--signatures", str(path), "--summary"]
