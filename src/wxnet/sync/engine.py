@@ -83,6 +83,11 @@ class EngineConfig:
     login_failures_per_address: int = 20
     login_failure_window: float = 60.0
     durability: str = "FULL"
+    #: The in-memory log tail (SQLiteStore's LogTail): entries per log, bytes per log,
+    #: bytes in all; tail_items = 0 turns it off.
+    tail_items: int = 32
+    tail_bytes: int = 16 * 1024
+    tail_total_bytes: int = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +204,12 @@ class Engine:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.media = media.MediaStore(data_dir / "media")
         self.store: Store = store or SQLiteStore(
-            data_dir / "wxnet.db", self.config.durability, profile_item=profile_item
+            data_dir / "wxnet.db",
+            self.config.durability,
+            profile_item=profile_item,
+            tail_items=self.config.tail_items,
+            tail_bytes=self.config.tail_bytes,
+            tail_total_bytes=self.config.tail_total_bytes,
         )
         self.clock = clock
         self.on_news = on_news
