@@ -18,6 +18,13 @@ or let it start a throw-away server with the accounts it needs::
     python -m bench.loadgen --spawn --pairs 50 --messages 5000 [--rate 2000] [--json]
 
 ``--rate 0`` (default) sends flat out with ``--window`` requests in flight per sender.
+
+``--users C`` switches to the random-pairs shape of the XMPP/MQTT benchmarks
+(:func:`run_random`): C users, all contacts of each other, each on its own identified
+long link, every message from a random user to a random other one, closed loop with
+``--window`` (default 1000) in flight in total, ``--warmup`` untimed messages first::
+
+    python -m bench.loadgen --spawn --users 200 --warmup 2000 --messages 100000
 """
 
 from __future__ import annotations
