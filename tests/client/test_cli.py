@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -16,6 +17,8 @@ COMMANDS = [
     ["logout"],
     ["contacts"],
     ["contact", "add"],
+    ["contact", "requests"],
+    ["contact", "accept"],
     ["group", "create"],
     ["group", "add"],
     ["group", "remove"],
@@ -209,3 +212,34 @@ def test_bad_profile_dir(tmp_path: Path) -> None:
     f.write_text("")
     code, _, err = call("outbox", "--profile", str(f))
     assert code == 2 and "cannot open profile" in err
+
+
+def test_contact_requests_from_the_command_line(
+    server_thread: ServerThread, tmp_path: Path
+) -> None:
+    """``contact add`` sends a request; the other side lists and accepts it."""
+    assert server_thread.server is not None
+    engine = server_thread.server.engine
+    engine.config = dataclasses.replace(engine.config, contacts="request")
+    pa, pb_ = tmp_path / "alice", tmp_path / "bob"
+    login(server_thread, pa, "alice")
+    login(server_thread, pb_, "bob")
+    code, out, err = call(
+        "contact", "add", "bob", "--greeting", "it is alice", "--profile", str(pa)
+    )
+    assert code == 0, err
+    assert "friend request sent to bob" in out
+    code, out, _ = call("send", "bob", "too early", "--profile", str(pa))
+    assert code != 0  # not a contact yet
+    code, out, err = call("contact", "requests", "--json", "--profile", str(pb_))
+    assert code == 0, err
+    assert [(r["user_name"], r["greeting"]) for r in lines(out)] == [("alice", "it is alice")]
+    code, out, err = call("contact", "accept", "carol", "--profile", str(pb_))
+    assert code != 0 and "has not asked" in err
+    code, out, err = call("contact", "accept", "alice", "--profile", str(pb_))
+    assert code == 0, err
+    assert out.startswith("alice")
+    code, out, _ = call("contact", "requests", "--profile", str(pb_))
+    assert code == 0 and out == ""
+    code, out, err = call("send", "bob", "hello", "--profile", str(pa))
+    assert code == 0, err

@@ -25,7 +25,7 @@ def wxnet(*args: str) -> list[str]:
 
 
 async def start(data: Path) -> ServerProcess:
-    return await ServerProcess.on_data(data).astart(30)
+    return await ServerProcess.on_data(data, "--contacts", "open").astart(30)
 
 
 async def send_until_killed(proc: ServerProcess, port: int) -> tuple[dict[str, int], list[str]]:

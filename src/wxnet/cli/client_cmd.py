@@ -1,6 +1,7 @@
-"""The client commands (issue 3): ``wxnet login``, ``logout``, ``contacts``, ``contact add``,
-``group create|add|remove``, ``send``, ``send-image``, ``send-voice``, ``listen``,
-``outbox``, ``resend``, ``history``, ``revoke``, ``status`` (``chat`` is in chat_cmd).
+"""The client commands (issue 3): ``wxnet login``, ``logout``, ``contacts``,
+``contact add|requests|accept``, ``group create|add|remove``, ``send``, ``send-image``,
+``send-voice``, ``listen``, ``outbox``, ``resend``, ``history``, ``revoke``, ``status``
+(``chat`` is in chat_cmd).
 
 Every command takes ``--profile DIR`` (default ``$WXNET_PROFILE`` or ``~/.wxnet``), where
 the session, SyncKey, outbox and history live; commands whose output is data take
@@ -185,10 +186,18 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("contact", help="manage contacts")
     csub = p.add_subparsers(dest="contact_command", metavar="ACTION", required=True)
-    a = csub.add_parser("add", help="add a contact (both ways)")
+    a = csub.add_parser("add", help="send a friend request (they accept it)")
     _common(a, json_flag=True)
     a.add_argument("name")
+    a.add_argument("--greeting", default="", help="a line for them to read with it")
     a.set_defaults(func=cmd_contact_add)
+    r = csub.add_parser("requests", help="list the friend requests you received")
+    _common(r, json_flag=True)
+    r.set_defaults(func=cmd_contact_requests)
+    acc = csub.add_parser("accept", help="accept a friend request")
+    _common(acc, json_flag=True)
+    acc.add_argument("name")
+    acc.set_defaults(func=cmd_contact_accept)
 
     p = sub.add_parser("group", help="create and change group chats")
     gsub = p.add_subparsers(dest="group_command", metavar="ACTION", required=True)
@@ -461,7 +470,35 @@ def _contact_out(io: IO, args: argparse.Namespace, c: Any) -> None:
 
 def cmd_contact_add(args: argparse.Namespace, io: IO) -> int:
     async def job(client: Client) -> int:
-        _contact_out(io, args, await client.add_contact(args.name))
+        contact, pending = await client.request_contact(args.name, args.greeting)
+        if not pending:
+            _contact_out(io, args, contact)
+        elif args.json:
+            io.json({"user_name": contact.user_name, "pending": True})
+        else:
+            io.print(f"friend request sent to {contact.user_name}; they accept it with"
+                     " `wxnet contact accept`")  # fmt: skip
+        return ExitStatus.OK
+
+    return run_async(io, with_client(args, job, background=False))
+
+
+def cmd_contact_requests(args: argparse.Namespace, io: IO) -> int:
+    async def job(client: Client) -> int:
+        await client.sync()  # requests arrive in the message log
+        for m in client.friend_requests():
+            if args.json:
+                io.json({"user_name": m.from_user, "greeting": m.content, "time": m.create_time})
+            else:
+                io.print(f"{m.from_user}  {m.content}".rstrip())
+        return ExitStatus.OK
+
+    return run_async(io, with_client(args, job, background=False))
+
+
+def cmd_contact_accept(args: argparse.Namespace, io: IO) -> int:
+    async def job(client: Client) -> int:
+        _contact_out(io, args, await client.accept_contact(args.name))
         return ExitStatus.OK
 
     return run_async(io, with_client(args, job, background=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,12 @@ def register(sub: Any) -> None:
     p.add_argument("--tls-cert", help="PEM certificate: serve the long link over TLS (S21)")
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--contacts",
+        choices=["open", "request"],
+        help="request (default): adding a contact sends a friend request the other side"
+        " accepts; open: both become contacts at once (a closed lab or a demo)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -50,16 +57,25 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         "log_level": args.log_level,
     }
     try:
-        return load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides)
+        if args.contacts:
+            cfg = dataclasses.replace(
+                cfg, sync=dataclasses.replace(cfg.sync, contacts=args.contacts)
+            )
+        return cfg
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
 
 async def _serve(cfg: ServerConfig, io: IO) -> int:
     from wxnet.server.app import start_server
+    from wxnet.sync.db import StoreDamaged
 
     try:
         server = await start_server(cfg)
+    except StoreDamaged as exc:
+        io.error(str(exc))
+        return ExitStatus.ERROR
     except OSError as exc:
         io.error(f"cannot listen: {exc}")
         return ExitStatus.ERROR

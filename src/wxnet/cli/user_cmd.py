@@ -11,7 +11,7 @@ from typing import Any
 
 from wxnet.cli.common import IO, ExitStatus, UsageError
 from wxnet.proto.errors import MMError
-from wxnet.sync.db import connect
+from wxnet.sync.db import connect, private_dir
 from wxnet.sync.engine import add_user_sync
 from wxnet.sync.schema import init_schema
 
@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
 
 def _open(data: Path) -> sqlite3.Connection:
     try:
-        data.mkdir(parents=True, exist_ok=True)
+        private_dir(data)
         conn = connect(data / "wxnet.db")
         init_schema(conn)
     except (OSError, sqlite3.Error) as exc:

@@ -51,7 +51,7 @@ from wxnet.client.newdns import CachedDns
 from wxnet.client.resolver import Resolver, SystemResolver, UdpResolver
 from wxnet.client.sending import PoorNetworkDetector, SendRetryPolicy
 from wxnet.client.shortlink import ShortLink
-from wxnet.client.store import AppliedItem, OutboxRow, ProfileStore, SessionInfo
+from wxnet.client.store import AppliedItem, MessageRow, OutboxRow, ProfileStore, SessionInfo
 from wxnet.client.syncer import SELECTOR_ALL, Syncer
 from wxnet.clock import SYSTEM_CLOCK, Clock
 from wxnet.proto import wxnet_pb2 as pb
@@ -398,12 +398,44 @@ class Client:
 
     # ---- contacts, groups, receipts, revoke ------------------------------------------
 
-    async def add_contact(self, user_name: str) -> pb.Contact:
+    async def add_contact(self, user_name: str, greeting: str = "") -> pb.Contact:
+        """Ask ``user_name`` to be a contact. On a server with ``contacts = "request"``
+        (the default) this sends a friend request (see :meth:`request_contact`); the
+        contact is saved here once it is one (the server's ``contacts = "open"``, or
+        they had asked you)."""
+        contact, _ = await self.request_contact(user_name, greeting)
+        return contact
+
+    async def request_contact(self, user_name: str, greeting: str = "") -> tuple[pb.Contact, bool]:
+        """Send a friend request (verifyuser opcode 2). Returns (their card, pending):
+        ``pending`` means they must accept it (:meth:`accept_contact` on their side)."""
         resp = await self.request(
-            "verifyuser", pb.AddContactRequest(user_name=user_name), pb.AddContactResponse
+            "verifyuser",
+            pb.AddContactRequest(user_name=user_name, opcode=2, verify_content=greeting),
+            pb.AddContactResponse,
+        )
+        if not resp.pending:
+            self.store.save_contact(resp.contact)
+        return resp.contact, resp.pending
+
+    async def accept_contact(self, user_name: str) -> pb.Contact:
+        """Accept ``user_name``'s friend request (verifyuser opcode 3): you become
+        contacts of each other.
+
+        Raises:
+            MMError: ERR_NOT_FOUND when they sent no request.
+        """
+        resp = await self.request(
+            "verifyuser",
+            pb.AddContactRequest(user_name=user_name, opcode=3),
+            pb.AddContactResponse,
         )
         self.store.save_contact(resp.contact)
         return resp.contact
+
+    def friend_requests(self) -> list[MessageRow]:
+        """Requests received (as synced) from accounts that are not contacts yet."""
+        return self.store.friend_requests()
 
     async def refresh_contacts(self) -> list[pb.Contact]:
         resp = await self.request("getcontact", pb.GetContactRequest(), pb.GetContactResponse)

@@ -538,6 +538,18 @@ class ProfileStore:
         " create_time, status, revoked, thumb IS NOT NULL, media_len, voice_length"
     )
 
+    def friend_requests(self) -> list[MessageRow]:
+        """Friend requests (VERIFYMSG, msg_type 37) from accounts that are not contacts
+        yet, the latest per requester, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {self._MSG_COLS} FROM messages m WHERE msg_type = 37"
+            " AND from_user NOT IN (SELECT user_name FROM contacts)"
+            " AND msg_id = (SELECT MAX(msg_id) FROM messages"
+            "  WHERE msg_type = 37 AND from_user = m.from_user)"
+            " ORDER BY create_time, msg_id"
+        ).fetchall()
+        return [self._msg(r) for r in rows]
+
     def history(self, talker: str, limit: int = 100) -> list[MessageRow]:
         rows = self._db.execute(
             f"SELECT {self._MSG_COLS} FROM messages WHERE talker = ?"

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from wxnet.server.limits import TrustedProxies
+from wxnet.server.web.config import WebConfig
 from wxnet.sync.engine import EngineConfig
 
 __all__ = ["ConfigError", "DnsConfig", "ServerConfig", "load_config"]
@@ -74,9 +76,21 @@ class ServerConfig:
     max_pending_per_link: int = 64
     max_request_bytes: int = 1 << 20
     synccheck_max_wait: float = 25.0
+    identify_timeout: float = 30.0
+    max_connections: int = 10000
+    max_connections_per_address: int = 1000
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 60.0
+    http_keepalive_timeout: float = 75.0
+    max_polls_per_session: int = 2
+    max_polls_per_account: int = 20
+    trusted_proxies: tuple[str, ...] = ()
+    max_field_chars: int = 1024
+    max_list_items: int = 1000
     log_level: str = "info"
     sync: EngineConfig = field(default_factory=EngineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
@@ -84,7 +98,7 @@ def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
     changes: dict[str, Any] = {}
     for key, value in raw.items():
         f = known.get(key)
-        if f is None or f.name in ("sync", "dns"):
+        if f is None or f.name in ("sync", "dns", "web"):
             raise ConfigError(f"[{section}] has no setting {key!r}")
         current = getattr(base, key)
         try:
@@ -125,13 +139,14 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         for section in data:
-            if section not in ("server", "sync", "dns"):
-                raise ConfigError(f"{path}: unknown section [{section}] (server, sync, dns)")
+            if section not in ("server", "sync", "dns", "web"):
+                raise ConfigError(f"{path}: unknown section [{section}] (server, sync, dns, web)")
         cfg = _coerce(ServerConfig, "server", data.get("server", {}), cfg)
         cfg = dataclasses.replace(
             cfg,
             sync=_coerce(EngineConfig, "sync", data.get("sync", {}), cfg.sync),
             dns=_coerce(DnsConfig, "dns", data.get("dns", {}), cfg.dns),
+            web=_coerce(WebConfig, "web", data.get("web", {}), cfg.web),
         )
     if overrides:
         cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
@@ -148,5 +163,50 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("tls_cert and tls_key go together")
     if cfg.sync.durability not in ("FULL", "NORMAL"):
         raise ConfigError('[sync] durability must be "FULL" or "NORMAL"')
-    if cfg.idle_timeout <= 0 or cfg.synccheck_max_wait <= 0:
-        raise ConfigError("idle_timeout and synccheck_max_wait must be positive")
+    if cfg.sync.contacts not in ("open", "request"):
+        raise ConfigError('[sync] contacts must be "open" or "request"')
+    if cfg.sync.integrity_check not in ("quick", "full", "off"):
+        raise ConfigError('[sync] integrity_check must be "quick", "full" or "off"')
+    for name in ("login_workers", "max_sessions_per_account", "login_failures_per_address"):
+        if getattr(cfg.sync, name) < 1:
+            raise ConfigError(f"[sync] {name} must be at least 1")
+    for name in (
+        "idle_timeout",
+        "synccheck_max_wait",
+        "identify_timeout",
+        "http_header_timeout",
+        "http_body_timeout",
+        "http_keepalive_timeout",
+    ):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    for name in (
+        "max_connections",
+        "max_connections_per_address",
+        "max_polls_per_session",
+        "max_polls_per_account",
+        "max_field_chars",
+        "max_list_items",
+    ):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    try:
+        TrustedProxies(cfg.trusted_proxies)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None
+    for f in fields(WebConfig):
+        value = getattr(cfg.web, f.name)
+        if isinstance(value, int | float) and value <= 0:
+            raise ConfigError(f"[web] {f.name} must be positive")
+    for name in ("uploads_per_account", "upload_bytes_per_account", "upload_ttl"):
+        if getattr(cfg.sync, name) <= 0:
+            raise ConfigError(f"[sync] {name} must be positive")
+    biggest = max(cfg.sync.max_image_bytes, cfg.sync.max_voice_bytes)
+    if cfg.sync.upload_bytes_per_account < biggest:
+        raise ConfigError(
+            f"[sync] upload_bytes_per_account must hold one upload of {biggest} bytes"
+        )
+    if cfg.web.upload_bytes_per_account < cfg.web.max_upload:
+        raise ConfigError("[web] upload_bytes_per_account must hold one upload of max_upload")
+    if cfg.sync.min_free_disk_bytes < 0:
+        raise ConfigError("[sync] min_free_disk_bytes must not be negative")

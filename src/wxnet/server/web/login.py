@@ -15,16 +15,37 @@ from __future__ import annotations
 import enum
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+
+from wxnet.proto.errors import WxnetError
 
 __all__ = [
     "LoginState",
     "QrLogin",
+    "QrLoginError",
+    "QrLoginRefused",
+    "QrLoginUnknown",
     "QrLogins",
+    "QrLoginsFull",
     "WebSession",
     "WebSessions",
     "new_token",
 ]
+
+
+class QrLoginError(WxnetError):
+    """A QR login cannot go on (the tree is drawn in wxnet.proto.errors)."""
+
+
+class QrLoginUnknown(QrLoginError):
+    """No such QR login, or it expired."""
+
+
+class QrLoginRefused(QrLoginError):
+    """Another account scanned the code, or it was already approved."""
+
+
+class QrLoginsFull(QrLoginError):
+    """Too many QR logins are pending."""
 
 
 def new_token(nbytes: int = 16) -> str:
@@ -74,10 +95,10 @@ class QrLogins:
         return len(self._by_uuid)
 
     def create(self, now: float) -> QrLogin:
-        """A new QR login. Raises OverflowError when too many are pending."""
+        """A new QR login. Raises QrLoginsFull when too many are pending."""
         self.expire(now)
         if len(self._by_uuid) >= self.limit:
-            raise OverflowError("too many pending QR logins")
+            raise QrLoginsFull("too many pending QR logins")
         q = QrLogin(new_token(), now, now + self.ttl)
         self._by_uuid[q.uuid] = q
         return q
@@ -92,15 +113,15 @@ class QrLogins:
     def scan(self, uuid: str, uin: int, now: float, *, confirm: bool) -> QrLogin:
         """A mobile device of ``uin`` scanned (and with ``confirm`` approved) ``uuid``.
 
-        Raises KeyError for an unknown or expired uuid, PermissionError if another
+        Raises QrLoginUnknown for an unknown or expired uuid, QrLoginRefused if another
         account already scanned it or it was already used."""
         q = self.get(uuid, now)
         if q is None or q.state is LoginState.EXPIRED:
-            raise KeyError(uuid)
+            raise QrLoginUnknown(f"no QR login {uuid[:40]!r} (expired?)")
         if q.uin and q.uin != uin:
-            raise PermissionError("another account scanned this code")
+            raise QrLoginRefused("another account scanned this code")
         if q.state in (LoginState.CONFIRMED, LoginState.USED):
-            raise PermissionError("this code was already approved")
+            raise QrLoginRefused("this code was already approved")
         q.uin = uin
         if confirm:
             q.state = LoginState.CONFIRMED
@@ -122,6 +143,15 @@ class QrLogins:
         q.state = LoginState.USED
         q.version += 1
         return q.uin
+
+    def discard(self, uuid: str) -> QrLogin | None:
+        """Forget a login now (a newer one needs its room); its polls see 400."""
+        q = self._by_uuid.pop(uuid, None)
+        if q is not None:
+            self._by_ticket.pop(q.ticket, None)
+            q.state = LoginState.EXPIRED
+            q.version += 1
+        return q
 
     def expire(self, now: float) -> list[QrLogin]:
         """Drop logins past their lifetime; returns them (their waiters need waking)."""
@@ -149,8 +179,6 @@ class WebSession:
     expires: float
     alive: bool = True
     sent: dict[str, None] = field(default_factory=dict)  # own ClientMsgIds, to not echo
-    uploads: dict[str, Any] = field(default_factory=dict)
-    media: dict[str, bytes] = field(default_factory=dict)
 
     def remember_sent(self, client_msg_id: str, keep: int = 1000) -> None:
         self.sent[client_msg_id] = None
@@ -198,11 +226,6 @@ class WebSessions:
             self.end(wxsid)
         return s
 
-    def held_bytes(self, s: WebSession) -> int:
-        """Upload bytes a session holds in memory (chunks and finished media)."""
-        parts = sum(len(p) for up in s.uploads.values() for p in up["parts"].values())
-        return parts + sum(len(m) for m in s.media.values())
-
     def end(self, wxsid: str, now: float | None = None) -> WebSession | None:
         """Log a session out. It stays findable (dead) for a grace period so that its
         clients learn of it (1101); :meth:`sweep` forgets it after that."""
@@ -211,8 +234,6 @@ class WebSessions:
             s.alive = False
             if now is not None:
                 s.expires = min(s.expires, now)
-            s.uploads.clear()
-            s.media.clear()
         return s
 
     def sweep(self, now: float, grace: float = 3600.0) -> int:
