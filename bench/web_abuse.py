@@ -64,6 +64,12 @@ async def start(src: Path | None, data: Path) -> Srv:
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = str(src)
+    if src is None:  # this checkout creates a store explicitly (the old code's user add did)
+        p = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "wxnet", "store", "init", "--data", str(data),
+            env=env, stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert await p.wait() == 0
     for name in ("alice", "bob"):
         p = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "wxnet", "user", "add", name, "--password", "secret1",

@@ -65,6 +65,10 @@ async def main() -> None:
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="wxnet-bench-"))
     wxnet = [sys.executable, "-m", "wxnet"]
+    init = await asyncio.create_subprocess_exec(
+        *wxnet, "store", "init", "--data", str(data), stdout=asyncio.subprocess.DEVNULL
+    )
+    assert await init.wait() == 0
     for name in ("alice", "bob"):
         add = await asyncio.create_subprocess_exec(
             *wxnet,

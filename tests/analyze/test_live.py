@@ -183,6 +183,7 @@ def wxnet(*args: str) -> list[str]:
 
 def test_live_capture_labels_wxnet_and_tls_traffic(pair: Pair, tmp_path: Path) -> None:
     data = tmp_path / "server-data"
+    sh(*wxnet("store", "init", "--data", str(data)))
     sh(*wxnet("user", "add", "alice", "--password", "secret1", "--data", str(data)))
     server = pair.spawn(
         pair.server,

@@ -288,6 +288,7 @@ def test_real_wxnet_server_plays_wechat_through_the_gateway(
     """The real client keeps working in allow-only by each attestation: built-in
     addresses in the operator ranges, newgetdns from there, and DNS."""
     data = tmp_path / "server-data"
+    sh(sys.executable, "-m", "wxnet", "store", "init", "--data", str(data))
     for user in ("alice", "bob", "carol"):
         sh(sys.executable, "-m", "wxnet", "user", "add", user, "--password", "secret1",
            "--data", str(data))  # fmt: skip

@@ -56,6 +56,10 @@ class RealServer:
         self.long_port, self.http_port = int(m.group(1)), int(m.group(2))
 
     def user_add(self, *names: str, password: str = "secret1") -> None:
+        """Add accounts (creating the store first if the server has not run yet)."""
+        subprocess.run(
+            wxnet("store", "init", "--data", str(self.data)), check=True, capture_output=True
+        )
         for name in names:
             subprocess.run(
                 wxnet("user", "add", name, "--password", password, "--data", str(self.data)),

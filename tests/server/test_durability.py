@@ -61,6 +61,7 @@ async def send_until_killed(proc: ServerProcess, port: int) -> tuple[dict[str, i
 
 async def test_sigkill_between_acks_loses_nothing_acknowledged(tmp_path: Path) -> None:
     data = tmp_path / "var"
+    subprocess.run(wxnet("store", "init", "--data", str(data)), check=True)
     for name in ("alice", "bob"):
         subprocess.run(
             wxnet("user", "add", name, "--password", "secret1", "--data", str(data)), check=True

@@ -64,7 +64,11 @@ async def served(
     tmp_path.mkdir(parents=True, exist_ok=True)
     data = tmp_path / "served"
     cfg = tmp_path / "served.toml"
-    cfg.write_text(f'[sync]\ndurability = "NORMAL"\n{sync}\n[web]\n{web}\n')
+    cfg.write_text(f'[sync]\ndurability = "NORMAL"\ncontacts = "open"\n{sync}\n[web]\n{web}\n')
+    init = await asyncio.create_subprocess_exec(
+        *wxnet("store", "init", "--data", str(data)), stdout=asyncio.subprocess.DEVNULL
+    )
+    assert await init.wait() == 0
     adds = [
         await asyncio.create_subprocess_exec(
             *wxnet("user", "add", name, "--password", "secret1", "--nick", name.title()),
@@ -72,17 +76,7 @@ async def served(
             str(data),
             stdout=asyncio.subprocess.DEVNULL,
         )
-        for name in users[:1]
-    ]
-    assert [await p.wait() for p in adds] == [0]  # the first one creates the store
-    adds = [
-        await asyncio.create_subprocess_exec(
-            *wxnet("user", "add", name, "--password", "secret1", "--nick", name.title()),
-            "--data",
-            str(data),
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        for name in users[1:]
+        for name in users
     ]
     assert [await p.wait() for p in adds] == [0] * len(adds)
     log = tmp_path / "served.log"

@@ -151,6 +151,7 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
         stdout=subprocess.PIPE,
     )
     _wait_ready_line(dns, "dns", topo)
+    topo.run(n.internet, [*py, "wxnet", "store", "init", "--data", str(data)], timeout=60)
     for user in (PHONE_USER, PEER_USER):
         topo.run(n.internet, [*py, "wxnet", "user", "add", user, "--password", _password(user),
                               "--data", str(data)], timeout=60)  # fmt: skip

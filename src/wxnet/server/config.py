@@ -3,7 +3,7 @@
 Example ``wxnet.toml``::
 
     [server]
-    host = "0.0.0.0"
+    host = "127.0.0.1"        # loopback; "0.0.0.0" (or "::") for a real deployment
     long_port = 8080          # the long link (S12)
     http_port = 8000          # short link, newgetdns, web API (80 in production)
     data = "./var"
@@ -64,7 +64,7 @@ class DnsConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     long_port: int = 8080
     http_port: int = 8000
     extra_long_ports: tuple[int, ...] = ()

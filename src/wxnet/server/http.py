@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from wxnet import __version__
 from wxnet.proto import commands as C
 from wxnet.proto.newgetdns import BuiltinIP, DnsDomain, NewDns, build_newgetdns
 from wxnet.server.dispatch import BadRequest, Context
@@ -74,7 +75,12 @@ async def newgetdns(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _text(200, "ok")
+    """``{"status": "ok", "version": ..., "schema": ...}``: the server answers, which
+    wxnet it is and the schema version of its store (after the start's migrations)."""
+    server = request.app[SERVER_KEY]
+    return web.json_response(
+        {"status": "ok", "version": __version__, "schema": server.engine.store.schema_version()}
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -133,7 +133,11 @@ class Database:
         self.path = path
         self._wconn = connect(path, synchronous=synchronous)
         if init is not None:
-            init(self._wconn)
+            try:
+                init(self._wconn)
+            except BaseException:  # e.g. a store from a newer wxnet: leave no handle open
+                self._wconn.close()
+                raise
         self._rconn = connect(path, synchronous=synchronous)
         self._synchronous = synchronous
         self._lconn: sqlite3.Connection | None = None

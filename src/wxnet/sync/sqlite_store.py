@@ -146,7 +146,8 @@ class LogTail:
 
 class SQLiteStore:
     """Args:
-        path: the database file (created, with its schema, if missing).
+        path: the database file (created, with its schema, if missing; an older store is
+            migrated, a newer one refused: :func:`wxnet.sync.schema.init_schema`).
         durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
         profile_item: builds the first profile log item of a new account from
             (uin, name, nick); the store itself does not know the item format.
@@ -172,7 +173,11 @@ class SQLiteStore:
     ) -> None:
         check_integrity(path, integrity_check)
         self.tail = LogTail(tail_items, tail_bytes, tail_total_bytes)
-        self.db = Database(path, synchronous=durability, init=init_schema)
+        versions: list[int] = []
+        self.db = Database(
+            path, synchronous=durability, init=lambda conn: versions.append(init_schema(conn))
+        )
+        self._schema_version = versions[0]
         self._profile_item = profile_item
         self._loop: asyncio.AbstractEventLoop | None = None
         self._publish: Callable[[Changes], None] | None = None
@@ -202,6 +207,9 @@ class SQLiteStore:
             "tail_misses": self.tail.misses,
             "tail_bytes": self.tail.bytes,
         }
+
+    def schema_version(self) -> int:
+        return self._schema_version
 
     # ---------------------------------------------------------------- plumbing
     async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
