@@ -18,6 +18,13 @@ or let it start a throw-away server with the accounts it needs::
     python -m bench.loadgen --spawn --pairs 50 --messages 5000 [--rate 2000] [--json]
 
 ``--rate 0`` (default) sends flat out with ``--window`` requests in flight per sender.
+
+``--users C`` switches to the random-pairs shape of the XMPP/MQTT benchmarks
+(:func:`run_random`): C users, all contacts of each other, each on its own identified
+long link, every message from a random user to a random other one, closed loop with
+``--window`` (default 1000) in flight in total, ``--warmup`` untimed messages first::
+
+    python -m bench.loadgen --spawn --users 200 --warmup 2000 --messages 100000
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import shutil
 import sqlite3
@@ -314,10 +322,196 @@ async def run_load(
     return result
 
 
+class Mailbox:
+    """A user of the random-pairs shape: syncs on every notify and counts the messages
+    addressed to it (its own sent copies, if the server logs them, are not deliveries)."""
+
+    def __init__(self, user: User, result: LoadResult, seen: set[str], done: Any) -> None:
+        self.user = user
+        self.result = result
+        self.seen = seen
+        self.done = done  # called with (tag, now) for every first delivery
+        self.wanted = asyncio.Event()
+        self.stopping = False
+        self.task = asyncio.ensure_future(self._loop())
+        user.link.on_notify = lambda _selector: self.wanted.set()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self.wanted.set()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WxnetError, TimeoutError):
+            await wait_for(self.task, 5)
+
+    async def _loop(self) -> None:
+        u = self.user
+        me = u.name
+        while not self.stopping:
+            await self.wanted.wait()
+            self.wanted.clear()
+            if self.stopping:
+                return
+            items: list[pb.CmdItem] = []
+            try:
+                await _sync(u, items)
+            except (MMError, TransportError):
+                if self.stopping:
+                    return
+                raise
+            now = time.monotonic()
+            for item in items:
+                if item.WhichOneof("body") != "add_msg" or item.add_msg.to_user != me:
+                    continue
+                tag = item.add_msg.content.partition("|")[0]
+                if tag in self.seen:
+                    self.result.duplicates += 1
+                else:
+                    self.seen.add(tag)
+                    self.done(tag, now)
+
+
+async def run_random(
+    host: str,
+    long_port: int,
+    users: int,
+    messages: int,
+    window: int = 1000,
+    warmup: int = 0,
+    rate: float = 0.0,
+    prefix: str = "lg",
+    password: str = "loadgen-pw",
+    drain_timeout: float = 60.0,
+    server_pid: int | None = None,
+    seed: int = 1,
+) -> LoadResult:
+    """The XMPP/MQTT benchmarks' shape: ``users`` accounts, each on its own identified
+    long link, all contacts of each other (:func:`create_users` with ``mesh=True``).
+    Each message goes from a random user to a random *other* user; closed loop: a new
+    send starts when a message is delivered, ``window`` in flight (or, with ``rate``,
+    paced at that many sends/s, the window still a cap). ``warmup`` messages run first
+    and are not counted; then ``messages`` are timed (server CPU over the same span)."""
+    import random
+
+    rnd = random.Random(seed)
+    result = LoadResult(users, messages)
+    names = [f"{prefix}u{i}" for i in range(users)]
+    us: list[User] = []
+    for k in range(0, users, 8):  # logins in slices: argon2 is the cost here
+        us.extend(
+            await asyncio.gather(*(_login(host, long_port, n, password) for n in names[k : k + 8]))
+        )
+    seen: set[str] = set()
+    slots = asyncio.Semaphore(window)
+    sent_at: dict[str, float] = {}
+    counting = False
+    idle = asyncio.Event()
+    outstanding = 0
+
+    def delivered(tag: str, now: float) -> None:
+        nonlocal outstanding
+        t = sent_at.pop(tag, None)
+        if t is None:
+            return
+        outstanding -= 1
+        slots.release()
+        if tag[0] == "m":
+            result.delivered += 1
+            result.latencies.append(now - t)
+        if outstanding == 0:
+            idle.set()
+
+    boxes = [Mailbox(u, result, seen, delivered) for u in us]
+    for b in boxes:
+        b.wanted.set()  # drain the login items first
+
+    async def send_one(n: int, tag: str) -> None:
+        nonlocal outstanding
+        i = rnd.randrange(users)
+        j = rnd.randrange(users - 1)
+        j += j >= i
+        s, to = us[i], names[j]
+        now = time.monotonic()
+        msg = pb.MicroMsg(
+            to_user=to,
+            content=f"{tag}|{now:.6f}",
+            msg_type=MsgType.TEXT,
+            client_msg_id=tag,
+            create_time=int(time.time()),
+        )
+        if counting:
+            result.sent += 1
+        sent_at[tag] = now
+        outstanding += 1
+        idle.clear()
+        try:
+            resp = await s.link.call(
+                "newsendmsg", pb.SendMsgRequest(base=s.base(), list=[msg]), pb.SendMsgResponse
+            )
+            ok = bool(resp.list) and resp.list[0].ret == 0
+        except (MMError, TransportError):
+            ok = False
+        if counting and ok:
+            result.acked += 1
+        elif not ok:
+            if counting:
+                result.send_errors += 1
+            if sent_at.pop(tag, None) is not None:
+                outstanding -= 1
+                slots.release()
+
+    async def phase(count: int, kind: str) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        t0 = time.monotonic()
+        for n in range(count):
+            if rate > 0:
+                delay = t0 + n / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await slots.acquire()
+            t = asyncio.ensure_future(send_one(n, f"{kind}{n}"))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+        deadline = time.monotonic() + drain_timeout
+        while outstanding and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await wait_for(idle.wait(), max(0.0, deadline - time.monotonic()))
+
+    if warmup:
+        await phase(warmup, "w")
+    counting = True
+    start = time.monotonic()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    server_cpu0 = proc_cpu(server_pid) if server_pid is not None else 0.0
+    await phase(messages, "m")
+    result.elapsed = time.monotonic() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    result.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    if server_pid is not None:
+        result.server_cpu_seconds = proc_cpu(server_pid) - server_cpu0
+    for b in boxes:
+        b.stopping = True
+    await asyncio.gather(*(b.stop() for b in boxes))
+    for u in us:
+        await u.link.wait_closed()
+    return result
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of process ``pid`` (0: this one) to ``cpus``."""
+    real = pid or os.getpid()
+    for tid in os.listdir(f"/proc/{real}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cpus)
+
+
 # ---- a throw-away server ------------------------------------------------------------------
 
 
-def create_users(data: Path, names: Sequence[str], password: str) -> None:
+def create_users(data: Path, names: Sequence[str], password: str, mesh: bool = False) -> None:
+    """Accounts ``names`` in a new store; with ``mesh``, all contacts of each other
+    (rows written straight into the store: a bench set-up, not the verifyuser path)."""
     from wxnet.sync.db import connect
     from wxnet.sync.engine import add_user_sync
     from wxnet.sync.schema import init_schema
@@ -329,8 +523,21 @@ def create_users(data: Path, names: Sequence[str], password: str) -> None:
         for n in names:
             with contextlib.suppress(Exception):  # already there from an earlier run
                 add_user_sync(conn, n, password, None, time.time())
+        if mesh:
+            mesh_contacts(conn)
     finally:
         conn.close()
+
+
+def mesh_contacts(conn: sqlite3.Connection) -> None:
+    """Make every account of the store a contact of every other one (bench set-up)."""
+    accounts = conn.execute("SELECT uin, user_name FROM accounts").fetchall()
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT OR IGNORE INTO contacts VALUES (?,?,0)",
+        [(u, peer) for u, me in accounts for _, peer in accounts if peer != me],
+    )
+    conn.execute("COMMIT")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,9 +554,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a throw-away `wxnet serve` with the accounts it needs",
     )
     p.add_argument("--pairs", type=int, default=10, help="sender/receiver pairs (M)")
+    p.add_argument(
+        "--users",
+        type=int,
+        default=0,
+        help="random-pairs shape: C users, random sender to random other user, closed"
+        " loop (--window in flight in total; default 1000 there); 0 = fixed pairs",
+    )
+    p.add_argument("--warmup", type=int, default=0, help="untimed messages first (--users)")
     p.add_argument("--messages", type=int, default=1000, help="messages in total (N)")
     p.add_argument("--rate", type=float, default=0.0, help="messages/s in total; 0 = flat out")
-    p.add_argument("--window", type=int, default=8, help="sends in flight per sender")
+    p.add_argument(
+        "--window", type=int, default=0, help="sends in flight per sender (8) or in total (1000)"
+    )
     p.add_argument("--prefix", default="lg", help="account names: PREFIXs0.., PREFIXr0..")
     p.add_argument("--password", default="loadgen-pw")
     p.add_argument("--uvloop", action="store_true", help="run the generator on uvloop")
@@ -359,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.window = args.window or (1000 if args.users else 8)
     if args.pairs < 1 or args.messages < 1 or args.window < 1 or args.rate < 0:
         print("loadgen: pairs, messages and window must be >= 1, rate >= 0", file=sys.stderr)
         return 2
@@ -368,20 +586,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.spawn:
             tmp = tempfile.mkdtemp(prefix="wxnet-loadgen-")
-            names = [f"{args.prefix}{k}{i}" for i in range(args.pairs) for k in "sr"]
-            create_users(Path(tmp), names, args.password)
+            if args.users:
+                names = [f"{args.prefix}u{i}" for i in range(args.users)]
+            else:
+                names = [f"{args.prefix}{k}{i}" for i in range(args.pairs) for k in "sr"]
+            create_users(Path(tmp), names, args.password, mesh=bool(args.users))
             server = ServerProcess.on_data(Path(tmp), "--contacts", "open").start()
             host, port = "127.0.0.1", server.long_port
-        coro = run_load(
-            host,
-            port,
-            args.pairs,
-            args.messages,
-            args.rate,
-            args.window,
-            args.prefix,
-            args.password,
-            server_pid=server.pid if server is not None else None,
+        spid = server.pid if server is not None else None
+        coro = (
+            run_random(
+                host,
+                port,
+                args.users,
+                args.messages,
+                args.window,
+                args.warmup,
+                args.rate,
+                args.prefix,
+                args.password,
+                server_pid=spid,
+            )
+            if args.users
+            else run_load(
+                host,
+                port,
+                args.pairs,
+                args.messages,
+                args.rate,
+                args.window,
+                args.prefix,
+                args.password,
+                server_pid=spid,
+            )
         )
         if args.uvloop:
             import uvloop

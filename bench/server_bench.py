@@ -33,6 +33,7 @@ import contextlib
 import os
 import platform
 import resource
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -326,38 +327,71 @@ def create_users_with(src: str | None, data: Path, names: list[str], password: s
 
 
 async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str, float]:
-    """One flat-out delivery run on a fresh server from ``src`` (None: this tree)."""
+    """One flat-out delivery run on a fresh server from ``src`` (None: this tree).
+
+    With ``args.users`` the load is the random-pairs shape (:func:`loadgen.run_random`),
+    the server pinned to CPU 0 and this generator to CPU 1."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        names = [f"lg{k}{i}" for i in range(args.pairs) for k in "sr"]
+        if args.users:
+            names = [f"lgu{i}" for i in range(args.users)]
+        else:
+            names = [f"lg{k}{i}" for i in range(args.pairs) for k in "sr"]
         create_users_with(src, data, names, "loadgen-pw")
+        if args.users:
+            conn = sqlite3.connect(data / "wxnet.db", isolation_level=None)
+            loadgen.mesh_contacts(conn)
+            conn.close()
         durability = args.durability[0]
         srv = server_proc(data, f'[sync]\ndurability = "{durability}"\n', src).start()
         try:
-            res = await loadgen.run_load(
-                "127.0.0.1",
-                srv.long_port,
-                args.pairs,
-                args.messages,
-                window=args.window,
-                prefix="lg",
-                server_pid=srv.pid,
-            )
+            if args.users:
+                loadgen.pin(srv.pid, {0})
+                loadgen.pin(0, {1})
+                res = await loadgen.run_random(
+                    "127.0.0.1",
+                    srv.long_port,
+                    args.users,
+                    args.messages,
+                    window=args.window,
+                    warmup=args.warmup,
+                    rate=args.rate if args.paced else 0.0,
+                    server_pid=srv.pid,
+                )
+            else:
+                res = await loadgen.run_load(
+                    "127.0.0.1",
+                    srv.long_port,
+                    args.pairs,
+                    args.messages,
+                    window=args.window,
+                    prefix="lg",
+                    server_pid=srv.pid,
+                )
         finally:
             srv.stop()
-    if res.delivered != res.acked or res.send_errors:
+            loadgen.pin(0, set(range(os.cpu_count() or 1)))
+    if res.delivered != res.acked or res.send_errors or res.duplicates:
         raise RuntimeError(f"a compare run lost messages: {res.summary()}")
+    lat = sorted(res.latencies)
     return {
         "us_per_msg": (res.server_cpu_seconds or 0.0) / res.delivered * 1e6,
         "msg_per_s": res.delivered / res.elapsed,
+        "server_cores": (res.server_cpu_seconds or 0.0) / res.elapsed,
+        "loadgen_cores": res.cpu_seconds / res.elapsed,
+        "p50_ms": loadgen.percentile(lat, 50) * 1000,
+        "p99_ms": loadgen.percentile(lat, 99) * 1000,
     }
 
 
 async def compare(args: argparse.Namespace) -> None:
     """Server CPU per delivered message, this tree vs ``args.compare``, alternating."""
     runs: dict[str, list[dict[str, float]]] = {"this tree": [], "baseline": []}
-    print("| round | build | server CPU us/msg | delivered msg/s | load average |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| round | build | server CPU-s per 10k delivered | delivered msg/s | server / generator"
+        " cores | p50 / p99 ms | load average |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in range(args.rounds):
         order = [("this tree", None), ("baseline", args.compare)]
         for name, src in order if r % 2 == 0 else order[::-1]:
@@ -365,8 +399,9 @@ async def compare(args: argparse.Namespace) -> None:
             runs[name].append(got)
             load = os.getloadavg()[0]
             print(
-                f"| {r + 1} | {name} | {got['us_per_msg']:.1f} | {got['msg_per_s']:,.0f} "
-                f"| {load:.2f} |",
+                f"| {r + 1} | {name} | {got['us_per_msg'] / 100:.2f} | {got['msg_per_s']:,.0f} "
+                f"| {got['server_cores']:.2f} / {got['loadgen_cores']:.2f} "
+                f"| {got['p50_ms']:.1f} / {got['p99_ms']:.1f} | {load:.2f} |",
                 flush=True,
             )
     med = {k: statistics.median(x["us_per_msg"] for x in v) for k, v in runs.items()}
@@ -391,13 +426,27 @@ def main() -> None:
     ap.add_argument("--links", type=int, default=5000)
     ap.add_argument("--pairs", type=int, default=200)
     ap.add_argument("--messages", type=int, default=100_000, help="flat-out run size")
-    ap.add_argument("--window", type=int, default=8, help="sends in flight per sender")
+    ap.add_argument(
+        "--window", type=int, default=0, help="in flight per sender (8), or in total (1000)"
+    )
+    ap.add_argument(
+        "--users",
+        type=int,
+        default=0,
+        help="--compare on the random-pairs shape with this many users (server and"
+        " generator pinned to separate CPUs); 0 = fixed pairs",
+    )
+    ap.add_argument("--warmup", type=int, default=2000, help="untimed messages (--users)")
+    ap.add_argument(
+        "--paced", action="store_true", help="--compare --users at --rate sends/s (latency)"
+    )
     ap.add_argument("--seconds", type=float, default=10.0, help="echo baseline duration")
     ap.add_argument("--rate", type=float, default=5000.0)
     ap.add_argument("--durability", nargs="+", default=["FULL", "NORMAL"])
     ap.add_argument("--compare", metavar="DIR", help="A/B server CPU per message vs DIR")
     ap.add_argument("--rounds", type=int, default=5, help="A/B rounds for --compare")
     args = ap.parse_args()
+    args.window = args.window or (1000 if args.users else 8)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(compare(args) if args.compare else main_async(args))
 

@@ -85,6 +85,12 @@ class Server:
             "Write jobs committed so far.",
             lambda: self.engine.store.statistics()["writes"],
         )
+        for stat, what in (
+            ("tail_hits", "Log reads answered from the in-memory log tail."),
+            ("tail_misses", "Log reads that went to the database (older than the tail)."),
+            ("tail_bytes", "Bytes of item bodies held in the in-memory log tail."),
+        ):
+            self.metrics.gauge(f"wxnet_sync_{stat}", what, self._store_stat(stat))
         self.metrics.gauge(
             "wxnet_long_polls", "Pending long polls.", lambda: self.notifier.total_waiters
         )
@@ -125,6 +131,9 @@ class Server:
                 log.info("closing long link from %s: its session ended", sub.peer)
                 sub.unbind()
                 sub.close()
+
+    def _store_stat(self, name: str) -> Callable[[], float]:
+        return lambda: float(self.engine.store.statistics().get(name, 0))
 
     async def start(self) -> None:
         cfg = self.config

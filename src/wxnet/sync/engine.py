@@ -110,6 +110,11 @@ class EngineConfig:
     contacts: str = "request"
     integrity_check: str = "quick"
     durability: str = "FULL"
+    #: The in-memory log tail (SQLiteStore's LogTail): entries per log, bytes per log,
+    #: bytes in all; tail_items = 0 turns it off.
+    tail_items: int = 32
+    tail_bytes: int = 16 * 1024
+    tail_total_bytes: int = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +228,9 @@ class Engine:
             self.config.durability,
             profile_item=profile_item,
             integrity_check=self.config.integrity_check,
+            tail_items=self.config.tail_items,
+            tail_bytes=self.config.tail_bytes,
+            tail_total_bytes=self.config.tail_total_bytes,
         )
         self.clock = clock
         self.on_news = on_news

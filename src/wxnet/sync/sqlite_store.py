@@ -12,6 +12,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ from wxnet.sync.store import (
     session_key_hash,
 )
 
-__all__ = ["FIRST_MSG_ID", "SQLiteStore", "insert_account"]
+__all__ = ["FIRST_MSG_ID", "LogTail", "SQLiteStore", "insert_account"]
 
 T = TypeVar("T")
 FIRST_MSG_ID = 1_000_000_000
@@ -78,6 +79,71 @@ def _message(row: Sequence[Any] | None) -> MessageRow | None:
     )
 
 
+class LogTail:
+    """The recent end of every account's logs, in memory (event-loop side).
+
+    One ring per (uin, key): the last entries appended since the server started,
+    contiguous up to the log's committed head, at most ``max_items`` entries and
+    ``max_bytes`` of bodies per ring; all rings together hold at most ``total_bytes``
+    (the least recently written rings are dropped first). A newsync whose key is at or
+    near the head is answered from here without reading SQLite; older keys fall back to
+    SQLite. ``max_items = 0`` turns it off.
+    """
+
+    __slots__ = ("_rings", "bytes", "hits", "max_bytes", "max_items", "misses", "total_bytes")
+
+    def __init__(self, max_items: int, max_bytes: int, total_bytes: int) -> None:
+        self.max_items, self.max_bytes, self.total_bytes = max_items, max_bytes, total_bytes
+        # (uin, key) -> [entries (seq, body), bytes of the bodies]
+        self._rings: OrderedDict[tuple[int, int], list[Any]] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def add(self, entries: Iterable[tuple[int, int, int, bytes]]) -> None:
+        if self.max_items <= 0:
+            return
+        rings = self._rings
+        for uin, key, seq, body in entries:
+            hk = (uin, key)
+            ring = rings.get(hk)
+            if ring is None:
+                ring = rings[hk] = [deque(), 0]
+            else:
+                rings.move_to_end(hk)
+                q = ring[0]
+                if q and q[-1][0] != seq - 1:  # not contiguous (cannot happen): restart
+                    self.bytes -= ring[1]
+                    q.clear()
+                    ring[1] = 0
+            q = ring[0]
+            q.append((seq, body))
+            ring[1] += len(body)
+            self.bytes += len(body)
+            while len(q) > self.max_items or (len(q) > 1 and ring[1] > self.max_bytes):
+                _, old = q.popleft()
+                ring[1] -= len(old)
+                self.bytes -= len(old)
+        while self.bytes > self.total_bytes and rings:
+            _, (_, size) = rings.popitem(last=False)
+            self.bytes -= size
+
+    def read(self, uin: int, key: int, after: int, head: int) -> deque[tuple[int, bytes]] | None:
+        """Every entry after ``after`` up to ``head`` (the whole ring; the caller skips
+        the ones at or before ``after``), or None when the ring does not reach back that
+        far or does not reach ``head``."""
+        ring = self._rings.get((uin, key))
+        if ring is None:
+            return None
+        q: deque[tuple[int, bytes]] = ring[0]
+        if not q or q[0][0] > after + 1 or q[-1][0] < head:
+            return None
+        return q
+
+    def __len__(self) -> int:
+        return len(self._rings)
+
+
 class SQLiteStore:
     """Args:
         path: the database file (created, with its schema, if missing; an older store is
@@ -87,6 +153,8 @@ class SQLiteStore:
             (uin, name, nick); the store itself does not know the item format.
         integrity_check: ``quick`` (``PRAGMA quick_check`` before opening), ``full``
             (``integrity_check``) or ``off``.
+        tail_items, tail_bytes, tail_total_bytes: bounds of the in-memory log tail
+            (:class:`LogTail`; per log, per log, and in all).
 
     Raises:
         StoreDamaged: the file failed the check (the message says how to recover).
@@ -99,8 +167,12 @@ class SQLiteStore:
         *,
         profile_item: Callable[[int, str, str], bytes],
         integrity_check: str = "quick",
+        tail_items: int = 32,
+        tail_bytes: int = 16 * 1024,
+        tail_total_bytes: int = 32 << 20,
     ) -> None:
         check_integrity(path, integrity_check)
+        self.tail = LogTail(tail_items, tail_bytes, tail_total_bytes)
         versions: list[int] = []
         self.db = Database(
             path, synchronous=durability, init=lambda conn: versions.append(init_schema(conn))
@@ -128,7 +200,13 @@ class SQLiteStore:
         await self.db.write(lambda c: None)  # the queue is FIFO
 
     def statistics(self) -> dict[str, int]:
-        return {"commits": self.db.groups, "writes": self.db.writes}
+        return {
+            "commits": self.db.groups,
+            "writes": self.db.writes,
+            "tail_hits": self.tail.hits,
+            "tail_misses": self.tail.misses,
+            "tail_bytes": self.tail.bytes,
+        }
 
     def schema_version(self) -> int:
         return self._schema_version
@@ -165,6 +243,8 @@ class SQLiteStore:
         for hk, seq in ch.heads.items():
             if seq > self._heads.get(hk, 0):
                 self._heads[hk] = seq
+        if ch.entries:
+            self.tail.add(ch.entries)
         if self._publish is not None:
             self._publish(ch)
 
@@ -184,6 +264,7 @@ class SQLiteStore:
                 seq += 1
                 self._w_heads[hk] = seq
                 rows.append((uin, ap.key, seq, item))
+                ch.entries.append((uin, ap.key, seq, ap.body))
                 ch.heads[hk] = seq
                 ch.news[uin] = ch.news.get(uin, 0) | bit
         conn.executemany("INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,?,?)", rows)
@@ -260,11 +341,38 @@ class SQLiteStore:
     async def read_log(
         self, uin: int, after: Sequence[tuple[int, int]], max_items: int, max_bytes: int
     ) -> tuple[list[Item], list[int]]:
+        items: list[Item] = []
+        size = 0
+        more: list[int] = []
+        todo: list[tuple[int, int]] = []  # keys the tail cannot serve, in order
+        tail = self.tail
+        for key, seq in after:
+            ring = tail.read(uin, key, seq, self._heads.get((uin, key), 0))
+            if ring is None:
+                todo.append((key, seq))
+                continue
+            if todo:  # keep the keys in order: the rest goes to SQLite too
+                todo.append((key, seq))
+                continue
+            tail.hits += 1
+            if len(items) >= max_items or size >= max_bytes:
+                more.append(key)
+                continue
+            for s, body in ring:
+                if s <= seq:
+                    continue
+                if len(items) >= max_items or (items and size + len(body) > max_bytes):
+                    more.append(key)
+                    break
+                items.append((key, s, body))
+                size += len(body)
+        if not todo:
+            return items, more
+        tail.misses += len(todo)
+
         def read(conn: sqlite3.Connection) -> tuple[list[Item], list[int]]:
-            items: list[Item] = []
-            size = 0
-            more: list[int] = []
-            for key, seq in after:
+            nonlocal size
+            for key, seq in todo:
                 if len(items) >= max_items or size >= max_bytes:
                     more.append(key)
                     continue

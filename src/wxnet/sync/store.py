@@ -111,6 +111,9 @@ class Changes:
 
     heads: dict[tuple[int, int], int] = field(default_factory=dict)
     news: dict[int, int] = field(default_factory=dict)
+    #: (uin, key, seq, body) of every appended entry, in seq order per log (a store
+    #: may leave it empty; the SQLite store fills its in-memory log tail from it).
+    entries: list[tuple[int, int, int, bytes]] = field(default_factory=list)
 
 
 class Store(Protocol):
