@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -70,31 +70,33 @@ def read_line(proc: subprocess.Popen[bytes], timeout: float, stderr: bool = Fals
     stream = proc.stderr if stderr else proc.stdout
     assert stream is not None
     fd = stream.fileno()
-    buf = _pending.pop(fd, b"")
+    buf = _pending.pop(stream, b"")
     deadline = time.monotonic() + timeout
     while b"\n" not in buf:
         ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
-            _pending[fd] = buf
+            _pending[stream] = buf
             raise TimeoutError(f"no line from {proc.args!r} within {timeout} s")
         chunk = os.read(fd, 65536)
         if not chunk:
             return buf.decode()
         buf += chunk
     line, _, rest = buf.partition(b"\n")
-    _pending[fd] = rest
+    _pending[stream] = rest
     return line.decode() + "\n"
 
 
-_pending: dict[int, bytes] = {}
+# Bytes read past the last line, per stream. Keyed by the stream object, not its fd
+# number: fd numbers are reused by later processes, and a stale buffer of an earlier
+# test's process must never be read as this one's output.
+_pending: dict[IO[bytes], bytes] = {}
 
 
 def finish(proc: subprocess.Popen[bytes]) -> tuple[str, str]:
     """Wait for the process; its remaining stdout (including what read_line has read
     past its last line) and stderr."""
     assert proc.stdout is not None and proc.stderr is not None
-    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
-    head_out, head_err = _pending.pop(out_fd, b""), _pending.pop(err_fd, b"")
+    head_out, head_err = _pending.pop(proc.stdout, b""), _pending.pop(proc.stderr, b"")
     out, err = proc.communicate(timeout=30)
     return (head_out + out).decode(), (head_err + err).decode()
 
