@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= var
 # Debian packages the test suite needs (installed by `make sysdeps` when missing; root).
-DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack
+DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack postgresql redis-server
 
 .PHONY: install run test lint typecheck pytest sysdeps proto lock bench clean
 

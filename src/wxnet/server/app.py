@@ -130,7 +130,7 @@ class Server:
             await asyncio.wait(self.tasks, timeout=10)
         for srv in self._long_servers:
             await srv.wait_closed()
-        await asyncio.to_thread(self.engine.close)
+        await self.engine.aclose()
 
 
 async def start_server(config: ServerConfig, clock: Callable[[], float] = time.time) -> Server:

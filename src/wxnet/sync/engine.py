@@ -225,6 +225,9 @@ class Engine:
     def close(self) -> None:
         self.store.close()
 
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
     def _published(self, ch: Changes) -> None:
         if ch.news and self.on_news is not None:
             self.on_news(ch.news)

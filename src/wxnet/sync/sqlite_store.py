@@ -100,6 +100,9 @@ class SQLiteStore:
     def close(self) -> None:
         self.db.close()
 
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.db.close)
+
     async def flush(self) -> None:
         await self.db.write(lambda c: None)  # the queue is FIFO
 

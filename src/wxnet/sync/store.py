@@ -9,7 +9,9 @@ messages, uploads and the per-account sync logs, and guarantees three things:
 * after each durable write that appended to some logs, ``publish(Changes)`` is called
   on the event loop, before the write's own caller resumes.
 
-:class:`wxnet.sync.sqlite_store.SQLiteStore` is the embedded implementation.
+:class:`wxnet.sync.sqlite_store.SQLiteStore` is the embedded implementation;
+:class:`wxnet.sync.pg_store.PostgresStore` the shared one (several processes and nodes).
+Both pass the same contract tests (``tests/sync/test_store_contract.py``).
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ class Store(Protocol):
     async def start(self, publish: Callable[[Changes], None]) -> None: ...
 
     def close(self) -> None: ...
+
+    async def aclose(self) -> None:
+        """Finish queued writes and close, from the event loop."""
+        ...
 
     async def flush(self) -> None:
         """Return once every write queued before the call (background ones too) is durable."""
