@@ -24,10 +24,12 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
 
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import SELECTOR_BITS
@@ -67,7 +69,8 @@ _DOWN: tuple[type[BaseException], ...] = (
 
 
 _START_ERRORS: tuple[type[BaseException], ...] = (*_DOWN, asyncpg.PostgresError)
-_Conn = PoolConnectionProxy[asyncpg.Record]
+if TYPE_CHECKING:
+    _Conn = PoolConnectionProxy[asyncpg.Record]
 
 
 class StoreUnavailable(MMError):
