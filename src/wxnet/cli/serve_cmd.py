@@ -56,12 +56,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 async def _serve(cfg: ServerConfig, io: IO) -> int:
-    from wxnet.server.app import start_server
+    from wxnet.proto.errors import MMError
+    from wxnet.server.app import start_server, store_description
 
     try:
         server = await start_server(cfg)
     except OSError as exc:
         io.error(f"cannot listen: {exc}")
+        return ExitStatus.ERROR
+    except MMError as exc:  # the store (or the bus) cannot be reached
+        io.error(f"cannot start: {exc.message}")
         return ExitStatus.ERROR
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -73,7 +77,7 @@ async def _serve(cfg: ServerConfig, io: IO) -> int:
     io.print(
         f"wxnet serving: long link {host}:{server.long_port}{extra}, "
         f"HTTP http://{host}:{server.http_port}/ (short link, newgetdns, web), "
-        f"store {Path(cfg.data) / 'wxnet.db'}"
+        f"store {store_description(cfg)}"
     )
     io.print(
         f"add a user: wxnet user add NAME --password PW --data {cfg.data}; "

@@ -13,17 +13,36 @@ from pathlib import Path
 
 from aiohttp import web
 
-from wxnet.server.config import ServerConfig
+from wxnet.server.config import ServerConfig, redact
 from wxnet.server.dispatch import Dispatcher
 from wxnet.server.http import make_app
 from wxnet.server.longlink import LongLink
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
-from wxnet.sync.engine import Engine
+from wxnet.sync.engine import Engine, profile_item
+from wxnet.sync.store import Store
 
-__all__ = ["Server", "start_server"]
+__all__ = ["Server", "make_store", "start_server", "store_description"]
 
 log = logging.getLogger("wxnet.server")
+
+
+def make_store(config: ServerConfig) -> Store | None:
+    """The configured store (None: the engine's embedded SQLite in ``data``)."""
+    sc = config.store
+    if sc.kind == "postgres":
+        from wxnet.sync.pg_store import PostgresStore
+
+        return PostgresStore(
+            sc.dsn, profile_item=profile_item, max_size=sc.pool_size, timeout=sc.timeout
+        )
+    return None
+
+
+def store_description(config: ServerConfig) -> str:
+    if config.store.kind == "postgres":
+        return redact(config.store.dsn)
+    return str(Path(config.data) / "wxnet.db")
 
 
 class Server:
@@ -33,7 +52,11 @@ class Server:
         self.notifier = Notifier()
         self.metrics = Metrics()
         self.engine = Engine(
-            Path(config.data), config.sync, on_news=self.notifier.publish, clock=clock
+            Path(config.data),
+            config.sync,
+            on_news=self.notifier.publish,
+            clock=clock,
+            store=make_store(config),
         )
         self.dispatcher = Dispatcher(
             self.engine, self.notifier, self.metrics, config.synccheck_max_wait
@@ -97,7 +120,7 @@ class Server:
                     "extra_long_ports": list(self.extra_long_ports),
                     "http_port": self.http_port,
                     "tls": bool(ctx),
-                    "store": str(Path(cfg.data) / "wxnet.db"),
+                    "store": store_description(cfg),
                 }
             },
         )

@@ -29,6 +29,16 @@ Example ``wxnet.toml``::
     short_ports = []
     builtin_addresses = []
     ttl = 600
+
+    [store]                    # where accounts, sessions and logs live
+    kind = "sqlite"            # or "postgres" (several processes and nodes share it)
+    dsn = ""                   # postgres: "postgresql://user:password@host:5432/db"
+    pool_size = 10             # postgres: connections per process
+    timeout = 10.0             # postgres: seconds to connect / per statement (x3)
+
+    [bus]                      # how processes tell each other of new items
+    kind = "local"             # or "redis" (needed by several processes or nodes)
+    url = ""                   # redis: "redis://host:6379/0"
 """
 
 from __future__ import annotations
@@ -41,7 +51,17 @@ from typing import Any
 
 from wxnet.sync.engine import EngineConfig
 
-__all__ = ["ConfigError", "DnsConfig", "ServerConfig", "load_config"]
+__all__ = [
+    "BusConfig",
+    "ConfigError",
+    "DnsConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "load_config",
+    "redact",
+]
+
+_SECTIONS = ("server", "sync", "dns", "store", "bus")
 
 
 class ConfigError(ValueError):
@@ -61,6 +81,31 @@ class DnsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    kind: str = "sqlite"
+    dsn: str = ""
+    pool_size: int = 10
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    kind: str = "local"
+    url: str = ""
+
+
+def redact(url: str) -> str:
+    """``url`` without the password of its user part (for logs and banners)."""
+    head, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    user, _, host = rest.rpartition("@")
+    if ":" in user:
+        user = user.split(":", 1)[0] + ":***"
+    return f"{head}://{user}@{host}"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "0.0.0.0"
     long_port: int = 8080
@@ -77,6 +122,8 @@ class ServerConfig:
     log_level: str = "info"
     sync: EngineConfig = field(default_factory=EngineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
 
 
 def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
@@ -84,7 +131,7 @@ def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
     changes: dict[str, Any] = {}
     for key, value in raw.items():
         f = known.get(key)
-        if f is None or f.name in ("sync", "dns"):
+        if f is None or f.name in _SECTIONS:
             raise ConfigError(f"[{section}] has no setting {key!r}")
         current = getattr(base, key)
         try:
@@ -125,13 +172,15 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         for section in data:
-            if section not in ("server", "sync", "dns"):
-                raise ConfigError(f"{path}: unknown section [{section}] (server, sync, dns)")
+            if section not in _SECTIONS:
+                raise ConfigError(f"{path}: unknown section [{section}] ({', '.join(_SECTIONS)})")
         cfg = _coerce(ServerConfig, "server", data.get("server", {}), cfg)
         cfg = dataclasses.replace(
             cfg,
             sync=_coerce(EngineConfig, "sync", data.get("sync", {}), cfg.sync),
             dns=_coerce(DnsConfig, "dns", data.get("dns", {}), cfg.dns),
+            store=_coerce(StoreConfig, "store", data.get("store", {}), cfg.store),
+            bus=_coerce(BusConfig, "bus", data.get("bus", {}), cfg.bus),
         )
     if overrides:
         cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
@@ -150,3 +199,15 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError('[sync] durability must be "FULL" or "NORMAL"')
     if cfg.idle_timeout <= 0 or cfg.synccheck_max_wait <= 0:
         raise ConfigError("idle_timeout and synccheck_max_wait must be positive")
+    if cfg.store.kind not in ("sqlite", "postgres"):
+        raise ConfigError('[store] kind must be "sqlite" or "postgres"')
+    if cfg.store.kind == "postgres" and not cfg.store.dsn.startswith(
+        ("postgres://", "postgresql://")
+    ):
+        raise ConfigError('[store] kind = "postgres" needs dsn = "postgresql://user@host:port/db"')
+    if cfg.store.pool_size < 1 or cfg.store.timeout <= 0:
+        raise ConfigError("[store] pool_size and timeout must be positive")
+    if cfg.bus.kind not in ("local", "redis"):
+        raise ConfigError('[bus] kind must be "local" or "redis"')
+    if cfg.bus.kind == "redis" and not cfg.bus.url.startswith(("redis://", "unix://")):
+        raise ConfigError('[bus] kind = "redis" needs url = "redis://host:6379/0"')

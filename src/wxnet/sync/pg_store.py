@@ -244,6 +244,8 @@ class PostgresStore:
             await pool.close()
 
     async def flush(self) -> None:
+        if self._writer is None or self._writer.done():
+            return  # never started (or stopped): nothing is queued
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._enqueue(_Job(fut))  # groups commit in queue order
         await fut
