@@ -8,6 +8,7 @@ resumes; (sender, client_msg_id) is unique; windows page by items and bytes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -16,7 +17,7 @@ from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import SELECTOR_BITS, SyncKey
 from wxnet.sync.engine import Engine, EngineConfig
 from wxnet.sync.sqlite_store import FIRST_MSG_ID
-from wxnet.sync.store import Append, NewMessage, RoomRow, SessionRow, Store
+from wxnet.sync.store import Append, NewMessage, RoomRow, SessionRow, Store, WebSessionRow
 
 T0 = 1_700_000_000
 
@@ -243,3 +244,19 @@ async def test_engine_revoke_window_over_the_store(store: Store, tmp_path: objec
     assert ei.value.code == MMRet.ERR_REVOKE_EXPIRED
     res = await eng.newsync(sa, SyncKey.of({2: 0}))
     assert [k for k, _, _ in res.items].count(2) == 3  # two messages and one revoke
+
+
+async def test_web_sessions(open_store: OpenStore) -> None:
+    st = await open_store()
+    a, _ = await two(st)
+    row = WebSessionRow("k1", a, "alice", "Alice", "sid", "@crypt_x", "pt", "dt", T0 + 10.5, True)
+    await st.save_web_session(row)
+    await st.save_web_session(WebSessionRow("k2", a, "alice", "Alice", "s2", "", "", "", T0, True))
+    assert await st.web_session("k1") == row and await st.web_session("nope") is None
+    ended = dataclasses.replace(row, alive=False, expires=float(T0 + 1))
+    await st.save_web_session(ended)  # replaces
+    await st.aclose()
+    st = await open_store()  # durable
+    assert await st.web_session("k1") == ended
+    assert await st.drop_web_sessions(T0 + 0.5) == 1  # k2 only
+    assert await st.web_session("k2") is None and await st.web_session("k1") == ended

@@ -95,6 +95,18 @@ CREATE TABLE IF NOT EXISTS sync_log (
     item bigint NOT NULL,
     PRIMARY KEY (uin, key, seq)
 );
+CREATE TABLE IF NOT EXISTS web_sessions (
+    key text PRIMARY KEY,
+    uin bigint NOT NULL,
+    user_name text NOT NULL,
+    nick_name text NOT NULL,
+    session_key text NOT NULL,
+    skey text NOT NULL,
+    pass_ticket text NOT NULL,
+    data_ticket text NOT NULL,
+    expires double precision NOT NULL,
+    alive boolean NOT NULL
+);
 CREATE TABLE IF NOT EXISTS uploads (
     owner bigint NOT NULL,
     client_id text NOT NULL,

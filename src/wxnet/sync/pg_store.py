@@ -44,6 +44,7 @@ from wxnet.sync.store import (
     NewMessage,
     RoomRow,
     SessionRow,
+    WebSessionRow,
 )
 
 __all__ = ["MAX_GROUP", "PostgresStore", "StoreUnavailable", "connect_error"]
@@ -145,6 +146,12 @@ def _changes(rows: Sequence[Any]) -> Changes:
             ch.heads[(uin, key)] = seq
             ch.news[uin] = ch.news.get(uin, 0) | SELECTOR_BITS[key]
     return ch
+
+
+def _web_row(r: Any) -> WebSessionRow:
+    return WebSessionRow(
+        r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]), bool(r[9])
+    )
 
 
 class PostgresStore:
@@ -428,6 +435,25 @@ class PostgresStore:
 
     async def delete_session(self, sid: str) -> None:
         await self._execute("DELETE FROM sessions WHERE sid=$1", sid)
+
+    # ---------------------------------------------------------------- web sessions
+    async def save_web_session(self, row: WebSessionRow) -> None:
+        await self._execute(
+            "INSERT INTO web_sessions VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+            " ON CONFLICT (key) DO UPDATE SET expires=excluded.expires, alive=excluded.alive,"
+            " nick_name=excluded.nick_name",
+            row.key, row.uin, row.user_name, row.nick_name, row.session_key, row.skey,
+            row.pass_ticket, row.data_ticket, row.expires, row.alive,
+        )  # fmt: skip
+
+    async def web_session(self, key: str) -> WebSessionRow | None:
+        r = await self._row("SELECT * FROM web_sessions WHERE key=$1", key)
+        return None if r is None else _web_row(r)
+
+    async def drop_web_sessions(self, before: float) -> int:
+        async with self._conn() as c:
+            status = await c.execute("DELETE FROM web_sessions WHERE expires<$1", before)
+        return int(status.split()[-1])
 
     # ---------------------------------------------------------------- logs
     async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:

@@ -29,6 +29,7 @@ from wxnet.sync.store import (
     NewMessage,
     RoomRow,
     SessionRow,
+    WebSessionRow,
 )
 
 __all__ = ["FIRST_MSG_ID", "SQLiteStore", "insert_account"]
@@ -64,6 +65,12 @@ def _message(row: Sequence[Any] | None) -> MessageRow | None:
         return None
     return MessageRow(
         int(row[0]), int(row[1]), row[2], row[3], int(row[4]), int(row[5]), bool(row[6]), row[7]
+    )
+
+
+def _web_row(r: Sequence[Any]) -> WebSessionRow:
+    return WebSessionRow(
+        r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]), bool(r[9])
     )
 
 
@@ -209,6 +216,36 @@ class SQLiteStore:
 
     async def delete_session(self, sid: str) -> None:
         await self.db.write(lambda c: c.execute("DELETE FROM sessions WHERE sid=?", (sid,)))
+
+    # ---------------------------------------------------------------- web sessions
+    async def save_web_session(self, row: WebSessionRow) -> None:
+        await self.db.write(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO web_sessions VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row.key,
+                    row.uin,
+                    row.user_name,
+                    row.nick_name,
+                    row.session_key,
+                    row.skey,
+                    row.pass_ticket,
+                    row.data_ticket,
+                    row.expires,
+                    int(row.alive),
+                ),
+            )
+        )
+
+    async def web_session(self, key: str) -> WebSessionRow | None:
+        r = await self._one("SELECT * FROM web_sessions WHERE key=?", (key,))
+        return None if r is None else _web_row(r)
+
+    async def drop_web_sessions(self, before: float) -> int:
+        n: int = await self.db.write(
+            lambda c: c.execute("DELETE FROM web_sessions WHERE expires<?", (before,)).rowcount
+        )
+        return n
 
     # ---------------------------------------------------------------- logs
     async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "RoomRow",
     "SessionRow",
     "Store",
+    "WebSessionRow",
 ]
 
 #: One log entry as read: (key type, seq, stored CmdItem bytes without key and seq).
@@ -53,6 +54,23 @@ class SessionRow:
     device_name: str
     kind: str
     expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebSessionRow:
+    """A web login as stored (the in-memory extras of a web session are not).
+    ``key`` is the SHA-256 of the wxsid (hex): the store never holds the wxsid."""
+
+    key: str
+    uin: int
+    user_name: str
+    nick_name: str
+    session_key: str  # the mobile-protocol session the web device uses
+    skey: str
+    pass_ticket: str
+    data_ticket: str
+    expires: float
+    alive: bool
 
 
 @dataclass(slots=True)
@@ -129,6 +147,16 @@ class Store(Protocol):
     async def create_session(self, row: SessionRow, now: int) -> None: ...
     async def session(self, sid: str) -> SessionRow | None: ...
     async def delete_session(self, sid: str) -> None: ...
+
+    # web sessions (durable: any process serves them, a restart keeps them)
+    async def save_web_session(self, row: WebSessionRow) -> None:
+        """Insert or replace the row with ``row.key``."""
+        ...
+
+    async def web_session(self, key: str) -> WebSessionRow | None: ...
+    async def drop_web_sessions(self, before: float) -> int:
+        """Forget web sessions that expired before ``before``; returns how many."""
+        ...
 
     # sync logs
     async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:

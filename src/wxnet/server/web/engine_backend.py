@@ -62,6 +62,7 @@ def setup_server_web(app: web.Application, server: Any, config: WebConfig | None
         hold = float(getattr(server.config, "synccheck_max_wait", 25.0))
         config = WebConfig(synccheck_hold=hold, login_hold=min(hold, 25.0))
     api = setup_web(app, DispatcherBackend(dispatcher, server.engine), config)
+    api.sessions.store = server.engine.store  # web sessions outlive the process
 
     async def scanqrcode(req: Any, sess: Session | None, _ctx: Any) -> pb.ScanQrResponse:
         assert sess is not None  # scanqrcode needs a session (commands table)
