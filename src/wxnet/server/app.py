@@ -10,6 +10,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -21,6 +22,9 @@ from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.sync.engine import Engine, profile_item
 from wxnet.sync.store import Store
+
+if TYPE_CHECKING:
+    from wxnet.server.bus import RedisBus
 
 __all__ = ["Server", "make_store", "start_server", "store_description"]
 
@@ -58,6 +62,13 @@ class Server:
             clock=clock,
             store=make_store(config),
         )
+        self.bus: RedisBus | None = None
+        if config.bus.kind == "redis":
+            from wxnet.server.bus import RedisBus
+
+            self.bus = RedisBus(config.bus.url, self.notifier.deliver, config.bus.shards)
+            self.notifier.bus = self.bus
+            self.notifier.remote_listeners.append(self.engine.forget)
         self.dispatcher = Dispatcher(
             self.engine, self.notifier, self.metrics, config.synccheck_max_wait
         )
@@ -89,10 +100,25 @@ class Server:
         self.metrics.gauge(
             "wxnet_long_polls", "Pending long polls.", lambda: self.notifier.total_waiters
         )
+        if self.bus is not None:
+            bus = self.bus
+            self.metrics.gauge(
+                "wxnet_bus_subscriptions",
+                "Account shards this process follows on the bus.",
+                lambda: bus.subscriptions,
+            )
+            for key in ("published", "received", "dropped", "reconnects"):
+                self.metrics.gauge(
+                    f"wxnet_bus_{key}",
+                    f"Bus messages {key} (reconnects: times the bus came back).",
+                    lambda key=key: bus.stats[key],  # type: ignore[misc]
+                )
 
     async def start(self) -> None:
         cfg = self.config
         await self.engine.start()
+        if self.bus is not None:
+            await self.bus.start()
         ctx = None
         if cfg.tls_cert:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -153,6 +179,8 @@ class Server:
             await asyncio.wait(self.tasks, timeout=10)
         for srv in self._long_servers:
             await srv.wait_closed()
+        if self.bus is not None:
+            await self.bus.close()
         await self.engine.aclose()
 
 

@@ -39,6 +39,7 @@ Example ``wxnet.toml``::
     [bus]                      # how processes tell each other of new items
     kind = "local"             # or "redis" (needed by several processes or nodes)
     url = ""                   # redis: "redis://host:6379/0"
+    shards = 1024              # redis: channels the accounts are spread over
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class StoreConfig:
 class BusConfig:
     kind: str = "local"
     url: str = ""
+    shards: int = 1024
 
 
 def redact(url: str) -> str:
@@ -211,3 +213,5 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError('[bus] kind must be "local" or "redis"')
     if cfg.bus.kind == "redis" and not cfg.bus.url.startswith(("redis://", "unix://")):
         raise ConfigError('[bus] kind = "redis" needs url = "redis://host:6379/0"')
+    if not 1 <= cfg.bus.shards <= 1 << 20:
+        raise ConfigError("[bus] shards must be 1..1048576")

@@ -235,6 +235,17 @@ class Engine:
     def now(self) -> int:
         return int(self.clock())
 
+    def forget(self, news: dict[int, int]) -> None:
+        """Another process grew these logs (news from the bus): drop what this process
+        cached about them (contacts, groups, profile) so the next request reads it."""
+        for uin, sel in news.items():
+            if sel & SELECTOR_BITS[KEY_CONTACT]:
+                self._contacts.pop(uin, None)
+            if sel & SELECTOR_BITS[KEY_CHATROOM]:
+                self._rooms.clear()
+            if sel & SELECTOR_BITS[KEY_PROFILE]:
+                self._account.pop(uin, None)
+
     # ================================================================ accounts
     async def add_user(self, name: str, password: str, nick: str | None = None) -> int:
         nick_name = check_new_user(name, password, nick)
