@@ -129,3 +129,22 @@ async def test_sends_fail_cleanly_while_postgres_is_down(
         await b.close()
     finally:
         await srv.close()
+
+
+async def test_user_add_goes_to_the_configured_store(config: ServerConfig, tmp_path: Path) -> None:
+    conf = tmp_path / "wxnet.toml"
+    conf.write_text(f'[store]\nkind = "postgres"\ndsn = "{config.store.dsn}"\n')
+    argv = [sys.executable, "-m", "wxnet", "user", "add", "dave", "--password", "secret1",
+            "--config", str(conf), "--data", str(tmp_path / "var")]  # fmt: skip
+    res = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    again = await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode != 0 and "already exists" in again.stderr
+    srv = await start_server(config)
+    try:
+        d = await Device.login(srv.long_port, "dave")
+        await d.close()
+    finally:
+        await srv.close()

@@ -79,8 +79,11 @@ async def _serve(cfg: ServerConfig, io: IO) -> int:
         f"HTTP http://{host}:{server.http_port}/ (short link, newgetdns, web), "
         f"store {store_description(cfg)}"
     )
+    where = f"--data {cfg.data}"
+    if cfg.store.kind == "postgres":
+        where = "--config FILE (the server's, with its [store])"
     io.print(
-        f"add a user: wxnet user add NAME --password PW --data {cfg.data}; "
+        f"add a user: wxnet user add NAME --password PW {where}; "
         f"log in: wxnet login --server http://{host}:{server.http_port} --user NAME --password PW"
     )
     try:
