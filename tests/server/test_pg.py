@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -146,5 +146,83 @@ async def test_user_add_goes_to_the_configured_store(config: ServerConfig, tmp_p
     try:
         d = await Device.login(srv.long_port, "dave")
         await d.close()
+    finally:
+        await srv.close()
+
+
+async def test_postgres_restart_under_load_exactly_once(
+    own_pg: PostgresServer, tmp_path: Path
+) -> None:
+    """Four senders while PostgreSQL stops and starts again: every send is acked or
+    answered ERR_SYS; after the restart the unacked ones are sent again (same
+    ClientMsgId); the recipient gets every message exactly once, acked ids unchanged."""
+    cfg = ServerConfig(
+        host="127.0.0.1",
+        long_port=0,
+        http_port=0,
+        data=tmp_path / "var",
+        store=StoreConfig(kind="postgres", dsn=own_pg.new_database(), timeout=3),
+    )
+    srv = await start_server(cfg)
+    try:
+        for name in ("alice", "bob"):
+            await srv.engine.add_user(name, "secret1")
+        a = await Device.login(srv.long_port, "alice")
+        b = await Device.login(srv.long_port, "bob")
+        r = await a.call("verifyuser", pb.AddContactRequest(user_name="bob"), pb.AddContactResponse)
+        assert r.base.ret == 0
+        acked: dict[str, int] = {}
+        failed: set[str] = set()
+        stop = asyncio.Event()
+
+        async def send(cid: str) -> bool:
+            out = await a.call(
+                "newsendmsg",
+                pb.SendMsgRequest(
+                    list=[pb.MicroMsg(to_user="bob", content=cid, msg_type=1, client_msg_id=cid)]
+                ),
+                pb.SendMsgResponse,
+            )
+            if out.base.ret == 0 and out.list[0].ret == 0:
+                assert acked.get(cid, out.list[0].msg_id) == out.list[0].msg_id
+                acked[cid] = out.list[0].msg_id
+                failed.discard(cid)
+                return True
+            assert out.base.ret == MMRet.ERR_SYS, out.base.err_msg
+            assert not any(x.msg_id for x in out.list)
+            failed.add(cid)
+            return False
+
+        async def sender(w: int) -> None:
+            i = 0
+            while not stop.is_set():
+                await send(f"w{w}-{i}")
+                i += 1
+
+        async def until(pred: Callable[[], bool]) -> None:
+            async def poll() -> None:
+                while not pred():
+                    await asyncio.sleep(0.01)  # the senders' progress, checked (as test_durability)
+
+            await asyncio.wait_for(poll(), 60)
+
+        workers = [asyncio.ensure_future(sender(w)) for w in range(4)]
+        await until(lambda: len(acked) >= 100)
+        await asyncio.to_thread(own_pg.stop, "immediate")
+        await until(lambda: len(failed) >= 4)
+        await asyncio.to_thread(own_pg.start)
+        n = len(acked)
+        await until(lambda: len(acked) >= n + 100)
+        stop.set()
+        await asyncio.gather(*workers)
+        for cid in sorted(failed):  # the client's retries
+            for _ in range(5):
+                if await send(cid):
+                    break
+        assert not failed
+        got = [m.content for m in await b.messages()]
+        assert sorted(got) == sorted(acked) and len(got) == len(set(got))  # exactly once
+        await a.close()
+        await b.close()
     finally:
         await srv.close()
