@@ -1,5 +1,6 @@
-"""Load generator for the wxnet server, built on the protocol core (sans-IO framing,
-raw asyncio sockets, one long link per simulated user) rather than the SDK, so that one
+"""Load generator for the wxnet server, built on the protocol core (the sans-IO
+LongLinkConnection under the minimal :class:`~wxnet.client.basiclink.BasicLink`, and the
+shared SyncDriver; one long link per simulated user) rather than the SDK, so that one
 process can drive many connections cheaply.
 
 M pairs of users: each sender sends to its receiver over its long link (newsendmsg);
@@ -25,14 +26,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import resource
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,17 +39,21 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from wxnet.proto import commands as C
+from bench.spawn import ServerProcess, SpawnError, proc_cpu
+from wxnet._compat import wait_for
+from wxnet.client.basiclink import BasicLink
+from wxnet.client.errors import TransportError
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.framing import PacketDecoder, encode_packet
+from wxnet.proto.enums import MsgType
+from wxnet.proto.errors import MMError, WxnetError
+from wxnet.proto.syncdriver import Page, SyncDriver
 
 __all__ = ["LoadResult", "main", "percentile", "run_load"]
 
 M = TypeVar("M", bound=Message)
-SELECTOR = 0x1 | 0x2 | 0x4 | 0x40
 
 
-class LoadError(Exception):
+class LoadError(WxnetError):
     """The load run could not be set up (login refused, server gone, ...)."""
 
 
@@ -63,58 +65,10 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
     return sorted_values[k]
 
 
-class Link:
-    """One long link: request/reply by seq, notifies to a callback. No SDK involved."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.decoder = PacketDecoder()
-        self.seq = 0
-        self.pending: dict[int, asyncio.Future[bytes]] = {}
-        self.on_notify: Any = None
-        self.task = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        try:
-            while data := await self.reader.read(65536):
-                for p in self.decoder.packets(data):
-                    if p.cmd == C.CMD_NOTIFY:
-                        if self.on_notify is not None:
-                            self.on_notify()
-                        continue
-                    fut = self.pending.pop(p.seq, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(p.body)
-        except (OSError, ConnectionError):
-            pass
-        finally:
-            for fut in self.pending.values():
-                if not fut.done():
-                    fut.set_exception(LoadError("the long link closed"))
-
-    async def call(self, name: str, req: Message, resp: type[M], timeout: float = 30.0) -> M:
-        cgi = C.BY_NAME[name]
-        self.seq = self.seq % 0x7FFFFFF0 + 1
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.pending[self.seq] = fut
-        self.writer.write(encode_packet(cgi.cmd, self.seq, req.SerializeToString()))
-        body = await asyncio.wait_for(fut, timeout)
-        out = resp()
-        out.ParseFromString(body)
-        base = getattr(out, "base", None)
-        if base is not None and base.ret != 0:
-            raise LoadError(f"{name}: ret {base.ret} {base.err_msg}")
-        return out
-
-    def close(self) -> None:
-        self.task.cancel()
-        self.writer.close()
-
-
 @dataclass
 class User:
     name: str
-    link: Link
+    link: BasicLink
     uin: int = 0
     sid: str = ""
     key: bytes = b""
@@ -163,35 +117,41 @@ class LoadResult:
         return out
 
 
+async def _sync(u: User, items: list[pb.CmdItem] | None = None) -> None:
+    """One run of the shared sync loop from ``u.key`` (newinit from none), committed."""
+    driver = SyncDriver(u.key, base=u.base())
+    while (call := driver.next_request()) is not None:
+        try:
+            resp = await u.link.call(call.cgi, call.request, call.cgi.response)
+        except MMError as exc:
+            driver.receive_error(exc)  # a KeyReset, or it raises
+            continue
+        event = driver.receive(resp)
+        if items is not None and isinstance(event, Page):
+            items.extend(event.items)
+    u.key = driver.key
+
+
 async def _login(host: str, port: int, name: str, password: str) -> User:
-    r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-    u = User(name, Link(r, w))
-    resp = await u.link.call(
-        "manualauth",
-        pb.ManualAuthRequest(
-            base=pb.BaseRequest(device_id=f"lg-{name}"),
-            user_name=name,
-            password=password,
-            device_name="loadgen",
-        ),
-        pb.ManualAuthResponse,
-    )
-    u.uin, u.sid = resp.uin, resp.session_key
-    key = b""
-    while True:
-        init = await u.link.call(
-            "newinit", pb.NewInitRequest(base=u.base(), current_synckey=key), pb.NewInitResponse
+    try:
+        u = User(name, await BasicLink.connect(host, port, timeout=10))
+        resp = await u.link.call(
+            "manualauth",
+            pb.ManualAuthRequest(
+                base=pb.BaseRequest(device_id=f"lg-{name}"),
+                user_name=name,
+                password=password,
+                device_name="loadgen",
+            ),
+            pb.ManualAuthResponse,
         )
-        key = bytes(init.current_synckey)
-        if not init.continue_flag:
-            break
-    u.key = key
-    await u.link.call(
-        "syncdone", pb.SyncDoneRequest(base=u.base(), key_buf=key), pb.SyncDoneResponse
-    )
-    await u.link.call(
-        "identify", pb.IdentifyRequest(base=u.base(), key_buf=key), pb.IdentifyResponse
-    )
+        u.uin, u.sid = resp.uin, resp.session_key
+        await _sync(u)
+        await u.link.call(
+            "identify", pb.IdentifyRequest(base=u.base(), key_buf=u.key), pb.IdentifyResponse
+        )
+    except (MMError, TransportError) as exc:
+        raise LoadError(f"login {name}: {exc}") from exc
     return u
 
 
@@ -209,7 +169,7 @@ class Receiver:
         self.wanted = asyncio.Event()
         self.stopping = False
         self.task = asyncio.ensure_future(self._loop())
-        user.link.on_notify = self.wanted.set
+        user.link.on_notify = lambda _selector: self.wanted.set()
 
     async def stop(self) -> None:
         """End the loop. A flag, not only cancel(): on Python 3.11 a cancel that lands
@@ -217,8 +177,8 @@ class Receiver:
         self.stopping = True
         self.wanted.set()
         self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(self.task, 5)
+        with contextlib.suppress(asyncio.CancelledError, WxnetError, TimeoutError):
+            await wait_for(self.task, 5)
 
     async def _loop(self) -> None:
         u = self.user
@@ -227,34 +187,25 @@ class Receiver:
             self.wanted.clear()
             if self.stopping:
                 return
-            while True:
-                resp = await u.link.call(
-                    "newsync",
-                    pb.NewSyncRequest(base=u.base(), key_buf=u.key, selector=SELECTOR),
-                    pb.NewSyncResponse,
-                )
-                now = time.monotonic()
-                for item in resp.cmd_list:
-                    if item.WhichOneof("body") != "add_msg":
-                        continue
-                    m = item.add_msg
-                    if m.from_user != self.sender:
-                        continue
-                    tag, _, sent_at = m.content.partition("|")
-                    if tag in self.seen:
-                        self.result.duplicates += 1
-                        continue
-                    self.seen.add(tag)
-                    self.result.delivered += 1
-                    self.progress.set()
-                    with contextlib.suppress(ValueError):
-                        self.result.latencies.append(now - float(sent_at))
-                u.key = bytes(resp.key_buf) or u.key
-                if not resp.continue_flag:
-                    break
-            await u.link.call(
-                "syncdone", pb.SyncDoneRequest(base=u.base(), key_buf=u.key), pb.SyncDoneResponse
-            )
+            items: list[pb.CmdItem] = []
+            await _sync(u, items)
+            now = time.monotonic()
+            for item in items:
+                if item.WhichOneof("body") == "add_msg":
+                    self._delivered(item.add_msg, now)
+
+    def _delivered(self, m: pb.AddMsg, now: float) -> None:
+        if m.from_user != self.sender:
+            return
+        tag, _, sent_at = m.content.partition("|")
+        if tag in self.seen:
+            self.result.duplicates += 1
+            return
+        self.seen.add(tag)
+        self.result.delivered += 1
+        self.progress.set()
+        with contextlib.suppress(ValueError):
+            self.result.latencies.append(now - float(sent_at))
 
 
 async def run_load(
@@ -296,13 +247,13 @@ async def run_load(
     per_pair = [messages // pairs + (1 if i < messages % pairs else 0) for i in range(pairs)]
     start = time.monotonic()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    server_cpu0 = _proc_cpu(server_pid) if server_pid is not None else 0.0
+    server_cpu0 = proc_cpu(server_pid) if server_pid is not None else 0.0
 
     async def send_one(s: User, to: str, tag: str) -> None:
         msg = pb.MicroMsg(
             to_user=to,
             content=f"{tag}|{time.monotonic():.6f}",
-            msg_type=1,
+            msg_type=MsgType.TEXT,
             client_msg_id=tag,
             create_time=int(time.time()),
         )
@@ -311,7 +262,7 @@ async def run_load(
             resp = await s.link.call(
                 "newsendmsg", pb.SendMsgRequest(base=s.base(), list=[msg]), pb.SendMsgResponse
             )
-        except (LoadError, TimeoutError):
+        except (MMError, TransportError):
             result.send_errors += 1
             return
         if resp.list and resp.list[0].ret == 0:
@@ -340,26 +291,19 @@ async def run_load(
     while result.delivered < result.acked and time.monotonic() < deadline:
         progress.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(progress.wait(), max(0.0, deadline - time.monotonic()))
+            await wait_for(progress.wait(), max(0.0, deadline - time.monotonic()))
     result.elapsed = time.monotonic() - start
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if server_pid is not None:
-        result.server_cpu_seconds = _proc_cpu(server_pid) - server_cpu0
+        result.server_cpu_seconds = proc_cpu(server_pid) - server_cpu0
     await asyncio.gather(*(rc.stop() for rc in recv))
     for u in [*senders, *receivers]:
-        u.link.close()
+        await u.link.wait_closed()
     return result
 
 
 # ---- a throw-away server ------------------------------------------------------------------
-
-
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def create_users(data: Path, names: Sequence[str], password: str) -> None:
@@ -376,65 +320,6 @@ def create_users(data: Path, names: Sequence[str], password: str) -> None:
                 add_user_sync(conn, n, password, None, time.time())
     finally:
         conn.close()
-
-
-class SpawnedServer:
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.proc: subprocess.Popen[str] | None = None
-        self.long_port = 0
-        self.http_port = 0
-
-    def start(self) -> SpawnedServer:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "wxnet",
-                "serve",
-                "--data",
-                str(self.data),
-                "--host",
-                "127.0.0.1",
-                "--long-port",
-                "0",
-                "--http-port",
-                "0",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            with contextlib.suppress(ValueError, AttributeError):
-                rec = json.loads(line)
-                d = rec.get("data") or rec
-                if "long_port" in d:
-                    self.long_port, self.http_port = int(d["long_port"]), int(d["http_port"])
-                    # Keep reading its output, or a full pipe would stall the server.
-                    out = self.proc.stdout
-                    threading.Thread(target=out.read, daemon=True).start()
-                    return self
-        self.stop()
-        raise LoadError("the spawned server did not report its ports")
-
-    def cpu(self) -> float:
-        assert self.proc is not None
-        return _proc_cpu(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -466,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pairs < 1 or args.messages < 1 or args.window < 1 or args.rate < 0:
         print("loadgen: pairs, messages and window must be >= 1, rate >= 0", file=sys.stderr)
         return 2
-    server: SpawnedServer | None = None
+    server: ServerProcess | None = None
     tmp: str | None = None
     host, port = args.host, args.long_port
     try:
@@ -474,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tmp = tempfile.mkdtemp(prefix="wxnet-loadgen-")
             names = [f"{args.prefix}{k}{i}" for i in range(args.pairs) for k in "sr"]
             create_users(Path(tmp), names, args.password)
-            server = SpawnedServer(Path(tmp)).start()
+            server = ServerProcess.on_data(Path(tmp)).start()
             host, port = "127.0.0.1", server.long_port
         coro = run_load(
             host,
@@ -485,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.window,
             args.prefix,
             args.password,
-            server_pid=server.proc.pid if server is not None and server.proc else None,
+            server_pid=server.pid if server is not None else None,
         )
         if args.uvloop:
             import uvloop
@@ -493,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = uvloop.run(coro)
         else:
             result = asyncio.run(coro)
-    except (LoadError, OSError, sqlite3.Error) as exc:
+    except (LoadError, SpawnError, OSError, sqlite3.Error) as exc:
         print(f"loadgen: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench import loadgen
-from bench.server_bench import ServerProc
+from bench.server_bench import server_proc
 from tests.engines import PostgresServer
 
 PW = "loadgen-pw"
@@ -77,18 +77,13 @@ async def one_run(kind: str, pg: PostgresServer, args: argparse.Namespace) -> di
             dsn = pg.new_database()
             await pg_users(dsn, data, names)
             extra += f'[store]\nkind = "postgres"\ndsn = "{dsn}"\npool_size = 10\n'
-        srv = ServerProc(data, extra)
-        srv.start()
-        try:
-            assert srv.proc is not None
+        with server_proc(data, extra).start() as srv:
             pg0 = cluster_cpu(pg)
             res = await loadgen.run_load(
-                "127.0.0.1", srv.port, args.pairs, args.messages, window=args.window,
-                prefix="lg", password=PW, server_pid=srv.proc.pid,
+                "127.0.0.1", srv.long_port, args.pairs, args.messages, window=args.window,
+                prefix="lg", password=PW, server_pid=srv.pid,
             )  # fmt: skip
             pg_cpu = cluster_cpu(pg) - pg0 if kind == "postgres" else 0.0
-        finally:
-            srv.stop()
     per = 10_000 / max(1, res.delivered)
     s = res.summary()
     return {

@@ -11,9 +11,18 @@ Three measurements, each beside a baseline measured in the same run on the same 
    transport and of this load generator);
 3. send-to-deliver latency p50/p99 at a fixed offered rate.
 
-The server runs in its own process (uvloop, SQLite durability FULL by default); the load
-generator runs here, on the protocol core (framing + protobuf) over raw asyncio sockets.
-Results are printed as Markdown for docs/benchmarks.md.
+The server runs in its own process (uvloop, SQLite durability FULL by default), started
+by :mod:`bench.spawn`; the load generator runs here, on the protocol core
+(LongLinkConnection under BasicLink, protobuf). Results are printed as Markdown for
+docs/benchmarks.md.
+
+``--compare DIR`` measures instead the server CPU per delivered message of this tree
+against the checkout in DIR (its ``src`` on the server's PYTHONPATH), the same load
+generator driving both, alternating A/B for ``--rounds`` rounds; it prints each round,
+the medians and their ratio::
+
+    git archive BASE | tar -x -C /tmp/base
+    .venv/bin/python -m bench.server_bench --compare /tmp/base --rounds 5
 """
 
 from __future__ import annotations
@@ -23,13 +32,12 @@ import asyncio
 import contextlib
 import os
 import platform
-import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,131 +45,48 @@ from typing import Any
 import uvloop
 
 from bench import loadgen
+from bench.spawn import ServerProcess, rss_kib
+from wxnet.client.basiclink import BasicLink
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.framing import PacketDecoder, encode_packet
 
 
-def rss_kib(pid: int) -> int:
-    text = Path(f"/proc/{pid}/status").read_text()
-    m = re.search(r"VmRSS:\s+(\d+) kB", text)
-    assert m
-    return int(m.group(1))
-
-
-class Link(asyncio.Protocol):
-    """A minimal client link: replies by seq, notifies to a callback."""
-
-    def __init__(self, on_notify: Callable[[Link, int], None] | None = None) -> None:
-        self.dec = PacketDecoder()
-        self.waiting: dict[int, asyncio.Future[bytes]] = {}
-        self.seq = 0
-        self.on_notify = on_notify
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        for p in self.dec.packets(data):
-            if p.cmd == C.CMD_NOTIFY:
-                if self.on_notify:
-                    self.on_notify(self, int.from_bytes(p.body, "big"))
-            else:
-                fut = self.waiting.pop(p.seq, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(p.body)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        for f in self.waiting.values():
-            if not f.done():
-                f.set_exception(ConnectionError("closed"))
-
-    def request(self, cmd: int, body: bytes) -> asyncio.Future[bytes]:
-        self.seq += 1
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.waiting[self.seq] = fut
-        assert self.transport is not None
-        self.transport.write(encode_packet(cmd, self.seq, body))
-        return fut
-
-
-async def connect(port: int, on_notify: Callable[[Link, int], None] | None = None) -> Link:
-    loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(lambda: Link(on_notify), "127.0.0.1", port)
-    return proto
-
-
-async def call(link: Link, name: str, req: pb.Message, resp: type[pb.Message]) -> pb.Message:  # type: ignore[name-defined]
-    body = await link.request(C.BY_NAME[name].cmd, req.SerializeToString())
-    out = resp()
-    out.ParseFromString(body)
-    return out
+async def connect(port: int) -> BasicLink:
+    return await BasicLink.connect("127.0.0.1", port)
 
 
 @dataclass
 class Dev:
     user: str
     base: pb.BaseRequest
-    link: Link
+    link: BasicLink
 
 
-class ServerProc:
-    def __init__(self, data: Path, extra: str = "") -> None:
-        cfg = data / "bench.toml"
-        cfg.write_text(
-            f'[server]\nhost = "127.0.0.1"\nlong_port = 0\nhttp_port = 0\ndata = "{data}"\n'
-            f"max_links_per_account = 100000\nmax_pending_per_link = 1024\n{extra}"
-        )
-        self.cfg = cfg
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wxnet", "serve", "--config", str(self.cfg)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        m = re.search(r"long link [\d.]+:(\d+)", line)
-        h = re.search(r"http://[\d.]+:(\d+)", line)
-        assert m and h, line
-        self.port, self.http_port = int(m.group(1)), int(h.group(1))
-
-    def metric(self, name: str) -> float:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics") as r:
-            text = r.read().decode()
-        m = re.search(rf"^{name} (\S+)$", text, re.M)
-        return float(m.group(1)) if m else float("nan")
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(30)
+def server_proc(data: Path, extra: str = "", src: str | None = None) -> ServerProcess:
+    """A server on a config made for load (caps raised), optionally from checkout ``src``."""
+    cfg = data / "bench.toml"
+    cfg.write_text(
+        f'[server]\nhost = "127.0.0.1"\nlong_port = 0\nhttp_port = 0\ndata = "{data}"\n'
+        f"max_links_per_account = 100000\nmax_pending_per_link = 1024\n{extra}"
+    )
+    return ServerProcess.on_config(cfg, python_path=f"{src}/src" if src else None)
 
 
 async def login(port: int, user: str, device: str) -> Dev:
     link = await connect(port)
-    r = await call(
-        link,
+    r = await link.call(
         "manualauth",
         pb.ManualAuthRequest(
             base=pb.BaseRequest(device_id=device), user_name=user, password="secret1"
         ),
         pb.ManualAuthResponse,
     )
-    assert r.base.ret == 0, r.base.err_msg
     base = pb.BaseRequest(session_key=r.session_key, uin=r.uin, device_id=device)
     return Dev(user, base, link)
 
 
 async def identify(dev: Dev) -> None:
-    r = await call(dev.link, "identify", pb.IdentifyRequest(base=dev.base), pb.IdentifyResponse)
-    assert r.base.ret == 0, r.base.err_msg
+    await dev.link.call("identify", pb.IdentifyRequest(base=dev.base), pb.IdentifyResponse)
 
 
 # ------------------------------------------------------------------ 1. idle links
@@ -185,8 +110,7 @@ async def bench_idle_links(n: int) -> dict[str, float]:
     await asyncio.sleep(1.0)
     out["baseline_bytes_per_link"] = (rss_kib(bare.pid) - before) * 1024 / n
     for lk in links:
-        assert lk.transport is not None
-        lk.transport.close()
+        lk.close()
     bare.terminate()
     bare.wait()
 
@@ -194,28 +118,25 @@ async def bench_idle_links(n: int) -> dict[str, float]:
         data = Path(tmp)
         users = [f"idle{i:03d}" for i in range(10)]
         loadgen.create_users(data, users, "secret1")
-        srv = ServerProc(data)
-        srv.start()
+        srv = server_proc(data).start()
         try:
-            devs = [await login(srv.port, u, f"{u}-d0") for u in users]
+            devs = [await login(srv.long_port, u, f"{u}-d0") for u in users]
             for d in devs:
                 await identify(d)
             await asyncio.sleep(0.5)
-            assert srv.proc is not None
-            before = rss_kib(srv.proc.pid)
+            before = srv.rss_kib()
             extra: list[Dev] = []
             for i in range(n):
                 d0 = devs[i % len(devs)]
-                lk = await connect(srv.port)
+                lk = await connect(srv.long_port)
                 dev = Dev(d0.user, d0.base, lk)
                 await identify(dev)
                 extra.append(dev)
             await asyncio.sleep(1.0)
-            after = rss_kib(srv.proc.pid)
+            after = srv.rss_kib()
             out["wxnet_bytes_per_link"] = (after - before) * 1024 / n
             for dev in extra + devs:
-                assert dev.link.transport is not None
-                dev.link.transport.close()
+                dev.link.close()
         finally:
             srv.stop()
     return out
@@ -258,12 +179,14 @@ async def echo_baseline(seconds: float, conns: int, batch: int) -> float:
         ],
     ).SerializeToString()
 
-    async def one(lk: Link) -> None:
+    send, sync = C.BY_NAME["newsendmsg"], C.BY_NAME["newsync"]
+
+    async def one(lk: BasicLink) -> None:
         nonlocal done
         while loop.time() < stop_at:
-            await lk.request(522, req)
+            await lk.send(send, req)[1]
             # the echo server also has to carry the receiver's sync of the same bytes
-            await lk.request(121, req)
+            await lk.send(sync, req)[1]
             done += batch
 
     t0 = loop.time()
@@ -284,21 +207,19 @@ async def bench_delivery(
             data = Path(tmp)
             names = [f"{p}{i}" for p in ("lgs", "lgr") for i in range(pairs)]
             loadgen.create_users(data, names, "loadgen-pw")
-            srv = ServerProc(data, f'[sync]\ndurability = "{durability}"\n')
-            srv.start()
+            srv = server_proc(data, f'[sync]\ndurability = "{durability}"\n').start()
             try:
-                assert srv.proc is not None
                 c0, w0 = srv.metric("wxnet_db_commits"), srv.metric("wxnet_db_writes")
                 n = messages if r == 0 else int(r * 8)
                 res = await loadgen.run_load(
                     "127.0.0.1",
-                    srv.port,
+                    srv.long_port,
                     pairs,
                     n,
                     rate=r,
                     window=window,
                     prefix="lg",
-                    server_pid=srv.proc.pid,
+                    server_pid=srv.pid,
                 )
                 summary = res.summary()
                 summary["server_cpu"] = (res.server_cpu_seconds or 0.0) / res.elapsed
@@ -375,6 +296,83 @@ async def main_async(args: argparse.Namespace) -> None:
         )
 
 
+_CREATE_USERS = """
+import sys, time
+from pathlib import Path
+from wxnet.sync.db import connect
+from wxnet.sync.engine import add_user_sync
+from wxnet.sync.schema import init_schema
+data = Path(sys.argv[1]); data.mkdir(parents=True, exist_ok=True)
+conn = connect(data / "wxnet.db"); init_schema(conn)
+for name in sys.argv[3:]:
+    add_user_sync(conn, name, sys.argv[2], None, time.time())
+conn.close()
+"""
+
+
+def create_users_with(src: str | None, data: Path, names: list[str], password: str) -> None:
+    """Accounts made by the server's own code (``src``'s schema, not necessarily ours)."""
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = f"{src}/src"
+    subprocess.run(
+        [sys.executable, "-c", _CREATE_USERS, str(data), password, *names], env=env, check=True
+    )
+
+
+async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str, float]:
+    """One flat-out delivery run on a fresh server from ``src`` (None: this tree)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        names = [f"lg{k}{i}" for i in range(args.pairs) for k in "sr"]
+        create_users_with(src, data, names, "loadgen-pw")
+        durability = args.durability[0]
+        srv = server_proc(data, f'[sync]\ndurability = "{durability}"\n', src).start()
+        try:
+            res = await loadgen.run_load(
+                "127.0.0.1",
+                srv.long_port,
+                args.pairs,
+                args.messages,
+                window=args.window,
+                prefix="lg",
+                server_pid=srv.pid,
+            )
+        finally:
+            srv.stop()
+    if res.delivered != res.acked or res.send_errors:
+        raise RuntimeError(f"a compare run lost messages: {res.summary()}")
+    return {
+        "us_per_msg": (res.server_cpu_seconds or 0.0) / res.delivered * 1e6,
+        "msg_per_s": res.delivered / res.elapsed,
+    }
+
+
+async def compare(args: argparse.Namespace) -> None:
+    """Server CPU per delivered message, this tree vs ``args.compare``, alternating."""
+    runs: dict[str, list[dict[str, float]]] = {"this tree": [], "baseline": []}
+    print("| round | build | server CPU us/msg | delivered msg/s | load average |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in range(args.rounds):
+        order = [("this tree", None), ("baseline", args.compare)]
+        for name, src in order if r % 2 == 0 else order[::-1]:
+            got = await cpu_per_message(src, args)
+            runs[name].append(got)
+            load = os.getloadavg()[0]
+            print(
+                f"| {r + 1} | {name} | {got['us_per_msg']:.1f} | {got['msg_per_s']:,.0f} "
+                f"| {load:.2f} |",
+                flush=True,
+            )
+    med = {k: statistics.median(x["us_per_msg"] for x in v) for k, v in runs.items()}
+    rate = {k: statistics.median(x["msg_per_s"] for x in v) for k, v in runs.items()}
+    print(
+        f"\nmedian server CPU per message: this tree {med['this tree']:.1f} us, baseline "
+        f"{med['baseline']:.1f} us, ratio {med['this tree'] / med['baseline']:.3f}; "
+        f"median delivered: {rate['this tree']:,.0f} vs {rate['baseline']:,.0f} msg/s"
+    )
+
+
 def table(title: str, rows: list[tuple[str, str]]) -> None:
     print(f"\n## {title}\n\n| measurement | value |\n| --- | --- |")
     for k, v in rows:
@@ -392,9 +390,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="echo baseline duration")
     ap.add_argument("--rate", type=float, default=5000.0)
     ap.add_argument("--durability", nargs="+", default=["FULL", "NORMAL"])
+    ap.add_argument("--compare", metavar="DIR", help="A/B server CPU per message vs DIR")
+    ap.add_argument("--rounds", type=int, default=5, help="A/B rounds for --compare")
     args = ap.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(main_async(args))
+        uvloop.run(compare(args) if args.compare else main_async(args))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import pytest
 
 from wxnet.cli.common import IO
 from wxnet.cli.main import run
-from wxnet.client.sdk import Client, ClientConfig, ClientEvent
+from wxnet.client.events import ClientEvent
+from wxnet.client.sdk import Client, ClientConfig
 from wxnet.client.store import ProfileStore
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import ServerConfig
@@ -173,8 +174,7 @@ async def until(
                     g.cancel()
     finally:
         for c, q in zip(cs, queues, strict=True):
-            with contextlib.suppress(ValueError):
-                c._subscribers.remove(q)
+            c.unsubscribe(q)
 
 
 async def next_event(

@@ -191,14 +191,14 @@ async def test_image_upload_resumes_from_the_servers_offset(
             pb.UploadMsgImgResponse,
         )
     calls: list[int] = []
-    real = alice.request
+    real = alice.links.request
 
     async def counting(name: str, req: Any, resp: Any, **kw: Any) -> Any:
         if name == "uploadmsgimg":
             calls.append(req.start_pos)
         return await real(name, req, resp, **kw)
 
-    alice.request = counting  # type: ignore[method-assign,assignment]
+    alice.links.request = counting  # type: ignore[method-assign,assignment]
     done = await alice.resend(row.client_msg_id)
     assert done.state == "sent", done.error
     chunks = -(-total // 1000)

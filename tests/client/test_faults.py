@@ -28,7 +28,15 @@ from tests.client.conftest import (
     until,
 )
 from tests.client.faults import DnsMode, DnsServer, Mode, Proxy
-from wxnet.client.sdk import Client, ClientConfig, ClientEvent
+from wxnet.client.events import (
+    ClientEvent,
+    LinkChanged,
+    NetworkChanged,
+    SendState,
+    SendStateChanged,
+)
+from wxnet.client.sdk import Client, ClientConfig
+from wxnet.client.sending import NetworkQuality
 from wxnet.client.store import ProfileStore
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import DnsConfig
@@ -36,7 +44,11 @@ from wxnet.server.longlink import LongLink as ServerLongLink
 
 
 def is_link(kind: str) -> Callable[[ClientEvent], bool]:
-    return lambda ev: ev.kind == "link" and ev.data.get("link") == kind
+    return lambda ev: isinstance(ev, LinkChanged) and ev.link == kind
+
+
+def is_quality(quality: NetworkQuality) -> Callable[[ClientEvent], bool]:
+    return lambda ev: isinstance(ev, NetworkChanged) and ev.quality is quality
 
 
 @dataclasses.dataclass
@@ -143,7 +155,9 @@ async def test_unreachable_marks_failed_then_resend_delivers_once(
     r = await alice.send_text("bob", "red exclamation")
     assert r.state == "failed" and r.attempts == alice.send_policy.max_attempts
     await next_event(
-        events, lambda e: e.kind == "network" and e.data["quality"] == "poor", "S13 poor"
+        events,
+        lambda e: isinstance(e, NetworkChanged) and e.quality is NetworkQuality.POOR,
+        "S13 poor",
     )
     assert [x.client_msg_id for x in alice.store.outbox(("failed",))] == [r.client_msg_id]
     # The server stored it on the first attempt; bob has it once already.
@@ -153,7 +167,9 @@ async def test_unreachable_marks_failed_then_resend_delivers_once(
     assert again.state == "sent" and again.client_msg_id == r.client_msg_id
     assert history_ids(bob, "alice") == [again.msg_id]
     await next_event(
-        events, lambda e: e.kind == "network" and e.data["quality"] == "good", "good again"
+        events,
+        lambda e: isinstance(e, NetworkChanged) and e.quality is NetworkQuality.GOOD,
+        "good again",
     )
     assert alice.store.outbox() == []
 
@@ -194,7 +210,7 @@ async def test_dead_heartbeat_replaces_the_link(proxied: Proxied, clients: Clien
     events = alice.subscribe()
     proxied.long.mode = Mode.STALL  # the path silently eats everything (a dead NAT entry)
     ev = await next_event(events, is_link("short"), "the link to be declared dead")
-    assert "heartbeat" in ev.data["reason"]
+    assert isinstance(ev, LinkChanged) and "heartbeat" in ev.reason
     proxied.long.mode = Mode.PASS
     await next_event(events, is_link("long"), "a new long link")
     assert alice.long is not None and alice.long is not first
@@ -302,8 +318,11 @@ async def test_killed_mid_send_resumes_once(proxied: Proxied, tmp_path: Path) ->
     q: asyncio.Queue[ClientEvent] = alice.subscribe()
     try:
         await alice.start()  # resumes the outbox with the same ClientMsgId
-        ev = await next_event(q, lambda e: e.kind == "send" and e.data["state"] == "sent", "sent")
-        assert ev.data["client_msg_id"] == left[0].client_msg_id
+        ev = await next_event(
+            q, lambda e: isinstance(e, SendStateChanged) and e.state is SendState.SENT, "sent"
+        )
+        assert isinstance(ev, SendStateChanged)
+        assert ev.client_msg_id == left[0].client_msg_id
         await until(bob, lambda: len(history_ids(bob, "alice")) == 1, "bob to get it")
         assert await bob.sync() == []
         assert len(history_ids(bob, "alice")) == 1

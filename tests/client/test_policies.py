@@ -27,17 +27,8 @@ from wxnet.client.sending import (
     SendRetryPolicy,
     Verdict,
 )
+from wxnet.clock import FakeClock
 from wxnet.proto.errors import MMRet
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
-
 
 # ---- smart heartbeat -------------------------------------------------------------------
 
@@ -66,14 +57,14 @@ def run_link(hb: SmartHeartbeat, label: str, clock: FakeClock, nat_timeout: floa
 
 def test_first_beats_on_a_link_use_the_minimum() -> None:
     hb = SmartHeartbeat()
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     timer = HeartbeatTimer(hb, "wifi", clock.now)
     assert timer.get_timer() == clock.now + MIN_HEARTBEAT
 
 
 def test_heartbeat_learns_the_nat_timeout_with_a_margin() -> None:
     hb = SmartHeartbeat()
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     for _ in range(10):
         run_link(hb, "cafe", clock, nat_timeout=400)
         if hb.state("cafe").stable:
@@ -87,7 +78,7 @@ def test_heartbeat_learns_the_nat_timeout_with_a_margin() -> None:
 
 def test_heartbeat_reaches_the_cap_on_a_generous_network() -> None:
     hb = SmartHeartbeat()
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     run_link_count = 0
     while not hb.state("lan").stable and run_link_count < 5:
         run_link(hb, "lan", clock, nat_timeout=10_000)
@@ -108,7 +99,7 @@ def test_labels_are_independent_and_bounded() -> None:
 
 def test_stable_network_restarts_search_after_two_failures() -> None:
     hb = SmartHeartbeat()
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     for _ in range(10):
         run_link(hb, "x", clock, nat_timeout=400)
     assert hb.state("x").stable
@@ -122,7 +113,7 @@ def test_stable_network_restarts_search_after_two_failures() -> None:
 
 def test_noop_timeout_is_eight_seconds_and_write_rearms() -> None:
     hb = SmartHeartbeat()
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     timer = HeartbeatTimer(hb, "n", clock.now)
     clock.advance(100)
     timer.on_write(clock.now)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wxnet.proto.errors import RemoteProtocolError
@@ -103,3 +103,45 @@ def test_garbage_decodes_or_raises_remote_protocol_error(garbage: bytes) -> None
             assert isinstance(p, Packet)
     except RemoteProtocolError:
         pass
+
+
+@settings(deadline=None)
+@given(packets_st, st.data())
+def test_receive_fast_path_matches_feed_and_next_fields(
+    packets: list[Packet], data: st.DataObject
+) -> None:
+    """receive() reads whole packets straight from the read when nothing is buffered;
+    at any split it gives what the buffered path gives."""
+    wire = b"".join(p.encode() for p in packets)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
+    fast, slow = PacketDecoder(), PacketDecoder()
+    got: list[tuple[int, int, bytes]] = []
+    want: list[tuple[int, int, bytes]] = []
+    prev = 0
+    for cut in [*cuts, len(wire)]:
+        got += fast.receive(wire[prev:cut])
+        slow.feed(wire[prev:cut])
+        while (f := slow.next_fields()) is not None:
+            want.append(f)
+        prev = cut
+    assert got == want == [(p.cmd, p.seq, p.body) for p in packets]
+    assert all(type(b) is bytes for _c, _s, b in got)
+    assert fast.buffered == 0
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 200))
+def test_receive_and_packets_agree_on_garbage(garbage: bytes, cut: int) -> None:
+    results: list[object] = []
+    for use_fast in (True, False):
+        dec = PacketDecoder(max_packet=4096)
+        try:
+            if use_fast:
+                out = dec.receive(garbage[:cut]) + dec.receive(garbage[cut:])
+            else:
+                out = [(p.cmd, p.seq, p.body) for p in dec.packets(garbage[:cut])]
+                out += [(p.cmd, p.seq, p.body) for p in dec.packets(garbage[cut:])]
+            results.append(("ok", out))
+        except RemoteProtocolError as exc:
+            results.append(("error", str(exc)))
+    assert results[0] == results[1]

@@ -7,20 +7,10 @@ from typing import Any
 
 import pytest
 
+from wxnet.clock import FakeClock
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import ServerConfig
 from wxnet.sync.engine import EngineConfig
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

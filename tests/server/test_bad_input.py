@@ -17,6 +17,7 @@ from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMRet
 from wxnet.proto.framing import encode_packet
+from wxnet.proto.longlink import RemoteError
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import ServerConfig
 from wxnet.server.dispatch import BadRequest, Context
@@ -32,11 +33,9 @@ async def still_serves(server: Server) -> None:
 async def test_garbage_bytes_get_a_protocol_error_then_close(server: Server) -> None:
     link = await LongClient.connect(server.long_port)
     link.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    p = await asyncio.wait_for(link.other.get(), 10)
-    assert p.cmd == C.CMD_PROTOCOL_ERROR and p.seq == 0
-    err = pb.BaseResponse()
-    err.ParseFromString(pb.LogoutResponse.FromString(p.body).base.SerializeToString())
-    assert err.ret == MMRet.ERR_BAD_REQUEST and "version" in err.err_msg
+    err = await asyncio.wait_for(link.other.get(), 10)  # cmd 1000000000, seq 0
+    assert isinstance(err, RemoteError)
+    assert err.code == MMRet.ERR_BAD_REQUEST and "version" in err.message
     await asyncio.wait_for(link.closed.wait(), 10)
     await link.close()
     await still_serves(server)
@@ -45,8 +44,8 @@ async def test_garbage_bytes_get_a_protocol_error_then_close(server: Server) -> 
 async def test_oversized_and_truncated_packets(server: Server) -> None:
     link = await LongClient.connect(server.long_port)
     link.send_raw((2 << 20).to_bytes(4, "big") + b"\x00\x10\x00\x01" + bytes(8))
-    p = await asyncio.wait_for(link.other.get(), 10)
-    assert p.cmd == C.CMD_PROTOCOL_ERROR and b"limit" in p.body
+    err = await asyncio.wait_for(link.other.get(), 10)
+    assert isinstance(err, RemoteError) and "limit" in err.message
     await asyncio.wait_for(link.closed.wait(), 10)
     await link.close()
     # a truncated packet followed by a hang-up leaves nothing behind

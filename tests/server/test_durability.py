@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.spawn import ServerProcess
 from tests.server.wire import Device
+from wxnet.client.errors import TransportError
 from wxnet.proto import wxnet_pb2 as pb
 
 pytestmark = pytest.mark.slow
@@ -23,32 +24,11 @@ def wxnet(*args: str) -> list[str]:
     return [sys.executable, "-m", "wxnet", *args]
 
 
-async def start(data: Path) -> tuple[asyncio.subprocess.Process, int]:
-    proc = await asyncio.create_subprocess_exec(
-        *wxnet(
-            "serve",
-            "--data",
-            str(data),
-            "--host",
-            "127.0.0.1",
-            "--long-port",
-            "0",
-            "--http-port",
-            "0",
-        ),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-    m = re.search(r"long link 127\.0\.0\.1:(\d+)", line)
-    assert m, line
-    return proc, int(m.group(1))
+async def start(data: Path) -> ServerProcess:
+    return await ServerProcess.on_data(data).astart(30)
 
 
-async def send_until_killed(
-    proc: asyncio.subprocess.Process, port: int
-) -> tuple[dict[str, int], list[str]]:
+async def send_until_killed(proc: ServerProcess, port: int) -> tuple[dict[str, int], list[str]]:
     """Four concurrent senders; SIGKILL the server after 300 acks, while sends are in
     flight. Returns (acked client_msg_id -> msg_id, every client_msg_id attempted)."""
     a = await Device.login(port, "alice")
@@ -63,7 +43,7 @@ async def send_until_killed(
             attempted.append(cid)
             try:
                 r = await a.send("bob", f"text {cid}", cid)
-            except (TimeoutError, ConnectionError):
+            except TransportError:  # the link closed (or went silent) under the kill
                 return
             assert r.ret == 0
             acked[cid] = r.msg_id
@@ -74,7 +54,7 @@ async def send_until_killed(
         await asyncio.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)  # while sends are in flight
     await asyncio.wait_for(asyncio.gather(*workers), 30)
-    await proc.wait()
+    await asyncio.wait_for(proc.wait(), 30)
     await a.close()
     return acked, attempted
 
@@ -85,15 +65,14 @@ async def test_sigkill_between_acks_loses_nothing_acknowledged(tmp_path: Path) -
         subprocess.run(
             wxnet("user", "add", name, "--password", "secret1", "--data", str(data)), check=True
         )
-    proc, port = await start(data)
+    proc = await start(data)
     try:
-        acked, attempted = await send_until_killed(proc, port)
+        acked, attempted = await send_until_killed(proc, proc.long_port)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        proc.kill()
 
-    proc, port = await start(data)
+    proc = await start(data)
+    port = proc.long_port
     try:
         b = await Device.login(port, "bob")
         msgs = await b.messages()
@@ -112,6 +91,4 @@ async def test_sigkill_between_acks_loses_nothing_acknowledged(tmp_path: Path) -
         await a.close()
         await b.close()
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-        assert await asyncio.wait_for(proc.wait(), 30) == 0  # clean shutdown on SIGTERM
+        assert await proc.astop(30) == 0  # clean shutdown on SIGTERM

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.server.conftest import FakeClock
 from tests.server.wire import Device, LongClient
+from wxnet.clock import FakeClock
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMRet
 from wxnet.proto.synckey import SyncKey

@@ -114,7 +114,7 @@ async def test_newgetdns_advertises_where_we_listen(server: Server) -> None:
     by_name = {d.name: d for d in doc.domains}
     assert by_name["long.wxnet.local"].ports == (server.long_port,)
     assert by_name["short.wxnet.local"].ports == (server.http_port,)
-    assert by_name["long.wxnet.local"].addresses == ("127.0.0.1",)
+    assert by_name["long.wxnet.local"].ips == ("127.0.0.1",)
     assert doc.client_ip == "127.0.0.1"
 
 

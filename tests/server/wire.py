@@ -12,9 +12,12 @@ from typing import Any, TypeVar
 import aiohttp
 from google.protobuf.message import Message
 
+from wxnet.client.basiclink import BasicLink
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.framing import Packet, PacketDecoder, encode_packet
+from wxnet.proto.framing import Packet
+from wxnet.proto.longlink import Event
+from wxnet.proto.syncdriver import Page, SyncDriver
 from wxnet.proto.synckey import SyncKey
 
 M = TypeVar("M", bound=Message)
@@ -34,74 +37,48 @@ class Account:
 
 
 class LongClient:
-    """One long link: request/reply by seq, notifies collected in a queue."""
+    """One long link (a :class:`BasicLink`): request/reply by seq, notifies collected in a
+    queue, the server's other packets (a protocol error) in ``other``."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.decoder = PacketDecoder()
-        self.seq = 0
-        self.waiting: dict[int, asyncio.Future[Packet]] = {}
+    def __init__(self, link: BasicLink) -> None:
+        self.link = link
         self.notifies: asyncio.Queue[int] = asyncio.Queue()
-        self.other: asyncio.Queue[Packet] = asyncio.Queue()
-        self.closed = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._read())
+        self.other: asyncio.Queue[Event] = asyncio.Queue()
+        self.closed = link.closed
+        link.on_notify = self.notifies.put_nowait
+        link.on_event = self.other.put_nowait
 
     @classmethod
     async def connect(
         cls, port: int, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
     ) -> LongClient:
-        r, w = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=tls), WAIT)
-        return cls(r, w)
-
-    async def _read(self) -> None:
-        try:
-            while data := await self.reader.read(65536):
-                for p in self.decoder.packets(data):
-                    if p.cmd == C.CMD_NOTIFY:
-                        self.notifies.put_nowait(int.from_bytes(p.body, "big"))
-                    elif p.seq in self.waiting and p.cmd >= C.REPLY_OFFSET:
-                        self.waiting.pop(p.seq).set_result(p)
-                    else:
-                        self.other.put_nowait(p)
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self.closed.set()
-            for f in self.waiting.values():
-                if not f.done():
-                    f.set_exception(ConnectionError("link closed"))
+        return cls(await BasicLink.connect(host, port, timeout=WAIT, ssl=tls))
 
     def send_raw(self, data: bytes) -> None:
-        self.writer.write(data)
+        self.link.send_raw(data)
 
     async def request(self, cmd: int, body: bytes, seq: int | None = None) -> Packet:
-        if seq is None:
-            self.seq += 1
-            seq = self.seq
-        fut: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
-        self.waiting[seq] = fut
-        self.writer.write(encode_packet(cmd, seq, body))
-        return await asyncio.wait_for(fut, WAIT)
+        """Any cmd (a CGI's on the connection's next seq, or a raw one on ``seq``)."""
+        if cmd == C.CMD_NOOP:
+            got = await self.link.noop(WAIT)
+            return Packet(C.reply_cmd(cmd), got, b"")
+        cgi = C.BY_CMD.get(cmd)
+        if cgi is not None and seq is None:
+            seq, fut = self.link.send(cgi, body)
+        else:
+            seq = seq if seq is not None else 0x7FFF0000 + cmd % 0xFFFF
+            fut = self.link.request_raw(cmd, seq, body)
+        return Packet(C.reply_cmd(cmd), seq, await self.link.wait_reply(seq, fut, WAIT))
 
     async def call(self, name: str, req: Message, resp_type: type[M]) -> M:
-        cgi = C.BY_NAME[name]
-        seq = C.SEQ_IDENTIFY if name == "identify" else None
-        p = await self.request(cgi.cmd, req.SerializeToString(), seq)
-        assert p.cmd == C.reply_cmd(cgi.cmd)
-        out = resp_type()
-        out.ParseFromString(p.body)
-        return out
+        """The reply, decoded; MM errors stay in ``base`` for the test to look at."""
+        return await self.link.call(name, req, resp_type, WAIT, check=False)
 
     async def next_notify(self) -> int:
         return await asyncio.wait_for(self.notifies.get(), WAIT)
 
     async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await self.link.wait_closed(WAIT)
 
 
 class ShortClient:
@@ -165,19 +142,22 @@ class Device:
         return await self.link.call(name, req, resp_type)
 
     async def sync(self, selector: int = 0) -> list[pb.CmdItem]:
-        """newsync until continue_flag is clear; returns the new items."""
+        """newsync (from the whole log when the key is empty) until continue_flag is
+        clear, on the shared SyncDriver; returns the new items."""
         got: list[pb.CmdItem] = []
-        while True:
-            r = await self.call(
-                "newsync",
-                pb.NewSyncRequest(key_buf=self.acc.key.to_bytes(), selector=selector),
-                pb.NewSyncResponse,
-            )
-            assert r.base.ret == 0, r.base.err_msg
-            got += list(r.cmd_list)
-            self.acc.key = SyncKey.from_bytes(r.key_buf)
-            if not r.continue_flag:
-                break
+        driver = SyncDriver(
+            self.acc.key.to_bytes(),
+            base=self.acc.base(),
+            selector=selector,
+            commit=False,
+            snapshot=False,
+        )
+        while (call := driver.next_request()) is not None:
+            r = await self.link.call(call.cgi.name, call.request, call.cgi.response)
+            page = driver.receive(r)
+            assert isinstance(page, Page)
+            got += list(page.items)
+        self.acc.key = SyncKey.from_bytes(driver.key)
         self.seen += got
         return got
 

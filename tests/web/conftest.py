@@ -17,6 +17,8 @@ from google.protobuf.message import Message
 
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import Selector
+from wxnet.proto.syncdriver import Page, SyncCall, SyncDriver, drive
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import ServerConfig
 from wxnet.server.web.api import WEB_API_KEY, WebApi
@@ -107,15 +109,14 @@ class Mobile:
             resp.ParseFromString(await r.read())
         assert resp.base.ret == 0, resp.base.err_msg
         self.uin, self.session_key = resp.uin, resp.session_key
-        init = await self.call("newinit", pb.NewInitRequest(), pb.NewInitResponse)
-        while True:
-            self.key = init.current_synckey
-            if not init.continue_flag:
-                break
-            init = await self.call(
-                "newinit", pb.NewInitRequest(current_synckey=self.key), pb.NewInitResponse
-            )
+        driver = SyncDriver(b"", commit=False)  # the snapshot; newsync commits later
+        async for _event in drive(driver, self.sync_call):
+            pass
+        self.key = driver.key
         return self
+
+    async def sync_call(self, call: SyncCall) -> Message:
+        return await self.call(call.cgi.name, call.request, call.cgi.response)
 
     async def add(self, name: str) -> None:
         resp = await self.call(
@@ -168,22 +169,20 @@ class Mobile:
 
         async def loop() -> pb.AddMsg:
             while True:
-                resp = await self.call(
-                    "newsync",
-                    pb.NewSyncRequest(key_buf=self.key, selector=0x47),
-                    pb.NewSyncResponse,
-                )
-                assert resp.base.ret == 0, resp.base.err_msg
-                self.key = resp.key_buf
+                driver = SyncDriver(self.key, selector=Selector.ALL, commit=False)
                 found = None
-                for item in resp.cmd_list:
-                    if item.WhichOneof("body") == "add_msg":
-                        self.seen.append(item.add_msg)
-                        if found is None and pred(item.add_msg):
-                            found = item.add_msg
+                async for event in drive(driver, self.sync_call):
+                    if not isinstance(event, Page):
+                        continue
+                    for item in event.items:
+                        if item.WhichOneof("body") == "add_msg":
+                            self.seen.append(item.add_msg)
+                            if found is None and pred(item.add_msg):
+                                found = item.add_msg
+                self.key = driver.key
                 if found is not None:
                     return found
-                if not resp.continue_flag:
+                if not driver.more:
                     await self.call(
                         "newsynccheck",
                         pb.SyncCheckRequest(key_buf=self.key, timeout_ms=5000),

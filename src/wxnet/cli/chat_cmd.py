@@ -43,6 +43,7 @@ def build_app(client: Client, open_first: str | None = None) -> Any:
     from textual.widgets import Footer, Input, ListItem, ListView, RichLog, Static
 
     from wxnet.cli.client_cmd import TYPE_NAMES
+    from wxnet.client.events import ItemReceived, SendStateChanged
     from wxnet.client.sdk import MSG_IMAGE, MSG_TEXT, MSG_VOICE
 
     class ChatApp(App[int]):
@@ -83,11 +84,11 @@ def build_app(client: Client, open_first: str | None = None) -> Any:
         async def pump(self) -> None:
             while True:
                 ev = await self._events.get()
-                if ev.kind in ("item", "send"):
+                if isinstance(ev, ItemReceived | SendStateChanged):
                     self.refresh_convs()
                     if self.current:
                         self.show(self.current)
-                self.set_status(ev.data.get("reason", "") if ev.kind == "send" else "")
+                self.set_status(ev.reason if isinstance(ev, SendStateChanged) else "")
 
         def set_status(self, extra: str = "") -> None:
             c = self.client
@@ -144,7 +145,8 @@ def build_app(client: Client, open_first: str | None = None) -> Any:
                 if row.to_user != talker:
                     continue
                 mark = "(!)" if row.state == "failed" else "..."
-                kind = {MSG_IMAGE: "[image]", MSG_VOICE: "[voice]"}.get(row.msg_type, row.content)
+                media: dict[int, str] = {MSG_IMAGE: "[image]", MSG_VOICE: "[voice]"}
+                kind = media.get(row.msg_type, row.content)
                 log.write(Text(f"{mark} {me}: {kind}  [{row.client_msg_id}]"))
 
         async def on_input_submitted(self, event: Input.Submitted) -> None:

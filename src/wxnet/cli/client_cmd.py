@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import sys
@@ -24,6 +23,14 @@ from typing import Any
 from wxnet._compat import wait_for
 from wxnet.cli.common import IO, ExitStatus, UsageError
 from wxnet.client.errors import ClientError, NotLoggedIn, SendFailed, TransportError
+from wxnet.client.events import (
+    ClientEvent,
+    ItemReceived,
+    LinkChanged,
+    NetworkChanged,
+    SendStateChanged,
+    item_to_json,
+)
 from wxnet.client.resolver import parse_nameserver
 from wxnet.client.sdk import (
     MSG_IMAGE,
@@ -31,9 +38,9 @@ from wxnet.client.sdk import (
     MSG_VOICE,
     Client,
     ClientConfig,
-    ClientEvent,
     parse_server_url,
 )
+from wxnet.client.sending import NetworkQuality
 from wxnet.client.store import MessageRow, OutboxRow, ProfileError, ProfileStore
 from wxnet.proto.errors import MMError
 
@@ -43,7 +50,12 @@ CLOSE_LIMIT = 15.0
 
 __all__ = ["register"]
 
-TYPE_NAMES = {MSG_TEXT: "text", MSG_IMAGE: "image", MSG_VOICE: "voice", 10000: "system"}
+TYPE_NAMES: dict[int, str] = {
+    MSG_TEXT: "text",
+    MSG_IMAGE: "image",
+    MSG_VOICE: "voice",
+    10000: "system",
+}
 
 
 def default_profile() -> str:
@@ -524,29 +536,34 @@ def cmd_send_voice(args: argparse.Namespace, io: IO) -> int:
     return run_async(io, with_client(args, job))
 
 
-def _event_text(ev: ClientEvent) -> str | None:
-    d = ev.data
-    if ev.kind == "item":
-        t = d.get("type")
-        if t == "add_msg":
-            who = d.get("real_from") or d.get("from_user", "")
-            kind = TYPE_NAMES.get(int(d.get("msg_type", 0)), str(d.get("msg_type")))
-            body = d.get("content", "") if kind == "text" else f"[{kind}]"
-            return f"message {d.get('msg_id')} {who} -> {d.get('to_user')}: {body}"
-        if t == "contact":
-            return f"contact {d.get('user_name')} {d.get('nick_name', '')}"
-        if t == "revoke":
-            return f"revoked {d.get('msg_id')} in {d.get('to_user')}"
-        if t == "msg_status":
-            return f"read {d.get('talker')} up to {d.get('msg_id')} by {d.get('reader')}"
-        return f"{t} {d}"
-    if ev.kind == "link":
-        return f"# link: {d.get('link')} {d.get('address') or d.get('reason', '')}"
-    if ev.kind == "network":
-        return "# the network is poor" if d.get("quality") == "poor" else "# network is back"
-    if ev.kind == "send":
-        return f"# send {d.get('client_msg_id')}: {d.get('state')}"
-    return None
+def _item_text(d: dict[str, Any]) -> str:
+    t = d.get("type")
+    if t == "add_msg":
+        who = d.get("real_from") or d.get("from_user", "")
+        kind = TYPE_NAMES.get(int(d.get("msg_type", 0)), str(d.get("msg_type")))
+        body = d.get("content", "") if kind == "text" else f"[{kind}]"
+        return f"message {d.get('msg_id')} {who} -> {d.get('to_user')}: {body}"
+    if t == "contact":
+        return f"contact {d.get('user_name')} {d.get('nick_name', '')}"
+    if t == "revoke":
+        return f"revoked {d.get('msg_id')} in {d.get('to_user')}"
+    if t == "msg_status":
+        return f"read {d.get('talker')} up to {d.get('msg_id')} by {d.get('reader')}"
+    return f"{t} {d}"
+
+
+def _event_text(ev: ClientEvent) -> str:
+    match ev:
+        case ItemReceived(item=item):
+            return _item_text(item_to_json(item))
+        case LinkChanged(link=link, address=address, reason=reason):
+            return f"# link: {link} {address or reason}"
+        case NetworkChanged(quality=quality):
+            return (
+                "# the network is poor" if quality is NetworkQuality.POOR else "# network is back"
+            )
+        case SendStateChanged(client_msg_id=cid, state=state):
+            return f"# send {cid}: {state}"
 
 
 def cmd_listen(args: argparse.Namespace, io: IO) -> int:
@@ -569,14 +586,12 @@ def cmd_listen(args: argparse.Namespace, io: IO) -> int:
                     ev = await wait_for(queue.get(), left)
                 except TimeoutError:
                     break
-                if ev.kind == "item" and ev.data.get("type") == "add_msg":
+                if isinstance(ev, ItemReceived) and ev.body_type == "add_msg":
                     items += 1
                 if args.json:
                     io.json(ev.to_json())
                 else:
-                    text = _event_text(ev)
-                    if text is not None:
-                        (io.print if ev.kind == "item" else _note(io))(text)
+                    (io.print if isinstance(ev, ItemReceived) else _note(io))(_event_text(ev))
             return ExitStatus.OK
         finally:
             await client.close()
@@ -674,8 +689,7 @@ def _probe_then(job: Callable[[Client], Awaitable[int]]) -> Callable[[Client], A
     async def probe(client: Client) -> int:
         # Give the first long-link round its full connect budget, then report.
         if client.config.use_long_link and client.long is None:
-            with contextlib.suppress(TimeoutError):
-                await wait_for(client._long_up.wait(), client.config.connect_timeout)
+            await client.wait_long_link(client.config.connect_timeout)
         return await job(client)
 
     return probe

@@ -7,14 +7,17 @@
     └── SendFailed            a message ended in the failed state (S23)
 
 Server refusals are :class:`wxnet.proto.errors.MMError` (``code`` = the MM result).
+Both hang under :class:`wxnet.proto.errors.WxnetError` (the whole tree is drawn there).
 """
 
 from __future__ import annotations
 
+from wxnet.proto.errors import WxnetError
+
 __all__ = ["ClientError", "LinkClosed", "NotLoggedIn", "SendFailed", "TransportError"]
 
 
-class ClientError(Exception):
+class ClientError(WxnetError):
     """Base of the client's own errors."""
 
 

@@ -1,7 +1,10 @@
-"""The long link (8080): a thin asyncio adapter over :mod:`wxnet.proto.framing`.
+"""The long link (8080): a thin asyncio adapter over the sans-IO
+:class:`~wxnet.proto.longlink.LongLinkConnection` (client role).
 
-One :class:`LongLink` is one TCP connection: requests are matched to replies by seq
-(Mars 1.3), the server's notify (cmd 24) goes to a callback, and a
+One :class:`LongLink` is one TCP connection: the connection allocates seqs (identify on
+0xFFFFFFFE, noop on 0xFFFFFFFF, docs/protocol.md) and turns bytes into events; this
+adapter keeps a ``seq -> Future`` map, hands the server's notify (cmd 24) to a callback,
+and a
 :class:`~wxnet.client.heartbeat.HeartbeatTimer` decides when to send a noop and when the
 link is dead (8 s without the noop reply). :func:`race_connect` opens it with the
 staggered race of :class:`~wxnet.client.addresses.ConnectRace`.
@@ -11,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import struct
 import time
 from collections.abc import Callable, Sequence
 
@@ -24,8 +25,15 @@ from wxnet.client.errors import LinkClosed, TransportError
 from wxnet.client.heartbeat import HeartbeatAction, HeartbeatTimer, SmartHeartbeat
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.errors import RemoteProtocolError
-from wxnet.proto.framing import PacketDecoder, encode_packet
+from wxnet.proto.errors import LocalProtocolError, MMError, RemoteProtocolError
+from wxnet.proto.longlink import (
+    CLIENT,
+    LongLinkConnection,
+    NoopReply,
+    Notify,
+    RemoteError,
+    Reply,
+)
 
 __all__ = ["LongLink", "race_connect"]
 
@@ -105,10 +113,14 @@ async def race_connect(
     finally:
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                r = await t
-                r[1].close()
+        if tasks:
+            # asyncio.wait raises neither the losers' errors nor their cancellation, yet
+            # a cancel of the caller still gets through (suppress(BaseException) would
+            # swallow it).
+            done, _ = await asyncio.wait(tasks)
+            for t in done:
+                if not t.cancelled() and t.exception() is None:
+                    t.result()[1].close()  # connected just as it was cancelled
     raise TransportError("cannot connect the long link: " + "; ".join(errors[-5:]))
 
 
@@ -130,9 +142,8 @@ class LongLink:
         self.address = address
         self._reader = reader
         self._writer = writer
-        self._decoder = PacketDecoder()
-        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
-        self._seq = itertools.count(1)
+        self._conn = LongLinkConnection(CLIENT)
+        self._pending: dict[int, asyncio.Future[bytes]] = {}
         self._on_notify = on_notify
         self.request_timeout = request_timeout
         self.clock = clock
@@ -168,17 +179,24 @@ class LongLink:
             TransportError: no reply within the timeout (the link is then closed, as in
                 Mars 1.7: a task timeout tears the link down).
         """
-        seq = next(self._seq) & 0x7FFFFFFF or 1
-        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        if self.closed.is_set():
+            raise LinkClosed(f"long link to {self.address} is closed: {self.close_reason}")
+        try:
+            seq, data = self._conn.send_request(cgi, req)
+        except LocalProtocolError as exc:
+            raise TransportError(f"{cgi.name}: {exc}") from None
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
         try:
-            self._write(encode_packet(cgi.cmd, seq, req.SerializeToString()))
-            _cmd, body = await wait_for(fut, timeout or self.request_timeout)
+            self._write(data)
+            body = await wait_for(fut, timeout or self.request_timeout)
         except TimeoutError:
             self.close(f"{cgi.name} got no reply in time")
             raise TransportError(f"{cgi.name}: no reply on the long link") from None
         finally:
             self._pending.pop(seq, None)
+            if fut.cancelled() or not fut.done():  # a late reply is dropped, not an error
+                self._conn.cancel(seq)
         return body
 
     async def identify(self, base: pb.BaseRequest, key_buf: bytes) -> int:
@@ -190,14 +208,9 @@ class LongLink:
             resp.ParseFromString(body)
         except DecodeError:
             raise TransportError("identify: undecodable reply") from None
-        if resp.base.ret != 0:
-            from wxnet.proto.errors import MMError, MMRet
-
-            try:
-                code = MMRet(resp.base.ret)
-            except ValueError:
-                code = MMRet.ERR_SYS
-            raise MMError(code, resp.base.err_msg or "identify refused")
+        err = MMError.from_base(resp.base, "identify")
+        if err is not None:
+            raise err
         return int(resp.selector)
 
     def close(self, reason: str = "closed") -> None:
@@ -219,11 +232,12 @@ class LongLink:
     async def wait_closed(self) -> None:
         await self.closed.wait()
         current = asyncio.current_task()
-        for t in self._tasks:
-            if t is not current:
-                t.cancel()  # also a task started after close() (a close racing start())
-                with contextlib.suppress(BaseException):
-                    await wait_for(t, CLOSE_GRACE)
+        others = [t for t in self._tasks if t is not current]
+        for t in others:
+            t.cancel()  # also a task started after close() (a close racing start())
+        if others:
+            # Bounded, and a cancel of the caller is not swallowed (asyncio.wait).
+            await asyncio.wait(others, timeout=CLOSE_GRACE)
         # A graceful close waits for queued bytes to drain; a peer that stopped reading
         # would hold it forever, so give it a moment and then abort.
         try:
@@ -233,37 +247,32 @@ class LongLink:
 
     async def _read_loop(self) -> None:
         try:
-            while True:
+            while not self.closed.is_set():
                 data = await self._reader.read(65536)
                 if not data:
                     self.close("server closed the connection")
                     return
-                for packet in self._decoder.packets(data):
-                    self._dispatch(packet.cmd, packet.seq, packet.body)
+                self._dispatch(data)
         except RemoteProtocolError as exc:
             self.close(f"bad bytes from the server: {exc}")
         except (OSError, ConnectionError) as exc:
             self.close(f"connection error: {exc}")
 
-    def _dispatch(self, cmd: int, seq: int, body: bytes) -> None:
-        if cmd == C.reply_cmd(C.CMD_NOOP):
-            self.heartbeat.on_noop_reply(self.clock())
-            self.last_heartbeat = time.time()
-            self._wake.set()
-            return
-        if cmd == C.CMD_NOTIFY and seq == C.SEQ_PUSH:
-            selector = struct.unpack(">I", body[:4])[0] if len(body) >= 4 else 0xFFFFFFFF
-            self._on_notify(selector)
-            return
-        if cmd == C.CMD_PROTOCOL_ERROR:
-            err = pb.BaseResponse()
-            with contextlib.suppress(DecodeError):
-                err.ParseFromString(body)
-            self.close(f"server reported a protocol error: {err.err_msg or err.ret}")
-            return
-        fut = self._pending.get(seq)
-        if fut is not None and not fut.done():
-            fut.set_result((cmd, body))
+    def _dispatch(self, data: bytes) -> None:
+        for ev in self._conn.receive_data(data):
+            if type(ev) is Reply:
+                fut = self._pending.get(ev.seq)
+                if fut is not None and not fut.done():
+                    fut.set_result(ev.body)
+            elif type(ev) is Notify:
+                self._on_notify(ev.selector)
+            elif type(ev) is NoopReply:
+                self.heartbeat.on_noop_reply(self.clock())
+                self.last_heartbeat = time.time()
+                self._wake.set()
+            elif type(ev) is RemoteError:
+                self.close(f"server reported a protocol error: {ev.message}")
+                return
 
     async def _heartbeat_loop(self) -> None:
         while not self.closed.is_set():
@@ -279,7 +288,7 @@ class LongLink:
             action = self.heartbeat.handle_timer(self.clock())
             if action is HeartbeatAction.SEND_NOOP:
                 try:
-                    self._write(encode_packet(C.CMD_NOOP, C.SEQ_NOOP))
+                    self._write(self._conn.send_noop())
                 except LinkClosed:
                     return
             elif action is HeartbeatAction.LINK_DEAD:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import CmdId
 
 __all__ = [
     "CMD_ADD_MSG",
@@ -47,12 +48,13 @@ __all__ = [
     "new_client_msg_id",
 ]
 
-CMD_MOD_USER_INFO = 1
-CMD_MOD_CONTACT = 2
-CMD_DEL_CONTACT = 4
-CMD_ADD_MSG = 5
-CMD_MOD_MSG_STATUS = 6
-CMD_REVOKE = 10002
+# The sync item kinds, as wxnet.proto.enums.CmdId defines them (names kept for callers).
+CMD_MOD_USER_INFO = CmdId.MOD_USER_INFO
+CMD_MOD_CONTACT = CmdId.MOD_CONTACT
+CMD_DEL_CONTACT = CmdId.DEL_CONTACT
+CMD_ADD_MSG = CmdId.ADD_MSG
+CMD_MOD_MSG_STATUS = CmdId.MOD_MSG_STATUS
+CMD_REVOKE = CmdId.REVOKE
 
 DB_NAME = "profile.sqlite3"
 

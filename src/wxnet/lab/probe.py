@@ -26,11 +26,14 @@ from typing import Protocol, TypeVar
 import aiohttp
 from google.protobuf.message import DecodeError, Message
 
+from wxnet._compat import wait_for
+from wxnet.client.basiclink import BasicLink
+from wxnet.client.errors import TransportError
 from wxnet.lab.results import Link, Source
-from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
-from wxnet.proto.framing import Packet, PacketDecoder, encode_packet
+from wxnet.proto.enums import MsgType, Selector
+from wxnet.proto.errors import LocalProtocolError, MMError, check_base
+from wxnet.proto.syncdriver import Page, SyncDriver
 
 __all__ = [
     "LinkError",
@@ -44,11 +47,10 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=Message)
-SELECTOR_ALL = 0x1 | 0x2 | 0x4 | 0x40
 
-
-class LinkError(Exception):
-    """The transport failed (connect, timeout, closed, bad HTTP status)."""
+#: The transport failed (connect, timeout, closed, bad HTTP status): the client's own
+#: :class:`~wxnet.client.errors.TransportError`, under the one error tree.
+LinkError = TransportError
 
 
 class Transport(Protocol):
@@ -65,16 +67,6 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-def _check(resp: Message) -> None:
-    base = getattr(resp, "base", None)
-    if base is not None and base.ret != 0:
-        try:
-            code = MMRet(base.ret)
-        except ValueError:
-            code = MMRet.ERR_SYS
-        raise MMError(code, base.err_msg or f"ret {base.ret}")
-
-
 def _decode(kind: type[M], body: bytes) -> M:
     msg = kind()
     try:
@@ -85,101 +77,38 @@ def _decode(kind: type[M], body: bytes) -> M:
 
 
 class LongLink:
-    """One long-link TCP connection: requests matched to replies by seq; notifies (cmd
-    24) wake :meth:`wait_news`."""
+    """One long-link TCP connection (a :class:`~wxnet.client.basiclink.BasicLink`):
+    requests matched to replies by seq; notifies (cmd 24) wake :meth:`wait_news`."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        link: Link = Link.LONG,
-    ) -> None:
+    def __init__(self, basic: BasicLink, link: Link = Link.LONG) -> None:
         self.link = link
-        self._reader, self._writer = reader, writer
-        self._seq = 0
-        self._pending: dict[int, asyncio.Future[Packet]] = {}
+        self._basic = basic
         self._news = asyncio.Event()
-        self._error: Exception | None = None
-        self._task = asyncio.get_running_loop().create_task(self._read())
+        basic.on_notify = lambda _selector: self._news.set()
+        basic.on_event = lambda _event: self._news.set()
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout: float, link: Link) -> LongLink:
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (OSError, TimeoutError) as exc:
-            raise LinkError(f"connect {host}:{port}: {exc or 'timed out'}") from exc
-        return cls(reader, writer, link)
-
-    async def _read(self) -> None:
-        decoder = PacketDecoder()
-        try:
-            while data := await self._reader.read(65536):
-                for packet in decoder.packets(data):
-                    if packet.cmd == C.CMD_NOTIFY:
-                        self._news.set()
-                    elif packet.cmd == C.CMD_PROTOCOL_ERROR:
-                        err = _decode(pb.BaseResponse, packet.body)
-                        raise LinkError(f"server closed the link: {err.err_msg}")
-                    else:
-                        fut = self._pending.pop(packet.seq, None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(packet)
-            raise LinkError("the server closed the long link")
-        except (OSError, RemoteProtocolError, LinkError) as exc:
-            self._fail(exc if isinstance(exc, LinkError) else LinkError(str(exc)))
-
-    def _fail(self, exc: LinkError) -> None:
-        self._error = exc
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(exc)
-        self._pending.clear()
-        self._news.set()
-
-    async def request(self, cmd: int, body: bytes, timeout: float, seq: int | None = None) -> bytes:
-        if self._error is not None:
-            raise self._error
-        if seq is None:
-            self._seq = self._seq % 0x7FFFFFFF + 1
-            seq = self._seq
-        fut: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
-        self._pending[seq] = fut
-        try:
-            self._writer.write(encode_packet(cmd, seq, body))
-            await self._writer.drain()
-            packet = await asyncio.wait_for(fut, timeout)
-        except (OSError, TimeoutError) as exc:
-            raise LinkError(f"long link request {cmd}: {exc or 'timed out'}") from exc
-        finally:
-            self._pending.pop(seq, None)
-        if packet.cmd != C.reply_cmd(cmd):
-            raise LinkError(f"reply cmd {packet.cmd} to request {cmd}")
-        return packet.body
+        return cls(await BasicLink.connect(host, port, timeout=timeout), link)
 
     async def noop(self, timeout: float) -> None:
-        await self.request(C.CMD_NOOP, b"", timeout, C.SEQ_NOOP)
+        await self._basic.noop(timeout)
 
     async def call(self, name: str, request: Message, response: type[M], timeout: float) -> M:
-        cgi = C.BY_NAME[name]
-        body = await self.request(cgi.cmd, request.SerializeToString(), timeout)
-        resp = _decode(response, body)
-        _check(resp)
-        return resp
+        try:
+            return await self._basic.call(name, request, response, timeout)
+        except LocalProtocolError as exc:
+            raise LinkError(f"{name}: {exc}") from exc
 
     async def wait_news(self, key: bytes, base: pb.BaseRequest, timeout: float) -> None:
-        if self._error is not None:
-            raise self._error
+        if self._basic.closed.is_set():
+            raise LinkError(self._basic.close_reason)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._news.wait(), timeout)
+            await wait_for(self._news.wait(), timeout)
         self._news.clear()
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
-        self._writer.close()
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
+        await self._basic.wait_closed()
 
 
 class ShortLink:
@@ -220,7 +149,7 @@ class ShortLink:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise LinkError(f"POST {url}: {exc or 'timed out'}") from exc
         resp_msg = _decode(response, body)
-        _check(resp_msg)
+        check_base(resp_msg, name)
         return resp_msg
 
     async def wait_news(self, key: bytes, base: pb.BaseRequest, timeout: float) -> None:
@@ -245,7 +174,7 @@ async def resolve(name: str, timeout: float) -> list[str]:
     """IPv4 addresses of ``name`` from the system resolver (in the lab: the phone's
     resolv.conf, pointing at the lab's DNS). Raises OSError/TimeoutError on failure."""
     loop = asyncio.get_running_loop()
-    infos = await asyncio.wait_for(
+    infos = await wait_for(
         loop.getaddrinfo(name, None, family=socket.AF_INET, type=socket.SOCK_STREAM), timeout
     )
     addrs = list(dict.fromkeys(str(i[4][0]) for i in infos))
@@ -349,14 +278,16 @@ class Received:
         return [
             m
             for m in self.by_msg_id.values()
-            if m.from_user == from_user and m.msg_type == 1 and m.content.startswith(prefix)
+            if m.from_user == from_user
+            and m.msg_type == MsgType.TEXT
+            and m.content.startswith(prefix)
         ]
 
     def images(self, from_user: str, exclude: set[int]) -> list[pb.AddMsg]:
         return [
             m
             for m in self.by_msg_id.values()
-            if m.from_user == from_user and m.msg_type == 3 and m.msg_id not in exclude
+            if m.from_user == from_user and m.msg_type == MsgType.IMAGE and m.msg_id not in exclude
         ]
 
     def duplicated(self, from_user: str, prefix: str) -> int:
@@ -383,24 +314,11 @@ class ProbeClient:
         resp = await self.t.call("manualauth", req, pb.ManualAuthResponse, self.timeout)
         self.base = pb.BaseRequest(session_key=resp.session_key, uin=resp.uin, device_id=device)
         self.user = resp.user_name or user
-        await self._init()
+        self.key = b""
+        await self.sync()  # from no key: newinit
         if isinstance(self.t, LongLink):
             ident = pb.IdentifyRequest(base=self.base, key_buf=self.key)
-            body = await self.t.request(
-                C.CMD_IDENTIFY, ident.SerializeToString(), self.timeout, C.SEQ_IDENTIFY
-            )
-            _check(_decode(pb.IdentifyResponse, body))
-
-    async def _init(self) -> None:
-        key = b""
-        for _ in range(1000):
-            req = pb.NewInitRequest(base=self.base, current_synckey=key)
-            resp = await self.t.call("newinit", req, pb.NewInitResponse, self.timeout)
-            self._apply(resp.cmd_list)
-            key = resp.current_synckey
-            if not resp.continue_flag:
-                break
-        self.key = key
+            await self.t.call("identify", ident, pb.IdentifyResponse, self.timeout)
 
     def _apply(self, items: Sequence[pb.CmdItem]) -> None:
         for item in items:
@@ -408,36 +326,42 @@ class ProbeClient:
                 self.received.add(item.add_msg)
 
     async def sync(self) -> None:
-        """newsync until continue_flag is clear; presenting the new key commits (S19)."""
-        for _ in range(1000):
-            req = pb.NewSyncRequest(base=self.base, key_buf=self.key, selector=SELECTOR_ALL,
-                                    scene=1)  # fmt: skip
+        """Run the shared sync loop (SyncDriver): newinit from no key, else newsync until
+        continue_flag is clear, newinit again on a refused key. No syncdone: presenting
+        the new key in the next newsync commits it (S19)."""
+        driver = SyncDriver(self.key, base=self.base, selector=Selector.ALL, commit=False)
+        while (call := driver.next_request()) is not None:
             try:
-                resp = await self.t.call("newsync", req, pb.NewSyncResponse, self.timeout)
+                resp = await self.t.call(
+                    call.cgi.name, call.request, call.cgi.response, self.timeout
+                )
             except MMError as exc:
-                if exc.code is MMRet.ERR_SYNCKEY_INVALID:
-                    await self._init()
-                    return
-                raise
-            self._apply(resp.cmd_list)
-            if resp.key_buf:
-                self.key = resp.key_buf
-            if not resp.continue_flag:
-                return
+                driver.receive_error(exc)  # a KeyReset, or it raises
+                continue
+            event = driver.receive(resp)
+            if isinstance(event, Page):
+                self._apply(event.items)
+        self.key = driver.key
 
     async def wait_news(self, timeout: float) -> None:
         await self.t.wait_news(self.key, self.base, timeout)
 
     async def send_text(self, to: str, text: str, client_msg_id: str) -> pb.SendMsgResult:
-        msg = pb.MicroMsg(to_user=to, content=text, msg_type=1, create_time=int(time.time()),
-                          client_msg_id=client_msg_id)  # fmt: skip
+        msg = pb.MicroMsg(
+            to_user=to,
+            content=text,
+            msg_type=MsgType.TEXT,
+            create_time=int(time.time()),
+            client_msg_id=client_msg_id,
+        )
         req = pb.SendMsgRequest(base=self.base, list=[msg])
         resp = await self.t.call("newsendmsg", req, pb.SendMsgResponse, self.timeout)
         if len(resp.list) != 1:
             raise LinkError(f"newsendmsg returned {len(resp.list)} results for one message")
         result = resp.list[0]
-        if result.ret != 0:
-            raise MMError(MMRet.ERR_SYS, f"send {client_msg_id}: ret {result.ret}")
+        err = MMError.from_base(result, f"send {client_msg_id}")
+        if err is not None:
+            raise err
         return result
 
     async def send_image(self, to: str, data: bytes, client_img_id: str, chunk: int) -> int:

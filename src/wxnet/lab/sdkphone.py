@@ -1,7 +1,7 @@
 """The phone played by wxnet's client SDK (:mod:`wxnet.client.sdk`): the real subject of
 the experiment. A fresh profile per case, configured with the service's names, the
 newgetdns name, built-in addresses and the extra port; everything it does is read from
-its events (``link``, ``network``, ``send``, ``item``) and its status, never guessed.
+its events (:mod:`wxnet.client.events`) and its status, never guessed.
 
 It returns the same result shape as :func:`wxnet.lab.agent.run_phone`.
 """
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from wxnet.proto.errors import MMError
 
 if TYPE_CHECKING:
-    from wxnet.client.sdk import Client, ClientConfig, ClientEvent
+    from wxnet.client.events import ClientEvent
+    from wxnet.client.sdk import Client, ClientConfig
     from wxnet.lab.agent import AgentConfig
 
 __all__ = ["run_sdk_phone", "run_sdk_warmup", "sdk_available"]
@@ -71,7 +72,15 @@ async def run_sdk_warmup(cfg: AgentConfig) -> dict[str, Any]:
 
 async def run_sdk_phone(cfg: AgentConfig) -> dict[str, Any]:
     from wxnet.client.errors import ClientError
+    from wxnet.client.events import (
+        ItemReceived,
+        LinkChanged,
+        NetworkChanged,
+        SendState,
+        SendStateChanged,
+    )
     from wxnet.client.sdk import Client
+    from wxnet.client.sending import NetworkQuality
     from wxnet.client.store import ProfileStore
     from wxnet.lab.agent import make_image, peer_text, phone_text
 
@@ -98,22 +107,20 @@ async def run_sdk_phone(cfg: AgentConfig) -> dict[str, Any]:
     got_all = asyncio.Event()
 
     def on_event(ev: ClientEvent) -> None:
-        d = ev.data
-        if ev.kind == "network" and d.get("quality") == "poor":
+        if isinstance(ev, NetworkChanged) and ev.quality is NetworkQuality.POOR:
             out["network_poor"] = True
             note("client: the network is poor (S13)")
-        elif ev.kind == "link":
-            note(f"client: link {d.get('link')} {d.get('address', '')} {d.get('reason', '')}")
-        elif ev.kind == "send" and d.get("state") in ("sent", "failed"):
-            if d["state"] == "sent" and out["first_ack_s"] is None:
+        elif isinstance(ev, LinkChanged):
+            note(f"client: link {ev.link} {ev.address} {ev.reason}")
+        elif isinstance(ev, SendStateChanged) and ev.state is SendState.SENT:
+            if out["first_ack_s"] is None:
                 out["first_ack_s"] = round(time.monotonic() - start, 3)
-        elif ev.kind == "item" and d.get("type") == "add_msg":
-            msg_id = int(d.get("msg_id", 0))
-            content = str(d.get("content", ""))
-            if (d.get("from_user") == cfg.peer and content.startswith(peer_prefix)
-                    and msg_id not in seen):  # fmt: skip
-                seen[msg_id] = content
-                contents.append(content)
+        elif isinstance(ev, ItemReceived) and ev.body_type == "add_msg":
+            m = ev.item.add_msg
+            if (m.from_user == cfg.peer and m.content.startswith(peer_prefix)
+                    and m.msg_id not in seen):  # fmt: skip
+                seen[m.msg_id] = m.content
+                contents.append(m.content)
                 if len(set(contents)) >= cfg.messages:
                     got_all.set()
 

@@ -1,24 +1,35 @@
-"""Sans-IO protocol core: packet framing, SyncKey forms, message bodies, command table."""
+"""Sans-IO protocol core: framing, the long-link connection, the sync driver, SyncKey
+forms, message bodies, the command table, wire enums and the error tree."""
 
+from wxnet.proto.enums import CmdId, LinkCmd, LinkSeq, MsgType, Selector
 from wxnet.proto.errors import (
     LocalProtocolError,
     MMError,
     MMRet,
     ProtocolError,
     RemoteProtocolError,
+    WxnetError,
+    check_base,
 )
 from wxnet.proto.framing import MAX_PACKET, Packet, PacketDecoder, encode_packet
 from wxnet.proto.synckey import SyncKey
 
 __all__ = [
     "MAX_PACKET",
+    "CmdId",
+    "LinkCmd",
+    "LinkSeq",
     "LocalProtocolError",
     "MMError",
     "MMRet",
+    "MsgType",
     "Packet",
     "PacketDecoder",
     "ProtocolError",
     "RemoteProtocolError",
+    "Selector",
     "SyncKey",
+    "WxnetError",
+    "check_base",
     "encode_packet",
 ]

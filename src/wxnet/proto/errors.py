@@ -1,19 +1,34 @@
-"""Errors and MM result codes shared by every layer.
+"""Errors and MM result codes shared by every layer: wxnet's one error tree.
 
-Exception tree::
+Every error wxnet raises on purpose derives from :class:`WxnetError`::
 
-    ProtocolError                 the peer or we broke the wire contract
-    ├── RemoteProtocolError       bytes from the peer cannot be decoded
-    └── LocalProtocolError        we were asked to send something invalid
-    MMError                       a request failed with an MM result code (``code``)
+    WxnetError
+    ├── ProtocolError                 the peer or we broke the wire contract
+    │   ├── RemoteProtocolError       bytes from the peer break the protocol: close the link
+    │   └── LocalProtocolError        we were asked to send something the protocol forbids
+    ├── MMError                       a request failed with an MM result code (``code``)
+    ├── ClientError                   wxnet.client.errors: the SDK's own failures
+    │   ├── TransportError            no answer: cannot connect, link lost, timeout
+    │   │   └── LinkClosed            the long link closed while a request was waiting
+    │   ├── NotLoggedIn               the profile has no session
+    │   └── SendFailed                a message ended in the failed state
+    ├── BadRequest                    wxnet.server.dispatch: a body that does not decode
+    └── QrLoginError                  wxnet.server.web.login: a QR login cannot go on
+        ├── QrLoginUnknown            no such (or an expired) uuid
+        ├── QrLoginRefused            scanned by another account, or already approved
+        └── QrLoginsFull              too many QR logins pending
 
-Result codes follow research/mobile-protocol.md 2.9 where WeChat's are known; codes
-below -1000 are wxnet's own and are documented in docs/protocol.md.
+A ``BaseResponse`` with ``ret != 0`` becomes an :class:`MMError` in one place,
+:meth:`MMError.from_base` (or :func:`check_base` for a whole response message).
+
+Result codes are WeChat's where known; codes below -1000 are wxnet's own. All are listed
+in docs/protocol.md ("Result codes").
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Protocol
 
 __all__ = [
     "LocalProtocolError",
@@ -21,6 +36,8 @@ __all__ = [
     "MMRet",
     "ProtocolError",
     "RemoteProtocolError",
+    "WxnetError",
+    "check_base",
 ]
 
 
@@ -49,7 +66,11 @@ class MMRet(IntEnum):
     ERR_BUSY = -1009  # a bound on concurrent work was reached; retry later
 
 
-class ProtocolError(Exception):
+class WxnetError(Exception):
+    """The root of every error wxnet raises on purpose (see the tree above)."""
+
+
+class ProtocolError(WxnetError):
     """The wire contract was broken."""
 
 
@@ -61,7 +82,17 @@ class LocalProtocolError(ProtocolError):
     """We were asked to encode something the protocol does not allow."""
 
 
-class MMError(Exception):
+class _Base(Protocol):
+    """What :meth:`MMError.from_base` reads: a ``BaseResponse`` (``ret``, ``err_msg``)."""
+
+    @property
+    def ret(self) -> int: ...
+
+    @property
+    def err_msg(self) -> str: ...
+
+
+class MMError(WxnetError):
     """A request failed with an MM result code."""
 
     def __init__(self, code: MMRet, message: str) -> None:
@@ -69,5 +100,41 @@ class MMError(Exception):
         self.code = code
         self.message = message
 
+    @classmethod
+    def from_base(cls, base: _Base, what: str = "request") -> MMError | None:
+        """The error a ``BaseResponse`` reports, or None when ``ret`` is 0.
+
+        A code wxnet does not know becomes ``ERR_SYS`` (the raw number stays in the
+        message); an empty ``err_msg`` becomes "``what`` refused".
+        """
+        ret = int(base.ret)
+        if ret == 0:
+            return None
+        code = _BY_VALUE.get(ret)
+        message = base.err_msg or f"{what} refused"
+        if code is None:
+            return cls(MMRet.ERR_SYS, f"{message} (unknown ret {ret})")
+        return cls(code, message)
+
     def __str__(self) -> str:
         return f"{self.message} (ret {int(self.code)} {self.code.name})"
+
+
+_BY_VALUE: dict[int, MMRet] = {int(c): c for c in MMRet}
+
+
+def check_base(response: object, what: str = "request") -> None:
+    """Raise the :class:`MMError` of ``response.base`` if it reports one.
+
+    ``response`` is any response message (all of them have ``base`` as field 1); one
+    without a ``base`` passes.
+
+    Raises:
+        MMError: ``response.base.ret`` is not 0.
+    """
+    base = getattr(response, "base", None)
+    if base is None:
+        return
+    err = MMError.from_base(base, what)
+    if err is not None:
+        raise err

@@ -98,6 +98,11 @@ class PacketDecoder:
         self._buf += data
 
     def next_packet(self) -> Packet | None:
+        fields = self.next_fields()
+        return None if fields is None else Packet(*fields)
+
+    def next_fields(self) -> tuple[int, int, bytes] | None:
+        """:meth:`next_packet` as a plain ``(cmd, seq, body)`` tuple."""
         if self._error is not None:
             raise self._error
         buf, pos = self._buf, self._pos
@@ -105,6 +110,46 @@ class PacketDecoder:
             self._compact()
             return None
         total, header_len, version, cmd, seq = HEADER.unpack_from(buf, pos)
+        self._check(total, header_len, version)
+        if len(buf) - pos < total:
+            self._compact()
+            return None
+        body = bytes(buf[pos + header_len : pos + total])
+        self._pos = pos + total
+        return cmd, seq, body
+
+    def receive(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        """Feed ``data``; return every whole packet now available as ``(cmd, seq, body)``.
+
+        The same as :meth:`feed` then :meth:`next_fields` until None, but when nothing is
+        buffered (the usual case: a read ends on a packet boundary) it reads the packets
+        straight out of ``data``, with one copy per body instead of two. This is the long
+        link's hot path (:class:`wxnet.proto.longlink.LongLinkConnection`).
+        """
+        if self._error is not None:
+            raise self._error
+        if self._pos != len(self._buf):
+            self.feed(data)
+            out: list[tuple[int, int, bytes]] = []
+            while (fields := self.next_fields()) is not None:
+                out.append(fields)
+            return out
+        if type(data) is not bytes:
+            data = bytes(data)
+        out = []
+        pos, end, unpack = 0, len(data), HEADER.unpack_from
+        while end - pos >= HEADER_LEN:
+            total, header_len, version, cmd, seq = unpack(data, pos)
+            self._check(total, header_len, version)
+            if end - pos < total:
+                break
+            out.append((cmd, seq, data[pos + header_len : pos + total]))
+            pos += total
+        if pos != end:
+            self.feed(data[pos:])
+        return out
+
+    def _check(self, total: int, header_len: int, version: int) -> None:
         if header_len < HEADER_LEN:
             self._fail(f"header length {header_len} is below {HEADER_LEN}")
         if version != PROTOCOL_VERSION:
@@ -113,12 +158,6 @@ class PacketDecoder:
             self._fail(f"packet length {total} is shorter than its header ({header_len})")
         if total > self.max_packet:
             self._fail(f"packet length {total} exceeds the {self.max_packet}-byte limit")
-        if len(buf) - pos < total:
-            self._compact()
-            return None
-        body = bytes(buf[pos + header_len : pos + total])
-        self._pos = pos + total
-        return Packet(cmd, seq, body)
 
     def packets(self, data: bytes = b"") -> list[Packet]:
         """Feed ``data`` and return every whole packet now available."""

@@ -21,6 +21,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import Selector
 from wxnet.proto.errors import RemoteProtocolError
 
 __all__ = [
@@ -39,13 +40,13 @@ KEY_MSG = 2
 KEY_CONTACT = 3
 KEY_CHATROOM = 11
 
-#: newsync selector bit of each key type we serve (enMMNewSyncSelector; 0x40 is the
-#: bit wxnet uses for chatroom-member changes).
+#: newsync selector bit of each key type we serve (:class:`~wxnet.proto.enums.Selector`;
+#: plain ints, since the engine ORs them on its hot path).
 SELECTOR_BITS: dict[int, int] = {
-    KEY_PROFILE: 0x1,
-    KEY_MSG: 0x2,
-    KEY_CONTACT: 0x4,
-    KEY_CHATROOM: 0x40,
+    KEY_PROFILE: int(Selector.PROFILE),
+    KEY_MSG: int(Selector.MSG),
+    KEY_CONTACT: int(Selector.CONTACT),
+    KEY_CHATROOM: int(Selector.CHATROOM),
 }
 
 #: A key with more pairs than this is rejected (real ones hold at most ~30).

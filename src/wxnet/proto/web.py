@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from wxnet.proto.enums import MsgType
 from wxnet.proto.errors import RemoteProtocolError
 from wxnet.proto.synckey import SyncKey
 
@@ -489,7 +490,7 @@ def message_json(m: WebMessage) -> dict[str, Any]:
         "MsgType": m.msg_type,
         "Content": m.content,
         "Status": m.status,
-        "ImgStatus": 2 if m.msg_type == 3 else 1,
+        "ImgStatus": 2 if m.msg_type == MsgType.IMAGE else 1,
         "CreateTime": m.create_time,
         "VoiceLength": m.voice_length,
         "PlayLength": 0,

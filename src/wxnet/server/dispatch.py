@@ -19,12 +19,12 @@ from google.protobuf.message import DecodeError, Message
 
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.errors import MMError, MMRet, WxnetError
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.sync.engine import Engine, Session
-from wxnet.sync.items import encode_varint, join_cmd_list
+from wxnet.sync.items import join_cmd_list, newsync_response
 from wxnet.sync.uploads import Uploads
 
 __all__ = ["BadRequest", "Context", "Dispatcher", "Handler"]
@@ -32,7 +32,7 @@ __all__ = ["BadRequest", "Context", "Dispatcher", "Handler"]
 log = logging.getLogger("wxnet.server")
 
 
-class BadRequest(Exception):
+class BadRequest(WxnetError):
     """The request body is not a valid message of the CGI's request type."""
 
 
@@ -166,18 +166,9 @@ class Dispatcher:
         t0 = time.perf_counter()
         key = self.engine.parse_key(req.key_buf)
         res = await self.engine.newsync(sess, key, req.selector)
-        out = self.sync_response(res.items, res.key, res.continue_flag)
+        out = newsync_response(res.items, res.key.to_bytes(), res.continue_flag)
         self.metrics.sync_latency.observe(time.perf_counter() - t0)
         return out
-
-    @staticmethod
-    def sync_response(items: list[tuple[int, int, bytes]], key: SyncKey, cont: int) -> bytes:
-        key_bytes = key.to_bytes()
-        # base (field 1, empty message), key_buf (field 3), continue_flag (field 4)
-        head = b"\x0a\x00" + b"\x1a" + encode_varint(len(key_bytes)) + key_bytes
-        if cont:
-            head += b"\x20" + encode_varint(cont)
-        return head + join_cmd_list(items)
 
     async def _syncdone(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None

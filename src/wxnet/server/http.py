@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from wxnet.proto import commands as C
-from wxnet.proto.newgetdns import DnsDocument, DnsEntry, build_newgetdns
+from wxnet.proto.newgetdns import BuiltinIP, DnsDomain, NewDns, build_newgetdns
 from wxnet.server.dispatch import BadRequest, Context
 from wxnet.server.web.engine_backend import setup_server_web
 
@@ -56,16 +56,15 @@ async def newgetdns(request: web.Request) -> web.Response:
     long_ports = cfg.long_ports or (server.long_port, *server.extra_long_ports)
     short_ports = cfg.short_ports or (server.http_port,)
     domains = (
-        DnsEntry(cfg.long_name, addrs(cfg.long_addresses), long_ports, cfg.ttl),
-        DnsEntry(cfg.short_name, addrs(cfg.short_addresses), short_ports, cfg.ttl),
+        DnsDomain(cfg.long_name, cfg.ttl, long_ports, addrs(cfg.long_addresses)),
+        DnsDomain(cfg.short_name, cfg.ttl, short_ports, addrs(cfg.short_addresses)),
     )
-    builtin: tuple[DnsEntry, ...] = ()
-    if cfg.builtin_addresses:
-        builtin = (
-            DnsEntry(cfg.long_name, cfg.builtin_addresses, long_ports, cfg.ttl),
-            DnsEntry(cfg.short_name, cfg.builtin_addresses, short_ports, cfg.ttl),
-        )
-    doc = DnsDocument(domains, builtin, request.remote or "", int(time.time()))
+    builtin = tuple(
+        BuiltinIP(name, ports, ip)
+        for name, ports in ((cfg.long_name, long_ports), (cfg.short_name, short_ports))
+        for ip in cfg.builtin_addresses
+    )
+    doc = NewDns(0, domains, builtin, request.remote or "", int(time.time()))
     return web.Response(body=build_newgetdns(doc), content_type="text/xml")
 
 

@@ -1,8 +1,11 @@
-"""The long link (S12, S18, S32, S33): a thin asyncio adapter over the sans-IO framing.
+"""The long link (S12, S18, S32, S33): a thin asyncio adapter over the sans-IO
+:class:`~wxnet.proto.longlink.LongLinkConnection` (server role).
 
-Bytes in -> :class:`PacketDecoder` -> one task per request (replies matched by seq, in
+Bytes in -> connection events -> one task per request (replies matched by seq, in
 whatever order they finish) -> packets queued and flushed once per loop iteration, so
-every reply and notify ready at the same moment leaves in one write (S20, S33).
+every reply and notify ready at the same moment leaves in one write (S20, S33). The
+seq rules and every packet's shape are the connection's; this module owns the caps
+(requests in flight per link, links per account, the write buffer) and the flushing.
 """
 
 from __future__ import annotations
@@ -12,9 +15,15 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from wxnet.proto import commands as C
-from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
-from wxnet.proto.framing import PacketDecoder, encode_packet
+from wxnet.proto.errors import LocalProtocolError, MMError, MMRet, RemoteProtocolError
+from wxnet.proto.longlink import (
+    SERVER,
+    LongLinkConnection,
+    Noop,
+    Request,
+    UnknownCommand,
+    error_body,
+)
 from wxnet.server.dispatch import BadRequest, Context
 from wxnet.sync.engine import Session
 
@@ -29,14 +38,9 @@ log = logging.getLogger("wxnet.longlink")
 MAX_WRITE_BUFFER = 4 << 20
 
 
-def _error_body(code: int, message: str) -> bytes:
-    # Every response message has ``base`` as field 1, so this decodes as any of them.
-    return pb.LogoutResponse(base=pb.BaseResponse(ret=code, err_msg=message)).SerializeToString()
-
-
 class LongLink(asyncio.Protocol):
     __slots__ = (
-        "_decoder",
+        "_conn",
         "_flush_handle",
         "_notify_pending",
         "_out",
@@ -52,7 +56,7 @@ class LongLink(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self._decoder = PacketDecoder(server.config.max_request_bytes)
+        self._conn = LongLinkConnection(SERVER, server.config.max_request_bytes)
         self.session: Session | None = None
         self.peer = ""
         self.last_rx = 0.0
@@ -73,15 +77,25 @@ class LongLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self.server.loop.time()
+        if self.closed:
+            return
         try:
-            self._decoder.feed(data)
-            while (packet := self._decoder.next_packet()) is not None:
-                self._on_packet(packet.cmd, packet.seq, packet.body)
+            events = self._conn.receive_data(data)
         except RemoteProtocolError as exc:
             self.server.metrics.protocol_errors.inc()
             log.info("closing long link from %s: %s", self.peer, exc)
-            self._send(C.CMD_PROTOCOL_ERROR, 0, _error_body(MMRet.ERR_BAD_REQUEST, str(exc)))
+            self._write(self._conn.protocol_error(MMRet.ERR_BAD_REQUEST, str(exc)))
             self.close()
+            return
+        for ev in events:
+            if type(ev) is Request:
+                self._on_request(ev.cgi, ev.seq, ev.body)
+            elif type(ev) is Noop:
+                self._write(self._conn.noop_reply(ev.seq))
+            elif type(ev) is UnknownCommand:
+                msg = f"unknown cmd {ev.cmd}"
+                self._write(self._conn.reply_error(ev.seq, MMRet.ERR_UNKNOWN_CMD, msg))
+            # SignalKeep needs no answer
 
     def eof_received(self) -> bool:
         return False
@@ -96,22 +110,9 @@ class LongLink(asyncio.Protocol):
         self._out.clear()
 
     # -- requests --------------------------------------------------------------------
-    def _on_packet(self, cmd: int, seq: int, body: bytes) -> None:
-        if cmd == C.CMD_NOOP:
-            self._send(C.reply_cmd(C.CMD_NOOP), seq, b"")
-            return
-        if cmd == C.CMD_SIGNAL_KEEP:
-            return
-        cgi = C.BY_CMD.get(cmd)
-        if cgi is None:
-            self._send(
-                C.reply_cmd(cmd), seq, _error_body(MMRet.ERR_UNKNOWN_CMD, f"unknown cmd {cmd}")
-            )
-            return
+    def _on_request(self, cgi: C.CGI, seq: int, body: bytes) -> None:
         if self._pending >= self.server.config.max_pending_per_link:
-            self._send(
-                C.reply_cmd(cmd), seq, _error_body(MMRet.ERR_BUSY, "too many requests in flight")
-            )
+            self._write(self._conn.reply_error(seq, MMRet.ERR_BUSY, "too many requests in flight"))
             return
         self._pending += 1
         task = self.server.loop.create_task(self._run(cgi, seq, body))
@@ -122,10 +123,16 @@ class LongLink(asyncio.Protocol):
         try:
             out = await self.server.dispatcher.handle(cgi, body, Context(self.peer, self))
         except BadRequest as exc:
-            out = _error_body(MMRet.ERR_BAD_REQUEST, str(exc))
+            out = error_body(MMRet.ERR_BAD_REQUEST, str(exc))
         finally:
             self._pending -= 1
-        self._send(C.reply_cmd(cgi.cmd), seq, out)
+        if self.closed:
+            return
+        try:
+            data = self._conn.reply(seq, out)
+        except LocalProtocolError as exc:  # a reply over the packet limit
+            data = self._conn.reply_error(seq, MMRet.ERR_TOO_LARGE, str(exc))
+        self._write(data)
 
     # -- binding to a session (identify) ----------------------------------------------
     def bind(self, sess: Session) -> None:
@@ -153,10 +160,10 @@ class LongLink(asyncio.Protocol):
         self._schedule_flush()
 
     # -- output ----------------------------------------------------------------------
-    def _send(self, cmd: int, seq: int, body: bytes) -> None:
+    def _write(self, data: bytes) -> None:
         if self.closed:
             return
-        self._out.append(encode_packet(cmd, seq, body))
+        self._out.append(data)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -169,7 +176,7 @@ class LongLink(asyncio.Protocol):
             return
         if self._notify_pending:
             sel, self._notify_pending = self._notify_pending, 0
-            self._out.append(encode_packet(C.CMD_NOTIFY, C.SEQ_PUSH, sel.to_bytes(4, "big")))
+            self._out.append(self._conn.notify(sel))
         if not self._out:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]

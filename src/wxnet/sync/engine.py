@@ -28,6 +28,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import CmdId, MsgType
 from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
 from wxnet.proto.synckey import (
     KEY_CHATROOM,
@@ -52,14 +53,9 @@ __all__ = [
 ]
 
 SERVED_KEYS = (KEY_PROFILE, KEY_MSG, KEY_CONTACT, KEY_CHATROOM)
-CMD_MOD_USERINFO = 1
-CMD_MOD_CONTACT = 2
-CMD_DEL_CONTACT = 4
-CMD_ADD_MSG = 5
-CMD_MOD_MSG_STATUS = 6
-CMD_REVOKE = 10002
-MSG_TEXT, MSG_IMAGE, MSG_VOICE = 1, 3, 34
-MEDIA_TYPES = {MSG_IMAGE, MSG_VOICE, 43, 62}
+# Wire numbers are wxnet.proto.enums' (CmdId, MsgType); these are the engine's names.
+MSG_TEXT, MSG_IMAGE, MSG_VOICE = MsgType.TEXT, MsgType.IMAGE, MsgType.VOICE
+MEDIA_TYPES = frozenset({MsgType.IMAGE, MsgType.VOICE, MsgType.VIDEO, MsgType.MICRO_VIDEO})
 STATUS_SENT, STATUS_READ = 2, 4
 ROOM_SUFFIX = "@chatroom"
 _NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{2,31}")
@@ -122,7 +118,7 @@ def check_new_user(name: str, password: str, nick: str | None) -> str:
 
 def profile_item(uin: int, name: str, nick: str) -> bytes:
     user = pb.UserInfo(uin=uin, user_name=name, nick_name=nick)
-    return stored(pb.CmdItem(cmd_id=CMD_MOD_USERINFO, user_info=user))
+    return stored(pb.CmdItem(cmd_id=CmdId.MOD_USER_INFO, user_info=user))
 
 
 def add_user_sync(
@@ -164,7 +160,7 @@ def _item(**body: object) -> bytes:
 
 
 def _contact_item(c: pb.Contact) -> bytes:
-    return _item(cmd_id=CMD_MOD_CONTACT, contact=c)
+    return _item(cmd_id=CmdId.MOD_CONTACT, contact=c)
 
 
 def _room_pb(room: RoomRow) -> pb.Contact:
@@ -426,7 +422,7 @@ class Engine:
         heads = {k: await self.store.head(uin, k) for k in SERVED_KEYS}
         user = await self.user_info(uin)
         items: list[Item] = [
-            (KEY_PROFILE, heads[KEY_PROFILE], _item(cmd_id=CMD_MOD_USERINFO, user_info=user))
+            (KEY_PROFILE, heads[KEY_PROFILE], _item(cmd_id=CmdId.MOD_USER_INFO, user_info=user))
         ]
         for c in await self.contacts(sess):
             k = KEY_CHATROOM if c.is_chatroom else KEY_CONTACT
@@ -588,7 +584,7 @@ class Engine:
             Append(await self._member_uins(new.members), KEY_CHATROOM, _contact_item(_room_pb(new)))
         ]
         if removed:
-            gone = _item(cmd_id=CMD_DEL_CONTACT, del_contact=pb.DelContact(user_name=name))
+            gone = _item(cmd_id=CmdId.DEL_CONTACT, del_contact=pb.DelContact(user_name=name))
             appends.append(Append(await self._member_uins(removed), KEY_CHATROOM, gone))
         added = [n for n in new.members if n not in room.members]
         await self.store.save_room(new, added, removed, self.now(), appends, create=False)
@@ -682,7 +678,7 @@ class Engine:
             add.client_msg_id = client_msg_id
             if to_user.endswith(ROOM_SUFFIX):
                 add.real_from = sender_name
-            return _item(cmd_id=CMD_ADD_MSG, add_msg=add)
+            return _item(cmd_id=CmdId.ADD_MSG, add_msg=add)
 
         return NewMessage(client_msg_id, to_user, msg_type, media_ref, recipients, make_body)
 
@@ -719,7 +715,7 @@ class Engine:
             talker=talker, reader=sess.user_name, msg_id=last_msg_id, status=STATUS_READ
         )
         await self.store.append(
-            [Append(rcpts, KEY_MSG, _item(cmd_id=CMD_MOD_MSG_STATUS, msg_status=status))]
+            [Append(rcpts, KEY_MSG, _item(cmd_id=CmdId.MOD_MSG_STATUS, msg_status=status))]
         )
 
     async def revoke(self, sess: Session, msg_id: int, client_msg_id: str) -> None:
@@ -751,5 +747,5 @@ class Engine:
             replace_text=f'"{sess.user_name}" recalled a message',
         )
         await self.store.revoke(
-            msg.msg_id, [Append(rcpts, KEY_MSG, _item(cmd_id=CMD_REVOKE, revoke=revoke))]
+            msg.msg_id, [Append(rcpts, KEY_MSG, _item(cmd_id=CmdId.REVOKE, revoke=revoke))]
         )

@@ -19,7 +19,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
@@ -30,7 +30,9 @@ from google.protobuf.message import Message
 from wxnet._compat import wait_for
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.enums import Selector
+from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
+from wxnet.proto.syncdriver import Page, SyncDriver
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.web import convert
 from wxnet.server.web.backend import Backend
@@ -46,9 +48,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 WEB_API_KEY: web.AppKey[WebApi] = web.AppKey("wxnet_web_api")
 _CGI = "/cgi-bin/mmwebwx-bin"
-_ALL_SELECTORS = 0x1 | 0x2 | 0x4 | 0x40
 _IMG_CHUNK = 64 * 1024
 _SYNC_PAGES = 8  # newsync pages folded into one webwxsync reply (clients ignore ContinueFlag)
+_INIT_PAGES = 64  # newinit pages of one webwxinit snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,23 +401,21 @@ class WebApi:
     async def init(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
     ) -> dict[str, Any]:
-        key = b""
         contacts: list[pb.Contact] = []
         user = pb.UserInfo()
-        for _ in range(64):
-            resp = await self._cgi(
-                s, "newinit", pb.NewInitRequest(current_synckey=key), pb.NewInitResponse
-            )
-            key = resp.current_synckey
-            if resp.HasField("user"):
+        # The snapshot, as newinit pages (no syncdone: the web client presents its key
+        # in webwxsync, which commits it).
+        driver = SyncDriver(b"", max_pages=_INIT_PAGES, commit=False)
+        async for page in self._sync_pages(s, driver):
+            resp = page.response
+            if isinstance(resp, pb.NewInitResponse) and resp.HasField("user"):
                 user = resp.user
-            for item in resp.cmd_list:
+            for item in page.items:
                 if item.WhichOneof("body") == "contact":
                     contacts.append(item.contact)
                 elif item.WhichOneof("body") == "user_info":
                     user = item.user_info
-            if not resp.continue_flag:
-                break
+        key = driver.key
         if user.user_name:
             s.user_name, s.nick_name = user.user_name, user.nick_name or s.nick_name
         skey = SyncKey.from_bytes(key)
@@ -534,6 +534,41 @@ class WebApi:
             return _js(wp.encode_synccheck(wp.RET_LOGIN_ELSEWHERE, 0))
         return _js(wp.encode_synccheck(0, 2 if resp.selector else 0))
 
+    async def _sync_pages(self, s: WebSession, driver: SyncDriver) -> AsyncIterator[Page]:
+        """Run the shared sync loop over this session's CGIs, yielding each page."""
+        try:
+            while (call := driver.next_request()) is not None:
+                resp = await self._cgi(s, call.cgi.name, call.request, call.cgi.response)
+                event = driver.receive(resp)
+                if isinstance(event, Page):
+                    yield event
+        except RemoteProtocolError as exc:
+            raise WebError(-1, str(exc)) from None
+
+    @staticmethod
+    def _fold(
+        s: WebSession,
+        items: Sequence[pb.CmdItem],
+        msgs: list[dict[str, Any]],
+        mod: list[pb.Contact],
+        dels: list[str],
+        now: int,
+    ) -> None:
+        """Sort one page's items into webwxsync's lists."""
+        for item in items:
+            kind = item.WhichOneof("body")
+            if kind == "add_msg":
+                m = item.add_msg
+                if m.from_user == s.user_name and m.client_msg_id in s.sent:
+                    continue  # this session's own send: not echoed (research 5.2)
+                msgs.append(convert.message_obj(m, s.user_name))
+            elif kind == "contact":
+                mod.append(item.contact)
+            elif kind == "del_contact":
+                dels.append(item.del_contact.user_name)
+            elif kind == "revoke":
+                msgs.append(convert.revoke_obj(item.revoke, s.user_name, now))
+
     async def sync(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
     ) -> dict[str, Any]:
@@ -545,30 +580,16 @@ class WebApi:
         mod: list[pb.Contact] = []
         dels: list[str] = []
         now = int(self.clock())
-        for _ in range(_SYNC_PAGES):
-            req = pb.NewSyncRequest(key_buf=key_buf, selector=_ALL_SELECTORS, scene=1)
-            try:
-                resp = await self._cgi(s, "newsync", req, pb.NewSyncResponse)
-            except WebError as exc:
-                if exc.ret == MMRet.ERR_SYNCKEY_INVALID:
-                    raise WebError(-1, "SyncKey cannot be served; log in again") from None
-                raise
-            key_buf = resp.key_buf or key_buf
-            for item in resp.cmd_list:
-                kind = item.WhichOneof("body")
-                if kind == "add_msg":
-                    m = item.add_msg
-                    if m.from_user == s.user_name and m.client_msg_id in s.sent:
-                        continue  # this session's own send: not echoed (research 5.2)
-                    msgs.append(convert.message_obj(m, s.user_name))
-                elif kind == "contact":
-                    mod.append(item.contact)
-                elif kind == "del_contact":
-                    dels.append(item.del_contact.user_name)
-                elif kind == "revoke":
-                    msgs.append(convert.revoke_obj(item.revoke, s.user_name, now))
-            if not resp.continue_flag:
-                break
+        driver = SyncDriver(key_buf, selector=Selector.ALL, max_pages=_SYNC_PAGES, commit=False)
+        try:
+            async for page in self._sync_pages(s, driver):
+                self._fold(s, page.items, msgs, mod, dels, now)
+        except WebError as exc:
+            if exc.ret == MMRet.ERR_SYNCKEY_INVALID:
+                # A web client cannot take a newinit snapshot here: it logs in again.
+                raise WebError(-1, "SyncKey cannot be served; log in again") from None
+            raise
+        key_buf = driver.key
         nicks = await self._nicks(s, [m for c in mod for m in c.members]) if mod else {}
         mods = [convert.contact_obj(c, nicks) for c in mod]
         new_key = wp.web_synckey(SyncKey.from_bytes(key_buf))

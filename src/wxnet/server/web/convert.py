@@ -8,6 +8,7 @@ from typing import Any
 
 from wxnet.proto import web
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import MsgType
 
 __all__ = ["CHATROOM_SUFFIX", "contact_obj", "is_chatroom", "message_obj", "revoke_obj"]
 
@@ -60,9 +61,9 @@ def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
         sender = m.real_from
     elif is_chatroom(to_user) and from_user != me:
         from_user, to_user, sender = to_user, me, m.real_from or m.from_user
-    if m.msg_type == 3:
+    if m.msg_type == MsgType.IMAGE:
         content = web.escape_content(_img_xml(m))
-    elif m.msg_type == 34:
+    elif m.msg_type == MsgType.VOICE:
         content = web.escape_content(
             f'<msg><voicemsg voicelength="{m.voice_length}" length="{m.media_len}" /></msg>'
         )
@@ -101,7 +102,7 @@ def revoke_obj(r: pb.RevokeMsg, me: str, now: int) -> dict[str, Any]:
             msg_id=r.msg_id,
             from_user=web.web_name(from_user, is_chatroom(from_user)),
             to_user=web.web_name(to_user, is_chatroom(to_user)),
-            msg_type=10002,
+            msg_type=MsgType.RECALLED,
             content=web.escape_content(xml),
             create_time=now,
         )
