@@ -16,6 +16,8 @@ from tests.web.conftest import Mobile, WebClient, base_url, web_api
 from wxnet.proto import web as wp
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import ServerConfig, StoreConfig
+from wxnet.server.web.login import WebSessions
+from wxnet.sync.store import WebSessionRow
 
 
 class Restartable:
@@ -120,3 +122,37 @@ async def test_itchat_hot_reload_resumes_after_a_restart(
                 await second.close()
     finally:
         await node.close()
+
+
+class DictStore:
+    """The three web-session methods of a Store, in a dict (for the pure WebSessions)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, WebSessionRow] = {}
+
+    async def save_web_session(self, row: WebSessionRow) -> None:
+        self.rows[row.key] = row
+
+    async def web_session(self, key: str) -> WebSessionRow | None:
+        return self.rows.get(key)
+
+    async def drop_web_sessions(self, before: float) -> int:
+        gone = [k for k, r in self.rows.items() if r.expires < before]
+        for k in gone:
+            del self.rows[k]
+        return len(gone)
+
+
+async def test_sessions_evicted_for_room_are_saved_as_ended() -> None:
+    store = DictStore()
+    first = WebSessions(ttl=100, per_account=1, store=store)
+    old = first.add(7, "alice", "Alice", "k1", 0.0)
+    await first.save(old)
+    new = first.add(7, "alice", "Alice", "k2", 1.0)  # ends the oldest to make room
+    await first.save(new)
+    other = WebSessions(ttl=100, per_account=1, store=store)  # another process
+    assert (await other.lookup(7, new.wxsid, 2.0)) is not None
+    gone = await other.lookup(7, old.wxsid, 2.0)
+    assert gone is not None and not gone.alive
+    assert await other.lookup(8, new.wxsid, 2.0) is None  # bound to its uin
+    assert await other.sweep_store(500.0 + 3600) == 2  # past expiry and the grace

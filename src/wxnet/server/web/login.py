@@ -194,9 +194,18 @@ class WebSessions:
         self.per_account = per_account
         self.store = store
         self._by_sid: dict[str, WebSession] = {}
+        self._ended: list[WebSession] = []
 
     async def save(self, s: WebSession) -> None:
-        """Make ``s`` (new, or ended) durable, if there is a store."""
+        """Make ``s`` (new, or ended) durable, if there is a store; also the sessions
+        that :meth:`add` ended to make room."""
+        ended, self._ended = self._ended, []
+        if self.store is None:
+            return
+        for old in (*ended, s):
+            await self._save(old)
+
+    async def _save(self, s: WebSession) -> None:
         if self.store is not None:
             await self.store.save_web_session(
                 WebSessionRow(
@@ -244,6 +253,7 @@ class WebSessions:
         mine = sorted((s for s in self._by_sid.values() if s.uin == uin), key=lambda s: s.expires)
         for old in mine[: max(0, len(mine) - self.per_account + 1)]:
             self.end(old.wxsid)  # the oldest web login of the account makes room
+            self._ended.append(old)  # saved as ended with the next save()
         s = WebSession(
             wxsid=new_token(),
             uin=uin,
