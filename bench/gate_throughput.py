@@ -54,17 +54,27 @@ def main() -> None:
         w.spawn(w.inet, "iperf3", "-s", "-B", WECHAT, "-p", "8080")
         w.wait_listen(w.inet, f"{WECHAT}:8080")
         w.start_upstream_dnsmasq()
-        for _ in range(args.rounds):
+
+        def plain_round() -> None:
             plain.append(iperf(w, args.seconds, False))
+
+        def router_round() -> None:
             base = f"{w.table}base"
             w.run(w.gw, "nft", "-f", "-", input_text=ROUTER.format(t=base))
             router.append(iperf(w, args.seconds, False))
             w.run(w.gw, "nft", "delete", "table", "inet", base)
+
+        def policy_round() -> None:
             gate = w.start_gate()
             answer = w.run(w.phone, sys.executable, "-c", RESOLVE, "sgshort.wechat.com", GW_LAN)
             assert WECHAT in answer, answer
             policy.append(iperf(w, args.seconds, False))
             w.stop(gate)
+
+        order = [plain_round, router_round, policy_round]
+        for i in range(args.rounds):  # A B C, then C B A: no case always runs last
+            for step in order if i % 2 == 0 else order[::-1]:
+                step()
     p, r, q = (statistics.median(x) for x in (plain, router, policy))
     print(f"machine: {machine()}")
     print("| iperf3 TCP through the gateway (median) | Gbit/s | policy / this |")
@@ -76,6 +86,8 @@ def main() -> None:
         f"{args.rounds} rounds x {args.seconds}s; raw Gbit/s: "
         f"plain={plain} router={router} policy={policy}"
     )
+    ratios = [round(b / a, 3) for a, b in zip(plain, policy, strict=True)]
+    print(f"per-round policy / plain: {ratios} (median {statistics.median(ratios):.3f})")
 
 
 if __name__ == "__main__":

@@ -208,6 +208,46 @@ class Receiver:
             self.result.latencies.append(now - float(sent_at))
 
 
+async def _send_one(result: LoadResult, s: User, to: str, tag: str) -> None:
+    msg = pb.MicroMsg(
+        to_user=to,
+        content=f"{tag}|{time.monotonic():.6f}",
+        msg_type=MsgType.TEXT,
+        client_msg_id=tag,
+        create_time=int(time.time()),
+    )
+    result.sent += 1
+    try:
+        resp = await s.link.call(
+            "newsendmsg", pb.SendMsgRequest(base=s.base(), list=[msg]), pb.SendMsgResponse
+        )
+    except (MMError, TransportError):
+        result.send_errors += 1
+        return
+    if resp.list and resp.list[0].ret == 0:
+        result.acked += 1
+    else:
+        result.send_errors += 1
+
+
+async def _send_pair(
+    result: LoadResult, s: User, to: str, count: int, rate: float, window: int, start: float
+) -> None:
+    """``count`` sends from ``s`` to ``to``, ``window`` in flight, paced at ``rate``/s."""
+    sem = asyncio.Semaphore(max(1, window))
+    tasks = []
+    for n in range(count):
+        if rate:
+            delay = start + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await sem.acquire()
+        t = asyncio.ensure_future(_send_one(result, s, to, f"{s.name}-{n}"))
+        t.add_done_callback(lambda _t: sem.release())
+        tasks.append(t)
+    await asyncio.gather(*tasks)
+
+
 async def run_load(
     host: str,
     long_port: int,
@@ -249,44 +289,15 @@ async def run_load(
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     server_cpu0 = proc_cpu(server_pid) if server_pid is not None else 0.0
 
-    async def send_one(s: User, to: str, tag: str) -> None:
-        msg = pb.MicroMsg(
-            to_user=to,
-            content=f"{tag}|{time.monotonic():.6f}",
-            msg_type=MsgType.TEXT,
-            client_msg_id=tag,
-            create_time=int(time.time()),
-        )
-        result.sent += 1
-        try:
-            resp = await s.link.call(
-                "newsendmsg", pb.SendMsgRequest(base=s.base(), list=[msg]), pb.SendMsgResponse
+    per_pair_rate = rate / pairs if rate > 0 else 0.0
+    await asyncio.gather(
+        *(
+            _send_pair(
+                result, senders[i], receivers[i].name, per_pair[i], per_pair_rate, window, start
             )
-        except (MMError, TransportError):
-            result.send_errors += 1
-            return
-        if resp.list and resp.list[0].ret == 0:
-            result.acked += 1
-        else:
-            result.send_errors += 1
-
-    async def sender(i: int) -> None:
-        s, r = senders[i], receivers[i]
-        sem = asyncio.Semaphore(max(1, window))
-        tasks = []
-        per_pair_rate = rate / pairs if rate > 0 else 0.0
-        for n in range(per_pair[i]):
-            if per_pair_rate:
-                delay = start + n / per_pair_rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await sem.acquire()
-            t = asyncio.ensure_future(send_one(s, r.name, f"{s.name}-{n}"))
-            t.add_done_callback(lambda _t: sem.release())
-            tasks.append(t)
-        await asyncio.gather(*tasks)
-
-    await asyncio.gather(*(sender(i) for i in range(pairs)))
+            for i in range(pairs)
+        )
+    )
     deadline = time.monotonic() + drain_timeout
     while result.delivered < result.acked and time.monotonic() < deadline:
         progress.clear()

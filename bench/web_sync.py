@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import secrets
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.spawn import ServerProcess
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
 
@@ -78,27 +78,8 @@ async def main() -> None:
             stdout=asyncio.subprocess.DEVNULL,
         )
         assert await add.wait() == 0
-    srv = await asyncio.create_subprocess_exec(
-        *wxnet,
-        "serve",
-        "--data",
-        str(data),
-        "--host",
-        "127.0.0.1",
-        "--long-port",
-        "0",
-        "--http-port",
-        "0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert srv.stdout is not None
-    port = 0
-    while not port:
-        line = (await asyncio.wait_for(srv.stdout.readline(), 30)).decode()
-        m = re.search(r'"http_port": (\d+)', line) or re.search(r"http[_ ]port\D+(\d+)", line)
-        if m:
-            port = int(m.group(1))
+    srv = await ServerProcess.on_data(data).astart(30)
+    port = srv.http_port
     base = f"http://127.0.0.1:{port}"
     try:
         conn = aiohttp.TCPConnector(limit=args.concurrency * 2)
@@ -193,8 +174,7 @@ async def main() -> None:
             results["messages_delivered"] = delivered
             print(json.dumps(results))
     finally:
-        srv.terminate()
-        await srv.wait()
+        await srv.astop()
 
 
 if __name__ == "__main__":

@@ -202,11 +202,14 @@ def test_spoofed_sni_to_an_address_no_dns_answer_gave() -> None:
     v = CLF.classify(FlowView("tcp", "10.0.0.2", 4, "198.51.100.66", 80, req), dns, 10)
     assert v.app == "wechat" and v.spoofed and not v.confirmed
     assert kinds(v) == ["http-host", "spoof"] and v.label == "WeChat (spoofed)"
-    # The address DNS gave is fine, and so is one in Tencent's ranges.
+    # The address DNS gave is fine, and so is one in WeChat's operator ranges; a Tencent
+    # Cloud address (anyone can rent one) is not.
     ok = CLF.classify(FlowView("tcp", "10.0.0.2", 4, "203.205.239.1", 80, req), dns, 10)
     assert not ok.spoofed and kinds(ok) == ["http-host", "dns"]
-    tencent = CLF.classify(FlowView("tcp", "10.0.0.2", 4, "43.135.1.1", 80, req), dns, 10)
-    assert not tencent.spoofed and tencent.confirmed
+    own = CLF.classify(FlowView("tcp", "10.0.0.2", 4, "203.205.180.1", 80, req), dns, 10)
+    assert not own.spoofed and own.confirmed
+    cloud = CLF.classify(FlowView("tcp", "10.0.0.2", 4, "43.135.1.1", 80, req), dns, 10)
+    assert cloud.spoofed and not cloud.confirmed
     # Without DNS knowledge there is nothing to compare against.
     assert not CLF.classify(FlowView("tcp", "10.0.0.2", 4, "198.51.100.66", 80, req)).spoofed
     off = CLF.classify(

@@ -6,7 +6,13 @@ from wxnet.gate.apps import AppInfo
 
 CATALOG = {
     "wechat": AppInfo(
-        "wechat", "WeChat", tcp_ports=(80, 443, 8080), dependencies=("android-connectivity",)
+        "wechat",
+        "WeChat",
+        tcp_ports=(80, 443, 8080),
+        dependencies=("android-connectivity",),
+        operator_ranges=("198.51.100.0/25", "2001:db8:77::/48"),
+        newgetdns_ports=(80,),
+        newgetdns_paths=("/cgi-bin/micromsg-bin/newgetdns",),
     ),
     "qq": AppInfo("qq", "QQ", tcp_ports=(80, 443, 8080, 14000)),
     "android-connectivity": AppInfo("android-connectivity", "Android checks", tcp_ports=(80, 443)),

@@ -27,13 +27,39 @@ WECHAT_HARDCODED = ("198.18.2.20", "198.18.2.21", "198.18.2.22")  # never in DNS
 VIDEO_IP, CHECK_IP = "198.18.3.10", "198.18.3.20"
 SERVER_IP = "198.18.2.30"  # the real wxnet server (szlong.weixin.qq.com)
 PHONE6, GW_LAN6, GW_WAN6, INET6 = "fd77::2", "fd77::1", "fd18::1", "fd18::2"
+PHONE2_IP, PHONE2_6 = "10.77.0.3", "fd77::3"  # a second device on the same LAN
 WECHAT6, VIDEO6 = "fd18:2::20", "fd18:3::10"  # hard-coded WeChat and the video site, IPv6
-ECHO_ADDRS = (UPSTREAM_DNS, WECHAT_DNS_IP, *WECHAT_HARDCODED, VIDEO_IP, CHECK_IP, WECHAT6, VIDEO6)
-INET_ADDRS = (*ECHO_ADDRS, FOREIGN_DNS, SERVER_IP)
+WECHAT6_DNS = "fd18:2::10"  # the AAAA answer for short.weixin.qq.com
+HUGE_TTL_IP = "198.18.2.11"  # answered with TTL 2^31
+CDN_IP = "198.18.3.30"  # mmbiz.qpic.cn CNAME edge.cdn.example: a shared CDN
+NGD_IP, NGD6 = "198.18.2.40", "fd18:2::40"  # only a newgetdns answer names these
+CLOUD_VM = "43.135.1.1"  # inside a Tencent Cloud customer block (tencent.toml)
+#: the test's "operator-owned" WeChat ranges (declared with [apps.wechat] operator-ranges)
+OPERATOR_RANGES = ("198.18.2.16/29", "fd18:2::20/126")
+SERVER_BUILTIN = "198.18.2.17"  # the wxnet server's built-in address (in the range)
+SERVER_NGD = "198.18.2.31"  # the wxnet server's address that only newgetdns gives
+ECHO_ADDRS = (
+    UPSTREAM_DNS, WECHAT_DNS_IP, *WECHAT_HARDCODED, VIDEO_IP, CHECK_IP, WECHAT6, VIDEO6,
+    WECHAT6_DNS, HUGE_TTL_IP, CDN_IP, NGD_IP, NGD6, CLOUD_VM,
+)  # fmt: skip
+INET_ADDRS = (*ECHO_ADDRS, FOREIGN_DNS, SERVER_IP, SERVER_BUILTIN, SERVER_NGD)
 
 
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
+SERVER_NAT = f"""table ip wxsrv {{
+    chain pre {{
+        type nat hook prerouting priority dstnat; policy accept;
+        ip daddr {{ {SERVER_BUILTIN}, {SERVER_NGD} }} dnat to {SERVER_IP}
+    }}
+}}
+"""
+
+
+def sh(
+    *cmd: str, check: bool = True, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, timeout=30, input=input_text
+    )
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
     return proc
@@ -80,6 +106,10 @@ class World:
         return f"wxph-{self.sfx}"
 
     @property
+    def phone2(self) -> str:
+        return f"wxp2-{self.sfx}"
+
+    @property
     def gw(self) -> str:
         return f"wxgw-{self.sfx}"
 
@@ -89,7 +119,8 @@ class World:
 
     @property
     def lan_if(self) -> str:
-        return f"wxgl{self.sfx}"
+        """The gateway's LAN: a bridge with both phones' veths on it."""
+        return f"wxgb{self.sfx}"
 
     @property
     def log(self) -> Path:
@@ -97,15 +128,20 @@ class World:
 
     def setup(self) -> None:
         s = self.sfx
-        for ns in (self.phone, self.gw, self.inet):
+        for ns in (self.phone, self.phone2, self.gw, self.inet):
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "link", "add", f"wxpl{s}", "netns", self.phone, "type", "veth",
-           "peer", "name", self.lan_if, "netns", self.gw)  # fmt: skip
+        sh("ip", "-n", self.gw, "link", "add", self.lan_if, "type", "bridge")
+        for ns, dev, port in ((self.phone, f"wxpl{s}", f"wxg1{s}"),
+                              (self.phone2, f"wxp2{s}", f"wxg2{s}")):  # fmt: skip
+            sh("ip", "link", "add", dev, "netns", ns, "type", "veth",
+               "peer", "name", port, "netns", self.gw)  # fmt: skip
+            sh("ip", "-n", self.gw, "link", "set", port, "master", self.lan_if, "up")
         sh("ip", "link", "add", f"wxgw{s}", "netns", self.gw, "type", "veth",
            "peer", "name", f"wxiw{s}", "netns", self.inet)  # fmt: skip
         for ns, dev, addr, addr6 in (
             (self.phone, f"wxpl{s}", f"{PHONE_IP}/24", f"{PHONE6}/64"),
+            (self.phone2, f"wxp2{s}", f"{PHONE2_IP}/24", f"{PHONE2_6}/64"),
             (self.gw, self.lan_if, f"{GW_LAN_IP}/24", f"{GW_LAN6}/64"),
             (self.gw, f"wxgw{s}", f"{GW_WAN_IP}/24", f"{GW_WAN6}/64"),
             (self.inet, f"wxiw{s}", f"{INET_IP}/24", f"{INET6}/64"),
@@ -116,10 +152,13 @@ class World:
         for addr in INET_ADDRS:
             plen = 128 if ":" in addr else 32
             sh("ip", "-n", self.inet, "addr", "add", f"{addr}/{plen}", "dev", "lo", "nodad")
-        sh("ip", "-n", self.phone, "route", "add", "default", "via", GW_LAN_IP)
+        for ph in (self.phone, self.phone2):
+            sh("ip", "-n", ph, "route", "add", "default", "via", GW_LAN_IP)
+            sh("ip", "-n", ph, "-6", "route", "add", "default", "via", GW_LAN6)
+        # the wxnet server answers on its built-in and newgetdns-only addresses too
+        sh("ip", "netns", "exec", self.inet, "nft", "-f", "-", input_text=SERVER_NAT)
         sh("ip", "-n", self.gw, "route", "add", "default", "via", INET_IP)
         sh("ip", "-n", self.inet, "route", "add", "10.77.0.0/24", "via", GW_WAN_IP)
-        sh("ip", "-n", self.phone, "-6", "route", "add", "default", "via", GW_LAN6)
         sh("ip", "-n", self.gw, "-6", "route", "add", "default", "via", INET6)
         sh("ip", "-n", self.inet, "-6", "route", "add", "fd77::/64", "via", GW_WAN6)
         sh("ip", "netns", "exec", self.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
@@ -144,14 +183,14 @@ class World:
         self.procs.append(proc)
         return proc
 
-    def probe(self, kind: str, host: str, **kw: Any) -> dict[str, Any]:
+    def probe(self, kind: str, host: str, ns: str | None = None, **kw: Any) -> dict[str, Any]:
         argv = [sys.executable, HELPER, "probe", kind, "--host", host]
         for k, v in kw.items():
             if v is True:
                 argv.append(f"--{k}")
             else:
                 argv += [f"--{k}", str(v)]
-        out = sh("ip", "netns", "exec", self.phone, *argv)
+        out = sh("ip", "netns", "exec", ns or self.phone, *argv)
         result: dict[str, Any] = json.loads(out.stdout)
         return result
 
@@ -171,7 +210,7 @@ class World:
                 proc.communicate(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
-        for ns in (self.phone, self.gw, self.inet):
+        for ns in (self.phone, self.phone2, self.gw, self.inet):
             sh("ip", "netns", "del", ns, check=False)
 
 
@@ -193,3 +232,18 @@ def tls_client_hello(server_name: str) -> bytes:
     except ssl.SSLWantReadError:
         pass
     return outgoing.read()
+
+
+def big_client_hello(server_name: str, size: int = 6000) -> bytes:
+    """A TLS 1.3-shaped ClientHello of about ``size`` bytes (a padding extension, as
+    post-quantum key shares make real ones ~1.8 KiB): larger than the old 4 KiB peek."""
+    name = server_name.encode()
+    sni = b"\x00" + len(name).to_bytes(2, "big") + name
+    sni = (len(sni)).to_bytes(2, "big") + sni
+    ext = b"\x00\x00" + len(sni).to_bytes(2, "big") + sni
+    pad = max(0, size - 100)
+    ext += b"\x00\x15" + pad.to_bytes(2, "big") + bytes(pad)
+    body = b"\x03\x03" + bytes(32) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+    body += len(ext).to_bytes(2, "big") + ext
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(hs).to_bytes(2, "big") + hs

@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Any, cast
 
-from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, A, DNSRecord
 
 ZONE = {
     "short.weixin.qq.com": "198.18.2.10",
@@ -27,8 +27,20 @@ ZONE = {
     "szlong.weixin.qq.com": "198.18.2.30",  # the real wxnet server (its own address)
     "video.example": "198.18.3.10",
     "connectivitycheck.gstatic.com": "198.18.3.20",
+    "edge.cdn.example": "198.18.3.30",  # a shared CDN
+    "huge.weixin.qq.com": "198.18.2.11",  # answered with a TTL of 2^31
 }
+ZONE6 = {"short.weixin.qq.com": "fd18:2::10", "video.example": "fd18:3::10"}
+CNAMES = {"mmbiz.qpic.cn": "edge.cdn.example"}  # a WeChat name served by a shared CDN
+#: answers that smuggle a record for another name (it must not be learned)
+EXTRA = {"extra.weixin.qq.com": ("198.18.2.10", "video.example", "198.18.3.10")}
 LIAR = "198.18.3.10"
+NEWGETDNS = (
+    b'<?xml version="1.0" encoding="utf-8"?><dns><retcode>0</retcode><domainlist>'
+    b'<domain name="szlong.weixin.qq.com" timeout="600" ports="8080">'
+    b"<ip>198.18.2.40</ip><ip>fd18:2::40</ip></domain></domainlist>"
+    b"<clientip>10.77.0.2</clientip><timestamp>0</timestamp></dns>"
+)
 
 
 def _log(path: str, obj: dict[str, Any]) -> None:
@@ -50,10 +62,22 @@ class _Dns(asyncio.DatagramProtocol):
         _log(self.log, {"event": "dns", "server": self.addr, "name": name})
         r = q.reply()
         ip = LIAR if self.liar else ZONE.get(name)
-        if ip is None:
+        target = None if self.liar else CNAMES.get(name)
+        if target is not None:
+            r.add_answer(RR(q.q.qname, QTYPE.CNAME, rdata=CNAME(target), ttl=60))
+            if q.q.qtype == QTYPE.A:
+                r.add_answer(RR(target, QTYPE.A, rdata=A(ZONE[target]), ttl=60))
+        elif not self.liar and name in EXTRA:
+            own, other, other_ip = EXTRA[name]
+            r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(own), ttl=60))
+            r.add_answer(RR(other, QTYPE.A, rdata=A(other_ip), ttl=60))
+        elif q.q.qtype == QTYPE.AAAA and not self.liar and name in ZONE6:
+            r.add_answer(RR(q.q.qname, QTYPE.AAAA, rdata=AAAA(ZONE6[name]), ttl=60))
+        elif ip is None:
             r.header.rcode = RCODE.NXDOMAIN
         elif q.q.qtype == QTYPE.A:
-            r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(ip), ttl=60))
+            ttl = 2**31 if name.startswith("huge.") else 60
+            r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(ip), ttl=ttl))
         assert self.tr is not None
         self.tr.sendto(r.pack(), addr)
 
@@ -76,20 +100,26 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     echo_addrs = args.echo.split(",")
     for addr in echo_addrs:
-        await loop.create_datagram_endpoint(_UdpEcho, local_addr=(addr, 443))
+        for uport in (443, 8000):
+            await loop.create_datagram_endpoint(_UdpEcho, local_addr=(addr, uport))
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         local = writer.get_extra_info("sockname")
         _log(args.log, {"event": "tcp", "server": local[0], "port": local[1]})
         try:
             while data := await reader.read(65536):
-                writer.write(b"echo:" + data)
+                if data.startswith(b"GET /cgi-bin/micromsg-bin/newgetdns"):  # HTTP-DNS (S10)
+                    head = "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n"
+                    head += f"Content-Length: {len(NEWGETDNS)}\r\n\r\n"
+                    writer.write(head.encode() + NEWGETDNS)
+                else:
+                    writer.write(b"echo:" + data)
                 await writer.drain()
         except ConnectionError:
             pass
         writer.close()
 
-    for port in (80, 443, 8080, 853, 5201):
+    for port in (80, 443, 8080, 853, 5201, 22):
         await asyncio.start_server(echo, echo_addrs, port)
     print("ready", flush=True)
     done = asyncio.Event()
@@ -125,7 +155,7 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
     if args.kind == "dns" and args.count > 1:
         return _probe_many(args)
     if args.kind == "dns":
-        q = DNSRecord.question(args.name, "A")
+        q = DNSRecord.question(args.name, args.qtype)
         if args.tcp:
             with socket.create_connection((args.host, 53), timeout=args.timeout) as s:
                 data = q.pack()
@@ -140,10 +170,10 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
                     buf += chunk
                 r = DNSRecord.parse(buf)
         else:
-            r = DNSRecord.parse(q.send(args.host, 53, timeout=args.timeout))
+            r = DNSRecord.parse(q.send(args.host, 53, timeout=args.timeout, ipv6=":" in args.host))
         return {
             "rcode": RCODE.get(r.header.rcode),
-            "addresses": [str(rr.rdata) for rr in r.rr if rr.rtype == QTYPE.A],
+            "addresses": [str(rr.rdata) for rr in r.rr if rr.rtype in (QTYPE.A, QTYPE.AAAA)],
         }
     payload = bytes.fromhex(args.send)
     if args.kind == "udp":
@@ -154,7 +184,24 @@ def _probe(args: argparse.Namespace) -> dict[str, Any]:
             data, _ = s.recvfrom(65536)
             return {"reply": data.hex()}
     with socket.create_connection((args.host, args.port), timeout=args.timeout) as s:
+        if args.silent:  # say nothing until the server gives up (or this times out)
+            try:
+                if s.recv(1) == b"":
+                    return {"error": "closed"}
+            except TimeoutError:
+                pass
         s.sendall(payload)
+        if args.hold:  # a long-lived flow: one exchange, then wait for a line on stdin
+            first = s.recv(65536)
+            print(json.dumps({"first": first.hex()}), flush=True)
+            sys.stdin.readline()
+            s.settimeout(args.timeout)
+            try:
+                s.sendall(payload)
+                again = s.recv(65536)
+            except OSError as exc:
+                return {"error": type(exc).__name__}
+            return {"reply": again.hex()} if again else {"error": "closed"}
         want = len(payload) + 5
         buf = b""
         while len(buf) < want:
@@ -184,6 +231,9 @@ def main() -> None:
     pr.add_argument("--tcp", action="store_true")
     pr.add_argument("--timeout", type=float, default=3.0)
     pr.add_argument("--count", type=int, default=1, help="dns: queries from this many sockets")
+    pr.add_argument("--qtype", default="A", help="dns: A or AAAA")
+    pr.add_argument("--silent", action="store_true", help="tcp: wait before sending")
+    pr.add_argument("--hold", action="store_true", help="tcp: keep the flow open (stdin)")
     args = p.parse_args()
     if args.cmd == "serve":
         asyncio.run(_serve(args))

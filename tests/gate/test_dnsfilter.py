@@ -4,7 +4,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import CNAME, QTYPE, RCODE, RR, A, DNSRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -43,7 +43,7 @@ def test_allow_only_forwards_allowed_and_fills_sets_from_the_answer() -> None:
     ans = DNSRecord.parse(q).reply()
     ans.add_answer(RR("szshort.weixin.qq.com", QTYPE.A, rdata=A("203.0.113.7"), ttl=30))
     out = f.on_answer(act, ans.pack(), MON_10)
-    assert out.elements == (("wechat", "203.0.113.7", 300),)  # min-set-timeout floor
+    assert out.elements == (("d_staff_wechat", "203.0.113.7", 300),)  # min-set-timeout floor
     assert out.learned[0].addresses == ("203.0.113.7",)
     assert out.record.verdict == "allow" and out.record.device == "office"
 
@@ -87,3 +87,45 @@ def test_garbage_queries_decode_or_raise(data: bytes) -> None:
         f.on_query(data, "10.1.0.5", 1, MON_10)
     except MalformedQuery:
         pass
+
+
+def test_only_the_questions_own_answer_chain_is_learned() -> None:
+    f = make()
+    q = query("szshort.weixin.qq.com")
+    act = f.on_query(q, "10.1.0.5", 5000, MON_10)
+    assert isinstance(act, Forward)
+    ans = DNSRecord.parse(q).reply()
+    ans.add_answer(RR("szshort.weixin.qq.com", QTYPE.CNAME, rdata=CNAME("x.weixin.qq.com")))
+    ans.add_answer(RR("x.weixin.qq.com", QTYPE.A, rdata=A("203.0.113.8"), ttl=2**31))
+    ans.add_answer(RR("video.example", QTYPE.A, rdata=A("198.18.3.10"), ttl=60))  # smuggled
+    out = f.on_answer(act, ans.pack(), MON_10)
+    assert out.elements == (("d_staff_wechat", "203.0.113.8", 86400),)  # TTL clamped
+    assert [a.address for a in out.attested] == ["203.0.113.8"]
+    assert out.learned[0].addresses == ("203.0.113.8",)
+    assert out.record.admitted_by == "dns"
+
+
+def test_a_cname_to_a_shared_cdn_is_never_put_in_the_kernel_sets() -> None:
+    f = make()
+    q = query("mmsns.weixin.qq.com")
+    act = f.on_query(q, "10.1.0.5", 5000, MON_10)
+    assert isinstance(act, Forward)
+    ans = DNSRecord.parse(q).reply()
+    ans.add_answer(RR("mmsns.weixin.qq.com", QTYPE.CNAME, rdata=CNAME("e1.cdn.example")))
+    ans.add_answer(RR("e1.cdn.example", QTYPE.A, rdata=A("192.0.2.44"), ttl=60))
+    out = f.on_answer(act, ans.pack(), MON_10)
+    assert out.elements == ()
+    assert [(a.group, a.app, a.address, a.kind) for a in out.attested] == [
+        ("staff", "wechat", "192.0.2.44", "cdn")
+    ]
+
+
+def test_answers_for_block_groups_admit_nothing() -> None:
+    f = make()
+    q = query("video.example")
+    act = f.on_query(q, "10.1.0.9", 5000, MON_10)  # boss: kids (block)
+    assert isinstance(act, Forward)
+    ans = DNSRecord.parse(q).reply()
+    ans.add_answer(RR("video.example", QTYPE.A, rdata=A("192.0.2.5"), ttl=60))
+    out = f.on_answer(act, ans.pack(), MON_10)
+    assert out.elements == () and out.attested == ()

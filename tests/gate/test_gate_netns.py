@@ -17,20 +17,25 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.gate.conftest import Gate, GateFactory, echo_ok
 from tests.gate.netns import (
     CHECK_IP,
     FOREIGN_DNS,
+    GW_LAN6,
     GW_LAN_IP,
+    PHONE_IP,
+    SERVER_BUILTIN,
     SERVER_IP,
+    SERVER_NGD,
     UPSTREAM_DNS,
     VIDEO6,
     VIDEO_IP,
     WECHAT6,
+    WECHAT6_DNS,
     WECHAT_DNS_IP,
     WECHAT_HARDCODED,
     World,
@@ -51,69 +56,19 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = World(tmp_path_factory.mktemp("gate-netns"))
-    try:
-        w.setup()
-        yield w
-    finally:
-        w.close()
-
-
-class Gate:
-    def __init__(
-        self, world: World, policy: str, tmp: Path, verbose: bool = False, short: bool = False
-    ) -> None:
-        self.world = world
-        self.table = f"wxt{world.sfx}{os.urandom(2).hex()}"
-        self.dir = tmp
-        self.config = tmp / "gate.toml"
-        self.config.write_text(
-            policy.format(
-                lan=world.lan_if, table=self.table, tmp=tmp, upstream=UPSTREAM_DNS, gw=GW_LAN_IP
-            )
-        )
-        argv = [sys.executable, "-m", "wxnet", "gate", "run", str(self.config)]
-        if short:  # the form the issue documents: wxnet gate --config FILE
-            argv = [sys.executable, "-m", "wxnet", "gate", "--config", str(self.config)]
-        self.proc = world.spawn(world.gw, [*argv, "--verbose"] if verbose else argv)
-        line = read_line(self.proc, 30)
-        if not line.startswith("ready"):
-            self.proc.kill()
-            _, err = self.proc.communicate(timeout=10)
-            raise AssertionError(f"gate did not start: {line!r} {err}")
-
-    def table_exists(self) -> bool:
-        return self.world.nft("list", "table", "inet", self.table, check=False).returncode == 0
-
-    def set_has(self, name: str, addr: str) -> bool:
-        out = self.world.nft("list", "set", "inet", self.table, name).stdout
-        return addr in out
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=15)
-        return self.proc.returncode
-
-    def remove(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
-        self.world.nft("delete", "table", "inet", self.table, check=False)
-
-
 ALLOW_ONLY = """\
 [gate]
 lan = ["{lan}"]
 upstreams = ["{upstream}"]
-dns-listen = ["{gw}"]
 table = "{table}"
 spoof = "strict"
 peek-timeout = 1.0
 log = "{tmp}/gate.jsonl"
 db = "{tmp}/gate.sqlite"
 http = "127.0.0.1:0"
+
+[apps.wechat]
+operator-ranges = [{ranges}]
 
 [groups.staff]
 mode = "allow-only"
@@ -133,55 +88,32 @@ group = "staff"
 BLOCK = ALLOW_ONLY.replace('mode = "allow-only"', 'mode = "block"')
 
 
-GateFactory = Callable[..., Gate]
-
-
-@pytest.fixture
-def gate_factory(world: World, tmp_path: Path) -> Iterator[GateFactory]:
-    made: list[Gate] = []
-
-    def make(policy: str, verbose: bool = False, short: bool = False) -> Gate:
-        gate = Gate(world, policy, tmp_path, verbose, short)
-        made.append(gate)
-        return gate
-
-    try:
-        yield make
-    finally:
-        for g in made:
-            g.remove()
-
-
-def echo_ok(result: dict[str, object], sent: bytes) -> bool:
-    reply = result.get("reply")
-    return isinstance(reply, str) and bytes.fromhex(reply) == b"echo:" + sent
-
-
 def test_allow_only_passes_wechat_and_nothing_else(world: World, gate_factory: GateFactory) -> None:
     gate = gate_factory(ALLOW_ONLY)
     # DNS: WeChat names resolve (through the gateway), others get NXDOMAIN.
     r = world.probe("dns", GW_LAN_IP, name="sgshort.wechat.com")
     assert r == {"rcode": "NOERROR", "addresses": [WECHAT_DNS_IP]}
-    assert gate.set_has("app_wechat_4", WECHAT_DNS_IP)  # in the set before the answer
+    assert gate.set_has("d_staff_wechat_4", WECHAT_DNS_IP)  # in the set before the answer
     assert world.probe("dns", GW_LAN_IP, name="video.example")["rcode"] == "NXDOMAIN"
     assert world.probe("dns", GW_LAN_IP, name="video.example", tcp=True)["rcode"] == "NXDOMAIN"
     r = world.probe("dns", GW_LAN_IP, name="short.weixin.qq.com", tcp=True)  # TCP, forwarded
     assert r == {"rcode": "NOERROR", "addresses": [WECHAT_DNS_IP]}
-    # Today's client: POST /mmtls/ on 80 to the resolved address (kernel path).
+    # Today's client: POST /mmtls/ on 80 to the resolved address (through the inspector,
+    # which reads newgetdns answers on port 80) and the long link on 8080 (kernel).
     post = b"POST /mmtls/0a1b2c3d HTTP/1.1\r\nHost: sgshort.wechat.com\r\n\r\n" + mmtls_hello()
     assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=80, send=post.hex()), post)
-    # ... and its verdict is cached in the conntrack mark ("WX" in the high 16 bits).
+    hello = mmtls_hello()
+    assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=8080, send=hello.hex()), hello)
+    # ... its verdict is cached in the conntrack mark ("WX" in the high 16 bits).
     if shutil.which("conntrack"):
         ct = sh("ip", "netns", "exec", world.gw, "conntrack", "-L", "-p", "tcp",
-                "--dst", WECHAT_DNS_IP, "--dport", "80").stdout  # fmt: skip
+                "--dst", WECHAT_DNS_IP, "--dport", "8080").stdout  # fmt: skip
         marks = {int(m) >> 16 for m in re.findall(r"mark=(\d+)", ct)}
         assert marks == {0x5758}, ct
-    # MMTLS long link on 8080 and a 2014 head to hard-coded addresses (inspector path).
-    hello = mmtls_hello()
+    # Built-in addresses inside the declared operator ranges: MMTLS and the 2014 head.
     assert echo_ok(world.probe("tcp", WECHAT_HARDCODED[0], port=8080, send=hello.hex()), hello)
     noop = encode_packet(6, 1)
     assert echo_ok(world.probe("tcp", WECHAT_HARDCODED[1], port=8080, send=noop.hex()), noop)
-    assert gate.set_has("app_wechat_4", WECHAT_HARDCODED[0])  # taught to the datapath
     # Video site over HTTP and TLS: reset.
     get = b"GET /watch HTTP/1.1\r\nHost: video.example\r\n\r\n"
     assert "reply" not in world.probe("tcp", VIDEO_IP, port=80, send=get.hex())
@@ -223,8 +155,8 @@ def test_kernel_path_flows_are_recorded_from_conntrack(
         pytest.skip("needs the conntrack tool (make sysdeps installs it)")
     gate = gate_factory(ALLOW_ONLY, verbose=True)
     assert world.probe("dns", GW_LAN_IP, name="sgshort.wechat.com")["addresses"]
-    post = b"POST /mmtls/77 HTTP/1.1\r\nHost: sgshort.wechat.com\r\n\r\n" + mmtls_hello()
-    assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=80, send=post.hex()), post)
+    post = mmtls_hello()
+    assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=8080, send=post.hex()), post)
     # Ending the conntrack entry (as its timeout would) makes the kernel report it.
     sh("ip", "netns", "exec", world.gw, "conntrack", "-D", "-p", "tcp", "-d", WECHAT_DNS_IP)
     while True:  # every read is bounded; the gate logs each record as it is made
@@ -234,17 +166,22 @@ def test_kernel_path_flows_are_recorded_from_conntrack(
             rec = json.loads(line.split(" flow ", 1)[1])
             break
     assert (rec["app"], rec["device"], rec["transport"], rec["server"], rec["server_port"]) == (
-        "wechat", "phone", "tcp", WECHAT_DNS_IP, 80,
+        "wechat", "phone", "tcp", WECHAT_DNS_IP, 8080,
     )  # fmt: skip
+    assert rec["admitted_by"] == "dns"
     assert rec["bytes_up"] > len(post) and rec["bytes_down"] > len(post)  # headers counted
 
 
 def test_ipv6_inspector_and_sets(world: World, gate_factory: GateFactory) -> None:
     gate = gate_factory(ALLOW_ONLY)
     hello = mmtls_hello()
-    assert echo_ok(world.probe("tcp", WECHAT6, port=8080, send=hello.hex()), hello)
-    assert gate.set_has("app_wechat_6", WECHAT6)  # IP6T_SO_ORIGINAL_DST + v6 set
-    assert echo_ok(world.probe("tcp", WECHAT6, port=443, send=hello.hex()), hello)  # kernel
+    assert echo_ok(world.probe("tcp", WECHAT6, port=8080, send=hello.hex()), hello)  # range
+    # port 80 to an admitted address goes through the inspector (IP6T_SO_ORIGINAL_DST)
+    assert echo_ok(world.probe("tcp", WECHAT6, port=80, send=hello.hex()), hello)
+    r = world.probe("dns", GW_LAN6, name="short.weixin.qq.com", qtype="AAAA")
+    assert r == {"rcode": "NOERROR", "addresses": [WECHAT6_DNS]}
+    assert gate.set_has("d_staff_wechat_6", WECHAT6_DNS)
+    assert echo_ok(world.probe("tcp", WECHAT6_DNS, port=443, send=hello.hex()), hello)
     get = b"GET / HTTP/1.1\r\nHost: video.example\r\n\r\n"
     assert "reply" not in world.probe("tcp", VIDEO6, port=80, send=get.hex())
     assert "reply" not in world.probe("tcp", VIDEO6, port=5201, send="00", timeout=1)
@@ -259,10 +196,10 @@ def test_lenient_spoofing_and_silent_or_garbage_clients(
     # foreign-dns = "drop": DNS to another server is rejected, the gateway still answers.
     assert "error" in world.probe("dns", FOREIGN_DNS, name="video.example", timeout=1)
     assert world.probe("dns", GW_LAN_IP, name="video.example")["rcode"] == "NXDOMAIN"
-    # Lenient: a WeChat Host to a foreign address passes, but the address is not cached.
+    # Lenient or not, a WeChat Host to an unattested address never passes: payload
+    # evidence does not admit.
     spoof = b"POST /mmtls/00 HTTP/1.1\r\nHost: short.weixin.qq.com\r\n\r\n"
-    assert echo_ok(world.probe("tcp", CHECK_IP, port=80, send=spoof.hex()), spoof)
-    assert not gate.set_has("app_wechat_4", CHECK_IP)
+    assert "reply" not in world.probe("tcp", CHECK_IP, port=80, send=spoof.hex())
     # A client that sends nothing is reset when the peek time (1 s here) runs out; one
     # that sends bytes no signature knows is reset at once.
     assert "reply" not in world.probe("tcp", CHECK_IP, port=8080, send="", timeout=5)
@@ -283,9 +220,10 @@ def test_killed_gate_leaves_allow_only_closed(world: World, gate_factory: GateFa
     assert "reply" not in world.probe("tcp", VIDEO_IP, port=80, send=get.hex(), timeout=1)
     assert "error" in world.probe("dns", GW_LAN_IP, name="video.example", timeout=1)
     assert "error" in world.probe("dns", FOREIGN_DNS, name="video.example", timeout=1)
-    # Addresses already allowed keep working while their timeout runs.
-    post = b"POST /mmtls/01 HTTP/1.1\r\nHost: long.weixin.qq.com\r\n\r\n"
-    assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=80, send=post.hex()), post)
+    # Addresses already allowed keep working on the kernel path while their timeout runs
+    # (port 80 needs the inspector, which is gone).
+    post = mmtls_hello()
+    assert echo_ok(world.probe("tcp", WECHAT_DNS_IP, port=8080, send=post.hex()), post)
     # `wxnet gate stop` opens the network again.
     out = sh(
         "ip", "netns", "exec", world.gw, sys.executable, "-m", "wxnet", "gate", "stop",
@@ -304,13 +242,15 @@ def test_block_mode_is_the_inverse(world: World, gate_factory: GateFactory) -> N
     hello_video = tls_client_hello("video.example")
     assert echo_ok(world.probe("tcp", VIDEO_IP, port=443, send=hello_video.hex()), hello_video)
     hello = mmtls_hello()
+    # WeChat's operator ranges are closed on every port, in the kernel
     assert "reply" not in world.probe("tcp", WECHAT_HARDCODED[2], port=8080, send=hello.hex())
-    noop = encode_packet(6, 1)
-    assert "reply" not in world.probe("tcp", WECHAT_HARDCODED[1], port=80, send=noop.hex())
-    # The verdict was taught: the address is now rejected in the kernel on any port.
-    assert gate.set_has("app_wechat_4", WECHAT_HARDCODED[2])
     assert "reply" not in world.probe("tcp", WECHAT_HARDCODED[2], port=5201, send="00", timeout=1)
-    assert gate.set_has("pass_4", VIDEO_IP)  # clean destination cached
+    # Payload: reset, and this device (only) is denied that destination on every port.
+    noop = encode_packet(6, 1)
+    assert "reply" not in world.probe("tcp", CHECK_IP, port=80, send=noop.hex())
+    assert gate.set_has("x_staff_4", f"{PHONE_IP} . {CHECK_IP}")
+    assert "reply" not in world.probe("tcp", CHECK_IP, port=5201, send="00", timeout=1)
+    assert gate.set_has("c_staff_4", f"{PHONE_IP} . {VIDEO_IP} . 80")  # clean, cached
     assert gate.stop() == 0
     assert not gate.table_exists()
 
@@ -318,8 +258,8 @@ def test_block_mode_is_the_inverse(world: World, gate_factory: GateFactory) -> N
 def test_report_and_dashboard_from_a_run(world: World, gate_factory: GateFactory) -> None:
     gate = gate_factory(ALLOW_ONLY.replace('http = "127.0.0.1:0"', 'http = "127.0.0.1:18099"'))
     world.probe("dns", GW_LAN_IP, name="video.example")
-    hello = mmtls_hello()
-    assert echo_ok(world.probe("tcp", WECHAT_HARDCODED[0], port=8080, send=hello.hex()), hello)
+    hello = mmtls_hello()  # port 80 to a built-in address: through the inspector
+    assert echo_ok(world.probe("tcp", WECHAT_HARDCODED[0], port=80, send=hello.hex()), hello)
     fetch = (
         "import sys, urllib.request as u;"
         "print(u.urlopen('http://127.0.0.1:18099' + sys.argv[1], timeout=5).read().decode())"
@@ -345,14 +285,26 @@ def test_report_and_dashboard_from_a_run(world: World, gate_factory: GateFactory
 def test_real_wxnet_server_plays_wechat_through_the_gateway(
     world: World, gate_factory: GateFactory, tmp_path: Path
 ) -> None:
+    """The real client keeps working in allow-only by each attestation: built-in
+    addresses in the operator ranges, newgetdns from there, and DNS."""
     data = tmp_path / "server-data"
-    for user in ("alice", "bob"):
+    for user in ("alice", "bob", "carol"):
         sh(sys.executable, "-m", "wxnet", "user", "add", user, "--password", "secret1",
            "--data", str(data))  # fmt: skip
+    conf = tmp_path / "server.toml"
+    conf.write_text(
+        "[dns]\n"
+        'long_name = "szlong.weixin.qq.com"\n'
+        'short_name = "szshort.weixin.qq.com"\n'
+        f'long_addresses = ["{SERVER_NGD}"]\n'
+        f'short_addresses = ["{SERVER_NGD}"]\n'
+        "long_ports = [8080]\n"
+        "short_ports = [80]\n"
+    )
     server = world.spawn(
         world.inet,
-        [sys.executable, "-m", "wxnet", "serve", "--data", str(data), "--host", SERVER_IP,
-         "--long-port", "8080", "--http-port", "80"],
+        [sys.executable, "-m", "wxnet", "serve", "--config", str(conf), "--data", str(data),
+         "--host", SERVER_IP, "--long-port", "8080", "--http-port", "80"],
     )  # fmt: skip
     line = read_line(server, 30)
     assert line.startswith("wxnet serving"), line
@@ -360,24 +312,25 @@ def test_real_wxnet_server_plays_wechat_through_the_gateway(
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         ["ip", "netns", "exec", world.phone, sys.executable, "-m", "tests.gate.wxphone",
-         GW_LAN_IP, SERVER_IP],
+         GW_LAN_IP, SERVER_BUILTIN],
         capture_output=True, text=True, timeout=60, cwd=root, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["resolved"] == SERVER_IP
+    assert result["resolved"] == SERVER_IP and result["newgetdns"] == SERVER_NGD
     assert result["received"] == [["alice", "hello through the gate"]]
     assert result["notify"] & 0x2 and result["short_ret"] == 0
+    assert gate.set_has("n_staff_wechat_4", SERVER_NGD)  # learned from the newgetdns answer
     server.send_signal(signal.SIGTERM)
     server.communicate(timeout=15)
     gate.stop()
-    db = sqlite3.connect(gate.dir / "gate.sqlite")
-    rows = db.execute(
-        "SELECT app, verdict, evidence FROM flows WHERE path = 'inspector' AND server = ?",
-        (SERVER_IP,),
-    ).fetchall()
-    db.close()
-    assert rows and rows[0][:2] == ("wechat", "allow") and "longlink-2014" in rows[0][2]
+    recs = [json.loads(x) for x in (gate.dir / "gate.jsonl").read_text().splitlines()]
+    how = {
+        (r["server"], r["server_port"], r["admitted_by"]) for r in recs if r["verdict"] == "allow"
+    }
+    assert (SERVER_BUILTIN, 80, "range") in how  # the newgetdns GET, read by the inspector
+    assert (SERVER_IP, 80, "dns") in how  # the short link
+    assert ("gateway", 53, "dns") in how
 
 
 WORKERS = ALLOW_ONLY.replace('http = "127.0.0.1:0"', 'http = "127.0.0.1:18098"\ndns-workers = 3')
@@ -428,7 +381,7 @@ def test_dns_workers_share_the_port_and_a_killed_one_is_replaced(
     assert len(first) == 2  # plus the gateway process itself: 3 answer DNS
     ok = world.probe("dns", GW_LAN_IP, name="long.weixin.qq.com", count=64)
     assert len(ok["ports"]) == 64 and ok["rcodes"] == ["NOERROR"]
-    assert gate.set_has("app_wechat_4", WECHAT_DNS_IP)
+    assert gate.set_has("d_staff_wechat_4", WECHAT_DNS_IP)
     blocked = world.probe("dns", GW_LAN_IP, name="video.example", count=64)
     assert len(blocked["ports"]) == 64 and blocked["rcodes"] == ["NXDOMAIN"]
     counts = process_answers(world, 128)

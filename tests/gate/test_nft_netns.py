@@ -44,16 +44,22 @@ async def test_apply_fill_refresh_reapply_remove(netns: str) -> None:
     policy = parse_policy(POLICY, CATALOG)
     nft = Nft(policy.settings.table, netns=netns)
     await nft.run(render(policy, frozenset({"staff", "kids"})))
-    assert await nft.add([("wechat", "192.0.2.7", 300), ("wechat", "2001:db8::7", 300)], 0.0) == 2
-    assert await nft.add([("wechat", "192.0.2.7", 300)], 10.0) == 0  # still fresh: no spawn
+    d = "d_staff_wechat"
+    assert await nft.add([(d, "192.0.2.7", 300), (d, "2001:db8::7", 300)], 0.0) == 2
+    assert await nft.add([(d, "192.0.2.7", 300)], 10.0) == 0  # still fresh: no spawn
     # Close to expiry: deleted and re-added in one transaction (kernel keeps old timeouts).
-    assert await nft.add([("wechat", "192.0.2.7", 300)], 200.0) == 1
-    out = listing(netns, "list", "set", "inet", "wxtest", "app_wechat_4")
+    assert await nft.add([(d, "192.0.2.7", 300)], 200.0) == 1
+    out = listing(netns, "list", "set", "inet", "wxtest", "d_staff_wechat_4")
     assert "192.0.2.7" in out
-    assert "2001:db8::7" in listing(netns, "list", "set", "inet", "wxtest", "app_wechat_6")
+    assert "2001:db8::7" in listing(netns, "list", "set", "inet", "wxtest", "d_staff_wechat_6")
+    # per-device block verdicts and clean cache: concatenated keys, both families
+    assert await nft.add([("x_kids", "10.1.0.9 . 192.0.2.8", 300),
+                          ("c_kids", "2001:db8::9 . 2001:db8::8 . 443", 60)], 0.0) == 2  # fmt: skip
+    assert "10.1.0.9 . 192.0.2.8" in listing(netns, "list", "set", "inet", "wxtest", "x_kids_4")
     # A schedule change re-applies the chains and keeps the learned addresses.
     await nft.run(render(policy, frozenset({"kids"}), fresh=False))
-    assert "192.0.2.7" in listing(netns, "list", "set", "inet", "wxtest", "app_wechat_4")
+    assert "192.0.2.7" in listing(netns, "list", "set", "inet", "wxtest", "d_staff_wechat_4")
+    assert "198.51.100.0/25" in listing(netns, "list", "set", "inet", "wxtest", "o_wechat_4")
     assert "goto fwd_staff" not in listing(netns, "list", "chain", "inet", "wxtest", "forward")
     with pytest.raises(NftError):
         await nft.run("add rule inet wxtest forward bogus\n")

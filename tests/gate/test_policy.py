@@ -110,3 +110,16 @@ def test_dns_workers_default_to_one_process_and_are_explained() -> None:
     )
     assert p.settings.dns_workers == 4
     assert "DNS filter on port 53 (4 processes)" in "\n".join(p.explain(MON_10))
+
+
+def test_a_source_whose_mac_is_unknown_gets_the_most_restrictive_group() -> None:
+    from tests.gate.gatedata import CATALOG, POLICY
+    from wxnet.gate.policy import parse_policy
+
+    p = parse_policy(POLICY.replace('schedule = ["mon-fri 09:00-18:00"]\n', ""), CATALOG)
+    # 10.1.0.5 is in the staff subnet, but alice (kids) is matched by MAC in the kernel:
+    # with no neighbour entry the gateway cannot tell, so it assumes the stricter group.
+    assert p.group_for("10.1.0.5", None, 0.0, mac_known=False)[1] == p.groups["staff"]
+    assert p.group_for("10.9.9.9", None, 0.0, mac_known=False)[1] == p.groups["kids"]
+    assert p.group_for("10.9.9.9", None, 0.0)[1] is None  # known: no entry, free
+    assert p.restrictiveness(p.groups["staff"]) < p.restrictiveness(p.groups["kids"])

@@ -1,10 +1,12 @@
-"""Runs in the phone namespace: two users log in to the real wxnet server through the
-gateway and exchange a message (``python -m tests.gate.wxphone GATEWAY HARDCODED``).
+"""Runs in the phone namespace: three users log in to the real wxnet server through the
+gateway, each by another attestation, and exchange a message
+(``python -m tests.gate.wxphone GATEWAY BUILTIN``).
 
-bob first dials the server's address hard-coded, before any DNS answer named it (the
-inspector classifies the 2014 head and splices); then alice resolves
-szlong.weixin.qq.com through the gateway's DNS filter (kernel path from then on).
-bob also makes one short-link call over HTTP (POST /cgi-bin/micromsg-bin/newsync).
+- bob dials the server's built-in address (inside the declared operator ranges, no DNS),
+  then fetches newgetdns from it over plain HTTP on port 80 (S10);
+- carol dials the long-link address that only that newgetdns answer named;
+- alice resolves szlong.weixin.qq.com through the gateway's DNS filter;
+- bob makes one short-link call over HTTP (POST /cgi-bin/micromsg-bin/newsync) on 80.
 Prints one JSON object.
 """
 
@@ -19,6 +21,7 @@ from dnslib import QTYPE, DNSRecord
 
 from tests.server.wire import Account, Device, LongClient, ShortClient
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.newgetdns import parse_newgetdns
 
 
 async def login(host: str, user: str) -> Device:
@@ -41,8 +44,15 @@ async def login(host: str, user: str) -> Device:
     return Device(link, acc)
 
 
-async def main(gateway: str, hardcoded: str) -> dict[str, object]:
-    bob = await login(hardcoded, "bob")
+async def main(gateway: str, builtin: str) -> dict[str, object]:
+    bob = await login(builtin, "bob")
+    async with aiohttp.ClientSession() as http:
+        url = f"http://{builtin}:80/cgi-bin/micromsg-bin/newgetdns"
+        async with http.get(url, params={"uin": "0"}) as fetched:
+            doc = parse_newgetdns(await fetched.read())
+    newdns = doc.domains[0].ips[0]
+    carol = await login(newdns, "carol")
+    await carol.sync()
     q = DNSRecord.question("szlong.weixin.qq.com")
     answer = DNSRecord.parse(q.send(gateway, 53, timeout=3))
     resolved = next(str(rr.rdata) for rr in answer.rr if rr.rtype == QTYPE.A)
@@ -62,10 +72,11 @@ async def main(gateway: str, hardcoded: str) -> dict[str, object]:
         req = pb.NewSyncRequest(key_buf=bob.acc.key.to_bytes())
         req.base.CopyFrom(bob.acc.base())
         resp = await short.call("newsync", req, pb.NewSyncResponse)
-    for d in (alice, bob):
+    for d in (alice, bob, carol):
         await d.close()
     return {
         "resolved": resolved,
+        "newgetdns": newdns,
         "msg_id": sent.msg_id,
         "notify": notify,
         "received": got,

@@ -151,3 +151,20 @@ async def test_long_link_over_tls(config: ServerConfig, tmp_path: Path) -> None:
         await link.close()
     finally:
         await srv.close()
+
+
+async def test_seq_rules_are_enforced_by_the_server(server: Server) -> None:
+    """docs/protocol.md "Sequence numbers": identify only on 0xFFFFFFFE, no seq 0 from a
+    client; a breach gets the protocol error and the link closes; others keep serving."""
+    for bad in (encode_packet(C.CMD_IDENTIFY, 7), encode_packet(121, 0)):
+        link = await LongClient.connect(server.long_port)
+        link.send_raw(bad)
+        err = await asyncio.wait_for(link.other.get(), 10)
+        assert isinstance(err, RemoteError) and err.code == MMRet.ERR_BAD_REQUEST
+        await asyncio.wait_for(link.closed.wait(), 10)
+        await link.close()
+    link = await LongClient.connect(server.long_port)  # the seed's noop, on seq 15
+    p = await link.request(6, b"", seq=15)
+    assert (p.cmd, p.seq) == (1_000_000_006, 15)
+    await link.close()
+    await still_serves(server)

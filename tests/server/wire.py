@@ -60,7 +60,7 @@ class LongClient:
     async def request(self, cmd: int, body: bytes, seq: int | None = None) -> Packet:
         """Any cmd (a CGI's on the connection's next seq, or a raw one on ``seq``)."""
         if cmd == C.CMD_NOOP:
-            got = await self.link.noop(WAIT)
+            got = await self.link.noop(WAIT, None if seq in (None, C.SEQ_NOOP) else seq)
             return Packet(C.reply_cmd(cmd), got, b"")
         cgi = C.BY_CMD.get(cmd)
         if cgi is not None and seq is None:

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from wxnet.proto.web import is_token
 from wxnet.server.web.api import WebApi
 from wxnet.server.web.backend import Backend
-from wxnet.server.web.login import LoginState, QrLogins, WebSessions
+from wxnet.server.web.login import (
+    LoginState,
+    QrLoginRefused,
+    QrLogins,
+    QrLoginsFull,
+    QrLoginUnknown,
+    WebSessions,
+)
 
 T0 = 1_700_000_000.0
 
@@ -23,7 +30,7 @@ def test_qr_login_states() -> None:
     assert q.poll_code(T0) == 408
     logins.scan(q.uuid, 7, T0 + 1, confirm=False)
     assert q.state is LoginState.SCANNED and q.poll_code(T0 + 1) == 201
-    with pytest.raises(PermissionError):
+    with pytest.raises(QrLoginRefused):
         logins.scan(q.uuid, 8, T0 + 2, confirm=True)  # another account
     logins.scan(q.uuid, 7, T0 + 2, confirm=True)
     assert q.poll_code(T0 + 2) == 200 and is_token(q.ticket)
@@ -37,7 +44,7 @@ def test_ticket_is_single_use_and_expires() -> None:
     logins.scan(q.uuid, 7, T0, confirm=True)
     assert logins.redeem(q.ticket, q.uuid, T0 + 1) == 7
     assert logins.redeem(q.ticket, q.uuid, T0 + 2) is None
-    with pytest.raises(PermissionError):
+    with pytest.raises(QrLoginRefused):
         logins.scan(q.uuid, 7, T0 + 3, confirm=True)
     late = logins.create(T0)
     logins.scan(late.uuid, 7, T0, confirm=True)
@@ -48,10 +55,10 @@ def test_expiry_and_bound() -> None:
     logins = QrLogins(ttl=10, limit=2)
     a = logins.create(T0)
     logins.create(T0)
-    with pytest.raises(OverflowError):
+    with pytest.raises(QrLoginsFull):
         logins.create(T0 + 1)
     assert a.poll_code(T0 + 10) == 400
-    with pytest.raises(KeyError):
+    with pytest.raises(QrLoginUnknown):
         logins.scan(a.uuid, 1, T0 + 10, confirm=True)
     logins.create(T0 + 11)  # the expired ones made room
     assert len(logins) == 1
@@ -125,10 +132,10 @@ def test_qr_login_invariants(steps: list[tuple[str, int, int]]) -> None:
         if op in ("scan", "confirm"):
             try:
                 logins.scan(q.uuid, uin, now, confirm=op == "confirm")
-            except KeyError:
+            except QrLoginUnknown:
                 assert expired
                 continue
-            except PermissionError:
+            except QrLoginRefused:
                 assert (owner is not None and owner != uin) or approved
                 continue
             assert not expired and (owner is None or owner == uin) and not approved

@@ -87,6 +87,7 @@ class Verdict:
     confirmed: bool
     spoofed: bool = False
     final: bool = True
+    names: tuple[str, ...] = ()  # the HTTP Host / TLS SNI names the client claimed
 
 
 _UNKNOWN = "unknown"
@@ -190,7 +191,9 @@ class Classifier:
         ip = _ip(address)
         if ip is None:
             return False
-        sets = [sig, *(self._set.apps[r] for r in sig.trusted_ranges_from)]
+        if any(ip in net for net in sig.operator_ranges if net.version == ip.version):
+            return True
+        sets = [self._set.apps[r] for r in sig.trusted_ranges_from]
         return any(ip in net for s in sets for net in s.ranges if net.version == ip.version)
 
     # --------------------------------------------------------------- classify
@@ -202,11 +205,15 @@ class Classifier:
         now: float = 0.0,
         *,
         spoof_check: bool = True,
+        any_port: bool = False,
     ) -> Verdict:
         """Label one flow. Never raises on any bytes.
 
         ``spoof_check=False`` skips the spoof test (the capture analyser does so for
         clients whose DNS traffic it never saw, since it cannot know what they were told).
+        ``any_port=True`` lets payload heads (MMTLS, the 2014 head) count on every port,
+        not only the signature's ``payload_ports`` (the gateway's block mode: a blocked
+        app moved to another port is still that app).
         """
         found: list[tuple[str | None, Evidence]] = []
         claims: list[tuple[str, str]] = []  # (app, name) from Host / SNI
@@ -214,12 +221,13 @@ class Classifier:
             need = not flow.client_bytes
             self._udp_payload(flow, found)
         else:
-            need = self._tcp_payload(flow, found, claims)
+            need = self._tcp_payload(flow, found, claims, any_port)
         strong = [(app, ev) for app, ev in found if app is not None]
         strong.sort(key=lambda item: _RANK.get(item[1].kind, 9))
         if strong:
             winner = strong[0][0]
             assert winner is not None
+            names = tuple(dict.fromkeys(name for _app, name in claims))
             sig = self._set.apps[winner]
             evidence = [ev for app, ev in strong if app == winner]
             dns_ev = self._dns_evidence(flow, dns, now, only=winner)
@@ -230,8 +238,10 @@ class Classifier:
                 spoof = self._spoof(flow, dns, now, sig, claims, dns_ev is not None)
             if spoof is not None:
                 evidence.append(spoof)
-                return Verdict(winner, f"{sig.label} (spoofed)", tuple(evidence), False, True)
-            return Verdict(winner, sig.label, tuple(evidence), True, False, True)
+                return Verdict(
+                    winner, f"{sig.label} (spoofed)", tuple(evidence), False, True, True, names
+                )
+            return Verdict(winner, sig.label, tuple(evidence), True, False, True, names)
         info = tuple(ev for app, ev in found if app is None)
         final = not need
         dns_hit = self._dns_evidence(flow, dns, now, only=None)
@@ -264,6 +274,7 @@ class Classifier:
         flow: FlowView,
         found: list[tuple[str | None, Evidence]],
         claims: list[tuple[str, str]],
+        any_port: bool = False,
     ) -> bool:
         """Run the TCP sniffers; return True when more client bytes could matter."""
         data = flow.client_bytes
@@ -274,7 +285,7 @@ class Classifier:
         # Each sniffer rejects on its first byte; checking that byte here skips the calls.
         b0 = data[0]
         for sig in self._mmtls if b0 in MMTLS_RECORD_TYPES else ():
-            if port in sig.payload_ports:
+            if any_port or port in sig.payload_ports:
                 m = sniff_mmtls(data)
                 if isinstance(m, MmtlsRecordHead):
                     found.append(
@@ -291,7 +302,7 @@ class Classifier:
                     need = True
         head = sniff_http_request(data) if 0x41 <= b0 <= 0x5A else None
         if isinstance(head, HttpRequestHead):
-            need = self._http(flow, head, found, claims) or need
+            need = self._http(flow, head, found, claims, any_port) or need
         elif head is NEED_DATA:
             need = True
         hello = sniff_tls_client_hello(data) if b0 == 0x16 else None
@@ -307,7 +318,7 @@ class Classifier:
         elif hello is NEED_DATA:
             need = True
         for sig in self._longlink if b0 == 0 else ():
-            if port in sig.payload_ports:
+            if any_port or port in sig.payload_ports:
                 ll = sniff_longlink(data)
                 if isinstance(ll, LonglinkHead):
                     found.append(
@@ -331,12 +342,13 @@ class Classifier:
         head: HttpRequestHead,
         found: list[tuple[str | None, Evidence]],
         claims: list[tuple[str, str]],
+        any_port: bool = False,
     ) -> bool:
         port = flow.server_port
         need = not head.complete
         if head.body:
             for sig in self._mmtls:
-                if port in sig.payload_ports:
+                if any_port or port in sig.payload_ports:
                     m = sniff_mmtls(head.body)
                     if isinstance(m, MmtlsRecordHead):
                         found.append(

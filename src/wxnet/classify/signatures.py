@@ -17,7 +17,12 @@ optional except ``id``, ``label`` and ``reason``::
     tcp_ports = [14000]           # port-only (unconfirmed) evidence
     udp_ports = [8000]
     ranges = ["17.0.0.0/8"]       # address ranges: unconfirmed "<label> (unconfirmed)"
-    trusted_ranges_from = ["tencent"] # other files' ranges that hold this app's servers
+    trusted_ranges_from = ["x"]   # other files' ranges that hold only this app's servers
+    [[operator_ranges]]           # ranges the app's operator owns (its own servers, never a
+    range = "203.205.176.0/20"    #   cloud provider's customer blocks), each with its source;
+    source = "..."                #   they clear spoof checks and admit in wxnet gate
+    newgetdns_ports = [80]        # where the app's HTTP-DNS (newgetdns, S10) is served
+    newgetdns_paths = ["/cgi-bin/micromsg-bin/newgetdns"]
     [[udp_payload]]               # first-datagram patterns (hex; "??" = any byte)
     prefix = ["d10a2e0a"]         # any of these prefixes
     suffix = "03"                 # optional last bytes
@@ -97,6 +102,10 @@ class AppSignature:
     udp_ports: tuple[int, ...] = ()
     ranges: tuple[IPNetwork, ...] = ()
     trusted_ranges_from: tuple[str, ...] = ()
+    operator_ranges: tuple[IPNetwork, ...] = ()
+    operator_sources: tuple[str, ...] = ()  # one per operator range
+    newgetdns_ports: tuple[int, ...] = ()
+    newgetdns_paths: tuple[str, ...] = ()
     udp_payload: tuple[PayloadPattern, ...] = ()
     source: str = ""
 
@@ -143,8 +152,12 @@ _KEYS = {
     "udp_ports",
     "ranges",
     "trusted_ranges_from",
+    "operator_ranges",
+    "newgetdns_ports",
+    "newgetdns_paths",
     "udp_payload",
 }
+_OPERATOR_KEYS = {"range", "source"}
 _PATTERN_KEYS = {"prefix", "suffix", "lengths", "min_len", "ports", "what"}
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9-]+$")
@@ -224,6 +237,20 @@ def _build(path: Path, raw: dict[str, Any]) -> AppSignature:
             ranges.append(ipaddress.ip_network(text, strict=True))
         except ValueError as exc:
             raise SignatureError(f"{where}: ranges: {exc}") from None
+    op_raw = raw.get("operator_ranges", [])
+    if not isinstance(op_raw, list):
+        raise SignatureError(f"{where}: operator_ranges must be an array of tables")
+    op_ranges: list[IPNetwork] = []
+    op_sources: list[str] = []
+    for i, item in enumerate(op_raw):
+        at = f"{where}: operator_ranges[{i}]"
+        if not isinstance(item, dict) or set(item) - _OPERATOR_KEYS:
+            raise SignatureError(f"{at}: a table with range and source only")
+        try:
+            op_ranges.append(ipaddress.ip_network(_str(item, "range", at), strict=True))
+        except ValueError as exc:
+            raise SignatureError(f"{at}: range: {exc}") from None
+        op_sources.append(" ".join(_str(item, "source", at).split()))
     patterns = raw.get("udp_payload", [])
     if not isinstance(patterns, list):
         raise SignatureError(f"{where}: udp_payload must be an array of tables")
@@ -243,6 +270,10 @@ def _build(path: Path, raw: dict[str, Any]) -> AppSignature:
         udp_ports=_ports(raw, "udp_ports", where),
         ranges=tuple(ranges),
         trusted_ranges_from=_strs(raw, "trusted_ranges_from", where),
+        operator_ranges=tuple(op_ranges),
+        operator_sources=tuple(op_sources),
+        newgetdns_ports=_ports(raw, "newgetdns_ports", where),
+        newgetdns_paths=_strs(raw, "newgetdns_paths", where),
         udp_payload=tuple(
             _pattern(p, f"{where}: udp_payload[{i}]") for i, p in enumerate(patterns)
         ),

@@ -80,9 +80,22 @@ def _when(text: str | None, tz: Any) -> float:
     return dt.timestamp()
 
 
+def _preflight(path: str, policy: Any, io: IO, bind: bool) -> bool:
+    """Print the machine checks' findings; False when the policy must be refused."""
+    from wxnet.gate.preflight import preflight
+
+    refuse = False
+    for f in preflight(policy, bind=bind):
+        io.error(f"{path}: {f}")
+        refuse = refuse or f.error or policy.settings.strict
+    return not refuse
+
+
 def cmd_check(args: argparse.Namespace, io: IO) -> int:
     policy, _ = _load(args.config)
     now = _when(args.at, policy.tz)
+    if not _preflight(args.config, policy, io, bind=True):
+        return ExitStatus.USAGE
     io.print(f"{args.config}: OK")
     for line in policy.explain(now):
         io.print(line)
@@ -134,6 +147,8 @@ def cmd_run(args: argparse.Namespace, io: IO) -> int:
     from wxnet.gate.service import GateService
 
     policy, classifier = _load(args.config)
+    if not _preflight(args.config, policy, io, bind=False):  # start() binds them itself
+        return ExitStatus.USAGE
     if not nft_available():
         io.error("nft is not installed (apt-get install nftables)")
         return ExitStatus.ERROR
@@ -149,14 +164,16 @@ def cmd_run(args: argparse.Namespace, io: IO) -> int:
         service = GateService(policy, classifier)
         try:
             await service.start()
-        except NftError as exc:
-            io.error(f"nftables refused the ruleset: {exc}")
-            return ExitStatus.ERROR
-        except OSError as exc:
-            io.error(f"cannot listen: {exc}")
-            return ExitStatus.ERROR
-        except WorkerError as exc:
-            io.error(str(exc))
+        except (NftError, OSError, WorkerError) as exc:
+            what = "nftables refused the ruleset: " if isinstance(exc, NftError) else ""
+            if isinstance(exc, OSError):
+                what = "cannot listen: "
+            io.error(f"{what}{exc}")
+            t = policy.settings.table
+            if service.table_applied:
+                io.error(f"table inet {t} left in place (fail closed)")
+            else:
+                io.error(f"table inet {t} not touched (a table left by an earlier run stays)")
             return ExitStatus.ERROR
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

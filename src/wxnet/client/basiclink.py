@@ -209,8 +209,9 @@ class BasicLink(asyncio.Protocol):
             check_base(out, cgi.name)
         return out
 
-    async def noop(self, timeout: float = 10.0) -> int:
-        """Send a heartbeat and await its reply; returns the reply's seq.
+    async def noop(self, timeout: float = 10.0, seq: int | None = None) -> int:
+        """Send a heartbeat (on 0xFFFFFFFF, or the older clients' form on an ordinary
+        ``seq``) and await its reply; returns the reply's seq.
 
         Raises:
             TransportError: no reply in time.
@@ -219,7 +220,7 @@ class BasicLink(asyncio.Protocol):
         transport = self._check_open()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._noops.append(fut)
-        transport.write(self.conn.send_noop())
+        transport.write(self.conn.send_noop() if seq is None else self.conn.send_raw(6, seq))
         try:
             return await wait_for(fut, timeout)
         except TimeoutError:

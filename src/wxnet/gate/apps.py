@@ -33,6 +33,11 @@ class AppInfo:
     udp_ports: tuple[int, ...] = ()
     dependencies: tuple[str, ...] = ()
     reason: str = ""
+    #: ranges the app's operator owns (its own servers): admitted for allowing groups
+    operator_ranges: tuple[str, ...] = ()
+    #: where the app's HTTP-DNS (newgetdns) is served: the gateway reads those answers
+    newgetdns_ports: tuple[int, ...] = ()
+    newgetdns_paths: tuple[str, ...] = ()
 
 
 def _ints(value: Any) -> tuple[int, ...]:
@@ -84,6 +89,9 @@ def app_catalog(signatures: Mapping[str, Any]) -> dict[str, AppInfo]:
             udp_ports=udp,
             dependencies=_strs(getattr(sig, "dependencies", ())),
             reason=str(getattr(sig, "reason", "") or ""),
+            operator_ranges=tuple(str(n) for n in getattr(sig, "operator_ranges", ())),
+            newgetdns_ports=_ints(getattr(sig, "newgetdns_ports", ())),
+            newgetdns_paths=_strs(getattr(sig, "newgetdns_paths", ())),
         )
     return out
 

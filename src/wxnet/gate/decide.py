@@ -1,11 +1,27 @@
-"""What to do with an inspected flow, given its group and the classifier's verdict (pure)."""
+"""What to do with an inspected flow (pure): the attestation rule.
+
+Payload evidence (MMTLS head, 2014 head, Host, SNI, User-Agent, paths) may *label* a
+flow and may *deny* it; it never *admits* a destination, and it never changes what
+another device or group may reach. An allow-only group's flow passes only when its
+destination is attested for that group (:mod:`wxnet.gate.attest`): ``dns``,
+``newgetdns`` or ``range``; a ``cdn`` address (reached through a CNAME to a name of no
+allowed app) passes only when the flow's own SNI/Host names an allowed app.
+
+Block groups: a flow labelled as a blocked app is reset and its destination denied
+*for that device* (``x_<group>`` holds device . destination); a flow found clean is
+cached for (device, destination, port) for ``pass-timeout``; a flow that sent nothing
+before the peek ran out, or whose head did not fit ``peek-bytes``, is judged by its
+destination alone: reset when the policy is strict, passed (never cached) when lenient.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from wxnet.gate.policy import ALLOW_ONLY, Group
+from wxnet.gate.policy import ALLOW_ONLY, Group, Policy
+from wxnet.gate.ruleset import clean_set, deny_set
 
 __all__ = ["Decision", "VerdictLike", "decide"]
 
@@ -21,40 +37,93 @@ class VerdictLike(Protocol):
     def spoofed(self) -> bool: ...
     @property
     def final(self) -> bool: ...
+    @property
+    def names(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     allow: bool
-    cache: str | None  # set to add the server address to: an app id, "pass", or None
     reason: str
+    teach: tuple[tuple[str, str, int], ...] = ()  # (set, key, timeout) for the nft sets
+    admitted_by: str | None = None  # "dns" | "newgetdns" | "range"
+    app: str | None = None  # the app the destination is admitted for
+    watch_newgetdns: bool = False  # read newgetdns answers on this flow
 
 
-def decide(group: Group | None, verdict: VerdictLike, spoof: str = "strict") -> Decision:
-    """Allow or reset one inspected TCP flow, and whether to teach the datapath.
+def decide(
+    policy: Policy,
+    group: Group | None,
+    verdict: VerdictLike,
+    client: str,
+    server: str,
+    server_port: int,
+    attests: Sequence[tuple[str, str]],
+    ended: str,
+    app_for_name: Callable[[str], str | None],
+) -> Decision:
+    """One inspected TCP flow.
 
-    Allow-only: the app must be one the group allows and confirmed by payload or DNS
-    (address ranges alone never allow); a spoofed claim is reset in strict mode and
-    passed (never cached) in lenient mode. Block: a flow labelled as a blocked app is
-    reset, spoofed or not; anything else passes and its address is cached as clean
-    when the verdict is final and confirmed-or-unknown.
+    Args:
+        attests: ``Attestations.lookup(group, server)``: (app, kind) pairs.
+        ended: why the peek stopped: ``final`` (the verdict is final), ``budget``
+            (``peek-bytes`` read, verdict not final), ``timeout`` or ``eof``.
     """
-    app = verdict.app
+    s = policy.settings
     if group is None:
-        return Decision(True, None, "device unrestricted")
+        return Decision(True, "device unrestricted")
+    allowed = group.effective_apps
     if group.mode == ALLOW_ONLY:
-        if app is None or app not in group.effective_apps:
-            what = app or "unknown application"
-            return Decision(False, None, f"{what} is not allowed in group {group.name}")
-        if verdict.spoofed:  # the classifier marks these unconfirmed too
-            if spoof == "strict":
-                return Decision(False, None, f"claims {app} but goes to an address not its own")
-            return Decision(True, None, f"claims {app} to a foreign address (lenient: passed)")
-        if not verdict.confirmed:
-            return Decision(False, None, f"{app} not confirmed (address range or port only)")
-        return Decision(True, app, f"{app} allowed in group {group.name}")
-    if app is not None and app in group.effective_apps:
-        cache = app if verdict.confirmed and not verdict.spoofed else None
-        return Decision(False, cache, f"{app} is blocked in group {group.name}")
-    clean = verdict.final and not verdict.spoofed
-    return Decision(True, "pass" if clean else None, "not a blocked application")
+        ports = {a: policy.catalog[a].tcp_ports for a in allowed if a in policy.catalog}
+        usable = [(a, k) for a, k in attests if a in allowed and server_port in ports.get(a, ())]
+        if verdict.app is not None and verdict.app not in allowed and verdict.confirmed:
+            return Decision(False, f"{verdict.app} is not allowed in group {group.name}")
+        admitting = [(a, k) for a, k in usable if k != "cdn"]
+        if admitting:
+            app, kind = admitting[0]
+            info = policy.catalog[app]
+            watch = server_port in info.newgetdns_ports and bool(info.newgetdns_paths)
+            return Decision(
+                True,
+                f"{server} admitted for {app} in group {group.name} ({kind})",
+                admitted_by=kind,
+                app=app,
+                watch_newgetdns=watch,
+            )
+        cdn = [a for a, k in usable if k == "cdn"]
+        if cdn:
+            named = [n for n in verdict.names if app_for_name(n) in allowed]
+            if named and (not verdict.spoofed or s.spoof == "lenient"):
+                return Decision(
+                    True,
+                    f"{server} came from a CNAME to a shared name; {named[0]!r} is allowed",
+                    admitted_by="dns",
+                    app=app_for_name(named[0]),
+                )
+            return Decision(
+                False,
+                f"{server} is a shared (CDN) address: only flows naming an allowed app pass",
+            )
+        what = f" (payload says {verdict.app})" if verdict.app else ""
+        return Decision(
+            False,
+            f"{server} is not admitted for group {group.name}{what}: no DNS answer, "
+            "newgetdns answer or operator range attests it",
+        )
+    # block mode
+    blocked = set(allowed)
+    for a in blocked:
+        if any(k == "range" for app, k in attests if app == a):
+            return Decision(False, f"{server} is in {a}'s operator ranges (blocked)")
+    if verdict.app is not None and verdict.app in blocked:
+        teach: tuple[tuple[str, str, int], ...] = ()
+        if verdict.confirmed or verdict.spoofed:  # this device's own flow said so
+            teach = ((deny_set(group.name), f"{client} . {server}", s.min_set_timeout),)
+        return Decision(False, f"{verdict.app} is blocked in group {group.name}", teach)
+    if ended in ("timeout", "eof", "budget") and not verdict.final:
+        what = "nothing within peek-timeout" if ended != "budget" else "no verdict in peek-bytes"
+        if s.spoof == "strict":
+            return Decision(False, f"{what}: unknown destination reset (strict)")
+        return Decision(True, f"{what}: passed, not cached (lenient)")
+    clean = ((clean_set(group.name), f"{client} . {server} . {server_port}", s.pass_timeout),)
+    return Decision(True, "not a blocked application", clean)

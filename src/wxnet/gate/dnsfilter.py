@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from wxnet.gate.dnswire import (
     NXDOMAIN,
+    QTYPE_CNAME,
     REFUSED,
     SERVFAIL,
     DnsWireError,
     Question,
     address_reply,
-    answer_records,
+    answer_chain,
     error_reply,
     parse_query,
     qtype_name,
@@ -29,8 +30,11 @@ from wxnet.gate.dnswire import (
 )
 from wxnet.gate.policy import ALLOW_ONLY, Group, Policy
 from wxnet.gate.records import FlowRecord
+from wxnet.gate.ruleset import dns_set
 
-__all__ = ["Answer", "DnsFilter", "Forward", "Learned", "MalformedQuery", "Reply"]
+__all__ = ["Answer", "Attested", "DnsFilter", "Forward", "Learned", "MalformedQuery", "Reply"]
+
+MAX_CHAIN = 16  # CNAME hops followed from the question
 
 
 class MalformedQuery(ValueError):
@@ -68,13 +72,30 @@ class Learned:
 
 
 @dataclass(frozen=True, slots=True)
+class Attested:
+    """An address the DNS filter's answer chain admits for a group.
+
+    ``kind``: ``"dns"`` (every name of the chain up to it belongs to an allowed app:
+    admitted in the kernel) or ``"cdn"`` (reached through a CNAME to a name of no
+    allowed app, such as a shared CDN: never in the kernel sets; the inspector passes
+    its flows only when their SNI/Host names an allowed name)."""
+
+    group: str
+    app: str
+    address: str
+    kind: str
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """The client's reply and what must happen before it is sent."""
 
     data: bytes
-    elements: tuple[tuple[str, str, int], ...]  # (app, address, timeout) for the nft sets
+    elements: tuple[tuple[str, str, int], ...]  # (set, address, timeout) for the nft sets
     learned: tuple[Learned, ...]  # for the DnsMemory
     record: FlowRecord
+    attested: tuple[Attested, ...] = ()
 
 
 class DnsFilter:
@@ -105,7 +126,7 @@ class DnsFilter:
         hit = self._groups.get(key)
         if hit is not None and now < hit[2] and now >= hit[2] - 60.0:
             return hit[0], hit[1]
-        device, group = self.policy.group_for(client, mac, now)
+        device, group = self.policy.group_for(client, mac, now, mac_known=mac is not None)
         if len(self._groups) > 65536:
             self._groups.clear()
         self._groups[key] = (device, group, (now // 60.0 + 1) * 60.0)
@@ -200,25 +221,61 @@ class DnsFilter:
         except DnsWireError:
             raise MalformedQuery("undecodable query") from None
 
+    def ttl(self, ttl: int) -> int:
+        """A set timeout for a TTL: at least ``min-set-timeout``, at most
+        ``max-set-timeout`` (nftables refuses timeouts of 2^31 s and more)."""
+        st = self.policy.settings
+        return min(max(ttl, st.min_set_timeout), st.max_set_timeout)
+
     def on_answer(self, fwd: Forward, data: bytes, now: float) -> Answer:
-        """Process an upstream answer to a forwarded query.
+        """Process an upstream answer to a forwarded query. Only the question's own
+        answer chain counts (its name, the CNAMEs from it, their A/AAAA records): a
+        record for any other owner name is ignored.
 
         Raises:
             MalformedQuery: the upstream answer is not DNS or not for this query.
         """
         try:
-            qid, flags, records = answer_records(data)
+            qid, flags, qname, records = answer_chain(data)
         except DnsWireError as exc:
             raise MalformedQuery(f"undecodable upstream answer: {exc}") from None
-        if qid != fwd.qid or not flags & 0x8000:
+        if qid != fwd.qid or not flags & 0x8000 or qname != fwd.name:
             raise MalformedQuery("upstream answer does not match the query")
-        addresses = [addr for addr, _ in records]
-        ttl = max((t for _, t in records), default=0)
-        floor = self.policy.settings.min_set_timeout
-        elements: tuple[tuple[str, str, int], ...] = ()
-        if fwd.app is not None and fwd.app in self.policed_apps:
-            elements = tuple((fwd.app, addr, max(ttl, floor)) for addr in addresses)
+        group = self.policy.groups.get(fwd.group) if fwd.group else None
+        allowed = set(group.effective_apps) if group is not None else set()
+        # Follow the chain: ok[name] = every name from the question to it is allowed.
+        ok: dict[str, bool] = {fwd.name: True}
+        has_cname = any(r.rtype == QTYPE_CNAME for r in records)
+        for _ in range(MAX_CHAIN if has_cname else 0):
+            grew = False
+            for r in records:
+                if r.rtype == QTYPE_CNAME and r.owner in ok and r.value not in ok:
+                    ok[r.value] = ok[r.owner] and self.app_for_name(r.value) in allowed
+                    grew = True
+            if not grew:
+                break
+        chain = [r for r in records if r.rtype != QTYPE_CNAME and r.owner in ok]
+        addresses = list(dict.fromkeys(r.value for r in chain))
+        ttl = max((r.ttl for r in chain), default=0)
+        elements: list[tuple[str, str, int]] = []
+        attested: list[Attested] = []
+        if group is not None and group.mode == ALLOW_ONLY and fwd.app in allowed:
+            assert fwd.app is not None
+            base = dns_set(group.name, fwd.app)
+            st = self.policy.settings
+            lo, hi = st.min_set_timeout, st.max_set_timeout
+            for r in chain:
+                t = lo if r.ttl < lo else hi if r.ttl > hi else r.ttl
+                if ok[r.owner]:
+                    attested.append(Attested(group.name, fwd.app, r.value, "dns", t))
+                    elements.append((base, r.value, t))
+                else:
+                    attested.append(Attested(group.name, fwd.app, r.value, "cdn", t))
         learned = (Learned(fwd.name, tuple(addresses), ttl),) if addresses else ()
+        via = ""
+        if has_cname:
+            cnames = [r.value for r in records if r.rtype == QTYPE_CNAME and r.owner in ok]
+            via = f" via {', '.join(cnames)}"
         rec = FlowRecord(
             time=now,
             device=fwd.device,
@@ -230,11 +287,20 @@ class DnsFilter:
             server_port=53,
             app=fwd.app,
             label=self._label(fwd.app),
-            evidence=(f"dns: {fwd.name} -> {', '.join(addresses) or rcode_name(rcode_of(data))}",),
+            evidence=(
+                f"dns: {fwd.name}{via} -> {', '.join(addresses) or rcode_name(rcode_of(data))}",
+            ),
             verdict="allow",
             path="dns",
             bytes_up=len(fwd.data),
             bytes_down=len(data),
             name=fwd.name,
+            admitted_by="dns" if elements else None,
         )
-        return Answer(data=data, elements=elements, learned=learned, record=rec)
+        return Answer(
+            data=data,
+            elements=tuple(elements),
+            learned=learned,
+            record=rec,
+            attested=tuple(attested),
+        )

@@ -23,6 +23,7 @@ __all__ = [
     "DnsWireError",
     "Question",
     "address_reply",
+    "answer_chain",
     "answer_records",
     "error_reply",
     "parse_query",
@@ -194,3 +195,57 @@ def answer_records(data: bytes) -> tuple[int, int, list[tuple[str, int]]]:
     if pos > len(data):
         raise DnsWireError("message truncated")
     return qid, flags, out
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    owner: str  # lower case, no trailing dot
+    rtype: int
+    value: str  # the address (A/AAAA) or the target name (CNAME)
+    ttl: int
+
+
+def answer_chain(data: bytes) -> tuple[int, int, str, list[Record]]:
+    """(id, flags, question name, records) of an answer: its A, AAAA and CNAME records
+    with their owner names, for the filter to follow the question's own chain.
+
+    Raises:
+        DnsWireError: malformed message.
+    """
+    if len(data) < HEADER.size:
+        raise DnsWireError("shorter than a DNS header")
+    qid, flags, qd, an, _ns, _ar = HEADER.unpack_from(data)
+    if qd != 1:
+        raise DnsWireError(f"{qd} questions in the answer (expected 1)")
+    qname, pos = _read_name(data, HEADER.size)
+    pos += 4
+    out: list[Record] = []
+    at: dict[int, str] = {HEADER.size: qname}  # names by offset: owners are pointers
+    for _ in range(an):
+        if pos + 1 < len(data) and data[pos] & 0xC0 == 0xC0:
+            target = ((data[pos] & 0x3F) << 8) | data[pos + 1]
+            owner = at.get(target) or _read_name(data, pos)[0]
+            at[target] = owner
+            pos += 2
+        else:
+            start = pos
+            owner, pos = _read_name(data, pos)
+            at[start] = owner
+        if pos + 10 > len(data):
+            raise DnsWireError("record header truncated")
+        rtype, _rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
+        pos += 10
+        if pos + rdlen > len(data):
+            raise DnsWireError("record data truncated")
+        if rtype == QTYPE_A and rdlen == 4:
+            value = socket.inet_ntop(socket.AF_INET, data[pos : pos + 4])
+            out.append(Record(owner, rtype, value, ttl))
+        elif rtype == QTYPE_AAAA and rdlen == 16:
+            value = socket.inet_ntop(socket.AF_INET6, data[pos : pos + 16])
+            out.append(Record(owner, rtype, value, ttl))
+        elif rtype == QTYPE_CNAME:
+            name, _ = _read_name(data, pos)
+            at[pos] = name
+            out.append(Record(owner, rtype, name, ttl))
+        pos += rdlen
+    return qid, flags, qname, out

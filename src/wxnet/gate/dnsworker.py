@@ -39,6 +39,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from wxnet._compat import wait_for
 from wxnet.gate.dnsfilter import Answer, Forward
 from wxnet.gate.metrics import Metrics
 from wxnet.gate.records import FlowRecord
@@ -120,11 +121,17 @@ class WorkerPool:
         proc.stdin.close()
         slot.watcher = loop.create_task(self._watch(slot, proc))
         try:
-            await asyncio.wait_for(asyncio.shield(slot.ready), READY_TIMEOUT)
+            await wait_for(asyncio.shield(slot.ready), READY_TIMEOUT)
         except TimeoutError:
             raise WorkerError(
                 f"DNS worker {slot.index} not ready in {READY_TIMEOUT:.0f} s"
             ) from None
+
+    def poll(self) -> None:
+        """Take in every message the workers have sent so far (the inspector calls this
+        before it decides: an answer a worker released was sent here first)."""
+        for slot in self.slots:
+            self._readable(slot)
 
     def _readable(self, slot: _Slot) -> None:
         sock = slot.sock
@@ -150,9 +157,10 @@ class WorkerPool:
             return
         svc = self.service
         if kind == "answer":
-            learned, fields = body
+            learned, attested, fields = body
             for client, name, addresses, ttl, now in learned:
                 svc.memory.learn(client, name, addresses, ttl, now)
+            svc.attest.add_many(attested)
             svc.sink(FlowRecord(*fields))
             svc.metrics.inc(_ANSWERS, labels={"process": str(slot.index + 1)})
         elif kind == "rec":
@@ -232,7 +240,7 @@ class WorkerPool:
             if slot.proc is None:
                 continue
             try:
-                await asyncio.wait_for(slot.proc.wait(), 10)
+                await wait_for(slot.proc.wait(), 10)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     slot.proc.kill()
@@ -279,7 +287,8 @@ def _worker_service(policy: Any, classifier: Any, link: _Link) -> GateService:
     class WorkerService(GateService):
         def record_answer(self, act: Forward, out: Answer, now: float) -> None:
             learned = [(act.client, x.name, x.addresses, x.ttl, now) for x in out.learned]
-            link.send("answer", (learned, _fields(out.record)))
+            attested = [(a.group, a.app, a.address, a.kind, now + a.ttl) for a in out.attested]
+            link.send("answer", (learned, attested, _fields(out.record)))
 
     sink: Any = _LinkSink(link)
     svc = WorkerService(policy, classifier, sink=sink)
@@ -316,7 +325,7 @@ async def _serve(policy: Any, classifier: Any, link: _Link) -> int:
     try:
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), METRICS_EVERY)
+                await wait_for(done.wait(), METRICS_EVERY)
             deltas = _metric_deltas(svc.metrics, sent)
             if deltas:
                 link.send("metrics", deltas)

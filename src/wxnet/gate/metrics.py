@@ -22,6 +22,15 @@ _HELP = {
     ),
     "wxnet_gate_dns_worker_restarts_total": ("counter", "DNS worker processes restarted."),
     "wxnet_gate_active_groups": ("gauge", "Policy groups enforced now (schedules)."),
+    "wxnet_gate_conntrack_flushes_total": (
+        "counter",
+        "Conntrack marks of earlier runs whose entries were flushed at start.",
+    ),
+    "wxnet_gate_http_unauthorized_total": ("counter", "Web requests refused for no token."),
+    "wxnet_gate_newgetdns_addresses_total": (
+        "counter",
+        "Addresses admitted from newgetdns answers read by the inspector.",
+    ),
     "wxnet_gate_inspector_active": ("gauge", "Connections held by the inspector now."),
 }
 

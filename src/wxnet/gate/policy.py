@@ -15,7 +15,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -118,13 +118,17 @@ class GateSettings:
     dns_port: int = 53
     dns_listen: tuple[str, ...] = ("0.0.0.0", "::")
     inspector_port: int = 15001
-    peek_bytes: int = 4096
+    peek_bytes: int = 16384
     peek_timeout: float = 3.0
     min_set_timeout: int = 300
-    pass_timeout: int = 300
+    max_set_timeout: int = 86400  # TTLs are clamped to this (nftables refuses huge ones)
+    pass_timeout: int = 60
+    record_every: int = 60  # long inspected flows get a record this often (s)
+    strict: bool = False  # `gate check` warnings refuse the policy
     log: str | None = None
     db: str | None = None
-    http: str | None = None  # host:port of /metrics and the dashboard
+    http: str | None = None  # host:port of /metrics and the dashboard (admin address)
+    http_token: str | None = None  # if set, the web pages need it (Bearer or ?token=)
     default_group: str | None = None
     dns_workers: int = 1  # processes answering DNS (the gateway process is one of them)
 
@@ -135,6 +139,7 @@ class Policy:
     groups: Mapping[str, Group]
     devices: tuple[Device, ...]
     catalog: Mapping[str, AppInfo] = field(default_factory=dict)
+    lines: Mapping[str, int] = field(default_factory=dict)  # [gate] key -> its line
 
     @property
     def tz(self) -> ZoneInfo:
@@ -194,8 +199,35 @@ class Policy:
                 best = dev
         return best
 
-    def group_for(self, ip: str | None, mac: str | None, now: float) -> tuple[str, Group | None]:
-        """(device name, the group that applies now or None when unrestricted)."""
+    def restrictiveness(self, group: Group) -> tuple[int, int, str]:
+        """Sort key: the most restrictive group first (allow-only with the fewest apps,
+        then block groups with the most apps)."""
+        if group.mode == ALLOW_ONLY:
+            return (0, len(group.effective_apps), group.name)
+        return (1, -len(group.effective_apps), group.name)
+
+    def group_for(
+        self, ip: str | None, mac: str | None, now: float, mac_known: bool = True
+    ) -> tuple[str, Group | None]:
+        """(device name, the group that applies now or None when unrestricted).
+
+        ``mac_known=False``: the source's MAC could not be looked up (no neighbour entry
+        yet). The kernel matches MAC entries itself, so the device may be one of them:
+        it gets the most restrictive group among those it could be in, never "free".
+        """
+        if not mac_known and mac is None and any(d.mac is not None for d in self.devices):
+            when = self.local(now)
+            dev = self.device_for(ip, None)
+            cands = [self.groups[d.group] for d in self.devices if d.mac is not None]
+            if dev is not None:
+                cands.append(self.groups[dev.group])
+            elif self.settings.default_group:
+                cands.append(self.groups[self.settings.default_group])
+            live = [g for g in cands if g.active(when)]
+            name = dev.name if dev is not None else (ip or "?")
+            if not live:
+                return name, None
+            return name, min(live, key=self.restrictiveness)
         dev = self.device_for(ip, mac)
         if dev is not None:
             name, group = dev.name, self.groups.get(dev.group)
@@ -215,7 +247,7 @@ class Policy:
             f"DNS filter on port {s.dns_port}"
             + (f" ({s.dns_workers} processes)" if s.dns_workers > 1 else "")
             + ", upstreams: "
-            + ", ".join(f"{h}:{p}" for h, p in s.upstreams),
+            + ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in s.upstreams),
             f"foreign DNS: {s.foreign_dns}; DNS-over-TLS (853) blocked; QUIC (UDP 443) "
             + ("blocked" if s.block_quic else "allowed"),
             f"spoof handling: {s.spoof}; names outside the policy get {s.blocked_answer}",
@@ -237,6 +269,18 @@ class Policy:
             if now is not None:
                 state = "active" if g.active(self.local(now)) else "inactive (unrestricted)"
                 lines.append(f"  now: {state}")
+        for app in sorted({a for g in self.groups.values() for a in g.effective_apps}):
+            info = self.catalog.get(app)
+            if info is not None and info.operator_ranges:
+                lines.append(
+                    f"{app}: {len(info.operator_ranges)} operator-owned ranges admitted "
+                    f"({', '.join(info.operator_ranges[:3])}"
+                    + (", ..." if len(info.operator_ranges) > 3 else "")
+                    + ")"
+                )
+        if s.http:
+            token = "token required" if s.http_token else "no token"
+            lines.append(f"admin web (dashboard, /metrics) on {s.http}, {token}")
         for d in self.devices:
             what = d.mac or str(d.network)
             lines.append(f"device {d.name} ({what}) -> group {d.group}")
@@ -375,6 +419,10 @@ _GATE_KEYS = {
     "peek-timeout",
     "min-set-timeout",
     "pass-timeout",
+    "max-set-timeout",
+    "record-every",
+    "strict",
+    "http-token",
     "log",
     "db",
     "http",
@@ -397,12 +445,13 @@ def parse_policy(text: str, catalog: Mapping[str, AppInfo]) -> Policy:
         raise PolicyError(f"TOML syntax: {exc}", _toml_line(exc)) from None
     lines = _Lines(text)
     for key in data:
-        if key not in ("gate", "groups", "devices"):
+        if key not in ("gate", "groups", "devices", "apps"):
             raise PolicyError(
-                f"unknown table {key!r} (expected [gate], [groups.NAME], [[devices]])",
+                f"unknown table {key!r} (expected [gate], [groups.NAME], [[devices]], [apps.NAME])",
                 lines.of(key),
             )
     settings = _parse_gate(data.get("gate", {}), lines)
+    catalog = _parse_apps(data.get("apps", {}), lines, catalog)
     groups = _parse_groups(data.get("groups", {}), lines, catalog)
     devices = _parse_devices(data.get("devices", []), lines, groups)
     if settings.default_group is not None and settings.default_group not in groups:
@@ -410,7 +459,15 @@ def parse_policy(text: str, catalog: Mapping[str, AppInfo]) -> Policy:
             f"default-group {settings.default_group!r} is not a defined group",
             lines.of("gate", "default-group"),
         )
-    return Policy(settings=settings, groups=groups, devices=devices, catalog=dict(catalog))
+    gate_lines = {k: lines.of("gate", k) for k in _GATE_KEYS}
+    gate_lines["gate"] = lines.of("gate")
+    return Policy(
+        settings=settings,
+        groups=groups,
+        devices=devices,
+        catalog=dict(catalog),
+        lines={k: v for k, v in gate_lines.items() if v},
+    )
 
 
 def _expect(cond: bool, message: str, line: int) -> None:
@@ -538,22 +595,65 @@ def _parse_gate(raw: Any, lines: _Lines) -> GateSettings:
             ln("peek-timeout"),
         )
         kw["peek_timeout"] = float(v)
-    for key, attr in (("min-set-timeout", "min_set_timeout"), ("pass-timeout", "pass_timeout")):
+    for key, attr in (
+        ("min-set-timeout", "min_set_timeout"),
+        ("max-set-timeout", "max_set_timeout"),
+        ("pass-timeout", "pass_timeout"),
+        ("record-every", "record_every"),
+    ):
         if key in raw:
             kw[attr] = _int_in(raw[key], key, 1, 7 * 86400, ln(key))
-    for key in ("log", "db", "default-group"):
+    if kw.get("max_set_timeout", 86400) < kw.get("min_set_timeout", 300):
+        raise PolicyError("max-set-timeout is below min-set-timeout", ln("max-set-timeout"))
+    if "strict" in raw:
+        _expect(isinstance(raw["strict"], bool), "strict must be true or false", ln("strict"))
+        kw["strict"] = raw["strict"]
+    for key in ("log", "db", "default-group", "http-token"):
         if key in raw:
             _expect(
                 isinstance(raw[key], str) and raw[key] != "", f"{key} must be a string", ln(key)
             )
             kw[key.replace("-", "_")] = raw[key]
     if "http" in raw:
+        text = str(raw["http"]).strip()
+        if text.isdigit() or text.startswith(":"):  # a port alone: the admin address
+            text = "127.0.0.1:" + text.lstrip(":")
         try:
-            _parse_endpoint(str(raw["http"]), -1, allow_zero=True)
+            _parse_endpoint(text, -1, allow_zero=True)
         except ValueError as exc:
-            raise PolicyError(f"http must be ADDRESS:PORT ({exc})", ln("http")) from None
-        kw["http"] = str(raw["http"])
+            raise PolicyError(f"http must be [ADDRESS:]PORT ({exc})", ln("http")) from None
+        kw["http"] = text
+    if kw.get("dns_port", 53) == kw.get("inspector_port", 15001):
+        raise PolicyError(
+            "inspector-port must differ from dns-port", ln("inspector-port") or ln("dns-port")
+        )
     return GateSettings(**kw)
+
+
+def _parse_apps(raw: Any, lines: _Lines, catalog: Mapping[str, AppInfo]) -> Mapping[str, AppInfo]:
+    """``[apps.NAME] operator-ranges = [...]``: more operator-owned ranges of an app
+    (your own deployment of its servers), admitted like the signature's own."""
+    _expect(isinstance(raw, dict), "apps must be tables [apps.NAME]", lines.of("apps"))
+    if not raw:
+        return catalog
+    out = dict(catalog)
+    for name, body in raw.items():
+        table = f"apps.{name}"
+        _expect(name in catalog, f"unknown app {name!r} in [{table}]", lines.of(table))
+        _expect(isinstance(body, dict), f"[{table}] must be a table", lines.of(table))
+        for key in body:
+            _expect(key == "operator-ranges", f"unknown key {key!r} in [{table}]",
+                    lines.of(table, key))  # fmt: skip
+        ln = lines.of(table, "operator-ranges")
+        ranges = []
+        for r in _str_list(body.get("operator-ranges", []), "operator-ranges", ln):
+            try:
+                ranges.append(str(ipaddress.ip_network(r, strict=True)))
+            except ValueError as exc:
+                raise PolicyError(f"operator-ranges: {exc}", ln) from None
+        info = out[name]
+        out[name] = replace(info, operator_ranges=(*info.operator_ranges, *ranges))
+    return out
 
 
 def _parse_groups(raw: Any, lines: _Lines, catalog: Mapping[str, AppInfo]) -> dict[str, Group]:

@@ -40,6 +40,8 @@ class FlowRecord:
     bytes_down: int = 0
     name: str | None = None  # the DNS name queried (path "dns")
     reason: str = ""
+    admitted_by: str | None = None  # "dns" | "newgetdns" | "range" (allow-only admits)
+    ongoing: bool = False  # a periodic record of a flow still open (bytes since the last)
 
     def to_json(self) -> str:
         """The record as one JSON object (keys sorted, ``iso_time`` added): written per
@@ -49,12 +51,14 @@ class FlowRecord:
             return self._to_json_slow()
         s = _jstr
         return (
-            f'{{"app": {_jopt(self.app)}, "bytes_down": {self.bytes_down!r}, '
+            f'{{"admitted_by": {_jopt(self.admitted_by)}, '
+            f'"app": {_jopt(self.app)}, "bytes_down": {self.bytes_down!r}, '
             f'"bytes_up": {self.bytes_up!r}, "client": {s(self.client)}, '
             f'"client_port": {self.client_port!r}, "device": {s(self.device)}, '
             f'"evidence": [{", ".join(map(s, self.evidence))}], "group": {_jopt(self.group)}, '
             f'"iso_time": "{_iso_time(self.time)}", "label": {s(self.label)}, '
-            f'"name": {_jopt(self.name)}, "path": {s(self.path)}, "reason": {s(self.reason)}, '
+            f'"name": {_jopt(self.name)}, "ongoing": {"true" if self.ongoing else "false"}, '
+            f'"path": {s(self.path)}, "reason": {s(self.reason)}, '
             f'"server": {s(self.server)}, "server_port": {self.server_port!r}, '
             f'"time": {self.time!r}, "transport": {s(self.transport)}, '
             f'"verdict": {s(self.verdict)}}}'
@@ -138,10 +142,13 @@ CREATE TABLE IF NOT EXISTS flows (
     bytes_up INTEGER NOT NULL,
     bytes_down INTEGER NOT NULL,
     name TEXT,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    admitted_by TEXT,
+    ongoing INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS flows_day ON flows(day, device);
 """
+_ADDED = (("admitted_by", "TEXT"), ("ongoing", "INTEGER NOT NULL DEFAULT 0"))
 
 
 class RecordStore:
@@ -155,6 +162,10 @@ class RecordStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(flows)")}
+        for column, decl in _ADDED:  # stores written before these columns existed
+            if column not in have:
+                self._db.execute(f"ALTER TABLE flows ADD COLUMN {column} {decl}")
 
     def add(self, rec: FlowRecord) -> None:
         self.add_many([rec])
@@ -180,6 +191,8 @@ class RecordStore:
                 r.bytes_down,
                 r.name,
                 r.reason,
+                r.admitted_by,
+                int(r.ongoing),
             )
             for r in recs
         ]
@@ -187,7 +200,8 @@ class RecordStore:
             self._db.executemany(
                 "INSERT INTO flows (time, day, device, grp, transport, client, client_port,"
                 " server, server_port, app, label, evidence, verdict, path, bytes_up,"
-                " bytes_down, name, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " bytes_down, name, reason, admitted_by, ongoing)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
 
@@ -213,9 +227,9 @@ class Report:
 def build_report(store: RecordStore, since: float = 0.0, limit: int = 10) -> Report:
     """Top apps per device, blocked attempts and a per-day summary since ``since``."""
     top = store.query(
-        "SELECT device, label, COUNT(*), SUM(bytes_up + bytes_down) FROM flows"
+        "SELECT device, label, SUM(ongoing = 0), SUM(bytes_up + bytes_down) FROM flows"
         " WHERE time >= ? AND verdict = 'allow' GROUP BY device, label"
-        " ORDER BY device, COUNT(*) DESC, label",
+        " ORDER BY device, SUM(ongoing = 0) DESC, label",
         (since,),
     )
     per_device: dict[str, int] = {}
@@ -226,12 +240,13 @@ def build_report(store: RecordStore, since: float = 0.0, limit: int = 10) -> Rep
             top_apps.append((str(device), str(label), int(n), int(b or 0)))
     blocked = store.query(
         "SELECT device, label, COALESCE(name, server || ':' || server_port), COUNT(*)"
-        " FROM flows WHERE time >= ? AND verdict = 'block'"
+        " FROM flows WHERE time >= ? AND verdict = 'block' AND ongoing = 0"
         " GROUP BY 1, 2, 3 ORDER BY COUNT(*) DESC, 1, 3 LIMIT ?",
         (since, limit * 5),
     )
     days = store.query(
-        "SELECT day, COUNT(*), SUM(verdict = 'block'), SUM(bytes_up + bytes_down)"
+        "SELECT day, SUM(ongoing = 0), SUM(verdict = 'block' AND ongoing = 0),"
+        " SUM(bytes_up + bytes_down)"
         " FROM flows WHERE time >= ? GROUP BY day ORDER BY day",
         (since,),
     )

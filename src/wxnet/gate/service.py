@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
 import shutil
+import socket
+import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from wxnet._compat import wait_for
 from wxnet.classify import Classifier, DnsMemory
+from wxnet.gate.attest import Attestations, normalise
 from wxnet.gate.ctevents import parse_destroy
 from wxnet.gate.dnsfilter import Answer, DnsFilter, Forward, MalformedQuery, Reply
 from wxnet.gate.inspector import Inspector
@@ -28,7 +33,7 @@ from wxnet.gate.metrics import Metrics
 from wxnet.gate.nft import Nft, NftError
 from wxnet.gate.policy import Policy
 from wxnet.gate.records import FlowRecord, JsonlWriter, RecordStore
-from wxnet.gate.ruleset import MARK_BASE, MARK_MASK, app_of_mark, render
+from wxnet.gate.ruleset import MARK_BASE, MARK_MASK, app_of_mark, mark_epoch, render
 
 __all__ = ["GateService", "Neighbours", "RecordSink", "Upstreams"]
 
@@ -42,15 +47,22 @@ _ANSWERED_HERE = Metrics.key("wxnet_gate_dns_process_answers_total", {"process":
 
 
 class Neighbours:
-    """IPv4 address -> MAC from the kernel's ARP table (``/proc/net/arp``)."""
+    """Address -> MAC from the kernel's neighbour tables of both families: IPv4 from
+    ``/proc/net/arp`` (read in process), IPv6 from ``ip -j -6 neigh`` (read only when an
+    IPv6 source is looked up). A miss reloads that family at most every
+    ``miss_every`` seconds; each table is re-read every ``ttl`` seconds."""
 
-    def __init__(self, path: str = "/proc/net/arp", ttl: float = 5.0) -> None:
+    def __init__(
+        self, path: str = "/proc/net/arp", ttl: float = 5.0, miss_every: float = 0.5
+    ) -> None:
         self.path = path
         self.ttl = ttl
-        self._table: dict[str, str] = {}
-        self._read_at = -1e9
+        self.miss_every = miss_every
+        self._tables: dict[int, dict[str, str]] = {4: {}, 6: {}}
+        self._read_at = {4: -1e9, 6: -1e9}
+        self._ip = shutil.which("ip")
 
-    def _reload(self) -> None:
+    def _read4(self) -> dict[str, str]:
         table: dict[str, str] = {}
         try:
             with open(self.path, encoding="ascii", errors="replace") as fh:
@@ -61,18 +73,40 @@ class Neighbours:
                         table[parts[0]] = parts[3].lower()
         except OSError:
             pass
-        self._table = table
-        self._read_at = time.monotonic()
+        return table
+
+    def _read6(self) -> dict[str, str]:
+        table: dict[str, str] = {}
+        if self._ip is None:
+            return table
+        try:
+            out = subprocess.run(
+                [self._ip, "-j", "-6", "neigh", "show"],
+                capture_output=True, text=True, timeout=2, check=False,
+            ).stdout  # fmt: skip
+            for entry in json.loads(out or "[]"):
+                mac = str(entry.get("lladdr") or "").lower()
+                dst = normalise(str(entry.get("dst") or ""))
+                states = entry.get("state") or []
+                if dst and mac and "FAILED" not in states and "INCOMPLETE" not in states:
+                    table[dst] = mac
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+        return table
 
     def mac_for(self, ip: str) -> str | None:
-        if ip.startswith("::ffff:"):
-            ip = ip[7:]
-        mac = self._table.get(ip)
-        if (
-            mac is None and time.monotonic() - self._read_at > 0.2
-        ) or time.monotonic() - self._read_at > self.ttl:
-            self._reload()
-            mac = self._table.get(ip)
+        family = 6 if ":" in ip and not ip.startswith("::ffff:") else 4
+        key = ip[7:] if ip.startswith("::ffff:") else ip
+        table = self._tables[family]
+        mac = table.get(key)
+        age = time.monotonic() - self._read_at[family]
+        if (mac is None and age > self.miss_every) or age > self.ttl:
+            table = self._read4() if family == 4 else self._read6()
+            self._tables[family] = table
+            self._read_at[family] = time.monotonic()
+            mac = table.get(key)
+            if mac is None and family == 6:
+                mac = table.get(normalise(key) or key)
         return mac
 
 
@@ -286,6 +320,10 @@ class GateService:
         self.filter = DnsFilter(policy, classifier.app_for_name, labels)
         self.neighbours = Neighbours()
         self.upstreams = Upstreams(s.upstreams)
+        self.attest = Attestations(policy)
+        self.epoch = random.SystemRandom().randrange(1, 256)  # this run's conntrack marks
+        self.table_applied = False  # this run installed the table (a failed start must
+        # not delete a table it did not install: that would open the network)
         self.inspector = Inspector(
             policy,
             classifier,
@@ -294,6 +332,8 @@ class GateService:
             self.sink,
             self.neighbours.mac_for,
             clock,
+            attest=self.attest,
+            sync=self._sync_workers,
         )
         self.active: frozenset[str] = frozenset()
         self._servers: list[asyncio.Server] = []
@@ -316,9 +356,13 @@ class GateService:
         self.metrics.inc("wxnet_gate_set_additions_total", n)
         return n
 
+    def _sync_workers(self) -> None:
+        if self.workers is not None:
+            self.workers.poll()
+
     async def apply_rules(self, fresh: bool) -> None:
         self.active = self.policy.active_groups(self.clock())
-        await self.nft.run(render(self.policy, self.active, fresh=fresh))
+        await self.nft.run(render(self.policy, self.active, fresh=fresh, epoch=self.epoch))
         self.metrics.set("wxnet_gate_active_groups", len(self.active))
 
     def query(self, data: bytes, client: str, port: int, transport: str) -> bytes | Forward | None:
@@ -327,6 +371,7 @@ class GateService:
         now = self.clock()
         if client.startswith("::ffff:"):
             client = client[7:]
+        client = client.split("%", 1)[0]
         try:
             act = self.filter.on_query(
                 data, client, port, now, self.neighbours.mac_for(client), transport
@@ -364,6 +409,8 @@ class GateService:
         process sends both to the gateway process instead."""
         for learned in out.learned:
             self.memory.learn(act.client, learned.name, learned.addresses, learned.ttl, now)
+        for a in out.attested:
+            self.attest.add(a.group, a.app, a.address, a.kind, now + a.ttl)
         self.sink(out.record)
         if self.workers is not None:
             self.metrics.add(_ANSWERED_HERE)
@@ -408,10 +455,8 @@ class GateService:
         peer = writer.get_extra_info("peername")
         try:
             while True:
-                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
-                msg = await asyncio.wait_for(
-                    reader.readexactly(int.from_bytes(head, "big")), TCP_IDLE
-                )
+                head = await wait_for(reader.readexactly(2), TCP_IDLE)
+                msg = await wait_for(reader.readexactly(int.from_bytes(head, "big")), TCP_IDLE)
                 reply = await self.resolve(msg, str(peer[0]), int(peer[1]), "tcp")
                 if reply is None:
                     break
@@ -423,54 +468,95 @@ class GateService:
             writer.close()
 
     async def start(self) -> None:
-        """Apply the ruleset and open every listener.
+        """Open every listener, then apply the ruleset, then start the rest.
+
+        Fails closed: a listener that cannot bind stops the start *before* the table is
+        touched (a table a crashed run left stays in place); the ruleset replaces the
+        old table in one transaction; a failure after that leaves the new table in
+        place (``table_applied``) rather than opening the network.
 
         Raises:
             NftError: the ruleset was refused.
             OSError: a listener could not bind.
+            WorkerError: a DNS worker would not start.
         """
         s = self.policy.settings
-        await self.apply_rules(fresh=True)
         try:
-            await self.start_dns(reuse_port=s.dns_workers > 1)
+            socks = bind_listeners(self.policy, reuse_port=s.dns_workers > 1)
+        except OSError:
+            raise
+        try:
+            await self.start_dns(reuse_port=s.dns_workers > 1, socks=socks)
+            self._servers.append(
+                await asyncio.start_server(self.inspector.handle, sock=socks.inspector[0])
+            )
+            for extra in socks.inspector[1:]:
+                self._servers.append(await asyncio.start_server(self.inspector.handle, sock=extra))
+            if s.http:
+                from wxnet.gate.web import start_web
+
+                self._web, self.http_port = await start_web(self, s.http)
+            await self.apply_rules(fresh=True)
+        except BaseException:
+            socks.close()
+            await self.stop(remove_table=False)
+            raise
+        self.table_applied = True
+        try:
+            await self._flush_old_conntrack()
             if s.dns_workers > 1:
                 from wxnet.gate.dnsworker import WorkerPool
 
                 self.workers = WorkerPool(self, s.dns_workers - 1)
                 await self.workers.start()
-            self._servers.append(
-                await asyncio.start_server(
-                    self.inspector.handle, ["0.0.0.0", "::"], s.inspector_port, backlog=1024
-                )
-            )
-            if s.http:
-                from wxnet.gate.web import start_web
-
-                self._web, self.http_port = await start_web(self, s.http)
             self.spawn(self._schedule())
             self.spawn(self._flush_records())
             await self._start_conntrack()
         except BaseException:
-            await self.stop(remove_table=True)
+            await self.stop(remove_table=False)  # fail closed: the table stays
             raise
 
-    async def start_dns(self, reuse_port: bool = False) -> None:
+    async def start_dns(self, reuse_port: bool = False, socks: Listeners | None = None) -> None:
         """Open the upstream sockets and the DNS listeners (UDP and TCP). With
         ``reuse_port`` several processes share the port (``SO_REUSEPORT``: the kernel
         spreads clients over them)."""
-        s = self.policy.settings
+        if socks is None:
+            socks = bind_listeners(self.policy, reuse_port=reuse_port, inspector=False)
         await self.upstreams.open()
         loop = asyncio.get_running_loop()
-        for host in s.dns_listen:
-            tr, _ = await loop.create_datagram_endpoint(
-                lambda: _DnsUdp(self), local_addr=(host, s.dns_port), reuse_port=reuse_port
-            )
+        for sock in socks.dns_udp:
+            tr, _ = await loop.create_datagram_endpoint(lambda: _DnsUdp(self), sock=sock)
             self._udp.append(tr)
-        self._servers.append(
-            await asyncio.start_server(
-                self._dns_tcp, list(s.dns_listen), s.dns_port, reuse_port=reuse_port
-            )
-        )
+        for sock in socks.dns_tcp:
+            self._servers.append(await asyncio.start_server(self._dns_tcp, sock=sock))
+
+    async def _flush_old_conntrack(self) -> None:
+        """Delete conntrack entries that carry an earlier run's marks: their verdicts
+        were taken under another policy (a tunnel must not survive a restart)."""
+        exe = shutil.which("conntrack")
+        if exe is None:
+            return
+        proc = await asyncio.create_subprocess_exec(
+            exe, "-L", "-m", f"0x{MARK_BASE:08x}/0x{MARK_MASK:08x}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        marks = set()
+        for token in out.decode("ascii", "replace").split():
+            if token.startswith("mark="):
+                with contextlib.suppress(ValueError):
+                    mark = int(token[5:])
+                    if mark_epoch(mark) not in (None, self.epoch):
+                        marks.add(mark)
+        for mark in sorted(marks):
+            proc = await asyncio.create_subprocess_exec(
+                exe, "-D", "-m", str(mark),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            await proc.wait()
+        if marks:
+            log.warning("flushed conntrack entries of earlier runs (%d marks)", len(marks))
+        self.metrics.inc("wxnet_gate_conntrack_flushes_total", len(marks))
 
     async def _start_conntrack(self) -> None:
         """Follow conntrack DESTROY events to record flows the kernel passed on its own
@@ -501,14 +587,17 @@ class GateService:
         flow = parse_destroy(line)
         if flow is None or flow.mark & MARK_MASK != MARK_BASE:
             return None
-        app = app_of_mark(self.policy, flow.mark)
+        hit = app_of_mark(self.policy, flow.mark, self.epoch)
+        if hit is None:
+            return None
+        app: str | None = hit[0]
+        kind: str | None = hit[1]
         now = self.clock()
-        device, group = self.policy.group_for(
-            flow.client, self.neighbours.mac_for(flow.client), now
-        )
+        mac = self.neighbours.mac_for(flow.client)
+        device, group = self.policy.group_for(flow.client, mac, now, mac_known=mac is not None)
         info = self.policy.catalog.get(app) if app is not None else None
         if app == "pass":
-            app, label = None, "not blocked"
+            app, label, kind = None, "not blocked", None
         else:
             label = info.label if info is not None else str(app)
         rec = FlowRecord(
@@ -527,6 +616,7 @@ class GateService:
             path="kernel",
             bytes_up=flow.bytes_up,
             bytes_down=flow.bytes_down,
+            admitted_by=kind,
         )
         self.sink(rec)
         return rec
@@ -558,7 +648,8 @@ class GateService:
             with contextlib.suppress(ProcessLookupError):
                 self._conntrack.terminate()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._conntrack.wait(), 5)
+                await wait_for(self._conntrack.wait(), 5)
+        self.inspector.close_all()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -574,7 +665,63 @@ class GateService:
             self._web = None
         self._servers.clear()
         self._udp.clear()
-        if remove_table:
+        if remove_table and self.table_applied:
             with contextlib.suppress(NftError):
                 await self.nft.remove_table()
         self.sink.close()
+
+
+@dataclass
+class Listeners:
+    """Bound (not yet serving) sockets of one gateway process."""
+
+    dns_udp: list[socket.socket]
+    dns_tcp: list[socket.socket]
+    inspector: list[socket.socket]
+
+    def close(self) -> None:
+        for sock in (*self.dns_udp, *self.dns_tcp, *self.inspector):
+            sock.close()
+
+
+def _bind(host: str, port: int, kind: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        if family == socket.AF_INET6:  # "::" beside "0.0.0.0": one socket per family
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        what = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise OSError(exc.errno, f"cannot bind {what} {where}: {exc.strerror}") from None
+    return sock
+
+
+def bind_listeners(policy: Policy, reuse_port: bool = False, inspector: bool = True) -> Listeners:
+    """Bind the DNS filter's UDP and TCP sockets and the inspector's (v4 and v6).
+
+    Raises:
+        OSError: one would not bind (the message names which); none stays open.
+    """
+    s = policy.settings
+    out = Listeners([], [], [])
+    try:
+        for host in s.dns_listen:
+            out.dns_udp.append(_bind(host, s.dns_port, socket.SOCK_DGRAM, reuse_port))
+            out.dns_tcp.append(_bind(host, s.dns_port, socket.SOCK_STREAM, reuse_port))
+        if inspector:
+            for host in ("0.0.0.0", "::"):
+                out.inspector.append(_bind(host, s.inspector_port, socket.SOCK_STREAM, False))
+    except OSError:
+        out.close()
+        raise
+    return out

@@ -1,11 +1,19 @@
-"""The gateway's small web server: ``/`` dashboard, ``/metrics``, ``/api/summary``."""
+"""The gateway's small web server: ``/`` dashboard, ``/metrics``, ``/api/summary``.
+
+It listens on the admin address (``http``; a port alone means loopback) and, with
+``http-token``, answers only requests carrying the token (``Authorization: Bearer
+TOKEN`` or ``?token=TOKEN``); the ruleset keeps policed devices off its port.
+"""
 
 from __future__ import annotations
 
+import hmac
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from wxnet.gate.dashboard import render_dashboard, summary
 
@@ -22,6 +30,9 @@ def make_app(service: GateService) -> web.Application:
 
     async def metrics(_req: web.Request) -> web.Response:
         service.metrics.set("wxnet_gate_inspector_active", service.inspector.active)
+        service.metrics.set(
+            "wxnet_gate_newgetdns_addresses_total", service.inspector.newgetdns_learned
+        )
         return web.Response(
             text=service.metrics.render(), content_type="text/plain", charset="utf-8"
         )
@@ -35,7 +46,21 @@ def make_app(service: GateService) -> web.Application:
     async def favicon(_req: web.Request) -> web.Response:
         return web.Response(status=204)  # no icon; keeps browsers from logging a 404
 
-    app = web.Application()
+    token = service.policy.settings.http_token
+
+    @web.middleware
+    async def need_token(
+        req: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if token is not None:
+            auth = req.headers.get("Authorization", "")
+            given = auth[7:] if auth.startswith("Bearer ") else req.query.get("token", "")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                service.metrics.inc("wxnet_gate_http_unauthorized_total")
+                return web.Response(status=401, text="token required (http-token)\n")
+        return await handler(req)
+
+    app = web.Application(middlewares=[cast(Middleware, need_token)])
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics)

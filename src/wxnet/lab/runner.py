@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from wxnet._compat import wait_for
 from wxnet.lab.agent import AgentConfig
 from wxnet.lab.expectations import evaluate
 from wxnet.lab.faults import BlockMode, Case
@@ -180,9 +181,12 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
 
 
 def gate_toml(workdir: Path, names: Names, a: Addressing) -> str:
-    """``wxnet gate``'s policy for the lab: the phone's subnet may use WeChat only. Spoof
-    handling is lenient so that the built-in addresses (S9) are judged by their bytes."""
+    """``wxnet gate``'s policy for the lab: the phone's subnet may use WeChat only. The
+    gate admits only attested destinations: the smart-DNS addresses by its own DNS
+    answers (or the newgetdns answers it reads), the built-in addresses (S9) because the
+    policy declares them operator-owned: they are the lab server's own."""
     n = names
+    ranges = ", ".join(json.dumps(f"{ip}/32") for ip in a.builtin)
     return (
         "[gate]\n"
         f'lan = ["{n.gw_lan_if}"]\n'
@@ -194,6 +198,8 @@ def gate_toml(workdir: Path, names: Names, a: Addressing) -> str:
         f"log = {json.dumps(str(workdir / 'gate.jsonl'))}\n"
         f"db = {json.dumps(str(workdir / 'gate.sqlite'))}\n"
         'http = "127.0.0.1:0"\n'
+        "\n[apps.wechat]\n"
+        f"operator-ranges = [{ranges}]\n"
         "\n[groups.phones]\n"
         'mode = "allow-only"\n'
         'apps = ["wechat"]\n'
@@ -371,7 +377,7 @@ async def _wait_for(
     end = time.monotonic() + timeout
     while (left := end - time.monotonic()) > 0:
         try:
-            obj = await asyncio.wait_for(agent.events.get(), left)
+            obj = await wait_for(agent.events.get(), left)
         except TimeoutError:
             return None
         if pred(obj):
@@ -386,14 +392,14 @@ async def _stop(agent: _Agent) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(agent.proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(agent.proc.wait(), 3)
+            await wait_for(agent.proc.wait(), 3)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(agent.proc.pid, signal.SIGKILL)
             await agent.proc.wait()
     if agent.pump is not None:  # its pipes reach EOF once the process is gone
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(agent.pump, 5)
+            await wait_for(agent.pump, 5)
 
 
 def _is_result(obj: dict[str, Any]) -> bool:

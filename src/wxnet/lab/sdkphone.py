@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wxnet._compat import wait_for
 from wxnet.proto.errors import MMError
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ async def run_sdk_phone(cfg: AgentConfig) -> dict[str, Any]:
         out["image_ok"] = row.state == "sent"
         note(f"image {row.state}")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(got_all.wait(), max(0.1, deadline - time.monotonic()))
+            await wait_for(got_all.wait(), max(0.1, deadline - time.monotonic()))
         # the path again: the one the session ended on (a long link may have come up late)
         out["path"] = _path(client, cfg) or out["path"]
     except (ClientError, MMError, OSError) as exc:

@@ -1,8 +1,8 @@
-"""The command table: every request wxnet speaks, on both links (DESIGN section 3).
+"""The command table: every request wxnet speaks, on both links (docs/protocol.md).
 
 Each CGI has a short-link path (``POST /cgi-bin/micromsg-bin/<name>``) and a long-link
 cmd. Long-link cmd numbers follow the reverse-engineered WeChat tables where they are
-known (research/mobile-protocol.md 2.2); the rest reuse the CGI func id (2.3). A reply
+known; the rest reuse the CGI func id (docs/protocol.md, "Command table"). A reply
 on the long link is ``cmd + 1_000_000_000`` with the request's seq.
 """
 
@@ -30,6 +30,7 @@ __all__ = [
     "SEQ_IDENTIFY",
     "SEQ_NOOP",
     "SEQ_PUSH",
+    "error_body",
     "reply_cmd",
 ]
 
@@ -51,6 +52,13 @@ SEQ_PUSH = 0
 
 def reply_cmd(cmd: int) -> int:
     return cmd + REPLY_OFFSET
+
+
+def error_body(code: int, message: str) -> bytes:
+    """A response body that carries only ``base`` {ret, err_msg}: every response message
+    has ``base`` as field 1, so this decodes as any of them (both links' error replies)."""
+    base = pb.BaseResponse(ret=code, err_msg=message)
+    return pb.LogoutResponse(base=base).SerializeToString()
 
 
 @dataclass(frozen=True, slots=True)

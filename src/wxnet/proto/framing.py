@@ -1,4 +1,4 @@
-"""Long-link packet framing (S32, S33; DESIGN section 3).
+"""Long-link packet framing (S32, S33; docs/protocol.md "Packets").
 
 A packet is a fixed 16-byte header followed by a body. All integers are big-endian::
 
@@ -36,7 +36,7 @@ __all__ = [
 HEADER = struct.Struct(">IHHII")
 HEADER_LEN = HEADER.size  # 16
 PROTOCOL_VERSION = 1
-#: Mars rejects any frame above 1 MiB (research/mobile-protocol.md 1.1); so do we.
+#: Mars rejects any frame above 1 MiB (its longlink_packer); so do we.
 MAX_PACKET = 1 << 20
 _U32 = 0xFFFFFFFF
 

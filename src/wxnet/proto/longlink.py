@@ -39,6 +39,7 @@ from google.protobuf.message import DecodeError, Message
 
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.commands import error_body
 from wxnet.proto.enums import LinkCmd, LinkSeq
 from wxnet.proto.errors import LocalProtocolError, MMRet, RemoteProtocolError
 from wxnet.proto.framing import HEADER, HEADER_LEN, MAX_PACKET, PROTOCOL_VERSION, PacketDecoder
@@ -166,15 +167,6 @@ class RemoteError:
 Event = (
     Request | UnknownCommand | Noop | SignalKeep | Reply | NoopReply | Notify | Push | RemoteError
 )
-
-
-def error_body(code: int, message: str) -> bytes:
-    """A response body that carries only ``base`` {ret, err_msg}.
-
-    Every response message has ``base`` as field 1, so this decodes as any of them.
-    """
-    base = pb.BaseResponse(ret=code, err_msg=message)
-    return pb.LogoutResponse(base=base).SerializeToString()
 
 
 _pack = HEADER.pack

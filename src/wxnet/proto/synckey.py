@@ -1,7 +1,7 @@
 """SyncKey: the per-account version vector of the sync model (S17, S26, S27, S34).
 
 A SyncKey maps a key type (1 profile, 2 messages, 3 contacts, 11 chatroom members, ...;
-research/mobile-protocol.md 2.5) to the last sequence number the holder has seen in
+docs/protocol.md "Sync") to the last sequence number the holder has seen in
 that type's log. Clients treat it as opaque. Three wire forms exist:
 
 * binary (long and short link): the protobuf ``wxnet.SyncKey`` message;
@@ -82,7 +82,7 @@ class SyncKey:
         return default
 
     def merged(self, newer: SyncKey) -> SyncKey:
-        """This key with every pair of ``newer`` applied (research 2.4, WP ``mergeKeyBuf``)."""
+        """This key with every pair of ``newer`` applied (WeChat Web's ``mergeKeyBuf``)."""
         d = self.as_dict()
         d.update(newer.pairs)
         return SyncKey.of(d)

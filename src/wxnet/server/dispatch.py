@@ -1,7 +1,7 @@
 """One handler table for both links: CGI name + request bytes in, response bytes out.
 
 The long link (cmd) and the short link (``/cgi-bin/micromsg-bin/<name>``) both call
-:meth:`Dispatcher.handle`; a CGI behaves the same on either (DESIGN section 3). MM
+:meth:`Dispatcher.handle`; a CGI behaves the same on either (docs/protocol.md). MM
 errors become a response whose ``base.ret`` carries the code; a body that does not
 decode raises :class:`BadRequest` (HTTP 400 on the short link, an error reply on the
 long link).
@@ -45,14 +45,6 @@ class Context:
 
 
 Handler = Callable[[Any, Session | None, Context], Awaitable[Message | bytes]]
-
-
-def _base_error(kind: type[Message], code: int, message: str) -> bytes:
-    resp = kind()
-    base = resp.base  # type: ignore[attr-defined]
-    base.ret = code
-    base.err_msg = message
-    return resp.SerializeToString()
 
 
 class Dispatcher:
@@ -107,9 +99,7 @@ class Dispatcher:
             raise BadRequest(f"{cgi.name}: body is not a {cgi.request.__name__}: {exc}") from None
         handler = self.handlers.get(cgi.name)
         if handler is None:
-            return _base_error(
-                cgi.response, MMRet.ERR_UNKNOWN_CMD, f"{cgi.name} is not served here"
-            )
+            return C.error_body(MMRet.ERR_UNKNOWN_CMD, f"{cgi.name} is not served here")
         try:
             sess = None
             if cgi.needs_session:
@@ -118,11 +108,11 @@ class Dispatcher:
             out = await handler(req, sess, ctx)
         except MMError as exc:
             self.metrics.errors.inc(str(int(exc.code)))
-            return _base_error(cgi.response, int(exc.code), exc.message)
+            return C.error_body(int(exc.code), exc.message)
         except Exception:
             log.exception("%s failed", cgi.name)
             self.metrics.errors.inc(str(int(MMRet.ERR_SYS)))
-            return _base_error(cgi.response, MMRet.ERR_SYS, "internal server error")
+            return C.error_body(MMRet.ERR_SYS, "internal server error")
         return out if isinstance(out, bytes) else out.SerializeToString()
 
     # ------------------------------------------------------------------ handlers

@@ -36,7 +36,16 @@ from wxnet.proto.syncdriver import Page, SyncDriver
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.web import convert
 from wxnet.server.web.backend import Backend
-from wxnet.server.web.login import LoginState, QrLogin, QrLogins, WebSession, WebSessions
+from wxnet.server.web.login import (
+    LoginState,
+    QrLogin,
+    QrLoginRefused,
+    QrLogins,
+    QrLoginsFull,
+    QrLoginUnknown,
+    WebSession,
+    WebSessions,
+)
 
 __all__ = ["WEB_API_KEY", "WebApi", "WebConfig", "setup_web"]
 
@@ -188,9 +197,9 @@ class WebApi:
         Returns ``(ret, err_msg)`` for the ScanQrResponse."""
         try:
             self.logins.scan(uuid, uin, self.clock(), confirm=confirm)
-        except KeyError:
+        except QrLoginUnknown:
             return MMRet.ERR_NOT_FOUND, "no such QR code (expired?)"
-        except PermissionError as exc:
+        except QrLoginRefused as exc:
             return MMRet.ERR_NOT_ALLOWED, str(exc)
         self._wake_login(uuid)
         return 0, ""
@@ -276,7 +285,7 @@ class WebApi:
     async def jslogin(self, request: web.Request) -> web.StreamResponse:
         try:
             q = self.logins.create(self.clock())
-        except OverflowError:
+        except QrLoginsFull:
             return _js('window.QRLogin.code = 500; window.QRLogin.uuid = "";')
         return _js(wp.encode_qrlogin(200, q.uuid))
 

@@ -18,17 +18,38 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from wxnet.proto.errors import WxnetError
 from wxnet.sync.store import WebSessionRow
 
 __all__ = [
     "LoginState",
     "QrLogin",
+    "QrLoginError",
+    "QrLoginRefused",
+    "QrLoginUnknown",
     "QrLogins",
+    "QrLoginsFull",
     "WebSession",
     "WebSessionStore",
     "WebSessions",
     "new_token",
 ]
+
+
+class QrLoginError(WxnetError):
+    """A QR login cannot go on (the tree is drawn in wxnet.proto.errors)."""
+
+
+class QrLoginUnknown(QrLoginError):
+    """No such QR login, or it expired."""
+
+
+class QrLoginRefused(QrLoginError):
+    """Another account scanned the code, or it was already approved."""
+
+
+class QrLoginsFull(QrLoginError):
+    """Too many QR logins are pending."""
 
 
 def new_token(nbytes: int = 16) -> str:
@@ -78,10 +99,10 @@ class QrLogins:
         return len(self._by_uuid)
 
     def create(self, now: float) -> QrLogin:
-        """A new QR login. Raises OverflowError when too many are pending."""
+        """A new QR login. Raises QrLoginsFull when too many are pending."""
         self.expire(now)
         if len(self._by_uuid) >= self.limit:
-            raise OverflowError("too many pending QR logins")
+            raise QrLoginsFull("too many pending QR logins")
         q = QrLogin(new_token(), now, now + self.ttl)
         self._by_uuid[q.uuid] = q
         return q
@@ -96,15 +117,15 @@ class QrLogins:
     def scan(self, uuid: str, uin: int, now: float, *, confirm: bool) -> QrLogin:
         """A mobile device of ``uin`` scanned (and with ``confirm`` approved) ``uuid``.
 
-        Raises KeyError for an unknown or expired uuid, PermissionError if another
+        Raises QrLoginUnknown for an unknown or expired uuid, QrLoginRefused if another
         account already scanned it or it was already used."""
         q = self.get(uuid, now)
         if q is None or q.state is LoginState.EXPIRED:
-            raise KeyError(uuid)
+            raise QrLoginUnknown(f"no QR login {uuid[:40]!r} (expired?)")
         if q.uin and q.uin != uin:
-            raise PermissionError("another account scanned this code")
+            raise QrLoginRefused("another account scanned this code")
         if q.state in (LoginState.CONFIRMED, LoginState.USED):
-            raise PermissionError("this code was already approved")
+            raise QrLoginRefused("this code was already approved")
         q.uin = uin
         if confirm:
             q.state = LoginState.CONFIRMED

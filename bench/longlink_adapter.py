@@ -1,0 +1,88 @@
+"""CPU per request of the server's long-link path alone, run by hand::
+
+    .venv/bin/python -m bench.longlink_adapter [--requests 30000] [--rounds 5]
+    PYTHONPATH=/tmp/base/src .venv/bin/python -m bench.longlink_adapter   # another build
+
+The server adapter (``wxnet.server.longlink.LongLink``, with whatever connection object
+the build has under it) on a fake transport, with a dispatcher that answers every request
+at once: bytes in, request tasks, replies and notifies flushed out. No store, no sockets,
+so it measures the code between the socket and the dispatcher and little else; process
+CPU time, the best of ``--rounds``. Run two builds alternately and compare the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import uvloop
+
+from wxnet.proto.framing import encode_packet
+from wxnet.server.longlink import LongLink
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, key: str) -> Any:
+        return ("127.0.0.1", 1) if key == "peername" else None
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class _Dispatcher:
+    reply = bytes(60)
+
+    async def handle(self, cgi: object, body: bytes, ctx: object) -> bytes:
+        return self.reply
+
+
+async def measure(requests: int, rounds: int) -> float:
+    """Best CPU microseconds per request over ``rounds``."""
+    loop = asyncio.get_running_loop()
+    config = SimpleNamespace(max_request_bytes=1 << 20, max_pending_per_link=1024)
+    server: Any = SimpleNamespace(
+        config=config, loop=loop, links=set(), tasks=set(), dispatcher=_Dispatcher()
+    )
+    link = LongLink(server)
+    link.connection_made(_Transport())  # type: ignore[arg-type]
+    packets = [encode_packet(522, i, bytes(120)) for i in range(1, requests + 1)]
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for i in range(0, requests, 8):  # 8 requests per loop turn, then a notify
+            for p in packets[i : i + 8]:
+                link.data_received(p)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            link.notify(2)
+        while server.tasks:
+            await asyncio.sleep(0)
+        best = min(best, (time.process_time() - t0) / requests * 1e6)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--requests", type=int, default=30000)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    print(f"{uvloop.run(measure(args.requests, args.rounds)):.2f} us CPU per request")
+
+
+if __name__ == "__main__":
+    main()
