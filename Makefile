@@ -3,18 +3,28 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= var
-# Debian packages the test suite needs (installed by `make sysdeps` when missing; root).
-DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack postgresql redis-server
+# Debian packages the test suite needs (installed by `make sysdeps` when missing; root):
+# systemd for `systemd-analyze` (the unit tests), curl for the README's commands.
+DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl postgresql redis-server
 
-.PHONY: install run test lint typecheck pytest sysdeps proto lock bench clean
+.PHONY: install install-dev run test lint typecheck pytest sysdeps proto lock bench wheel clean
 
+# `make install`: the runtime only (what `make run` needs); `make install-dev` adds the
+# development extras (pytest, mypy, ruff, grpcio-tools, playwright) that `make test` needs.
 install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python3-venv is missing; installing it"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && \
-	  $(PYTHON) -m venv $(VENV); }
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
@@ -29,28 +39,34 @@ sysdeps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "warning: not root; missing Debian packages:$$missing" >&2; fi; fi
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: install
+typecheck: install-dev
 	$(BIN)/mypy
 
-pytest: install sysdeps
+pytest: install-dev sysdeps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
 # Regenerate the protobuf modules after editing src/wxnet/proto/wxnet.proto.
-proto: install
+proto: install-dev
 	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --mypy_out=src src/wxnet/proto/wxnet.proto
 
 # Re-pin every installed package (run after changing dependencies in pyproject.toml).
-lock: install
+lock: install-dev
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^wxnet' > constraints.txt
 
-bench: install
+bench: install-dev
 	$(BIN)/python -m bench
+
+# A wheel and an sdist in dist/ (what `pip install .` builds, with every runtime file:
+# web page, signatures, proto). Calls setuptools' PEP 517 hooks directly: no download.
+wheel: install
+	rm -rf dist && $(BIN)/python -c "from setuptools import build_meta as b; \
+	  print(b.build_sdist('dist')); print(b.build_wheel('dist'))"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

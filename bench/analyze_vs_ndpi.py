@@ -2,10 +2,13 @@
 
 Run by hand (needs Debian's ``libndpi-bin`` for ``ndpiReader``)::
 
-    .venv/bin/python -m bench.analyze_vs_ndpi [--flows 25000] [--out bench-out/]
+    .venv/bin/python -m bench.analyze_vs_ndpi [--flows 25000] [--real 300000] \
+        [--extra MORE.pcapng] [--out bench-out/]
 
-For each capture (the shared development captures, plus a synthetic one with many
-flows of 20 packets each, written to ``--out``) it measures, in the same run:
+For each capture (the shared development captures; a synthetic one with many flows of
+20 packets each; and a real-traffic one, the development captures and any ``--extra``
+ones repeated with shifted timestamps and ports to ``--real`` packets, both written to
+``--out``) it measures, in the same run, medians of alternating runs:
 
 * processing rate: packets / time spent reading and classifying, without process start
   and set-up (for nDPI: its own "Packet Processing Time", wall clock, millisecond
@@ -14,6 +17,9 @@ flows of 20 packets each, written to ``--out``) it measures, in the same run:
 * command rate: packets / CPU time (user + sys) of the whole command (``ndpiReader -i F``
   vs ``wxnet analyze --summary F``), process start and set-up included; CPU time rather
   than wall time because the machine may be shared;
+* for the two large captures, ``wxnet analyze --summary --jobs 2``: wall time against
+  ndpiReader's wall time (only meaningful on an otherwise idle machine);
+* start-up: the CPU time of both commands on the smallest capture;
 
 and prints a side-by-side table of the flows where the two disagree about WeChat, QQ,
 Tencent or push, with the reason. Output is Markdown, for docs/benchmarks.md.
@@ -22,12 +28,14 @@ Tencent or push, with the reason. Output is Markdown, for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import random
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -41,7 +49,20 @@ from wxnet.classify import Classifier
 from wxnet.proto.framing import encode_packet
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "captures"
+#: More development captures: $WXNET_CAPTURES, else a ``shared/captures`` directory
+#: beside (or one level above) the checkout; tests/data/captures otherwise.
+SHARED = next(
+    (
+        p
+        for p in (
+            Path(os.environ.get("WXNET_CAPTURES", "/nonexistent")),
+            ROOT.parent / "shared" / "captures",
+            ROOT.parent.parent / "shared" / "captures",
+        )
+        if p.is_dir()
+    ),
+    ROOT / "tests" / "data" / "captures",
+)
 LOCAL = ROOT / "tests" / "data" / "captures"
 
 FlowKey = tuple[str, str, int, str, int]
@@ -155,23 +176,101 @@ def write_synthetic(path: Path, flows: int, window: int = 500) -> int:
     return count
 
 
+# ------------------------------------------------------------ real-traffic capture
+
+
+def _as_ethernet(link: int, frame: bytes) -> bytes | None:
+    """The frame with an Ethernet II head (cooked SLL/SLL2 heads rewritten; libpcap
+    cannot read a file whose interfaces have different link types)."""
+    if link == 1:
+        return frame
+    if link == 113 and len(frame) >= 16:
+        return bytes(6) + b"\x02\0\0\0\0\1" + frame[14:16] + frame[16:]
+    if link == 276 and len(frame) >= 20:
+        return bytes(6) + b"\x02\0\0\0\0\1" + frame[0:2] + frame[20:]
+    return None
+
+
+def _shift_ports(frame: bytes, k: int) -> bytes:
+    """Copy ``k`` of an Ethernet/IPv4 TCP or UDP frame with its ephemeral ports (20000
+    and up: never a service port the classifiers know) moved, the same way in both
+    directions, so that each copy's flows are new 5-tuples (checksums are not fixed:
+    neither tool checks them)."""
+    if k == 0 or len(frame) < 38 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45:
+        return frame
+    if frame[23] not in (6, 17) or int.from_bytes(frame[20:22], "big") & 0x1FFF:
+        return frame
+    out = bytearray(frame)
+    for at in (34, 36):
+        port = int.from_bytes(frame[at : at + 2], "big")
+        if port >= 20000:
+            out[at : at + 2] = (20000 + (port - 20000 + k * 7919) % 45536).to_bytes(2, "big")
+    return bytes(out)
+
+
+def write_real(path: Path, sources: list[Path], min_packets: int, gap: float = 1000.0) -> int:
+    """Concatenate real captures, again and again with shifted timestamps, until at
+    least ``min_packets``: one Ethernet pcap. Each copy of each capture starts ``gap``
+    seconds after the previous one ended (beyond every idle timeout), with its ephemeral
+    ports moved (:func:`_shift_ports`), so its flows are new flows with the capture's own
+    timing, sizes and payloads (for ndpiReader too, which would otherwise take a copy's
+    flows for the old ones and skip its per-flow work)."""
+    loaded: list[list[tuple[float, bytes]]] = []
+    for src in sources:
+        with open(src, "rb") as f:
+            reader = CaptureReader(f)
+            raw = [(ts, e) for ts, link, data, _w in reader if (e := _as_ethernet(link, data))]
+            reader.close()
+        if not raw:
+            continue
+        # Relative times, with any pause longer than ``gap`` cut to ``gap`` (one capture
+        # here has a five-year pause, which pcap's 32-bit seconds cannot repeat).
+        pkts = [(0.0, raw[0][1])]
+        for (prev, _), (ts, fr) in itertools.pairwise(raw):
+            pkts.append((pkts[-1][0] + min(max(ts - prev, 0.0), gap), fr))
+        loaded.append(pkts)
+    if not loaded:
+        raise SystemExit("no real captures found")
+    cursor = 1_700_000_000.0
+    count = 0
+    with open(path, "wb") as f:
+        f.write(S.pcap_header(1))
+        copy = 0
+        while count < min_packets:
+            for pkts in loaded:
+                shift = cursor - pkts[0][0]
+                f.write(
+                    b"".join(S.pcap_record(ts + shift, _shift_ports(fr, copy)) for ts, fr in pkts)
+                )
+                count += len(pkts)
+                cursor = pkts[-1][0] + shift + gap
+            copy += 1
+    return count
+
+
 # --------------------------------------------------------------------- running
 
 
 @dataclass
 class Run:
     packets: int
-    proc_s: float  # best time spent processing packets (set-up excluded)
-    cpu_s: float  # best CPU time (user + sys) of the whole command
+    proc_s: float  # median time spent processing packets (set-up excluded)
+    cpu_s: float  # median CPU time (user + sys) of the whole command
+    wall_s: float  # median elapsed time of the whole command
+    jobs_cpu_s: float = 0.0  # wxnet --jobs 2: median CPU (all processes)
+    jobs_wall_s: float = 0.0  # wxnet --jobs 2: median elapsed time
 
 
-def _child(args: list[str]) -> tuple[float, str]:
-    """Run a command; return its CPU time (user + sys) and its output."""
+def _child(args: list[str]) -> tuple[float, float, str]:
+    """Run a command; return its CPU time (user + sys, children included), its elapsed
+    time and its output."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
     res = subprocess.run(args, check=True, capture_output=True, text=True, errors="replace")
+    wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu, res.stdout + res.stderr
+    return cpu, wall, res.stdout + res.stderr
 
 
 def wxnet_in_process(path: Path, classifier: Classifier) -> tuple[float, int, list[FlowRecord]]:
@@ -204,44 +303,76 @@ def ndpi_flows(text: str) -> dict[FlowKey, tuple[str, str, str]]:
 
 
 def measure(
-    path: Path, classifier: Classifier, reps: int
+    path: Path, classifier: Classifier, reps: int, jobs: bool
 ) -> tuple[Run, Run, list[FlowRecord], dict[FlowKey, tuple[str, str, str]]]:
-    """Alternate the two tools ``reps`` times (the machine is shared: interleaving keeps
-    both under the same load) and keep each one's best."""
+    """Alternate the tools ``reps`` times (the machine is shared: interleaving keeps
+    them under the same load) and keep each one's median. The first nDPI run (with
+    ``-v 2``, for its labels) is not timed."""
     exe = shutil.which("ndpiReader")
     if exe is None:
         raise SystemExit("ndpiReader not found: apt-get install libndpi-bin")
     wxnet = str(Path(sys.executable).parent / "wxnet")
     n_proc: list[float] = []
     n_cpu: list[float] = []
+    n_wall: list[float] = []
     w_proc: list[float] = []
     w_cpu: list[float] = []
+    w_wall: list[float] = []
+    j_cpu: list[float] = []
+    j_wall: list[float] = []
     n_packets = w_packets = 0
     labels: dict[FlowKey, tuple[str, str, str]] = {}
     recs: list[FlowRecord] = []
-    for i in range(reps):
-        args = [exe, "-i", str(path)] + (["-v", "2"] if i == 0 else [])
-        cpu, text = _child(args)
-        if i == 0:
-            labels = ndpi_flows(text)
-        else:
-            n_cpu.append(cpu)
+    _cpu, _wall, text = _child([exe, "-i", str(path), "-v", "2"])
+    labels = ndpi_flows(text)
+    for _ in range(reps):
+        cpu, wall, text = _child([exe, "-i", str(path)])
+        n_cpu.append(cpu)
+        n_wall.append(wall)
         m = re.search(r"Packet Processing Time:\s+([\d.]+) (msec|sec|usec)", text)
         p = re.search(r"IP packets:\s+(\d+)", text)
         if m and p:
             unit = {"msec": 1e-3, "sec": 1.0, "usec": 1e-6}[m.group(2)]
             n_proc.append(max(float(m.group(1)) * unit, 1e-3))
             n_packets = int(p.group(1))
+        cpu, wall, _ = _child([wxnet, "analyze", "--summary", str(path)])
+        w_cpu.append(cpu)
+        w_wall.append(wall)
+        if jobs:
+            cpu, wall, _ = _child([wxnet, "analyze", "--summary", "--jobs", "2", str(path)])
+            j_cpu.append(cpu)
+            j_wall.append(wall)
         dt, w_packets, recs = wxnet_in_process(path, classifier)
         w_proc.append(dt)
-        cpu, _ = _child([wxnet, "analyze", "--summary", str(path)])
-        w_cpu.append(cpu)
+    med = statistics.median
     return (
-        Run(n_packets, min(n_proc), min(n_cpu)),
-        Run(w_packets, min(w_proc), min(w_cpu)),
+        Run(n_packets, med(n_proc), med(n_cpu), med(n_wall)),
+        Run(
+            w_packets,
+            med(w_proc),
+            med(w_cpu),
+            med(w_wall),
+            med(j_cpu) if j_cpu else 0.0,
+            med(j_wall) if j_wall else 0.0,
+        ),
         recs,
         labels,
     )
+
+
+def startup(reps: int) -> tuple[float, float]:
+    """Median CPU seconds of ``wxnet analyze --summary`` and of ``ndpiReader -i`` on the
+    smallest development capture (137 packets): start-up and set-up."""
+    small = SHARED / "youtubeupload.pcap"
+    if not small.exists():
+        small = LOCAL / "youtubeupload.pcap"
+    wxnet = str(Path(sys.executable).parent / "wxnet")
+    exe = shutil.which("ndpiReader") or "ndpiReader"
+    ours, theirs = [], []
+    for _ in range(reps):
+        ours.append(_child([wxnet, "analyze", "--summary", str(small)])[0])
+        theirs.append(_child([exe, "-i", str(small)])[0])
+    return statistics.median(ours), statistics.median(theirs)
 
 
 def ndpi_app(proto: str) -> str | None:
@@ -324,6 +455,13 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=25000, help="synthetic flows (20 packets each)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out")
     ap.add_argument("--reps", type=int, default=5, help="alternating runs per tool")
+    ap.add_argument("--real", type=int, default=300_000, help="packets of the real-traffic capture")
+    ap.add_argument(
+        "--only", action="append", default=[], help="only captures whose name holds this"
+    )
+    ap.add_argument(
+        "--extra", type=Path, action="append", default=[], help="more real captures to repeat"
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     captures = []
@@ -339,31 +477,54 @@ def main() -> None:
         n = write_synthetic(synth, args.flows)
         print(f"wrote {synth} ({n} packets) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     captures.append(synth)
+    real = args.out / f"real-{args.real}.pcap"
+    if not real.exists():
+        sources = [SHARED / n for n in ("quickplay.pcap", "1kxun.pcap", "youtubeupload.pcap")]
+        sources += args.extra
+        n = write_real(real, [p if p.exists() else LOCAL / p.name for p in sources], args.real)
+        print(f"wrote {real} ({n} packets)", file=sys.stderr)
+    captures.append(real)
     classifier = Classifier()
+    load0 = os.getloadavg()
     print(
         f"## analyze\n\nMachine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, "
         f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
-        f"ndpiReader {ndpi_version()}. Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.\n"
+        f"ndpiReader {ndpi_version()}. Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
+        f"Medians of {args.reps} alternating runs.\n"
     )
     print(
-        "| capture | packets | nDPI command pps (CPU) | wxnet command pps (CPU) | ratio "
-        "| nDPI proc pps | wxnet proc pps | ratio |"
+        "| capture | packets | nDPI CPU s | wxnet CPU s | ratio (1 process, CPU) "
+        "| nDPI wall s | wxnet --jobs 2 wall s | ratio (--jobs 2, wall) | wxnet --jobs 2 CPU s "
+        "| nDPI proc pps | wxnet proc pps |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     tables = []
+    if args.only:
+        captures = [c for c in captures if any(o in c.name for o in args.only)]
     for cap in captures:
-        theirs, ours, recs, nflows = measure(cap, classifier, args.reps)
+        big = cap in (synth, real)
+        theirs, ours, recs, nflows = measure(cap, classifier, args.reps, jobs=big)
         n = ours.packets
-        np_ = theirs.packets / theirs.proc_s
-        wp = n / ours.proc_s
-        nc = theirs.packets / theirs.cpu_s
-        wc = n / ours.cpu_s
+        jobs = (
+            f"| {theirs.wall_s:.3f} | {ours.jobs_wall_s:.3f} "
+            f"| **{theirs.wall_s / ours.jobs_wall_s:.2f}** | {ours.jobs_cpu_s:.3f} "
+            if big
+            else "| | | | "
+        )
         print(
-            f"| {cap.name} | {n} | {nc:,.0f} | {wc:,.0f} | **{wc / nc:.2f}** "
-            f"| {np_:,.0f} | {wp:,.0f} | {wp / np_:.2f} |"
+            f"| {cap.name} | {n} | {theirs.cpu_s:.3f} | {ours.cpu_s:.3f} "
+            f"| **{theirs.cpu_s / ours.cpu_s:.2f}** {jobs}"
+            f"| {theirs.packets / theirs.proc_s:,.0f} | {n / ours.proc_s:,.0f} |"
         )
         tables.append((cap.name, disagreements(recs, nflows), len(recs), len(nflows)))
+    ours_start, theirs_start = startup(max(args.reps, 7))
+    load1 = os.getloadavg()
+    print(
+        f"\nStart-up (`wxnet analyze --summary` on youtubeupload.pcap, 137 packets): "
+        f"{ours_start * 1000:.0f} ms CPU (median); ndpiReader {theirs_start * 1000:.0f} ms. "
+        f"Load average at start {load0[0]:.1f}, at end {load1[0]:.1f}."
+    )
     for name, rows, ours_n, theirs_n in tables:
         print(f"\n### Label disagreements: {name} ({ours_n} flows wxnet, {theirs_n} nDPI)\n")
         if not rows:

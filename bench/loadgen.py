@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tmp = tempfile.mkdtemp(prefix="wxnet-loadgen-")
             names = [f"{args.prefix}{k}{i}" for i in range(args.pairs) for k in "sr"]
             create_users(Path(tmp), names, args.password)
-            server = ServerProcess.on_data(Path(tmp)).start()
+            server = ServerProcess.on_data(Path(tmp), "--contacts", "open").start()
             host, port = "127.0.0.1", server.long_port
         coro = run_load(
             host,

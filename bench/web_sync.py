@@ -65,6 +65,10 @@ async def main() -> None:
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="wxnet-bench-"))
     wxnet = [sys.executable, "-m", "wxnet"]
+    init = await asyncio.create_subprocess_exec(
+        *wxnet, "store", "init", "--data", str(data), stdout=asyncio.subprocess.DEVNULL
+    )
+    assert await init.wait() == 0
     for name in ("alice", "bob"):
         add = await asyncio.create_subprocess_exec(
             *wxnet,
@@ -78,7 +82,7 @@ async def main() -> None:
             stdout=asyncio.subprocess.DEVNULL,
         )
         assert await add.wait() == 0
-    srv = await ServerProcess.on_data(data).astart(30)
+    srv = await ServerProcess.on_data(data, "--contacts", "open").astart(30)
     port = srv.http_port
     base = f"http://127.0.0.1:{port}"
     try:

@@ -288,15 +288,17 @@ def _frame(event: tuple[int, bool, bool, int, int, tuple[int, ...], int, str, in
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(_packet_events, max_size=40), st.booleans())
+@given(st.lists(_packet_events, max_size=40), st.sampled_from([0, 4, -10, 1 << 32]))
 def test_fast_run_loop_equals_packet_by_packet_generated(
-    events: list[tuple[int, bool, bool, int, int, tuple[int, ...], int, str, int]], wire: bool
+    events: list[tuple[int, bool, bool, int, int, tuple[int, ...], int, str, int]], wire: int
 ) -> None:
     """run()'s short paths (plain IPv4, VLAN-tagged and IPv6 Ethernet frames of known
     flows, quiet flows) give the same flows and counts as packet() on the same frames,
     including damaged ones."""
     frames = [_frame(e) for e in events]
-    packets = [(float(i) * 0.5, 1, f, len(f) + 4 if wire else 0) for i, f in enumerate(frames)]
+    packets = [
+        (float(i) * 0.5, 1, f, max(0, len(f) + wire) if wire else 0) for i, f in enumerate(frames)
+    ]
     slow: list[FlowRecord] = []
     a = Analyzer(slow.append, sweep_every=3.0, linger=2.0)
     for p in packets:
@@ -372,3 +374,82 @@ def test_damaged_frames_of_a_settled_flow_count_as_malformed_on_both_paths(
     assert slow[0].verdict.app == "wechat" and slow[0].verdict.final
     assert list(map(repr, fast)) == list(map(repr, slow))
     assert b.stats.malformed == a.stats.malformed and b.stats.packets == a.stats.packets
+
+
+# ------------------------------------------------------------ flow bytes
+
+
+def _pcap_with_wire_lengths(path: Path, frames: list[tuple[bytes, int]]) -> None:
+    """A pcap whose records claim the given wire lengths (orig_len) for their bytes."""
+    out = [S.pcap_header(1)]
+    for i, (frame, wire) in enumerate(frames):
+        out.append(struct.pack("<IIII", 1_700_000_000 + i, 0, len(frame), wire) + frame)
+    path.write_bytes(b"".join(out))
+
+
+def _read_both_ways(path: Path) -> tuple[list[FlowRecord], list[FlowRecord], int, int]:
+    slow: list[FlowRecord] = []
+    a = Analyzer(slow.append)
+    with open(path, "rb") as f:
+        for p in CaptureReader(f):
+            a.packet(*p)
+    a.finish()
+    fast: list[FlowRecord] = []
+    b = Analyzer(fast.append)
+    with open(path, "rb") as f:
+        reader = CaptureReader(f)
+        b.run(reader)
+        reader.close()
+    b.finish()
+    return slow, fast, a.stats.bytes, b.stats.bytes
+
+
+@pytest.mark.parametrize("vlans", [(), (3,)])
+@pytest.mark.parametrize("client", ["10.0.0.2", "2001:db8::2"])
+def test_flow_bytes_never_trust_a_claimed_wire_length_alone(
+    tmp_path: Path, vlans: tuple[int, ...], client: str
+) -> None:
+    """A damaged (fuzzed) record that claims 4 GB on the wire for 88 captured bytes
+    counts what the IP header says, not 4 GB; both paths agree."""
+    server = "203.205.151.9" if ":" not in client else "2001:db8::9"
+    frames = [S.ether(f, vlans) for f in handshake(client, server, 40000, 80)]
+    data = S.ether(S.ip(client, server, 6, S.tcp(40000, 80, 1001, 5001, S.ACK, bytes(20))), vlans)
+    path = tmp_path / "fuzzed.pcap"
+    _pcap_with_wire_lengths(
+        path, [(f, len(f)) for f in frames] + [(data, 0xFFFFFFFF), (data, 0xFFFFFFFF)]
+    )
+    slow, fast, slow_total, fast_total = _read_both_ways(path)
+    expected = sum(len(f) for f in frames) + 2 * len(data)
+    assert [r.bytes for r in slow] == [expected]
+    assert list(map(repr, fast)) == list(map(repr, slow))
+    assert slow_total == fast_total == expected
+
+
+@pytest.mark.parametrize("vlans", [(), (3,)])
+@pytest.mark.parametrize("client", ["10.0.0.2", "2001:db8::2"])
+def test_flow_bytes_of_snapped_records_come_from_the_ip_header(
+    tmp_path: Path, vlans: tuple[int, ...], client: str
+) -> None:
+    """Records cut by a snap length count the whole packet (the IP header's length, which
+    the wire length confirms), and an IP length beyond the wire length counts the wire
+    length."""
+    server = "203.205.151.9" if ":" not in client else "2001:db8::9"
+    frames = [S.ether(f, vlans) for f in handshake(client, server, 40000, 80)]
+    big = S.ether(S.ip(client, server, 6, S.tcp(40000, 80, 1001, 5001, S.ACK, bytes(1400))), vlans)
+    snap = 96
+    path = tmp_path / "snapped.pcap"
+    recs = [(f, len(f)) for f in frames]
+    recs.append((big[:snap], len(big)))  # snapped: full length on the wire
+    recs.append((big[:snap], len(big) - 100))  # wire length shorter than IP says
+    _pcap_with_wire_lengths(path, recs)
+    slow, fast, slow_total, fast_total = _read_both_ways(path)
+    expected = sum(len(f) for f in frames) + len(big) + len(big) - 100
+    assert [r.bytes for r in slow] == [expected]
+    assert list(map(repr, fast)) == list(map(repr, slow))
+    assert slow_total == fast_total == expected
+
+
+def test_non_ip_frames_count_their_captured_bytes() -> None:
+    a = Analyzer(lambda r: None)
+    a.packet(0.0, 1, bytes(12) + b"\x08\x06" + bytes(28), 0xFFFFFFFF)  # ARP, claims 4 GB
+    assert a.stats.bytes == 42 and a.stats.not_ip == 1

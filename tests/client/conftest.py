@@ -42,7 +42,7 @@ def server_config(tmp_path: Path, **changes: Any) -> ServerConfig:
         long_port=0,
         http_port=0,
         data=tmp_path / "server",
-        sync=EngineConfig(durability="NORMAL"),
+        sync=EngineConfig(durability="NORMAL", contacts="open"),  # consent: test_consent
     )
     return dataclasses.replace(cfg, **changes)
 

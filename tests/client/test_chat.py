@@ -42,11 +42,28 @@ async def test_chat_sends_shows_and_sends_read_receipts(server: Server, clients:
 
         await until(alice, read, "the read receipt from opening the conversation")
 
+        def label() -> str:
+            return str(app.query_one("#convs").children[0].query_one("Static").render())
+
+        # A message arriving in the open conversation is on screen: no unread badge, and
+        # its read receipt goes out too.
+        second = await alice.send_text("bob", "while it is open")
+        await until(bob, lambda: second.msg_id in history_ids(bob, "alice"), "the second one")
+
+        def second_read() -> bool:
+            m = alice.store.message(second.msg_id)
+            return m is not None and m.status >= 4
+
+        await until(alice, second_read, "the read receipt of a message shown as it arrived")
+        await pilot.pause()
+        assert label() == "alice", label()
+        assert bob.store.conversations()[0][1] == 0
+
         for ch in "hi":
             await pilot.press(ch)
         await pilot.press("enter")
-        await until(alice, lambda: len(history_ids(alice, "bob")) == 2, "alice to get it")
-        await until(bob, lambda: len(history_ids(bob, "alice")) == 2, "bob's own copy")
+        await until(alice, lambda: len(history_ids(alice, "bob")) == 3, "alice to get it")
+        await until(bob, lambda: len(history_ids(bob, "alice")) == 3, "bob's own copy")
         await pilot.pause()
         assert "bob: hi" in log_text(app)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -16,6 +17,8 @@ COMMANDS = [
     ["logout"],
     ["contacts"],
     ["contact", "add"],
+    ["contact", "requests"],
+    ["contact", "accept"],
     ["group", "create"],
     ["group", "add"],
     ["group", "remove"],
@@ -24,6 +27,7 @@ COMMANDS = [
     ["send-voice"],
     ["listen"],
     ["outbox"],
+    ["outbox", "drop"],
     ["resend"],
     ["history"],
     ["revoke"],
@@ -117,6 +121,8 @@ def test_a_session_from_the_command_line(server_thread: ServerThread, tmp_path: 
     code, out, _ = call("status", *pa, "--offline")
     assert "link:" in out and "synckey:" in out
     code, out, _ = call("outbox", *pa)
+    assert code == 0 and out == "outbox empty\n"
+    code, out, _ = call("outbox", *pa, "--json")
     assert code == 0 and out == ""
     code, out, err = call("logout", *pa)
     assert code == 0 and "logged out" in out, err
@@ -187,7 +193,23 @@ def test_unreachable_server_is_a_clear_error(server_thread: ServerThread, tmp_pa
     code, out, err = call("resend", "--profile", str(prof), str(row["client_msg_id"]))
     assert code == 0 and "sent" in out, err
     code, out, _ = call("outbox", "--profile", str(prof))
-    assert out == ""
+    assert out == "outbox empty\n"
+    code, _, err = call("outbox", "drop", "--profile", str(prof), str(row["client_msg_id"]))
+    assert code == 2 and "was sent" in err and "wxnet revoke" in err
+
+    # A failed message can be dropped: gone from the outbox, never sent.
+    server_thread.stop_listening()
+    code, _, err = call("send", "--profile", str(prof), "bob", "never mind")
+    assert code == 1
+    code, out, _ = call("outbox", "--profile", str(prof), "--json")
+    cid = str(lines(out)[0]["client_msg_id"])
+    code, out, err = call("outbox", "drop", "--profile", str(prof), cid)
+    assert code == 0 and f"dropped {cid}" in out, err
+    code, out, _ = call("outbox", "--profile", str(prof))
+    assert out == "outbox empty\n"
+    code, _, err = call("outbox", "drop", "--profile", str(prof), cid)
+    assert code == 2 and "no message" in err
+    server_thread.resume_listening()
 
 
 @pytest.mark.parametrize(
@@ -209,3 +231,96 @@ def test_bad_profile_dir(tmp_path: Path) -> None:
     f.write_text("")
     code, _, err = call("outbox", "--profile", str(f))
     assert code == 2 and "cannot open profile" in err
+
+
+def test_contact_requests_from_the_command_line(
+    server_thread: ServerThread, tmp_path: Path
+) -> None:
+    """``contact add`` sends a request; the other side lists and accepts it."""
+    assert server_thread.server is not None
+    engine = server_thread.server.engine
+    engine.config = dataclasses.replace(engine.config, contacts="request")
+    pa, pb_ = tmp_path / "alice", tmp_path / "bob"
+    login(server_thread, pa, "alice")
+    login(server_thread, pb_, "bob")
+    code, out, err = call(
+        "contact", "add", "bob", "--greeting", "it is alice", "--profile", str(pa)
+    )
+    assert code == 0, err
+    assert "friend request sent to bob" in out
+    code, out, _ = call("send", "bob", "too early", "--profile", str(pa))
+    assert code != 0  # not a contact yet
+    code, out, err = call("contact", "requests", "--json", "--profile", str(pb_))
+    assert code == 0, err
+    assert [(r["user_name"], r["greeting"]) for r in lines(out)] == [("alice", "it is alice")]
+    code, out, err = call("contact", "accept", "carol", "--profile", str(pb_))
+    assert code != 0 and "has not asked" in err
+    code, out, err = call("contact", "accept", "alice", "--profile", str(pb_))
+    assert code == 0, err
+    assert out.startswith("alice")
+    code, out, _ = call("contact", "requests", "--profile", str(pb_))
+    assert code == 0 and out == ""
+    code, out, err = call("send", "bob", "hello", "--profile", str(pa))
+    assert code == 0, err
+
+
+def test_refusals_group_names_and_a_true_status(
+    server_thread: ServerThread, tmp_path: Path
+) -> None:
+    a = tmp_path / "a"
+    login(server_thread, a, "alice")
+    pa = ("--profile", str(a))
+    # A refusal is not the network's fault: no "network is poor" (S13), it says what.
+    code, _, err = call("send", *pa, "carol", "not a contact yet")
+    assert code == 1 and "the server refused message" in err and "to carol" in err, err
+    assert "network is poor" not in err and "wxnet outbox drop" in err
+    code, out, _ = call("outbox", *pa, "--json")
+    row = lines(out)[0]
+    assert row["state"] == "failed" and row["error_code"] is not None
+
+    # Groups by their name, where it is unique.
+    for who in ("bob", "carol"):
+        assert call("contact", "add", *pa, who)[0] == 0
+    code, out, err = call("group", "create", *pa, "trio", "bob", "carol", "--json")
+    assert code == 0, err
+    trio = str(lines(out)[0]["user_name"])
+    code, out, err = call("send", *pa, "trio", "hello trio", "--json")
+    assert code == 0, err
+    assert lines(out)[0]["to"] == trio
+    code, out, err = call("history", *pa, "trio")
+    assert code == 0 and "hello trio" in out, err
+    code, out, err = call("group", "remove", *pa, "trio", "carol", "--json")
+    assert code == 0 and lines(out)[0]["members"] == ["alice", "bob"], (out, err)
+    code, out, err = call("group", "create", *pa, "trio", "bob", "--json")
+    assert code == 0, err
+    other = str(lines(out)[0]["user_name"])
+    code, _, err = call("send", *pa, "trio", "which one?")
+    assert code == 2 and "2 of your groups are named 'trio'" in err
+    assert trio in err and other in err
+    code, _, err = call("send", *pa, trio, "by id it is clear")
+    assert code == 0, err
+
+    # status says what is true: the short-link address not used yet, no heartbeat yet.
+    code, out, err = call("status", *pa)
+    assert code == 0, err
+    assert "link:           long" in out
+    assert f"short address:  127.0.0.1:{server_thread.server.http_port} (not used yet)" in out  # type: ignore[union-attr]
+    assert "last heartbeat: none yet" in out
+    # The server goes away: not "short", but none, and why.
+    server_thread.stop_listening()
+    code, out, err = call("status", *pa)
+    assert code == 0, err
+    assert "link:           none (the server did not answer over either link)" in out, out
+    assert "last error:" in out
+    code, out, _ = call("status", *pa, "--offline")
+    assert "link:           none" in out
+    server_thread.resume_listening()
+    # A profile on the short link only: that link is in use, and status says so.
+    s = tmp_path / "s"
+    code, _, err = call("login", "--profile", str(s), "--server", server_thread.url,
+                        "--user", "bob", "--password", PASSWORD, "--no-long-link")  # fmt: skip
+    assert code == 0, err
+    code, out, err = call("status", "--profile", str(s))
+    assert code == 0, err
+    assert "link:           short (no long link" in out, out
+    assert "(in use)" in out

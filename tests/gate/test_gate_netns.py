@@ -288,6 +288,7 @@ def test_real_wxnet_server_plays_wechat_through_the_gateway(
     """The real client keeps working in allow-only by each attestation: built-in
     addresses in the operator ranges, newgetdns from there, and DNS."""
     data = tmp_path / "server-data"
+    sh(sys.executable, "-m", "wxnet", "store", "init", "--data", str(data))
     for user in ("alice", "bob", "carol"):
         sh(sys.executable, "-m", "wxnet", "user", "add", user, "--password", "secret1",
            "--data", str(data))  # fmt: skip
@@ -304,7 +305,7 @@ def test_real_wxnet_server_plays_wechat_through_the_gateway(
     server = world.spawn(
         world.inet,
         [sys.executable, "-m", "wxnet", "serve", "--config", str(conf), "--data", str(data),
-         "--host", SERVER_IP, "--long-port", "8080", "--http-port", "80"],
+         "--host", SERVER_IP, "--long-port", "8080", "--http-port", "80", "--contacts", "open"],
     )  # fmt: skip
     line = read_line(server, 30)
     assert line.startswith("wxnet serving"), line

@@ -25,7 +25,7 @@ def config(tmp_path: Path) -> ServerConfig:
         long_port=0,
         http_port=0,
         data=tmp_path / "var",
-        sync=EngineConfig(durability="NORMAL"),
+        sync=EngineConfig(durability="NORMAL", contacts="open"),  # consent: test_consent
     )
 
 

@@ -24,7 +24,7 @@ def test_defaults_file_then_flags(tmp_path: Path) -> None:
         '[dns]\nlong_name = "long.example"\nbuiltin_addresses = ["192.0.2.1"]\n',
     )
     cfg = load_config(p, {"long_port": 9100, "host": None})
-    assert cfg.long_port == 9100 and cfg.http_port == 8000 and cfg.host == "0.0.0.0"
+    assert cfg.long_port == 9100 and cfg.http_port == 8000 and cfg.host == "127.0.0.1"
     assert cfg.extra_long_ports == (14000,) and cfg.data == Path("d")
     assert cfg.sync.durability == "NORMAL" and cfg.sync.sync_window_items == 20
     assert cfg.dns.long_name == "long.example" and cfg.dns.builtin_addresses == ("192.0.2.1",)
@@ -59,6 +59,13 @@ def test_serve_reports_config_errors_without_traceback(tmp_path: Path) -> None:
 def test_user_commands(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     data = str(tmp_path / "var")
+    # No store there yet: refused, with the directory named, and nothing created.
+    assert run(["user", "add", "dave", "--password", "secret1", "--data", data], IO(out, err)) == 2
+    assert f"no store in {tmp_path / 'var'}" in err.getvalue()
+    assert not (tmp_path / "var").exists()
+    assert run(["user", "list", "--data", data], IO(out, err)) == 2
+    assert run(["store", "init", "--data", data], IO(out, err)) == 0
+    assert "created store" in out.getvalue()
     assert run(["user", "add", "dave", "--password", "secret1", "--data", data], IO(out, err)) == 0
     assert run(["user", "add", "dave", "--password", "secret1", "--data", data], IO(out, err)) == 2
     assert "already exists" in err.getvalue()

@@ -25,7 +25,7 @@ def wxnet(*args: str) -> list[str]:
 
 
 async def start(data: Path) -> ServerProcess:
-    return await ServerProcess.on_data(data).astart(30)
+    return await ServerProcess.on_data(data, "--contacts", "open").astart(30)
 
 
 async def send_until_killed(proc: ServerProcess, port: int) -> tuple[dict[str, int], list[str]]:
@@ -61,6 +61,7 @@ async def send_until_killed(proc: ServerProcess, port: int) -> tuple[dict[str, i
 
 async def test_sigkill_between_acks_loses_nothing_acknowledged(tmp_path: Path) -> None:
     data = tmp_path / "var"
+    subprocess.run(wxnet("store", "init", "--data", str(data)), check=True)
     for name in ("alice", "bob"):
         subprocess.run(
             wxnet("user", "add", name, "--password", "secret1", "--data", str(data)), check=True

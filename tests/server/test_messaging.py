@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -154,7 +155,7 @@ async def test_send_rules_per_item(server: Server) -> None:
 
 
 async def test_window_continue_flag_repeat_and_commit(server: Server) -> None:
-    server.engine.config = type(server.engine.config)(sync_window_items=4, durability="NORMAL")
+    server.engine.config = dataclasses.replace(server.engine.config, sync_window_items=4)
     a = await Device.login(server.long_port, "alice")
     b = await Device.login(server.long_port, "bob")
     await befriend(a, "bob")

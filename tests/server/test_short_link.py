@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 import aiohttp
 
 from tests.server.wire import ShortClient, http_session
+from wxnet import __version__
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.newgetdns import parse_newgetdns
 from wxnet.proto.synckey import SyncKey
@@ -96,7 +97,8 @@ async def test_http_errors(server: Server) -> None:
         async with http.post(f"{base}/cgi-bin/micromsg-bin/newsync", data=io.BytesIO(big)) as r:
             assert r.status == 413
         async with http.get(f"{base}/healthz") as r:
-            assert r.status == 200 and (await r.text()).strip() == "ok"
+            assert r.status == 200
+            assert await r.json() == {"status": "ok", "version": __version__, "schema": 1}
 
 
 async def test_newgetdns_advertises_where_we_listen(server: Server) -> None:

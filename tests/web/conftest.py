@@ -46,7 +46,7 @@ def web_config(tmp_path: Path) -> ServerConfig:
         long_port=0,
         http_port=0,
         data=tmp_path / "var",
-        sync=EngineConfig(durability="NORMAL"),
+        sync=EngineConfig(durability="NORMAL", contacts="open"),  # consent: test_consent
         synccheck_max_wait=10.0,
     )
 

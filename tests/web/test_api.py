@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import aiohttp
@@ -10,6 +11,7 @@ import aiohttp
 from tests.web.conftest import CGI, Mobile, WebClient, base_url, png_bytes, web_api
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMRet
 from wxnet.server.app import Server
 
 
@@ -258,3 +260,37 @@ async def test_revoke_reaches_the_web(
     m = await w.wait_msg(lambda m: m["MsgType"] == 10002)
     assert m["MsgId"] == str(msg_id) and m["FromUserName"] == wp.web_user_name("bob")
     assert "revokemsg" in m["Content"] and "&lt;" in m["Content"]
+
+
+async def test_friend_requests_reach_the_web_and_are_accepted_there(
+    server: Server, alice: Mobile, http: aiohttp.ClientSession
+) -> None:
+    """contacts = "request": dave's request shows on alice's web page as a VERIFYMSG from
+    fmessage; webwxverifyuser Opcode 3 accepts it, then dave's messages get through."""
+    server.engine.config = dataclasses.replace(server.engine.config, contacts="request")
+    await server.engine.add_user("dave", "secret1", "Dave")
+    dave = await Mobile(http, base_url(server), "dave").login()
+    w = await WebClient(http, base_url(server)).login(alice)
+    req = pb.AddContactRequest(user_name="alice", opcode=2, verify_content="hi, dave")
+    sent = await dave.call("verifyuser", req, pb.AddContactResponse)
+    assert sent.base.ret == 0 and sent.pending
+    m = await w.wait_msg(lambda m: m["MsgType"] == 37)
+    assert m["FromUserName"] == "fmessage" and m["Content"] == "hi, dave"
+    info = m["RecommendInfo"]
+    assert info["UserName"] == wp.web_user_name("dave") and info["Content"] == "hi, dave"
+    early = pb.MicroMsg(to_user="alice", content="x", msg_type=1, client_msg_id="early")
+    r = await dave.call("newsendmsg", pb.SendMsgRequest(list=[early]), pb.SendMsgResponse)
+    assert r.list[0].ret == MMRet.ERR_NOT_FRIEND
+    out = await w.post(
+        "/webwxverifyuser",
+        {
+            "Opcode": 3,
+            "VerifyUserListSize": 1,
+            "VerifyUserList": [{"Value": info["UserName"], "VerifyUserTicket": info["Ticket"]}],
+            "VerifyContent": "",
+        },
+    )
+    assert out["BaseResponse"]["Ret"] == 0, out
+    await dave.send("alice", "now we talk")
+    got = await w.wait_msg(lambda m: m["Content"] == "now we talk")
+    assert got["FromUserName"] == wp.web_user_name("dave")

@@ -26,6 +26,12 @@ ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 20_000
+#: An image element's promise of having loaded (resolves false if it fails to).
+LOADED = (
+    "img => img.complete ? img.naturalWidth > 0 : new Promise(r => {"
+    " img.addEventListener('load', () => r(img.naturalWidth > 0));"
+    " img.addEventListener('error', () => r(false)); })"
+)
 
 
 @pytest.fixture
@@ -44,11 +50,14 @@ async def login(page: Page, server: Server, phone: Mobile) -> None:
     await page.goto(base_url(server) + "/")
     uuid_el = page.locator("#uuid")
     await uuid_el.wait_for(state="visible", timeout=TIMEOUT_MS)
-    await page.wait_for_function("document.body.dataset.uuid", timeout=TIMEOUT_MS)
-    uuid = await page.evaluate("document.body.dataset.uuid")
-    assert await page.locator("#qr").evaluate("img => img.complete && img.naturalWidth > 0")
+    # The page runs under its Content-Security-Policy (no eval), so the waits are on
+    # selectors and element functions, not on wait_for_function's evaluated strings.
+    await page.locator("body[data-uuid]").wait_for(state="attached", timeout=TIMEOUT_MS)
+    uuid = await page.get_attribute("body", "data-uuid")
+    assert uuid
+    assert await page.locator("#qr").evaluate(LOADED)
     assert await phone.scan(uuid) == 0
-    await page.wait_for_function("document.body.dataset.state === 'ready'", timeout=TIMEOUT_MS)
+    await page.locator("body[data-state='ready']").wait_for(state="attached", timeout=TIMEOUT_MS)
 
 
 async def test_web_page(
@@ -58,6 +67,9 @@ async def test_web_page(
     page = await browser.new_page(viewport={"width": 1000, "height": 640})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on(  # what the page's CSP blocks shows as a console error "Refused to ..."
+        "console", lambda m: errors.append(m.text) if "Refused to" in m.text else None
+    )
     await login(page, server, alice)
     assert await page.locator("#me-name").inner_text() == "Alice"
     bob_web = wp.web_user_name("bob")
@@ -72,11 +84,7 @@ async def test_web_page(
     await bob.send_image("alice", png_bytes((0, 120, 255), 200))
     img = page.locator(".msg:not(.mine) .bubble img")
     await img.wait_for(timeout=TIMEOUT_MS)
-    await page.wait_for_function(
-        "() => { const i = document.querySelector('.msg:not(.mine) .bubble img');"
-        " return i && i.complete && i.naturalWidth > 0 }",
-        timeout=TIMEOUT_MS,
-    )
+    assert await img.evaluate(LOADED)
 
     # send text: bob's phone gets it
     await page.fill("#text", "hello from the browser")
@@ -126,6 +134,8 @@ async def test_web_page(
     await page.screenshot(path=str(artifacts / "web-client.png"))
 
     await page.click("#logout")
-    await page.wait_for_function("document.body.dataset.state === 'loggedout'")
+    await page.locator("body[data-state='loggedout']").wait_for(
+        state="attached", timeout=TIMEOUT_MS
+    )
     assert not web_api(server).sessions.of_account(alice.uin)
     assert errors == []

@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
-__all__ = ["CaptureError", "CaptureReader", "RawPacket"]
+__all__ = ["CaptureError", "CaptureReader", "PcapngWriter", "RawPacket"]
 
 CHUNK = 1 << 20
 #: Packets cut per batch (see ``_pcap``); small enough to keep memory flat.
@@ -291,3 +291,32 @@ def _tsresol(options: bytes, order: str) -> float:
             return float(2 ** -(v & 0x7F)) if v & 0x80 else float(10**-v)
         pos += 4 + ((length + 3) & ~3)
     return 1e-6
+
+
+class PcapngWriter:
+    """Write packets as pcapng: one Section Header Block, one Interface Description
+    Block (``linktype``, microsecond timestamps), then an Enhanced Packet Block per
+    packet (``wxnet analyze --live --write``). Readable by this module, Wireshark and
+    tcpdump."""
+
+    def __init__(self, f: BinaryIO, linktype: int, snaplen: int = MAX_RECORD) -> None:
+        self._f = f
+        shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+        idb = struct.pack("<HHI", linktype, 0, snaplen) + struct.pack("<HHB3xHH", 9, 1, 6, 0, 0)
+        f.write(_block(0x0A0D0D0A, shb) + _block(1, idb))
+        self.packets = 0
+
+    def write(self, ts: float, data: bytes, wire: int) -> None:
+        t = round(ts * 1_000_000)
+        head = struct.pack("<IIIII", 0, t >> 32, t & 0xFFFFFFFF, len(data), max(wire, len(data)))
+        self._f.write(_block(6, head + data))
+        self.packets += 1
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    pad = b"\0" * (-len(body) % 4)
+    n = 12 + len(body) + len(pad)
+    return struct.pack("<II", btype, n) + body + pad + struct.pack("<I", n)

@@ -21,13 +21,12 @@ DNS".
 from __future__ import annotations
 
 import gc
-import socket
 import struct
-from collections.abc import Callable, Iterable
+from _socket import AF_INET, AF_INET6, inet_ntop
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from wxnet.classify import Classifier, DnsMemory, FlowView, Verdict
-from wxnet.proto import commands as C
 from wxnet.proto.errors import RemoteProtocolError
 from wxnet.proto.framing import PacketDecoder
 from wxnet.proto.sniff import LonglinkHead, parse_dns, sniff_longlink
@@ -49,7 +48,11 @@ _U32 = struct.Struct(">I").unpack_from
 # Ethernet II + IPv4 (+ TCP): ethertype, version/IHL, total length, flags/fragment
 # offset, protocol, and the bytes at 46 and 47 (TCP data offset and flags, when it is TCP).
 _ETH_IP4 = struct.Struct(">12xHBxH2xHxB22xBB")
+# Ethernet + IPv4 for sharding: ethertype, version/IHL, total length, flags/fragment,
+# protocol, addresses, ports, and byte 46 (the TCP data offset).
+_SHARD4 = struct.Struct(">12xHBxH2xHxB2xIIHH8xB")
 _MAX_OOO = 16
+_END = float("inf")
 _LONGLINK_SHOWN = 20
 
 
@@ -88,6 +91,11 @@ class FlowRecord:
     def bytes(self) -> int:
         return self.client_bytes + self.server_bytes
 
+    @property
+    def duration(self) -> float:
+        """Seconds from the flow's first packet to its last."""
+        return max(0.0, self.end - self.start)
+
     def to_json(self) -> dict[str, object]:
         v = self.verdict
         out: dict[str, object] = {
@@ -98,6 +106,7 @@ class FlowRecord:
             "server_port": self.server_port,
             "start": round(self.start, 6),
             "end": round(self.end, 6),
+            "duration": round(self.duration, 6),
             "app": v.app,
             "label": v.label,
             "confirmed": v.confirmed,
@@ -131,6 +140,7 @@ class Stats:
     first_ts: float | None = None
     last_ts: float = 0.0
     dns_answers: int = 0
+    evicted: int = 0  # flows reported early because the flow table was full
     linktypes: set[int] = field(default_factory=set)
 
 
@@ -157,8 +167,10 @@ class _Flow:
         "end_ts",
         "final",
         "first",
+        "index",
         "key",
         "last",
+        "mine",
         "quiet",
         "rkey",
         "s",
@@ -199,14 +211,16 @@ class _Flow:
         self.final = False
         self.c_fin = self.s_fin = False
         self.end_ts: float | None = None  # set when the flow is over (FIN both ways / RST)
+        self.index = 0  # position in the capture of its first packet (sharded runs)
+        self.mine = True  # False: another shard reports it (sharded runs: DNS flows)
 
 
 def _ntop4(b: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET, b)
+    return inet_ntop(AF_INET, b)
 
 
 def _ntop6(b: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6, b)
+    return inet_ntop(AF_INET6, b)
 
 
 class Analyzer:
@@ -242,6 +256,11 @@ class Analyzer:
         self._udp_flows: dict[bytes, tuple[_Flow, bool]] = {}
         self._live: dict[int, _Flow] = {}
         self._next_sweep: float | None = None
+        # Sharded runs (run_shard): the position of the packet being read, and the sort
+        # key of the record being emitted, so shards' records merge into one order.
+        self._index = 0
+        self._foreign = False  # the packet being read belongs to another shard's flow
+        self.emit_tag: tuple[float, int, float, int] = (0.0, 0, 0.0, 0)
 
     @property
     def live_flows(self) -> int:
@@ -285,8 +304,12 @@ class Analyzer:
                                 hit = None
                             if hit is not None:
                                 flow, from_client = hit
-                                size = wire or len(data)
+                                # Bytes: what the IP header says, bounded by the
+                                # record's wire length, never less than was captured.
                                 end = 14 + total
+                                size = end if end < wire else wire
+                                if size < len(data):
+                                    size = len(data)
                                 if end > len(data):
                                     end = len(data)
                                 if proto == 6:
@@ -349,6 +372,108 @@ class Analyzer:
             st.packets += n
             st.bytes += size_sum
 
+    def run_shard(
+        self, packets: Iterable[tuple[float, int, bytes, int]], shard: int, shards: int
+    ) -> None:
+        """Feed every packet of a capture, but keep only the flows of one shard: those
+        whose symmetric 5-tuple hash is ``shard`` modulo ``shards``.
+
+        Every shard reads every packet, so each one's clock (sweeps, idle timeouts) is
+        the same as in a single :meth:`run`; it processes in full its own flows and every
+        UDP flow to or from port 53 (so its :class:`DnsMemory` learns every answer), and
+        reports (``emit``, :attr:`stats`) only its own flows. Packets of no flow
+        (malformed, not IP, fragments, other protocols) are shard 0's. Each emitted
+        record's :attr:`emit_tag` orders it among all shards' records as a single run
+        would emit it (see :mod:`wxnet.analyze.parallel`).
+        """
+        self.run(self._shard_filter(packets, shard, shards))
+
+    def _shard_filter(
+        self, packets: Iterable[tuple[float, int, bytes, int]], shard: int, shards: int
+    ) -> Iterator[tuple[float, int, bytes, int]]:
+        """:meth:`run_shard`'s packets: this shard's, and UDP port 53 of any shard (marked
+        foreign while :meth:`run` takes them); the others only advance the clock."""
+        st = self.stats
+        head = _SHARD4.unpack_from
+        idx = 0
+        foreign = 0  # size of the foreign DNS packet just yielded, to take back out
+        for pkt in packets:
+            if foreign:
+                st.packets -= 1
+                st.bytes -= foreign
+                foreign = 0
+                self._foreign = False
+            idx += 1
+            self._index = idx
+            ts, link, data, wire = pkt
+            h = -1
+            if link == 1 and len(data) >= 48:
+                etype, vihl, total, frag, proto, a, b, sp, dp, doff = head(data, 0)
+                if etype == 0x0800 and vihl == 0x45 and not frag & 0x1FFF:
+                    end = 14 + total if 14 + total < len(data) else len(data)
+                    if proto == 6:
+                        doff = (doff >> 2) & 0x3C
+                        if total >= 20 and end - 34 >= 20 and doff >= 20 and 34 + doff <= end:
+                            h = _shard_hash(a ^ b, sp ^ dp, shards)
+                        else:
+                            h = -2  # malformed: its owner counts it
+                    elif proto == 17:
+                        h = _shard_hash(a ^ b, sp ^ dp, shards) if total >= 20 and end >= 42 else -2
+            if h == -1:
+                d = _decode(link, data)
+                if type(d) is int:
+                    if shard == 0:
+                        yield pkt
+                    else:
+                        self._clock(ts, d == _OTHER)
+                    continue
+                assert not isinstance(d, int)
+                proto, src, dst, ports = d[0], d[2], d[3], d[4]
+                sp, dp = _U16(ports, 0)[0], _U16(ports, 2)[0]
+                h = _shard_hash(
+                    int.from_bytes(src, "big") ^ int.from_bytes(dst, "big"), sp ^ dp, shards
+                )
+            elif h == -2:
+                if shard == 0:
+                    yield pkt
+                # a malformed frame never triggers a sweep
+                elif st.first_ts is None:
+                    self._clock(ts, False)
+                else:
+                    st.last_ts = ts
+                continue
+            if h == shard:
+                yield pkt
+            elif proto == 17 and (sp == 53 or dp == 53):
+                d = _decode(link, data)
+                assert not isinstance(d, int)
+                foreign = _frame_size(len(data), wire, d[8])
+                self._foreign = True
+                yield pkt
+            else:
+                self._clock(ts, True)
+        if foreign:
+            st.packets -= 1
+            st.bytes -= foreign
+            self._foreign = False
+
+    def tick(self, now: float) -> None:
+        """Time has passed with no packet (live capture): report the flows that ended or
+        idled out by ``now``."""
+        if self._next_sweep is not None and now >= self._next_sweep:
+            self.stats.last_ts = max(self.stats.last_ts, now)
+            self._sweep(now)
+
+    def _clock(self, ts: float, sweep: bool) -> None:
+        """A packet passed at ``ts``: start the clock, and sweep if ``sweep`` and due."""
+        st = self.stats
+        if st.first_ts is None:
+            st.first_ts = ts
+            self._next_sweep = ts + self.sweep_every
+        st.last_ts = ts
+        if sweep and self._next_sweep is not None and ts >= self._next_sweep:
+            self._sweep(ts)
+
     def _fast_more(self, data: bytes, ts: float, wire: int) -> int:
         """:meth:`run`'s short path for Ethernet frames of known flows with VLAN tags
         and/or IPv6 (TCP or UDP right after the fixed header; IPv4 without options and
@@ -364,21 +489,21 @@ class Analyzer:
         if etype == 0x0800:
             if data[off] != 0x45 or ((data[off + 6] << 8) | data[off + 7]) & 0x3FFF:
                 return -1
-            end = off + ((data[off + 2] << 8) | data[off + 3])
+            ip_end = off + ((data[off + 2] << 8) | data[off + 3])
             proto = data[off + 9]
             l4 = off + 20
             key = data[off + 12 : l4 + 4]
         elif etype == 0x86DD:
             if n < off + 40:
                 return -1
-            end = off + 40 + ((data[off + 4] << 8) | data[off + 5])
+            ip_end = off + 40 + ((data[off + 4] << 8) | data[off + 5])
             proto = data[off + 6]
             l4 = off + 40
             key = data[off + 8 : l4 + 4]
         else:
             return -1
-        if end > n:
-            end = n
+        size = _frame_size(n, wire, ip_end)
+        end = ip_end if ip_end < n else n
         if proto == 6:
             if end - l4 < 20:
                 return -1
@@ -388,7 +513,6 @@ class Analyzer:
             hit = self._tcp_flows.get(key)
             if hit is None:
                 return -1
-            size = wire or n
             flow, from_client = hit
             if flow.quiet:  # what _tcp() does for a flow with nothing left to collect
                 flow.last = ts
@@ -409,7 +533,6 @@ class Analyzer:
             hit = self._udp_flows.get(key)
             if hit is None:
                 return -1
-            size = wire or n
             self._udp(hit[0], hit[1], data[l4 + 8 : end], ts, size)
         else:
             return -1
@@ -436,114 +559,44 @@ class Analyzer:
         """Account one captured frame. Malformed frames are counted, never raised."""
         st = self.stats
         st.packets += 1
-        size = wire_len or len(data)
-        st.bytes += size
+        # Until the IP header is read, count what was captured (a record's claimed wire
+        # length alone is not trusted: a damaged record may claim gigabytes).
+        st.bytes += len(data)
         if st.first_ts is None:
             st.first_ts = ts
             self._next_sweep = ts + self.sweep_every
         st.last_ts = ts
-        # ---- link layer -> (ethertype-ish version, offset)
-        if linktype == _ETH:
-            if len(data) < 14:
-                st.malformed += 1
-                return
-            etype = (data[12] << 8) | data[13]
-            off = 14
-            while etype in (0x8100, 0x88A8, 0x9100):
-                if len(data) < off + 4:
-                    st.malformed += 1
-                    return
-                etype = (data[off + 2] << 8) | data[off + 3]
-                off += 4
-        elif linktype == _SLL:
-            if len(data) < 16:
-                st.malformed += 1
-                return
-            etype = (data[14] << 8) | data[15]
-            off = 16
-        elif linktype == _SLL2:
-            if len(data) < 20:
-                st.malformed += 1
-                return
-            etype = (data[0] << 8) | data[1]
-            off = 20
-        elif linktype in _RAW or linktype in (_RAW4, _RAW6):
-            if not data:
-                st.malformed += 1
-                return
-            v = data[0] >> 4
-            etype = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
-            off = 0
-        elif linktype == _NULL:
-            if len(data) < 5:
-                st.malformed += 1
-                return
-            v = data[4] >> 4
-            etype = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
-            off = 4
-        else:
+        d = _decode(linktype, data)
+        if type(d) is int:
+            self._not_a_flow(d, linktype, ts)
+            return
+        assert not isinstance(d, int)
+        size = _frame_size(len(data), wire_len, d[8])
+        st.bytes += size - len(data)
+        self._flow_packet(ts, data, size, d)
+        if self._next_sweep is not None and ts >= self._next_sweep:
+            self._sweep(ts)
+
+    def _not_a_flow(self, why: int, linktype: int, ts: float) -> None:
+        st = self.stats
+        if why == _MALFORMED:
+            st.malformed += 1
+        elif why == _FRAGMENT:
+            st.fragments += 1
+        elif why == _LINKTYPE:
             st.linktypes.add(linktype)
             st.not_ip += 1
-            return
-        # ---- network layer
-        if etype == 0x0800:
-            if len(data) < off + 20 or data[off] >> 4 != 4:
-                st.malformed += 1
-                return
-            ihl = (data[off] & 0x0F) * 4
-            total = (data[off + 2] << 8) | data[off + 3]
-            end = off + total if off + total <= len(data) else len(data)
-            if ihl < 20 or total < ihl:
-                st.malformed += 1
-                return
-            frag = ((data[off + 6] << 8) | data[off + 7]) & 0x3FFF
-            if frag & 0x1FFF:
-                st.fragments += 1  # later fragment: no ports to read
-                return
-            proto = data[off + 9]
-            src = data[off + 12 : off + 16]
-            dst = data[off + 16 : off + 20]
-            l4 = off + ihl
-            ntop = _ntop4
-        elif etype == 0x86DD:
-            if len(data) < off + 40:
-                st.malformed += 1
-                return
-            plen = (data[off + 4] << 8) | data[off + 5]
-            end = off + 40 + plen
-            if end > len(data):
-                end = len(data)
-            proto = data[off + 6]
-            src = data[off + 8 : off + 24]
-            dst = data[off + 24 : off + 40]
-            l4 = off + 40
-            while proto in _V6_EXT or proto == 44:
-                if l4 + 8 > end:
-                    st.malformed += 1
-                    return
-                if proto == 44:
-                    if _U16(data, l4 + 2)[0] & 0xFFF8:
-                        st.fragments += 1
-                        return
-                    proto = data[l4]
-                    l4 += 8
-                else:
-                    proto, l4 = data[l4], l4 + (data[l4 + 1] + 1) * 8
-            ntop = _ntop6
-        else:
+        elif why == _NOT_IP:
             st.not_ip += 1
-            return
-        # ---- transport
+        else:
+            st.other_transport += 1
+            if self._next_sweep is not None and ts >= self._next_sweep:
+                self._sweep(ts)
+
+    def _flow_packet(self, ts: float, data: bytes, size: int, d: Decoded) -> _Flow:
+        """The flow work for one decoded TCP/UDP packet (the general path)."""
+        proto, key, src, dst, ports, l4, doff, end, _ip_end, ntop = d
         if proto == _TCP:
-            if end - l4 < 20:
-                st.malformed += 1
-                return
-            doff = (data[l4 + 12] >> 4) * 4
-            if doff < 20 or l4 + doff > end:
-                st.malformed += 1
-                return
-            ports = data[l4 : l4 + 4]
-            key = src + dst + ports
             hit = self._tcp_flows.get(key)
             if hit is not None:
                 flow, from_client = hit
@@ -559,12 +612,7 @@ class Analyzer:
                     flow = self._new(key, rkey, True, ntop(src), sp, ntop(dst), dp, ts)
                     from_client = True
             self._tcp(flow, from_client, data, l4, doff, end, ts, size)
-        elif proto == _UDP:
-            if end - l4 < 8:
-                st.malformed += 1
-                return
-            ports = data[l4 : l4 + 4]
-            key = src + dst + ports
+        else:
             hit = self._udp_flows.get(key)
             if hit is not None:
                 flow, from_client = hit
@@ -578,10 +626,7 @@ class Analyzer:
                     flow = self._new(key, rkey, False, ntop(src), sp, ntop(dst), dp, ts)
                     from_client = True
             self._udp(flow, from_client, data[l4 + 8 : end], ts, size)
-        else:
-            st.other_transport += 1
-        if self._next_sweep is not None and ts >= self._next_sweep:
-            self._sweep(ts)
+        return flow
 
     def _new(
         self,
@@ -595,11 +640,15 @@ class Analyzer:
         ts: float,
     ) -> _Flow:
         flow = _Flow(key, rkey, tcp, client, cport, server, sport, ts)
+        flow.index = self._index
         table = self._tcp_flows if tcp else self._udp_flows
         table[key] = (flow, True)
         table[rkey] = (flow, False)
         self._live[id(flow)] = flow
-        self.stats.flows += 1
+        if self._foreign:
+            flow.mine = False
+        else:
+            self.stats.flows += 1
         live = len(self._live)
         if live > self.stats.max_live_flows:
             self.stats.max_live_flows = live
@@ -708,11 +757,11 @@ class Analyzer:
             if not flow.s.buf and payload:
                 flow.s.buf += payload[: self.server_limit]
             if flow.sport == 53 and payload:
-                self._learn_dns(flow.client, payload, ts)
+                self._learn_dns(flow.client, payload, ts, flow.mine)
         if flow.final and flow.sport != 53:
             flow.quiet = True
 
-    def _learn_dns(self, client: str, payload: bytes, ts: float) -> None:
+    def _learn_dns(self, client: str, payload: bytes, ts: float, count: bool = True) -> None:
         msg = parse_dns(payload)
         if msg is None or not msg.is_response or msg.rcode != 0:
             return
@@ -720,7 +769,8 @@ class Analyzer:
             answers = msg.addresses_for(q)
             for addr, ttl in answers:
                 self.dns.learn(client, q, (addr,), ttl, ts)
-            self.stats.dns_answers += len(answers)
+            if count:
+                self.stats.dns_answers += len(answers)
 
     def _classify(self, flow: _Flow) -> None:
         view = FlowView(
@@ -759,8 +809,10 @@ class Analyzer:
                     gone.append(f)
             elif now - f.last >= (self.tcp_idle if f.tcp else self.udp_idle):
                 gone.append(f)
+        idx = float(self._index)
         for f in gone:
             self._drop(f)
+            self.emit_tag = (idx, 1, 0.0, f.index)
             self._emit(f)
 
     def _drop(self, f: _Flow) -> None:
@@ -774,8 +826,11 @@ class Analyzer:
     def _evict_oldest(self, now: float) -> None:
         """Over ``max_flows``: emit the least recently active tenth."""
         ordered = sorted(self._live.values(), key=lambda f: f.last)
+        idx = float(self._index)
         for f in ordered[: max(1, len(ordered) // 10)]:
             self._drop(f)
+            self.stats.evicted += 1
+            self.emit_tag = (idx, 0, f.last, f.index)
             self._emit(f)
 
     def finish(self) -> None:
@@ -785,9 +840,12 @@ class Analyzer:
         self._tcp_flows.clear()
         self._udp_flows.clear()
         for f in flows:
+            self.emit_tag = (_END, 2, f.first, f.index)
             self._emit(f)
 
     def _emit(self, flow: _Flow) -> None:
+        if not flow.mine:
+            return
         if not flow.final:
             self._classify(flow)
         verdict = flow.verdict
@@ -814,6 +872,126 @@ class Analyzer:
                 longlink,
             )
         )
+
+
+#: What :func:`_decode` says of a frame that is not a TCP/UDP packet it can use.
+_MALFORMED, _NOT_IP, _FRAGMENT, _LINKTYPE, _OTHER = range(5)
+
+#: A decoded TCP/UDP packet: (proto, key, src, dst, ports, l4, doff, end, ip_end, ntop);
+#: ``doff`` is 0 for UDP.
+Decoded = tuple[int, bytes, bytes, bytes, bytes, int, int, int, int, Callable[[bytes], str]]
+
+
+def _decode(linktype: int, data: bytes) -> Decoded | int:
+    """The general path's link, network and transport header checks: a TCP/UDP packet's
+    fields, or why it is not one (``_MALFORMED`` ... ``_OTHER``)."""
+    # ---- link layer -> (ethertype-ish version, offset)
+    if linktype == _ETH:
+        if len(data) < 14:
+            return _MALFORMED
+        etype = (data[12] << 8) | data[13]
+        off = 14
+        while etype in (0x8100, 0x88A8, 0x9100):
+            if len(data) < off + 4:
+                return _MALFORMED
+            etype = (data[off + 2] << 8) | data[off + 3]
+            off += 4
+    elif linktype == _SLL:
+        if len(data) < 16:
+            return _MALFORMED
+        etype = (data[14] << 8) | data[15]
+        off = 16
+    elif linktype == _SLL2:
+        if len(data) < 20:
+            return _MALFORMED
+        etype = (data[0] << 8) | data[1]
+        off = 20
+    elif linktype in _RAW or linktype in (_RAW4, _RAW6):
+        if not data:
+            return _MALFORMED
+        v = data[0] >> 4
+        etype = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
+        off = 0
+    elif linktype == _NULL:
+        if len(data) < 5:
+            return _MALFORMED
+        v = data[4] >> 4
+        etype = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
+        off = 4
+    else:
+        return _LINKTYPE
+    # ---- network layer
+    if etype == 0x0800:
+        if len(data) < off + 20 or data[off] >> 4 != 4:
+            return _MALFORMED
+        ihl = (data[off] & 0x0F) * 4
+        total = (data[off + 2] << 8) | data[off + 3]
+        ip_end = off + total
+        end = ip_end if ip_end <= len(data) else len(data)
+        if ihl < 20 or total < ihl:
+            return _MALFORMED
+        frag = ((data[off + 6] << 8) | data[off + 7]) & 0x3FFF
+        if frag & 0x1FFF:
+            return _FRAGMENT  # later fragment: no ports to read
+        proto = data[off + 9]
+        src = data[off + 12 : off + 16]
+        dst = data[off + 16 : off + 20]
+        l4 = off + ihl
+        ntop = _ntop4
+    elif etype == 0x86DD:
+        if len(data) < off + 40:
+            return _MALFORMED
+        plen = (data[off + 4] << 8) | data[off + 5]
+        ip_end = off + 40 + plen
+        end = ip_end if ip_end <= len(data) else len(data)
+        proto = data[off + 6]
+        src = data[off + 8 : off + 24]
+        dst = data[off + 24 : off + 40]
+        l4 = off + 40
+        while proto in _V6_EXT or proto == 44:
+            if l4 + 8 > end:
+                return _MALFORMED
+            if proto == 44:
+                if _U16(data, l4 + 2)[0] & 0xFFF8:
+                    return _FRAGMENT
+                proto = data[l4]
+                l4 += 8
+            else:
+                proto, l4 = data[l4], l4 + (data[l4 + 1] + 1) * 8
+        ntop = _ntop6
+    else:
+        return _NOT_IP
+    # ---- transport
+    if proto == _TCP:
+        if end - l4 < 20:
+            return _MALFORMED
+        doff = (data[l4 + 12] >> 4) * 4
+        if doff < 20 or l4 + doff > end:
+            return _MALFORMED
+    elif proto == _UDP:
+        if end - l4 < 8:
+            return _MALFORMED
+        doff = 0
+    else:
+        return _OTHER
+    ports = data[l4 : l4 + 4]
+    return (proto, src + dst + ports, src, dst, ports, l4, doff, end, ip_end, ntop)
+
+
+def _shard_hash(addrs: int, ports: int, shards: int) -> int:
+    """A flow's shard from its addresses XORed and its ports XORed (the same for both
+    directions), mixed so that neighbouring addresses spread."""
+    x = ((addrs ^ (ports << 7)) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    return (x >> 29) % shards
+
+
+def _frame_size(captured: int, wire: int, ip_end: int) -> int:
+    """A frame's size in bytes: the link header plus what the IP header says
+    (``ip_end``), but no more than the record's wire length, and never less than what
+    was captured. So a snapped record counts its full packet and a damaged record that
+    claims gigabytes counts at most 64 KiB plus headers."""
+    size = ip_end if ip_end < wire else wire
+    return size if size > captured else captured
 
 
 def _server_port(src: int, dst: int) -> bool:
@@ -846,6 +1024,8 @@ def _decode_longlink(data: bytes, direction: str) -> tuple[LonglinkPacket, ...]:
 
 
 def _cmd_name(cmd: int) -> str:
+    from wxnet.proto import commands as C  # the command table loads protobuf: on demand
+
     if cmd == C.CMD_NOOP:
         return "noop"
     if cmd == C.reply_cmd(C.CMD_NOOP):

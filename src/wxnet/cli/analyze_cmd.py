@@ -11,12 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-
-from wxnet.analyze import Analyzer, CaptureError, CaptureReader, FlowRecord, RawPacket
+from wxnet.analyze import Analyzer, CaptureError, CaptureReader, FlowRecord, RawPacket, Stats
 from wxnet.classify import Classifier, SignatureError, load_signatures
 from wxnet.cli.common import IO, ExitStatus, UsageError
 
@@ -34,8 +29,33 @@ def register(sub: Any) -> None:
             "TCP/UDP flow with the classifier the gateway uses. See docs/analyze.md."
         ),
     )
-    p.add_argument("capture", type=Path, help="capture file (.pcap, .pcapng, optionally .gz)")
-    p.add_argument("--json", action="store_true", help="one JSON object per flow, streamed")
+    p.add_argument(
+        "capture", type=Path, nargs="?", help="capture file (.pcap, .pcapng, optionally .gz)"
+    )
+    p.add_argument(
+        "--live", metavar="IFACE", help="capture on a network interface instead (root); Ctrl-C ends"
+    )
+    p.add_argument("--bpf", metavar="FILTER", help="with --live: tcpdump-style capture filter")
+    p.add_argument(
+        "--write", type=Path, metavar="FILE.pcapng", help="with --live: save the packets seen"
+    )
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object per flow, streamed")
+    out.add_argument("--csv", action="store_true", help="one CSV row per flow (the JSON fields)")
+    p.add_argument("--top", type=_positive, metavar="N", help="only the N flows with most bytes")
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.html",
+        help="also write a self-contained HTML report (chart by app over time, flow table)",
+    )
+    p.add_argument(
+        "--report-rows",
+        type=_positive,
+        default=10_000,
+        metavar="N",
+        help="flows listed in the --report table, largest first (default 10000)",
+    )
     p.add_argument(
         "--app",
         action="append",
@@ -53,7 +73,65 @@ def register(sub: Any) -> None:
         help="signature TOML file to use instead of the bundled set (repeatable)",
     )
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=1,
+        metavar="N",
+        help="worker processes, flows sharded by 5-tuple; same output (default 1; 0: one per CPU)",
+    )
+    p.add_argument(
+        "--max-flows",
+        type=_positive,
+        default=200_000,
+        metavar="N",
+        help="live flows kept; past it the least recently active tenth is reported early "
+        "(default 200000)",
+    )
+    p.add_argument(
+        "--linger",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="seconds a flow is kept after FIN both ways or RST (default 5)",
+    )
+    p.add_argument(
+        "--tcp-idle", type=_seconds, default=600.0, metavar="S", help="TCP idle timeout (600)"
+    )
+    p.add_argument(
+        "--udp-idle", type=_seconds, default=120.0, metavar="S", help="UDP idle timeout (120)"
+    )
     p.set_defaults(func=cmd_analyze)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= x <= 86400 * 365:
+        raise argparse.ArgumentTypeError("must be 0 or more seconds")
+    return x
+
+
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= n <= 64:
+        raise argparse.ArgumentTypeError("must be 0 (one per CPU) to 64")
+    return n
 
 
 @dataclass
@@ -65,6 +143,12 @@ class _Summary:
 
 
 def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
+    if (args.capture is None) == (args.live is None):
+        raise UsageError("give a capture file or --live IFACE (one of them)")
+    if args.live is None and (args.bpf or args.write):
+        raise UsageError("--bpf and --write need --live")
+    if args.live is not None and args.jobs not in (1,):
+        raise UsageError("--jobs is for capture files (--live reads one interface)")
     try:
         sigs = load_signatures(args.signatures) if args.signatures else None
     except SignatureError as exc:
@@ -77,32 +161,160 @@ def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
         if bad:
             known = ", ".join(sorted([*classifier.apps(), UNKNOWN]))
             raise UsageError(f"unknown app {', '.join(sorted(bad))} (known: {known})")
+    options = {
+        "max_flows": args.max_flows,
+        "linger": args.linger,
+        "tcp_idle": args.tcp_idle,
+        "udp_idle": args.udp_idle,
+    }
+    output = _Output(args, io, wanted)
+    if args.live is not None:
+        from wxnet.cli.analyze_live import run_live
+
+        return run_live(args, io, classifier, output, options)
     try:
         f: BinaryIO = open(args.capture, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         io.error(f"cannot open {args.capture}: {exc.strerror or exc}")
         return ExitStatus.ERROR
-    rows: list[FlowRecord] = []
-    summary: dict[str, _Summary] = {}
+    jobs = args.jobs
+    if jobs == 0:
+        from wxnet.analyze.parallel import default_jobs
 
-    def emit(rec: FlowRecord) -> None:
+        jobs = default_jobs()
+    analyzer = Analyzer(output.emit, classifier, **options)
+    stats = analyzer.stats
+    error: CaptureError | None = None
+    started = time.perf_counter()
+    if jobs > 1:
+        from wxnet.analyze.parallel import ParallelError, run_parallel
+
+        f.close()
+        try:
+            stats, error = run_parallel(args.capture, classifier, jobs, output.emit, **options)
+        except (ParallelError, OSError) as exc:
+            io.error(f"{args.capture}: {exc}")
+            return ExitStatus.ERROR
+    else:
+        error = _run_one(f, analyzer, args, io)
+    elapsed = time.perf_counter() - started
+    output.finish(args.capture.name, stats, elapsed)
+    if error is not None:
+        io.error(
+            f"{args.capture}: capture is truncated or corrupt: {error.reason} at byte offset "
+            f"{error.offset}; the {stats.packets} packets before it were analysed "
+            f"and their flows reported"
+        )
+        return ExitStatus.ERROR
+    return ExitStatus.OK
+
+
+class _Output:
+    """Where flow records go: the summary, and the streamed (--json, --csv, live
+    lines) or collected (table, --top, --report) output."""
+
+    def __init__(self, args: argparse.Namespace, io: IO, wanted: set[str] | None) -> None:
+        self.args = args
+        self.io = io
+        self.wanted = wanted
+        self.summary: dict[str, _Summary] = {}
+        self.rows: list[FlowRecord] = []  # table / --top
+        self.report: list[FlowRecord] = []  # --report
+        self.live = args.live is not None
+        self.stream = args.top is None and (args.json or args.csv or self.live)
+        self._csv: Any = None
+
+    def emit(self, rec: FlowRecord) -> None:
         app = rec.verdict.app or UNKNOWN
-        if wanted is not None and app not in wanted:
+        if self.wanted is not None and app not in self.wanted:
             return
-        s = summary.setdefault(rec.verdict.label if rec.verdict.app else UNKNOWN, _Summary())
+        s = self.summary.setdefault(rec.verdict.label if rec.verdict.app else UNKNOWN, _Summary())
         s.flows += 1
         s.packets += rec.packets
         s.bytes += rec.bytes
         for e in rec.verdict.evidence[:1]:
             s.evidence[e.kind] = s.evidence.get(e.kind, 0) + 1
-        if args.json:
-            io.json(rec.to_json())
-        elif not args.summary:
-            rows.append(rec)
+        if self.args.report is not None:
+            self.report.append(rec)
+        if self.stream:
+            self._write(rec)
+        elif self.args.top is not None:
+            self._keep_top(rec)
+        elif not self.args.summary:
+            self.rows.append(rec)
 
-    analyzer = Analyzer(emit, classifier)
+    def _keep_top(self, rec: FlowRecord) -> None:
+        import heapq
+
+        # A min-heap of the N largest flows (ties: the earlier flow wins).
+        item = (rec.bytes, -rec.start, -len(self.rows), rec)
+        heap: list[tuple[int, float, int, FlowRecord]] = self.__dict__.setdefault("_top", [])
+        if len(heap) < self.args.top:
+            heapq.heappush(heap, item)
+        elif item[:3] > heap[0][:3]:
+            heapq.heapreplace(heap, item)
+
+    def _write(self, rec: FlowRecord) -> None:
+        if self.args.json:
+            self.io.json(rec.to_json())
+        elif self.args.csv:
+            from wxnet.analyze.output import csv_header, csv_row
+
+            if self._csv is None:
+                import csv
+
+                self._csv = csv.writer(self.io.out, lineterminator="\n")
+                self._csv.writerow(csv_header())
+            self._csv.writerow(csv_row(rec))
+            self.io.out.flush()
+        elif not self.args.summary:
+            self.io.print(_flow_line(rec))
+
+    def finish(self, name: str, stats: Stats, elapsed: float, extra: str = "") -> None:
+        if self.args.top is not None:
+            top = sorted(self.__dict__.get("_top", []), reverse=True)
+            if self.args.json or self.args.csv:
+                for *_, rec in top:
+                    self._write(rec)
+            elif not self.args.summary:
+                self.rows = [rec for *_, rec in top]
+        if self.args.report is not None:
+            from wxnet.analyze.output import write_report
+
+            try:
+                write_report(self.args.report, name, self.report, stats, self.args.report_rows)
+            except OSError as exc:
+                self.io.error(f"cannot write {self.args.report}: {exc.strerror or exc}")
+        if self.args.json or self.args.csv:
+            return
+        _print_report(
+            self.io,
+            name,
+            self.rows,
+            self.summary,
+            stats,
+            elapsed,
+            self.args.summary or self.live,
+            by_bytes=self.args.top is not None,
+            extra=extra,
+        )
+
+
+def _flow_line(r: FlowRecord) -> str:
+    """One flow as a line (live capture prints flows as they end)."""
+    v = r.verdict
+    ev = "; ".join(f"{e.kind}: {e.detail}" for e in v.evidence) or "-"
+    return (
+        f"{_when(r.start)}  {_host(r.client)}:{r.client_port} -> {_host(r.server)}:"
+        f"{r.server_port}  {r.transport}  {v.label}  [{ev}]  {r.duration:.3f} s  "
+        f"{r.client_packets}/{r.server_packets} packets  {r.client_bytes}/{r.server_bytes} bytes"
+    )
+
+
+def _run_one(
+    f: BinaryIO, analyzer: Analyzer, args: argparse.Namespace, io: IO
+) -> CaptureError | None:
     error: CaptureError | None = None
-    started = time.perf_counter()
     with f:
         size = _size(f)
         reader = CaptureReader(f)
@@ -117,17 +329,7 @@ def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
         finally:
             reader.close()
         analyzer.finish()
-    elapsed = time.perf_counter() - started
-    if not args.json:
-        _print_report(io, args.capture, rows, summary, analyzer, elapsed, args.summary)
-    if error is not None:
-        io.error(
-            f"{args.capture}: capture is truncated or corrupt: {error.reason} at byte offset "
-            f"{error.offset}; the {analyzer.stats.packets} packets before it were analysed "
-            f"and their flows reported"
-        )
-        return ExitStatus.ERROR
-    return ExitStatus.OK
+    return error
 
 
 def _size(f: BinaryIO) -> int:
@@ -145,6 +347,15 @@ def _isatty(stream: Any) -> bool:
 
 
 def _run_with_progress(reader: CaptureReader, analyzer: Analyzer, size: int, io: IO) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     console = Console(file=io.err)
     columns = (
         TextColumn("analysing"),
@@ -176,66 +387,99 @@ def _when(ts: float) -> str:
 
 def _print_report(
     io: IO,
-    path: Path,
+    name: str,
     rows: list[FlowRecord],
     summary: dict[str, _Summary],
-    analyzer: Analyzer,
+    st: Stats,
     elapsed: float,
     summary_only: bool,
+    by_bytes: bool = False,
+    extra: str = "",
 ) -> None:
-    console = Console(file=io.out, width=max(200, Console(file=io.out).width), highlight=False)
-    st = analyzer.stats
     if not summary_only:
-        rows.sort(key=lambda r: (r.start, r.client_port))
-        table = Table(title=f"Flows in {path.name}", box=box.SIMPLE_HEAD, show_lines=False)
-        table.add_column("time (UTC)", no_wrap=True)
-        table.add_column("client", no_wrap=True)
-        table.add_column("server", no_wrap=True)
-        table.add_column("proto", no_wrap=True)
-        table.add_column("app", no_wrap=True)
-        table.add_column("evidence", ratio=1, overflow="fold")
-        table.add_column("packets", justify="right", no_wrap=True)
-        table.add_column("bytes", justify="right", no_wrap=True)
-        for r in rows:
-            v = r.verdict
-            ev = "; ".join(f"{e.kind}: {e.detail}" for e in v.evidence) or "-"
-            table.add_row(
-                _when(r.start),
-                f"{_host(r.client)}:{r.client_port}",
-                f"{_host(r.server)}:{r.server_port}",
-                r.transport,
-                v.label,
-                ev,
-                str(r.packets),
-                str(r.bytes),
-            )
-        console.print(table)
-        decoded = [r for r in rows if r.longlink]
-        for r in decoded:
-            console.print(
-                f"[bold]Long-link packets (S32)[/bold] {_host(r.client)}:{r.client_port} -> "
-                f"{_host(r.server)}:{r.server_port}"
-            )
-            for p in r.longlink:
-                console.print(
-                    f"  {p.direction}  cmd {p.cmd} ({p.name})  seq {p.seq}  body {p.body_len} bytes"
-                )
-    table = Table(title="Summary by application", box=box.SIMPLE_HEAD)
-    for col in ("app", "flows", "packets", "bytes", "first evidence"):
-        table.add_column(col, justify="left" if col in ("app", "first evidence") else "right")
+        _print_flows(io, name, rows, by_bytes)
+    # The summary and the totals are plain text: rich (~50 ms to import) is only loaded
+    # for the flow table, so `--summary` and `--json` start fast.
+    out = io.out
+    header = ("app", "flows", "packets", "bytes", "first evidence")
+    lines = []
     for label, s in sorted(summary.items(), key=lambda kv: (-kv[1].bytes, kv[0])):
         ev = ", ".join(f"{k} {n}" for k, n in sorted(s.evidence.items(), key=lambda kv: -kv[1]))
-        table.add_row(label, str(s.flows), str(s.packets), str(s.bytes), ev or "-")
-    console.print(table)
+        lines.append((label, str(s.flows), str(s.packets), str(s.bytes), ev or "-"))
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+
+    def fmt(row: tuple[str, ...]) -> str:
+        cells = [
+            row[i].ljust(widths[i]) if i in (0, 4) else row[i].rjust(widths[i])
+            for i in range(len(row))
+        ]
+        return ("  " + "   ".join(cells)).rstrip()
+
+    total = sum(widths) + 3 * (len(widths) - 1) + 2
+    out.write("\n" + "Summary by application".center(total).rstrip() + "\n\n")
+    out.write(fmt(header) + "\n")
+    out.write(" " + "─" * (total - 1) + "\n")
+    for row in lines:
+        out.write(fmt(row) + "\n")
     rate = st.packets / elapsed if elapsed > 0 else 0.0
-    console.print(
-        f"{st.packets} packets, {st.flows} flows ({st.max_live_flows} live at most), "
+    out.write(
+        f"\n{st.packets} packets, {st.flows} flows ({st.max_live_flows} live at most), "
         f"{st.dns_answers} DNS answers learned, {st.malformed} malformed, "
-        f"{st.fragments} fragments, {st.not_ip} not IP; {elapsed:.2f} s ({rate:,.0f} packets/s)"
+        f"{st.fragments} fragments, {st.not_ip} not IP; {elapsed:.2f} s ({rate:,.0f} packets/s)\n"
     )
+    if st.evicted:
+        out.write(f"{st.evicted} flows reported early: the flow table was full (--max-flows)\n")
+    if extra:
+        out.write(extra + "\n")
     if st.linktypes:
         kinds = ", ".join(str(x) for x in sorted(st.linktypes))
-        console.print(f"unsupported link types skipped: {kinds}")
+        out.write(f"unsupported link types skipped: {kinds}\n")
+    out.flush()
+
+
+def _print_flows(io: IO, name: str, rows: list[FlowRecord], by_bytes: bool = False) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=io.out, width=max(200, Console(file=io.out).width), highlight=False)
+    if not by_bytes:  # --top keeps its order: most bytes first
+        rows.sort(key=lambda r: (r.start, r.client_port))
+    table = Table(title=f"Flows in {name}", box=box.SIMPLE_HEAD, show_lines=False)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("client", no_wrap=True)
+    table.add_column("server", no_wrap=True)
+    table.add_column("proto", no_wrap=True)
+    table.add_column("app", no_wrap=True)
+    table.add_column("evidence", ratio=1, overflow="fold")
+    table.add_column("duration s", justify="right", no_wrap=True)
+    table.add_column("packets c>s/s>c", justify="right", no_wrap=True)
+    table.add_column("bytes c>s/s>c", justify="right", no_wrap=True)
+    for r in rows:
+        v = r.verdict
+        ev = "; ".join(f"{e.kind}: {e.detail}" for e in v.evidence) or "-"
+        table.add_row(
+            _when(r.start),
+            f"{_host(r.client)}:{r.client_port}",
+            f"{_host(r.server)}:{r.server_port}",
+            r.transport,
+            v.label,
+            ev,
+            f"{r.duration:.3f}",
+            f"{r.packets} ({r.client_packets}/{r.server_packets})",
+            f"{r.bytes} ({r.client_bytes}/{r.server_bytes})",
+        )
+    console.print(table)
+    decoded = [r for r in rows if r.longlink]
+    for r in decoded:
+        console.print(
+            f"[bold]Long-link packets (S32)[/bold] {_host(r.client)}:{r.client_port} -> "
+            f"{_host(r.server)}:{r.server_port}"
+        )
+        for p in r.longlink:
+            console.print(
+                f"  {p.direction}  cmd {p.cmd} ({p.name})  seq {p.seq}  body {p.body_len} bytes"
+            )
 
 
 def _host(addr: str) -> str:

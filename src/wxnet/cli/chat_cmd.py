@@ -2,7 +2,9 @@
 
 Conversation list on the left (unread counts), the open conversation's messages on the
 right (``(!)`` marks a failed message, ``...`` one still sending), an input line at the
-bottom. Opening a conversation sends its read receipt (S22). Lines starting with ``/``
+bottom. Opening a conversation sends its read receipt (S22), and so does a message that
+arrives in the open conversation: it is on screen, so it never counts as unread. Lines
+starting with ``/``
 are commands: ``/open NAME``, ``/resend ID``, ``/quit``.
 """
 
@@ -84,6 +86,8 @@ def build_app(client: Client, open_first: str | None = None) -> Any:
         async def pump(self) -> None:
             while True:
                 ev = await self._events.get()
+                if isinstance(ev, ItemReceived) and self.current and self._unread(self.current):
+                    self.run_worker(self.read_open(self.current), exclusive=False)
                 if isinstance(ev, ItemReceived | SendStateChanged):
                     self.refresh_convs()
                     if self.current:
@@ -97,6 +101,17 @@ def build_app(client: Client, open_first: str | None = None) -> Any:
             text = f"{c.me} | link: {c.link_kind} {where}{poor}"
             self.query_one("#status", Static).update(text + (f" | {extra}" if extra else ""))
 
+        def _unread(self, talker: str) -> int:
+            return next((u for t, u, _ in self.client.store.conversations() if t == talker), 0)
+
+        async def read_open(self, talker: str) -> None:
+            """A message arrived in the open conversation: read it (receipt, S22)."""
+            try:
+                await self.client.mark_read(talker)
+            except Exception as exc:  # a receipt that cannot go now is not fatal here
+                self.set_status(f"read receipt not sent: {exc}")
+            self.refresh_convs()
+
         def refresh_convs(self) -> None:
             store = self.client.store
             convs = {t: u for t, u, _ in store.conversations()}
@@ -107,7 +122,8 @@ def build_app(client: Client, open_first: str | None = None) -> Any:
             lv = self.query_one("#convs", ListView)
             lv.clear()
             for t in talkers:
-                unread = convs.get(t, 0)
+                # The open conversation is being read: no badge, even before read_open ran.
+                unread = 0 if t == self.current else convs.get(t, 0)
                 label = f"{t} ({unread})" if unread else t
                 lv.append(ListItem(Static(label)))
             self.talkers = talkers

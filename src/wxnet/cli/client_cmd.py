@@ -1,6 +1,7 @@
-"""The client commands (issue 3): ``wxnet login``, ``logout``, ``contacts``, ``contact add``,
-``group create|add|remove``, ``send``, ``send-image``, ``send-voice``, ``listen``,
-``outbox``, ``resend``, ``history``, ``revoke``, ``status`` (``chat`` is in chat_cmd).
+"""The client commands (issue 3): ``wxnet login``, ``logout``, ``contacts``,
+``contact add|requests|accept``, ``group create|add|remove``, ``send``, ``send-image``,
+``send-voice``, ``listen``, ``outbox``, ``resend``, ``history``, ``revoke``, ``status``
+(``chat`` is in chat_cmd).
 
 Every command takes ``--profile DIR`` (default ``$WXNET_PROFILE`` or ``~/.wxnet``), where
 the session, SyncKey, outbox and history live; commands whose output is data take
@@ -185,10 +186,18 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("contact", help="manage contacts")
     csub = p.add_subparsers(dest="contact_command", metavar="ACTION", required=True)
-    a = csub.add_parser("add", help="add a contact (both ways)")
+    a = csub.add_parser("add", help="send a friend request (they accept it)")
     _common(a, json_flag=True)
     a.add_argument("name")
+    a.add_argument("--greeting", default="", help="a line for them to read with it")
     a.set_defaults(func=cmd_contact_add)
+    r = csub.add_parser("requests", help="list the friend requests you received")
+    _common(r, json_flag=True)
+    r.set_defaults(func=cmd_contact_requests)
+    acc = csub.add_parser("accept", help="accept a friend request")
+    _common(acc, json_flag=True)
+    acc.add_argument("name")
+    acc.set_defaults(func=cmd_contact_accept)
 
     p = sub.add_parser("group", help="create and change group chats")
     gsub = p.add_subparsers(dest="group_command", metavar="ACTION", required=True)
@@ -200,13 +209,13 @@ def register(sub: Any) -> None:
     for action, op, text in (("add", 1, "add members"), ("remove", 2, "remove members")):
         g = gsub.add_parser(action, help=text)
         _common(g, json_flag=True)
-        g.add_argument("group", help="the group id (<hex>@chatroom)")
+        g.add_argument("group", help="the group: its id (<hex>@chatroom) or its unique name")
         g.add_argument("members", nargs="+", metavar="MEMBER")
         g.set_defaults(func=cmd_group_mod, op=op)
 
     p = sub.add_parser("send", help="send a text message")
     _common(p, json_flag=True)
-    p.add_argument("to", help="user name or group id")
+    p.add_argument("to", help="user name, group id, or a group's unique name")
     p.add_argument("text")
     p.set_defaults(func=cmd_send)
 
@@ -239,11 +248,19 @@ def register(sub: Any) -> None:
         "--count", type=_positive, default=None, help="exit after N messages (add_msg items)"
     )
     p.add_argument("--timeout", type=float, default=None, help="exit after S seconds")
-    p.set_defaults(func=cmd_listen)
+    p.set_defaults(func=cmd_listen, interrupt_is_stop=True)  # Ctrl-C is how it ends
 
-    p = sub.add_parser("outbox", help="messages still sending or failed")
+    p = sub.add_parser(
+        "outbox",
+        help="messages still sending or failed; `outbox drop ID` discards a failed one",
+    )
     _common(p, json_flag=True)
     p.set_defaults(func=cmd_outbox)
+    osub = p.add_subparsers(dest="outbox_command", metavar="ACTION")
+    d = osub.add_parser("drop", help="discard a failed message: it is never sent")
+    _common(d)
+    d.add_argument("id", help="the ClientMsgId shown by `wxnet outbox`")
+    d.set_defaults(func=cmd_outbox_drop)
 
     p = sub.add_parser("resend", help="send a failed message again (same ClientMsgId)")
     _common(p, json_flag=True)
@@ -252,7 +269,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("history", help="messages of one conversation")
     _common(p, json_flag=True)
-    p.add_argument("to", help="user name or group id")
+    p.add_argument("to", help="user name, group id, or a group's unique name")
     p.add_argument("--limit", type=_positive, default=50)
     p.add_argument("--offline", action="store_true", help="do not sync first")
     p.set_defaults(func=cmd_history)
@@ -350,13 +367,21 @@ def _print_send_result(io: IO, args: argparse.Namespace, row: OutboxRow) -> int:
         io.json(row.to_json())
     elif row.state == "sent":
         io.print(f"sent {row.client_msg_id} (msg id {row.msg_id})")
-    if row.state != "sent":
+    if row.state == "sent":
+        return ExitStatus.OK
+    cid = row.client_msg_id
+    if row.refused:
+        # The server answered, and said no: sending it again the same way will not help.
         io.error(
-            f"message {row.client_msg_id} failed: {row.error} "
-            f"(the network is poor? `wxnet resend {row.client_msg_id}` sends it again)"
+            f"the server refused message {cid} to {row.to_user}: {row.error} "
+            f"(`wxnet outbox drop {cid}` discards it)"
         )
-        return ExitStatus.ERROR
-    return ExitStatus.OK
+    else:  # no answer: the network's fault, the case S13 is about
+        io.error(
+            f"message {cid} to {row.to_user} failed: {row.error} "
+            f"(the network is poor? `wxnet resend {cid}` sends it again)"
+        )
+    return ExitStatus.ERROR
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -461,7 +486,35 @@ def _contact_out(io: IO, args: argparse.Namespace, c: Any) -> None:
 
 def cmd_contact_add(args: argparse.Namespace, io: IO) -> int:
     async def job(client: Client) -> int:
-        _contact_out(io, args, await client.add_contact(args.name))
+        contact, pending = await client.request_contact(args.name, args.greeting)
+        if not pending:
+            _contact_out(io, args, contact)
+        elif args.json:
+            io.json({"user_name": contact.user_name, "pending": True})
+        else:
+            io.print(f"friend request sent to {contact.user_name}; they accept it with"
+                     " `wxnet contact accept`")  # fmt: skip
+        return ExitStatus.OK
+
+    return run_async(io, with_client(args, job, background=False))
+
+
+def cmd_contact_requests(args: argparse.Namespace, io: IO) -> int:
+    async def job(client: Client) -> int:
+        await client.sync()  # requests arrive in the message log
+        for m in client.friend_requests():
+            if args.json:
+                io.json({"user_name": m.from_user, "greeting": m.content, "time": m.create_time})
+            else:
+                io.print(f"{m.from_user}  {m.content}".rstrip())
+        return ExitStatus.OK
+
+    return run_async(io, with_client(args, job, background=False))
+
+
+def cmd_contact_accept(args: argparse.Namespace, io: IO) -> int:
+    async def job(client: Client) -> int:
+        _contact_out(io, args, await client.accept_contact(args.name))
         return ExitStatus.OK
 
     return run_async(io, with_client(args, job, background=False))
@@ -477,7 +530,8 @@ def cmd_group_create(args: argparse.Namespace, io: IO) -> int:
 
 def cmd_group_mod(args: argparse.Namespace, io: IO) -> int:
     async def job(client: Client) -> int:
-        _contact_out(io, args, await client.modify_group(args.group, args.op, list(args.members)))
+        group = await client.resolve(args.group)
+        _contact_out(io, args, await client.modify_group(group, args.op, list(args.members)))
         return ExitStatus.OK
 
     return run_async(io, with_client(args, job, background=False))
@@ -488,7 +542,8 @@ def cmd_send(args: argparse.Namespace, io: IO) -> int:
         raise UsageError("the message text is empty")
 
     async def job(client: Client) -> int:
-        return _print_send_result(io, args, await client.send_text(args.to, args.text))
+        to = await client.resolve(args.to)
+        return _print_send_result(io, args, await client.send_text(to, args.text))
 
     return run_async(io, with_client(args, job))
 
@@ -512,7 +567,8 @@ def cmd_send_image(args: argparse.Namespace, io: IO) -> int:
             changes["parallel_chunks"] = args.parallel
         if changes:
             client.config = client.config.replace(**changes)
-        return _print_send_result(io, args, await client.send_image(args.to, args.file))
+        to = await client.resolve(args.to)
+        return _print_send_result(io, args, await client.send_image(to, args.file))
 
     return run_async(io, with_client(args, job))
 
@@ -523,14 +579,15 @@ def cmd_send_voice(args: argparse.Namespace, io: IO) -> int:
     async def job(client: Client) -> int:
         if args.chunk_size:
             client.config = client.config.replace(voice_chunk=args.chunk_size)
+        to = await client.resolve(args.to)
         if args.cancel_after is not None:
-            cid = await client.cancel_voice(args.to, args.file, args.cancel_after)
+            cid = await client.cancel_voice(to, args.file, args.cancel_after)
             if args.json:
                 io.json({"client_msg_id": cid, "state": "cancelled"})
             else:
                 io.print(f"cancelled {cid} after {args.cancel_after} chunks")
             return ExitStatus.OK
-        row = await client.send_voice(args.to, args.file, args.length_ms)
+        row = await client.send_voice(to, args.file, args.length_ms)
         return _print_send_result(io, args, row)
 
     return run_async(io, with_client(args, job))
@@ -611,11 +668,30 @@ def _note(io: IO) -> Callable[[str], None]:
 def cmd_outbox(args: argparse.Namespace, io: IO) -> int:
     store = open_store(args)
     try:
-        for row in store.outbox():
+        rows = store.outbox()
+        for row in rows:
             io.json(row.to_json()) if args.json else io.print(_row_text(row))
+        if not rows and not args.json:  # JSON: no lines is the empty list
+            io.print("outbox empty")
     finally:
         store.close()
     return ExitStatus.OK
+
+
+def cmd_outbox_drop(args: argparse.Namespace, io: IO) -> int:
+    store = open_store(args)
+    try:
+        if store.drop_failed(args.id):
+            io.print(f"dropped {args.id}: it will not be sent")
+            return ExitStatus.OK
+        row = store.outbox_row(args.id)
+    finally:
+        store.close()
+    if row is None:
+        raise UsageError(f"no message {args.id} in the outbox (see `wxnet outbox`)")
+    if row.state == "sent":
+        raise UsageError(f"message {args.id} was sent; `wxnet revoke {args.id}` takes it back")
+    raise UsageError(f"message {args.id} is still sending; only a failed message can be dropped")
 
 
 def cmd_resend(args: argparse.Namespace, io: IO) -> int:
@@ -634,7 +710,7 @@ def cmd_history(args: argparse.Namespace, io: IO) -> int:
                 await client.sync()
             except (TransportError, MMError) as exc:
                 io.error(f"showing saved history; cannot sync: {exc}")
-        for m in client.store.history(args.to, args.limit):
+        for m in client.store.history(await client.resolve(args.to), args.limit):
             io.json(m.to_json()) if args.json else io.print(_msg_text(m, client.me))
         return ExitStatus.OK
 
@@ -656,16 +732,32 @@ def cmd_status(args: argparse.Namespace, io: IO) -> int:
         if args.json:
             io.json(st)
             return ExitStatus.OK
+        link = st.get("link") or "none"
         io.print(f"user:           {st.get('user')}")
-        io.print(f"link:           {st.get('link', 'none')}")
         io.print(
-            f"long address:   {st.get('long_address') or '-'} ({st.get('long_source') or '-'})"
+            "link:           "
+            + {
+                "long": "long",
+                "short": "short (no long link; requests go over HTTP)",
+                "none": "none (the server did not answer over either link)",
+            }.get(link, link)
         )
-        io.print(f"short address:  {st.get('short_address') or '-'}")
+        long_address = st.get("long_address")
+        io.print(
+            "long address:   "
+            + (f"{long_address} ({st.get('long_source') or '-'})" if long_address else "-")
+        )
+        short = st.get("short_address")
+        used = "in use" if st.get("short_in_use") else "not used yet"
+        io.print(f"short address:  {f'{short} ({used})' if short else '-'}")
         hb = st.get("last_heartbeat")
         io.print(
             "last heartbeat: "
-            + (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hb)) if hb else "-")
+            + (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hb))
+                if hb
+                else "none yet (they go on a long link kept up, as by `wxnet listen`)"
+            )
         )
         io.print(f"network:        {st.get('network', 'good')}  DNS ok: {st.get('dns_ok')}")
         io.print(f"synckey:        {st.get('synckey') or '-'}")
@@ -687,9 +779,15 @@ def cmd_status(args: argparse.Namespace, io: IO) -> int:
 
 def _probe_then(job: Callable[[Client], Awaitable[int]]) -> Callable[[Client], Awaitable[int]]:
     async def probe(client: Client) -> int:
-        # Give the first long-link round its full connect budget, then report.
+        # Give the first long-link round its full connect budget; without a long link,
+        # ask over the short link, so that the report says whether that one answers.
         if client.config.use_long_link and client.long is None:
             await client.wait_long_link(client.config.connect_timeout)
+        if client.long is None:
+            try:
+                await client.sync()
+            except (TransportError, MMError) as exc:
+                client.links.note_error(str(exc))
         return await job(client)
 
     return probe

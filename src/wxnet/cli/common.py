@@ -15,7 +15,8 @@ class ExitStatus(IntEnum):
     OK = 0
     ERROR = 1  # the command ran and failed (server said no, network down, ...)
     USAGE = 2  # bad arguments or input
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C stopped a command that was not done
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away (`| head -1`)
 
 
 class UsageError(Exception):

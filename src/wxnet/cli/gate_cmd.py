@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from wxnet.cli.common import IO, ExitStatus, UsageError
+from wxnet.sdnotify import notify
 
 __all__ = ["register"]
 
@@ -35,6 +36,12 @@ def register(sub: Any) -> None:
     c = gsub.add_parser("check", help="validate a policy and explain what it does")
     c.add_argument("config", help="policy file (TOML)")
     c.add_argument("--at", help="explain the schedule at this ISO time (default: now)")
+    c.add_argument(
+        "--policy-only",
+        action="store_true",
+        help="check the policy alone, not this machine (interfaces, addresses, binds): "
+        "for a policy written away from its router; `run` still does every check",
+    )
     c.set_defaults(func=cmd_check)
 
     rules = gsub.add_parser("rules", help="print the nftables script the policy installs")
@@ -94,9 +101,12 @@ def _preflight(path: str, policy: Any, io: IO, bind: bool) -> bool:
 def cmd_check(args: argparse.Namespace, io: IO) -> int:
     policy, _ = _load(args.config)
     now = _when(args.at, policy.tz)
-    if not _preflight(args.config, policy, io, bind=True):
+    if args.policy_only:
+        io.print(f"{args.config}: OK as a policy (this machine not checked: --policy-only)")
+    elif not _preflight(args.config, policy, io, bind=True):
         return ExitStatus.USAGE
-    io.print(f"{args.config}: OK")
+    else:
+        io.print(f"{args.config}: OK")
     for line in policy.explain(now):
         io.print(line)
     nxt = policy.next_change(now)
@@ -185,6 +195,7 @@ def cmd_run(args: argparse.Namespace, io: IO) -> int:
             f"ready: table inet {s.table}, DNS on port {s.dns_port}, "
             f"inspector on port {s.inspector_port}{web}"
         )
+        notify("READY=1", f"STATUS=table inet {s.table} installed")  # Type=notify units
         failed = asyncio.ensure_future(service.failure.wait())
         stopped = asyncio.ensure_future(stop.wait())
         try:
@@ -192,6 +203,7 @@ def cmd_run(args: argparse.Namespace, io: IO) -> int:
         finally:
             failed.cancel()
             stopped.cancel()
+            notify("STOPPING=1")
             # A failing gate keeps its table: allow-only groups stay closed (fail closed).
             await service.stop(remove_table=not service.failure.is_set())
         if service.failure.is_set():

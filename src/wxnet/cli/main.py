@@ -3,15 +3,24 @@
 Each command module has ``register(subparsers)``, which adds its parsers and sets
 ``func`` on them; ``func(args, io)`` returns an :class:`ExitStatus` (or int).
 Modules are imported lazily by name so that ``wxnet proto`` does not load aiohttp.
+
+Two endings are handled here, once for every command:
+
+* the output was closed (``wxnet analyze … --json | head -1``): the command stops at
+  once, prints nothing more, and exits 141 (128 + SIGPIPE, as ``yes | head -1`` does);
+* Ctrl-C: a command that runs until it is stopped (``listen``; parsers that set
+  ``interrupt_is_stop=True``) exits 0 without a message; any other command was cut
+  short, so it says ``interrupted`` and exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from wxnet import __version__
 from wxnet.cli.common import IO, ExitStatus, UsageError
@@ -22,6 +31,7 @@ __all__ = ["main", "run"]
 COMMAND_MODULES = (
     "wxnet.cli.serve_cmd",
     "wxnet.cli.user_cmd",
+    "wxnet.cli.store_cmd",
     "wxnet.cli.proto_cmd",
     "wxnet.cli.analyze_cmd",
     "wxnet.cli.scan_cmd",
@@ -54,9 +64,16 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
         prog="wxnet",
         description="wxnet: WeChat-style messaging server and client, gateway, and lab.",
     )
-    parser.add_argument("--version", action="version", version=f"wxnet {__version__}")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     return parser, sub
+
+
+def version_text() -> str:
+    """``wxnet --version``: the package version and the store schema this build writes."""
+    from wxnet.sync.schema import SCHEMA_VERSION
+
+    return f"wxnet {__version__} (store schema {SCHEMA_VERSION})"
 
 
 def run(argv: Sequence[str] | None = None, io: IO | None = None) -> int:
@@ -79,8 +96,27 @@ def run(argv: Sequence[str] | None = None, io: IO | None = None) -> int:
         io.error(str(exc))
         return ExitStatus.USAGE
     except KeyboardInterrupt:
+        if getattr(args, "interrupt_is_stop", False):
+            return ExitStatus.OK
         io.error("interrupted")
         return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        _discard_output(io.out)
+        return ExitStatus.BROKEN_PIPE
+
+
+def _discard_output(stream: TextIO) -> None:
+    """After EPIPE: point the stream's descriptor at /dev/null, so that the flush at exit
+    does not fail a second time (the recipe of Python's ``signal`` docs)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream: nothing to do
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def main() -> None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import os
+import shutil
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 from wxnet.cli.common import IO, ExitStatus, UsageError
-from wxnet.server.config import ConfigError, ServerConfig, load_config
+from wxnet.sdnotify import notify
+from wxnet.server.config import ConfigError, ServerConfig, load_config, store_description
 
 
 def register(sub: Any) -> None:
@@ -22,7 +27,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--config", type=Path, help="TOML configuration file (docs/server.md)")
     p.add_argument("--data", type=Path, help="data directory (default ./var)")
-    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    p.add_argument(
+        "--host",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 or :: "
+        "for every address, as a real deployment needs)",
+    )
     p.add_argument("--long-port", type=int, help="long-link port (default 8080; 0 = any)")
     p.add_argument("--http-port", type=int, help="HTTP port (default 8000; 0 = any)")
     p.add_argument(
@@ -35,7 +44,19 @@ def register(sub: Any) -> None:
     p.add_argument("--tls-cert", help="PEM certificate: serve the long link over TLS (S21)")
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.set_defaults(func=cmd_serve)
+    p.add_argument(
+        "--contacts",
+        choices=["open", "request"],
+        help="request (default): adding a contact sends a friend request the other side"
+        " accepts; open: both become contacts at once (a closed lab or a demo)",
+    )
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the configuration, the TLS files and the store, then exit (0 = fine); "
+        "changes nothing",
+    )
+    p.set_defaults(func=cmd_serve, interrupt_is_stop=True)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -50,19 +71,72 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         "log_level": args.log_level,
     }
     try:
-        return load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides)
+        if args.contacts:
+            cfg = dataclasses.replace(
+                cfg, sync=dataclasses.replace(cfg.sync, contacts=args.contacts)
+            )
+        return cfg
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
 
+def command_path(argv0: str | None = None) -> str:
+    """How to run this same ``wxnet`` again, for the hints we print: a bare ``wxnet`` only
+    when that is what the shell finds on PATH, else the path we were started by
+    (``.venv/bin/wxnet`` after ``make install``), or ``python -m wxnet``."""
+    arg = sys.argv[0] if argv0 is None else argv0
+    if not arg or arg.endswith((".py", "-c")) or arg == "-m":
+        return f"{sys.executable} -m wxnet"
+    found = shutil.which("wxnet")
+    if found is not None and os.path.realpath(found) == os.path.realpath(shutil.which(arg) or arg):
+        return "wxnet"
+    return arg
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def banner(cfg: ServerConfig, long_ports: tuple[int, ...], http_port: int) -> list[str]:
+    """What ``wxnet serve`` prints once it listens: where it really listens (first line,
+    ``wxnet serving: long link HOST:PORT, ...``; scripts read it), then what to run."""
+    host = cfg.host or "0.0.0.0"
+    wildcard = host in ("0.0.0.0", "::")
+    # A wildcard listens on loopback too: the commands below use that from this machine.
+    local = ("::1" if host == "::" else "127.0.0.1") if wildcard else host
+    extra = "".join(f", {p}" for p in long_ports[1:])
+    url = f"http://{_hostport(local, http_port)}"
+    where = " (every address of this machine)" if wildcard else ""
+    cmd = command_path()
+    user_where = f"--data {cfg.data}"
+    if cfg.store.kind == "postgres":
+        user_where = "--config FILE (the server's, with its [store])"
+    return [
+        f"wxnet serving: long link {_hostport(host, long_ports[0])}{extra}, "
+        f"HTTP http://{_hostport(host, http_port)}/ (short link, newgetdns, web){where}, "
+        f"store {store_description(cfg)}",
+        f"add a user: {cmd} user add NAME --password PW {user_where}",
+        f"log in:     {cmd} login --server {url} --user NAME --password PW",
+    ]
+
+
 async def _serve(cfg: ServerConfig, io: IO) -> int:
     from wxnet.proto.errors import MMError
-    from wxnet.server.app import start_server, store_description
+    from wxnet.server.app import start_server
+    from wxnet.sync.db import StoreDamaged
+    from wxnet.sync.schema import SchemaError
 
     try:
         server = await start_server(cfg)
+    except StoreDamaged as exc:
+        io.error(str(exc))
+        return ExitStatus.ERROR
     except OSError as exc:
         io.error(f"cannot listen: {exc}")
+        return ExitStatus.ERROR
+    except SchemaError as exc:
+        io.error(f"{store_description(cfg)}: {exc}")
         return ExitStatus.ERROR
     except MMError as exc:  # the store (or the bus) cannot be reached
         io.error(f"cannot start: {exc.message}")
@@ -72,25 +146,62 @@ async def _serve(cfg: ServerConfig, io: IO) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(RuntimeError):  # not the main thread: no signal handlers
             loop.add_signal_handler(sig, stop.set)
-    host = cfg.host if cfg.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    extra = "".join(f", {p}" for p in server.extra_long_ports)
-    io.print(
-        f"wxnet serving: long link {host}:{server.long_port}{extra}, "
-        f"HTTP http://{host}:{server.http_port}/ (short link, newgetdns, web), "
-        f"store {store_description(cfg)}"
-    )
-    where = f"--data {cfg.data}"
-    if cfg.store.kind == "postgres":
-        where = "--config FILE (the server's, with its [store])"
-    io.print(
-        f"add a user: wxnet user add NAME --password PW {where}; "
-        f"log in: wxnet login --server http://{host}:{server.http_port} --user NAME --password PW"
-    )
+    for line in banner(cfg, (server.long_port, *server.extra_long_ports), server.http_port):
+        io.print(line)
+    notify("READY=1", f"STATUS=serving: long link {server.long_port}, HTTP {server.http_port}")
     try:
         await stop.wait()
     finally:
+        notify("STOPPING=1")
         io.print("wxnet: shutting down")
         await server.close()
+    return ExitStatus.OK
+
+
+def check_config(cfg: ServerConfig, io: IO) -> int:
+    """``wxnet serve --check-config``: what would stop ``serve`` before it listens.
+
+    Reads the TLS files, checks the data directory can hold the store and the store's
+    schema (a newer wxnet's store is refused). Creates and changes nothing.
+    """
+    import ssl
+
+    from wxnet.sync.schema import SCHEMA_VERSION, SchemaError, read_schema_version
+
+    problems: list[str] = []
+    if cfg.tls_cert:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                cfg.tls_cert, cfg.tls_key
+            )
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"TLS: cannot load {cfg.tls_cert} / {cfg.tls_key}: {exc}")
+    data = Path(cfg.data)
+    existing = data if data.exists() else next((p for p in data.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        problems.append(f"data: {existing} is not a directory")
+    elif existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(f"data: {existing} is not writable by this user")
+    store = data / "wxnet.db"
+    state = "new (created at start)"
+    try:
+        version = read_schema_version(store)
+    except SchemaError as exc:
+        problems.append(f"store {store}: {exc}")
+    else:
+        if version is not None:
+            state = f"schema {version}" + (
+                f" (migrated to {SCHEMA_VERSION} at start)" if version < SCHEMA_VERSION else ""
+            )
+    for text in problems:
+        io.error(text)
+    if problems:
+        return ExitStatus.ERROR
+    ports = ", ".join(str(p) for p in (cfg.long_port, *cfg.extra_long_ports))
+    io.print(
+        f"config ok: listen {cfg.host} (long link {ports}, HTTP {cfg.http_port}), "
+        f"store {store}: {state}"
+    )
     return ExitStatus.OK
 
 
@@ -98,6 +209,8 @@ def cmd_serve(args: argparse.Namespace, io: IO) -> int:
     from wxnet.server.logs import setup_logging
 
     cfg = config_from_args(args)
+    if args.check_config:
+        return check_config(cfg, io)
     setup_logging(cfg.log_level)
     try:
         import uvloop

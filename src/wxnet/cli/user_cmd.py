@@ -1,4 +1,8 @@
-"""``wxnet user add|list``: manage accounts in the store (also while the server runs)."""
+"""``wxnet user add|list``: manage accounts in the store (also while the server runs).
+
+The store must exist (``wxnet serve`` or ``wxnet store init`` creates it): a ``--data``
+that holds none is refused with the directory named, not given a new empty store.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from wxnet.cli.common import IO, ExitStatus, UsageError
+from wxnet.cli.store_cmd import store_path
 from wxnet.proto.errors import MMError
 from wxnet.server.config import ConfigError, StoreConfig, load_config
 from wxnet.sync.db import connect
 from wxnet.sync.engine import add_user_sync, profile_item
-from wxnet.sync.schema import init_schema
+from wxnet.sync.schema import SchemaError, init_schema
 
 
 def register(sub: Any) -> None:
@@ -43,12 +48,21 @@ def register(sub: Any) -> None:
 
 
 def _open(data: Path) -> sqlite3.Connection:
+    path = store_path(data)
+    if not path.is_file():
+        raise UsageError(
+            f"no store in {data.resolve()}: give the server's --data, or create one "
+            f"(`wxnet serve --data {data}` or `wxnet store init --data {data}`)"
+        )
     try:
-        data.mkdir(parents=True, exist_ok=True)
-        conn = connect(data / "wxnet.db")
-        init_schema(conn)
+        conn = connect(path)
     except (OSError, sqlite3.Error) as exc:
-        raise UsageError(f"cannot open the store in {data}: {exc}") from None
+        raise UsageError(f"cannot open the store {path}: {exc}") from None
+    try:
+        init_schema(conn)  # an older store is migrated, as `wxnet serve` would
+    except (SchemaError, sqlite3.Error) as exc:
+        conn.close()
+        raise UsageError(f"{path}: {exc}") from None
     return conn
 
 

@@ -157,7 +157,8 @@ class Delivery:
     def _failed(self, cid: str, code: int | None, reason: str) -> None:
         decision = self.machine.failed(cid, self.clock.monotonic(), code=code, reason=reason)
         if decision.verdict is Verdict.FAIL:
-            self.store.mark_failed(cid, decision.reason)
+            # The code tells a refusal (the server answered no) from a network failure.
+            self.store.mark_failed(cid, decision.reason, code)
             self.emit(SendStateChanged(cid, SendState.FAILED, reason=decision.reason))
             self._finish(cid, self._row(cid))
         else:

@@ -7,6 +7,8 @@
     └── SendFailed            a message ended in the failed state (S23)
 
 Server refusals are :class:`wxnet.proto.errors.MMError` (``code`` = the MM result).
+:class:`AmbiguousName` is bad input (a ``ValueError``): a group name that several of
+the user's groups have.
 Both hang under :class:`wxnet.proto.errors.WxnetError` (the whole tree is drawn there).
 """
 
@@ -14,7 +16,14 @@ from __future__ import annotations
 
 from wxnet.proto.errors import WxnetError
 
-__all__ = ["ClientError", "LinkClosed", "NotLoggedIn", "SendFailed", "TransportError"]
+__all__ = [
+    "AmbiguousName",
+    "ClientError",
+    "LinkClosed",
+    "NotLoggedIn",
+    "SendFailed",
+    "TransportError",
+]
 
 
 class ClientError(WxnetError):
@@ -40,3 +49,14 @@ class SendFailed(ClientError):
         super().__init__(f"message {client_msg_id} failed: {reason}")
         self.client_msg_id = client_msg_id
         self.reason = reason
+
+
+class AmbiguousName(ValueError):
+    """A group name that more than one of the user's groups has; ``ids`` are theirs."""
+
+    def __init__(self, name: str, ids: list[str]) -> None:
+        super().__init__(
+            f"{len(ids)} of your groups are named {name!r}: {', '.join(ids)}; use the group id"
+        )
+        self.name = name
+        self.ids = ids

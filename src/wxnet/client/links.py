@@ -93,6 +93,21 @@ class LinkManager:
         self._long_down.set()
         #: Set when the first long-link connect round has ended (either way).
         self.first_round = asyncio.Event()
+        saved = store.get_json("status")
+        hb = saved.get("last_heartbeat") if isinstance(saved, dict) else None
+        #: Wall time of the last heartbeat reply on any long link of this profile (an
+        #: earlier process's too: `wxnet status` is short-lived, `listen` is not).
+        self.last_heartbeat: float | None = float(hb) if isinstance(hb, int | float) else None
+
+    def link_state(self) -> str:
+        """What carries requests now: ``long`` (a long link is up), ``short`` (the last
+        short-link request was answered), or ``none`` (nothing answered: the server is
+        down or cut off, or nothing was tried yet)."""
+        if self.long is not None and self.long.is_open:
+            return "long"
+        if self.short_in_use is not None and not self.short_failing:
+            return "short"
+        return "none"
 
     def note_error(self, text: str) -> None:
         self.last_error = text
@@ -171,11 +186,16 @@ class LinkManager:
                 errors.append(str(exc))
                 continue
             book.on_success(addr, self.clock.monotonic())
+            changed = addr != self.short_in_use or self.short_failing
             self.short_in_use = addr
             self.short_failing = False
+            if changed:
+                self.save_status()
             return data
         self.last_error = errors[-1]
-        self.short_failing = True
+        if not self.short_failing:
+            self.short_failing = True
+            self.save_status()
         raise TransportError("; ".join(errors))
 
     def note_network(self, ok: bool) -> None:
@@ -255,6 +275,7 @@ class LinkManager:
                 continue
             self.backoff.on_success()
             await link.wait_closed()
+            self._heartbeat_seen()  # before the link is forgotten
             self.long = None
             self._long_up.clear()
             self._long_down.set()
@@ -358,16 +379,27 @@ class LinkManager:
 
     # ---- status and the learned heartbeat, kept in the profile -------------------------
 
-    def save_status(self) -> None:
+    def _heartbeat_seen(self) -> float | None:
         link = self.long
+        if link is not None and link.last_heartbeat is not None:
+            self.last_heartbeat = max(self.last_heartbeat or 0.0, link.last_heartbeat)
+        return self.last_heartbeat
+
+    def save_status(self) -> None:
+        link = self.long if self.long is not None and self.long.is_open else None
+        short = self.short_in_use
+        if short is None:  # not used yet: the address the short link would use first
+            cands = self.discovery.short_addresses()
+            short = cands[0] if cands else None
         self.store.put_json(
             "status",
             {
-                "link": self.link_kind.value,
+                "link": self.link_state(),
                 "long_address": str(link.address) if link else None,
                 "long_source": link.address.source.value if link else None,
-                "short_address": str(self.short_in_use) if self.short_in_use else None,
-                "last_heartbeat": link.last_heartbeat if link else None,
+                "short_address": str(short) if short else None,
+                "short_in_use": self.short_in_use is not None and not self.short_failing,
+                "last_heartbeat": self._heartbeat_seen(),
                 "network": self.poor.quality.value,
                 "dns_ok": self.discovery.dns_ok,
                 "last_error": self.last_error,
@@ -390,6 +422,11 @@ class LinkManager:
     async def close(self, grace: float) -> None:
         """Close the long link (bounded by ``grace``) and the short link's session."""
         self.closing = True
+        if self._heartbeat_seen() is not None:  # keep it for `wxnet status` (only that:
+            saved = self.store.get_json("status")  # the rest is another process's, maybe)
+            if isinstance(saved, dict):
+                saved["last_heartbeat"] = self.last_heartbeat
+                self.store.put_json("status", saved)
         if self.long is not None:
             self.long.close("client closed")
             with contextlib.suppress(TimeoutError):

@@ -34,7 +34,7 @@ from wxnet.client.backoff import ReconnectBackoff
 from wxnet.client.config import CONFIG_KEY, ClientConfig, parse_server_url
 from wxnet.client.delivery import MSG_IMAGE, MSG_TEXT, MSG_VOICE, Delivery
 from wxnet.client.discovery import Discovery
-from wxnet.client.errors import NotLoggedIn, SendFailed, TransportError
+from wxnet.client.errors import AmbiguousName, NotLoggedIn, SendFailed, TransportError
 from wxnet.client.events import (
     ClientEvent,
     ItemReceived,
@@ -51,10 +51,11 @@ from wxnet.client.newdns import CachedDns
 from wxnet.client.resolver import Resolver, SystemResolver, UdpResolver
 from wxnet.client.sending import PoorNetworkDetector, SendRetryPolicy
 from wxnet.client.shortlink import ShortLink
-from wxnet.client.store import AppliedItem, OutboxRow, ProfileStore, SessionInfo
+from wxnet.client.store import AppliedItem, MessageRow, OutboxRow, ProfileStore, SessionInfo
 from wxnet.client.syncer import SELECTOR_ALL, Syncer
 from wxnet.clock import SYSTEM_CLOCK, Clock
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMError
 
 __all__ = [
     "MSG_IMAGE",
@@ -123,6 +124,7 @@ class Client:
             self._emit,
             self.kick_sync,
         )
+        self._started = False
         self.links.on_news = self.kick_sync
         self.links.on_long_up = self.delivery.resume
         self._config = config
@@ -203,6 +205,7 @@ class Client:
         short-link poller, the sync and outbox tasks. ``wait_long`` bounds how long to
         wait for the first long link (default: the connect timeout); after that,
         requests go over the short link while the long link keeps being tried."""
+        self._started = True
         await self.refresh_addresses()
         if not background:
             return
@@ -398,18 +401,79 @@ class Client:
 
     # ---- contacts, groups, receipts, revoke ------------------------------------------
 
-    async def add_contact(self, user_name: str) -> pb.Contact:
+    async def add_contact(self, user_name: str, greeting: str = "") -> pb.Contact:
+        """Ask ``user_name`` to be a contact. On a server with ``contacts = "request"``
+        (the default) this sends a friend request (see :meth:`request_contact`); the
+        contact is saved here once it is one (the server's ``contacts = "open"``, or
+        they had asked you)."""
+        contact, _ = await self.request_contact(user_name, greeting)
+        return contact
+
+    async def request_contact(self, user_name: str, greeting: str = "") -> tuple[pb.Contact, bool]:
+        """Send a friend request (verifyuser opcode 2). Returns (their card, pending):
+        ``pending`` means they must accept it (:meth:`accept_contact` on their side)."""
         resp = await self.request(
-            "verifyuser", pb.AddContactRequest(user_name=user_name), pb.AddContactResponse
+            "verifyuser",
+            pb.AddContactRequest(user_name=user_name, opcode=2, verify_content=greeting),
+            pb.AddContactResponse,
+        )
+        if not resp.pending:
+            self.store.save_contact(resp.contact)
+        return resp.contact, resp.pending
+
+    async def accept_contact(self, user_name: str) -> pb.Contact:
+        """Accept ``user_name``'s friend request (verifyuser opcode 3): you become
+        contacts of each other.
+
+        Raises:
+            MMError: ERR_NOT_FOUND when they sent no request.
+        """
+        resp = await self.request(
+            "verifyuser",
+            pb.AddContactRequest(user_name=user_name, opcode=3),
+            pb.AddContactResponse,
         )
         self.store.save_contact(resp.contact)
         return resp.contact
+
+    def friend_requests(self) -> list[MessageRow]:
+        """Requests received (as synced) from accounts that are not contacts yet."""
+        return self.store.friend_requests()
 
     async def refresh_contacts(self) -> list[pb.Contact]:
         resp = await self.request("getcontact", pb.GetContactRequest(), pb.GetContactResponse)
         for c in resp.contacts:
             self.store.save_contact(c)
         return list(resp.contacts)
+
+    async def resolve(self, name: str) -> str:
+        """The user name or group id that ``name`` stands for: a group id, or a contact's
+        user name, as it is; a group's name (its topic) when exactly one of the user's
+        groups has it. Anything else is returned as it is (the server then says no).
+        A name not known here is looked up again after fetching the contact list once.
+
+        Raises:
+            AmbiguousName: several of the user's groups have that name.
+        """
+        found = self._resolve_saved(name)
+        if found is None and self.session is not None:
+            try:
+                await self.refresh_contacts()
+            except (TransportError, MMError):
+                return name  # offline: the saved list was all there is
+            found = self._resolve_saved(name)
+        return found or name
+
+    def _resolve_saved(self, name: str) -> str | None:
+        if name.endswith("@chatroom"):
+            return name
+        contacts = self.store.contacts()
+        if any(c.user_name == name for c in contacts):
+            return name
+        ids = [c.user_name for c in contacts if c.is_chatroom and c.nick_name == name]
+        if len(ids) > 1:
+            raise AmbiguousName(name, ids)
+        return ids[0] if ids else None
 
     async def create_group(self, topic: str, members: list[str]) -> pb.Contact:
         resp = await self.request(
@@ -453,8 +517,11 @@ class Client:
         self.kick_sync()
 
     def status(self) -> dict[str, Any]:
-        """What ``wxnet status`` prints: the saved status row plus the SyncKey, the user,
-        where the server is configured, the newgetdns cache and outbox counts."""
+        """What ``wxnet status`` prints: the status row (brought up to date first when this
+        client has started; else as the last process saved it) plus the SyncKey, the
+        user, where the server is configured, the newgetdns cache and outbox counts."""
+        if self._started:
+            self.links.save_status()
         raw = self.store.get_json("status")
         st: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
         st["synckey"] = self.store.synckey().hex()

@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS outbox (
   create_time INTEGER NOT NULL DEFAULT 0,
   queued_at REAL NOT NULL,
   updated_at REAL NOT NULL,
-  error TEXT NOT NULL DEFAULT ''
+  error TEXT NOT NULL DEFAULT '',
+  error_code INTEGER  -- the server's MM result when it refused; NULL: no answer (network)
 );
 CREATE TABLE IF NOT EXISTS applied (
   key INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (key, seq)
@@ -139,6 +140,13 @@ class OutboxRow:
     create_time: int
     queued_at: float
     error: str
+    #: The server's MM result when it refused the message; None when the failure was
+    #: the network's (no answer), which is when "the network is poor" (S13) applies.
+    error_code: int | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.state == "failed" and self.error_code is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -151,6 +159,7 @@ class OutboxRow:
             "attempts": self.attempts,
             "msg_id": self.msg_id,
             "error": self.error,
+            "error_code": self.error_code,
         }
 
 
@@ -241,6 +250,9 @@ class ProfileStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            cols = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+            if "error_code" not in cols:  # a profile from before the column existed
+                db.execute("ALTER TABLE outbox ADD COLUMN error_code INTEGER")
         except (OSError, sqlite3.Error) as exc:
             raise ProfileError(f"cannot open profile {d}: {exc}") from None
         return cls(db, d)
@@ -352,7 +364,7 @@ class ProfileStore:
     def outbox_row(self, client_msg_id: str) -> OutboxRow | None:
         row = self._db.execute(
             "SELECT client_msg_id, to_user, msg_type, content, media_path, voice_length, state,"
-            " attempts, msg_id, create_time, queued_at, error FROM outbox"
+            " attempts, msg_id, create_time, queued_at, error, error_code FROM outbox"
             " WHERE client_msg_id = ?",
             (client_msg_id,),
         ).fetchone()
@@ -363,7 +375,7 @@ class ProfileStore:
         marks = ",".join("?" * len(st))
         rows = self._db.execute(
             "SELECT client_msg_id, to_user, msg_type, content, media_path, voice_length, state,"
-            " attempts, msg_id, create_time, queued_at, error FROM outbox"
+            " attempts, msg_id, create_time, queued_at, error, error_code FROM outbox"
             f" WHERE state IN ({marks}) ORDER BY queued_at, client_msg_id",
             st,
         ).fetchall()
@@ -384,12 +396,13 @@ class ProfileStore:
                 (msg_id, create_time, time.time(), client_msg_id),
             )
 
-    def mark_failed(self, client_msg_id: str, error: str) -> None:
+    def mark_failed(self, client_msg_id: str, error: str, code: int | None = None) -> None:
+        """``code``: the server's MM result if it refused the message (None: no answer)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE outbox SET state = 'failed', error = ?, updated_at = ?"
+                "UPDATE outbox SET state = 'failed', error = ?, error_code = ?, updated_at = ?"
                 " WHERE client_msg_id = ? AND state != 'sent'",
-                (error, time.time(), client_msg_id),
+                (error, code, time.time(), client_msg_id),
             )
 
     def mark_sending(self, client_msg_id: str) -> OutboxRow | None:
@@ -397,11 +410,23 @@ class ProfileStore:
         ClientMsgId unchanged. Returns None if there is no such message."""
         with self._tx() as db:
             db.execute(
-                "UPDATE outbox SET state = 'sending', attempts = 0, error = '', updated_at = ?"
+                "UPDATE outbox SET state = 'sending', attempts = 0, error = '', error_code = NULL,"
+                " updated_at = ?"
                 " WHERE client_msg_id = ? AND state != 'sent'",
                 (time.time(), client_msg_id),
             )
         return self.outbox_row(client_msg_id)
+
+    def drop_failed(self, client_msg_id: str) -> bool:
+        """``wxnet outbox drop``: forget a failed message, which is then never sent.
+        Returns False (nothing changed) unless the message is in the outbox as failed: one
+        still sending may be in another process's hands, and a sent one is history."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM outbox WHERE client_msg_id = ? AND state = 'failed'",
+                (client_msg_id,),
+            )
+        return cur.rowcount == 1
 
     def discard(self, client_msg_id: str) -> None:
         """Forget a message that will never be sent (a cancelled voice message)."""
@@ -537,6 +562,18 @@ class ProfileStore:
         "msg_id, client_msg_id, talker, from_user, to_user, real_from, msg_type, content,"
         " create_time, status, revoked, thumb IS NOT NULL, media_len, voice_length"
     )
+
+    def friend_requests(self) -> list[MessageRow]:
+        """Friend requests (VERIFYMSG, msg_type 37) from accounts that are not contacts
+        yet, the latest per requester, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {self._MSG_COLS} FROM messages m WHERE msg_type = 37"
+            " AND from_user NOT IN (SELECT user_name FROM contacts)"
+            " AND msg_id = (SELECT MAX(msg_id) FROM messages"
+            "  WHERE msg_type = 37 AND from_user = m.from_user)"
+            " ORDER BY create_time, msg_id"
+        ).fetchall()
+        return [self._msg(r) for r in rows]
 
     def history(self, talker: str, limit: int = 100) -> list[MessageRow]:
         rows = self._db.execute(

@@ -151,6 +151,7 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
         stdout=subprocess.PIPE,
     )
     _wait_ready_line(dns, "dns", topo)
+    topo.run(n.internet, [*py, "wxnet", "store", "init", "--data", str(data)], timeout=60)
     for user in (PHONE_USER, PEER_USER):
         topo.run(n.internet, [*py, "wxnet", "user", "add", user, "--password", _password(user),
                               "--data", str(data)], timeout=60)  # fmt: skip
@@ -161,7 +162,8 @@ def _start_services(cfg: LabConfig, topo: Topology) -> None:
     topo.spawn(
         n.internet,
         [*py, "wxnet", "serve", "--data", str(data), "--host", "0.0.0.0",
-         "--long-port", "8080", "--http-port", "80", *extra, *cfg.serve_args],
+         "--long-port", "8080", "--http-port", "80", "--contacts", "open", *extra,
+         *cfg.serve_args],
         "server",
     )  # fmt: skip
     site = cfg.workdir / "site"

@@ -1,6 +1,8 @@
 """Sans-IO protocol core: framing, the long-link connection, the sync driver, SyncKey
 forms, message bodies, the command table, wire enums and the error tree."""
 
+from typing import TYPE_CHECKING, Any
+
 from wxnet.proto.enums import CmdId, LinkCmd, LinkSeq, MsgType, Selector
 from wxnet.proto.errors import (
     LocalProtocolError,
@@ -12,7 +14,9 @@ from wxnet.proto.errors import (
     check_base,
 )
 from wxnet.proto.framing import MAX_PACKET, Packet, PacketDecoder, encode_packet
-from wxnet.proto.synckey import SyncKey
+
+if TYPE_CHECKING:
+    from wxnet.proto.synckey import SyncKey
 
 __all__ = [
     "MAX_PACKET",
@@ -33,3 +37,13 @@ __all__ = [
     "check_base",
     "encode_packet",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # SyncKey pulls in the protobuf runtime (~80 ms): loaded on first use, so tools that
+    # only need framing or the sniffers (wxnet analyze) start faster.
+    if name == "SyncKey":
+        from wxnet.proto.synckey import SyncKey
+
+        return SyncKey
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -265,6 +265,8 @@ def parse_json_body(data: bytes, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise WebProtocolError(f"body is not UTF-8 JSON: {exc}") from None
+    except RecursionError:  # arrays or objects nested about a thousand deep
+        raise WebProtocolError("body is nested too deeply") from None
     if not isinstance(obj, dict):
         raise WebProtocolError("body must be a JSON object")
     return obj

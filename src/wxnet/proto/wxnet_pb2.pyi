@@ -352,13 +352,19 @@ Global___Contact: _TypeAlias = Contact  # noqa: Y015
 
 @_typing.final
 class AddContactRequest(_message.Message):
-    """"verifyuser": add a contact, both ways"""
+    """"verifyuser": ask someone to be a contact, or accept"""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     BASE_FIELD_NUMBER: _builtins.int
     USER_NAME_FIELD_NUMBER: _builtins.int
+    OPCODE_FIELD_NUMBER: _builtins.int
+    VERIFY_CONTENT_FIELD_NUMBER: _builtins.int
     user_name: _builtins.str
+    opcode: _builtins.int
+    """2 (or 0): send a friend request; 3: accept one"""
+    verify_content: _builtins.str
+    """the request's greeting"""
     @_builtins.property
     def base(self) -> Global___BaseRequest: ...
     def __init__(
@@ -366,10 +372,12 @@ class AddContactRequest(_message.Message):
         *,
         base: Global___BaseRequest | None = ...,
         user_name: _builtins.str = ...,
+        opcode: _builtins.int = ...,
+        verify_content: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "user_name", b"user_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "opcode", b"opcode", "user_name", b"user_name", "verify_content", b"verify_content"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,6 +389,9 @@ class AddContactResponse(_message.Message):
 
     BASE_FIELD_NUMBER: _builtins.int
     CONTACT_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    pending: _builtins.bool
+    """a request was sent; not a contact until accepted"""
     @_builtins.property
     def base(self) -> Global___BaseResponse: ...
     @_builtins.property
@@ -390,10 +401,11 @@ class AddContactResponse(_message.Message):
         *,
         base: Global___BaseResponse | None = ...,
         contact: Global___Contact | None = ...,
+        pending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "contact", b"contact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "contact", b"contact"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "contact", b"contact", "pending", b"pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

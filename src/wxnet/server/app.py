@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import ssl
 import time
 from collections.abc import Callable
@@ -14,14 +15,16 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from wxnet.server.config import ServerConfig, redact
+from wxnet.server.config import ServerConfig, store_description
 from wxnet.server.dispatch import Dispatcher
 from wxnet.server.http import make_app
+from wxnet.server.httpguard import GuardedSite, HttpGuards
+from wxnet.server.limits import ConnectionLimiter, TrustedProxies
 from wxnet.server.longlink import LongLink
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.sync.engine import Engine, profile_item
-from wxnet.sync.store import Store
+from wxnet.sync.store import Store, session_key_hash
 
 if TYPE_CHECKING:
     from wxnet.server.bus import RedisBus
@@ -43,17 +46,11 @@ def make_store(config: ServerConfig) -> Store | None:
     return None
 
 
-def store_description(config: ServerConfig) -> str:
-    if config.store.kind == "postgres":
-        return redact(config.store.dsn)
-    return str(Path(config.data) / "wxnet.db")
-
-
 class Server:
     def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.loop = asyncio.get_running_loop()
-        self.notifier = Notifier()
+        self.notifier = Notifier(config.max_polls_per_session, config.max_polls_per_account)
         self.metrics = Metrics()
         self.engine = Engine(
             Path(config.data),
@@ -69,8 +66,25 @@ class Server:
             self.bus = RedisBus(config.bus.url, self.notifier.deliver, config.bus.shards)
             self.notifier.bus = self.bus
             self.notifier.remote_listeners.append(self.engine.forget)
+        self.engine.on_session_end.append(self._session_ended)
+        #: one count of open sockets for every listener, so one address cannot take
+        #: every descriptor (long links and HTTP alike)
+        self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_address)
+        self.trusted_proxies = TrustedProxies(config.trusted_proxies)
+        self.http_guards = HttpGuards(
+            self.limiter,
+            config.http_header_timeout,
+            config.http_body_timeout,
+            on_timeout=self.metrics.http_timeouts.inc,
+            on_refused=self.metrics.connections_refused.inc,
+        )
         self.dispatcher = Dispatcher(
-            self.engine, self.notifier, self.metrics, config.synccheck_max_wait
+            self.engine,
+            self.notifier,
+            self.metrics,
+            config.synccheck_max_wait,
+            config.max_field_chars,
+            config.max_list_items,
         )
         self.links: set[LongLink] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -78,6 +92,7 @@ class Server:
         self._long_servers: list[asyncio.Server] = []
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._upload_sweeper: asyncio.Task[None] | None = None
         self.long_port = 0
         self.extra_long_ports: tuple[int, ...] = ()
         self.http_port = 0
@@ -113,9 +128,47 @@ class Server:
                     f"Bus messages {key} (reconnects: times the bus came back).",
                     lambda key=key: bus.stats[key],  # type: ignore[misc]
                 )
+        self.metrics.gauge(
+            "wxnet_connections", "Open connections, every listener.", lambda: self.limiter.open
+        )
+        self.metrics.counter_fn(
+            "wxnet_long_polls_limited_total",
+            "Long polls cut short (per-session cap) or refused (per-account cap).",
+            "scope",
+            lambda: dict(self.notifier.polls_limited),
+        )
+        for name, help_, label, fn in self.engine.limit_counters():
+            self.metrics.counter_fn(name, help_, label, fn)
+
+        uploads = self.dispatcher.uploads
+        self.metrics.counter_fn(
+            "wxnet_upload_refused_total",
+            "Mobile uploads refused by a quota (count, bytes) or the disk floor (disk).",
+            "reason",
+            lambda: uploads.refused,
+        )
+        self.metrics.gauge(
+            "wxnet_uploads_expired",
+            "Unfinished uploads deleted by expiry so far.",
+            lambda: uploads.expired,
+        )
+
+    def _session_ended(self, uin: int, key_hash: str) -> None:
+        """A session was logged out (over any link) or evicted: its long links stop
+        getting notifies and are closed."""
+        for sub in self.notifier.subscribers(uin):
+            if (
+                isinstance(sub, LongLink)
+                and sub.session is not None
+                and session_key_hash(sub.session.sid) == key_hash
+            ):
+                log.info("closing long link from %s: its session ended", sub.peer)
+                sub.unbind()
+                sub.close()
 
     async def start(self) -> None:
         cfg = self.config
+        _raise_fd_limit(cfg.max_connections)
         await self.engine.start()
         if self.bus is not None:
             await self.bus.start()
@@ -131,12 +184,20 @@ class Server:
             self._long_servers.append(srv)
             ports.append(srv.sockets[0].getsockname()[1])
         self.long_port, self.extra_long_ports = ports[0], tuple(ports[1:])
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=cfg.http_keepalive_timeout,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.host, cfg.http_port, reuse_address=True, backlog=4096)
+        site = GuardedSite(self._runner, cfg.host, cfg.http_port, self.http_guards, backlog=4096)
         await site.start()
-        self.http_port = int(self._runner.addresses[0][1])
+        self.http_port = site.port
         self._sweeper = self.loop.create_task(self._sweep())
+        self._upload_sweeper = self.loop.create_task(
+            self.dispatcher.uploads.run_sweeper(min(60.0, cfg.sync.upload_ttl / 4))
+        )
         log.info(
             "listening",
             extra={
@@ -166,6 +227,10 @@ class Server:
         """Stop accepting, close every link, let running requests finish, close the store."""
         for srv in self._long_servers:
             srv.close()
+        if self._upload_sweeper is not None:
+            self._upload_sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upload_sweeper
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -182,6 +247,26 @@ class Server:
         if self.bus is not None:
             await self.bus.close()
         await self.engine.aclose()
+
+
+def _raise_fd_limit(max_connections: int) -> None:
+    """Lift the soft descriptor limit to the hard one, and say so when the connection
+    cap could still run the process out of descriptors (then /healthz and logins would
+    fail before the cap bites)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and max_connections + 256 > soft:
+        log.warning(
+            "max_connections %d is close to the descriptor limit %d: lower it or raise"
+            " the limit (ulimit -n, LimitNOFILE=)",
+            max_connections,
+            soft,
+        )
 
 
 async def start_server(config: ServerConfig, clock: Callable[[], float] = time.time) -> Server:

@@ -3,7 +3,7 @@
 Example ``wxnet.toml``::
 
     [server]
-    host = "0.0.0.0"
+    host = "127.0.0.1"        # loopback; "0.0.0.0" (or "::") for a real deployment
     long_port = 8080          # the long link (S12)
     http_port = 8000          # short link, newgetdns, web API (80 in production)
     data = "./var"
@@ -50,6 +50,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from wxnet.server.limits import TrustedProxies
+from wxnet.server.web.config import WebConfig
 from wxnet.sync.engine import EngineConfig
 
 __all__ = [
@@ -60,9 +62,10 @@ __all__ = [
     "StoreConfig",
     "load_config",
     "redact",
+    "store_description",
 ]
 
-_SECTIONS = ("server", "sync", "dns", "store", "bus")
+_SECTIONS = ("server", "sync", "dns", "web", "store", "bus")
 
 
 class ConfigError(ValueError):
@@ -109,7 +112,7 @@ def redact(url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     long_port: int = 8080
     http_port: int = 8000
     extra_long_ports: tuple[int, ...] = ()
@@ -121,11 +124,23 @@ class ServerConfig:
     max_pending_per_link: int = 64
     max_request_bytes: int = 1 << 20
     synccheck_max_wait: float = 25.0
+    identify_timeout: float = 30.0
+    max_connections: int = 10000
+    max_connections_per_address: int = 1000
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 60.0
+    http_keepalive_timeout: float = 75.0
+    max_polls_per_session: int = 2
+    max_polls_per_account: int = 20
+    trusted_proxies: tuple[str, ...] = ()
+    max_field_chars: int = 1024
+    max_list_items: int = 1000
     log_level: str = "info"
     sync: EngineConfig = field(default_factory=EngineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     bus: BusConfig = field(default_factory=BusConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
@@ -183,6 +198,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
             dns=_coerce(DnsConfig, "dns", data.get("dns", {}), cfg.dns),
             store=_coerce(StoreConfig, "store", data.get("store", {}), cfg.store),
             bus=_coerce(BusConfig, "bus", data.get("bus", {}), cfg.bus),
+            web=_coerce(WebConfig, "web", data.get("web", {}), cfg.web),
         )
     if overrides:
         cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
@@ -199,8 +215,53 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("tls_cert and tls_key go together")
     if cfg.sync.durability not in ("FULL", "NORMAL"):
         raise ConfigError('[sync] durability must be "FULL" or "NORMAL"')
-    if cfg.idle_timeout <= 0 or cfg.synccheck_max_wait <= 0:
-        raise ConfigError("idle_timeout and synccheck_max_wait must be positive")
+    if cfg.sync.contacts not in ("open", "request"):
+        raise ConfigError('[sync] contacts must be "open" or "request"')
+    if cfg.sync.integrity_check not in ("quick", "full", "off"):
+        raise ConfigError('[sync] integrity_check must be "quick", "full" or "off"')
+    for name in ("login_workers", "max_sessions_per_account", "login_failures_per_address"):
+        if getattr(cfg.sync, name) < 1:
+            raise ConfigError(f"[sync] {name} must be at least 1")
+    for name in (
+        "idle_timeout",
+        "synccheck_max_wait",
+        "identify_timeout",
+        "http_header_timeout",
+        "http_body_timeout",
+        "http_keepalive_timeout",
+    ):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    for name in (
+        "max_connections",
+        "max_connections_per_address",
+        "max_polls_per_session",
+        "max_polls_per_account",
+        "max_field_chars",
+        "max_list_items",
+    ):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    try:
+        TrustedProxies(cfg.trusted_proxies)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None
+    for f in fields(WebConfig):
+        value = getattr(cfg.web, f.name)
+        if isinstance(value, int | float) and value <= 0:
+            raise ConfigError(f"[web] {f.name} must be positive")
+    for name in ("uploads_per_account", "upload_bytes_per_account", "upload_ttl"):
+        if getattr(cfg.sync, name) <= 0:
+            raise ConfigError(f"[sync] {name} must be positive")
+    biggest = max(cfg.sync.max_image_bytes, cfg.sync.max_voice_bytes)
+    if cfg.sync.upload_bytes_per_account < biggest:
+        raise ConfigError(
+            f"[sync] upload_bytes_per_account must hold one upload of {biggest} bytes"
+        )
+    if cfg.web.upload_bytes_per_account < cfg.web.max_upload:
+        raise ConfigError("[web] upload_bytes_per_account must hold one upload of max_upload")
+    if cfg.sync.min_free_disk_bytes < 0:
+        raise ConfigError("[sync] min_free_disk_bytes must not be negative")
     if cfg.store.kind not in ("sqlite", "postgres"):
         raise ConfigError('[store] kind must be "sqlite" or "postgres"')
     if cfg.store.kind == "postgres" and not cfg.store.dsn.startswith(
@@ -215,3 +276,10 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError('[bus] kind = "redis" needs url = "redis://host:6379/0"')
     if not 1 <= cfg.bus.shards <= 1 << 20:
         raise ConfigError("[bus] shards must be 1..1048576")
+
+
+def store_description(config: ServerConfig) -> str:
+    """Where the store is, for banners and errors (a PostgreSQL DSN without its password)."""
+    if config.store.kind == "postgres":
+        return redact(config.store.dsn)
+    return str(Path(config.data) / "wxnet.db")

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from wxnet.proto import commands as C
@@ -30,6 +31,9 @@ from wxnet.sync.uploads import Uploads
 __all__ = ["BadRequest", "Context", "Dispatcher", "Handler"]
 
 log = logging.getLogger("wxnet.server")
+
+#: String fields bounded by their own, larger caps instead of ``max_field_chars``.
+_LONG_TEXT = frozenset({"content"})
 
 
 class BadRequest(WxnetError):
@@ -49,9 +53,17 @@ Handler = Callable[[Any, Session | None, Context], Awaitable[Message | bytes]]
 
 class Dispatcher:
     def __init__(
-        self, engine: Engine, notifier: Notifier, metrics: Metrics, synccheck_max: float
+        self,
+        engine: Engine,
+        notifier: Notifier,
+        metrics: Metrics,
+        synccheck_max: float,
+        max_field_chars: int = 1024,
+        max_list_items: int = 1000,
     ) -> None:
         self.engine = engine
+        self.max_field_chars = max_field_chars
+        self.max_list_items = max_list_items
         self.uploads = Uploads(engine)
         self.notifier = notifier
         self.metrics = metrics
@@ -97,6 +109,10 @@ class Dispatcher:
         except DecodeError as exc:
             self.metrics.errors.inc(str(int(MMRet.ERR_BAD_REQUEST)))
             raise BadRequest(f"{cgi.name}: body is not a {cgi.request.__name__}: {exc}") from None
+        too_long = self._oversized(req)
+        if too_long:
+            self.metrics.errors.inc(str(int(MMRet.ERR_TOO_LARGE)))
+            return C.error_body(MMRet.ERR_TOO_LARGE, f"{cgi.name}: {too_long}")
         handler = self.handlers.get(cgi.name)
         if handler is None:
             return C.error_body(MMRet.ERR_UNKNOWN_CMD, f"{cgi.name} is not served here")
@@ -115,10 +131,34 @@ class Dispatcher:
             return C.error_body(MMRet.ERR_SYS, "internal server error")
         return out if isinstance(out, bytes) else out.SerializeToString()
 
+    def _oversized(self, msg: Message) -> str:
+        """The first string field longer than ``max_field_chars`` or list longer than
+        ``max_list_items``, as a message ('' when none). Message text has its own,
+        larger bound (``max_content_bytes``, checked by the engine)."""
+        for fd, value in msg.ListFields():
+            repeated = bool(fd.is_repeated)
+            values = list(value) if repeated else [value]
+            if repeated and len(values) > self.max_list_items:
+                return f"{fd.name} has more than {self.max_list_items} entries"
+            for v in values:
+                if fd.type == FieldDescriptor.TYPE_STRING:
+                    if fd.name not in _LONG_TEXT and len(v) > self.max_field_chars:
+                        return f"{fd.name} is longer than {self.max_field_chars} characters"
+                elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+                    inner = self._oversized(v)
+                    if inner:
+                        return inner
+        return ""
+
     # ------------------------------------------------------------------ handlers
     async def _manualauth(self, req: Any, _s: Session | None, ctx: Context) -> Message:
         sess = await self.engine.login(
-            req.user_name, req.password, req.base.device_id, req.device_name, ctx.peer
+            req.user_name,
+            req.password,
+            req.base.device_id,
+            req.device_name,
+            ctx.peer,
+            session_key=req.base.session_key,
         )
         _, nick = await self.engine.account(sess.uin)
         return pb.ManualAuthResponse(
@@ -131,9 +171,9 @@ class Dispatcher:
 
     async def _logout(self, _r: Any, sess: Session | None, ctx: Context) -> Message:
         assert sess is not None
-        await self.engine.logout(sess)
-        if ctx.link is not None:
+        if ctx.link is not None:  # unbound first: this link stays open for its reply
             ctx.link.unbind()
+        await self.engine.logout(sess)  # closes the session's other long links
         return pb.LogoutResponse()
 
     async def _getprofile(self, _r: Any, sess: Session | None, _c: Context) -> Message:
@@ -176,7 +216,7 @@ class Dispatcher:
         )
         sel = await self.engine.news(sess.uin, key)
         if not sel and wait > 0:
-            await self.notifier.wait(sess.uin, wait)
+            await self.notifier.wait(sess.uin, wait, sess.sid)
             sel = await self.engine.news(sess.uin, key)
         return pb.SyncCheckResponse(selector=sel)
 
@@ -213,7 +253,10 @@ class Dispatcher:
 
     async def _verifyuser(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None
-        return pb.AddContactResponse(contact=await self.engine.add_contact(sess, req.user_name))
+        contact, pending = await self.engine.add_contact(
+            sess, req.user_name, req.opcode, req.verify_content
+        )
+        return pb.AddContactResponse(contact=contact, pending=pending)
 
     async def _getcontact(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None

@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from wxnet import __version__
 from wxnet.proto import commands as C
 from wxnet.proto.newgetdns import BuiltinIP, DnsDomain, NewDns, build_newgetdns
 from wxnet.server.dispatch import BadRequest, Context
+from wxnet.server.httpguard import guard_middleware
+from wxnet.server.limits import client_address
 from wxnet.server.web.engine_backend import setup_server_web
 
 if TYPE_CHECKING:
@@ -34,8 +37,11 @@ async def short_link(request: web.Request) -> web.StreamResponse:
     if cgi is None or cgi.name == "identify":
         return _text(404, f"unknown CGI {name!r}")
     body = await request.read()
+    peer = client_address(
+        request.remote or "", request.headers.getall("X-Forwarded-For", []), server.trusted_proxies
+    )
     try:
-        out = await server.dispatcher.handle(cgi, body, Context(request.remote or ""))
+        out = await server.dispatcher.handle(cgi, body, Context(peer))
     except BadRequest as exc:
         return _text(400, str(exc))
     return web.Response(body=out, content_type="application/octet-stream")
@@ -69,7 +75,12 @@ async def newgetdns(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _text(200, "ok")
+    """``{"status": "ok", "version": ..., "schema": ...}``: the server answers, which
+    wxnet it is and the schema version of its store (after the start's migrations)."""
+    server = request.app[SERVER_KEY]
+    return web.json_response(
+        {"status": "ok", "version": __version__, "schema": server.engine.store.schema_version()}
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -78,7 +89,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(server: Server) -> web.Application:
-    app = web.Application(client_max_size=server.config.max_request_bytes)
+    app = web.Application(
+        client_max_size=server.config.max_request_bytes,
+        middlewares=[guard_middleware(server.http_guards)],
+    )
     app[SERVER_KEY] = server
     app.router.add_post("/cgi-bin/micromsg-bin/{name}", short_link)
     app.router.add_get("/cgi-bin/micromsg-bin/newgetdns", newgetdns)

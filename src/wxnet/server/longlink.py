@@ -5,7 +5,8 @@ Bytes in -> connection events -> one task per request (replies matched by seq, i
 whatever order they finish) -> packets queued and flushed once per loop iteration, so
 every reply and notify ready at the same moment leaves in one write (S20, S33). The
 seq rules and every packet's shape are the connection's; this module owns the caps
-(requests in flight per link, links per account, the write buffer) and the flushing.
+(requests in flight per link, links per account, the write buffer, the connection cap
+and the identify deadline) and the flushing.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ MAX_WRITE_BUFFER = 4 << 20
 
 class LongLink(asyncio.Protocol):
     __slots__ = (
+        "_admitted",
         "_conn",
         "_flush_handle",
+        "_identify_timer",
         "_notify_pending",
         "_out",
         "_pending",
@@ -64,6 +67,8 @@ class LongLink(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._notify_pending = 0
+        self._admitted = False
+        self._identify_timer: asyncio.TimerHandle | None = None
         self.closed = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
@@ -73,11 +78,38 @@ class LongLink(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else ""
         self.last_rx = self.server.loop.time()
+        refused = self.server.limiter.admit(self.peer)
+        if refused is not None:
+            self.server.metrics.connections_refused.inc(refused)
+            self.closed = True
+            self.transport.abort()
+            return
+        self._admitted = True
         self.server.links.add(self)
+        self._arm_identify()
+
+    # -- the identify deadline (issue 12) ----------------------------------------------
+    def _arm_identify(self) -> None:
+        """A link must identify soon; noops before that do not keep it."""
+        if self._identify_timer is None and not self.closed:
+            self._identify_timer = self.server.loop.call_later(
+                self.server.config.identify_timeout, self._identify_expired
+            )
+
+    def _identify_expired(self) -> None:
+        self._identify_timer = None
+        if self.session is not None or self.closed:
+            return
+        if self._pending:  # a login is still hashing (its pool is bounded): wait for it
+            self._arm_identify()
+            return
+        self.server.metrics.identify_timeouts.inc()
+        log.info("closing long link from %s: no identify in time", self.peer)
+        self.close()
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self.server.loop.time()
-        if self.closed:
+        if self.closed or not self._admitted:
             return
         try:
             events = self._conn.receive_data(data)
@@ -103,6 +135,12 @@ class LongLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.unbind()
+        if self._identify_timer is not None:
+            self._identify_timer.cancel()
+            self._identify_timer = None
+        if self._admitted:
+            self._admitted = False
+            self.server.limiter.release(self.peer)
         self.server.links.discard(self)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -145,11 +183,15 @@ class LongLink(asyncio.Protocol):
             raise MMError(MMRet.ERR_BUSY, f"at most {limit} long links per account")
         self.session = sess
         self.server.notifier.add(sess.uin, self)
+        if self._identify_timer is not None:
+            self._identify_timer.cancel()
+            self._identify_timer = None
 
     def unbind(self) -> None:
         if self.session is not None:
             self.server.notifier.remove(self.session.uin, self)
             self.session = None
+            self._arm_identify()  # unbound (logout): identify again, soon
 
     def notify(self, selector: int) -> None:
         """Queue a cmd-24 "go sync"; several notifies in one loop turn become one."""

@@ -1,78 +1,115 @@
-"""A few Prometheus metrics, rendered in the text exposition format (no dependency)."""
+"""The server's Prometheus metrics, on ``prometheus_client`` (one registry per server,
+so servers in one process, as in the tests, do not share counts).
+
+The metric names are the exposition names of ``docs/server.md``; :class:`Counter` keeps
+the small ``inc(label, n)`` interface the server code uses.
+"""
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["Counter", "Histogram", "Metrics"]
 
+# No ``*_created`` series: the names and samples stay what the docs list.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+def _base(name: str) -> str:
+    return name.removesuffix("_total")
+
 
 class Counter:
-    def __init__(self, name: str, help_: str, label: str = "") -> None:
-        self.name, self.help, self.label = name, help_, label
-        self.values: dict[str, float] = {}
+    """A counter with at most one label; ``inc(label, n)``."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, help_: str, label: str = "") -> None:
+        self.label = label
+        self._c = prometheus_client.Counter(
+            _base(name), help_, [label] if label else [], registry=registry
+        )
 
     def inc(self, label: str = "", n: float = 1) -> None:
-        self.values[label] = self.values.get(label, 0) + n
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        if not self.values:
-            out.append(f"{self.name} 0" if not self.label else "")
-        for lab, v in sorted(self.values.items()):
-            sel = f'{{{self.label}="{lab}"}}' if self.label else ""
-            out.append(f"{self.name}{sel} {v:g}")
-        return [line for line in out if line]
+        if self.label:
+            self._c.labels(label).inc(n)
+        else:
+            self._c.inc(n)
 
 
 class Histogram:
     BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-    def __init__(self, name: str, help_: str) -> None:
-        self.name, self.help = name, help_
-        self.counts = [0] * (len(self.BUCKETS) + 1)
-        self.sum = 0.0
+    def __init__(self, registry: CollectorRegistry, name: str, help_: str) -> None:
+        self._h = prometheus_client.Histogram(name, help_, buckets=self.BUCKETS, registry=registry)
 
     def observe(self, v: float) -> None:
-        self.counts[bisect.bisect_left(self.BUCKETS, v)] += 1
-        self.sum += v
+        self._h.observe(v)
 
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        acc = 0
-        for b, c in zip(self.BUCKETS, self.counts, strict=False):
-            acc += c
-            out.append(f'{self.name}_bucket{{le="{b}"}} {acc}')
-        acc += self.counts[-1]
-        out.append(f'{self.name}_bucket{{le="+Inf"}} {acc}')
-        out.append(f"{self.name}_sum {self.sum:.6f}")
-        out.append(f"{self.name}_count {acc}")
-        return out
+
+class _Callbacks(Collector):
+    """Gauges and counters whose values live elsewhere, read at each scrape."""
+
+    def __init__(self) -> None:
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.counters: dict[str, tuple[str, str, Callable[[], dict[str, float]]]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (help_, fn) in sorted(self.gauges.items()):
+            yield GaugeMetricFamily(name, help_, value=fn())
+        for name, (help_, label, read) in sorted(self.counters.items()):
+            fam = CounterMetricFamily(_base(name), help_, labels=[label] if label else [])
+            for value_label, v in sorted(read().items()):
+                fam.add_metric([value_label] if label else [], v)
+            yield fam
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.requests = Counter("wxnet_requests_total", "Requests by CGI and link.", "cgi")
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(r, "wxnet_requests_total", "Requests by CGI and link.", "cgi")
         self.errors = Counter(
-            "wxnet_request_errors_total", "Requests that failed, by MM code.", "ret"
+            r, "wxnet_request_errors_total", "Requests that failed, by MM code.", "ret"
         )
         self.messages = Counter(
-            "wxnet_messages_total", "Messages stored (not counting duplicates)."
+            r, "wxnet_messages_total", "Messages stored (not counting duplicates)."
         )
-        self.duplicates = Counter("wxnet_duplicate_sends_total", "Sends answered from dedup.")
-        self.sync_latency = Histogram("wxnet_sync_seconds", "newsync handling time.")
-        self.protocol_errors = Counter("wxnet_protocol_errors_total", "Links closed for bad bytes.")
-        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.duplicates = Counter(r, "wxnet_duplicate_sends_total", "Sends answered from dedup.")
+        self.sync_latency = Histogram(r, "wxnet_sync_seconds", "newsync handling time.")
+        self.protocol_errors = Counter(
+            r, "wxnet_protocol_errors_total", "Links closed for bad bytes."
+        )
+        self.connections_refused = Counter(
+            r,
+            "wxnet_connections_refused_total",
+            "Connections closed at accept by a cap (total or per address).",
+            "reason",
+        )
+        self.identify_timeouts = Counter(
+            r, "wxnet_identify_timeouts_total", "Long links closed for not identifying in time."
+        )
+        self.http_timeouts = Counter(
+            r,
+            "wxnet_http_timeouts_total",
+            "HTTP connections closed for slow headers or body.",
+            "phase",
+        )
+        self._callbacks = _Callbacks()
+        r.register(self._callbacks)
 
     def gauge(self, name: str, help_: str, fn: Callable[[], float]) -> None:
-        self.gauges[name] = (help_, fn)
+        self._callbacks.gauges[name] = (help_, fn)
+
+    def counter_fn(
+        self, name: str, help_: str, label: str, fn: Callable[[], dict[str, float]]
+    ) -> None:
+        """A counter kept elsewhere (``{label value: count}``), read at each scrape."""
+        self._callbacks.counters[name] = (help_, label, fn)
 
     def render(self) -> str:
-        lines: list[str] = []
-        for m in (self.requests, self.errors, self.messages, self.duplicates, self.protocol_errors):
-            lines += m.render()
-        lines += self.sync_latency.render()
-        for name, (help_, fn) in sorted(self.gauges.items()):
-            lines += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {fn():g}"]
-        return "\n".join(lines) + "\n"
+        """The text exposition format (version 0.0.4)."""
+        return generate_latest(self.registry).decode()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from wxnet._compat import wait_for
+from wxnet.proto.errors import MMError, MMRet
 
 __all__ = ["Bus", "Notifier", "Subscriber"]
 
@@ -28,9 +29,21 @@ class Bus(Protocol):
 
 
 class Notifier:
-    def __init__(self) -> None:
+    """Args:
+    max_polls_per_session: a new long poll of a session that already holds this many
+        answers the oldest one at once (with no news), as a reconnecting client wants.
+    max_polls_per_account: more pending polls than this for one account are refused
+        (``ERR_FREQ_LIMITED``), whatever their sessions.
+    """
+
+    def __init__(self, max_polls_per_session: int = 2, max_polls_per_account: int = 20) -> None:
         self._links: dict[int, set[Subscriber]] = {}
         self._waiters: dict[int, set[asyncio.Future[int]]] = {}
+        self._by_session: dict[str, list[asyncio.Future[int]]] = {}
+        self.max_polls_per_session = max_polls_per_session
+        self.max_polls_per_account = max_polls_per_account
+        #: polls cut short by the per-session cap / refused by the per-account cap
+        self.polls_limited = {"session": 0, "account": 0}
         self.listeners: list[Callable[[dict[int, int]], None]] = []
         #: called with news that came over the bus (another process committed it)
         self.remote_listeners: list[Callable[[dict[int, int]], None]] = []
@@ -62,6 +75,9 @@ class Notifier:
                 del self._links[uin]
             if self.bus is not None:
                 self.bus.release(uin)
+
+    def subscribers(self, uin: int) -> tuple[Subscriber, ...]:
+        return tuple(self._links.get(uin, ()))
 
     def links(self, uin: int) -> int:
         return len(self._links.get(uin, ()))
@@ -98,12 +114,32 @@ class Notifier:
                     if not fut.done():
                         fut.set_result(sel)
 
-    async def wait(self, uin: int, timeout: float) -> int:
+    async def wait(self, uin: int, timeout: float, session: str = "") -> int:
         """Wait until ``uin``'s logs grow (returns the selector bits) or ``timeout``
-        passes (returns 0). Callers check for news *before* waiting."""
+        passes (returns 0). Callers check for news *before* waiting.
+
+        Raises:
+            MMError: ERR_FREQ_LIMITED when the account already has
+                ``max_polls_per_account`` polls pending.
+        """
         if self.closed:
             return 0
+        if len(self._waiters.get(uin, ())) >= self.max_polls_per_account:
+            self.polls_limited["account"] += 1
+            raise MMError(
+                MMRet.ERR_FREQ_LIMITED,
+                f"at most {self.max_polls_per_account} pending long polls per account",
+            )
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        mine = self._by_session.setdefault(session, []) if session else None
+        if mine is not None:
+            while len(mine) >= self.max_polls_per_session:
+                self.polls_limited["session"] += 1
+                old = mine.pop(0)
+                self._waiters.get(uin, set()).discard(old)  # no longer counts
+                if not old.done():
+                    old.set_result(0)
+            mine.append(fut)
         self._waiters.setdefault(uin, set()).add(fut)
         if self.bus is not None:
             self.bus.hold(uin)
@@ -119,3 +155,8 @@ class Notifier:
                 ws.discard(fut)
                 if not ws:
                     del self._waiters[uin]
+            if mine is not None:
+                if fut in mine:
+                    mine.remove(fut)
+                if not mine and self._by_session.get(session) is mine:
+                    del self._by_session[session]

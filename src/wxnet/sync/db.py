@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Database", "DatabaseClosed"]
+__all__ = ["Database", "DatabaseClosed", "StoreDamaged", "check_integrity", "private_dir"]
 
 T = TypeVar("T")
 log = logging.getLogger("wxnet.db")
@@ -34,6 +35,52 @@ MAX_GROUP = 2048
 
 class DatabaseClosed(RuntimeError):
     """The database was closed; the operation did not run."""
+
+
+class StoreDamaged(RuntimeError):
+    """The store file failed its integrity check; the message says how to recover."""
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) readable by the owner only: 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+
+
+def _recovery_hint(path: Path, detail: str) -> str:
+    fixed = path.with_suffix(".recovered.db")
+    return (
+        f"the store {path} is damaged ({detail}). Stop every wxnet process using it, keep"
+        f" a copy of the file (with its -wal), then either restore a backup or recover"
+        f" what is readable: sqlite3 {path} '.recover' | sqlite3 {fixed}"
+        f" ; check the copy (PRAGMA integrity_check) and move it into place as {path.name}."
+        f' To start on the damaged file anyway, set [sync] integrity_check = "off".'
+    )
+
+
+def check_integrity(path: Path, mode: str) -> None:
+    """Run ``PRAGMA quick_check`` (``mode="quick"``) or ``integrity_check``
+    (``"full"``) on the file at ``path``; ``"off"`` skips it.
+
+    Raises:
+        StoreDamaged: the check found a problem, or the file is not a database.
+    """
+    if mode == "off" or not path.exists():
+        return
+    pragma = "integrity_check" if mode == "full" else "quick_check"
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        try:
+            rows = conn.execute(f"PRAGMA {pragma}").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreDamaged(_recovery_hint(path, str(exc))) from None
+    problems = [str(r[0]) for r in rows if r and r[0] != "ok"]
+    if problems:
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise StoreDamaged(_recovery_hint(path, f"{pragma}: {problems[0]}{more}"))
 
 
 @dataclass(slots=True)
@@ -47,6 +94,12 @@ _STOP = object()
 
 
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open the store file, creating it 0600 (SQLite gives its -wal and -shm files the
+    same mode); an existing file readable by others is made private."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -80,7 +133,11 @@ class Database:
         self.path = path
         self._wconn = connect(path, synchronous=synchronous)
         if init is not None:
-            init(self._wconn)
+            try:
+                init(self._wconn)
+            except BaseException:  # e.g. a store from a newer wxnet: leave no handle open
+                self._wconn.close()
+                raise
         self._rconn = connect(path, synchronous=synchronous)
         self._synchronous = synchronous
         self._lconn: sqlite3.Connection | None = None
@@ -189,8 +246,11 @@ class Database:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 log.error("group commit failed: %s", exc)
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                except sqlite3.Error as again:  # a damaged file: the writer must live on
+                    log.error("rollback failed: %s", again)
                 results = [(job, False, exc) for job in group]
                 self._after_commit = []
             else:

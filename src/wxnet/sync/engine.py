@@ -15,17 +15,14 @@ on the event loop (the store guarantees it runs before the writer resumes).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import CmdId, MsgType
@@ -39,9 +36,21 @@ from wxnet.proto.synckey import (
     SyncKey,
 )
 from wxnet.sync import media
+from wxnet.sync.db import private_dir
 from wxnet.sync.items import stored
+from wxnet.sync.passwords import PasswordPool, hash_password, verify_password
 from wxnet.sync.sqlite_store import SQLiteStore, insert_account
-from wxnet.sync.store import Append, Changes, Item, NewMessage, RoomRow, SessionRow, Store
+from wxnet.sync.store import (
+    Append,
+    Changes,
+    Item,
+    NewMessage,
+    RoomRow,
+    SessionRow,
+    Store,
+    session_key_hash,
+)
+from wxnet.sync.throttle import LoginThrottle
 
 __all__ = [
     "Engine",
@@ -56,11 +65,18 @@ SERVED_KEYS = (KEY_PROFILE, KEY_MSG, KEY_CONTACT, KEY_CHATROOM)
 # Wire numbers are wxnet.proto.enums' (CmdId, MsgType); these are the engine's names.
 MSG_TEXT, MSG_IMAGE, MSG_VOICE = MsgType.TEXT, MsgType.IMAGE, MsgType.VOICE
 MEDIA_TYPES = frozenset({MsgType.IMAGE, MsgType.VOICE, MsgType.VIDEO, MsgType.MICRO_VIDEO})
+#: A friend request in the recipient's message log (WeChat's VERIFYMSG, research 5).
+MSG_VERIFY = 37
+OP_REQUEST, OP_ACCEPT = 2, 3
+_REQUEST_ID = "verify:"  # client_msg_id of a request: one per (requester, recipient)
 STATUS_SENT, STATUS_READ = 2, 4
 ROOM_SUFFIX = "@chatroom"
 _NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{2,31}")
+#: Longest password accepted (argon2 hashes any length; a megabyte costs CPU for nothing).
+MAX_PASSWORD_CHARS = 1024
+MAX_DEVICE_CHARS = 64
 
-_hasher = PasswordHasher()
+log = logging.getLogger("wxnet.engine")
 
 #: A session as the engine hands it to request handlers.
 Session = SessionRow
@@ -79,9 +95,20 @@ class EngineConfig:
     max_image_bytes: int = 10 * 1024 * 1024
     max_voice_bytes: int = 2 * 1024 * 1024
     max_chunk_bytes: int = 64 * 1024
-    login_failures_per_account: int = 5
+    login_failures_per_account_address: int = 5
+    uploads_per_account: int = 16  # unfinished image and voice uploads of an account
+    upload_bytes_per_account: int = 64 * 1024 * 1024  # their declared sizes, together
+    upload_ttl: float = 86400.0  # an unfinished upload is deleted after this (seconds)
+    min_free_disk_bytes: int = 256 * 1024 * 1024  # new upload bytes stop below this
     login_failures_per_address: int = 20
     login_failure_window: float = 60.0
+    login_backoff_base: float = 1.0
+    login_backoff_max: float = 900.0
+    login_workers: int = 1
+    login_queue: int = 16
+    max_sessions_per_account: int = 20
+    contacts: str = "request"
+    integrity_check: str = "quick"
     durability: str = "FULL"
 
 
@@ -131,7 +158,7 @@ def add_user_sync(
         MMError: ERR_ARG for a bad name or password, or a name that is taken.
     """
     nick = check_new_user(name, password, nick)
-    pw_hash = _hasher.hash(password)
+    pw_hash = hash_password(password)
     conn.execute("BEGIN IMMEDIATE")
     try:
         uin = insert_account(conn, name, pw_hash, nick, int(now), b"")
@@ -146,13 +173,6 @@ def add_user_sync(
             conn.execute("ROLLBACK")
         raise
     return uin
-
-
-def _verify_password(pw_hash: str, password: str) -> bool:
-    try:
-        return _hasher.verify(pw_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 def _item(**body: object) -> bytes:
@@ -196,10 +216,13 @@ class Engine:
         store: Store | None = None,
     ) -> None:
         self.config = config or EngineConfig()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         self.media = media.MediaStore(data_dir / "media")
         self.store: Store = store or SQLiteStore(
-            data_dir / "wxnet.db", self.config.durability, profile_item=profile_item
+            data_dir / "wxnet.db",
+            self.config.durability,
+            profile_item=profile_item,
+            integrity_check=self.config.integrity_check,
         )
         self.clock = clock
         self.on_news = on_news
@@ -211,18 +234,53 @@ class Engine:
         self._contacts: dict[int, set[str]] = {}
         self._rooms: dict[str, RoomRow] = {}
         self._committed: dict[tuple[int, str], bytes] = {}
-        self._login_failures: dict[str, deque[float]] = {}
-        self.stats = {"messages": 0, "duplicates": 0, "syncs": 0}
+        c = self.config
+        self.throttle = LoginThrottle(
+            c.login_failures_per_account_address,
+            c.login_failures_per_address,
+            c.login_failure_window,
+            c.login_backoff_max,
+            c.login_backoff_base,
+        )
+        self.passwords = PasswordPool(c.login_workers, c.login_queue)
+        #: called with (uin, hash of the session key) when a session ends (logout or
+        #: eviction), so the server can close the long links bound to it
+        self.on_session_end: list[Callable[[int, str], None]] = []
+        self.stats = {"messages": 0, "duplicates": 0, "syncs": 0, "sessions_evicted": 0}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.store.start(self._published)
 
     def close(self) -> None:
+        self.passwords.close()
         self.store.close()
 
     async def aclose(self) -> None:
         await self.store.aclose()
+
+    def limit_counters(self) -> list[tuple[str, str, str, Callable[[], dict[str, float]]]]:
+        """The engine's caps as /metrics counters: (name, help, label, read)."""
+        return [
+            (
+                "wxnet_logins_throttled_total",
+                "Logins refused by the per-(account, address) or per-address backoff.",
+                "",
+                lambda: {"": self.throttle.throttled},
+            ),
+            (
+                "wxnet_logins_busy_total",
+                "Logins refused because the password-hashing queue was full.",
+                "",
+                lambda: {"": self.passwords.rejected},
+            ),
+            (
+                "wxnet_sessions_evicted_total",
+                "Oldest sessions ended because an account went over its session cap.",
+                "",
+                lambda: {"": self.stats["sessions_evicted"]},
+            ),
+        ]
 
     def _published(self, ch: Changes) -> None:
         if ch.news and self.on_news is not None:
@@ -245,7 +303,7 @@ class Engine:
     # ================================================================ accounts
     async def add_user(self, name: str, password: str, nick: str | None = None) -> int:
         nick_name = check_new_user(name, password, nick)
-        pw_hash = await asyncio.to_thread(_hasher.hash, password)
+        pw_hash = await self.passwords.run(hash_password, password)
         return await self.store.create_account(name, pw_hash, nick_name, self.now())
 
     async def lookup(self, name: str) -> int | None:
@@ -275,29 +333,52 @@ class Engine:
 
     # ================================================================ sessions
     async def login(
-        self, user_name: str, password: str, device_id: str, device_name: str, peer: str = ""
+        self,
+        user_name: str,
+        password: str,
+        device_id: str,
+        device_name: str,
+        peer: str = "",
+        session_key: str = "",
     ) -> Session:
-        """Check the password (argon2id, off the event loop) and open a session.
+        """Check the password (argon2id, on the bounded password pool) and open a session.
+
+        Failed attempts slow down the (account, address) pair and the address, never
+        the account as such; a device that presents a live session of the account
+        (``session_key``) is never throttled.
 
         Raises:
-            MMError: ERR_FREQ_LIMITED, ERR_NOUSER, ERR_PASSWORD, ERR_ARG.
+            MMError: ERR_FREQ_LIMITED, ERR_BUSY, ERR_NOUSER, ERR_PASSWORD, ERR_ARG.
         """
         now = self.clock()
         if not device_id or len(device_id) > 64:
             raise MMError(MMRet.ERR_ARG, "device_id must be 1-64 characters")
-        buckets = [(f"u:{user_name}", self.config.login_failures_per_account)]
-        if peer:
-            buckets.append((f"a:{peer}", self.config.login_failures_per_address))
-        for bucket, limit in buckets:
-            self._check_login_rate(bucket, limit, now)
+        if len(device_name) > MAX_DEVICE_CHARS:
+            raise MMError(MMRet.ERR_ARG, f"device_name has at most {MAX_DEVICE_CHARS} characters")
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise MMError(MMRet.ERR_ARG, f"passwords have at most {MAX_PASSWORD_CHARS} characters")
+        if len(user_name) > 32:
+            raise MMError(MMRet.ERR_NOUSER, "no such user (names have at most 32 characters)")
+        trusted = False
+        if session_key:
+            held = await self._live_session(session_key)
+            trusted = held is not None and held.user_name == user_name
+        if not trusted:
+            wait = self.throttle.retry_after(user_name, peer, now)
+            if wait > 0:
+                raise MMError(
+                    MMRet.ERR_FREQ_LIMITED,
+                    f"too many failed logins from this address; retry in {int(wait) + 1} s",
+                )
         acc = await self.store.account_by_name(user_name)
-        ok = acc is not None and await asyncio.to_thread(_verify_password, acc.pw_hash, password)
+        ok = acc is not None and await self.passwords.run(verify_password, acc.pw_hash, password)
         if not ok or acc is None:
-            for bucket, _ in buckets:
-                self._note_login_failure(bucket, now)
+            if not trusted:
+                self.throttle.failed(user_name, peer, now)
             if acc is None:
                 raise MMError(MMRet.ERR_NOUSER, f"no user {user_name!r}")
             raise MMError(MMRet.ERR_PASSWORD, "wrong password")
+        self.throttle.succeeded(user_name, peer)
         return await self.create_session(acc.uin, device_id, device_name or device_id)
 
     async def create_session(
@@ -311,12 +392,45 @@ class Engine:
             uin,
             name,
             device_id,
-            device_name,
+            device_name[:MAX_DEVICE_CHARS],
             kind,
             now + (ttl or self.config.session_ttl),
         )
         await self.store.create_session(sess, now)
         self._sessions[sess.sid] = sess
+        evicted = await self.store.evict_sessions(uin, self.config.max_sessions_per_account)
+        if evicted:
+            gone = set(evicted)
+            for sid in [k for k, v in self._sessions.items() if v.uin == uin]:
+                if session_key_hash(sid) in gone:
+                    del self._sessions[sid]
+            for h in evicted:
+                self.stats["sessions_evicted"] += 1
+                log.warning(
+                    "session evicted: account over its session cap",
+                    extra={
+                        "data": {
+                            "uin": uin,
+                            "session": h[:12],
+                            "cap": self.config.max_sessions_per_account,
+                        }
+                    },
+                )
+                self._session_ended(uin, h)
+        return sess
+
+    def _session_ended(self, uin: int, key_hash: str) -> None:
+        for fn in self.on_session_end:
+            fn(uin, key_hash)
+
+    async def _live_session(self, sid: str) -> Session | None:
+        sess = self._sessions.get(sid)
+        if sess is None and sid:
+            sess = await self.store.session(sid)
+            if sess is not None:
+                self._sessions[sid] = sess
+        if sess is None or sess.expires < self.clock():
+            return None
         return sess
 
     async def session(self, sid: str, uin: int) -> Session:
@@ -340,20 +454,7 @@ class Engine:
     async def logout(self, sess: Session) -> None:
         self._sessions.pop(sess.sid, None)
         await self.store.delete_session(sess.sid)
-
-    def _check_login_rate(self, bucket: str, limit: int, now: float) -> None:
-        q = self._login_failures.get(bucket)
-        if q is None:
-            return
-        while q and q[0] < now - self.config.login_failure_window:
-            q.popleft()
-        if len(q) >= limit:
-            raise MMError(MMRet.ERR_FREQ_LIMITED, "too many failed logins; wait a minute")
-
-    def _note_login_failure(self, bucket: str, now: float) -> None:
-        if len(self._login_failures) > 100_000:
-            self._login_failures.clear()
-        self._login_failures.setdefault(bucket, deque()).append(now)
+        self._session_ended(sess.uin, session_key_hash(sess.sid))
 
     # ================================================================ sync
     async def news(self, uin: int, key: SyncKey, selector: int = 0) -> int:
@@ -464,15 +565,50 @@ class Engine:
         _, nick = await self.account(uin)
         return pb.Contact(user_name=name, nick_name=nick, contact_type=1)
 
-    async def add_contact(self, sess: Session, name: str) -> pb.Contact:
-        """Make ``name`` and the session's user contacts of each other."""
+    async def add_contact(
+        self, sess: Session, name: str, opcode: int = 0, greeting: str = ""
+    ) -> tuple[pb.Contact, bool]:
+        """Ask ``name`` to be a contact (``opcode`` 0 or 2) or accept their request (3).
+
+        With ``contacts = "open"`` both become contacts at once, whatever the opcode.
+        With ``"request"`` (the default), a request is a VERIFYMSG item (msg_type 37,
+        the greeting as content) in ``name``'s message log, sent once per pair; they
+        become contacts of each other when ``name`` accepts it (or asks back).
+        Returns (the peer's contact card, whether it is still only a request).
+
+        Raises:
+            MMError: ERR_NOUSER, ERR_ARG (yourself, an unknown opcode), ERR_NOT_FOUND
+                (accepting a request nobody sent).
+        """
         peer = await self.lookup(name)
         if peer is None:
             raise MMError(MMRet.ERR_NOUSER, f"no user {name!r}")
         if peer == sess.uin:
             raise MMError(MMRet.ERR_ARG, "you cannot add yourself")
-        me_pb = await self._contact_pb(sess.user_name)
+        if opcode not in (0, 1, OP_REQUEST, OP_ACCEPT):
+            raise MMError(MMRet.ERR_ARG, f"unknown opcode {opcode}: 2 request, 3 accept")
         peer_pb = await self._contact_pb(name)
+        if await self.is_contact(sess.uin, name):
+            return peer_pb, False
+        asked_me = await self.requested(peer, sess.user_name)
+        if self.config.contacts == "open" or asked_me:
+            await self._befriend(sess, peer, name, peer_pb)
+            return peer_pb, False
+        if opcode == OP_ACCEPT:
+            raise MMError(MMRet.ERR_NOT_FOUND, f"{name!r} has not asked to be your contact")
+        req = self.new_message(
+            sess, _REQUEST_ID + name, name, MSG_VERIFY, greeting[:256], [peer]
+        )  # the store's dedup makes a repeated request a no-op
+        await self.store_messages(sess, [req])
+        return peer_pb, True
+
+    async def requested(self, requester: int, recipient: str) -> bool:
+        """Whether ``requester`` has sent ``recipient`` a friend request."""
+        msg = await self.store.message_by_client_id(requester, _REQUEST_ID + recipient)
+        return msg is not None and msg.msg_type == MSG_VERIFY and msg.to_user == recipient
+
+    async def _befriend(self, sess: Session, peer: int, name: str, peer_pb: pb.Contact) -> None:
+        me_pb = await self._contact_pb(sess.user_name)
         await self.store.add_contacts(
             [(sess.uin, name), (peer, sess.user_name)],
             self.now(),
@@ -483,7 +619,6 @@ class Engine:
         )
         (await self._contact_set(sess.uin)).add(name)
         (await self._contact_set(peer)).add(sess.user_name)
-        return peer_pb
 
     async def contacts(self, sess: Session, names: Sequence[str] = ()) -> list[pb.Contact]:
         out = [await self._contact_pb(n) for n in sorted(await self._contact_set(sess.uin))]
@@ -629,7 +764,7 @@ class Engine:
             try:
                 if not m.client_msg_id or len(m.client_msg_id) > 64:
                     raise MMError(MMRet.ERR_ARG, "client_msg_id must be 1-64 characters")
-                if m.msg_type in MEDIA_TYPES or m.msg_type == 0:
+                if m.msg_type in MEDIA_TYPES or m.msg_type in (0, MSG_VERIFY):
                     raise MMError(MMRet.ERR_ARG, f"msg_type {m.msg_type} cannot be sent as text")
                 if len(m.content.encode()) > self.config.max_content_bytes:
                     raise MMError(MMRet.ERR_TOO_LARGE, "message content is too long")
@@ -700,17 +835,20 @@ class Engine:
         return False
 
     async def mark_read(self, sess: Session, talker: str, last_msg_id: int) -> None:
-        """A read receipt (S22): the reader's other devices and, in a 1:1 chat, the
-        peer are told that ``talker``'s messages up to ``last_msg_id`` were read."""
+        """A read receipt (S22): the reader's other devices and, in a 1:1 chat with a
+        contact, the peer are told that ``talker``'s messages up to ``last_msg_id``
+        were read. Receipts never go to strangers."""
         rcpts = [sess.uin]
         if talker.endswith(ROOM_SUFFIX):
-            if await self._room(talker) is None:
-                raise MMError(MMRet.ERR_NOT_FOUND, f"no group {talker!r}")
+            room = await self._room(talker)
+            if room is None or sess.user_name not in room.members:
+                raise MMError(MMRet.ERR_NOT_FOUND, f"no group {talker!r} that you are in")
         elif talker != sess.user_name:
             peer = await self.lookup(talker)
             if peer is None:
                 raise MMError(MMRet.ERR_NOUSER, f"no user {talker!r}")
-            rcpts.append(peer)
+            if await self.is_contact(sess.uin, talker):  # a stranger's log gets nothing
+                rcpts.append(peer)
         status = pb.ModMsgStatus(
             talker=talker, reader=sess.user_name, msg_id=last_msg_id, status=STATUS_READ
         )

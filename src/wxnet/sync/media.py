@@ -48,8 +48,10 @@ def next_missing(ranges: list[tuple[int, int]], total: int) -> int:
 class MediaStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        (root / "partial").mkdir(parents=True, exist_ok=True)
-        (root / "files").mkdir(parents=True, exist_ok=True)
+        for d in (root, root / "partial", root / "files"):  # media is private: 0700
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if d.stat().st_mode & 0o077:
+                d.chmod(0o700)
 
     @staticmethod
     def _digest(owner: int, cid: str, kind: str) -> str:
@@ -60,6 +62,11 @@ class MediaStore:
 
     def ref_for(self, owner: int, cid: str, kind: str) -> str:
         return f"{self._digest(owner, cid, kind)}.{kind}"
+
+    def free_bytes(self) -> int:
+        """Bytes free for us on the media file system."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
 
     def write_at(self, path: Path, offset: int, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -102,7 +109,7 @@ class MediaStore:
             os.close(fd)
         if thumb is not None:
             tpath = self.root / "files" / f"{ref}.thumb"
-            with open(tpath, "wb") as f:
+            with os.fdopen(os.open(tpath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 f.write(thumb)
                 f.flush()
                 os.fsync(f.fileno())
@@ -113,9 +120,13 @@ class MediaStore:
         finally:
             os.close(dfd)
 
+    def path_of(self, ref: str, kind: str) -> Path:
+        """Where a finished media file (``kind`` thumb: its thumbnail) lives."""
+        return self.root / "files" / (f"{ref}.thumb" if kind == "thumb" else ref)
+
     def read(self, ref: str, kind: str, offset: int, length: int) -> tuple[int, bytes]:
-        name = f"{ref}.thumb" if kind == "thumb" else ref
-        path = self.root / "files" / name
+        path = self.path_of(ref, kind)
+        name = path.name
         try:
             with open(path, "rb") as f:
                 total = os.fstat(f.fileno()).st_size

@@ -1,12 +1,38 @@
-"""The SQLite schema of the embedded store (one file, WAL)."""
+"""The SQLite schema of the embedded store (one file, WAL), and its version.
+
+The ``meta`` row ``schema_version`` says which schema a store holds. At open
+(:func:`init_schema`, run by ``wxnet serve``, ``wxnet store init`` and ``wxnet user``):
+
+* an empty file gets the current schema (``_DDL``) and ``SCHEMA_VERSION``;
+* a store at an older version is brought forward by ``MIGRATIONS[v + 1]``, ...,
+  ``MIGRATIONS[SCHEMA_VERSION]``, each step and its version bump in one transaction
+  (a crash leaves the store at the last finished step, never half-way);
+* a store from a newer wxnet is refused (:class:`StoreTooNew`): this build does not
+  know what the newer schema means, and writing to it could lose data.
+
+A schema change therefore edits ``_DDL`` (new stores), adds ``MIGRATIONS[n]`` (the same
+change for existing ones) and sets ``SCHEMA_VERSION = n``. Another store (PostgreSQL)
+keeps the same numbers and the same three rules.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
-__all__ = ["SCHEMA_VERSION", "init_schema"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SchemaError",
+    "StoreTooNew",
+    "init_schema",
+    "read_schema_version",
+]
 
 SCHEMA_VERSION = 1
+
+#: MIGRATIONS[n]: the statements that turn a schema n-1 store into schema n.
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -103,12 +129,97 @@ CREATE TABLE IF NOT EXISTS uploads (
 """
 
 
-def init_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(_DDL)
+class SchemaError(RuntimeError):
+    """The file is not a store this wxnet can open; the message says why and what to do."""
+
+
+class StoreTooNew(SchemaError):
+    """The store was written by a newer wxnet (its schema version is above ours)."""
+
+
+def _stored_version(conn: sqlite3.Connection) -> int | None:
+    """The store's schema version; None for an empty file."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" not in tables:
+        if tables:
+            raise SchemaError("the file holds tables but no schema version: not a wxnet store")
+        return None
     row = conn.execute("SELECT v FROM meta WHERE k='schema_version'").fetchone()
-    if row is None:
-        conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-    elif int(row[0]) > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"the store was written by a newer wxnet (schema {row[0]} > {SCHEMA_VERSION})"
+    if row is None or not str(row[0]).isdigit():
+        raise SchemaError("the store has no valid schema version: not a wxnet store")
+    return int(row[0])
+
+
+def _check_not_newer(version: int) -> None:
+    if version > SCHEMA_VERSION:
+        from wxnet import __version__
+
+        raise StoreTooNew(
+            f"the store has schema version {version}, written by a newer wxnet; this "
+            f"wxnet {__version__} knows schema {SCHEMA_VERSION}: upgrade wxnet (the store "
+            "is left as it is)"
         )
+
+
+def init_schema(conn: sqlite3.Connection) -> int:
+    """Create the schema in an empty file, or migrate an older store; return the version.
+
+    Raises:
+        StoreTooNew: the store's version is above :data:`SCHEMA_VERSION`.
+        SchemaError: the file is some other SQLite database.
+    """
+    version = _stored_version(conn)
+    if version is None:
+        # BEGIN IMMEDIATE: two processes creating one store at once take turns, and the
+        # second finds the schema (IF NOT EXISTS) and the version (OR IGNORE) in place.
+        conn.executescript(
+            "BEGIN IMMEDIATE;"
+            + _DDL
+            + f"INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+            + "COMMIT;"
+        )
+        version = _stored_version(conn)
+        assert version is not None
+    _check_not_newer(version)
+    while version < SCHEMA_VERSION:
+        step = version + 1
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = _stored_version(conn)  # another process may have migrated meanwhile
+            if current is not None and current >= step:
+                conn.execute("ROLLBACK")
+                version = current
+                continue
+            for statement in MIGRATIONS[step]:
+                conn.execute(statement)
+            conn.execute("UPDATE meta SET v=? WHERE k='schema_version'", (str(step),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        version = step
+    return version
+
+
+def read_schema_version(path: Path) -> int | None:
+    """The schema version of the store at ``path`` without changing it (None: no store).
+
+    Raises:
+        StoreTooNew, SchemaError: as :func:`init_schema` would.
+    """
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise SchemaError(f"cannot open {path}: {exc}") from None
+    try:
+        version = _stored_version(conn)
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError(f"{path} is not an SQLite database ({exc})") from None
+    finally:
+        conn.close()
+    if version is not None:
+        _check_not_newer(version)
+    return version

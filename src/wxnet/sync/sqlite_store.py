@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import SELECTOR_BITS
-from wxnet.sync.db import Database
+from wxnet.sync.db import Database, check_integrity
 from wxnet.sync.schema import init_schema
 from wxnet.sync.store import (
     Account,
@@ -30,6 +30,7 @@ from wxnet.sync.store import (
     RoomRow,
     SessionRow,
     WebSessionRow,
+    session_key_hash,
 )
 
 __all__ = ["FIRST_MSG_ID", "SQLiteStore", "insert_account"]
@@ -60,6 +61,16 @@ def insert_account(
     return uin
 
 
+def _hash_plain_session_keys(conn: sqlite3.Connection) -> None:
+    """Stores written before keys were hashed hold them in plain text: hash them in
+    place (the sessions stay valid; the plain keys leave the file at the next
+    checkpoint and VACUUM)."""
+    rows = conn.execute("SELECT sid FROM sessions WHERE length(sid) != 64").fetchall()
+    conn.executemany(
+        "UPDATE sessions SET sid=? WHERE sid=?", [(session_key_hash(r[0]), r[0]) for r in rows]
+    )
+
+
 def _message(row: Sequence[Any] | None) -> MessageRow | None:
     if row is None:
         return None
@@ -76,10 +87,16 @@ def _web_row(r: Sequence[Any]) -> WebSessionRow:
 
 class SQLiteStore:
     """Args:
-    path: the database file (created, with its schema, if missing).
-    durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
-    profile_item: builds the first profile log item of a new account from
-        (uin, name, nick); the store itself does not know the item format.
+        path: the database file (created, with its schema, if missing; an older store is
+            migrated, a newer one refused: :func:`wxnet.sync.schema.init_schema`).
+        durability: ``FULL`` (fsync every group commit) or ``NORMAL``.
+        profile_item: builds the first profile log item of a new account from
+            (uin, name, nick); the store itself does not know the item format.
+        integrity_check: ``quick`` (``PRAGMA quick_check`` before opening), ``full``
+            (``integrity_check``) or ``off``.
+
+    Raises:
+        StoreDamaged: the file failed the check (the message says how to recover).
     """
 
     def __init__(
@@ -88,8 +105,14 @@ class SQLiteStore:
         durability: str = "FULL",
         *,
         profile_item: Callable[[int, str, str], bytes],
+        integrity_check: str = "quick",
     ) -> None:
-        self.db = Database(path, synchronous=durability, init=init_schema)
+        check_integrity(path, integrity_check)
+        versions: list[int] = []
+        self.db = Database(
+            path, synchronous=durability, init=lambda conn: versions.append(init_schema(conn))
+        )
+        self._schema_version = versions[0]
         self._profile_item = profile_item
         self._loop: asyncio.AbstractEventLoop | None = None
         self._publish: Callable[[Changes], None] | None = None
@@ -103,6 +126,7 @@ class SQLiteStore:
     async def start(self, publish: Callable[[Changes], None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._publish = publish
+        await self.db.write(_hash_plain_session_keys)
 
     def close(self) -> None:
         self.db.close()
@@ -115,6 +139,9 @@ class SQLiteStore:
 
     def statistics(self) -> dict[str, int]:
         return {"commits": self.db.groups, "writes": self.db.writes}
+
+    def schema_version(self) -> int:
+        return self._schema_version
 
     # ---------------------------------------------------------------- plumbing
     async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
@@ -199,23 +226,37 @@ class SQLiteStore:
         return None if r is None else Account(*r)
 
     async def create_session(self, row: SessionRow, now: int) -> None:
+        h = session_key_hash(row.sid)
         await self.db.write(
             lambda c: c.execute(
                 "INSERT INTO sessions VALUES (?,?,?,?,?,?,?)",
-                (row.sid, row.uin, row.device_id, row.device_name, row.kind, now, row.expires),
+                (h, row.uin, row.device_id, row.device_name, row.kind, now, row.expires),
             )
         )
 
     async def session(self, sid: str) -> SessionRow | None:
         r = await self._one(
-            "SELECT s.sid, s.uin, a.user_name, s.device_id, s.device_name, s.kind, s.expires"
+            "SELECT s.uin, a.user_name, s.device_id, s.device_name, s.kind, s.expires"
             " FROM sessions s JOIN accounts a ON a.uin=s.uin WHERE s.sid=?",
-            (sid,),
+            (session_key_hash(sid),),
         )
-        return None if r is None else SessionRow(*r)
+        return None if r is None else SessionRow(sid, *r)
 
     async def delete_session(self, sid: str) -> None:
-        await self.db.write(lambda c: c.execute("DELETE FROM sessions WHERE sid=?", (sid,)))
+        h = session_key_hash(sid)
+        await self.db.write(lambda c: c.execute("DELETE FROM sessions WHERE sid=?", (h,)))
+
+    async def evict_sessions(self, uin: int, keep: int) -> list[str]:
+        def w(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT sid FROM sessions WHERE uin=? ORDER BY created, rowid",
+                (uin,),
+            ).fetchall()
+            gone = [str(r[0]) for r in rows[: max(0, len(rows) - keep)]]
+            conn.executemany("DELETE FROM sessions WHERE sid=?", [(h,) for h in gone])
+            return gone
+
+        return await self.db.write(w)
 
     # ---------------------------------------------------------------- web sessions
     async def save_web_session(self, row: WebSessionRow) -> None:
@@ -405,6 +446,8 @@ class SQLiteStore:
                         " WHERE sender=? AND client_msg_id=?",
                         (sender, m.client_msg_id),
                     ).fetchone()
+                    if row is None:  # another constraint failed: a write error, not a dup
+                        raise
                     out.append((int(row[0]), int(row[1]), True))
                     continue
                 self._w_append(conn, ch, [Append(m.recipients, 2, m.make_body(mid, now))])
@@ -414,6 +457,8 @@ class SQLiteStore:
         return await self._write(w)
 
     async def message(self, msg_id: int) -> MessageRow | None:
+        if not 0 < msg_id < 1 << 63:  # SQLite integers are signed 64-bit: no such id
+            return None
         return _message(
             await self._one(f"SELECT {_MSG_COLS} FROM messages WHERE msg_id=?", (msg_id,))
         )
@@ -472,3 +517,16 @@ class SQLiteStore:
                 (owner, client_id, kind),
             )
         )
+
+    async def uploads_of(self, owner: int) -> list[tuple[str, str, int]]:
+        rows = await self._read(
+            "SELECT client_id, kind, total_len FROM uploads WHERE owner=?", (owner,)
+        )
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    async def uploads_older(self, created_before: int, limit: int) -> list[tuple[int, str, str]]:
+        rows = await self._read(
+            "SELECT owner, client_id, kind FROM uploads WHERE created < ? ORDER BY created LIMIT ?",
+            (created_before, limit),
+        )
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]

@@ -16,6 +16,7 @@ Both pass the same contract tests (``tests/sync/test_store_contract.py``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,7 +32,16 @@ __all__ = [
     "SessionRow",
     "Store",
     "WebSessionRow",
+    "session_key_hash",
 ]
+
+
+def session_key_hash(sid: str) -> str:
+    """What a store keeps instead of a session key: SHA-256, hex. Keys are 192-bit
+    random tokens, so an unsalted fast hash is enough; a copy of the store then
+    holds no key that logs anyone in (issue 12)."""
+    return hashlib.sha256(sid.encode()).hexdigest()
+
 
 #: One log entry as read: (key type, seq, stored CmdItem bytes without key and seq).
 Item = tuple[int, int, bytes]
@@ -140,13 +150,22 @@ class Store(Protocol):
         """Counters for /metrics (at least ``commits`` and ``writes``)."""
         ...
 
-    # accounts and sessions
+    def schema_version(self) -> int:
+        """The store's schema version after the migrations of its opening (``/healthz``;
+        the numbers and rules are those of :mod:`wxnet.sync.schema`)."""
+        ...
+
+    # accounts and sessions (a store keeps session_key_hash(sid), never sid itself)
     async def create_account(self, name: str, pw_hash: str, nick: str, now: int) -> int: ...
     async def account_by_name(self, name: str) -> Account | None: ...
     async def account_by_uin(self, uin: int) -> Account | None: ...
     async def create_session(self, row: SessionRow, now: int) -> None: ...
     async def session(self, sid: str) -> SessionRow | None: ...
     async def delete_session(self, sid: str) -> None: ...
+    async def evict_sessions(self, uin: int, keep: int) -> list[str]:
+        """Delete all but the ``keep`` newest sessions of ``uin``; returns the
+        :func:`session_key_hash` of each deleted session, oldest first."""
+        ...
 
     # web sessions (durable: any process serves them, a restart keeps them)
     async def save_web_session(self, row: WebSessionRow) -> None:
@@ -220,3 +239,12 @@ class Store(Protocol):
     ) -> None: ...
 
     async def upload_drop(self, owner: int, client_id: str, kind: str) -> None: ...
+
+    async def uploads_of(self, owner: int) -> list[tuple[str, str, int]]:
+        """(client_id, kind, total_len) of every unfinished upload of ``owner``."""
+        ...
+
+    async def uploads_older(self, created_before: int, limit: int) -> list[tuple[int, str, str]]:
+        """(owner, client_id, kind) of at most ``limit`` unfinished uploads begun before
+        ``created_before`` (oldest first): the expiry sweep's work list."""
+        ...

@@ -17,14 +17,17 @@ import hashlib
 import io
 import json
 import logging
+import os
 import secrets
+import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, StreamReader, web
 from google.protobuf.message import Message
 
 from wxnet._compat import wait_for
@@ -34,8 +37,10 @@ from wxnet.proto.enums import Selector
 from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
 from wxnet.proto.syncdriver import Page, SyncDriver
 from wxnet.proto.synckey import SyncKey
-from wxnet.server.web import convert
+from wxnet.server.web import convert, csrf
 from wxnet.server.web.backend import Backend
+from wxnet.server.web.config import WebConfig
+from wxnet.server.web.limits import FairPending, RateLimiter, address_key
 from wxnet.server.web.login import (
     LoginState,
     QrLogin,
@@ -46,6 +51,7 @@ from wxnet.server.web.login import (
     WebSession,
     WebSessions,
 )
+from wxnet.server.web.spool import SpoolFull, SpoolTooLarge, WebSpool
 
 __all__ = ["WEB_API_KEY", "WebApi", "WebConfig", "setup_web"]
 
@@ -60,19 +66,6 @@ _CGI = "/cgi-bin/mmwebwx-bin"
 _IMG_CHUNK = 64 * 1024
 _SYNC_PAGES = 8  # newsync pages folded into one webwxsync reply (clients ignore ContinueFlag)
 _INIT_PAGES = 64  # newinit pages of one webwxinit snapshot
-
-
-@dataclass(frozen=True, slots=True)
-class WebConfig:
-    login_hold: float = 25.0  # login poll (research 3.3: < 60 s)
-    synccheck_hold: float = 25.0  # synccheck (5.1: <= ~30 s)
-    qr_ttl: float = 300.0
-    session_ttl: float = 7 * 86400.0
-    max_upload: int = 20 << 20  # one uploaded file
-    max_chunk: int = (512 << 10) + (64 << 10)  # one multipart request's file part
-    max_pending_uploads: int = 8  # per session
-    max_polls_per_session: int = 4
-    contact_page: int = 500
 
 
 class WebError(Exception):
@@ -142,12 +135,24 @@ class WebApi:
         backend: Backend,
         config: WebConfig | None = None,
         clock: Callable[[], float] = time.time,
+        spool_dir: Path | None = None,
     ) -> None:
         self.backend = backend
-        self.config = config or WebConfig()
+        cfg = self.config = config or WebConfig()
         self.clock = clock
-        self.logins = QrLogins(ttl=self.config.qr_ttl)
-        self.sessions = WebSessions(ttl=self.config.session_ttl)
+        # scanned logins leave the fair table (their phone owns them), so the store of
+        # logins has room for them beyond the cap on pending ones
+        self.logins = QrLogins(ttl=cfg.qr_ttl, limit=2 * cfg.qr_max_pending)
+        self.sessions = WebSessions(ttl=cfg.session_ttl)
+        self.pending = FairPending(cfg.qr_max_pending, cfg.qr_pending_per_address)
+        self.jslogin_limit = RateLimiter(cfg.jslogin_rate, cfg.jslogin_burst)
+        self.qrcode_limit = RateLimiter(cfg.qrcode_rate, cfg.qrcode_burst)
+        self._qr_png: OrderedDict[str, bytes] = OrderedDict()
+        if spool_dir is None:
+            spool_dir = Path(tempfile.mkdtemp(prefix="wxnet-web-spool-"))
+        self.spool = WebSpool(spool_dir, cfg)
+        #: refusals by the limit that bit (``wxnet_web_limited_total{limit}``)
+        self.limited: dict[str, float] = {}
         self._login_waiters: dict[str, asyncio.Event] = {}
         self._reported: dict[str, int] = {}  # uuid -> login version the poll last reported
         self._polls: dict[str, int] = {}  # wxsid -> pending synccheck polls
@@ -156,12 +161,28 @@ class WebApi:
         self._holding: set[asyncio.Task[Any]] = set()  # long polls, cancelled on shutdown
 
     def sweep(self) -> None:
-        """Forget expired QR logins (waking their polls) and long-dead sessions."""
+        """Forget expired QR logins (waking their polls), long-dead sessions, and uploads
+        past their lifetime or of sessions that ended."""
         now = self.clock()
         for q in self.logins.expire(now):
-            self._reported.pop(q.uuid, None)
-            self._wake_login(q.uuid)
+            self._forget_login(q.uuid)
         self.sessions.sweep(now)
+        alive = {
+            u.sid
+            for u in self.spool.uploads_of()
+            if (s := self.sessions.find(u.uin, u.sid, now)) is not None and s.alive
+        }
+        self.spool.sweep(now, alive)
+
+    def _forget_login(self, uuid: str) -> None:
+        self._reported.pop(uuid, None)
+        self._qr_png.pop(uuid, None)
+        self.pending.discard(uuid)
+        self._wake_login(uuid)
+
+    def count(self, limit: str) -> None:
+        """One more refusal by ``limit`` (a metric label)."""
+        self.limited[limit] = self.limited.get(limit, 0) + 1
 
     async def _sweeper(self, interval: float = 30.0) -> None:
         while True:
@@ -201,6 +222,7 @@ class WebApi:
             return MMRet.ERR_NOT_FOUND, "no such QR code (expired?)"
         except QrLoginRefused as exc:
             return MMRet.ERR_NOT_ALLOWED, str(exc)
+        self.pending.discard(uuid)  # a phone holds it now: no flood can evict it
         self._wake_login(uuid)
         return 0, ""
 
@@ -229,6 +251,7 @@ class WebApi:
         ret = resp.base.ret  # type: ignore[attr-defined]
         if ret == MMRet.ERR_SESSIONTIMEOUT:
             self.sessions.end(s.wxsid, self.clock())
+            self.spool.drop_session(s.wxsid)
             await self.sessions.save(s)
             raise SessionGone("the account's session ended")
         if ret != 0:
@@ -259,16 +282,45 @@ class WebApi:
         return s
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
+        """The whole JSON body, however many segments it comes in, up to the cap and
+        within ``body_timeout`` (a read returns only what is buffered, so loop)."""
         limit = wp.MAX_JSON_BODY
         if request.content_length is not None and request.content_length > limit:
-            raise WebError(-1, "body too large")
-        data = await request.content.read(limit + 1)
+            self.count("body_too_large")
+            raise WebError(int(MMRet.ERR_TOO_LARGE), f"body over {limit} bytes")
+        try:
+            data = await wait_for(_read_all(request.content, limit), self.config.body_timeout)
+        except TimeoutError:
+            self.count("body_timeout")
+            raise WebError(-1, "the body did not arrive in time") from None
+        except OverflowError:
+            self.count("body_too_large")
+            raise WebError(int(MMRet.ERR_TOO_LARGE), f"body over {limit} bytes") from None
         return wp.parse_json_body(data, limit)
+
+    def _refuse_cross_site(
+        self, request: web.Request, tolerated: frozenset[str] = frozenset()
+    ) -> web.StreamResponse | None:
+        why = csrf.check(
+            request.method,
+            request.host,
+            request.headers.get("Origin"),
+            request.headers.get("Referer"),
+            request.headers.get("Content-Type"),
+            tolerated,
+        )
+        if why is None:
+            return None
+        self.count("cross_site")
+        return web.Response(status=403, text=f"refused: {why}\n", content_type="text/plain")
 
     def json_endpoint(
         self, fn: Callable[[web.Request, WebSession, dict[str, Any]], Awaitable[dict[str, Any]]]
     ) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
+            refused = self._refuse_cross_site(request)
+            if refused is not None:
+                return refused
             try:
                 body = await self._body(request)
                 s = await self._session(request, body)
@@ -283,21 +335,50 @@ class WebApi:
 
     # -- login (research 3) --------------------------------------------------------------
     async def jslogin(self, request: web.Request) -> web.StreamResponse:
+        """A new QR login: rate-limited per address; an address holds at most
+        ``qr_pending_per_address``, and at the global cap the heaviest holder's oldest
+        login makes room, so a flood cannot keep a browser from getting a code."""
+        now = self.clock()
+        addr = address_key(request.remote or "")
+        if not self.jslogin_limit.allow(addr, now):
+            self.count("jslogin_rate")
+            return _too_many(
+                'window.QRLogin.code = 429; window.QRLogin.uuid = "";',
+                self.jslogin_limit.retry_after(addr),
+            )
+        for q in self.logins.expire(now):
+            self._forget_login(q.uuid)
+        for old in self.pending.make_room(addr):
+            self.count("qr_evicted")
+            self.logins.discard(old)
+            self._forget_login(old)
         try:
-            q = self.logins.create(self.clock())
-        except QrLoginsFull:
+            q = self.logins.create(now)
+        except QrLoginsFull:  # only scanned logins left, all of them in use
+            self.count("qr_pending")
             return _js('window.QRLogin.code = 500; window.QRLogin.uuid = "";')
+        self.pending.add(q.uuid, addr)
         return _js(wp.encode_qrlogin(200, q.uuid))
 
     async def qrcode(self, request: web.Request) -> web.StreamResponse:
-        import segno
-
+        """The QR image of a pending login: rendered once per uuid (cached), and
+        rate-limited per address (rendering costs milliseconds of CPU)."""
         uuid = request.match_info["uuid"]
         if self.logins.get(uuid, self.clock()) is None:
             raise web.HTTPNotFound(text="no such QR code\n")
-        buf = io.BytesIO()
-        segno.make(self.qr_text(uuid), error="m").save(buf, kind="png", scale=6, border=2)
-        return web.Response(body=buf.getvalue(), content_type="image/png")
+        png = self._qr_png.get(uuid)
+        if png is not None:
+            self._qr_png.move_to_end(uuid)
+        else:
+            addr = address_key(request.remote or "")
+            if not self.qrcode_limit.allow(addr, self.clock()):
+                self.count("qrcode_rate")
+                return _too_many("too many QR images\n", self.qrcode_limit.retry_after(addr))
+            png = _qr_png(self.qr_text(uuid))
+            self._qr_png[uuid] = png
+            while len(self._qr_png) > self.config.qrcode_cache:
+                self._qr_png.popitem(last=False)
+        return web.Response(body=png, content_type="image/png")
 
     @staticmethod
     def qr_text(uuid: str) -> str:
@@ -363,21 +444,49 @@ class WebApi:
             ("wxloadtime", str(int(self.clock()))),
             ("mm_lang", "zh_CN"),
         ):
-            resp.set_cookie(name, value, path="/", max_age=max_age, httponly=name == "wxsid")
+            resp.set_cookie(
+                name,
+                value,
+                path="/",
+                max_age=max_age,
+                httponly=name == "wxsid",
+                samesite="Strict",  # a cross-site request carries no session (CSRF)
+            )
         return resp
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
+        """End the web session: over POST (wechat4u, our page; cross-site checks as for
+        every POST), or over GET only with proof that a page cannot forge (an ``<img>``
+        must not log anyone out): the session's skey in the query (itchat), or, from a
+        client that is not a browser page (no ``Sec-Fetch-Site``, itchat-uos whose skey is
+        empty), the session cookies, which a browser sends only same-site (Strict)."""
         body: dict[str, Any] | None = None
-        if request.method == "POST" and request.content_type == "application/json":
-            try:
-                body = await self._body(request)
-            except wp.WebProtocolError:
-                body = None
+        if request.method == "POST":
+            refused = self._refuse_cross_site(request, _ANY_FORM)
+            if refused is not None:
+                return refused
+            if request.content_type == "application/json":
+                try:
+                    body = await self._body(request)
+                except (wp.WebProtocolError, WebError):
+                    body = None
+        elif request.method != "GET":
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
         try:
             s = await self._session(request, body)
         except WebError:
             return web.Response(text="")
+        if request.method == "GET":
+            fetch_site = request.headers.get("Sec-Fetch-Site")
+            skey = _q(request, "skey")
+            proven = bool(skey) and secrets.compare_digest(skey, s.skey)
+            if not proven and fetch_site not in (None, "same-origin", "none"):
+                self.count("cross_site")
+                return web.Response(
+                    status=403, text="log out with POST\n", content_type="text/plain"
+                )
         self.sessions.end(s.wxsid, self.clock())
+        self.spool.drop_session(s.wxsid)
         await self.sessions.save(s)
         try:
             await self.backend.call("logout", self._based(s, pb.LogoutRequest()))
@@ -675,85 +784,145 @@ class WebApi:
         return {"MsgID": str(r.msg_id), "LocalID": cmid}
 
     async def uploadmedia(self, request: web.Request) -> web.StreamResponse:
+        """One chunk of a multipart upload. The session is checked from the query or the
+        cookies before a byte of the body is read; the body is then streamed (fields in
+        memory up to ``max_form_bytes``, the file part to the spool on disk up to
+        ``max_chunk`` and the account's quota), all within ``upload_timeout``."""
+        refused = self._refuse_cross_site(request, _MULTIPART)
+        if refused is not None:
+            return refused
         try:
-            return await self._uploadmedia(request)
+            s = await self._session(request, None)
+        except WebError as exc:
+            self.count("upload_no_session")
+            return _json(_base(exc.ret, exc.message))
+        try:
+            return await self._uploadmedia(request, s)
         except wp.WebProtocolError as exc:
             return _json(_base(exc.ret, str(exc)))
         except WebError as exc:
             return _json(_base(exc.ret, exc.message))
 
-    async def _uploadmedia(self, request: web.Request) -> web.StreamResponse:
+    async def _uploadmedia(self, request: web.Request, s: WebSession) -> web.StreamResponse:
         cfg = self.config
         if not request.content_type.startswith("multipart/"):
             raise WebError(-1, "webwxuploadmedia wants multipart/form-data")
-        if request.content_length and request.content_length > cfg.max_chunk + 64 * 1024:
+        declared = request.content_length
+        if declared is not None and declared > cfg.max_chunk + cfg.max_form_bytes + 8192:
+            self.count("upload_too_large")
             raise WebError(int(MMRet.ERR_TOO_LARGE), "chunk too large")
+        if self.spool.disk_low():
+            self.count("disk")
+            raise WebError(int(MMRet.ERR_BUSY), "the server is low on disk space: retry later")
+        need = min(declared or cfg.max_chunk, cfg.max_chunk)
+        if self.spool.make_room(s.uin, need) <= 0:
+            self.count("upload_quota")
+            raise WebError(int(MMRet.ERR_BUSY), "upload quota of the account is used up")
+        temp: Path | None = None
+        size = 0
+        try:
+            try:
+                fields, temp, size = await wait_for(
+                    self._read_upload_body(request, s), cfg.upload_timeout
+                )
+            except TimeoutError:
+                self.count("upload_timeout")
+                raise WebError(-1, "the upload did not arrive in time") from None
+            upreq = wp.parse_json_body(fields.get("uploadmediarequest", "").encode())
+            br = wp.parse_base_request(upreq)
+            if br is not None and br.sid and (br.uin != s.uin or br.sid != s.wxsid):
+                raise WebError(wp.RET_LOGIN_ELSEWHERE, "BaseRequest names another session")
+            try:
+                total = int(upreq.get("TotalLen") or fields.get("size") or 0)
+                chunks = int(fields.get("chunks") or 1)
+                chunk = int(fields.get("chunk") or 0)
+            except (TypeError, ValueError):
+                raise WebError(-1, "TotalLen, chunks and chunk must be numbers") from None
+            if not 0 < total <= cfg.max_upload:
+                self.count("upload_too_large")
+                raise WebError(int(MMRet.ERR_TOO_LARGE), f"file size must be 1..{cfg.max_upload}")
+            if not (0 < chunks <= total // (64 * 1024) + 2 and 0 <= chunk < chunks):
+                raise WebError(-1, "bad chunk numbers")
+            if temp is None:
+                raise WebError(-1, "no file part (filename)")
+            ident = str(upreq.get("ClientMediaId") or fields.get("name", ""))[:64] + f":{total}"
+            try:
+                up = self.spool.upload_for(s.wxsid, s.uin, ident, total, chunks, self.clock())
+                await asyncio.to_thread(self.spool.commit_chunk, up, chunk, temp, size)
+            except SpoolFull as exc:
+                self.count("upload_quota")
+                raise WebError(int(MMRet.ERR_BUSY), str(exc)) from None
+            except SpoolTooLarge as exc:
+                self.count("upload_too_large")
+                raise WebError(int(MMRet.ERR_UPLOAD_OFFSET), str(exc)) from None
+            temp = None  # it belongs to the upload now
+            return _json(
+                {
+                    **_base(),
+                    "MediaId": up.media_id,
+                    "StartPos": up.spooled,
+                    "CDNThumbImgHeight": 100,
+                    "CDNThumbImgWidth": 100,
+                    "EncryFileName": "",
+                }
+            )
+        finally:
+            if temp is not None:
+                await asyncio.to_thread(_unlink, temp)
+                self.spool.charge(s.uin, -size)
+
+    async def _read_upload_body(
+        self, request: web.Request, s: WebSession
+    ) -> tuple[dict[str, str], Path | None, int]:
+        """Stream the multipart body: returns (fields, spooled file part, its size).
+
+        The file part's bytes are charged to the account as they arrive, so parallel
+        requests cannot overrun its quota; on error the caller's cleanup (by size) does
+        not apply, so this uncharges and deletes what it spooled itself."""
+        cfg = self.config
         fields: dict[str, str] = {}
-        data = b""
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                continue
-            if part.name == "filename":
-                data = await _read_part(part, cfg.max_chunk)
-            elif part.name:
-                if len(fields) >= 32:
-                    raise WebError(-1, "too many form fields")
-                raw = await _read_part(part, 64 * 1024)
-                fields[part.name] = raw.decode("utf-8", "replace")
-        upreq = wp.parse_json_body(fields.get("uploadmediarequest", "").encode())
-        cookie_s = None
+        form_bytes = 0
+        temp: Path | None = None
+        size = 0
+        fd = -1
         try:
-            cookie_s = await self._session(request, upreq)
-        except WebError:
+            reader = await request.multipart()
+            async for part in reader:
+                if not isinstance(part, BodyPartReader):
+                    raise WebError(-1, "nested multipart is not accepted")
+                if part.name == "filename":
+                    if temp is not None:
+                        raise WebError(-1, "more than one file part")
+                    temp, fd = await asyncio.to_thread(self.spool.open_temp)
+                    while chunk := await part.read_chunk(64 * 1024):
+                        size += len(chunk)
+                        self.spool.charge(s.uin, len(chunk))
+                        if size > cfg.max_chunk:
+                            self.count("upload_too_large")
+                            raise WebError(int(MMRet.ERR_TOO_LARGE), "chunk too large")
+                        if self.spool.room(s.uin) < 0:
+                            self.count("upload_quota")
+                            raise WebError(
+                                int(MMRet.ERR_BUSY), "upload quota of the account is used up"
+                            )
+                        await asyncio.to_thread(_write_all, fd, chunk)
+                    await asyncio.to_thread(os.close, fd)
+                    fd = -1
+                else:
+                    if len(fields) >= 32:
+                        raise WebError(-1, "too many form fields")
+                    raw = await _read_part(part, cfg.max_form_bytes - form_bytes)
+                    form_bytes += len(raw) + len(part.name or "")
+                    if part.name:
+                        fields[part.name[:64]] = raw.decode("utf-8", "replace")
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            if temp is not None:
+                await asyncio.shield(asyncio.to_thread(_unlink, temp))
+                self.spool.charge(s.uin, -size)
             raise
-        s = cookie_s
-        try:
-            total = int(upreq.get("TotalLen") or fields.get("size") or 0)
-            chunks = int(fields.get("chunks") or 1)
-            chunk = int(fields.get("chunk") or 0)
-        except (TypeError, ValueError):
-            raise WebError(-1, "TotalLen, chunks and chunk must be numbers") from None
-        if not 0 < total <= cfg.max_upload:
-            raise WebError(int(MMRet.ERR_TOO_LARGE), f"file size must be 1..{cfg.max_upload}")
-        if not (0 < chunks <= total // (64 * 1024) + 2 and 0 <= chunk < chunks):
-            raise WebError(-1, "bad chunk numbers")
-        ident = str(upreq.get("ClientMediaId") or fields.get("name", ""))[:64] + f":{total}"
-        up = s.uploads.get(ident)
-        if up is None:
-            if len(s.uploads) >= cfg.max_pending_uploads:
-                raise WebError(int(MMRet.ERR_BUSY), "too many uploads in progress")
-            up = {"media_id": "@crypt_" + secrets.token_hex(16), "parts": {}, "chunks": chunks}
-            s.uploads[ident] = up
-        parts: dict[int, bytes] = up["parts"]
-        if (
-            self.sessions.held_bytes(s) - len(parts.get(chunk, b"")) + len(data)
-            > 2 * cfg.max_upload
-        ):
-            raise WebError(int(MMRet.ERR_BUSY), "too much upload data held; send or retry later")
-        parts[chunk] = data
-        if sum(len(p) for p in parts.values()) > total:
-            s.uploads.pop(ident, None)
-            raise WebError(int(MMRet.ERR_UPLOAD_OFFSET), "chunks exceed the declared size")
-        media_id: str = up["media_id"]
-        if len(parts) == up["chunks"]:
-            blob = b"".join(parts[i] for i in range(up["chunks"]))
-            del s.uploads[ident]
-            if len(blob) != total:
-                raise WebError(int(MMRet.ERR_UPLOAD_OFFSET), "upload size does not match")
-            while len(s.media) >= cfg.max_pending_uploads:
-                del s.media[next(iter(s.media))]
-            s.media[media_id] = blob
-        return _json(
-            {
-                **_base(),
-                "MediaId": media_id,
-                "StartPos": sum(len(p) for p in parts.values()),
-                "CDNThumbImgHeight": 100,
-                "CDNThumbImgWidth": 100,
-                "EncryFileName": "",
-            }
-        )
+        return fields, temp, size
 
     async def sendmsgimg(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
@@ -761,23 +930,30 @@ class WebApi:
         msg = self._msg(body)
         to = self._target(s, msg.get("ToUserName"))
         media_id = msg.get("MediaId")
-        data = s.media.get(media_id) if isinstance(media_id, str) else None
-        if data is None:
+        up = self.spool.finished(s.wxsid, media_id) if isinstance(media_id, str) else None
+        if up is None:
             raise WebError(int(MMRet.ERR_NOT_FOUND), "no uploaded media with this MediaId")
         cmid = _client_msg_id(msg)
         s.remember_sent(cmid)
         resp: pb.UploadMsgImgResponse | None = None
-        for pos in range(0, len(data), _IMG_CHUNK):
-            req = pb.UploadMsgImgRequest(
-                client_img_id=cmid,
-                to_user=to,
-                total_len=len(data),
-                start_pos=pos,
-                data=data[pos : pos + _IMG_CHUNK],
-            )
-            resp = await self._cgi(s, "uploadmsgimg", req, pb.UploadMsgImgResponse)
+        pieces = up.read(_IMG_CHUNK)
+        pos = 0
+        try:
+            while data := await asyncio.to_thread(next, pieces, b""):
+                req = pb.UploadMsgImgRequest(
+                    client_img_id=cmid, to_user=to, total_len=up.total, start_pos=pos, data=data
+                )
+                resp = await self._cgi(s, "uploadmsgimg", req, pb.UploadMsgImgResponse)
+                pos += len(data)
+                if resp.msg_id:
+                    break  # stored (or a resend of a stored one: answered from dedup)
+        except OSError:  # expired and deleted meanwhile
+            raise WebError(int(MMRet.ERR_NOT_FOUND), "the upload is gone; upload again") from None
+        finally:
+            pieces.close()
         if resp is None or not resp.msg_id:
             raise WebError(-1, "image was not stored")
+        up.sent = True
         return {"MsgID": str(resp.msg_id), "LocalID": cmid}
 
     async def revokemsg(
@@ -790,7 +966,7 @@ class WebApi:
             raise WebError(-1, "SvrMsgId must be a number") from None
         cmid = body.get("ClientMsgId")
         req = pb.RevokeMsgRequest(
-            msg_id=msg_id if 0 < msg_id < 1 << 64 else 0,
+            msg_id=msg_id if 0 < msg_id < 1 << 63 else 0,
             client_msg_id=str(cmid) if isinstance(cmid, int | str) else "",
         )
         await self._cgi(s, "revokemsg", req, pb.RevokeMsgResponse)
@@ -803,42 +979,32 @@ class WebApi:
         except WebError:
             raise web.HTTPUnauthorized(text="not logged in\n") from None
 
-    async def getmsgimg(self, request: web.Request) -> web.StreamResponse:
+    async def _stream_media(self, request: web.Request, kind: str) -> web.StreamResponse:
+        """Send a message's media straight from its file (sendfile, or chunks that wait
+        for the socket to drain): a reader that never drains holds no copy of it."""
         s = await self._media_session(request)
+        msg_id = _msg_id_param(request)
         try:
-            msg_id = int(_q(request, "msgid"))
-        except ValueError:
-            raise web.HTTPBadRequest(text="msgid must be a number\n") from None
-        thumb = _q(request, "type") == "slave"
-        out = bytearray()
-        try:
-            while True:
-                req = pb.DownloadMsgImgRequest(msg_id=msg_id, start_pos=len(out), thumb=thumb)
-                resp = await self._cgi(s, "getmsgimg", req, pb.DownloadMsgImgResponse)
-                out += resp.data
-                if not resp.data or len(out) >= resp.total_len:
-                    break
-        except WebError:
-            raise web.HTTPNotFound(text="no such image\n") from None
-        return web.Response(body=bytes(out), content_type=_sniff_image(bytes(out)))
+            path = await self.backend.media_file(s.session_key, s.uin, msg_id, kind)
+            head = await asyncio.to_thread(_head, path)
+        except MMError as exc:
+            if exc.code == MMRet.ERR_SESSIONTIMEOUT:
+                self.sessions.end(s.wxsid, self.clock())
+                await self.sessions.save(s)
+                raise web.HTTPUnauthorized(text="not logged in\n") from None
+            raise web.HTTPNotFound(text=f"no such {_KIND_NAMES[kind]}\n") from None
+        except OSError:
+            raise web.HTTPNotFound(text=f"no such {_KIND_NAMES[kind]}\n") from None
+        ctype = "audio/mp3" if kind == "voice" else _sniff_image(head)
+        return web.FileResponse(path, chunk_size=64 * 1024, headers={"Content-Type": ctype})
+
+    async def getmsgimg(self, request: web.Request) -> web.StreamResponse:
+        return await self._stream_media(
+            request, "thumb" if _q(request, "type") == "slave" else "img"
+        )
 
     async def getvoice(self, request: web.Request) -> web.StreamResponse:
-        s = await self._media_session(request)
-        try:
-            msg_id = int(_q(request, "msgid"))
-        except ValueError:
-            raise web.HTTPBadRequest(text="msgid must be a number\n") from None
-        out = bytearray()
-        try:
-            while True:
-                req = pb.DownloadVoiceRequest(msg_id=msg_id, offset=len(out))
-                resp = await self._cgi(s, "downloadvoice", req, pb.DownloadVoiceResponse)
-                out += resp.data
-                if not resp.data or len(out) >= resp.total_len:
-                    break
-        except WebError:
-            raise web.HTTPNotFound(text="no such voice message\n") from None
-        return web.Response(body=bytes(out), content_type="audio/mp3")
+        return await self._stream_media(request, "voice")
 
     async def geticon(self, request: web.Request) -> web.StreamResponse:
         await self._media_session(request)
@@ -911,20 +1077,29 @@ class WebApi:
     async def verifyuser(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
     ) -> dict[str, Any]:
+        """Opcode 2 sends a friend request (VerifyContent is its greeting), 3 accepts
+        one (the Value of the request's RecommendInfo.UserName)."""
         users = body.get("VerifyUserList")
         if not isinstance(users, list) or not users or len(users) > 20:
             raise WebError(-1, "VerifyUserList must list 1..20 users")
+        opcode = body.get("Opcode", 2)
+        if opcode not in (2, 3):
+            raise WebError(-1, "Opcode must be 2 (send a request) or 3 (accept one)")
+        greeting = body.get("VerifyContent", "")
+        if not isinstance(greeting, str) or len(greeting) > 256:
+            raise WebError(-1, "VerifyContent must be a string of at most 256 characters")
         for u in users:
             value = u.get("Value") if isinstance(u, dict) else None
             name = self._target(s, value)
-            await self._cgi(
-                s, "verifyuser", pb.AddContactRequest(user_name=name), pb.AddContactResponse
-            )
+            req = pb.AddContactRequest(user_name=name, opcode=opcode, verify_content=greeting)
+            await self._cgi(s, "verifyuser", req, pb.AddContactResponse)
         return {}
 
     # -- the page ------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=_static("index.html"), content_type="text/html", charset="utf-8")
+        resp = web.Response(body=_static("index.html"), content_type="text/html", charset="utf-8")
+        resp.headers.update(_PAGE_HEADERS)
+        return resp
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -936,7 +1111,77 @@ class WebApi:
             data = _static(name)
         except FileNotFoundError:
             raise web.HTTPNotFound() from None
-        return web.Response(body=data, content_type=types[ext], charset="utf-8")
+        resp = web.Response(body=data, content_type=types[ext], charset="utf-8")
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+
+#: The page's own files only; no frames, no plugins, no inline script (CSRF, DESIGN 8).
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+_MULTIPART = frozenset({"multipart/form-data"})
+_ANY_FORM = csrf.FORM_TYPES  # wechat4u logs out with an empty form POST
+_KIND_NAMES = {"img": "image", "thumb": "image", "voice": "voice message"}
+
+
+def _msg_id_param(request: web.Request) -> int:
+    """``msgid`` / ``MsgID`` (research 7): a positive signed 64-bit number, else 400."""
+    raw = _q(request, "msgid")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        raise web.HTTPBadRequest(text="msgid must be a number below 2**63\n")
+    n = int(raw)
+    if not 0 < n < 1 << 63:
+        raise web.HTTPBadRequest(text="msgid must be a number below 2**63\n")
+    return n
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(8)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+async def _read_all(stream: StreamReader, limit: int) -> bytes:
+    """Everything until the end of the body; OverflowError past ``limit`` bytes."""
+    buf = bytearray()
+    while chunk := await stream.read(64 * 1024):
+        buf += chunk
+        if len(buf) > limit:
+            raise OverflowError(limit)
+    return bytes(buf)
+
+
+def _too_many(text: str, retry_after: float) -> web.Response:
+    resp = web.Response(status=429, text=text, content_type="text/javascript")
+    resp.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+    return resp
+
+
+def _qr_png(text: str) -> bytes:
+    import segno
+
+    buf = io.BytesIO()
+    segno.make(text, error="m").save(buf, kind="png", scale=6, border=2)
+    return buf.getvalue()
 
 
 async def _read_part(part: BodyPartReader, limit: int) -> bytes:
@@ -966,10 +1211,17 @@ def _avatar(name: str) -> bytes:
     return buf.getvalue()
 
 
-def setup_web(app: web.Application, backend: Backend, config: WebConfig | None = None) -> WebApi:
+def setup_web(
+    app: web.Application,
+    backend: Backend,
+    config: WebConfig | None = None,
+    spool_dir: Path | None = None,
+) -> WebApi:
     """Register the web API, the QR login and the web page on ``app``; returns the
-    :class:`WebApi`, whose :meth:`WebApi.handle_scanqrcode` serves the ``scanqrcode`` CGI."""
-    api = WebApi(backend, config)
+    :class:`WebApi`, whose :meth:`WebApi.handle_scanqrcode` serves the ``scanqrcode`` CGI.
+    Uploads are spooled under ``spool_dir`` (emptied first; default: a new temporary
+    directory)."""
+    api = WebApi(backend, config, spool_dir=spool_dir)
     app[WEB_API_KEY] = api
     app.on_startup.append(api.on_startup)
     app.on_shutdown.append(api.on_shutdown)

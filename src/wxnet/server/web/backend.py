@@ -8,6 +8,7 @@ newsendmsg, uploadmsgimg, ...), so one sync engine and one dedup serve both.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -33,4 +34,14 @@ class Backend(Protocol):
         """Create a new session (a device) for account ``uin`` without a password:
         the caller has checked that a logged-in device of the account approved it.
         None if the account does not exist."""
+        ...
+
+    async def media_file(self, session_key: str, uin: int, msg_id: int, kind: str) -> Path:
+        """The file of message ``msg_id``'s media (``kind`` img, thumb or voice), for
+        the session to stream from disk, after the same checks as the download CGIs.
+
+        Raises:
+            MMError: ERR_SESSIONTIMEOUT (the session is gone) or ERR_NOT_FOUND (no such
+                media, or not the session's to see).
+        """
         ...

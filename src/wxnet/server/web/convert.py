@@ -50,6 +50,10 @@ def _img_xml(m: pb.AddMsg) -> str:
     )
 
 
+#: WeChat's VERIFYMSG: a friend request, accepted with webwxverifyuser Opcode 3.
+VERIFY_MSG = 37
+
+
 def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
     """An AddMsg for account ``me`` as an AddMsgList element.
 
@@ -71,6 +75,23 @@ def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
         content = web.escape_content(m.content)
     if sender and sender != me and is_chatroom(from_user):
         content = web.group_content(web.web_user_name(sender), content)
+    if m.msg_type == VERIFY_MSG:  # a friend request: from "fmessage", with who and why
+        obj = web.message_json(
+            web.WebMessage(
+                msg_id=m.msg_id,
+                from_user="fmessage",
+                to_user=web.web_name(to_user, False),
+                msg_type=VERIFY_MSG,
+                content=content,
+                create_time=m.create_time,
+                status=m.status or 3,
+            )
+        )
+        requester = web.web_name(from_user, False)
+        obj["RecommendInfo"].update(
+            UserName=requester, NickName=from_user, Content=m.content, Ticket=requester, OpCode=2
+        )
+        return obj
     return web.message_json(
         web.WebMessage(
             msg_id=m.msg_id,

@@ -7,7 +7,9 @@ dedup, fan-out and notifies behave exactly as for a phone.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -52,6 +54,10 @@ class DispatcherBackend:
         )
         return DeviceSession(sess.sid, uin, user_name, nick)
 
+    async def media_file(self, session_key: str, uin: int, msg_id: int, kind: str) -> Path:
+        sess = await self.engine.session(session_key, uin)
+        return await self.dispatcher.uploads.media_file(sess, msg_id, kind)
+
 
 def setup_server_web(app: web.Application, server: Any, config: WebConfig | None = None) -> WebApi:
     """Add the web API to ``server``'s app and serve ``scanqrcode`` from it.
@@ -60,8 +66,12 @@ def setup_server_web(app: web.Application, server: Any, config: WebConfig | None
     dispatcher: Dispatcher = server.dispatcher
     if config is None:
         hold = float(getattr(server.config, "synccheck_max_wait", 25.0))
-        config = WebConfig(synccheck_hold=hold, login_hold=min(hold, 25.0))
-    api = setup_web(app, DispatcherBackend(dispatcher, server.engine), config)
+        base: WebConfig = getattr(server.config, "web", WebConfig())
+        config = dataclasses.replace(
+            base, synccheck_hold=hold, login_hold=min(hold, base.login_hold)
+        )
+    spool = Path(server.config.data) / "web-spool"
+    api = setup_web(app, DispatcherBackend(dispatcher, server.engine), config, spool)
     api.sessions.store = server.engine.store  # web sessions outlive the process
 
     async def scanqrcode(req: Any, sess: Session | None, _ctx: Any) -> pb.ScanQrResponse:
@@ -69,4 +79,18 @@ def setup_server_web(app: web.Application, server: Any, config: WebConfig | None
         return await api.handle_scanqrcode(sess.uin, req)
 
     dispatcher.register("scanqrcode", scanqrcode)
+    api.spool.min_free = int(getattr(server.config.sync, "min_free_disk_bytes", 0))
+    metrics = getattr(server, "metrics", None)
+    if metrics is not None:
+        metrics.counter_fn(
+            "wxnet_web_limited_total",
+            "Web requests refused (or QR logins evicted) by a limit, by limit.",
+            "limit",
+            lambda: api.limited,
+        )
+        metrics.gauge("wxnet_qr_pending", "Pending QR logins.", lambda: len(api.logins))
+        metrics.gauge(
+            "wxnet_web_spool_bytes", "Web upload bytes on disk.", lambda: api.spool.total_bytes
+        )
+        metrics.gauge("wxnet_web_uploads", "Web uploads held.", lambda: len(api.spool))
     return api

@@ -16,7 +16,7 @@ import enum
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from wxnet.proto.errors import WxnetError
 from wxnet.sync.store import WebSessionRow
@@ -148,6 +148,15 @@ class QrLogins:
         q.version += 1
         return q.uin
 
+    def discard(self, uuid: str) -> QrLogin | None:
+        """Forget a login now (a newer one needs its room); its polls see 400."""
+        q = self._by_uuid.pop(uuid, None)
+        if q is not None:
+            self._by_ticket.pop(q.ticket, None)
+            q.state = LoginState.EXPIRED
+            q.version += 1
+        return q
+
     def expire(self, now: float) -> list[QrLogin]:
         """Drop logins past their lifetime; returns them (their waiters need waking)."""
         gone = [q for q in self._by_uuid.values() if now >= q.expires]
@@ -174,8 +183,6 @@ class WebSession:
     expires: float
     alive: bool = True
     sent: dict[str, None] = field(default_factory=dict)  # own ClientMsgIds, to not echo
-    uploads: dict[str, Any] = field(default_factory=dict)
-    media: dict[str, bytes] = field(default_factory=dict)
 
     def remember_sent(self, client_msg_id: str, keep: int = 1000) -> None:
         self.sent[client_msg_id] = None
@@ -298,11 +305,6 @@ class WebSessions:
             self.end(wxsid)
         return s
 
-    def held_bytes(self, s: WebSession) -> int:
-        """Upload bytes a session holds in memory (chunks and finished media)."""
-        parts = sum(len(p) for up in s.uploads.values() for p in up["parts"].values())
-        return parts + sum(len(m) for m in s.media.values())
-
     def end(self, wxsid: str, now: float | None = None) -> WebSession | None:
         """Log a session out. It stays findable (dead) for a grace period so that its
         clients learn of it (1101); :meth:`sweep` forgets it after that."""
@@ -311,8 +313,6 @@ class WebSessions:
             s.alive = False
             if now is not None:
                 s.expires = min(s.expires, now)
-            s.uploads.clear()
-            s.media.clear()
         return s
 
     def sweep(self, now: float, grace: float = 3600.0) -> int:

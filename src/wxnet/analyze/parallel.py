@@ -1,0 +1,175 @@
+"""``wxnet analyze --jobs N``: the same analysis, in N worker processes.
+
+Flows are sharded by a symmetric hash of their 5-tuple (:meth:`Analyzer.run_shard`):
+each worker reads the whole capture (so every worker's clock, sweeps and idle timeouts
+are those of a single run), analyses its own flows plus every UDP flow to or from port 53
+(so each worker's DNS memory holds every answer in the capture, as a single run's
+does), and reports only its own flows. The parent merges the workers' records by the
+sort key each carries (:attr:`Analyzer.emit_tag`: the packet position of the sweep
+that emitted it, then the flow's first packet), which is the order in which a single
+run emits them; the output is the same as ``--jobs 1`` (checked by
+``tests/analyze/test_parallel.py``). One difference remains: the flow table cap
+(``max_flows``) is split evenly between the workers, so on a capture that reaches it
+the early-reported flows can differ.
+
+Workers are forked, so they share the parent's loaded signatures. Records travel as
+pickled batches over a pipe.
+"""
+
+from __future__ import annotations
+
+import heapq
+import multiprocessing
+import os
+import traceback
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from wxnet.analyze.capture import CaptureError, CaptureReader
+from wxnet.analyze.engine import Analyzer, FlowRecord, Stats
+from wxnet.classify import Classifier
+
+__all__ = ["ParallelError", "run_parallel"]
+
+#: Records per message from a worker.
+BATCH = 256
+
+Tagged = tuple[tuple[float, int, float, int], FlowRecord]
+
+
+class ParallelError(Exception):
+    """A worker process failed (the message holds its traceback)."""
+
+
+def _worker(
+    path: Path,
+    classifier: Classifier,
+    shard: int,
+    shards: int,
+    out: Connection,
+    options: dict[str, Any],
+) -> None:
+    batch: list[Tagged] = []
+    try:
+        analyzer: Analyzer
+
+        def emit(rec: FlowRecord) -> None:
+            batch.append((analyzer.emit_tag, rec))
+            if len(batch) >= BATCH:
+                out.send(("recs", batch.copy()))
+                batch.clear()
+
+        analyzer = Analyzer(emit, classifier, **options)
+        error: tuple[str, int] | None = None
+        with open(path, "rb") as f:
+            reader = CaptureReader(f)
+            try:
+                analyzer.run_shard(reader, shard, shards)
+            except CaptureError as exc:
+                error = (exc.reason, exc.offset)
+            finally:
+                reader.close()
+        analyzer.finish()
+        if batch:
+            out.send(("recs", batch))
+        out.send(("end", analyzer.stats, error))
+    except BaseException:  # report anything to the parent, then exit
+        out.send(("fail", traceback.format_exc()))
+    finally:
+        out.close()
+
+
+def _stream(conn: Connection, ends: list[tuple[Stats, tuple[str, int] | None]]) -> Iterator[Tagged]:
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            raise ParallelError("a worker process exited without its results") from None
+        if msg[0] == "recs":
+            yield from msg[1]
+        elif msg[0] == "end":
+            ends.append((msg[1], msg[2]))
+            return
+        else:
+            raise ParallelError(f"a worker process failed:\n{msg[1]}")
+
+
+def run_parallel(
+    path: Path,
+    classifier: Classifier,
+    jobs: int,
+    emit: Callable[[FlowRecord], None],
+    **options: Any,
+) -> tuple[Stats, CaptureError | None]:
+    """Analyse ``path`` in ``jobs`` processes; call ``emit`` for every flow, in the order
+    of a single run. Returns the merged statistics and the capture's read error (the
+    same in every worker), if any. ``options`` go to each :class:`Analyzer`
+    (``max_flows`` is divided between the workers)."""
+    ctx = multiprocessing.get_context("fork")
+    if "max_flows" in options:
+        options["max_flows"] = max(1, options["max_flows"] // jobs)
+    else:
+        options["max_flows"] = max(1, 200_000 // jobs)
+    procs = []
+    streams = []
+    ends: list[list[tuple[Stats, tuple[str, int] | None]]] = []
+    for k in range(jobs):
+        recv, send = ctx.Pipe(duplex=False)
+        p = ctx.Process(
+            target=_worker, args=(path, classifier, k, jobs, send, options), daemon=True
+        )
+        p.start()
+        send.close()
+        procs.append((p, recv))
+        ends.append([])
+        streams.append(_stream(recv, ends[k]))
+    # Live flows at most, rebuilt from when each flow was created and reported.
+    events: list[tuple[float, int]] = []
+    try:
+        for tag, rec in heapq.merge(*streams, key=lambda t: t[0]):
+            events.append((float(tag[3]), 0))
+            events.append((tag[0], 1))
+            emit(rec)
+    finally:
+        for p, recv in procs:
+            if p.is_alive() and not all(ends):
+                p.kill()
+            p.join()
+            recv.close()
+    stats = Stats()
+    error: CaptureError | None = None
+    for k, [(st, err)] in enumerate(ends):
+        for name in (
+            "packets",
+            "bytes",
+            "not_ip",
+            "other_transport",
+            "malformed",
+            "fragments",
+            "flows",
+            "dns_answers",
+            "evicted",
+        ):
+            setattr(stats, name, getattr(stats, name) + getattr(st, name))
+        stats.linktypes |= st.linktypes
+        if k == 0:
+            stats.first_ts, stats.last_ts = st.first_ts, st.last_ts
+            if err is not None:
+                error = CaptureError(err[0], err[1])
+    events.sort()
+    live = top = 0
+    for _pos, kind in events:
+        live += -1 if kind else 1
+        top = max(top, live)
+    stats.max_live_flows = top
+    return stats, error
+
+
+def default_jobs() -> int:
+    """CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
