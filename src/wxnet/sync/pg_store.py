@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import SELECTOR_BITS
 from wxnet.sync.pg_schema import DDL, ID_BLOCK, SCHEMA_VERSION
+from wxnet.sync.schema import StoreTooNew
 from wxnet.sync.sqlite_store import FIRST_MSG_ID
 from wxnet.sync.store import (
     Account,
@@ -45,6 +46,7 @@ from wxnet.sync.store import (
     RoomRow,
     SessionRow,
     WebSessionRow,
+    session_key_hash,
 )
 
 __all__ = ["MAX_GROUP", "PostgresStore", "StoreUnavailable", "connect_error"]
@@ -186,6 +188,7 @@ class PostgresStore:
         self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._commit_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._schema_version = 0
         self.groups = 0
         self.writes = 0
 
@@ -215,10 +218,22 @@ class PostgresStore:
                 await c.execute(
                     "INSERT INTO meta VALUES ('schema_version', $1)", str(SCHEMA_VERSION)
                 )
+                v = SCHEMA_VERSION
             elif int(v) > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"the store was written by a newer wxnet (schema {v} > {SCHEMA_VERSION})"
+                from wxnet import __version__
+
+                raise StoreTooNew(
+                    f"the store has schema version {v}, written by a newer wxnet; this "
+                    f"wxnet {__version__} knows schema {SCHEMA_VERSION}: upgrade wxnet (the "
+                    "store is left as it is)"
                 )
+            self._schema_version = int(v)
+            # Stores written before keys were hashed hold them in plain text (a hash is
+            # 64 hex digits, a key is not): hash them in place, the sessions stay valid.
+            await c.execute(
+                "UPDATE sessions SET sid=encode(sha256(convert_to(sid, 'UTF8')), 'hex')"
+                " WHERE length(sid) <> 64"
+            )
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     def close(self) -> None:
@@ -259,6 +274,9 @@ class PostgresStore:
         task = self._commit_task
         if task is not None and not task.done():
             await asyncio.shield(task)
+
+    def schema_version(self) -> int:
+        return self._schema_version
 
     def statistics(self) -> dict[str, int]:
         return {"commits": self.groups, "writes": self.writes}
@@ -416,7 +434,7 @@ class PostgresStore:
     async def create_session(self, row: SessionRow, now: int) -> None:
         await self._execute(
             "INSERT INTO sessions VALUES ($1,$2,$3,$4,$5,$6,$7)",
-            row.sid,
+            session_key_hash(row.sid),
             row.uin,
             row.device_id,
             row.device_name,
@@ -427,14 +445,26 @@ class PostgresStore:
 
     async def session(self, sid: str) -> SessionRow | None:
         r = await self._row(
-            "SELECT s.sid, s.uin, a.user_name, s.device_id, s.device_name, s.kind, s.expires"
+            "SELECT s.uin, a.user_name, s.device_id, s.device_name, s.kind, s.expires"
             " FROM sessions s JOIN accounts a ON a.uin=s.uin WHERE s.sid=$1",
-            sid,
+            session_key_hash(sid),
         )
-        return None if r is None else SessionRow(r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6])
+        return None if r is None else SessionRow(sid, int(r[0]), r[1], r[2], r[3], r[4], r[5])
 
     async def delete_session(self, sid: str) -> None:
-        await self._execute("DELETE FROM sessions WHERE sid=$1", sid)
+        await self._execute("DELETE FROM sessions WHERE sid=$1", session_key_hash(sid))
+
+    async def evict_sessions(self, uin: int, keep: int) -> list[str]:
+        # ctid breaks ties of one second, as rowid does in SQLite; FOR UPDATE keeps two
+        # processes evicting for one account from both counting the same rows.
+        async with self._conn() as c, c.transaction():
+            rows = await c.fetch(
+                "SELECT sid FROM sessions WHERE uin=$1 ORDER BY created, ctid FOR UPDATE", uin
+            )
+            gone = [str(r[0]) for r in rows[: max(0, len(rows) - keep)]]
+            if gone:
+                await c.execute("DELETE FROM sessions WHERE sid = ANY($1::text[])", gone)
+        return gone
 
     # ---------------------------------------------------------------- web sessions
     async def save_web_session(self, row: WebSessionRow) -> None:
@@ -624,6 +654,8 @@ class PostgresStore:
         return await fut
 
     async def message(self, msg_id: int) -> MessageRow | None:
+        if not 0 < msg_id < 1 << 63:  # bigint is signed 64-bit: no such id
+            return None
         return _message(
             await self._row(f"SELECT {_MSG_COLS} FROM messages WHERE msg_id=$1", msg_id)
         )
@@ -686,6 +718,21 @@ class PostgresStore:
             client_id,
             kind,
         )
+
+    async def uploads_of(self, owner: int) -> list[tuple[str, str, int]]:
+        rows = await self._fetch(
+            "SELECT client_id, kind, total_len FROM uploads WHERE owner=$1", owner
+        )
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    async def uploads_older(self, created_before: int, limit: int) -> list[tuple[int, str, str]]:
+        rows = await self._fetch(
+            "SELECT owner, client_id, kind FROM uploads WHERE created < $1"
+            " ORDER BY created LIMIT $2",
+            created_before,
+            limit,
+        )
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
 _COMMIT_SQL = "SELECT * FROM wx_commit($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
