@@ -16,6 +16,7 @@ from wxnet.proto import wxnet_pb2 as pb
 from wxnet.server.app import Server, start_server
 from wxnet.server.bus import RedisBus
 from wxnet.server.config import BusConfig, ServerConfig, StoreConfig
+from wxnet.sync.engine import EngineConfig
 
 WAIT = 20.0
 
@@ -43,6 +44,7 @@ async def nodes(tmp_path: Path, pg_dsn: str, redis: RedisServer) -> AsyncIterato
                 data=tmp_path / "shared",  # media: a directory both nodes see
                 store=StoreConfig(kind="postgres", dsn=pg_dsn),
                 bus=BusConfig(kind="redis", url=redis.url, shards=16),
+                sync=EngineConfig(contacts="open"),  # consent: test_consent.py
             )
             out.append(await start_server(cfg))
             assert name

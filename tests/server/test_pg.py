@@ -20,6 +20,7 @@ from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.server.app import start_server
 from wxnet.server.config import ServerConfig, StoreConfig
+from wxnet.sync.engine import EngineConfig
 
 # Not run again here: SQLite-specific (it writes into the SQLite file behind the
 # server's back), or not about the store (login limits, long-link framing).
@@ -42,6 +43,7 @@ def config(tmp_path: Path, pg_dsn: str) -> ServerConfig:
         http_port=0,
         data=tmp_path / "var",
         store=StoreConfig(kind="postgres", dsn=pg_dsn),
+        sync=EngineConfig(contacts="open"),  # consent: tests/server/test_consent.py
     )
 
 
@@ -87,6 +89,7 @@ async def test_sends_fail_cleanly_while_postgres_is_down(
         http_port=0,
         data=tmp_path / "var",
         store=StoreConfig(kind="postgres", dsn=own_pg.new_database(), timeout=3),
+        sync=EngineConfig(contacts="open"),
     )
     srv = await start_server(cfg)
     try:
@@ -162,6 +165,7 @@ async def test_postgres_restart_under_load_exactly_once(
         http_port=0,
         data=tmp_path / "var",
         store=StoreConfig(kind="postgres", dsn=own_pg.new_database(), timeout=3),
+        sync=EngineConfig(contacts="open"),
     )
     srv = await start_server(cfg)
     try:

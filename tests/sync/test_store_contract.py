@@ -225,7 +225,7 @@ async def test_engine_revoke_window_over_the_store(store: Store, tmp_path: objec
 
     now = [float(T0)]
     eng = Engine(
-        Path(str(tmp_path)) / "eng", EngineConfig(revoke_window=120), clock=lambda: now[0],
+        Path(str(tmp_path)) / "eng", EngineConfig(revoke_window=120, contacts="open"), clock=lambda: now[0],
         store=store,
     )  # fmt: skip
     a = await eng.add_user("alice", "secret1")
