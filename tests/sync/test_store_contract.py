@@ -16,8 +16,17 @@ from tests.sync.conftest import OpenStore, Published
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import SELECTOR_BITS, SyncKey
 from wxnet.sync.engine import Engine, EngineConfig
+from wxnet.sync.schema import SCHEMA_VERSION
 from wxnet.sync.sqlite_store import FIRST_MSG_ID
-from wxnet.sync.store import Append, NewMessage, RoomRow, SessionRow, Store, WebSessionRow
+from wxnet.sync.store import (
+    Append,
+    NewMessage,
+    RoomRow,
+    SessionRow,
+    Store,
+    WebSessionRow,
+    session_key_hash,
+)
 
 T0 = 1_700_000_000
 
@@ -44,6 +53,7 @@ async def test_accounts(store: Store) -> None:
     assert await store.account_by_uin(b) == await store.account_by_name("bob")
     assert await store.account_by_name("nobody") is None
     assert await store.account_by_uin(999_999) is None
+    assert await store.message(1 << 63) is None and await store.message(-1) is None
     with pytest.raises(MMError) as ei:
         await store.create_account("alice", "x", "x", T0)
     assert ei.value.code == MMRet.ERR_ARG
@@ -62,6 +72,25 @@ async def test_sessions(store: Store) -> None:
     assert await store.session("sid-2") is None
     await store.delete_session("sid-1")
     assert await store.session("sid-1") is None
+
+
+async def test_schema_version(store: Store) -> None:
+    assert store.schema_version() == SCHEMA_VERSION
+
+
+async def test_evict_sessions_oldest_first_by_hash(store: Store) -> None:
+    a, b = await two(store)
+    for i in range(4):
+        await store.create_session(
+            SessionRow(f"k{i}", a, "alice", "d", "D", "mobile", T0 + 99), T0 + i
+        )
+    await store.create_session(SessionRow("kb", b, "bob", "d", "D", "mobile", T0 + 99), T0)
+    gone = await store.evict_sessions(a, 2)
+    # what comes back is what the store keeps instead of the key: its hash
+    assert gone == [session_key_hash("k0"), session_key_hash("k1")]
+    assert [await store.session(f"k{i}") is None for i in range(4)] == [True, True, False, False]
+    assert await store.evict_sessions(a, 2) == []
+    assert await store.session("kb") is not None  # another account's sessions stay
 
 
 async def test_append_seqs_windows_and_publish(store: Store, published: Published) -> None:
@@ -183,7 +212,7 @@ async def test_committed_keys(store: Store) -> None:
 
 
 async def test_uploads(store: Store) -> None:
-    a, _ = await two(store)
+    a, b = await two(store)
     assert await store.upload_begin(a, "u1", "img", "bob", 100, T0) == ("bob", 100, [])
     await store.upload_save(a, "u1", "img", [(0, 10), (20, 30)])
     # a resume keeps what was stored, whatever the new request says
@@ -195,6 +224,13 @@ async def test_uploads(store: Store) -> None:
     assert await store.upload_begin(a, "u1", "voice", "bob", 7, T0) == ("bob", 7, [])
     await store.upload_drop(a, "u1", "img")
     assert await store.upload_begin(a, "u1", "img", "bob", 50, T0) == ("bob", 50, [])
+    await store.upload_begin(b, "u2", "img", "alice", 3, T0 - 50)
+    assert sorted(await store.uploads_of(a)) == [("u1", "img", 50), ("u1", "voice", 7)]
+    assert await store.uploads_of(999_999) == []
+    # the expiry sweep's list: begun before the cut-off, oldest first, at most limit
+    assert await store.uploads_older(T0, 10) == [(b, "u2", "img")]
+    assert len(await store.uploads_older(T0 + 1, 2)) == 2
+    assert await store.uploads_older(T0 - 50, 10) == []
 
 
 async def test_durable_across_reopen(open_store: OpenStore) -> None:
@@ -224,10 +260,8 @@ async def test_engine_revoke_window_over_the_store(store: Store, tmp_path: objec
     from wxnet.proto import wxnet_pb2 as pb
 
     now = [float(T0)]
-    eng = Engine(
-        Path(str(tmp_path)) / "eng", EngineConfig(revoke_window=120, contacts="open"), clock=lambda: now[0],
-        store=store,
-    )  # fmt: skip
+    cfg = EngineConfig(revoke_window=120, contacts="open")  # consent: test_consent.py
+    eng = Engine(Path(str(tmp_path)) / "eng", cfg, clock=lambda: now[0], store=store)
     a = await eng.add_user("alice", "secret1")
     await eng.add_user("bob", "secret1")
     sa = await eng.create_session(a, "dev", "Dev")
