@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= var
 # Debian packages the test suite needs (installed by `make sysdeps` when missing; root):
 # systemd for `systemd-analyze` (the unit tests), curl for the README's commands.
-DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl
+DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl postgresql redis-server
 
 .PHONY: install install-dev run test lint typecheck pytest sysdeps proto lock bench wheel clean
 

@@ -8,11 +8,12 @@ on the analyser's reassembly.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.engines import PostgresServer, RedisServer
 from wxnet.analyze.capture import CaptureReader
 
 CAPTURES = Path(__file__).parent / "data" / "captures"
@@ -80,3 +81,32 @@ def capture_flows() -> Callable[[str], FlowBytes]:
         return _CACHE[name]
 
     return load
+
+
+# ---------------------------------------------------------------- engines (scale-out)
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the whole session (tests take fresh databases)."""
+    srv = PostgresServer()
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PostgresServer) -> str:
+    """The DSN of a fresh, empty database on the shared PostgreSQL."""
+    return pg_server.new_database()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real Redis for the whole session."""
+    srv = RedisServer()
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.close()

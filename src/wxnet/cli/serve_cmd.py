@@ -15,7 +15,7 @@ from typing import Any
 
 from wxnet.cli.common import IO, ExitStatus, UsageError
 from wxnet.sdnotify import notify
-from wxnet.server.config import ConfigError, ServerConfig, load_config
+from wxnet.server.config import ConfigError, ServerConfig, load_config, store_description
 
 
 def register(sub: Any) -> None:
@@ -109,16 +109,20 @@ def banner(cfg: ServerConfig, long_ports: tuple[int, ...], http_port: int) -> li
     url = f"http://{_hostport(local, http_port)}"
     where = " (every address of this machine)" if wildcard else ""
     cmd = command_path()
+    user_where = f"--data {cfg.data}"
+    if cfg.store.kind == "postgres":
+        user_where = "--config FILE (the server's, with its [store])"
     return [
         f"wxnet serving: long link {_hostport(host, long_ports[0])}{extra}, "
         f"HTTP http://{_hostport(host, http_port)}/ (short link, newgetdns, web){where}, "
-        f"store {Path(cfg.data) / 'wxnet.db'}",
-        f"add a user: {cmd} user add NAME --password PW --data {cfg.data}",
+        f"store {store_description(cfg)}",
+        f"add a user: {cmd} user add NAME --password PW {user_where}",
         f"log in:     {cmd} login --server {url} --user NAME --password PW",
     ]
 
 
 async def _serve(cfg: ServerConfig, io: IO) -> int:
+    from wxnet.proto.errors import MMError
     from wxnet.server.app import start_server
     from wxnet.sync.db import StoreDamaged
     from wxnet.sync.schema import SchemaError
@@ -132,7 +136,10 @@ async def _serve(cfg: ServerConfig, io: IO) -> int:
         io.error(f"cannot listen: {exc}")
         return ExitStatus.ERROR
     except SchemaError as exc:
-        io.error(f"{Path(cfg.data) / 'wxnet.db'}: {exc}")
+        io.error(f"{store_description(cfg)}: {exc}")
+        return ExitStatus.ERROR
+    except MMError as exc:  # the store (or the bus) cannot be reached
+        io.error(f"cannot start: {exc.message}")
         return ExitStatus.ERROR
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

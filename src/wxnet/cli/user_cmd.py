@@ -7,6 +7,7 @@ that holds none is refused with the directory named, not given a new empty store
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sqlite3
 import time
@@ -16,8 +17,9 @@ from typing import Any
 from wxnet.cli.common import IO, ExitStatus, UsageError
 from wxnet.cli.store_cmd import store_path
 from wxnet.proto.errors import MMError
+from wxnet.server.config import ConfigError, StoreConfig, load_config
 from wxnet.sync.db import connect
-from wxnet.sync.engine import add_user_sync
+from wxnet.sync.engine import add_user_sync, profile_item
 from wxnet.sync.schema import SchemaError, init_schema
 
 
@@ -32,6 +34,11 @@ def register(sub: Any) -> None:
     )
     a.add_argument("--nick", help="display name (default: the user name)")
     a.add_argument("--data", type=Path, default=Path("var"), help="data directory (default ./var)")
+    a.add_argument(
+        "--config",
+        type=Path,
+        help='the server\'s TOML file: with [store] kind = "postgres" the account goes there',
+    )
     a.add_argument("--json", action="store_true", help="print the result as JSON")
     a.set_defaults(func=cmd_add)
     ls = usub.add_parser("list", help="list accounts")
@@ -59,17 +66,44 @@ def _open(data: Path) -> sqlite3.Connection:
     return conn
 
 
+def _store_config(path: Path) -> StoreConfig:
+    try:
+        return load_config(path).store
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def _add_shared(args: argparse.Namespace, password: str) -> int:
+    """Create the account through the configured shared store (the Store interface)."""
+    from wxnet.sync.engine import Engine
+    from wxnet.sync.pg_store import PostgresStore
+
+    sc = _store_config(args.config)
+    store = PostgresStore(sc.dsn, profile_item=profile_item, min_size=1, max_size=2)
+    eng = Engine(args.data, store=store)
+    try:
+        await eng.start()
+        return await eng.add_user(args.name, password, args.nick)
+    except MMError as exc:
+        raise UsageError(exc.message) from None
+    finally:
+        await eng.aclose()
+
+
 def cmd_add(args: argparse.Namespace, io: IO) -> int:
     password = args.password or os.environ.get("WXNET_PASSWORD")
     if not password:
         raise UsageError("give --password (or set WXNET_PASSWORD)")
-    conn = _open(args.data)
-    try:
-        uin = add_user_sync(conn, args.name, password, args.nick, time.time())
-    except MMError as exc:
-        raise UsageError(exc.message) from None
-    finally:
-        conn.close()
+    if args.config is not None and _store_config(args.config).kind == "postgres":
+        uin = asyncio.run(_add_shared(args, password))
+    else:
+        conn = _open(args.data)
+        try:
+            uin = add_user_sync(conn, args.name, password, args.nick, time.time())
+        except MMError as exc:
+            raise UsageError(exc.message) from None
+        finally:
+            conn.close()
     if args.json:
         io.json({"uin": uin, "user_name": args.name, "nick_name": args.nick or args.name})
     else:

@@ -11,10 +11,11 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from wxnet.server.config import ServerConfig
+from wxnet.server.config import ServerConfig, store_description
 from wxnet.server.dispatch import Dispatcher
 from wxnet.server.http import make_app
 from wxnet.server.httpguard import GuardedSite, HttpGuards
@@ -22,12 +23,27 @@ from wxnet.server.limits import ConnectionLimiter, TrustedProxies
 from wxnet.server.longlink import LongLink
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
-from wxnet.sync.engine import Engine
-from wxnet.sync.store import session_key_hash
+from wxnet.sync.engine import Engine, profile_item
+from wxnet.sync.store import Store, session_key_hash
 
-__all__ = ["Server", "start_server"]
+if TYPE_CHECKING:
+    from wxnet.server.bus import RedisBus
+
+__all__ = ["Server", "make_store", "start_server", "store_description"]
 
 log = logging.getLogger("wxnet.server")
+
+
+def make_store(config: ServerConfig) -> Store | None:
+    """The configured store (None: the engine's embedded SQLite in ``data``)."""
+    sc = config.store
+    if sc.kind == "postgres":
+        from wxnet.sync.pg_store import PostgresStore
+
+        return PostgresStore(
+            sc.dsn, profile_item=profile_item, max_size=sc.pool_size, timeout=sc.timeout
+        )
+    return None
 
 
 class Server:
@@ -37,8 +53,19 @@ class Server:
         self.notifier = Notifier(config.max_polls_per_session, config.max_polls_per_account)
         self.metrics = Metrics()
         self.engine = Engine(
-            Path(config.data), config.sync, on_news=self.notifier.publish, clock=clock
+            Path(config.data),
+            config.sync,
+            on_news=self.notifier.publish,
+            clock=clock,
+            store=make_store(config),
         )
+        self.bus: RedisBus | None = None
+        if config.bus.kind == "redis":
+            from wxnet.server.bus import RedisBus
+
+            self.bus = RedisBus(config.bus.url, self.notifier.deliver, config.bus.shards)
+            self.notifier.bus = self.bus
+            self.notifier.remote_listeners.append(self.engine.forget)
         self.engine.on_session_end.append(self._session_ended)
         #: one count of open sockets for every listener, so one address cannot take
         #: every descriptor (long links and HTTP alike)
@@ -94,6 +121,19 @@ class Server:
         self.metrics.gauge(
             "wxnet_long_polls", "Pending long polls.", lambda: self.notifier.total_waiters
         )
+        if self.bus is not None:
+            bus = self.bus
+            self.metrics.gauge(
+                "wxnet_bus_subscriptions",
+                "Account shards this process follows on the bus.",
+                lambda: bus.subscriptions,
+            )
+            for key in ("published", "received", "dropped", "reconnects"):
+                self.metrics.gauge(
+                    f"wxnet_bus_{key}",
+                    f"Bus messages {key} (reconnects: times the bus came back).",
+                    lambda key=key: bus.stats[key],  # type: ignore[misc]
+                )
         self.metrics.gauge(
             "wxnet_connections", "Open connections, every listener.", lambda: self.limiter.open
         )
@@ -139,6 +179,8 @@ class Server:
         cfg = self.config
         _raise_fd_limit(cfg.max_connections)
         await self.engine.start()
+        if self.bus is not None:
+            await self.bus.start()
         ctx = None
         if cfg.tls_cert:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -174,7 +216,7 @@ class Server:
                     "extra_long_ports": list(self.extra_long_ports),
                     "http_port": self.http_port,
                     "tls": bool(ctx),
-                    "store": str(Path(cfg.data) / "wxnet.db"),
+                    "store": store_description(cfg),
                 }
             },
         )
@@ -211,7 +253,9 @@ class Server:
             await asyncio.wait(self.tasks, timeout=10)
         for srv in self._long_servers:
             await srv.wait_closed()
-        await asyncio.to_thread(self.engine.close)
+        if self.bus is not None:
+            await self.bus.close()
+        await self.engine.aclose()
 
 
 def _raise_fd_limit(max_connections: int) -> None:

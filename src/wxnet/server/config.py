@@ -29,6 +29,17 @@ Example ``wxnet.toml``::
     short_ports = []
     builtin_addresses = []
     ttl = 600
+
+    [store]                    # where accounts, sessions and logs live
+    kind = "sqlite"            # or "postgres" (several processes and nodes share it)
+    dsn = ""                   # postgres: "postgresql://user:password@host:5432/db"
+    pool_size = 10             # postgres: connections per process
+    timeout = 10.0             # postgres: seconds to connect / per statement (x3)
+
+    [bus]                      # how processes tell each other of new items
+    kind = "local"             # or "redis" (needed by several processes or nodes)
+    url = ""                   # redis: "redis://host:6379/0"
+    shards = 1024              # redis: channels the accounts are spread over
 """
 
 from __future__ import annotations
@@ -43,7 +54,18 @@ from wxnet.server.limits import TrustedProxies
 from wxnet.server.web.config import WebConfig
 from wxnet.sync.engine import EngineConfig
 
-__all__ = ["ConfigError", "DnsConfig", "ServerConfig", "load_config"]
+__all__ = [
+    "BusConfig",
+    "ConfigError",
+    "DnsConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "load_config",
+    "redact",
+    "store_description",
+]
+
+_SECTIONS = ("server", "sync", "dns", "web", "store", "bus")
 
 
 class ConfigError(ValueError):
@@ -60,6 +82,32 @@ class DnsConfig:
     short_ports: tuple[int, ...] = ()
     builtin_addresses: tuple[str, ...] = ()
     ttl: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    kind: str = "sqlite"
+    dsn: str = ""
+    pool_size: int = 10
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    kind: str = "local"
+    url: str = ""
+    shards: int = 1024
+
+
+def redact(url: str) -> str:
+    """``url`` without the password of its user part (for logs and banners)."""
+    head, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    user, _, host = rest.rpartition("@")
+    if ":" in user:
+        user = user.split(":", 1)[0] + ":***"
+    return f"{head}://{user}@{host}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +138,8 @@ class ServerConfig:
     log_level: str = "info"
     sync: EngineConfig = field(default_factory=EngineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
 
@@ -98,7 +148,7 @@ def _coerce(cls: Any, section: str, raw: dict[str, Any], base: Any) -> Any:
     changes: dict[str, Any] = {}
     for key, value in raw.items():
         f = known.get(key)
-        if f is None or f.name in ("sync", "dns", "web"):
+        if f is None or f.name in _SECTIONS:
             raise ConfigError(f"[{section}] has no setting {key!r}")
         current = getattr(base, key)
         try:
@@ -139,13 +189,15 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         for section in data:
-            if section not in ("server", "sync", "dns", "web"):
-                raise ConfigError(f"{path}: unknown section [{section}] (server, sync, dns, web)")
+            if section not in _SECTIONS:
+                raise ConfigError(f"{path}: unknown section [{section}] ({', '.join(_SECTIONS)})")
         cfg = _coerce(ServerConfig, "server", data.get("server", {}), cfg)
         cfg = dataclasses.replace(
             cfg,
             sync=_coerce(EngineConfig, "sync", data.get("sync", {}), cfg.sync),
             dns=_coerce(DnsConfig, "dns", data.get("dns", {}), cfg.dns),
+            store=_coerce(StoreConfig, "store", data.get("store", {}), cfg.store),
+            bus=_coerce(BusConfig, "bus", data.get("bus", {}), cfg.bus),
             web=_coerce(WebConfig, "web", data.get("web", {}), cfg.web),
         )
     if overrides:
@@ -210,3 +262,24 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("[web] upload_bytes_per_account must hold one upload of max_upload")
     if cfg.sync.min_free_disk_bytes < 0:
         raise ConfigError("[sync] min_free_disk_bytes must not be negative")
+    if cfg.store.kind not in ("sqlite", "postgres"):
+        raise ConfigError('[store] kind must be "sqlite" or "postgres"')
+    if cfg.store.kind == "postgres" and not cfg.store.dsn.startswith(
+        ("postgres://", "postgresql://")
+    ):
+        raise ConfigError('[store] kind = "postgres" needs dsn = "postgresql://user@host:port/db"')
+    if cfg.store.pool_size < 1 or cfg.store.timeout <= 0:
+        raise ConfigError("[store] pool_size and timeout must be positive")
+    if cfg.bus.kind not in ("local", "redis"):
+        raise ConfigError('[bus] kind must be "local" or "redis"')
+    if cfg.bus.kind == "redis" and not cfg.bus.url.startswith(("redis://", "unix://")):
+        raise ConfigError('[bus] kind = "redis" needs url = "redis://host:6379/0"')
+    if not 1 <= cfg.bus.shards <= 1 << 20:
+        raise ConfigError("[bus] shards must be 1..1048576")
+
+
+def store_description(config: ServerConfig) -> str:
+    """Where the store is, for banners and errors (a PostgreSQL DSN without its password)."""
+    if config.store.kind == "postgres":
+        return redact(config.store.dsn)
+    return str(Path(config.data) / "wxnet.db")

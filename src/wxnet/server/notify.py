@@ -13,11 +13,19 @@ from typing import Protocol
 from wxnet._compat import wait_for
 from wxnet.proto.errors import MMError, MMRet
 
-__all__ = ["Notifier", "Subscriber"]
+__all__ = ["Bus", "Notifier", "Subscriber"]
 
 
 class Subscriber(Protocol):
     def notify(self, selector: int) -> None: ...
+
+
+class Bus(Protocol):
+    """The other processes (``server/bus.py``): told of our news, told what we hold."""
+
+    def hold(self, uin: int) -> None: ...
+    def release(self, uin: int) -> None: ...
+    def publish(self, news: dict[int, int]) -> None: ...
 
 
 class Notifier:
@@ -37,6 +45,9 @@ class Notifier:
         #: polls cut short by the per-session cap / refused by the per-account cap
         self.polls_limited = {"session": 0, "account": 0}
         self.listeners: list[Callable[[dict[int, int]], None]] = []
+        #: called with news that came over the bus (another process committed it)
+        self.remote_listeners: list[Callable[[dict[int, int]], None]] = []
+        self.bus: Bus | None = None
         self.closed = False
 
     def close(self) -> None:
@@ -50,14 +61,20 @@ class Notifier:
         self._waiters.clear()
 
     def add(self, uin: int, sub: Subscriber) -> None:
-        self._links.setdefault(uin, set()).add(sub)
+        subs = self._links.setdefault(uin, set())
+        if sub not in subs:
+            subs.add(sub)
+            if self.bus is not None:
+                self.bus.hold(uin)
 
     def remove(self, uin: int, sub: Subscriber) -> None:
         subs = self._links.get(uin)
-        if subs is not None:
+        if subs is not None and sub in subs:
             subs.discard(sub)
             if not subs:
                 del self._links[uin]
+            if self.bus is not None:
+                self.bus.release(uin)
 
     def subscribers(self, uin: int) -> tuple[Subscriber, ...]:
         return tuple(self._links.get(uin, ()))
@@ -75,6 +92,19 @@ class Notifier:
 
     def publish(self, news: dict[int, int]) -> None:
         """Called by the engine after a commit: ``{uin: selector bits}``."""
+        self._wake(news)
+        if self.bus is not None:
+            self.bus.publish(news)
+        for listener in self.listeners:
+            listener(news)
+
+    def deliver(self, news: dict[int, int]) -> None:
+        """News committed by another process (from the bus): wake who waits here."""
+        for listener in self.remote_listeners:
+            listener(news)
+        self._wake(news)
+
+    def _wake(self, news: dict[int, int]) -> None:
         for uin, sel in news.items():
             for sub in tuple(self._links.get(uin, ())):
                 sub.notify(sel)
@@ -83,8 +113,6 @@ class Notifier:
                 for fut in waiters:
                     if not fut.done():
                         fut.set_result(sel)
-        for listener in self.listeners:
-            listener(news)
 
     async def wait(self, uin: int, timeout: float, session: str = "") -> int:
         """Wait until ``uin``'s logs grow (returns the selector bits) or ``timeout``
@@ -113,11 +141,15 @@ class Notifier:
                     old.set_result(0)
             mine.append(fut)
         self._waiters.setdefault(uin, set()).add(fut)
+        if self.bus is not None:
+            self.bus.hold(uin)
         try:
             return await wait_for(fut, timeout)
         except TimeoutError:
             return 0
         finally:
+            if self.bus is not None:
+                self.bus.release(uin)
             ws = self._waiters.get(uin)
             if ws is not None:
                 ws.discard(fut)

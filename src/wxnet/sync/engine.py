@@ -264,6 +264,9 @@ class Engine:
         self.passwords.close()
         self.store.close()
 
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
     def limit_counters(self) -> list[tuple[str, str, str, Callable[[], dict[str, float]]]]:
         """The engine's caps as /metrics counters: (name, help, label, read)."""
         return [
@@ -293,6 +296,17 @@ class Engine:
 
     def now(self) -> int:
         return int(self.clock())
+
+    def forget(self, news: dict[int, int]) -> None:
+        """Another process grew these logs (news from the bus): drop what this process
+        cached about them (contacts, groups, profile) so the next request reads it."""
+        for uin, sel in news.items():
+            if sel & SELECTOR_BITS[KEY_CONTACT]:
+                self._contacts.pop(uin, None)
+            if sel & SELECTOR_BITS[KEY_CHATROOM]:
+                self._rooms.clear()
+            if sel & SELECTOR_BITS[KEY_PROFILE]:
+                self._account.pop(uin, None)
 
     # ================================================================ accounts
     async def add_user(self, name: str, password: str, nick: str | None = None) -> int:

@@ -102,6 +102,18 @@ CREATE TABLE IF NOT EXISTS sync_log (
     item INTEGER NOT NULL,
     PRIMARY KEY (uin, key, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS web_sessions (
+    key TEXT PRIMARY KEY,
+    uin INTEGER NOT NULL,
+    user_name TEXT NOT NULL,
+    nick_name TEXT NOT NULL,
+    session_key TEXT NOT NULL,
+    skey TEXT NOT NULL,
+    pass_ticket TEXT NOT NULL,
+    data_ticket TEXT NOT NULL,
+    expires REAL NOT NULL,
+    alive INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uploads (
     owner INTEGER NOT NULL,
     client_id TEXT NOT NULL,

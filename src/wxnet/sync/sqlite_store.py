@@ -30,6 +30,7 @@ from wxnet.sync.store import (
     NewMessage,
     RoomRow,
     SessionRow,
+    WebSessionRow,
     session_key_hash,
 )
 
@@ -144,6 +145,12 @@ class LogTail:
         return len(self._rings)
 
 
+def _web_row(r: Sequence[Any]) -> WebSessionRow:
+    return WebSessionRow(
+        r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]), bool(r[9])
+    )
+
+
 class SQLiteStore:
     """Args:
         path: the database file (created, with its schema, if missing; an older store is
@@ -195,6 +202,9 @@ class SQLiteStore:
 
     def close(self) -> None:
         self.db.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.db.close)
 
     async def flush(self) -> None:
         await self.db.write(lambda c: None)  # the queue is FIFO
@@ -328,6 +338,36 @@ class SQLiteStore:
             return gone
 
         return await self.db.write(w)
+
+    # ---------------------------------------------------------------- web sessions
+    async def save_web_session(self, row: WebSessionRow) -> None:
+        await self.db.write(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO web_sessions VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row.key,
+                    row.uin,
+                    row.user_name,
+                    row.nick_name,
+                    row.session_key,
+                    row.skey,
+                    row.pass_ticket,
+                    row.data_ticket,
+                    row.expires,
+                    int(row.alive),
+                ),
+            )
+        )
+
+    async def web_session(self, key: str) -> WebSessionRow | None:
+        r = await self._one("SELECT * FROM web_sessions WHERE key=?", (key,))
+        return None if r is None else _web_row(r)
+
+    async def drop_web_sessions(self, before: float) -> int:
+        n: int = await self.db.write(
+            lambda c: c.execute("DELETE FROM web_sessions WHERE expires<?", (before,)).rowcount
+        )
+        return n
 
     # ---------------------------------------------------------------- logs
     async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:

@@ -9,7 +9,9 @@ messages, uploads and the per-account sync logs, and guarantees three things:
 * after each durable write that appended to some logs, ``publish(Changes)`` is called
   on the event loop, before the write's own caller resumes.
 
-:class:`wxnet.sync.sqlite_store.SQLiteStore` is the embedded implementation.
+:class:`wxnet.sync.sqlite_store.SQLiteStore` is the embedded implementation;
+:class:`wxnet.sync.pg_store.PostgresStore` the shared one (several processes and nodes).
+Both pass the same contract tests (``tests/sync/test_store_contract.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "RoomRow",
     "SessionRow",
     "Store",
+    "WebSessionRow",
     "session_key_hash",
 ]
 
@@ -61,6 +64,23 @@ class SessionRow:
     device_name: str
     kind: str
     expires: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebSessionRow:
+    """A web login as stored (the in-memory extras of a web session are not).
+    ``key`` is the SHA-256 of the wxsid (hex): the store never holds the wxsid."""
+
+    key: str
+    uin: int
+    user_name: str
+    nick_name: str
+    session_key: str  # the mobile-protocol session the web device uses
+    skey: str
+    pass_ticket: str
+    data_ticket: str
+    expires: float
+    alive: bool
 
 
 @dataclass(slots=True)
@@ -121,6 +141,10 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    async def aclose(self) -> None:
+        """Finish queued writes and close, from the event loop."""
+        ...
+
     async def flush(self) -> None:
         """Return once every write queued before the call (background ones too) is durable."""
         ...
@@ -144,6 +168,16 @@ class Store(Protocol):
     async def evict_sessions(self, uin: int, keep: int) -> list[str]:
         """Delete all but the ``keep`` newest sessions of ``uin``; returns the
         :func:`session_key_hash` of each deleted session, oldest first."""
+        ...
+
+    # web sessions (durable: any process serves them, a restart keeps them)
+    async def save_web_session(self, row: WebSessionRow) -> None:
+        """Insert or replace the row with ``row.key``."""
+        ...
+
+    async def web_session(self, key: str) -> WebSessionRow | None: ...
+    async def drop_web_sessions(self, before: float) -> int:
+        """Forget web sessions that expired before ``before``; returns how many."""
         ...
 
     # sync logs

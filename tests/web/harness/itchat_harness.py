@@ -1,6 +1,7 @@
 """Drive an unmodified itchat (1.3.10 or itchat-uos 1.4.1) against a wxnet server.
 
-Run with the client's own interpreter: ``python itchat_harness.py BASE_URL WORKDIR``.
+Run with the client's own interpreter: ``python itchat_harness.py BASE_URL WORKDIR [hot]``
+(``hot``: ``hotReload=True``, the login kept in WORKDIR/itchat.pkl and resumed from it).
 Events go to stdout as JSON lines; commands come from stdin as JSON lines:
 ``{"op": "send", "to": NICK, "text": ...}``, ``{"op": "image", "to": NICK, "path": ...}``,
 ``{"op": "contacts"}``, ``{"op": "logout"}``. This file runs under the client's Python,
@@ -15,6 +16,7 @@ import threading
 from typing import Any
 
 BASE, WORKDIR = sys.argv[1], sys.argv[2]
+HOT = sys.argv[3:] == ["hot"]
 os.chdir(WORKDIR)  # itchat may write QR.png / itchat.pkl into the working directory
 
 import itchat  # type: ignore[import-not-found]  # noqa: E402
@@ -62,11 +64,12 @@ def ret(r: Any) -> int:
 
 
 itchat.auto_login(
-    hotReload=False,
+    hotReload=HOT,
     qrCallback=lambda uuid, status, qrcode: emit(event="qr", uuid=uuid, status=status),
     loginCallback=lambda: emit(event="login"),
     exitCallback=lambda: emit(event="exit"),
 )
+emit(event="ready")  # auto_login returned: with hotReload, itchat.pkl is written
 itchat.run(blockThread=False)
 for line in sys.stdin:
     cmd = json.loads(line)

@@ -188,6 +188,10 @@ class WebApi:
         while True:
             await asyncio.sleep(interval)
             self.sweep()
+            try:
+                await self.sessions.sweep_store(self.clock())
+            except MMError as exc:  # the store is down: sweep next time
+                log.warning("web sessions not swept: %s", exc.message)
 
     async def on_startup(self, _app: web.Application) -> None:
         self._sweep_task = asyncio.get_running_loop().create_task(self._sweeper())
@@ -248,12 +252,13 @@ class WebApi:
         if ret == MMRet.ERR_SESSIONTIMEOUT:
             self.sessions.end(s.wxsid, self.clock())
             self.spool.drop_session(s.wxsid)
+            await self.sessions.save(s)
             raise SessionGone("the account's session ended")
         if ret != 0:
             raise WebError(int(ret), resp.base.err_msg or f"{name} failed")  # type: ignore[attr-defined]
         return resp
 
-    def _session(self, request: web.Request, body: dict[str, Any] | None) -> WebSession:
+    async def _session(self, request: web.Request, body: dict[str, Any] | None) -> WebSession:
         """Authenticate by wxuin + wxsid: BaseRequest, else query, else cookies (1.3, 10)."""
         uin: int | None = None
         sid = ""
@@ -268,7 +273,10 @@ class WebApi:
             sid = request.cookies.get("wxsid", "")
         if uin is None or not sid:
             raise WebError(wp.RET_SESSION_REJECTED, "no session (wxuin and wxsid)")
-        s = self.sessions.find(uin, sid, self.clock())
+        try:
+            s = await self.sessions.lookup(uin, sid, self.clock())
+        except MMError as exc:  # the store cannot be reached
+            raise WebError(int(exc.code), exc.message) from None
         if s is None or not s.alive:
             raise SessionGone()
         return s
@@ -315,7 +323,7 @@ class WebApi:
                 return refused
             try:
                 body = await self._body(request)
-                s = self._session(request, body)
+                s = await self._session(request, body)
                 out = await fn(request, s, body)
             except wp.WebProtocolError as exc:
                 return _json(_base(exc.ret, str(exc)))
@@ -419,6 +427,7 @@ class WebApi:
             return web.Response(text=fail, content_type="text/plain")
         self._reported.pop(uuid, None)
         s = self.sessions.add(dev.uin, dev.user_name, dev.nick_name, dev.session_key, self.clock())
+        await self.sessions.save(s)  # durable before the client hears of it
         xml = wp.encode_login_ticket(wp.LoginTicket(s.skey, s.wxsid, s.uin, s.pass_ticket))
         # 301 for the clients (wechat4u parses only a 301, 3.4); our page asks with
         # version=v2, as the real browser did, and gets 200 so that fetch() can read it.
@@ -464,7 +473,7 @@ class WebApi:
         elif request.method != "GET":
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
         try:
-            s = self._session(request, body)
+            s = await self._session(request, body)
         except WebError:
             return web.Response(text="")
         if request.method == "GET":
@@ -478,6 +487,7 @@ class WebApi:
                 )
         self.sessions.end(s.wxsid, self.clock())
         self.spool.drop_session(s.wxsid)
+        await self.sessions.save(s)
         try:
             await self.backend.call("logout", self._based(s, pb.LogoutRequest()))
         except Exception:  # the web session is over whatever the mobile side says
@@ -560,7 +570,7 @@ class WebApi:
 
     async def getcontact(self, request: web.Request) -> web.StreamResponse:
         try:
-            s = self._session(request, None)
+            s = await self._session(request, None)
             try:
                 seq = int(_q(request, "seq") or 0)
             except ValueError:
@@ -608,7 +618,7 @@ class WebApi:
     # -- receiving (research 5) ----------------------------------------------------------
     async def synccheck(self, request: web.Request) -> web.StreamResponse:
         try:
-            s = self._session(request, None)
+            s = await self._session(request, None)
         except WebError as exc:
             return _js(wp.encode_synccheck(exc.ret, 0))
         try:
@@ -782,7 +792,7 @@ class WebApi:
         if refused is not None:
             return refused
         try:
-            s = self._session(request, None)
+            s = await self._session(request, None)
         except WebError as exc:
             self.count("upload_no_session")
             return _json(_base(exc.ret, exc.message))
@@ -965,7 +975,7 @@ class WebApi:
     # -- media downloads (research 7) ----------------------------------------------------
     async def _media_session(self, request: web.Request) -> WebSession:
         try:
-            return self._session(request, None)
+            return await self._session(request, None)
         except WebError:
             raise web.HTTPUnauthorized(text="not logged in\n") from None
 
@@ -980,6 +990,7 @@ class WebApi:
         except MMError as exc:
             if exc.code == MMRet.ERR_SESSIONTIMEOUT:
                 self.sessions.end(s.wxsid, self.clock())
+                await self.sessions.save(s)
                 raise web.HTTPUnauthorized(text="not logged in\n") from None
             raise web.HTTPNotFound(text=f"no such {_KIND_NAMES[kind]}\n") from None
         except OSError:

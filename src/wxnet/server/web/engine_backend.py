@@ -72,6 +72,7 @@ def setup_server_web(app: web.Application, server: Any, config: WebConfig | None
         )
     spool = Path(server.config.data) / "web-spool"
     api = setup_web(app, DispatcherBackend(dispatcher, server.engine), config, spool)
+    api.sessions.store = server.engine.store  # web sessions outlive the process
 
     async def scanqrcode(req: Any, sess: Session | None, _ctx: Any) -> pb.ScanQrResponse:
         assert sess is not None  # scanqrcode needs a session (commands table)

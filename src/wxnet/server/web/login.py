@@ -13,10 +13,13 @@ needed to authenticate, because real clients send junk in them (research 1.3, 10
 from __future__ import annotations
 
 import enum
+import hashlib
 import secrets
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from wxnet.proto.errors import WxnetError
+from wxnet.sync.store import WebSessionRow
 
 __all__ = [
     "LoginState",
@@ -27,6 +30,7 @@ __all__ = [
     "QrLogins",
     "QrLoginsFull",
     "WebSession",
+    "WebSessionStore",
     "WebSessions",
     "new_token",
 ]
@@ -186,13 +190,87 @@ class WebSession:
             del self.sent[next(iter(self.sent))]
 
 
-class WebSessions:
-    """Web sessions by wxsid. Lookups check the uin and the expiry."""
+class WebSessionStore(Protocol):
+    """Where web sessions outlive the process (the server's :class:`Store`)."""
 
-    def __init__(self, ttl: float = 7 * 86400.0, per_account: int = 16) -> None:
+    async def save_web_session(self, row: WebSessionRow) -> None: ...
+    async def web_session(self, key: str) -> WebSessionRow | None: ...
+    async def drop_web_sessions(self, before: float) -> int: ...
+
+
+def sid_key(wxsid: str) -> str:
+    """What the store keys a web session by: the SHA-256 of its wxsid (hex)."""
+    return hashlib.sha256(wxsid.encode()).hexdigest()
+
+
+class WebSessions:
+    """Web sessions by wxsid. Lookups check the uin and the expiry.
+
+    With a ``store`` every session is also saved there (:meth:`save`, awaited before a
+    login or logout is answered), and a wxsid unknown here is looked up there
+    (:meth:`lookup`): a session made by another process, or before a restart, works.
+    What a session holds only in memory (pending upload chunks, its own ClientMsgIds)
+    stays with the process."""
+
+    def __init__(
+        self,
+        ttl: float = 7 * 86400.0,
+        per_account: int = 16,
+        store: WebSessionStore | None = None,
+    ) -> None:
         self.ttl = ttl
         self.per_account = per_account
+        self.store = store
         self._by_sid: dict[str, WebSession] = {}
+        self._ended: list[WebSession] = []
+
+    async def save(self, s: WebSession) -> None:
+        """Make ``s`` (new, or ended) durable, if there is a store; also the sessions
+        that :meth:`add` ended to make room."""
+        ended, self._ended = self._ended, []
+        if self.store is None:
+            return
+        for old in (*ended, s):
+            await self._save(old)
+
+    async def _save(self, s: WebSession) -> None:
+        if self.store is not None:
+            await self.store.save_web_session(
+                WebSessionRow(
+                    sid_key(s.wxsid),
+                    s.uin,
+                    s.user_name,
+                    s.nick_name,
+                    s.session_key,
+                    s.skey,
+                    s.pass_ticket,
+                    s.data_ticket,
+                    s.expires,
+                    s.alive,
+                )
+            )
+
+    async def lookup(self, uin: int, wxsid: str, now: float) -> WebSession | None:
+        """:meth:`find`, falling back to the store for a wxsid not held here."""
+        if self.store is not None and wxsid and wxsid not in self._by_sid:
+            row = await self.store.web_session(sid_key(wxsid))
+            if row is not None and wxsid not in self._by_sid:
+                self._by_sid[wxsid] = WebSession(
+                    wxsid,
+                    row.uin,
+                    row.user_name,
+                    row.nick_name,
+                    row.session_key,
+                    row.skey,
+                    row.pass_ticket,
+                    row.data_ticket,
+                    row.expires,
+                    row.alive,
+                )
+        return self.find(uin, wxsid, now)
+
+    async def sweep_store(self, now: float, grace: float = 3600.0) -> int:
+        return 0 if self.store is None else await self.store.drop_web_sessions(now - grace)
 
     def __len__(self) -> int:
         return len(self._by_sid)
@@ -203,6 +281,7 @@ class WebSessions:
         mine = sorted((s for s in self._by_sid.values() if s.uin == uin), key=lambda s: s.expires)
         for old in mine[: max(0, len(mine) - self.per_account + 1)]:
             self.end(old.wxsid)  # the oldest web login of the account makes room
+            self._ended.append(old)  # saved as ended with the next save()
         s = WebSession(
             wxsid=new_token(),
             uin=uin,
