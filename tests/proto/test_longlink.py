@@ -23,6 +23,7 @@ from wxnet.proto.longlink import (
     Reply,
     Request,
     SignalKeep,
+    SyncPush,
     UnknownCommand,
 )
 
@@ -186,12 +187,14 @@ def test_client_events_for_pushes_and_heartbeats() -> None:
         encode_packet(24, 0, b"")  # short notify: everything
         + encode_packet(24, 0, (0x6).to_bytes(4, "big"))
         + encode_packet(122, 0, b"data")
+        + encode_packet(123, 0, b"other")
         + encode_packet(1_000_000_006, 0xFFFFFFFF)
     )
     assert client.receive_data(data) == [
         Notify(0xFFFFFFFF),
         Notify(6),
-        Push(122, b"data"),
+        SyncPush(b"data"),
+        Push(123, b"other"),
         NoopReply(0xFFFFFFFF),
     ]
 

@@ -14,7 +14,10 @@ the framing alone does not:
   flight (replies are matched by seq alone, Mars ``longlink.cc``). A noop may still come
   with an ordinary seq (the older clients' form, the seed's ``... 06 00 00 00 0f``);
 * a reply goes back with the request's seq and ``cmd + 1_000_000_000``, once; a notify
-  is cmd 24, seq 0, a u32 selector; a protocol error is cmd 1_000_000_000, seq 0, a
+  is cmd 24, seq 0, a u32 selector; a push with data is cmd 122, seq 0, a
+  ``NewSyncResponse`` body (its items carry their key and seq; the client applies them
+  with :func:`wxnet.proto.syncdriver.apply_push`), sent only to a link that asked for
+  it in identify; a protocol error is cmd 1_000_000_000, seq 0, a
   body with only ``base`` {ret, err_msg} set (as every error reply), after which the
   link is done.
 
@@ -58,6 +61,7 @@ __all__ = [
     "Request",
     "Role",
     "SignalKeep",
+    "SyncPush",
     "UnknownCommand",
     "error_body",
 ]
@@ -66,6 +70,7 @@ _REPLY = C.REPLY_OFFSET
 _NOOP = int(LinkCmd.NOOP)
 _NOOP_REPLY = int(LinkCmd.NOOP_REPLY)
 _NOTIFY = int(LinkCmd.NOTIFY)
+_PUSH_DATA = int(LinkCmd.PUSH)
 _SIGNAL_KEEP = int(LinkCmd.SIGNAL_KEEP)
 _PROTOCOL_ERROR = int(LinkCmd.PROTOCOL_ERROR)
 _IDENTIFY = C.CMD_IDENTIFY
@@ -148,6 +153,15 @@ class Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncPush:
+    """(client) cmd 122, push with data: ``body`` is a ``NewSyncResponse`` whose items
+    are the account's newest, each with its key and seq. Apply it with
+    :func:`wxnet.proto.syncdriver.apply_push` (a gap means: pull with newsync)."""
+
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Push:
     """(client) Another server push on seq 0 (cmd 122 push-with-data, ...)."""
 
@@ -165,7 +179,16 @@ class RemoteError:
 
 
 Event = (
-    Request | UnknownCommand | Noop | SignalKeep | Reply | NoopReply | Notify | Push | RemoteError
+    Request
+    | UnknownCommand
+    | Noop
+    | SignalKeep
+    | Reply
+    | NoopReply
+    | Notify
+    | SyncPush
+    | Push
+    | RemoteError
 )
 
 
@@ -324,6 +347,8 @@ class LongLinkConnection:
             # A notify too short for its u32 means "sync everything".
             sel = int.from_bytes(body[:4], "big") if len(body) >= 4 else _ALL_SELECTORS
             return Notify(sel)
+        if cmd == _PUSH_DATA:
+            return SyncPush(body)
         if cmd == _PROTOCOL_ERROR:
             resp = pb.LogoutResponse()  # any response type: only ``base`` is set
             try:
@@ -441,6 +466,18 @@ class LongLinkConnection:
         if not 0 < selector <= _ALL_SELECTORS:
             raise LocalProtocolError(f"a notify needs selector bits, not {selector}")
         return _packet(_NOTIFY, _SEQ_PUSH, selector.to_bytes(4, "big"))
+
+    def push_data(self, body: bytes) -> bytes:
+        """(server) cmd 122, seq 0: push with data, ``body`` a ``NewSyncResponse`` of items
+        that each carry their key and seq (``wxnet.sync.items.newsync_response``).
+
+        Raises:
+            LocalProtocolError: a client connection, a closed one, or a body over the
+                packet limit (send a notify instead).
+        """
+        self._check_role(SERVER, "push_data")
+        self._check_open()
+        return _packet(_PUSH_DATA, _SEQ_PUSH, body)
 
     def protocol_error(self, code: int, message: str) -> bytes:
         """(server) cmd 1_000_000_000, seq 0, ``base`` {code, message}; the link is done after it

@@ -31,6 +31,14 @@ Use::
         ...apply event...
 
 or ``async for event in drive(driver, call): ...`` with ``call(SyncCall) -> response``.
+
+Push with data (cmd 122, ``docs/protocol.md`` "Push with data") is the other way in:
+:func:`apply_push` takes the key a client holds and a pushed ``NewSyncResponse`` and
+returns the :class:`Page` of items that follow that key (store it as a pulled page) or a
+:class:`Gap` (an item is missing between the key and the push: pull with newsync). A
+client applies pushes only while no pull of its own is under way (one that arrives
+during a pull is a notify: sync once more), so the key moves along one path at a time
+and every item counts once, in log order.
 """
 
 from __future__ import annotations
@@ -45,16 +53,19 @@ from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import Selector
 from wxnet.proto.errors import LocalProtocolError, MMError, MMRet, RemoteProtocolError
+from wxnet.proto.synckey import SyncKey
 
 __all__ = [
     "MAX_PAGES",
     "Committed",
+    "Gap",
     "KeyReset",
     "Page",
     "SyncCall",
     "SyncDriver",
     "SyncEvent",
     "SyncState",
+    "apply_push",
     "drive",
 ]
 
@@ -112,6 +123,46 @@ class Committed:
 
 
 SyncEvent = Page | KeyReset | Committed
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A pushed item of log ``key`` has seq ``got`` but the client holds ``have``: items
+    between are missing (a push the server left out, or a key from before a reset).
+    Pull with newsync from the key held."""
+
+    key: int
+    have: int
+    got: int
+
+
+def apply_push(key: bytes, push: pb.NewSyncResponse) -> Page | Gap:
+    """The items of ``push`` that follow ``key``, in order, and the key after them.
+
+    An item at or below the key's value for its log is one the client already has (a
+    pull overtook the push) and is left out; one at the value + 1 is taken and moves the
+    key; any other is a :class:`Gap`, and then nothing of the push is taken. An empty or
+    undecodable key is a gap too (such a client starts with newinit).
+    """
+    try:
+        held = SyncKey.from_bytes(key) if key else SyncKey()
+    except RemoteProtocolError:
+        held = SyncKey()
+    if not held:
+        first = push.cmd_list[0] if push.cmd_list else None
+        return Gap(first.key if first else 0, 0, first.seq if first else 0)
+    vec = held.as_dict()
+    fresh: list[pb.CmdItem] = []
+    for item in push.cmd_list:
+        have = vec.get(item.key)
+        if have is not None and item.seq <= have:
+            continue
+        if have is None or item.seq != have + 1:
+            return Gap(item.key, have or 0, item.seq)
+        vec[item.key] = item.seq
+        fresh.append(item)
+    new_key = SyncKey.of(vec).to_bytes() if fresh else bytes(key)
+    return Page(fresh, new_key, False, push)
 
 
 class SyncDriver:

@@ -1005,7 +1005,10 @@ class IdentifyRequest(_message.Message):
 
     BASE_FIELD_NUMBER: _builtins.int
     KEY_BUF_FIELD_NUMBER: _builtins.int
+    PUSH_DATA_FIELD_NUMBER: _builtins.int
     key_buf: _builtins.bytes
+    push_data: _builtins.int
+    """1: this link takes push-with-data (cmd 122) for small items"""
     @_builtins.property
     def base(self) -> Global___BaseRequest: ...
     def __init__(
@@ -1013,10 +1016,11 @@ class IdentifyRequest(_message.Message):
         *,
         base: Global___BaseRequest | None = ...,
         key_buf: _builtins.bytes = ...,
+        push_data: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "key_buf", b"key_buf"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "key_buf", b"key_buf", "push_data", b"push_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
