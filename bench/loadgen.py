@@ -25,6 +25,11 @@ long link, every message from a random user to a random other one, closed loop w
 ``--window`` (default 1000) in flight in total, ``--warmup`` untimed messages first::
 
     python -m bench.loadgen --spawn --users 200 --warmup 2000 --messages 100000
+
+``--push`` asks for push with data (cmd 122) in identify: a message that follows the
+user's key is taken from the push with no newsync, and the key is committed with one
+``syncdone`` per user at most every ``--commit-every`` seconds (a push during a sync,
+or one after a gap, is a notify as before).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from wxnet.client.errors import TransportError
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import MsgType
 from wxnet.proto.errors import MMError, WxnetError
-from wxnet.proto.syncdriver import Page, SyncDriver
+from wxnet.proto.syncdriver import Gap, Page, SyncDriver, apply_push
 
 __all__ = ["LoadResult", "main", "percentile", "run_load"]
 
@@ -98,6 +103,9 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
     server_cpu_seconds: float | None = None
+    #: pushes with data taken / that left a gap (and so a newsync)
+    pushes: int = 0
+    push_gaps: int = 0
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -116,6 +124,8 @@ class LoadResult:
             "delivered_per_s": round(self.delivered / self.elapsed, 1) if self.elapsed else 0.0,
             "latency_ms": ms,
             "loadgen_cpu_s": round(self.cpu_seconds, 3),
+            "pushes": self.pushes,
+            "push_gaps": self.push_gaps,
             "loadgen_cpu_us_per_msg": (
                 round(self.cpu_seconds / self.delivered * 1e6, 1) if self.delivered else None
             ),
@@ -140,7 +150,7 @@ async def _sync(u: User, items: list[pb.CmdItem] | None = None) -> None:
     u.key = driver.key
 
 
-async def _login(host: str, port: int, name: str, password: str) -> User:
+async def _login(host: str, port: int, name: str, password: str, push: bool = False) -> User:
     try:
         u = User(name, await BasicLink.connect(host, port, timeout=10))
         resp = await u.link.call(
@@ -156,7 +166,9 @@ async def _login(host: str, port: int, name: str, password: str) -> User:
         u.uin, u.sid = resp.uin, resp.session_key
         await _sync(u)
         await u.link.call(
-            "identify", pb.IdentifyRequest(base=u.base(), key_buf=u.key), pb.IdentifyResponse
+            "identify",
+            pb.IdentifyRequest(base=u.base(), key_buf=u.key, push_data=int(push)),
+            pb.IdentifyResponse,
         )
     except (MMError, TransportError) as exc:
         raise LoadError(f"login {name}: {exc}") from exc
@@ -326,18 +338,61 @@ class Mailbox:
     """A user of the random-pairs shape: syncs on every notify and counts the messages
     addressed to it (its own sent copies, if the server logs them, are not deliveries)."""
 
-    def __init__(self, user: User, result: LoadResult, seen: set[str], done: Any) -> None:
+    def __init__(
+        self,
+        user: User,
+        result: LoadResult,
+        seen: set[str],
+        done: Any,
+        push: bool = False,
+        commit_every: float = 1.0,
+    ) -> None:
         self.user = user
         self.result = result
         self.seen = seen
         self.done = done  # called with (tag, now) for every first delivery
         self.wanted = asyncio.Event()
+        self.need_sync = True
+        self.need_commit = False
+        self.syncing = False
+        self.commit_every = commit_every
+        self._commit_timer: asyncio.TimerHandle | None = None
         self.stopping = False
         self.task = asyncio.ensure_future(self._loop())
-        user.link.on_notify = lambda _selector: self.wanted.set()
+        user.link.on_notify = lambda _selector: self._kick()
+        if push:
+            user.link.on_push = self._pushed
+
+    def _kick(self) -> None:
+        self.need_sync = True
+        self.wanted.set()
+
+    def _pushed(self, body: bytes) -> None:
+        if self.syncing:
+            self._kick()  # a pull is under way: it (or one more) brings these items
+            return
+        got = apply_push(self.user.key, pb.NewSyncResponse.FromString(body))
+        if isinstance(got, Gap):
+            self.result.push_gaps += 1
+            self._kick()
+            return
+        self.result.pushes += 1
+        self.user.key = got.key
+        self._take(got.items, time.monotonic())
+        if self._commit_timer is None:
+            self._commit_timer = asyncio.get_running_loop().call_later(
+                self.commit_every, self._commit_due
+            )
+
+    def _commit_due(self) -> None:
+        self._commit_timer = None
+        self.need_commit = True
+        self.wanted.set()
 
     async def stop(self) -> None:
         self.stopping = True
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
         self.wanted.set()
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, WxnetError, TimeoutError):
@@ -345,7 +400,6 @@ class Mailbox:
 
     async def _loop(self) -> None:
         u = self.user
-        me = u.name
         while not self.stopping:
             await self.wanted.wait()
             self.wanted.clear()
@@ -353,21 +407,37 @@ class Mailbox:
                 return
             items: list[pb.CmdItem] = []
             try:
-                await _sync(u, items)
+                if self.need_commit and not self.need_sync:
+                    self.need_commit = False
+                    await u.link.call(
+                        "syncdone",
+                        pb.SyncDoneRequest(base=u.base(), key_buf=u.key),
+                        pb.SyncDoneResponse,
+                    )
+                    continue
+                self.need_sync = self.need_commit = False
+                self.syncing = True
+                try:
+                    await _sync(u, items)
+                finally:
+                    self.syncing = False
             except (MMError, TransportError):
                 if self.stopping:
                     return
                 raise
-            now = time.monotonic()
-            for item in items:
-                if item.WhichOneof("body") != "add_msg" or item.add_msg.to_user != me:
-                    continue
-                tag = item.add_msg.content.partition("|")[0]
-                if tag in self.seen:
-                    self.result.duplicates += 1
-                else:
-                    self.seen.add(tag)
-                    self.done(tag, now)
+            self._take(items, time.monotonic())
+
+    def _take(self, items: Sequence[pb.CmdItem], now: float) -> None:
+        me = self.user.name
+        for item in items:
+            if item.WhichOneof("body") != "add_msg" or item.add_msg.to_user != me:
+                continue
+            tag = item.add_msg.content.partition("|")[0]
+            if tag in self.seen:
+                self.result.duplicates += 1
+            else:
+                self.seen.add(tag)
+                self.done(tag, now)
 
 
 async def run_random(
@@ -383,6 +453,8 @@ async def run_random(
     drain_timeout: float = 60.0,
     server_pid: int | None = None,
     seed: int = 1,
+    push: bool = False,
+    commit_every: float = 1.0,
 ) -> LoadResult:
     """The XMPP/MQTT benchmarks' shape: ``users`` accounts, each on its own identified
     long link, all contacts of each other (:func:`create_users` with ``mesh=True``).
@@ -398,7 +470,9 @@ async def run_random(
     us: list[User] = []
     for k in range(0, users, 8):  # logins in slices: argon2 is the cost here
         us.extend(
-            await asyncio.gather(*(_login(host, long_port, n, password) for n in names[k : k + 8]))
+            await asyncio.gather(
+                *(_login(host, long_port, n, password, push) for n in names[k : k + 8])
+            )
         )
     seen: set[str] = set()
     slots = asyncio.Semaphore(window)
@@ -420,7 +494,7 @@ async def run_random(
         if outstanding == 0:
             idle.set()
 
-    boxes = [Mailbox(u, result, seen, delivered) for u in us]
+    boxes = [Mailbox(u, result, seen, delivered, push, commit_every) for u in us]
     for b in boxes:
         b.wanted.set()  # drain the login items first
 
@@ -569,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prefix", default="lg", help="account names: PREFIXs0.., PREFIXr0..")
     p.add_argument("--password", default="loadgen-pw")
+    p.add_argument("--push", action="store_true", help="take push with data (cmd 122) (--users)")
+    p.add_argument(
+        "--commit-every", type=float, default=1.0, help="seconds between syncdones (--push)"
+    )
     p.add_argument("--uvloop", action="store_true", help="run the generator on uvloop")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
@@ -606,6 +684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.prefix,
                 args.password,
                 server_pid=spid,
+                push=args.push,
+                commit_every=args.commit_every,
             )
             if args.users
             else run_load(

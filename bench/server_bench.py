@@ -357,6 +357,7 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
                     warmup=args.warmup,
                     rate=args.rate if args.paced else 0.0,
                     server_pid=srv.pid,
+                    push=args.push,
                 )
             else:
                 res = await loadgen.run_load(
@@ -439,6 +440,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2000, help="untimed messages (--users)")
     ap.add_argument(
         "--paced", action="store_true", help="--compare --users at --rate sends/s (latency)"
+    )
+    ap.add_argument(
+        "--push",
+        action="store_true",
+        help="--users: the generator asks for push with data (cmd 122); a server that"
+        " does not know it sends notifies",
     )
     ap.add_argument("--seconds", type=float, default=10.0, help="echo baseline duration")
     ap.add_argument("--rate", type=float, default=5000.0)

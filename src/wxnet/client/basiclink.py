@@ -33,6 +33,7 @@ from wxnet.proto.longlink import (
     Notify,
     RemoteError,
     Reply,
+    SyncPush,
 )
 
 __all__ = ["BasicLink"]
@@ -51,6 +52,9 @@ class BasicLink(asyncio.Protocol):
         self.conn = LongLinkConnection(CLIENT)
         self.on_notify = on_notify
         self.on_event = on_event
+        #: push with data (cmd 122, the NewSyncResponse body); unset, a push counts as
+        #: a notify for every selector
+        self.on_push: Callable[[bytes], None] | None = None
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -102,6 +106,11 @@ class BasicLink(asyncio.Protocol):
             elif type(ev) is Notify:
                 if self.on_notify is not None:
                     self.on_notify(ev.selector)
+            elif type(ev) is SyncPush:
+                if self.on_push is not None:
+                    self.on_push(ev.body)
+                elif self.on_notify is not None:
+                    self.on_notify(0xFFFFFFFF)
             elif type(ev) is NoopReply:
                 if self._noops:
                     waiter = self._noops.pop(0)

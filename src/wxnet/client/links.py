@@ -70,6 +70,8 @@ class LinkManager:
         self.rng = rng
         self.emit = emit
         self.on_news: Callable[[], None] = lambda: None
+        #: a push with data (cmd 122) arrived on the long link (the syncer applies it)
+        self.on_push: Callable[[bytes], None] = lambda _body: self.on_news()
         self.on_long_up: Callable[[], None] = lambda: None
         self.session: SessionInfo | None = store.session()
         self.heartbeat = (
@@ -224,6 +226,7 @@ class LinkManager:
             self.config.network_label,
             lambda _selector: self.on_news(),
             self.config.request_timeout,
+            on_push=lambda body: self.on_push(body),
             noop_timeout=self.config.noop_timeout,
             clock=self.clock.monotonic,
         )
@@ -306,7 +309,7 @@ class LinkManager:
                 await self.refresh_addresses()
             return None
         try:
-            selector = await link.identify(self.base(), self.store.synckey())
+            selector = await link.identify(self.base(), self.store.synckey(), push_data=True)
         except (TransportError, MMError) as exc:
             if isinstance(exc, TransportError):
                 # Accepted but unusable (a middlebox that resets, a dying server): counts

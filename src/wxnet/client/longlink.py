@@ -33,6 +33,7 @@ from wxnet.proto.longlink import (
     Notify,
     RemoteError,
     Reply,
+    SyncPush,
 )
 
 __all__ = ["LongLink", "race_connect"]
@@ -136,6 +137,7 @@ class LongLink:
         network_label: str,
         on_notify: Callable[[int], None],
         request_timeout: float = 15.0,
+        on_push: Callable[[bytes], None] | None = None,
         noop_timeout: float = 8.0,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -145,6 +147,7 @@ class LongLink:
         self._conn = LongLinkConnection(CLIENT)
         self._pending: dict[int, asyncio.Future[bytes]] = {}
         self._on_notify = on_notify
+        self._on_push = on_push
         self.request_timeout = request_timeout
         self.clock = clock
         self.heartbeat = HeartbeatTimer(heartbeat, network_label, clock(), noop_timeout)
@@ -199,10 +202,12 @@ class LongLink:
                 self._conn.cancel(seq)
         return body
 
-    async def identify(self, base: pb.BaseRequest, key_buf: bytes) -> int:
-        body = await self.request(
-            C.BY_NAME["identify"], pb.IdentifyRequest(base=base, key_buf=key_buf)
-        )
+    async def identify(self, base: pb.BaseRequest, key_buf: bytes, push_data: bool = False) -> int:
+        """Bind the link to the session; ``push_data``: ask for push with data (cmd 122)
+        instead of notifies for small items. Returns the server's selector (non-zero:
+        behind, sync now)."""
+        req = pb.IdentifyRequest(base=base, key_buf=key_buf, push_data=int(push_data))
+        body = await self.request(C.BY_NAME["identify"], req)
         resp = pb.IdentifyResponse()
         try:
             resp.ParseFromString(body)
@@ -266,6 +271,11 @@ class LongLink:
                     fut.set_result(ev.body)
             elif type(ev) is Notify:
                 self._on_notify(ev.selector)
+            elif type(ev) is SyncPush:
+                if self._on_push is not None:
+                    self._on_push(ev.body)
+                else:
+                    self._on_notify(0xFFFFFFFF)
             elif type(ev) is NoopReply:
                 self.heartbeat.on_noop_reply(self.clock())
                 self.last_heartbeat = time.time()

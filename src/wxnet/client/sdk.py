@@ -126,6 +126,7 @@ class Client:
         )
         self._started = False
         self.links.on_news = self.kick_sync
+        self.links.on_push = self.syncer.push
         self.links.on_long_up = self.delivery.resume
         self._config = config
 

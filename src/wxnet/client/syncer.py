@@ -6,6 +6,12 @@ This module adds what is the client's own: each page is applied to the profile i
 transaction together with its SyncKey (an item already applied is skipped, so every
 item counts once), the new items are published as events, and kicks (a notify, a
 selector, a poll hit) that arrive during a sync are coalesced into one more round.
+
+A push with data (cmd 122) on the long link is applied the same way when it follows the
+profile's key (:func:`wxnet.proto.syncdriver.apply_push`), with no request at all; one
+that arrives during a sync, or leaves a gap, is a kick instead. The key a push moved is
+committed in one batched ``syncdone`` :data:`COMMIT_DELAY` seconds later, unless a sync
+(whose newsync presents the key, S19) comes first.
 """
 
 from __future__ import annotations
@@ -14,20 +20,24 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from wxnet.client.errors import TransportError
 from wxnet.client.store import AppliedItem, ProfileStore
+from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import Selector
-from wxnet.proto.errors import MMError, RemoteProtocolError
-from wxnet.proto.syncdriver import KeyReset, Page, SyncDriver, SyncEvent
+from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
+from wxnet.proto.syncdriver import Gap, KeyReset, Page, SyncDriver, SyncEvent, apply_push
 
 __all__ = ["SELECTOR_ALL", "Requester", "Syncer"]
 
 SELECTOR_ALL = Selector.ALL
 #: Back-off after a failed background sync: 0.2 s doubling, at most this (seconds).
 MAX_RETRY_DELAY = 10.0
+#: Seconds after a push before its key is committed with syncdone (pushes in between
+#: share the one syncdone).
+COMMIT_DELAY = 1.0
 R = TypeVar("R", bound=Message)
 
 
@@ -63,11 +73,62 @@ class Syncer:
         self._lock = asyncio.Lock()
         self._wanted = False
         self._kick = asyncio.Event()
+        self._commit_wanted = False
+        self._commit_timer: asyncio.TimerHandle | None = None
+        #: pushes applied / that came during a sync / that left a gap (both: a sync)
+        self.pushes = {"applied": 0, "busy": 0, "gap": 0}
 
     def kick(self) -> None:
         """Something is new on the server: sync soon (once, however many kicks)."""
         self._wanted = True
         self._kick.set()
+
+    @property
+    def busy(self) -> bool:
+        """A sync runs or is due."""
+        return self._lock.locked() or self._kick.is_set()
+
+    def push(self, body: bytes) -> None:
+        """A push with data (cmd 122) from the long link: apply it, or sync instead."""
+        if self._lock.locked() or self.closing:
+            self.pushes["busy"] += 1
+            self.kick()  # our own sync is under way: its key path stays the only one
+            return
+        resp = pb.NewSyncResponse()
+        try:
+            resp.ParseFromString(body)
+        except DecodeError:
+            self.note_error("sync: an undecodable push; syncing instead")
+            self.kick()
+            return
+        got = apply_push(self.store.synckey(), resp)
+        if isinstance(got, Gap):
+            self.pushes["gap"] += 1
+            self.kick()
+            return
+        self.pushes["applied"] += 1
+        if got.items:
+            self._apply(got.items, got.key)
+            if self._commit_timer is None:
+                loop = asyncio.get_running_loop()
+                self._commit_timer = loop.call_later(COMMIT_DELAY, self._commit_due)
+
+    def _commit_due(self) -> None:
+        self._commit_timer = None
+        self._commit_wanted = True
+        self._kick.set()
+
+    async def _commit(self) -> None:
+        """syncdone for the key pushes moved (S19: commit on the next key)."""
+        self._commit_wanted = False
+        key = self.store.synckey()
+        cgi = C.BY_NAME["syncdone"]
+        try:
+            await self.links.request(cgi.name, pb.SyncDoneRequest(key_buf=key), cgi.response)
+        except MMError as exc:
+            if exc.code != MMRet.ERR_SYNCKEY_INVALID:
+                raise
+            self.kick()  # the sync that follows starts over (newinit)
 
     async def run(self) -> None:
         failures = 0
@@ -75,7 +136,10 @@ class Syncer:
             await self._kick.wait()
             self._kick.clear()
             try:
-                await self.sync()
+                if self._commit_wanted and not self._wanted:
+                    await self._commit()
+                else:
+                    await self.sync()
                 failures = 0
             except (TransportError, MMError, RemoteProtocolError) as exc:
                 self.note_error(f"sync: {exc}")
@@ -86,6 +150,7 @@ class Syncer:
     async def sync(self) -> list[AppliedItem]:
         """Fetch everything new; returns the items new to this profile."""
         self._wanted = True
+        self._commit_wanted = False  # its newsync presents (commits) the key
         fresh: list[AppliedItem] = []
         async with self._lock:
             while self._wanted:

@@ -59,6 +59,7 @@ class Server:
             clock=clock,
             store=make_store(config),
         )
+        self.engine.on_entries = self.notifier.stage
         self.bus: RedisBus | None = None
         if config.bus.kind == "redis":
             from wxnet.server.bus import RedisBus

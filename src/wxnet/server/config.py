@@ -11,6 +11,7 @@ Example ``wxnet.toml``::
     tls_cert = ""             # set both to serve the long link over TLS (S21)
     tls_key = ""
     max_links_per_account = 20
+    push_max_bytes = 4096     # items up to this size go in the push itself (cmd 122)
     max_request_bytes = 1048576
     synccheck_max_wait = 25.0
     log_level = "info"
@@ -121,6 +122,7 @@ class ServerConfig:
     tls_cert: str = ""
     tls_key: str = ""
     max_links_per_account: int = 20
+    push_max_bytes: int = 4096
     max_pending_per_link: int = 64
     max_request_bytes: int = 1 << 20
     synccheck_max_wait: float = 25.0

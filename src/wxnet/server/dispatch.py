@@ -228,6 +228,7 @@ class Dispatcher:
         if key:
             await self.engine.check_key(sess.uin, key)
         ctx.link.bind(sess)
+        ctx.link.push_data = bool(req.push_data)
         return pb.IdentifyResponse(selector=await self.engine.news(sess.uin, key))
 
     async def _sendmsg(self, req: Any, sess: Session | None, _c: Context) -> Message:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 from wxnet.proto import commands as C
@@ -26,7 +27,9 @@ from wxnet.proto.longlink import (
     error_body,
 )
 from wxnet.server.dispatch import BadRequest, Context
+from wxnet.server.notify import Item
 from wxnet.sync.engine import Session
+from wxnet.sync.items import newsync_response
 
 if TYPE_CHECKING:
     from wxnet.server.app import Server
@@ -51,6 +54,7 @@ class LongLink(asyncio.Protocol):
         "closed",
         "last_rx",
         "peer",
+        "push_data",
         "server",
         "session",
         "transport",
@@ -70,6 +74,8 @@ class LongLink(asyncio.Protocol):
         self._admitted = False
         self._identify_timer: asyncio.TimerHandle | None = None
         self.closed = False
+        #: identify asked for push with data (cmd 122)
+        self.push_data = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -193,8 +199,19 @@ class LongLink(asyncio.Protocol):
             self.session = None
             self._arm_identify()  # unbound (logout): identify again, soon
 
-    def notify(self, selector: int) -> None:
-        """Queue a cmd-24 "go sync"; several notifies in one loop turn become one."""
+    def notify(self, selector: int, items: Sequence[Item] | None = None) -> None:
+        """Push ``items`` (cmd 122) when this link takes pushes and they fit in
+        ``push_max_bytes``; else queue a cmd-24 "go sync" (several in one loop turn
+        become one)."""
+        if items and self.push_data and not self.closed:
+            limit = self.server.config.push_max_bytes
+            size = 0
+            for _k, _s, body in items:
+                size += len(body)
+            if size <= limit:
+                self._write(self._conn.push_data(newsync_response(items, b"", 0)))
+                self.server.metrics.pushes.inc("data")
+                return
         if self._notify_pending:
             self._notify_pending |= selector
             return
@@ -219,6 +236,7 @@ class LongLink(asyncio.Protocol):
         if self._notify_pending:
             sel, self._notify_pending = self._notify_pending, 0
             self._out.append(self._conn.notify(sel))
+            self.server.metrics.pushes.inc("notify")
         if not self._out:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]

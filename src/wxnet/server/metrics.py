@@ -79,6 +79,12 @@ class Metrics:
             r, "wxnet_messages_total", "Messages stored (not counting duplicates)."
         )
         self.duplicates = Counter(r, "wxnet_duplicate_sends_total", "Sends answered from dedup.")
+        self.pushes = Counter(
+            r,
+            "wxnet_pushes_total",
+            "Long-link pushes: data (cmd 122, the items) or notify (cmd 24, go sync).",
+            "kind",
+        )
         self.sync_latency = Histogram(r, "wxnet_sync_seconds", "newsync handling time.")
         self.protocol_errors = Counter(
             r, "wxnet_protocol_errors_total", "Links closed for bad bytes."

@@ -1,13 +1,16 @@
 """In-process notifier: who to tell when an account's sync logs grow (S18, S31).
 
-Long links register per account and get ``notify(selector)``; long polls (short-link
-newsynccheck, web synccheck) wait on a per-account event. All on the event loop.
+Long links register per account and get ``notify(selector, items)``: ``items`` are the
+entries the commit appended to the account's logs when the store reported them
+(:meth:`Notifier.stage`), for a link that takes push with data (cmd 122), else None.
+Long polls (short-link newsynccheck, web synccheck) wait on a per-account event. All on
+the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from wxnet._compat import wait_for
@@ -16,8 +19,12 @@ from wxnet.proto.errors import MMError, MMRet
 __all__ = ["Bus", "Notifier", "Subscriber"]
 
 
+#: (key, seq, stored body) of one appended log entry
+Item = tuple[int, int, bytes]
+
+
 class Subscriber(Protocol):
-    def notify(self, selector: int) -> None: ...
+    def notify(self, selector: int, items: Sequence[Item] | None = None) -> None: ...
 
 
 class Bus(Protocol):
@@ -49,6 +56,7 @@ class Notifier:
         self.remote_listeners: list[Callable[[dict[int, int]], None]] = []
         self.bus: Bus | None = None
         self.closed = False
+        self._staged: dict[int, list[Item]] = {}
 
     def close(self) -> None:
         """Shutting down: every pending long poll returns now (with no news), and later
@@ -90,9 +98,24 @@ class Notifier:
     def total_waiters(self) -> int:
         return sum(len(s) for s in self._waiters.values())
 
+    def stage(self, entries: Sequence[tuple[int, int, int, bytes]]) -> None:
+        """Called by the engine just before :meth:`publish` with what the commit
+        appended, (uin, key, seq, body) in seq order per log: the next publish hands
+        each account's entries to its links."""
+        staged = self._staged
+        for uin, key, seq, body in entries:
+            got = staged.get(uin)
+            if got is None:
+                staged[uin] = [(key, seq, body)]
+            else:
+                got.append((key, seq, body))
+
     def publish(self, news: dict[int, int]) -> None:
         """Called by the engine after a commit: ``{uin: selector bits}``."""
-        self._wake(news)
+        try:
+            self._wake(news)
+        finally:
+            self._staged.clear()
         if self.bus is not None:
             self.bus.publish(news)
         for listener in self.listeners:
@@ -105,9 +128,11 @@ class Notifier:
         self._wake(news)
 
     def _wake(self, news: dict[int, int]) -> None:
+        staged = self._staged
         for uin, sel in news.items():
+            items = staged.get(uin)
             for sub in tuple(self._links.get(uin, ())):
-                sub.notify(sel)
+                sub.notify(sel, items)
             waiters = self._waiters.pop(uin, None)
             if waiters:
                 for fut in waiters:

@@ -75,6 +75,10 @@ class EngineBase:
         )
         self.clock = clock
         self.on_news = on_news
+        #: called just before ``on_news`` with the entries the write appended, (uin, key,
+        #: seq, stored body) in seq order per log, when the store reports them (the
+        #: server pushes the small ones, cmd 122)
+        self.on_entries: Callable[[list[tuple[int, int, int, bytes]]], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Caches of what rarely changes (filled lazily; updated by our own writes).
         self._sessions: dict[str, Session] = {}
@@ -132,6 +136,8 @@ class EngineBase:
         ]
 
     def _published(self, ch: Changes) -> None:
+        if ch.entries and self.on_entries is not None:
+            self.on_entries(ch.entries)
         if ch.news and self.on_news is not None:
             self.on_news(ch.news)
 
