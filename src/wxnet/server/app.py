@@ -186,9 +186,16 @@ class Server:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
         ports = []
+        shared = cfg.workers > 1 or None  # SO_REUSEPORT: the other workers bind them too
         for port in (cfg.long_port, *cfg.extra_long_ports):
             srv = await self.loop.create_server(
-                lambda: LongLink(self), cfg.host, port, ssl=ctx, reuse_address=True, backlog=4096
+                lambda: LongLink(self),
+                cfg.host,
+                port,
+                ssl=ctx,
+                reuse_address=True,
+                reuse_port=shared,
+                backlog=4096,
             )
             self._long_servers.append(srv)
             ports.append(srv.sockets[0].getsockname()[1])
@@ -200,7 +207,14 @@ class Server:
             keepalive_timeout=cfg.http_keepalive_timeout,
         )
         await self._runner.setup()
-        site = GuardedSite(self._runner, cfg.host, cfg.http_port, self.http_guards, backlog=4096)
+        site = GuardedSite(
+            self._runner,
+            cfg.host,
+            cfg.http_port,
+            self.http_guards,
+            backlog=4096,
+            reuse_port=cfg.workers > 1,
+        )
         await site.start()
         self.http_port = site.port
         self._sweeper = self.loop.create_task(self._sweep())
