@@ -66,7 +66,10 @@ class Server:
             self.bus = RedisBus(config.bus.url, self.notifier.deliver, config.bus.shards)
             self.notifier.bus = self.bus
             self.notifier.remote_listeners.append(self.engine.forget)
+            self.bus.ended = self._remote_session_ended
         self.engine.on_session_end.append(self._session_ended)
+        if self.bus is not None:
+            self.engine.on_session_end.append(self.bus.publish_end)
         #: one count of open sockets for every listener, so one address cannot take
         #: every descriptor (long links and HTTP alike)
         self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_address)
@@ -171,6 +174,11 @@ class Server:
                 log.info("closing long link from %s: its session ended", sub.peer)
                 sub.unbind()
                 sub.close()
+
+    def _remote_session_ended(self, uin: int, key_hash: str) -> None:
+        """Another process logged a session out: it ends here too."""
+        self.engine.drop_session(key_hash)
+        self._session_ended(uin, key_hash)
 
     def _store_stat(self, name: str) -> Callable[[], float]:
         return lambda: float(self.engine.store.statistics().get(name, 0))
