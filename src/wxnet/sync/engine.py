@@ -94,6 +94,9 @@ class EngineConfig:
     revoke_window: int = 120
     max_image_bytes: int = 10 * 1024 * 1024
     max_voice_bytes: int = 2 * 1024 * 1024
+    max_file_bytes: int = 20 * 1024 * 1024
+    max_video_bytes: int = 20 * 1024 * 1024
+    max_thumb_bytes: int = 64 * 1024  # a video's thumbnail, as sent
     max_chunk_bytes: int = 64 * 1024
     login_failures_per_account_address: int = 5
     uploads_per_account: int = 16  # unfinished image and voice uploads of an account
