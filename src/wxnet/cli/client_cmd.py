@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from wxnet._compat import wait_for
+from wxnet.cli import mediasave
 from wxnet.cli.common import IO, ExitStatus, UsageError
 from wxnet.client.errors import ClientError, NotLoggedIn, SendFailed, TransportError
 from wxnet.client.events import (
@@ -34,8 +35,10 @@ from wxnet.client.events import (
 )
 from wxnet.client.resolver import parse_nameserver
 from wxnet.client.sdk import (
+    MSG_FILE,
     MSG_IMAGE,
     MSG_TEXT,
+    MSG_VIDEO,
     MSG_VOICE,
     Client,
     ClientConfig,
@@ -43,6 +46,7 @@ from wxnet.client.sdk import (
 )
 from wxnet.client.sending import NetworkQuality
 from wxnet.client.store import MessageRow, OutboxRow, ProfileError, ProfileStore
+from wxnet.proto import mediaxml
 from wxnet.proto.errors import MMError
 
 log = logging.getLogger("wxnet.client")
@@ -55,6 +59,8 @@ TYPE_NAMES: dict[int, str] = {
     MSG_TEXT: "text",
     MSG_IMAGE: "image",
     MSG_VOICE: "voice",
+    MSG_VIDEO: "video",
+    MSG_FILE: "file",
     10000: "system",
 }
 
@@ -98,6 +104,16 @@ def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
     )
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON (one object a line)")
+
+
+def _save_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--save",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="download the media of the messages shown (images, voice, videos, files) into DIR",
+    )
 
 
 def register(sub: Any) -> None:
@@ -248,6 +264,7 @@ def register(sub: Any) -> None:
         "--count", type=_positive, default=None, help="exit after N messages (add_msg items)"
     )
     p.add_argument("--timeout", type=float, default=None, help="exit after S seconds")
+    _save_flag(p)
     p.set_defaults(func=cmd_listen, interrupt_is_stop=True)  # Ctrl-C is how it ends
 
     p = sub.add_parser(
@@ -272,6 +289,7 @@ def register(sub: Any) -> None:
     p.add_argument("to", help="user name, group id, or a group's unique name")
     p.add_argument("--limit", type=_positive, default=50)
     p.add_argument("--offline", action="store_true", help="do not sync first")
+    _save_flag(p)
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("revoke", help="revoke a message you sent (within 2 minutes)")
@@ -356,6 +374,10 @@ def _msg_text(m: MessageRow, me: str) -> str:
         body = f"[image {m.media_len} bytes{', thumbnail' if m.has_thumb else ''}]"
     elif m.msg_type == MSG_VOICE:
         body = f"[voice {m.voice_length} ms, {m.media_len} bytes]"
+    elif m.msg_type == MSG_VIDEO:
+        body = f"[video {m.media_len} bytes{', thumbnail' if m.has_thumb else ''}]"
+    elif m.msg_type == MSG_FILE and (f := mediaxml.parse_file(m.content)) is not None:
+        body = f"[file {f.name}, {f.size} bytes]"
     else:
         body = m.content
     read = " (read)" if who == me and m.status >= 4 else ""
@@ -643,18 +665,44 @@ def cmd_listen(args: argparse.Namespace, io: IO) -> int:
                     ev = await wait_for(queue.get(), left)
                 except TimeoutError:
                     break
+                saved: list[str] = []
                 if isinstance(ev, ItemReceived) and ev.body_type == "add_msg":
                     items += 1
+                    m = ev.item.add_msg
+                    saved = await _save(io, args, client, m.msg_id, m.msg_type, m.content)
                 if args.json:
-                    io.json(ev.to_json())
+                    io.json({**ev.to_json(), **({"saved": saved} if saved else {})})
                 else:
                     (io.print if isinstance(ev, ItemReceived) else _note(io))(_event_text(ev))
+                    for path in saved:
+                        io.print(f"    saved {path}")
             return ExitStatus.OK
         finally:
             await client.close()
             store.close()
 
     return run_async(io, go())
+
+
+async def _save(
+    io: IO,
+    args: argparse.Namespace,
+    client: Client,
+    msg_id: int,
+    msg_type: int,
+    content: str,
+    revoked: bool = False,
+) -> list[str]:
+    """``--save``: the message's media into the directory (a failed download is said on
+    stderr and does not end the command)."""
+    if args.save is None or revoked or msg_type not in mediasave.MEDIA_TYPES:
+        return []
+    try:
+        paths = await mediasave.save_media(client, msg_id, msg_type, content, args.save)
+    except (TransportError, MMError, OSError) as exc:
+        io.error(f"cannot save the media of message {msg_id}: {exc}")
+        return []
+    return [str(p) for p in paths]
 
 
 def _note(io: IO) -> Callable[[str], None]:
@@ -711,7 +759,11 @@ def cmd_history(args: argparse.Namespace, io: IO) -> int:
             except (TransportError, MMError) as exc:
                 io.error(f"showing saved history; cannot sync: {exc}")
         for m in client.store.history(await client.resolve(args.to), args.limit):
-            io.json(m.to_json()) if args.json else io.print(_msg_text(m, client.me))
+            saved = await _save(io, args, client, m.msg_id, m.msg_type, m.content, m.revoked)
+            if args.json:
+                io.json({**m.to_json(), **({"saved": saved} if args.save else {})})
+            else:
+                io.print(_msg_text(m, client.me) + "".join(f"\n    saved {p}" for p in saved))
         return ExitStatus.OK
 
     return run_async(io, with_client(args, job, background=False))
