@@ -14,6 +14,7 @@ A file is WeChat's app message (MsgType 49) of AppMsgType 6::
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
@@ -89,13 +90,30 @@ def _int(text: str | None) -> int:
     return value if 0 <= value < 1 << 63 else -1
 
 
+def _lenient_file(content: str) -> FileInfo | None:
+    """itchat and wechat4u paste the file name into ``<title>`` unescaped, so a name
+    with ``&`` or ``<`` is not well-formed XML: read such a Content by its tags."""
+    found = {
+        tag: m.group(1)
+        for tag in ("title", "type", "totallen", "attachid")
+        if (m := re.search(f"<{tag}>(.*?)</{tag}>", content, re.S)) is not None
+    }
+    name, size = found.get("title", "").strip(), _int(found.get("totallen"))
+    app_type = _int(found.get("type"))
+    if not name or size < 0 or app_type < 0:
+        return None
+    return FileInfo(name, size, found.get("attachid", "").strip(), app_type)
+
+
 def parse_file(content: str) -> FileInfo | None:
     """The file an app message's XML describes (``<msg><appmsg>`` or a bare
-    ``<appmsg>``, as web clients send it); None when it is not well-formed, has no
-    title, or its size is not a number."""
+    ``<appmsg>``, as web clients send it; one that is not well-formed is read by its
+    tags); None when it has no title, or its size is not a number."""
+    if not content or len(content) > MAX_XML:
+        return None
     root = _root(content)
     if root is None:
-        return None
+        return _lenient_file(content)
     app = root if root.tag == "appmsg" else root.find("appmsg")
     if app is None:
         return None

@@ -1226,6 +1226,9 @@ def setup_web(
     app.on_startup.append(api.on_startup)
     app.on_shutdown.append(api.on_shutdown)
     j = api.json_endpoint
+    from wxnet.server.web.files import FileEndpoints  # it uses this module's plumbing
+
+    files = FileEndpoints(api)
     r = app.router
     r.add_get("/", api.index)
     r.add_get("/webwx/{name}", api.asset)
@@ -1244,9 +1247,13 @@ def setup_web(
     r.add_post(f"{_CGI}/webwxuploadmedia", api.uploadmedia)
     r.add_post(f"{_CGI}/webwxsendmsgimg", j(api.sendmsgimg))
     r.add_post(f"{_CGI}/webwxsendemoticon", j(api.sendmsgimg))
+    r.add_post(f"{_CGI}/webwxsendappmsg", j(files.sendappmsg))
+    r.add_post(f"{_CGI}/webwxsendvideomsg", j(files.sendvideomsg))
     r.add_post(f"{_CGI}/webwxrevokemsg", j(api.revokemsg))
     r.add_get(f"{_CGI}/webwxgetmsgimg", api.getmsgimg)
     r.add_get(f"{_CGI}/webwxgetvoice", api.getvoice)
+    r.add_get(f"{_CGI}/webwxgetvideo", files.getvideo)
+    r.add_get(f"{_CGI}/webwxgetmedia", files.getmedia)
     r.add_get(f"{_CGI}/webwxgeticon", api.geticon)
     r.add_get(f"{_CGI}/webwxgetheadimg", api.geticon)
     r.add_post(f"{_CGI}/webwxcreatechatroom", j(api.createchatroom))
