@@ -40,9 +40,7 @@ def emit(**kw: Any) -> None:
         sys.stdout.flush()
 
 
-@itchat.msg_register(
-    [TEXT, PICTURE, NOTE, ATTACHMENT, VIDEO], isFriendChat=True, isGroupChat=True
-)  # type: ignore[untyped-decorator]
+@itchat.msg_register([TEXT, PICTURE, NOTE, ATTACHMENT, VIDEO], isFriendChat=True, isGroupChat=True)  # type: ignore[untyped-decorator]
 def on_message(msg: Any) -> None:
     ev = {
         "event": "message",
