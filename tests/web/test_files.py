@@ -93,6 +93,10 @@ async def test_phone_file_and_video_in_sync_and_downloads(
             assert await r.read() == body
             assert r.headers.get("Content-Range") == content_range
             assert r.headers["Content-Type"] == "video/mp4"
+            assert r.headers["Accept-Ranges"] == "bytes"
+    old = "Thu, 01 Jan 1970 00:00:00 GMT"  # the file changed since: If-Range gets it whole
+    async with http.get(url, headers={"Range": "bytes=0-9", "If-Range": old}) as r:
+        assert r.status == 200 and await r.read() == video
     for bad in (f"bytes={n}-", f"bytes={n + 10}-{n + 20}", "bytes=abc", "bytes=5-2"):
         async with http.get(url, headers={"Range": bad}) as r:
             assert r.status == 416, bad
