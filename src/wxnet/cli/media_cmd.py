@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wxnet.cli.client_cmd import (
-    _check_file,
+from wxnet.cli.client_common import (
     _common,
     _positive,
     _print_send_result,
     run_async,
     with_client,
 )
+from wxnet.cli.client_msgs import _check_file
 from wxnet.cli.common import IO
 from wxnet.client.sdk import Client
 

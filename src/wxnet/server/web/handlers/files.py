@@ -15,21 +15,20 @@ from __future__ import annotations
 import asyncio
 import urllib.parse
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from wxnet.proto import mediaxml
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet
+from wxnet.server.web.common import WebError, _client_msg_id, _q
 from wxnet.server.web.convert import msg_id_of_media
+from wxnet.server.web.handlers.media import MediaHandlers, _msg_id_param
+from wxnet.server.web.login import WebSession
 from wxnet.server.web.spool import Upload
 
-if TYPE_CHECKING:
-    from wxnet.server.web.api import WebApi
-    from wxnet.server.web.login import WebSession
-
-__all__ = ["FileEndpoints"]
+__all__ = ["FileHandlers"]
 
 #: Bytes of each chunk a web upload is fed to the mobile CGIs in (the server's default
 #: ``max_chunk_bytes``; a larger one would be refused).
@@ -46,12 +45,9 @@ def _download_name(name: str) -> str:
     return f"attachment; filename=\"{ascii_name or 'file'}\"; filename*=UTF-8''{quoted}"
 
 
-class FileEndpoints:
-    """The handlers; they use the :class:`~wxnet.server.web.api.WebApi`'s sessions,
-    spool and CGI plumbing."""
-
-    def __init__(self, api: WebApi) -> None:
-        self.api = api
+class FileHandlers(MediaHandlers):
+    """The handlers (a mixin of :class:`~wxnet.server.web.api.WebApi`, as the others
+    are); downloads share :class:`MediaHandlers`' session check."""
 
     async def _feed(
         self,
@@ -61,14 +57,12 @@ class FileEndpoints:
         request: Callable[[int, bytes], pb.UploadAppAttachRequest | pb.UploadVideoRequest],
     ) -> int:
         """Send the spooled upload through ``cgi`` chunk by chunk; returns the MsgId."""
-        from wxnet.server.web.api import WebError
-
         resp: pb.UploadMediaResponse | None = None
         pieces = up.read(FEED_CHUNK)
         pos = 0
         try:
             while data := await asyncio.to_thread(next, pieces, b""):
-                resp = await self.api._cgi(s, cgi, request(pos, data), pb.UploadMediaResponse)
+                resp = await self._cgi(s, cgi, request(pos, data), pb.UploadMediaResponse)
                 pos += len(data)
                 if resp.msg_id:
                     break  # stored (or a resend of a stored one: answered from dedup)
@@ -82,9 +76,7 @@ class FileEndpoints:
         return int(resp.msg_id)
 
     def _upload(self, s: WebSession, media_id: object) -> Upload:
-        from wxnet.server.web.api import WebError
-
-        up = self.api.spool.finished(s.wxsid, media_id) if isinstance(media_id, str) else None
+        up = self.spool.finished(s.wxsid, media_id) if isinstance(media_id, str) else None
         if up is None:
             raise WebError(int(MMRet.ERR_NOT_FOUND), "no uploaded media with this MediaId")
         return up
@@ -95,11 +87,8 @@ class FileEndpoints:
         """A file: ``Msg.Content`` is the ``<appmsg>`` XML whose ``<attachid>`` is the
         upload's MediaId (itchat, wechat4u) or ``Msg.MediaId`` names it; the name is the
         XML's ``<title>``, the size the upload's own."""
-        from wxnet.server.web.api import WebError, _client_msg_id
-
-        api = self.api
-        msg = api._msg(body)
-        to = api._target(s, msg.get("ToUserName"))
+        msg = self._msg(body)
+        to = self._target(s, msg.get("ToUserName"))
         content = msg.get("Content")
         info = mediaxml.parse_file(content) if isinstance(content, str) else None
         if info is None:
@@ -129,10 +118,8 @@ class FileEndpoints:
     ) -> dict[str, Any]:
         """A video: ``Msg.MediaId`` names the upload. Web clients send no thumbnail, so
         the server's placeholder is the video's."""
-        from wxnet.server.web.api import _client_msg_id
-
-        msg = self.api._msg(body)
-        to = self.api._target(s, msg.get("ToUserName"))
+        msg = self._msg(body)
+        to = self._target(s, msg.get("ToUserName"))
         up = self._upload(s, msg.get("MediaId"))
         cmid = _client_msg_id(msg)
         s.remember_sent(cmid)
@@ -151,15 +138,14 @@ class FileEndpoints:
         """The media file from disk; aiohttp's FileResponse answers Range (one range:
         206 and Content-Range; unsatisfiable or malformed: 416) and If-Range, and sends
         with sendfile or in chunks that wait for the socket to drain."""
-        api = self.api
-        s = await api._media_session(request)
+        s = await self._media_session(request)
         what = "file" if kind == "file" else "video"
         try:
-            path = await api.backend.media_file(s.session_key, s.uin, msg_id, kind)
+            path = await self.backend.media_file(s.session_key, s.uin, msg_id, kind)
         except MMError as exc:
             if exc.code == MMRet.ERR_SESSIONTIMEOUT:
-                api.sessions.end(s.wxsid, api.clock())
-                await api.sessions.save(s)
+                self.sessions.end(s.wxsid, self.clock())
+                await self.sessions.save(s)
                 raise web.HTTPUnauthorized(text="not logged in\n") from None
             raise web.HTTPNotFound(text=f"no such {what}\n") from None
         if not await asyncio.to_thread(path.is_file):
@@ -169,8 +155,6 @@ class FileEndpoints:
     async def getmedia(self, request: web.Request) -> web.StreamResponse:
         """``?mediaid=@wxfile_<MsgId>&filename=NAME`` (itchat, wechat4u; more parameters
         are ignored): the file, as an attachment called NAME."""
-        from wxnet.server.web.api import _q
-
         msg_id = msg_id_of_media(_q(request, "mediaid"))
         if not msg_id:
             raise web.HTTPBadRequest(text="mediaid must be a MediaId of a received file\n")
@@ -184,8 +168,6 @@ class FileEndpoints:
     async def getvideo(self, request: web.Request) -> web.StreamResponse:
         """``?msgid=<MsgId>`` (itchat, wechat4u): the video (its thumbnail is
         ``webwxgetmsgimg?MsgID=<MsgId>&type=slave``)."""
-        from wxnet.server.web.api import _msg_id_param
-
         return await self._stream(
             request, _msg_id_param(request), "video", {"Content-Type": "video/mp4"}
         )
