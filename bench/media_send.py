@@ -132,7 +132,7 @@ async def main() -> None:
     times: dict[str, list[float]] = {"image": [], "file": [], "video": []}
     gets: dict[str, list[float]] = {"image": [], "file": [], "video": []}
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             br = await setup(http, base)
             for _ in range(args.rounds):
                 for kind in ("image", "file", "video"):  # alternate, one of each per round
@@ -149,8 +149,11 @@ async def main() -> None:
                         )
                     body = json.dumps({"BaseRequest": br, "Msg": msg})
                     t0 = time.perf_counter()
-                    async with http.post(f"{base}{CGI}{path}", data=body) as r:
-                        out = json.loads(await r.text())
+                    hdrs = {"Content-Type": "application/json"}
+                    async with http.post(f"{base}{CGI}{path}", data=body, headers=hdrs) as r:
+                        text = await r.text()
+                    assert r.status == 200, (r.status, text)
+                    out = json.loads(text)
                     times[kind].append(time.perf_counter() - t0)
                     assert out["BaseResponse"]["Ret"] == 0, out
                     msg_id = out["MsgID"]
