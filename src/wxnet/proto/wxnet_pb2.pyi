@@ -1626,7 +1626,7 @@ class UploadVideoRequest(_message.Message):
     thumb: _builtins.bytes
     """with the chunk at start_pos 0: an image (empty: the server's placeholder)"""
     play_length: _builtins.int
-    """seconds"""
+    """seconds (the same in every chunk)"""
     @_builtins.property
     def base(self) -> Global___BaseRequest: ...
     def __init__(
