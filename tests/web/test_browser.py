@@ -4,27 +4,15 @@ send and resend it. Leaves artifacts/web-client.png."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from tests.web.clients import ROOT
 from tests.web.conftest import Mobile, base_url, png_bytes, web_api
 from wxnet.proto import web as wp
 from wxnet.server.app import Server
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 20_000
 #: An image element's promise of having loaded (resolves false if it fails to).
 LOADED = (
@@ -32,18 +20,6 @@ LOADED = (
     " img.addEventListener('load', () => r(img.naturalWidth > 0));"
     " img.addEventListener('error', () => r(false)); })"
 )
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: `make sysdeps` installs Debian's chromium")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def login(page: Page, server: Server, phone: Mobile) -> None:
