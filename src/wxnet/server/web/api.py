@@ -40,6 +40,7 @@ from wxnet.proto.synckey import SyncKey
 from wxnet.server.web import convert, csrf
 from wxnet.server.web.backend import Backend
 from wxnet.server.web.config import WebConfig
+from wxnet.server.web.history import HistoryEndpoint
 from wxnet.server.web.limits import FairPending, RateLimiter, address_key
 from wxnet.server.web.login import (
     LoginState,
@@ -1252,4 +1253,5 @@ def setup_web(
     r.add_post(f"{_CGI}/webwxcreatechatroom", j(api.createchatroom))
     r.add_post(f"{_CGI}/webwxupdatechatroom", j(api.updatechatroom))
     r.add_post(f"{_CGI}/webwxverifyuser", j(api.verifyuser))
+    r.add_post(f"{_CGI}/webwxhistory", j(HistoryEndpoint(api)))
     return api
