@@ -34,6 +34,7 @@ from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import CmdId
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.server.web import convert
+from wxnet.server.web.common import SessionGone, WebError
 
 if TYPE_CHECKING:
     from wxnet.server.web.api import WebApi
@@ -157,8 +158,6 @@ class HistoryEndpoint:
     async def __call__(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
     ) -> dict[str, Any]:
-        from wxnet.server.web.api import SessionGone, WebError
-
         api, cfg = self.api, self.api.config
         peer = body.get("UserName", "")
         if not isinstance(peer, str) or (peer and not peer.startswith("@")):
@@ -198,8 +197,6 @@ class HistoryEndpoint:
 
 
 def _int(value: object, name: str) -> int:
-    from wxnet.server.web.api import WebError
-
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise WebError(-1, f"{name} must be a number")
     try:
