@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+import pytest
 from playwright.async_api import Browser, Page
 
 from tests.web.clients import ROOT
 from tests.web.conftest import Mobile, base_url, png_bytes, web_api
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.server.app import Server
+from wxnet.server.app import Server, start_server
+from wxnet.server.config import ServerConfig
 
 TIMEOUT_MS = 20_000
 BOB, CAROL = wp.web_user_name("bob"), wp.web_user_name("carol")
@@ -155,112 +158,156 @@ async def revoke(phone: Mobile, msg_id: int) -> None:
     assert resp.base.ret == 0, resp.base.err_msg
 
 
-async def test_history_times_unread_recall_and_relogin(
-    browser: Browser, server: Server, alice: Mobile, bob: Mobile, http: aiohttp.ClientSession
-) -> None:
-    carol = await Mobile(http, base_url(server), "carol").login()
-    # Before the browser logs in: a long conversation with bob (more than one page),
-    # alice's reply from her phone, then two unread from bob, one recalled; two from carol.
-    for i in range(EARLIER):
-        await bob.send("alice", f"earlier {i}")
-    await alice.send("bob", "phone reply")
-    await bob.send("alice", "are you there?")
-    oops = await bob.send("alice", "wrong chat, sorry")
-    await revoke(bob, oops)
-    await bob.send("alice", "see you at 6")
-    await carol.send("alice", "lunch?")
-    await carol.send("alice", "12:30 at the usual place")
+class ShiftedClock:
+    """The server's wall clock, moved by ``offset`` seconds (messages "sent earlier")."""
 
-    page = await browser.new_page(
-        viewport={"width": 1000, "height": 640}, timezone_id="UTC", locale="en-GB"
-    )
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if "Refused to" in m.text else None)
-    await page.goto(base_url(server) + "/")
-    icon = await page.get_attribute('link[rel="icon"]', "href")
-    assert icon is not None
-    resp = await page.request.get(base_url(server) + icon)
-    assert resp.status == 200 and resp.headers["content-type"].startswith("image/svg+xml")
-    assert (await resp.body()).startswith(b"<svg")
-    await screenshot(page, "web-login")
-    first_uuid = await scan_in(page, alice)
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
 
-    # the list: newest conversation first, last message and its time, unread badges
-    bob_li = page.locator(f'#chats li[data-user="{BOB}"]')
-    carol_li = page.locator(f'#chats li[data-user="{CAROL}"]')
-    await carol_li.locator(".badge", has_text="2").wait_for(timeout=TIMEOUT_MS)
-    assert (
-        await bob_li.locator(".badge").inner_text() == "2"
-    )  # after alice's reply; not the recalled one
-    order = await page.locator("#chats li").evaluate_all("els => els.map(e => e.dataset.user)")
-    assert order[:2] == [CAROL, BOB]
-    assert await carol_li.locator(".last").inner_text() == "12:30 at the usual place"
-    assert await carol_li.locator("time.when").get_attribute("datetime")
-    avatars = page.locator("#chats li img.avatar")
-    assert await avatars.count() >= 2
-    for i in range(2):
-        assert await avatars.nth(i).evaluate(LOADED)
-    assert await page.locator("#me-avatar").evaluate(LOADED)
+    def __call__(self) -> float:
+        return time.time() + self.offset
 
-    # opening bob's chat: the newest page of history, times, the recall line
-    await bob_li.click()
-    await page.locator("#messages[data-history='more']").wait_for(timeout=TIMEOUT_MS)
-    await page.locator(".msg .bubble", has_text="see you at 6").wait_for(timeout=TIMEOUT_MS)
-    assert await bob_li.locator(".badge").count() == 0
-    recalled = page.locator(f'.msg.recalled[data-msgid="{oops}"]')
-    await recalled.wait_for(timeout=TIMEOUT_MS)
-    assert "wrong chat" not in await page.locator("#messages").inner_text()
-    line = await recalled.inner_text()
-    assert "recalled" in line or "撤回了一条消息" in line
-    mine = page.locator(".msg.mine .bubble", has_text="phone reply")
-    await mine.wait_for(timeout=TIMEOUT_MS)
-    stamp = page.locator("#messages time.msg-time").first
-    when = await stamp.get_attribute("datetime")
-    assert when is not None
-    shown = datetime.fromisoformat(when.replace("Z", "+00:00"))
-    assert abs(shown.timestamp() - time.time()) < 3600
-    assert (await stamp.inner_text()).endswith(shown.strftime("%H:%M"))
-    assert await page.get_by_text("earlier 0", exact=True).count() == 0  # not loaded yet
-    await screenshot(page, "web-page")
 
-    # earlier messages, a page at a time, back to the start of the conversation
-    for _ in range(EARLIER // 30 + 1):
-        if await page.locator("#messages[data-history='all']").count():
-            break
-        cursor = await page.get_attribute("#messages", "data-next")
-        await page.click("#more")
-        moved = f'#messages:not([data-next="{cursor}"])'
-        await page.locator(moved).wait_for(state="attached", timeout=TIMEOUT_MS)
-    await page.locator("#messages[data-history='all']").wait_for(timeout=TIMEOUT_MS)
-    texts = await page.locator(".msg:not(.system) .bubble").all_inner_texts()
-    assert texts[0] == "earlier 0" and texts[-1] == "see you at 6"
-    assert len(texts) == len(set(texts)) == EARLIER + 3  # each once
+class TestHistory:
+    """History, times, unread badges, recalls and relogin, with messages sent "earlier"
+    (the server on a clock moved back, then forward to now)."""
 
-    # live: carol's new message raises her badge; a live recall replaces bob's message
-    await carol.send("alice", "running late")
-    await carol_li.locator(".badge", has_text="3").wait_for(timeout=TIMEOUT_MS)
-    late = await bob.send("alice", "forget what I said")
-    bubble = page.locator(f'.msg[data-msgid="{late}"] .bubble')
-    await bubble.wait_for(timeout=TIMEOUT_MS)
-    await revoke(bob, late)
-    await page.locator(f'.msg.recalled[data-msgid="{late}"]').wait_for(timeout=TIMEOUT_MS)
-    assert await page.locator(".msg .bubble", has_text="forget what I said").count() == 0
-    await carol_li.click()
-    await page.locator(".msg .bubble", has_text="running late").wait_for(timeout=TIMEOUT_MS)
-    assert await carol_li.locator(".badge").count() == 0
+    @pytest.fixture
+    def clock(self) -> ShiftedClock:
+        return ShiftedClock(-26 * 3600)  # yesterday, until the test moves it
 
-    # the read marks are on the server: a new page load shows no badges
-    await page.reload()
-    await scan_in(page, alice, old_uuid=first_uuid)
-    await bob_li.wait_for(timeout=TIMEOUT_MS)
-    assert await page.locator("#chats .badge").count() == 0
+    @pytest.fixture
+    async def server(self, web_config: ServerConfig, clock: ShiftedClock) -> AsyncIterator[Server]:
+        """As tests/web/conftest.py's, on the shifted clock."""
+        srv = await start_server(web_config, clock)
+        for name in ("alice", "bob", "carol"):
+            await srv.engine.add_user(name, "secret1", name.title())
+        try:
+            yield srv
+        finally:
+            await srv.close()
 
-    # logging out shows a new QR code (the used one is gone), and it logs in again
-    old = await page.get_attribute("body", "data-uuid")
-    assert old
-    await page.click("#logout")
-    uuid = await scan_in(page, alice, old_uuid=old)
-    assert uuid != old
-    await bob_li.wait_for(timeout=TIMEOUT_MS)
-    assert errors == []
+    async def test_history_times_unread_recall_and_relogin(
+        self,
+        browser: Browser,
+        server: Server,
+        clock: ShiftedClock,
+        alice: Mobile,
+        bob: Mobile,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        carol = await Mobile(http, base_url(server), "carol").login()
+        # Before the browser logs in: a long conversation with bob yesterday (more than one
+        # page), alice's reply from her phone two hours ago, then two unread from bob (one
+        # more recalled) and an image; two from carol.
+        for i in range(EARLIER):
+            await bob.send("alice", f"earlier {i}")
+        clock.offset = -2 * 3600
+        await alice.send("bob", "phone reply")
+        await bob.send("alice", "are you there?")
+        clock.offset = -40 * 60
+        oops = await bob.send("alice", "wrong chat, sorry")
+        await revoke(bob, oops)
+        await bob.send_image("alice", png_bytes((40, 160, 90), 240))
+        await bob.send("alice", "see you at 6")
+        clock.offset = -10 * 60
+        await carol.send("alice", "lunch?")
+        await carol.send("alice", "12:30 at the usual place")
+        clock.offset = 0
+
+        page = await browser.new_page(
+            viewport={"width": 1000, "height": 640}, timezone_id="UTC", locale="en-GB"
+        )
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if "Refused to" in m.text else None)
+        await page.goto(base_url(server) + "/")
+        icon = await page.get_attribute('link[rel="icon"]', "href")
+        assert icon is not None
+        resp = await page.request.get(base_url(server) + icon)
+        assert resp.status == 200 and resp.headers["content-type"].startswith("image/svg+xml")
+        assert (await resp.body()).startswith(b"<svg")
+        await screenshot(page, "web-login")
+        first_uuid = await scan_in(page, alice)
+
+        # the list: newest conversation first, last message and its time, unread badges
+        bob_li = page.locator(f'#chats li[data-user="{BOB}"]')
+        carol_li = page.locator(f'#chats li[data-user="{CAROL}"]')
+        await carol_li.locator(".badge", has_text="2").wait_for(timeout=TIMEOUT_MS)
+        # after alice's reply: two texts and the image, not the recalled one
+        assert await bob_li.locator(".badge").inner_text() == "3"
+        order = await page.locator("#chats li").evaluate_all("els => els.map(e => e.dataset.user)")
+        assert order[:2] == [CAROL, BOB]
+        assert await carol_li.locator(".last").inner_text() == "12:30 at the usual place"
+        assert await carol_li.locator("time.when").get_attribute("datetime")
+        avatars = page.locator("#chats li img.avatar")
+        assert await avatars.count() >= 2
+        for i in range(2):
+            assert await avatars.nth(i).evaluate(LOADED)
+        assert await page.locator("#me-avatar").evaluate(LOADED)
+
+        # opening bob's chat: the newest page of history, times, the recall line
+        await bob_li.click()
+        await page.locator("#messages[data-history='more']").wait_for(timeout=TIMEOUT_MS)
+        await page.locator(".msg .bubble", has_text="see you at 6").wait_for(timeout=TIMEOUT_MS)
+        assert await bob_li.locator(".badge").count() == 0
+        recalled = page.locator(f'.msg.recalled[data-msgid="{oops}"]')
+        await recalled.wait_for(timeout=TIMEOUT_MS)
+        assert "wrong chat" not in await page.locator("#messages").inner_text()
+        line = await recalled.inner_text()
+        assert "recalled" in line or "撤回了一条消息" in line
+        mine = page.locator(".msg.mine .bubble", has_text="phone reply")
+        await mine.wait_for(timeout=TIMEOUT_MS)
+        assert await page.locator(".msg:not(.mine) .bubble img").evaluate(LOADED)
+        stamps = page.locator("#messages time.msg-time")
+        assert await stamps.count() == 3  # yesterday (the newest of them), 2 h and 40 min ago
+        for i, ago in enumerate((26 * 3600, 2 * 3600, 40 * 60)):
+            when = await stamps.nth(i).get_attribute("datetime")
+            assert when is not None
+            shown = datetime.fromisoformat(when.replace("Z", "+00:00"))
+            assert abs(shown.timestamp() - (time.time() - ago)) < 120
+            assert (await stamps.nth(i).inner_text()).endswith(shown.strftime("%H:%M"))
+        assert await page.get_by_text("earlier 0", exact=True).count() == 0  # not loaded yet
+        await screenshot(page, "web-page")
+
+        # earlier messages, a page at a time, back to the start of the conversation
+        for _ in range(EARLIER // 30 + 1):
+            if await page.locator("#messages[data-history='all']").count():
+                break
+            cursor = await page.get_attribute("#messages", "data-next")
+            await page.click("#more")
+            moved = f'#messages:not([data-next="{cursor}"])'
+            await page.locator(moved).wait_for(state="attached", timeout=TIMEOUT_MS)
+        await page.locator("#messages[data-history='all']").wait_for(timeout=TIMEOUT_MS)
+        texts = [t for t in await page.locator(".msg:not(.system) .bubble").all_inner_texts() if t]
+        assert texts[0] == "earlier 0" and texts[-1] == "see you at 6"
+        assert len(texts) == len(set(texts)) == EARLIER + 3  # each once
+        assert await page.locator("#messages time.msg-time").count() == 3  # yesterday, 2 h, 40 min
+
+        # live: carol's new message raises her badge; a live recall replaces bob's message
+        await carol.send("alice", "running late")
+        await carol_li.locator(".badge", has_text="3").wait_for(timeout=TIMEOUT_MS)
+        late = await bob.send("alice", "forget what I said")
+        bubble = page.locator(f'.msg[data-msgid="{late}"] .bubble')
+        await bubble.wait_for(timeout=TIMEOUT_MS)
+        await revoke(bob, late)
+        await page.locator(f'.msg.recalled[data-msgid="{late}"]').wait_for(timeout=TIMEOUT_MS)
+        assert await page.locator(".msg .bubble", has_text="forget what I said").count() == 0
+        await carol_li.click()
+        await page.locator(".msg .bubble", has_text="running late").wait_for(timeout=TIMEOUT_MS)
+        assert await carol_li.locator(".badge").count() == 0
+
+        # the read marks are on the server: a new page load shows no badges
+        await page.reload()
+        await scan_in(page, alice, old_uuid=first_uuid)
+        await bob_li.wait_for(timeout=TIMEOUT_MS)
+        assert await page.locator("#chats .badge").count() == 0
+
+        # logging out shows a new QR code (the used one is gone), and it logs in again
+        old = await page.get_attribute("body", "data-uuid")
+        assert old
+        await page.click("#logout")
+        uuid = await scan_in(page, alice, old_uuid=old)
+        assert uuid != old
+        await bob_li.wait_for(timeout=TIMEOUT_MS)
+        assert errors == []
