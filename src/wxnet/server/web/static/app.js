@@ -30,6 +30,7 @@ function baseRequest() {
 }
 
 async function postJSON(path, body) {
+  const gen = state.generation;
   const res = await fetch(CGI + path, {
     method: 'POST', headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify(Object.assign({ BaseRequest: baseRequest() }, body)),
@@ -37,7 +38,10 @@ async function postJSON(path, body) {
   if (!res.ok) throw new Error('HTTP ' + res.status);
   const obj = await res.json();
   const ret = obj.BaseResponse ? obj.BaseResponse.Ret : -1;
-  if (ret === 1100 || ret === 1101 || ret === 1102) { loggedOut('Logged out'); throw new Error('logged out'); }
+  if (ret === 1100 || ret === 1101 || ret === 1102) {
+    if (gen === state.generation) loggedOut('Logged out');  // once per session
+    throw new Error('logged out');
+  }
   if (ret !== 0) throw new Error((obj.BaseResponse && obj.BaseResponse.ErrMsg) || 'Ret ' + ret);
   return obj;
 }
@@ -105,6 +109,7 @@ async function login() {
     try {
       body = await (await fetch(CGI + '/login?loginicon=true&tip=0&uuid=' + encodeURIComponent(uuid) + '&r=' + Date.now())).text();
     } catch (e) { await sleep(2000); continue; }
+    if (gen !== state.generation) return;  // logged out meanwhile: a newer code is shown
     const code = Number((/window\.code=(\d+)/.exec(body) || [])[1]);
     if (code === 201) $('login-status').textContent = 'Scanned: confirm on your phone';
     else if (code === 200) {
@@ -144,8 +149,8 @@ async function finishLogin(uri) {
   syncLoop(state.generation);
 }
 
+/** The session is over (logout, or it ended elsewhere): forget it and show a new code. */
 function loggedOut(why) {
-  const wasIn = document.body.dataset.state === 'ready';
   const gen = state.generation + 1;
   Object.assign(state, freshState(), { generation: gen });
   document.body.dataset.state = 'loggedout';
@@ -155,7 +160,7 @@ function loggedOut(why) {
   $('conv-title').textContent = 'Select a chat';
   $('qr').removeAttribute('src');
   $('login-status').textContent = why + ': scan the new code to log in again';
-  if (wasIn) login();  // a fresh code: the old one is used up
+  login();  // a fresh code: the old one is used up
 }
 
 // ---------------------------------------------------------------- contacts and chats
@@ -575,9 +580,12 @@ $('messages').addEventListener('scroll', () => {
   if ($('messages').scrollTop < 30 && state.current) loadHistory(state.current, false);
 });
 $('logout').addEventListener('click', async () => {
+  const gen = state.generation;
   state.running = false;
-  await fetch(CGI + '/webwxlogout?redirect=1&type=0&skey=' + encodeURIComponent(state.skey), { method: 'POST' });
-  loggedOut('Logged out');
+  try {
+    await fetch(CGI + '/webwxlogout?redirect=1&type=0&skey=' + encodeURIComponent(state.skey), { method: 'POST' });
+  } catch (e) { /* over on this side anyway */ }
+  if (gen === state.generation) loggedOut('Logged out');
 });
 
 login();
