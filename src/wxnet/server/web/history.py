@@ -86,10 +86,12 @@ class HistoryScan:
     _recalled: set[int] = field(default_factory=set)  # ids whose recall was seen
     _at_start: bool = False
     _me_web: str = ""
+    _peer_name: str = ""  # the wxnet name behind peer
 
     def __post_init__(self) -> None:
         self.cursor = self.before
         self._me_web = wp.web_user_name(self.me)
+        self._peer_name = wp.decode_web_name(self.peer)[0] if self.peer else ""
 
     def wanted(self) -> int:
         if self._at_start or len(self.msgs) >= self.count:
@@ -128,10 +130,14 @@ class HistoryScan:
                 self._read.add(wp.web_name(st.talker, convert.is_chatroom(st.talker)))
             return
         if kind == "add_msg":
+            if self._peer_name and _talker(item.add_msg, self.me) != self._peer_name:
+                return  # another conversation: not worth a conversion
             obj = convert.message_obj(item.add_msg, self.me)
         elif kind == "revoke" and item.cmd_id == CmdId.REVOKE:
-            obj = convert.revoke_obj(item.revoke, self.me, self.now)
             self._recalled.add(item.revoke.msg_id)
+            if self._peer_name and _talker(item.revoke, self.me) != self._peer_name:
+                return
+            obj = convert.revoke_obj(item.revoke, self.me, self.now)
         else:
             return
         mine = obj["FromUserName"] == self._me_web
@@ -194,6 +200,16 @@ class HistoryEndpoint:
             "Next": page.next,
             "UnreadList": [{"UserName": k, "Count": v} for k, v in page.unread.items()],
         }
+
+
+def _talker(m: pb.AddMsg | pb.RevokeMsg, me: str) -> str:
+    """The wxnet name of the conversation a message belongs to, for account ``me``
+    (the room, else the other party; as :func:`convert.message_obj` places it)."""
+    if convert.is_chatroom(m.from_user):
+        return m.from_user
+    if convert.is_chatroom(m.to_user) or m.from_user == me:
+        return m.to_user
+    return m.from_user
 
 
 def _int(value: object, name: str) -> int:
