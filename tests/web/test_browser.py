@@ -240,11 +240,12 @@ class TestHistory:
         assert order[:2] == [CAROL, BOB]
         assert await carol_li.locator(".last").inner_text() == "12:30 at the usual place"
         assert await carol_li.locator("time.when").get_attribute("datetime")
-        avatars = page.locator("#chats li img.avatar")
+        avatars = page.locator("#chats li .avatar img")
         assert await avatars.count() >= 2
         for i in range(2):
             assert await avatars.nth(i).evaluate(LOADED)
-        assert await page.locator("#me-avatar").evaluate(LOADED)
+        assert await page.locator("#me-avatar img").evaluate(LOADED)
+        assert await bob_li.locator(".avatar .initial").inner_text() == "B"
 
         # opening bob's chat: the newest page of history, times, the recall line
         await bob_li.click()

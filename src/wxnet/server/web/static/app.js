@@ -141,7 +141,7 @@ async function finishLogin(uri) {
   } while (seq);
   $('login').hidden = true; $('app').hidden = false;
   $('me-name').textContent = state.me.NickName;
-  $('me-avatar').src = avatarUrl(state.me.UserName);
+  $('me-avatar').replaceWith(Object.assign(avatar(state.me.UserName, 'avatar'), { id: 'me-avatar' }));
   await loadRecent();
   renderChats(); renderMessages();
   document.body.dataset.state = 'ready';
@@ -187,10 +187,16 @@ function avatarUrl(userName) {
   return url.replace(/skey=[^&]*/, 'skey=' + encodeURIComponent(state.skey));
 }
 
-function avatar(userName, cls) {
+/** The server's avatar (a coloured square) with the name's first letter on it. */
+function avatar(userName, cls, label) {
+  const box = document.createElement('span');
+  box.className = cls;
   const img = document.createElement('img');
-  img.className = cls; img.alt = ''; img.src = avatarUrl(userName);
-  return img;
+  img.alt = ''; img.src = avatarUrl(userName);
+  const letter = document.createElement('span'); letter.className = 'initial';
+  letter.textContent = Array.from((label || nameOf(userName)).replace(/^@.*/, '?'))[0] || '';
+  box.append(img, letter);
+  return box;
 }
 
 function renderChats() {
@@ -432,7 +438,7 @@ function messageItem(v, room) {
     if (v.state === 'failed') s.addEventListener('click', () => v.retry());
     body.append(s);
   }
-  if (!system) li.append(avatar(v.sender, 'avatar'));
+  if (!system) li.append(avatar(v.sender, 'avatar', v.who));
   li.append(body);
   return li;
 }
