@@ -100,6 +100,35 @@ async def test_web_page(
     await img.wait_for(timeout=TIMEOUT_MS)
     assert await img.evaluate(LOADED)
 
+    # a file and a video from bob's phone: bubbles with working downloads
+    doc = b"%PDF-1.4 the plan\n" + bytes(range(256)) * 12
+    file_id = await bob.send_file("alice", "plan.pdf", doc)
+    file_bubble = page.locator(f'.msg[data-msgid="{file_id}"] .bubble.file')
+    await file_bubble.wait_for(timeout=TIMEOUT_MS)
+    assert await file_bubble.locator(".file-name").inner_text() == "plan.pdf"
+    assert await file_bubble.locator(".file-size").inner_text() == "3.0 KB"
+    async with page.expect_download(timeout=TIMEOUT_MS) as dl_info:
+        await file_bubble.locator("a.download").click()
+    download = await dl_info.value
+    assert download.suggested_filename == "plan.pdf"
+    await download.save_as(tmp_path / "got.pdf")
+    assert (tmp_path / "got.pdf").read_bytes() == doc
+    clip = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20
+    video_id = await bob.send_video("alice", clip, png_bytes((90, 90, 200), 64))
+    video = page.locator(f'.msg[data-msgid="{video_id}"] .bubble.video video')
+    await video.wait_for(timeout=TIMEOUT_MS)
+    src = await video.get_attribute("src")
+    poster = await video.get_attribute("poster")
+    assert src and poster and f"msgid={video_id}" in src
+    part = await page.request.get(base_url(server) + src, headers={"Range": "bytes=0-99"})
+    assert part.status == 206 and await part.body() == clip[:100]
+    thumb = await page.request.get(base_url(server) + poster)
+    assert thumb.status == 200 and len(await thumb.body()) > 0
+    link = page.locator(f'.msg[data-msgid="{video_id}"] a.download')
+    assert await link.get_attribute("href") == src
+    await video.evaluate("v => v.scrollIntoView({block: 'end'})")
+    await screenshot(page, "web-files")
+
     # send text: bob's phone gets it
     await page.fill("#text", "hello from the browser")
     await page.press("#text", "Enter")
