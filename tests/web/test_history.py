@@ -4,6 +4,7 @@ paged, with unread counts on the first page and both caps (Count, log items read
 from __future__ import annotations
 
 import dataclasses
+import html
 from typing import Any
 
 import aiohttp
@@ -97,7 +98,9 @@ async def test_history_shows_a_recall(
     assert kinds == [10002, 1]
     notice, original = page["MsgList"]
     assert original["MsgId"] == str(msg_id)
-    assert f"<msgid>{msg_id}</msgid>" in notice["Content"] or str(msg_id) == notice["MsgId"]
+    # the recalled MsgId: in <msgid> (Web WeChat's form), or as the notice's own MsgId
+    xml = html.unescape(notice["Content"])
+    assert f"<msgid>{msg_id}</msgid>" in xml or str(msg_id) == notice["MsgId"]
     assert page["UnreadList"] == []  # a recalled message is not waiting to be read
 
 
