@@ -20,6 +20,7 @@ from wxnet.server.web.backend import Backend
 from wxnet.server.web.common import _CGI, SessionGone, WebError
 from wxnet.server.web.config import WebConfig
 from wxnet.server.web.handlers.contacts import ContactHandlers
+from wxnet.server.web.handlers.fallback import unserved_as_json
 from wxnet.server.web.handlers.login import LoginHandlers
 from wxnet.server.web.handlers.media import MediaHandlers
 from wxnet.server.web.handlers.messages import MessageHandlers
@@ -61,6 +62,7 @@ def setup_web(
     app[WEB_API_KEY] = api
     app.on_startup.append(api.on_startup)
     app.on_shutdown.append(api.on_shutdown)
+    app.middlewares.append(unserved_as_json)  # unknown endpoints: JSON BaseResponse
     j = api.json_endpoint
     r = app.router
     r.add_get("/", api.index)

@@ -36,6 +36,15 @@ class Backend(Protocol):
         None if the account does not exist."""
         ...
 
+    async def committed_key(self, session_key: str, uin: int) -> bytes | None:
+        """The key the session's device last committed (newsync presenting it, or
+        syncdone), from the store; None if it never committed one.
+
+        Raises:
+            MMError: ERR_SESSIONTIMEOUT (the session is gone).
+        """
+        ...
+
     async def media_file(self, session_key: str, uin: int, msg_id: int, kind: str) -> Path:
         """The file of message ``msg_id``'s media (``kind`` img, thumb or voice), for
         the session to stream from disk, after the same checks as the download CGIs.

@@ -20,6 +20,7 @@ from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
 from wxnet.proto.syncdriver import Page, SyncDriver
+from wxnet.proto.synckey import SyncKey
 from wxnet.server.web import csrf
 from wxnet.server.web.backend import Backend
 from wxnet.server.web.common import Handler, R, SessionGone, T, WebError, _base, _json, _read_all
@@ -256,6 +257,29 @@ class WebBase:
             return {}
         return {c.user_name: c.nick_name for c in resp.contacts if c.nick_name}
 
+    async def _commit(self, s: WebSession, key: bytes) -> None:
+        """Commit ``key`` for the session's device (syncdone), unless nothing moved:
+        what the client has seen up to ``key`` is then never offered again by a
+        webwxinit, and what came after it always is."""
+        newest = _newest(s.committed, key)
+        if newest == s.committed:
+            return
+        await self._cgi(s, "syncdone", pb.SyncDoneRequest(key_buf=key), pb.SyncDoneResponse)
+        s.committed = newest
+
+    async def _resume_key(self, s: WebSession) -> bytes:
+        """The session's committed key: the newer of the store's (another process, or
+        before a restart) and this process's own (the store's write may still be queued);
+        ``b""`` if it never committed one."""
+        try:
+            stored = await self.backend.committed_key(s.session_key, s.uin)
+        except MMError as exc:
+            if exc.code == MMRet.ERR_SESSIONTIMEOUT:
+                raise SessionGone("the account's session ended") from None
+            raise WebError(int(exc.code), exc.message) from None
+        s.committed = _newest(s.committed, stored or b"")
+        return s.committed
+
     async def _sync_pages(self, s: WebSession, driver: SyncDriver) -> AsyncIterator[Page]:
         """Run the shared sync loop over this session's CGIs, yielding each page."""
         try:
@@ -279,3 +303,17 @@ class WebBase:
         if not isinstance(msg, dict):
             raise WebError(-1, "Msg must be an object")
         return msg
+
+
+def _newest(a: bytes, b: bytes) -> bytes:
+    """Two keys of one device merged by the newest value of each key type (values only
+    grow), in binary form; ``a`` itself when ``b`` adds nothing."""
+    if not b:
+        return a
+    if not a:
+        return b
+    mine = SyncKey.from_bytes(a).as_dict()
+    merged = dict(mine)
+    for k, v in SyncKey.from_bytes(b).pairs:
+        merged[k] = max(v, merged.get(k, 0))
+    return a if merged == mine else SyncKey.of(merged).to_bytes()

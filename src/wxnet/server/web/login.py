@@ -183,6 +183,7 @@ class WebSession:
     expires: float
     alive: bool = True
     sent: dict[str, None] = field(default_factory=dict)  # own ClientMsgIds, to not echo
+    committed: bytes = b""  # the newest key this process committed for it (in memory)
 
     def remember_sent(self, client_msg_id: str, keep: int = 1000) -> None:
         self.sent[client_msg_id] = None

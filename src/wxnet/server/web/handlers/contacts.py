@@ -25,8 +25,10 @@ class ContactHandlers(WebBase):
     ) -> dict[str, Any]:
         contacts: list[pb.Contact] = []
         user = pb.UserInfo()
-        # The snapshot, as newinit pages (no syncdone: the web client presents its key
-        # in webwxsync, which commits it).
+        # The snapshot, as newinit pages, for the contacts and the profile. Its key is the
+        # head: a session that committed a key before (a second webwxinit: wechat4u's
+        # restart, or after a server restart) resumes from that one instead, so nothing
+        # that arrived since its last sync is skipped; a new session commits the head.
         driver = SyncDriver(b"", max_pages=_INIT_PAGES, commit=False)
         async for page in self._sync_pages(s, driver):
             resp = page.response
@@ -37,7 +39,8 @@ class ContactHandlers(WebBase):
                     contacts.append(item.contact)
                 elif item.WhichOneof("body") == "user_info":
                     user = item.user_info
-        key = driver.key
+        key = await self._resume_key(s) or driver.key
+        await self._commit(s, key)
         if user.user_name:
             s.user_name, s.nick_name = user.user_name, user.nick_name or s.nick_name
         skey = SyncKey.from_bytes(key)
