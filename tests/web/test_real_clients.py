@@ -5,6 +5,8 @@ message from a mobile user, send text and an image back, log out."""
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from tests.web.clients import HARNESS, Harness, python_client, wechat4u_dir
 from tests.web.conftest import Mobile, base_url, png_bytes, web_api
 from wxnet.proto import web as wp
+from wxnet.proto import wxnet_pb2 as pb
 from wxnet.server.app import Server
 
 pytestmark = pytest.mark.slow
@@ -84,3 +87,53 @@ async def test_real_client(
     await client.send(op="logout")
     await client.expect("loggedout")
     assert not web_api(server).sessions.of_account(alice.uin)
+
+
+def revoked_id(content: str) -> str:
+    """The ``<msgid>`` of a revoke notice's XML, as anti-revoke bots read it."""
+    m = re.search(r"<msgid>(\d+)</msgid>", html.unescape(content))
+    assert m, content
+    return m.group(1)
+
+
+async def test_revoke_notice(client: Harness, alice: Mobile, bob: Mobile) -> None:
+    """Each client reads the notice its own way (itchat: a NOTE whose Text is the
+    replacemsg; wechat4u: a ``message`` of MsgType 10002); ``<msgid>`` names the recalled
+    message's MsgId, the notice has a MsgId of its own."""
+    qr = await client.expect("qr")
+    assert await alice.scan(qr["uuid"]) == 0
+    await client.expect("login")
+    itchat = client.name.startswith("itchat")
+    msg_id = await bob.send("alice", "oops")
+    m = await client.expect("message", lambda e: e["text"] == "oops")
+    assert m["id"] == str(msg_id)
+    resp = await bob.call("revokemsg", pb.RevokeMsgRequest(msg_id=msg_id), pb.RevokeMsgResponse)
+    assert resp.base.ret == 0, resp.base.err_msg
+    if itchat:
+        note = await client.expect("message", lambda e: e["type"] == "Note")
+        assert note["text"] == '"Bob" 撤回了一条消息'
+        content = note["content"]
+    else:
+        note = await client.expect("message", lambda e: e["type"] == 10002)
+        content = note["text"]
+        assert '<replacemsg><![CDATA["Bob" 撤回了一条消息]]></replacemsg>' in content
+    assert revoked_id(content) == str(msg_id) and note["id"] != str(msg_id)
+    assert f"<session>{wp.web_user_name('bob')}</session>" in html.unescape(content)
+
+    # the bot recalls its own message: the phone sees the nick, the bot "you"
+    await client.send(op="send", to="Bob", text="mine")
+    sent = await client.expect("sent")
+    got = await bob.wait_msg(lambda x: x.content == "mine")
+    assert str(got.msg_id) == sent["id"]
+    await client.send(op="revoke", to="Bob", id=sent["id"])
+    assert (await client.expect("revoked"))["ret"] == 0
+    item = await bob.wait_item(
+        lambda it: it.WhichOneof("body") == "revoke" and it.revoke.msg_id == got.msg_id
+    )
+    assert item.revoke.replace_text == '"Alice" 撤回了一条消息'
+    if itchat:
+        own = await client.expect("message", lambda e: e["type"] == "Note")
+        assert own["text"] == "你撤回了一条消息"
+    else:
+        own = await client.expect("message", lambda e: e["type"] == 10002)
+        assert "你撤回了一条消息" in own["text"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.enums import CmdId, MsgType
+from wxnet.proto.enums import CmdId, MsgType, revoke_text
 from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
 from wxnet.proto.synckey import (
     KEY_CHATROOM,
@@ -885,12 +885,13 @@ class Engine:
         else:
             peer = await self.lookup(msg.to_user)
             rcpts = sorted({sess.uin, *([peer] if peer is not None else [])})
+        _, nick = await self.account(sess.uin)
         revoke = pb.RevokeMsg(
             msg_id=msg.msg_id,
             client_msg_id=msg.client_msg_id,
             from_user=sess.user_name,
             to_user=msg.to_user,
-            replace_text=f'"{sess.user_name}" recalled a message',
+            replace_text=revoke_text(nick or sess.user_name),
         )
         await self.store.revoke(
             msg.msg_id, [Append(rcpts, KEY_MSG, _item(cmd_id=CmdId.REVOKE, revoke=revoke))]

@@ -4,7 +4,7 @@ Run with the client's own interpreter: ``python itchat_harness.py BASE_URL WORKD
 (``hot``: ``hotReload=True``, the login kept in WORKDIR/itchat.pkl and resumed from it).
 Events go to stdout as JSON lines; commands come from stdin as JSON lines:
 ``{"op": "send", "to": NICK, "text": ...}``, ``{"op": "image", "to": NICK, "path": ...}``,
-``{"op": "contacts"}``, ``{"op": "logout"}``. This file runs under the client's Python,
+``{"op": "revoke", "to": NICK, "id": MSGID}``, ``{"op": "contacts"}``, ``{"op": "logout"}``. This file runs under the client's Python,
 not wxnet's: it uses only the standard library and itchat.
 """
 
@@ -42,6 +42,7 @@ def on_message(msg: Any) -> None:
         "to": msg["ToUserName"],
         "group": "@@" in msg["FromUserName"] or "@@" in msg["ToUserName"],
         "actual": msg.get("ActualNickName", ""),
+        "id": msg.get("MsgId", ""),
     }
     if msg["Type"] == PICTURE:
         data = msg["Text"]()
@@ -49,6 +50,8 @@ def on_message(msg: Any) -> None:
         ev["head"] = data[:4].hex()
     else:
         ev["text"] = msg["Text"]
+    if msg["Type"] == NOTE:
+        ev["content"] = msg["Content"]
     emit(**ev)
 
 
@@ -89,7 +92,11 @@ for line in sys.stdin:
             room = itchat.update_chatroom(user_name(cmd["nick"]), detailedMember=True)
             emit(event="room", members=sorted(m["NickName"] for m in room["MemberList"]))
         elif op == "send":
-            emit(event="sent", ret=ret(itchat.send(cmd["text"], toUserName=user_name(cmd["to"]))))
+            r = itchat.send(cmd["text"], toUserName=user_name(cmd["to"]))
+            emit(event="sent", ret=ret(r), id=r.get("MsgID", ""))
+        elif op == "revoke":
+            r = itchat.revoke(cmd["id"], user_name(cmd["to"]))
+            emit(event="revoked", ret=ret(r))
         elif op == "image":
             r = itchat.send_image(cmd["path"], toUserName=user_name(cmd["to"]))
             emit(event="sent", ret=ret(r))

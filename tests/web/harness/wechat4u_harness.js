@@ -62,6 +62,12 @@ rl.on('line', async (line) => {
     } else if (cmd.op === 'image') {
       const r = await bot.sendMsg({ file: fs.readFileSync(cmd.path), filename: 'image.png' }, userName(cmd.to))
       emit({ event: 'sent', ret: r.BaseResponse.Ret, id: r.MsgID })
+    } else if (cmd.op === 'revoke') {
+      const r = await bot.revokeMsg(cmd.id, userName(cmd.to))
+      emit({ event: 'revoked', ret: r.BaseResponse.Ret })
+    } else if (cmd.op === 'restart') {
+      await bot.restart() // webwxinit again on the same session (emits 'login' again)
+      emit({ event: 'restarted' })
     } else if (cmd.op === 'logout') {
       await bot.logout() // stop() sends the same request without waiting for it
       emit({ event: 'loggedout' })

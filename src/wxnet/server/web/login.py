@@ -184,6 +184,7 @@ class WebSession:
     alive: bool = True
     sent: dict[str, None] = field(default_factory=dict)  # own ClientMsgIds, to not echo
     committed: bytes = b""  # the newest key this process committed for it (in memory)
+    inits: int = 0  # webwxinits served here: a poll held across one answers 0
 
     def remember_sent(self, client_msg_id: str, keep: int = 1000) -> None:
         self.sent[client_msg_id] = None

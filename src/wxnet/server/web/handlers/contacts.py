@@ -23,6 +23,7 @@ class ContactHandlers(WebBase):
     async def init(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
     ) -> dict[str, Any]:
+        s.inits += 1  # the client starts over: polls it still holds are stale
         contacts: list[pb.Contact] = []
         user = pb.UserInfo()
         # The snapshot, as newinit pages, for the contacts and the profile. Its key is the

@@ -35,6 +35,7 @@ class SyncHandlers(WebBase):
         self._polls[s.wxsid] = self._polls.get(s.wxsid, 0) + 1
         self.pending_polls += 1
         self._hold()
+        inits = s.inits
         try:
             await self._commit(s, key.to_bytes())  # the client has everything up to it
             req = pb.SyncCheckRequest(
@@ -56,6 +57,11 @@ class SyncHandlers(WebBase):
                 self._polls.pop(s.wxsid, None)
         if not s.alive:
             return _js(wp.encode_synccheck(wp.RET_LOGIN_ELSEWHERE, 0))
+        if s.inits != inits:
+            # a webwxinit came while this poll was held (wechat4u's restart() leaves its
+            # old loop's poll pending): news goes to the client's new poll only, so that
+            # two loops do not both fetch it
+            return _js(wp.encode_synccheck(0, 0))
         return _js(wp.encode_synccheck(0, 2 if resp.selector else 0))
 
     @staticmethod
