@@ -4,8 +4,8 @@ Run with the client's own interpreter: ``python itchat_harness.py BASE_URL WORKD
 (``hot``: ``hotReload=True``, the login kept in WORKDIR/itchat.pkl and resumed from it).
 Events go to stdout as JSON lines; commands come from stdin as JSON lines:
 ``{"op": "send", "to": NICK, "text": ...}``, ``{"op": "image", "to": NICK, "path": ...}``,
-``{"op": "revoke", "to": NICK, "id": MSGID}``, ``{"op": "contacts"}``, ``{"op": "logout"}``. This file runs under the client's Python,
-not wxnet's: it uses only the standard library and itchat.
+``{"op": "revoke", "to": NICK, "id": MSGID}``, ``{"op": "contacts"}``, ``{"op": "logout"}``.
+This file runs under the client's Python, not wxnet's: it uses only the standard library and itchat.
 """
 
 import html
