@@ -66,7 +66,10 @@ rl.on('line', async (line) => {
       const r = await bot.revokeMsg(cmd.id, userName(cmd.to))
       emit({ event: 'revoked', ret: r.BaseResponse.Ret })
     } else if (cmd.op === 'restart') {
-      await bot.restart() // webwxinit again on the same session (emits 'login' again)
+      // as its own recovery does: drop the pending retry of the old loop, then webwxinit
+      // again on the same session (restart() emits 'login' again)
+      clearTimeout(bot.retryPollingId)
+      await bot.restart()
       emit({ event: 'restarted' })
     } else if (cmd.op === 'logout') {
       await bot.logout() // stop() sends the same request without waiting for it
