@@ -39,6 +39,8 @@ class CmdId(IntEnum):
     ADD_MSG = 5
     MOD_MSG_STATUS = 6
     REVOKE = 10002
+    #: wxnet's own: a web client asks the phone to approve a login without a QR code
+    WEB_LOGIN = 11001
 
 
 class MsgType(IntEnum):

@@ -732,10 +732,12 @@ class CmdItem(_message.Message):
     MSG_STATUS_FIELD_NUMBER: _builtins.int
     REVOKE_FIELD_NUMBER: _builtins.int
     DEL_CONTACT_FIELD_NUMBER: _builtins.int
+    WEB_LOGIN_FIELD_NUMBER: _builtins.int
     cmd_id: _builtins.int
     """enMMSyncCmd: 1 ModUserInfo, 2 ModContact, 4 DelContact,"""
     key: _builtins.int
-    """5 AddMsg, 6 ModMsgStatus, 15 ModChatRoomMember, 10002 RevokeMsg
+    """5 AddMsg, 6 ModMsgStatus, 15 ModChatRoomMember, 10002 RevokeMsg,
+    11001 WebLoginPrompt (wxnet's own)
     the SyncKey type this item belongs to
     """
     seq: _builtins.int
@@ -752,6 +754,8 @@ class CmdItem(_message.Message):
     def revoke(self) -> Global___RevokeMsg: ...
     @_builtins.property
     def del_contact(self) -> Global___DelContact: ...
+    @_builtins.property
+    def web_login(self) -> Global___WebLoginPrompt: ...
     def __init__(
         self,
         *,
@@ -764,12 +768,13 @@ class CmdItem(_message.Message):
         msg_status: Global___ModMsgStatus | None = ...,
         revoke: Global___RevokeMsg | None = ...,
         del_contact: Global___DelContact | None = ...,
+        web_login: Global___WebLoginPrompt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "contact", b"contact", "del_contact", b"del_contact", "msg_status", b"msg_status", "revoke", b"revoke", "user_info", b"user_info"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "contact", b"contact", "del_contact", b"del_contact", "msg_status", b"msg_status", "revoke", b"revoke", "user_info", b"user_info", "web_login", b"web_login"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "cmd_id", b"cmd_id", "contact", b"contact", "del_contact", b"del_contact", "key", b"key", "msg_status", b"msg_status", "revoke", b"revoke", "seq", b"seq", "user_info", b"user_info"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "cmd_id", b"cmd_id", "contact", b"contact", "del_contact", b"del_contact", "key", b"key", "msg_status", b"msg_status", "revoke", b"revoke", "seq", b"seq", "user_info", b"user_info", "web_login", b"web_login"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["user_info", "contact", "add_msg", "msg_status", "revoke", "del_contact"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["user_info", "contact", "add_msg", "msg_status", "revoke", "del_contact", "web_login"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -1555,9 +1560,12 @@ class ScanQrRequest(_message.Message):
     BASE_FIELD_NUMBER: _builtins.int
     UUID_FIELD_NUMBER: _builtins.int
     CONFIRM_FIELD_NUMBER: _builtins.int
+    PUSH_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
     confirm: _builtins.bool
     """false: "scanned" only; true: approve the login"""
+    push: _builtins.bool
+    """no uuid: the account's newest pending push login"""
     @_builtins.property
     def base(self) -> Global___BaseRequest: ...
     def __init__(
@@ -1566,10 +1574,11 @@ class ScanQrRequest(_message.Message):
         base: Global___BaseRequest | None = ...,
         uuid: _builtins.str = ...,
         confirm: _builtins.bool = ...,
+        push: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "confirm", b"confirm", "uuid", b"uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "confirm", b"confirm", "push", b"push", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1580,17 +1589,63 @@ class ScanQrResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BASE_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    UUID_FIELD_NUMBER: _builtins.int
+    user_agent: _builtins.str
+    """who asked for the login: its User-Agent (jslogin's)"""
+    address: _builtins.str
+    """and its address (the TCP peer)"""
+    uuid: _builtins.str
+    """the login scanned"""
     @_builtins.property
     def base(self) -> Global___BaseResponse: ...
     def __init__(
         self,
         *,
         base: Global___BaseResponse | None = ...,
+        user_agent: _builtins.str = ...,
+        address: _builtins.str = ...,
+        uuid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "base", b"base", "user_agent", b"user_agent", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScanQrResponse: _TypeAlias = ScanQrResponse  # noqa: Y015
+
+@_typing.final
+class WebLoginPrompt(_message.Message):
+    """Sync item (cmd_id 11001, wxnet's own): a web client that was logged in as this
+    account asks to log in again without a QR code (webwxpushloginurl); the phone
+    approves it with scanqrcode (push = true, or its uuid).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UUID_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    uuid: _builtins.str
+    user_agent: _builtins.str
+    address: _builtins.str
+    expires: _builtins.int
+    """unix seconds"""
+    def __init__(
+        self,
+        *,
+        uuid: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        address: _builtins.str = ...,
+        expires: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "expires", b"expires", "user_agent", b"user_agent", "uuid", b"uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebLoginPrompt: _TypeAlias = WebLoginPrompt  # noqa: Y015

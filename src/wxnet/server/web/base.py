@@ -26,7 +26,14 @@ from wxnet.server.web.backend import Backend
 from wxnet.server.web.common import Handler, R, SessionGone, T, WebError, _base, _json, _read_all
 from wxnet.server.web.config import WebConfig
 from wxnet.server.web.limits import FairPending, RateLimiter
-from wxnet.server.web.login import QrLoginRefused, QrLogins, QrLoginUnknown, WebSession, WebSessions
+from wxnet.server.web.login import (
+    QrLogin,
+    QrLoginRefused,
+    QrLogins,
+    QrLoginUnknown,
+    WebSession,
+    WebSessions,
+)
 from wxnet.server.web.spool import WebSpool
 
 log = logging.getLogger(__name__)
@@ -63,6 +70,8 @@ class WebBase:
         self._polls: dict[str, int] = {}  # wxsid -> pending synccheck polls
         self.pending_polls = 0
         self._avatars: dict[str, bytes] = {}
+        #: uin -> uuid of its newest pending push login (webwxpushloginurl)
+        self._push: OrderedDict[int, str] = OrderedDict()
         self._holding: set[asyncio.Task[Any]] = set()  # long polls, cancelled on shutdown
 
     def sweep(self) -> None:
@@ -117,26 +126,39 @@ class WebBase:
         return task
 
     # -- the phone side: scanqrcode --------------------------------------------------
-    def scan_qr(self, uin: int, uuid: str, confirm: bool) -> tuple[int, str]:
+    def scan_qr(self, uin: int, uuid: str, confirm: bool) -> tuple[int, str, QrLogin | None]:
         """A logged-in mobile device of ``uin`` scanned / approved web login ``uuid``.
 
-        Returns ``(ret, err_msg)`` for the ScanQrResponse."""
+        Returns ``(ret, err_msg, login)`` for the ScanQrResponse."""
         try:
-            self.logins.scan(uuid, uin, self.clock(), confirm=confirm)
+            q = self.logins.scan(uuid, uin, self.clock(), confirm=confirm)
         except QrLoginUnknown:
-            return MMRet.ERR_NOT_FOUND, "no such QR code (expired?)"
+            return MMRet.ERR_NOT_FOUND, "no such QR code (expired?)", None
         except QrLoginRefused as exc:
-            return MMRet.ERR_NOT_ALLOWED, str(exc)
+            return MMRet.ERR_NOT_ALLOWED, str(exc), None
         self.pending.discard(uuid)  # a phone holds it now: no flood can evict it
         self._wake_login(uuid)
-        return 0, ""
+        return 0, "", q
 
     async def handle_scanqrcode(self, uin: int, request: pb.ScanQrRequest) -> pb.ScanQrResponse:
-        """The ``scanqrcode`` CGI for an authenticated mobile session of ``uin``."""
-        ret, msg = self.scan_qr(uin, request.uuid, request.confirm)
+        """The ``scanqrcode`` CGI for an authenticated mobile session of ``uin``; with
+        ``push`` and no uuid, the account's newest pending push login. The reply names
+        who asked (user agent, address), for the phone to show."""
+        uuid = request.uuid
         resp = pb.ScanQrResponse()
+        if not uuid and request.push:
+            uuid = self._push.get(uin, "")
+            if not uuid:
+                resp.base.ret = MMRet.ERR_NOT_FOUND
+                resp.base.err_msg = "no web login of this account waits for approval"
+                return resp
+        ret, msg, q = self.scan_qr(uin, uuid, request.confirm)
         resp.base.ret = ret
         resp.base.err_msg = msg
+        if q is not None:
+            resp.uuid, resp.user_agent, resp.address = q.uuid, q.user_agent, q.address
+            if request.confirm and self._push.get(uin) == q.uuid:
+                del self._push[uin]
         return resp
 
     def _wake_login(self, uuid: str) -> None:

@@ -53,8 +53,11 @@ class QrLoginsFull(QrLoginError):
 
 
 def new_token(nbytes: int = 16) -> str:
-    """A URL-safe random token (``[A-Za-z0-9_-]``, research 1.2) of ``nbytes`` entropy."""
-    return secrets.token_urlsafe(nbytes)
+    """A URL-safe random token (``[A-Za-z0-9_-]``, research 1.2) of ``nbytes`` entropy.
+    It never starts with ``-``, so that ``wxnet scan UUID`` does not take it for an
+    option (an ``x`` takes its place: a first character of 63 kinds, not 64)."""
+    token = secrets.token_urlsafe(nbytes)
+    return "x" + token[1:] if token.startswith("-") else token
 
 
 class LoginState(enum.Enum):
@@ -74,6 +77,9 @@ class QrLogin:
     uin: int = 0  # the approving account
     ticket: str = ""
     version: int = 0  # bumped on every change; login polls wait for a newer one
+    user_agent: str = ""  # who asked for it (jslogin's User-Agent), shown to the phone
+    address: str = ""  # and from where (the TCP peer)
+    push: bool = False  # a push login (webwxpushloginurl): only ``uin`` may approve it
 
     def poll_code(self, now: float) -> int:
         """The login-poll code of the current state (research 3.3)."""
@@ -123,6 +129,8 @@ class QrLogins:
         if q is None or q.state is LoginState.EXPIRED:
             raise QrLoginUnknown(f"no QR login {uuid[:40]!r} (expired?)")
         if q.uin and q.uin != uin:
+            if q.push:
+                raise QrLoginRefused("this login asks another account")
             raise QrLoginRefused("another account scanned this code")
         if q.state in (LoginState.CONFIRMED, LoginState.USED):
             raise QrLoginRefused("this code was already approved")

@@ -48,6 +48,8 @@ class LoginHandlers(WebBase):
             self.count("qr_pending")
             return _js('window.QRLogin.code = 500; window.QRLogin.uuid = "";')
         self.pending.add(q.uuid, addr)
+        q.user_agent = request.headers.get("User-Agent", "")[:256]
+        q.address = request.remote or ""
         return _js(wp.encode_qrlogin(200, q.uuid))
 
     async def qrcode(self, request: web.Request) -> web.StreamResponse:
