@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from wxnet.cli.client_cmd import default_profile, open_store, run_async
+from wxnet.cli.client_common import default_profile, open_store, run_async
 from wxnet.cli.common import IO, ExitStatus, UsageError
 from wxnet.client.sdk import Client
 from wxnet.client.store import DB_NAME
