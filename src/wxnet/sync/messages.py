@@ -161,6 +161,12 @@ class Messaging(EngineBase):
             [Append(rcpts, KEY_MSG, _item(cmd_id=CmdId.MOD_MSG_STATUS, msg_status=status))]
         )
 
+    async def prompt_web_login(self, uin: int, prompt: pb.WebLoginPrompt) -> None:
+        """A web client asks account ``uin`` to approve a login without a QR code (push
+        login): every device of the account gets a WebLoginPrompt item."""
+        body = _item(cmd_id=CmdId.WEB_LOGIN, web_login=prompt)
+        await self.store.append([Append([uin], KEY_MSG, body)])
+
     async def revoke(self, sess: Session, msg_id: int, client_msg_id: str) -> None:
         """Recall one of your messages within the revoke window (WeChat: 2 minutes)."""
         if msg_id:

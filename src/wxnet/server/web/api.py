@@ -25,6 +25,7 @@ from wxnet.server.web.handlers.login import LoginHandlers
 from wxnet.server.web.handlers.media import MediaHandlers
 from wxnet.server.web.handlers.messages import MessageHandlers
 from wxnet.server.web.handlers.page import PageHandlers
+from wxnet.server.web.handlers.pushlogin import PushLoginHandlers
 from wxnet.server.web.handlers.rooms import RoomHandlers
 from wxnet.server.web.handlers.sync import SyncHandlers
 from wxnet.server.web.handlers.upload import UploadHandlers
@@ -33,6 +34,7 @@ __all__ = ["WEB_API_KEY", "SessionGone", "WebApi", "WebConfig", "WebError", "set
 
 
 class WebApi(
+    PushLoginHandlers,
     LoginHandlers,
     ContactHandlers,
     SyncHandlers,
@@ -71,6 +73,7 @@ def setup_web(
     r.add_get("/qrcode/{uuid}", api.qrcode)
     r.add_get(f"{_CGI}/login", api.login_poll)
     r.add_get(f"{_CGI}/webwxnewloginpage", api.newloginpage)
+    r.add_get(f"{_CGI}/webwxpushloginurl", api.pushloginurl)
     r.add_route("*", f"{_CGI}/webwxlogout", api.logout)
     r.add_post(f"{_CGI}/webwxinit", j(api.init))
     r.add_post(f"{_CGI}/webwxstatusnotify", j(api.statusnotify))

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
+from wxnet.proto import wxnet_pb2 as pb
+
 __all__ = ["Backend", "DeviceSession"]
 
 
@@ -43,6 +45,11 @@ class Backend(Protocol):
         Raises:
             MMError: ERR_SESSIONTIMEOUT (the session is gone).
         """
+        ...
+
+    async def prompt_login(self, uin: int, prompt: pb.WebLoginPrompt) -> None:
+        """Tell every device of account ``uin`` that a web client asks to log in again
+        (a push login): a sync item in its message log."""
         ...
 
     async def media_file(self, session_key: str, uin: int, msg_id: int, kind: str) -> Path:

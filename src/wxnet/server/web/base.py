@@ -59,6 +59,7 @@ class WebBase:
         self.pending = FairPending(cfg.qr_max_pending, cfg.qr_pending_per_address)
         self.jslogin_limit = RateLimiter(cfg.jslogin_rate, cfg.jslogin_burst)
         self.qrcode_limit = RateLimiter(cfg.qrcode_rate, cfg.qrcode_burst)
+        self.push_limit = RateLimiter(cfg.push_login_rate, cfg.push_login_burst)
         self._qr_png: OrderedDict[str, bytes] = OrderedDict()
         if spool_dir is None:
             spool_dir = Path(tempfile.mkdtemp(prefix="wxnet-web-spool-"))

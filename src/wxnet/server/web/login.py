@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wxnet.proto.errors import WxnetError
+from wxnet.proto.web import is_token
 from wxnet.sync.store import WebSessionRow
 
 __all__ = [
@@ -208,6 +209,11 @@ class WebSessionStore(Protocol):
     async def drop_web_sessions(self, before: float) -> int: ...
 
 
+#: Prefix of the store key of a browser's login (:meth:`WebSessions.remember_browser`):
+#: ``:`` is not in the token alphabet, so no wxsid hashes to such a key.
+_BROWSER = "browser:"
+
+
 def sid_key(wxsid: str) -> str:
     """What the store keys a web session by: the SHA-256 of its wxsid (hex)."""
     return hashlib.sha256(wxsid.encode()).hexdigest()
@@ -233,6 +239,7 @@ class WebSessions:
         self.store = store
         self._by_sid: dict[str, WebSession] = {}
         self._ended: list[WebSession] = []
+        self._browsers: dict[str, tuple[int, float]] = {}  # auth ticket -> (uin, expires)
 
     async def save(self, s: WebSession) -> None:
         """Make ``s`` (new, or ended) durable, if there is a store; also the sessions
@@ -262,7 +269,7 @@ class WebSessions:
 
     async def lookup(self, uin: int, wxsid: str, now: float) -> WebSession | None:
         """:meth:`find`, falling back to the store for a wxsid not held here."""
-        if self.store is not None and wxsid and wxsid not in self._by_sid:
+        if self.store is not None and is_token(wxsid) and wxsid not in self._by_sid:
             row = await self.store.web_session(sid_key(wxsid))
             if row is not None and wxsid not in self._by_sid:
                 self._by_sid[wxsid] = WebSession(
@@ -278,6 +285,34 @@ class WebSessions:
                     row.alive,
                 )
         return self.find(uin, wxsid, now)
+
+    async def remember_browser(self, s: WebSession) -> None:
+        """Remember that the browser holding ``s``'s ``webwx_auth_ticket`` cookie (its
+        pass_ticket) logged in as ``s.uin``, until ``s`` would have expired, however it
+        ends: a push login (webwxpushloginurl) from that browser may prompt the phone.
+        Kept in the store as a dead session row under a key no wxsid hashes to."""
+        self._browsers[s.pass_ticket] = (s.uin, s.expires)
+        while len(self._browsers) > 4 * 1024:
+            del self._browsers[next(iter(self._browsers))]
+        if self.store is not None:
+            await self.store.save_web_session(
+                WebSessionRow(
+                    sid_key(_BROWSER + s.pass_ticket),
+                    s.uin, s.user_name, s.nick_name, "", "", "", "", s.expires, False,
+                )
+            )  # fmt: skip
+
+    async def browser_uin(self, auth_ticket: str, now: float) -> int | None:
+        """The account a browser with this ``webwx_auth_ticket`` logged in as (and
+        may ask to log in as again), if that login is not past its expiry."""
+        if not is_token(auth_ticket):
+            return None
+        uin, expires = self._browsers.get(auth_ticket, (0, 0.0))
+        if not uin and self.store is not None:
+            row = await self.store.web_session(sid_key(_BROWSER + auth_ticket))
+            if row is not None:
+                uin, expires = row.uin, row.expires
+        return uin if uin and now < expires else None
 
     async def sweep_store(self, now: float, grace: float = 3600.0) -> int:
         return 0 if self.store is None else await self.store.drop_web_sessions(now - grace)
