@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -137,3 +137,30 @@ async def test_revoke_notice(client: Harness, alice: Mobile, bob: Mobile) -> Non
     else:
         own = await client.expect("message", lambda e: e["type"] == 10002)
         assert "你撤回了一条消息" in own["text"]
+
+
+@pytest.mark.parametrize("client", ["itchat"], indirect=True)
+async def test_oplog_remark_and_pin(client: Harness, alice: Mobile, bob: Mobile) -> None:
+    """itchat's set_alias and set_pinned (webwxoplog): stored, sent to the phone as the
+    contact again, and in the address book the next time it is fetched."""
+    qr = await client.expect("qr")
+    assert await alice.scan(qr["uuid"]) == 0
+    await client.expect("login")
+
+    def bob_item(pred: Callable[[pb.Contact], bool]) -> Callable[[pb.CmdItem], bool]:
+        return lambda it: (
+            it.WhichOneof("body") == "contact"
+            and it.contact.user_name == "bob"
+            and pred(it.contact)
+        )
+
+    await client.send(op="alias", to="Bob", name="Bobby")
+    assert (await client.expect("oplog"))["ret"] == 0
+    got = await alice.wait_item(bob_item(lambda c: c.remark_name == "Bobby"))
+    assert not got.contact.pinned
+    await client.send(op="pin", to="Bob", pinned=True)
+    assert (await client.expect("oplog"))["ret"] == 0
+    got = await alice.wait_item(bob_item(lambda c: c.pinned))
+    assert got.contact.remark_name == "Bobby"  # the remark stays
+    await client.send(op="contacts")
+    assert (await client.expect("contacts"))["remarks"]["Bob"] == "Bobby"

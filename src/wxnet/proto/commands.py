@@ -92,6 +92,7 @@ CGIS: tuple[CGI, ...] = (
     CGI("uploadvoice", 19, 127, pb.UploadVoiceRequest, pb.UploadVoiceResponse),
     CGI("downloadvoice", 20, 128, pb.DownloadVoiceRequest, pb.DownloadVoiceResponse),
     CGI("scanqrcode", 233, 233, pb.ScanQrRequest, pb.ScanQrResponse),
+    CGI("oplog", 681, 681, pb.OpLogRequest, pb.OpLogResponse),
 )
 
 BY_NAME: dict[str, CGI] = {c.name: c for c in CGIS}

@@ -18,7 +18,16 @@ from __future__ import annotations
 
 from enum import IntEnum, IntFlag
 
-__all__ = ["REVOKE_TEXT_SELF", "CmdId", "LinkCmd", "LinkSeq", "MsgType", "Selector", "revoke_text"]
+__all__ = [
+    "REVOKE_TEXT_SELF",
+    "CmdId",
+    "LinkCmd",
+    "LinkSeq",
+    "MsgType",
+    "OpLogCmd",
+    "Selector",
+    "revoke_text",
+]
 
 
 #: A recall notice as the account that recalled sees it.
@@ -41,6 +50,13 @@ class CmdId(IntEnum):
     REVOKE = 10002
     #: wxnet's own: a web client asks the phone to approve a login without a QR code
     WEB_LOGIN = 11001
+
+
+class OpLogCmd(IntEnum):
+    """What an ``oplog`` request (webwxoplog) changes (``OpLogRequest.cmd_id``)."""
+
+    REMARK = 2
+    PIN = 3
 
 
 class MsgType(IntEnum):

@@ -380,6 +380,10 @@ class WebMember:
     display_name: str = ""
 
 
+#: ContactFlag bit of a pinned conversation.
+CONTACT_FLAG_PINNED = 2048
+
+
 @dataclass(frozen=True, slots=True)
 class WebContact:
     user_name: str
@@ -393,6 +397,8 @@ class WebContact:
     members: tuple[WebMember, ...] = ()
     with_members: bool = True  # False: MemberCount 0 + empty list, as webwxgetcontact does
     contact_flag: int = 3
+    remark_name: str = ""
+    pinned: bool = False  # ContactFlag bit 2048 (research 1.4)
 
 
 def member_json(m: WebMember) -> dict[str, Any]:
@@ -423,10 +429,10 @@ def contact_json(c: WebContact) -> dict[str, Any]:
         "UserName": c.user_name,
         "NickName": c.nick_name,
         "HeadImgUrl": head,
-        "ContactFlag": c.contact_flag,
+        "ContactFlag": c.contact_flag | (CONTACT_FLAG_PINNED if c.pinned else 0),
         "MemberCount": len(members),
         "MemberList": members,
-        "RemarkName": "",
+        "RemarkName": c.remark_name,
         "HideInputBarFlag": 0,
         "Sex": 0 if c.is_chatroom else c.sex,
         "Signature": "",

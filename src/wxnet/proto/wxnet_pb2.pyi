@@ -320,6 +320,8 @@ class Contact(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     CONTACT_TYPE_FIELD_NUMBER: _builtins.int
+    REMARK_NAME_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
     user_name: _builtins.str
     """a user name, or "<id>@chatroom" for a group"""
     nick_name: _builtins.str
@@ -328,6 +330,10 @@ class Contact(_message.Message):
     """chatrooms only"""
     contact_type: _builtins.int
     """1 friend, 2 chatroom"""
+    remark_name: _builtins.str
+    """the account's own name for it (oplog)"""
+    pinned: _builtins.bool
+    """the account pinned the conversation (oplog)"""
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """chatrooms only"""
@@ -341,14 +347,77 @@ class Contact(_message.Message):
         members: _abc.Iterable[_builtins.str] | None = ...,
         owner: _builtins.str = ...,
         contact_type: _builtins.int = ...,
+        remark_name: _builtins.str = ...,
+        pinned: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_type", b"contact_type", "is_chatroom", b"is_chatroom", "members", b"members", "nick_name", b"nick_name", "owner", b"owner", "user_name", b"user_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_type", b"contact_type", "is_chatroom", b"is_chatroom", "members", b"members", "nick_name", b"nick_name", "owner", b"owner", "pinned", b"pinned", "remark_name", b"remark_name", "user_name", b"user_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Contact: _TypeAlias = Contact  # noqa: Y015
+
+@_typing.final
+class OpLogRequest(_message.Message):
+    """"oplog": the account's own marks on a contact or group"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    USER_NAME_FIELD_NUMBER: _builtins.int
+    CMD_ID_FIELD_NUMBER: _builtins.int
+    REMARK_NAME_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    user_name: _builtins.str
+    cmd_id: _builtins.int
+    """2: set remark_name; 3: set pinned (WeChat's oplog CmdIds)"""
+    remark_name: _builtins.str
+    pinned: _builtins.bool
+    @_builtins.property
+    def base(self) -> Global___BaseRequest: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseRequest | None = ...,
+        user_name: _builtins.str = ...,
+        cmd_id: _builtins.int = ...,
+        remark_name: _builtins.str = ...,
+        pinned: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "cmd_id", b"cmd_id", "pinned", b"pinned", "remark_name", b"remark_name", "user_name", b"user_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpLogRequest: _TypeAlias = OpLogRequest  # noqa: Y015
+
+@_typing.final
+class OpLogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def base(self) -> Global___BaseResponse: ...
+    @_builtins.property
+    def contact(self) -> Global___Contact:
+        """as the account now sees it"""
+
+    def __init__(
+        self,
+        *,
+        base: Global___BaseResponse | None = ...,
+        contact: Global___Contact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpLogResponse: _TypeAlias = OpLogResponse  # noqa: Y015
 
 @_typing.final
 class AddContactRequest(_message.Message):

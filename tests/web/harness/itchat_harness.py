@@ -4,7 +4,8 @@ Run with the client's own interpreter: ``python itchat_harness.py BASE_URL WORKD
 (``hot``: ``hotReload=True``, the login kept in WORKDIR/itchat.pkl and resumed from it).
 Events go to stdout as JSON lines; commands come from stdin as JSON lines:
 ``{"op": "send", "to": NICK, "text": ...}``, ``{"op": "image", "to": NICK, "path": ...}``,
-``{"op": "revoke", "to": NICK, "id": MSGID}``, ``{"op": "contacts"}``, ``{"op": "logout"}``.
+``{"op": "revoke", "to": NICK, "id": MSGID}``, ``{"op": "alias", "to": NICK, "name": ...}``,
+``{"op": "pin", "to": NICK, "pinned": BOOL}``, ``{"op": "contacts"}``, ``{"op": "logout"}``.
 This file runs under the client's Python, not wxnet's: it uses only the standard library and itchat.
 """
 
@@ -83,6 +84,7 @@ for line in sys.stdin:
                 event="contacts",
                 me=itchat.search_friends()["UserName"],
                 friends=[f["NickName"] for f in itchat.get_friends(update=True)[1:]],
+                remarks={f["NickName"]: f["RemarkName"] for f in itchat.get_friends()[1:]},
                 rooms=[
                     {"nick": r["NickName"], "members": len(r["MemberList"])}
                     for r in itchat.get_chatrooms(update=True)
@@ -94,6 +96,11 @@ for line in sys.stdin:
         elif op == "send":
             r = itchat.send(cmd["text"], toUserName=user_name(cmd["to"]))
             emit(event="sent", ret=ret(r), id=r.get("MsgID", ""))
+        elif op == "alias":
+            emit(event="oplog", ret=ret(itchat.set_alias(user_name(cmd["to"]), cmd["name"])))
+        elif op == "pin":
+            r = itchat.set_pinned(user_name(cmd["to"]), cmd["pinned"])
+            emit(event="oplog", ret=ret(r))
         elif op == "revoke":
             r = itchat.revoke(cmd["id"], user_name(cmd["to"]))
             emit(event="revoked", ret=ret(r))

@@ -79,6 +79,7 @@ def setup_web(
     r.add_post(f"{_CGI}/webwxstatusnotify", j(api.statusnotify))
     r.add_get(f"{_CGI}/webwxgetcontact", api.getcontact)
     r.add_post(f"{_CGI}/webwxbatchgetcontact", j(api.batchgetcontact))
+    r.add_post(f"{_CGI}/webwxoplog", j(api.oplog))
     r.add_get(f"{_CGI}/synccheck", api.synccheck)
     r.add_post(f"{_CGI}/webwxsync", j(api.sync))
     r.add_post(f"{_CGI}/webwxsendmsg", j(api.sendmsg))

@@ -39,6 +39,8 @@ def contact_obj(
             owner=web.web_user_name(c.owner) if room and c.owner else "",
             members=members,
             with_members=with_members,
+            remark_name=c.remark_name,
+            pinned=c.pinned,
         )
     )
 
