@@ -1,5 +1,5 @@
 """Issue 14 over HTTP: unserved endpoints answer JSON; webwxinit on a live session resumes
-from the session's committed key; revoke notices as Web WeChat sends them."""
+from the session's committed key; webwxoplog's refusals."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import json
 import aiohttp
 
 from tests.web.conftest import CGI, WAIT, Mobile, WebClient, base_url
+from wxnet.proto import web as wp
+from wxnet.proto.errors import MMRet
 from wxnet.server.app import Server
 
 
@@ -58,3 +60,22 @@ async def test_second_init_resumes_from_the_committed_key(
     assert (await web.sync())["AddMsgList"] == []
     web.sync_key = (await web.post("/webwxinit", {}))["SyncKey"]
     assert (await web.sync())["AddMsgList"] == []
+
+
+async def test_oplog_refusals(server: Server, alice: Mobile, http: aiohttp.ClientSession) -> None:
+    web = await WebClient(http, base_url(server)).login(alice)
+    bob, dave = wp.web_user_name("bob"), wp.web_user_name("dave")
+    for body, ret in (
+        ({"UserName": bob, "CmdId": 9}, -1),
+        ({"UserName": bob, "CmdId": 3, "OP": 5}, -1),
+        ({"UserName": bob, "CmdId": 2, "RemarkName": 7}, -1),
+        ({"UserName": bob, "CmdId": 2, "RemarkName": "x" * 65}, int(MMRet.ERR_ARG)),
+        ({"UserName": dave, "CmdId": 2, "RemarkName": "who"}, int(MMRet.ERR_NOT_FOUND)),
+    ):
+        out = await web.post("/webwxoplog", body)
+        assert out["BaseResponse"]["Ret"] == ret, (body, out)
+    assert (await web.post("/webwxoplog", {"UserName": bob, "CmdId": 3, "OP": 1}))["BaseResponse"][
+        "Ret"
+    ] == 0
+    out = await web.post("/webwxbatchgetcontact", {"Count": 1, "List": [{"UserName": bob}]})
+    assert out["ContactList"][0]["ContactFlag"] & 2048
