@@ -18,7 +18,8 @@ is ``"@" + hex("alice")`` and a chatroom ``1f2e@chatroom`` is ``"@@" + hex("1f2e
 Lowercase hex keeps itchat's ``@[0-9a-z]*`` sender pattern happy (1.4) and the mapping
 is its own inverse, so a name the client sends back can always be checked and decoded.
 
-Section numbers refer to research/web-protocol.md. No I/O here.
+Section numbers refer to research/web-protocol.md. No I/O here. (Over 500 lines: it is
+the one codec of every web format, each small, kept together by one codec per format.)
 """
 
 from __future__ import annotations
