@@ -12,8 +12,11 @@ import aiohttp
 import pytest
 
 from tests.web.clients import HARNESS, Harness, python_client
-from tests.web.conftest import CGI, Mobile, WebClient, base_url, web_api
+from tests.web.conftest import CGI, WAIT, Mobile, WebClient, base_url, web_api
 from tests.web.test_scan_cmd import cli
+from wxnet.client.events import WebLoginRequested
+from wxnet.client.sdk import Client, ClientConfig
+from wxnet.client.store import ProfileStore
 from wxnet.proto import web as wp
 from wxnet.server.app import Server
 
@@ -104,3 +107,30 @@ async def test_push_login_needs_the_browser_and_is_rate_limited(
     assert item.cmd_id == 11001
     assert await bob.scan(uuids[-1]) != 0
     assert await alice.scan(uuids[-1]) == 0
+
+
+async def test_the_sdk_shows_a_push_login_as_a_typed_event(
+    server: Server, alice: Mobile, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    store = ProfileStore.open(tmp_path / "sdk")
+    client = Client(store, ClientConfig(server_url=base_url(server), use_long_link=False))
+    try:
+        await client.login("alice", "secret1")
+        async with client:
+            events = client.subscribe()
+            web = await WebClient(http, base_url(server)).login(alice)
+            url = f"{base_url(server)}{CGI}/webwxpushloginurl?uin={web.uin}"
+            async with http.get(url, headers={"User-Agent": "Bot/2.0"}) as r:
+                uuid = json.loads(await r.text())["uuid"]
+
+            async def prompted() -> WebLoginRequested:
+                while True:
+                    ev = await events.get()
+                    if isinstance(ev, WebLoginRequested):
+                        return ev
+
+            ev = await asyncio.wait_for(prompted(), WAIT)
+            assert (ev.uuid, ev.user_agent, ev.address) == (uuid, "Bot/2.0", "127.0.0.1")
+            assert ev.to_json()["event"] == "web_login"
+    finally:
+        store.close()
