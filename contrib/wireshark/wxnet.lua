@@ -47,6 +47,7 @@ local COMMANDS = {
     [19] = "uploadvoice",
     [20] = "downloadvoice",
     [233] = "scanqrcode",
+    [681] = "oplog",
 }
 local SPECIAL = {
     [6] = "noop",
