@@ -51,6 +51,7 @@ local COMMANDS = {
     [149] = "uploadvideo",
     [150] = "downloadvideo",
     [233] = "scanqrcode",
+    [681] = "oplog",
 }
 local SPECIAL = {
     [6] = "noop",

@@ -82,6 +82,7 @@ class Mobile:
     session_key: str = ""
     key: bytes = b""
     seen: list[pb.AddMsg] = field(default_factory=list)
+    items: list[pb.CmdItem] = field(default_factory=list)
 
     async def call(self, name: str, req: Message, resp_type: type[R]) -> R:
         if req.DESCRIPTOR.fields_by_name.get("base") is not None:
@@ -208,11 +209,19 @@ class Mobile:
 
     async def wait_msg(self, pred: Callable[[pb.AddMsg], bool]) -> pb.AddMsg:
         """Sync (long-polling with newsynccheck) until a message matching ``pred`` arrives."""
-        for m in self.seen:
-            if pred(m):
-                return m
+        item = await self.wait_item(
+            lambda it: it.WhichOneof("body") == "add_msg" and pred(it.add_msg)
+        )
+        return item.add_msg
 
-        async def loop() -> pb.AddMsg:
+    async def wait_item(self, pred: Callable[[pb.CmdItem], bool]) -> pb.CmdItem:
+        """Sync (long-polling with newsynccheck) until a sync item matching ``pred``
+        arrives (or has arrived)."""
+        for it in self.items:
+            if pred(it):
+                return it
+
+        async def loop() -> pb.CmdItem:
             while True:
                 driver = SyncDriver(self.key, selector=Selector.ALL, commit=False)
                 found = None
@@ -220,10 +229,11 @@ class Mobile:
                     if not isinstance(event, Page):
                         continue
                     for item in event.items:
+                        self.items.append(item)
                         if item.WhichOneof("body") == "add_msg":
                             self.seen.append(item.add_msg)
-                            if found is None and pred(item.add_msg):
-                                found = item.add_msg
+                        if found is None and pred(item):
+                            found = item
                 self.key = driver.key
                 if found is not None:
                     return found

@@ -32,6 +32,7 @@ from wxnet.client.events import (
     LinkChanged,
     NetworkChanged,
     SendStateChanged,
+    WebLoginRequested,
     item_to_json,
 )
 from wxnet.client.sdk import (
@@ -125,6 +126,11 @@ def _event_text(ev: ClientEvent) -> str:
             )
         case SendStateChanged(client_msg_id=cid, state=state):
             return f"# send {cid}: {state}"
+        case WebLoginRequested(user_agent=agent, address=address):
+            return (
+                f"# a web login asks to log in again: {agent or 'an unnamed client'} from"
+                f" {address or 'an unknown address'} (`wxnet scan --push-approve` approves it)"
+            )
 
 
 async def _save(

@@ -48,6 +48,7 @@ from wxnet.client.events import (
     LinkKind,
     SendState,
     SendStateChanged,
+    WebLoginRequested,
     item_to_json,
 )
 from wxnet.client.heartbeat import SmartHeartbeat
@@ -263,7 +264,11 @@ class Client:
 
     def _publish(self, items: list[AppliedItem]) -> None:
         for it in items:
-            self._emit(ItemReceived(it.item))
+            if it.item.WhichOneof("body") == "web_login":
+                w = it.item.web_login
+                self._emit(WebLoginRequested(w.uuid, w.user_agent, w.address, w.expires))
+            else:
+                self._emit(ItemReceived(it.item))
 
     # ---- addresses and requests ----------------------------------------------------
 

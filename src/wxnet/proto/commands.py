@@ -96,6 +96,7 @@ CGIS: tuple[CGI, ...] = (
     CGI("uploadvideo", 149, 149, pb.UploadVideoRequest, pb.UploadMediaResponse),
     CGI("downloadvideo", 150, 150, pb.DownloadMediaRequest, pb.DownloadMediaResponse),
     CGI("scanqrcode", 233, 233, pb.ScanQrRequest, pb.ScanQrResponse),
+    CGI("oplog", 681, 681, pb.OpLogRequest, pb.OpLogResponse),
 )
 
 BY_NAME: dict[str, CGI] = {c.name: c for c in CGIS}

@@ -320,6 +320,8 @@ class Contact(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     CONTACT_TYPE_FIELD_NUMBER: _builtins.int
+    REMARK_NAME_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
     user_name: _builtins.str
     """a user name, or "<id>@chatroom" for a group"""
     nick_name: _builtins.str
@@ -328,6 +330,10 @@ class Contact(_message.Message):
     """chatrooms only"""
     contact_type: _builtins.int
     """1 friend, 2 chatroom"""
+    remark_name: _builtins.str
+    """the account's own name for it (oplog)"""
+    pinned: _builtins.bool
+    """the account pinned the conversation (oplog)"""
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """chatrooms only"""
@@ -341,14 +347,77 @@ class Contact(_message.Message):
         members: _abc.Iterable[_builtins.str] | None = ...,
         owner: _builtins.str = ...,
         contact_type: _builtins.int = ...,
+        remark_name: _builtins.str = ...,
+        pinned: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_type", b"contact_type", "is_chatroom", b"is_chatroom", "members", b"members", "nick_name", b"nick_name", "owner", b"owner", "user_name", b"user_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_type", b"contact_type", "is_chatroom", b"is_chatroom", "members", b"members", "nick_name", b"nick_name", "owner", b"owner", "pinned", b"pinned", "remark_name", b"remark_name", "user_name", b"user_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Contact: _TypeAlias = Contact  # noqa: Y015
+
+@_typing.final
+class OpLogRequest(_message.Message):
+    """"oplog": the account's own marks on a contact or group"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    USER_NAME_FIELD_NUMBER: _builtins.int
+    CMD_ID_FIELD_NUMBER: _builtins.int
+    REMARK_NAME_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    user_name: _builtins.str
+    cmd_id: _builtins.int
+    """2: set remark_name; 3: set pinned (WeChat's oplog CmdIds)"""
+    remark_name: _builtins.str
+    pinned: _builtins.bool
+    @_builtins.property
+    def base(self) -> Global___BaseRequest: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseRequest | None = ...,
+        user_name: _builtins.str = ...,
+        cmd_id: _builtins.int = ...,
+        remark_name: _builtins.str = ...,
+        pinned: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "cmd_id", b"cmd_id", "pinned", b"pinned", "remark_name", b"remark_name", "user_name", b"user_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpLogRequest: _TypeAlias = OpLogRequest  # noqa: Y015
+
+@_typing.final
+class OpLogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def base(self) -> Global___BaseResponse: ...
+    @_builtins.property
+    def contact(self) -> Global___Contact:
+        """as the account now sees it"""
+
+    def __init__(
+        self,
+        *,
+        base: Global___BaseResponse | None = ...,
+        contact: Global___Contact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpLogResponse: _TypeAlias = OpLogResponse  # noqa: Y015
 
 @_typing.final
 class AddContactRequest(_message.Message):
@@ -744,10 +813,12 @@ class CmdItem(_message.Message):
     MSG_STATUS_FIELD_NUMBER: _builtins.int
     REVOKE_FIELD_NUMBER: _builtins.int
     DEL_CONTACT_FIELD_NUMBER: _builtins.int
+    WEB_LOGIN_FIELD_NUMBER: _builtins.int
     cmd_id: _builtins.int
     """enMMSyncCmd: 1 ModUserInfo, 2 ModContact, 4 DelContact,"""
     key: _builtins.int
-    """5 AddMsg, 6 ModMsgStatus, 15 ModChatRoomMember, 10002 RevokeMsg
+    """5 AddMsg, 6 ModMsgStatus, 15 ModChatRoomMember, 10002 RevokeMsg,
+    11001 WebLoginPrompt (wxnet's own)
     the SyncKey type this item belongs to
     """
     seq: _builtins.int
@@ -764,6 +835,8 @@ class CmdItem(_message.Message):
     def revoke(self) -> Global___RevokeMsg: ...
     @_builtins.property
     def del_contact(self) -> Global___DelContact: ...
+    @_builtins.property
+    def web_login(self) -> Global___WebLoginPrompt: ...
     def __init__(
         self,
         *,
@@ -776,12 +849,13 @@ class CmdItem(_message.Message):
         msg_status: Global___ModMsgStatus | None = ...,
         revoke: Global___RevokeMsg | None = ...,
         del_contact: Global___DelContact | None = ...,
+        web_login: Global___WebLoginPrompt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "contact", b"contact", "del_contact", b"del_contact", "msg_status", b"msg_status", "revoke", b"revoke", "user_info", b"user_info"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "contact", b"contact", "del_contact", b"del_contact", "msg_status", b"msg_status", "revoke", b"revoke", "user_info", b"user_info", "web_login", b"web_login"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "cmd_id", b"cmd_id", "contact", b"contact", "del_contact", b"del_contact", "key", b"key", "msg_status", b"msg_status", "revoke", b"revoke", "seq", b"seq", "user_info", b"user_info"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "cmd_id", b"cmd_id", "contact", b"contact", "del_contact", b"del_contact", "key", b"key", "msg_status", b"msg_status", "revoke", b"revoke", "seq", b"seq", "user_info", b"user_info", "web_login", b"web_login"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["user_info", "contact", "add_msg", "msg_status", "revoke", "del_contact"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["user_info", "contact", "add_msg", "msg_status", "revoke", "del_contact", "web_login"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -1763,9 +1837,12 @@ class ScanQrRequest(_message.Message):
     BASE_FIELD_NUMBER: _builtins.int
     UUID_FIELD_NUMBER: _builtins.int
     CONFIRM_FIELD_NUMBER: _builtins.int
+    PUSH_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
     confirm: _builtins.bool
     """false: "scanned" only; true: approve the login"""
+    push: _builtins.bool
+    """no uuid: the account's newest pending push login"""
     @_builtins.property
     def base(self) -> Global___BaseRequest: ...
     def __init__(
@@ -1774,10 +1851,11 @@ class ScanQrRequest(_message.Message):
         base: Global___BaseRequest | None = ...,
         uuid: _builtins.str = ...,
         confirm: _builtins.bool = ...,
+        push: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "confirm", b"confirm", "uuid", b"uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "confirm", b"confirm", "push", b"push", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1788,17 +1866,63 @@ class ScanQrResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BASE_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    UUID_FIELD_NUMBER: _builtins.int
+    user_agent: _builtins.str
+    """who asked for the login: its User-Agent (jslogin's)"""
+    address: _builtins.str
+    """and its address (the TCP peer)"""
+    uuid: _builtins.str
+    """the login scanned"""
     @_builtins.property
     def base(self) -> Global___BaseResponse: ...
     def __init__(
         self,
         *,
         base: Global___BaseResponse | None = ...,
+        user_agent: _builtins.str = ...,
+        address: _builtins.str = ...,
+        uuid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "base", b"base", "user_agent", b"user_agent", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScanQrResponse: _TypeAlias = ScanQrResponse  # noqa: Y015
+
+@_typing.final
+class WebLoginPrompt(_message.Message):
+    """Sync item (cmd_id 11001, wxnet's own): a web client that was logged in as this
+    account asks to log in again without a QR code (webwxpushloginurl); the phone
+    approves it with scanqrcode (push = true, or its uuid).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UUID_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    uuid: _builtins.str
+    user_agent: _builtins.str
+    address: _builtins.str
+    expires: _builtins.int
+    """unix seconds"""
+    def __init__(
+        self,
+        *,
+        uuid: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        address: _builtins.str = ...,
+        expires: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "expires", b"expires", "user_agent", b"user_agent", "uuid", b"uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebLoginPrompt: _TypeAlias = WebLoginPrompt  # noqa: Y015

@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError, Message
 
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import OpLogCmd
 from wxnet.proto.errors import MMError, MMRet, WxnetError
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.metrics import Metrics
@@ -82,6 +83,7 @@ class Dispatcher:
             "revokemsg": self._revokemsg,
             "verifyuser": self._verifyuser,
             "getcontact": self._getcontact,
+            "oplog": self._oplog,
             "createchatroom": self._createchatroom,
             "modchatroom": self._modchatroom,
             "uploadmsgimg": self._uploadmsgimg,
@@ -261,6 +263,16 @@ class Dispatcher:
             sess, req.user_name, req.opcode, req.verify_content
         )
         return pb.AddContactResponse(contact=contact, pending=pending)
+
+    async def _oplog(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        if req.cmd_id == OpLogCmd.REMARK:
+            c = await self.engine.mark_contact(sess, req.user_name, req.remark_name, None)
+        elif req.cmd_id == OpLogCmd.PIN:
+            c = await self.engine.mark_contact(sess, req.user_name, None, req.pinned)
+        else:
+            raise MMError(MMRet.ERR_ARG, "oplog cmd_id must be 2 (remark) or 3 (pin)")
+        return pb.OpLogResponse(contact=c)
 
     async def _getcontact(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None

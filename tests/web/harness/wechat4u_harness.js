@@ -71,6 +71,15 @@ rl.on('line', async (line) => {
     } else if (cmd.op === 'image') {
       const r = await bot.sendMsg({ file: fs.readFileSync(cmd.path), filename: 'image.png' }, userName(cmd.to))
       emit({ event: 'sent', ret: r.BaseResponse.Ret, id: r.MsgID })
+    } else if (cmd.op === 'revoke') {
+      const r = await bot.revokeMsg(cmd.id, userName(cmd.to))
+      emit({ event: 'revoked', ret: r.BaseResponse.Ret })
+    } else if (cmd.op === 'restart') {
+      // as its own recovery does: drop the pending retry of the old loop, then webwxinit
+      // again on the same session (restart() emits 'login' again)
+      clearTimeout(bot.retryPollingId)
+      await bot.restart()
+      emit({ event: 'restarted' })
     } else if (cmd.op === 'file' || cmd.op === 'video') { // sendMsg picks the send by extension
       const r = await bot.sendMsg({ file: fs.readFileSync(cmd.path), filename: require('path').basename(cmd.path) }, userName(cmd.to))
       emit({ event: 'sent', ret: r.BaseResponse.Ret, id: r.MsgID })

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
+from wxnet.proto import wxnet_pb2 as pb
+
 __all__ = ["Backend", "DeviceSession"]
 
 
@@ -34,6 +36,20 @@ class Backend(Protocol):
         """Create a new session (a device) for account ``uin`` without a password:
         the caller has checked that a logged-in device of the account approved it.
         None if the account does not exist."""
+        ...
+
+    async def committed_key(self, session_key: str, uin: int) -> bytes | None:
+        """The key the session's device last committed (newsync presenting it, or
+        syncdone), from the store; None if it never committed one.
+
+        Raises:
+            MMError: ERR_SESSIONTIMEOUT (the session is gone).
+        """
+        ...
+
+    async def prompt_login(self, uin: int, prompt: pb.WebLoginPrompt) -> None:
+        """Tell every device of account ``uin`` that a web client asks to log in again
+        (a push login): a sync item in its message log."""
         ...
 
     async def media_file(self, session_key: str, uin: int, msg_id: int, kind: str) -> Path:

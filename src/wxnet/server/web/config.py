@@ -29,6 +29,8 @@ class WebConfig:
     qrcode_rate: float = 1.0  # QR images per second and address, after a burst of
     qrcode_burst: int = 30
     qrcode_cache: int = 4096  # rendered QR images kept (one per uuid)
+    push_login_rate: float = 1 / 60  # push-login prompts per second and account (a phone
+    push_login_burst: int = 3  # is not to be flooded), after a burst of
     # -- request bodies --------------------------------------------------------------------
     body_timeout: float = 30.0  # a JSON body must arrive within this
     upload_timeout: float = 120.0  # one webwxuploadmedia request's body, whole

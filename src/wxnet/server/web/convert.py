@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
 from wxnet.proto import mediaxml, web
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.enums import MsgType
+from wxnet.proto.enums import REVOKE_TEXT_SELF, MsgType, revoke_text
 
 __all__ = [
     "CHATROOM_SUFFIX",
@@ -18,6 +17,7 @@ __all__ = [
     "media_id_of",
     "message_obj",
     "msg_id_of_media",
+    "notice_msg_id",
     "revoke_obj",
 ]
 
@@ -57,6 +57,8 @@ def contact_obj(
             owner=web.web_user_name(c.owner) if room and c.owner else "",
             members=members,
             with_members=with_members,
+            remark_name=c.remark_name,
+            pinned=c.pinned,
         )
     )
 
@@ -141,20 +143,37 @@ def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
     )
 
 
+#: A revoke notice's own MsgId: the recalled message's plus this (message ids start at
+#: 10^9 and stay far below it, so no message has it; under 2^53, as JavaScript wants).
+NOTICE_ID_OFFSET = 1 << 52
+
+
+def notice_msg_id(msg_id: int) -> int:
+    """The MsgId of the notice recalling message ``msg_id``: its own, and the same each
+    time the item is delivered (a client that de-duplicates by MsgId keeps it once)."""
+    return msg_id + NOTICE_ID_OFFSET if msg_id < NOTICE_ID_OFFSET else msg_id ^ (1 << 62)
+
+
 def revoke_obj(r: pb.RevokeMsg, me: str, now: int) -> dict[str, Any]:
-    """A recall as MsgType 10002 (research 5.6); MsgId is the recalled message's id."""
-    text = r.replace_text or "A message was recalled"
-    xml = (
-        f'<sysmsg type="revokemsg"><revokemsg><session>{html.escape(r.from_user)}</session>'
-        f"<msgid>{r.client_msg_id}</msgid><newmsgid>{r.msg_id}</newmsgid>"
-        f"<replacemsg><![CDATA[{text}]]></replacemsg></revokemsg></sysmsg>"
-    )
+    """A recall as MsgType 10002, the way Web WeChat sends it (research 5.6): a MsgId of
+    its own; ``<msgid>`` (and ``<oldmsgid>``) the recalled message's MsgId; ``<session>``
+    the conversation's web UserName; ``<replacemsg>`` ``"NICK" 撤回了一条消息``, or
+    ``你撤回了一条消息`` for the account that recalled it."""
     from_user, to_user = r.from_user, r.to_user
     if is_chatroom(to_user):
         from_user, to_user = to_user, me
+    peer = to_user if from_user == me else from_user
+    session = web.web_name(peer, is_chatroom(peer))
+    text = REVOKE_TEXT_SELF if r.from_user == me else r.replace_text or revoke_text(r.from_user)
+    xml = (
+        f'<sysmsg type="revokemsg"><revokemsg><session>{session}</session>'
+        f"<oldmsgid>{r.msg_id}</oldmsgid><msgid>{r.msg_id}</msgid>"
+        f"<replacemsg><![CDATA[{text.replace(']]>', ']] >')}]]></replacemsg>"
+        "</revokemsg></sysmsg>"
+    )
     return web.message_json(
         web.WebMessage(
-            msg_id=r.msg_id,
+            msg_id=notice_msg_id(r.msg_id),
             from_user=web.web_name(from_user, is_chatroom(from_user)),
             to_user=web.web_name(to_user, is_chatroom(to_user)),
             msg_type=MsgType.RECALLED,

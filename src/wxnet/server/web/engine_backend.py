@@ -55,6 +55,14 @@ class DispatcherBackend:
         )
         return DeviceSession(sess.sid, uin, user_name, nick)
 
+    async def committed_key(self, session_key: str, uin: int) -> bytes | None:
+        sess = await self.engine.session(session_key, uin)
+        key = await self.engine.committed_key(uin, sess.device_id)
+        return None if key is None else key.to_bytes()
+
+    async def prompt_login(self, uin: int, prompt: pb.WebLoginPrompt) -> None:
+        await self.engine.prompt_web_login(uin, prompt)
+
     async def media_file(self, session_key: str, uin: int, msg_id: int, kind: str) -> Path:
         sess = await self.engine.session(session_key, uin)
         return await self.dispatcher.uploads.media_file(sess, msg_id, kind)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wxnet.proto.errors import WxnetError
+from wxnet.proto.web import is_token
 from wxnet.sync.store import WebSessionRow
 
 __all__ = [
@@ -53,8 +54,11 @@ class QrLoginsFull(QrLoginError):
 
 
 def new_token(nbytes: int = 16) -> str:
-    """A URL-safe random token (``[A-Za-z0-9_-]``, research 1.2) of ``nbytes`` entropy."""
-    return secrets.token_urlsafe(nbytes)
+    """A URL-safe random token (``[A-Za-z0-9_-]``, research 1.2) of ``nbytes`` entropy.
+    It never starts with ``-``, so that ``wxnet scan UUID`` does not take it for an
+    option (an ``x`` takes its place: a first character of 63 kinds, not 64)."""
+    token = secrets.token_urlsafe(nbytes)
+    return "x" + token[1:] if token.startswith("-") else token
 
 
 class LoginState(enum.Enum):
@@ -74,6 +78,9 @@ class QrLogin:
     uin: int = 0  # the approving account
     ticket: str = ""
     version: int = 0  # bumped on every change; login polls wait for a newer one
+    user_agent: str = ""  # who asked for it (jslogin's User-Agent), shown to the phone
+    address: str = ""  # and from where (the TCP peer)
+    push: bool = False  # a push login (webwxpushloginurl): only ``uin`` may approve it
 
     def poll_code(self, now: float) -> int:
         """The login-poll code of the current state (research 3.3)."""
@@ -123,6 +130,8 @@ class QrLogins:
         if q is None or q.state is LoginState.EXPIRED:
             raise QrLoginUnknown(f"no QR login {uuid[:40]!r} (expired?)")
         if q.uin and q.uin != uin:
+            if q.push:
+                raise QrLoginRefused("this login asks another account")
             raise QrLoginRefused("another account scanned this code")
         if q.state in (LoginState.CONFIRMED, LoginState.USED):
             raise QrLoginRefused("this code was already approved")
@@ -183,6 +192,8 @@ class WebSession:
     expires: float
     alive: bool = True
     sent: dict[str, None] = field(default_factory=dict)  # own ClientMsgIds, to not echo
+    committed: bytes = b""  # the newest key this process committed for it (in memory)
+    inits: int = 0  # webwxinits served here: a poll held across one answers 0
 
     def remember_sent(self, client_msg_id: str, keep: int = 1000) -> None:
         self.sent[client_msg_id] = None
@@ -196,6 +207,11 @@ class WebSessionStore(Protocol):
     async def save_web_session(self, row: WebSessionRow) -> None: ...
     async def web_session(self, key: str) -> WebSessionRow | None: ...
     async def drop_web_sessions(self, before: float) -> int: ...
+
+
+#: Prefix of the store key of a browser's login (:meth:`WebSessions.remember_browser`):
+#: ``:`` is not in the token alphabet, so no wxsid hashes to such a key.
+_BROWSER = "browser:"
 
 
 def sid_key(wxsid: str) -> str:
@@ -256,6 +272,7 @@ class WebSessions:
         self.store = store
         self._by_sid: dict[str, WebSession] = {}
         self._ended: list[WebSession] = []
+        self._browsers: dict[str, tuple[int, float]] = {}  # auth ticket -> (uin, expires)
 
     async def save(self, s: WebSession) -> None:
         """Make ``s`` (new, or ended) durable, if there is a store; also the sessions
@@ -286,7 +303,7 @@ class WebSessions:
 
     async def lookup(self, uin: int, wxsid: str, now: float) -> WebSession | None:
         """:meth:`find`, falling back to the store for a wxsid not held here."""
-        if self.store is not None and wxsid and wxsid not in self._by_sid:
+        if self.store is not None and is_token(wxsid) and wxsid not in self._by_sid:
             row = await self.store.web_session(sid_key(wxsid))
             if row is not None and wxsid not in self._by_sid:
                 s = self._by_sid[wxsid] = WebSession(
@@ -304,6 +321,34 @@ class WebSessions:
                 if _plain(row):  # written before sealing: seal it now
                     await self._save(s)
         return self.find(uin, wxsid, now)
+
+    async def remember_browser(self, s: WebSession) -> None:
+        """Remember that the browser holding ``s``'s ``webwx_auth_ticket`` cookie (its
+        pass_ticket) logged in as ``s.uin``, until ``s`` would have expired, however it
+        ends: a push login (webwxpushloginurl) from that browser may prompt the phone.
+        Kept in the store as a dead session row under a key no wxsid hashes to."""
+        self._browsers[s.pass_ticket] = (s.uin, s.expires)
+        while len(self._browsers) > 4 * 1024:
+            del self._browsers[next(iter(self._browsers))]
+        if self.store is not None:
+            await self.store.save_web_session(
+                WebSessionRow(
+                    sid_key(_BROWSER + s.pass_ticket),
+                    s.uin, s.user_name, s.nick_name, "", "", "", "", s.expires, False,
+                )
+            )  # fmt: skip
+
+    async def browser_uin(self, auth_ticket: str, now: float) -> int | None:
+        """The account a browser with this ``webwx_auth_ticket`` logged in as (and
+        may ask to log in as again), if that login is not past its expiry."""
+        if not is_token(auth_ticket):
+            return None
+        uin, expires = self._browsers.get(auth_ticket, (0, 0.0))
+        if not uin and self.store is not None:
+            row = await self.store.web_session(sid_key(_BROWSER + auth_ticket))
+            if row is not None:
+                uin, expires = row.uin, row.expires
+        return uin if uin and now < expires else None
 
     async def sweep_store(self, now: float, grace: float = 3600.0) -> int:
         return 0 if self.store is None else await self.store.drop_web_sessions(now - grace)
