@@ -1,5 +1,5 @@
 """``wxnet store migrate --from DIR --to DSN`` and ``wxnet store init --config`` on a
-real SQLite store (users, contacts, a group, texts, an image, a revoke, a partial
+real SQLite store (users, contacts, a remark and pin, a group, texts, an image, a revoke, a partial
 upload, sessions, a web session) and a real PostgreSQL: interrupted and resumed, verified
 by counts and by a sync of every account, then served from PostgreSQL with the same
 data directory."""
@@ -62,6 +62,7 @@ async def fill(config: ServerConfig) -> dict[str, int]:
         )
         assert half.base.ret == 0 and half.msg_id == 0
         await b.sync()  # bob's device commits a key (devices table)
+        await srv.engine.store.set_contact_mark(a.acc.uin, "bob", "Bobby", True, 1, [])
         await srv.engine.store.save_web_session(
             WebSessionRow("k" * 64, a.acc.uin, "alice", "Alice", "sk", "sk2", "pt", "dt", 9e9, True)
         )
@@ -117,6 +118,7 @@ async def test_migrate_resumes_verifies_and_serves(
         assert again.msg_id != new.msg_id and await b.messages() == []
         assert (await srv.engine.store.web_session("k" * 64)) is not None
         assert len(await srv.engine.store.uploads_of(a.acc.uin)) == 1
+        assert await srv.engine.store.contact_marks(a.acc.uin) == {"bob": ("Bobby", True)}
         await a.close()
         await b.close()
     finally:

@@ -46,6 +46,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sessions", ("sid",)),
     ("devices", ("uin", "device_id")),
     ("contacts", ("owner", "peer")),
+    ("contact_marks", ("owner", "peer")),
     ("chatrooms", ("name",)),
     ("room_members", ("room", "member")),
     ("messages", ("msg_id",)),
@@ -56,7 +57,11 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 #: SQLite keeps booleans as 0/1 integers; PostgreSQL has a type for them.
-_BOOLEANS = {"messages": ("revoked",), "web_sessions": ("alive",)}
+_BOOLEANS = {
+    "messages": ("revoked",),
+    "web_sessions": ("alive",),
+    "contact_marks": ("pinned",),
+}
 _KEYS = (1, 2, 3, 11)
 
 _PROGRESS_DDL = """
