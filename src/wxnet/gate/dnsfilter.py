@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wxnet.gate.dnswire import (
+from wxnet.gate.policy import ALLOW_ONLY, Group, Policy
+from wxnet.gate.records import FlowRecord
+from wxnet.gate.ruleset import dns_set
+from wxnet.proto.dnswire import (
     NXDOMAIN,
     QTYPE_CNAME,
     REFUSED,
@@ -28,9 +31,6 @@ from wxnet.gate.dnswire import (
     rcode_name,
     rcode_of,
 )
-from wxnet.gate.policy import ALLOW_ONLY, Group, Policy
-from wxnet.gate.records import FlowRecord
-from wxnet.gate.ruleset import dns_set
 
 __all__ = ["Answer", "Attested", "DnsFilter", "Forward", "Learned", "MalformedQuery", "Reply"]
 
