@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, ListItem, ListView, RichLog, Static
 
-from wxnet.cli.client_cmd import TYPE_NAMES
+from wxnet.cli.client_common import TYPE_NAMES
 from wxnet.client.events import ItemReceived, SendStateChanged
 from wxnet.client.sdk import MSG_IMAGE, MSG_TEXT, MSG_VOICE, Client
 
