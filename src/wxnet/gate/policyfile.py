@@ -2,6 +2,9 @@
 ``[groups.NAME]``, ``[[devices]]``, ``[apps.NAME]``) into :mod:`wxnet.gate.policymodel`'s
 objects. Pure (text in); errors are :class:`PolicyError` with the line they refer to.
 See docs/gateway.md for the reference.
+
+About 500 lines on purpose: it is the whole file format in one place (every key's check
+beside the key table and the line finder its messages use), as short functions.
 """
 
 from __future__ import annotations
