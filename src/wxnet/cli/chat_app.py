@@ -14,7 +14,7 @@ from textual.widgets import Footer, Input, ListItem, ListView, RichLog, Static
 
 from wxnet.cli.client_common import TYPE_NAMES
 from wxnet.client.events import ItemReceived, SendStateChanged
-from wxnet.client.sdk import MSG_IMAGE, MSG_TEXT, MSG_VOICE, Client
+from wxnet.client.sdk import MSG_TEXT, Client
 
 __all__ = ["ChatApp"]
 
@@ -132,8 +132,11 @@ class ChatApp(App[int]):
             if row.to_user != talker:
                 continue
             mark = "(!)" if row.state == "failed" else "..."
-            media: dict[int, str] = {MSG_IMAGE: "[image]", MSG_VOICE: "[voice]"}
-            kind = media.get(row.msg_type, row.content)
+            kind = (
+                row.content
+                if row.msg_type == MSG_TEXT
+                else f"[{TYPE_NAMES.get(row.msg_type, row.msg_type)}]"
+            )
             log.write(Text(f"{mark} {me}: {kind}  [{row.client_msg_id}]"))
 
     async def on_input_submitted(self, event: Input.Submitted) -> None:
