@@ -5,9 +5,12 @@ BIN    := $(VENV)/bin
 DATA   ?= var
 # Debian packages the test suite needs (installed by `make sysdeps` when missing; root):
 # systemd for `systemd-analyze` (the unit tests), curl for the README's commands.
-DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl postgresql redis-server
+# mosquitto: the MQTT broker that bench/mqtt_load.py measures as the baseline (its test in
+# tests/bench runs a small load through it, so the suite needs it too).
+BENCH_DEB_PACKAGES ?= mosquitto
+DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl postgresql redis-server $(BENCH_DEB_PACKAGES)
 
-.PHONY: install install-dev run test lint typecheck pytest sysdeps proto lock bench wheel clean
+.PHONY: install install-dev run test lint typecheck pytest sysdeps bench-deps proto lock bench wheel clean
 
 # `make install`: the runtime only (what `make run` needs); `make install-dev` adds the
 # development extras (pytest, mypy, ruff, grpcio-tools, playwright) that `make test` needs.
@@ -39,6 +42,11 @@ sysdeps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "warning: not root; missing Debian packages:$$missing" >&2; fi; fi
 
+# `make bench-deps`: only the Debian packages the benches need (the broker of the MQTT
+# baseline); `make sysdeps` installs them with the rest.
+bench-deps:
+	@$(MAKE) --no-print-directory sysdeps DEB_PACKAGES="$(BENCH_DEB_PACKAGES)"
+
 lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -59,7 +67,7 @@ proto: install-dev
 lock: install-dev
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^wxnet' > constraints.txt
 
-bench: install-dev
+bench: install-dev bench-deps
 	$(BIN)/python -m bench
 
 # A wheel and an sdist in dist/ (what `pip install .` builds, with every runtime file:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -156,3 +157,36 @@ async def test_sessions_evicted_for_room_are_saved_as_ended() -> None:
     assert gone is not None and not gone.alive
     assert await other.lookup(8, new.wxsid, 2.0) is None  # bound to its uin
     assert await other.sweep_store(500.0 + 3600) == 2  # past expiry and the grace
+
+
+async def test_stored_rows_hold_no_key_of_the_session() -> None:
+    store = DictStore()
+    sessions = WebSessions(ttl=100, store=store)
+    s = sessions.add(7, "alice", "Alice", "mobile-session-key-123", 0.0)
+    await sessions.save(s)
+    (row,) = store.rows.values()
+    stored = repr(row)
+    for secret in (s.wxsid, s.session_key, s.skey, s.pass_ticket, s.data_ticket):
+        assert secret not in stored  # only the wxsid's hash and sealed values
+    other = WebSessions(ttl=100, store=store)  # another process, handed the wxsid
+    back = await other.lookup(7, s.wxsid, 1.0)
+    assert back is not None
+    assert (back.session_key, back.skey, back.pass_ticket, back.data_ticket) == (
+        s.session_key,
+        s.skey,
+        s.pass_ticket,
+        s.data_ticket,
+    )
+
+
+async def test_a_plain_row_of_an_older_wxnet_is_sealed_when_used() -> None:
+    store = DictStore()
+    wxsid = "w" * 22
+    key = hashlib.sha256(wxsid.encode()).hexdigest()
+    store.rows[key] = WebSessionRow(key, 7, "alice", "Alice", "plain-sk", "@crypt_x", "p", "d",
+                                    100.0, True)  # fmt: skip
+    s = await WebSessions(ttl=100, store=store).lookup(7, wxsid, 1.0)
+    assert s is not None and s.session_key == "plain-sk" and s.skey == "@crypt_x"
+    assert "plain-sk" not in repr(store.rows[key])
+    again = await WebSessions(ttl=100, store=store).lookup(7, wxsid, 1.0)
+    assert again is not None and again.session_key == "plain-sk"

@@ -28,6 +28,7 @@ from wxnet.server.web.handlers.page import PageHandlers
 from wxnet.server.web.handlers.rooms import RoomHandlers
 from wxnet.server.web.handlers.sync import SyncHandlers
 from wxnet.server.web.handlers.upload import UploadHandlers
+from wxnet.server.web.history import HistoryEndpoint
 
 __all__ = ["WEB_API_KEY", "SessionGone", "WebApi", "WebConfig", "WebError", "setup_web"]
 
@@ -94,4 +95,5 @@ def setup_web(
     r.add_post(f"{_CGI}/webwxcreatechatroom", j(api.createchatroom))
     r.add_post(f"{_CGI}/webwxupdatechatroom", j(api.updatechatroom))
     r.add_post(f"{_CGI}/webwxverifyuser", j(api.verifyuser))
+    r.add_post(f"{_CGI}/webwxhistory", j(HistoryEndpoint(api)))
     return api

@@ -45,3 +45,15 @@ class Backend(Protocol):
                 media, or not the session's to see).
         """
         ...
+
+    async def message_log(
+        self, session_key: str, uin: int, before: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` items of the account's message log (``(seq, CmdItem bytes)``)
+        with seq below ``before`` (0: from the newest), newest first: what the
+        ``webwxhistory`` page reads (:mod:`wxnet.server.web.history`).
+
+        Raises:
+            MMError: ERR_SESSIONTIMEOUT (the session is gone).
+        """
+        ...

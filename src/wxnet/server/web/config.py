@@ -19,6 +19,8 @@ class WebConfig:
     session_ttl: float = 7 * 86400.0
     max_polls_per_session: int = 4
     contact_page: int = 500
+    history_max_count: int = 100  # messages in one webwxhistory page (more is cut to it)
+    history_max_scan: int = 2000  # log items one webwxhistory request reads at most
     # -- before login: /jslogin, /qrcode ------------------------------------------------
     qr_max_pending: int = 10_000  # pending QR logins in total (the oldest of the
     qr_pending_per_address: int = 16  # heaviest address makes room); per address (IPv6 /64)

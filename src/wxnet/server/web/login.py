@@ -203,6 +203,39 @@ def sid_key(wxsid: str) -> str:
     return hashlib.sha256(wxsid.encode()).hexdigest()
 
 
+_SEALED = "s1:"
+
+
+def _pad(wxsid: str, label: str, n: int) -> bytes:
+    return hashlib.shake_256(f"wxnet web session {label}\0{wxsid}".encode()).digest(n)
+
+
+def seal(wxsid: str, label: str, value: str) -> str:
+    """``value`` (a token of the session: its mobile session key, skey, tickets) as the
+    store keeps it: XORed with a pad drawn from the wxsid and ``label``. The store holds
+    only the wxsid's SHA-256, so a copy of it opens no session and holds no mobile
+    session key (as device sessions keep only hashes); the process that is handed the
+    wxsid by the client recovers the value. Each (wxsid, label) pad is used once."""
+    raw = value.encode()
+    return _SEALED + _xor(raw, _pad(wxsid, label, len(raw))).hex()
+
+
+def unseal(wxsid: str, label: str, stored: str) -> str:
+    """The value :func:`seal` stored; a row written before sealing is plain text."""
+    if not stored.startswith(_SEALED):
+        return stored
+    raw = bytes.fromhex(stored[len(_SEALED) :])
+    return _xor(raw, _pad(wxsid, label, len(raw))).decode()
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a) ^ int.from_bytes(b)).to_bytes(len(a))
+
+
+def _plain(row: WebSessionRow) -> bool:
+    return not row.session_key.startswith(_SEALED)
+
+
 class WebSessions:
     """Web sessions by wxsid. Lookups check the uin and the expiry.
 
@@ -235,16 +268,17 @@ class WebSessions:
 
     async def _save(self, s: WebSession) -> None:
         if self.store is not None:
+            sid = s.wxsid
             await self.store.save_web_session(
                 WebSessionRow(
-                    sid_key(s.wxsid),
+                    sid_key(sid),
                     s.uin,
                     s.user_name,
                     s.nick_name,
-                    s.session_key,
-                    s.skey,
-                    s.pass_ticket,
-                    s.data_ticket,
+                    seal(sid, "session_key", s.session_key),
+                    seal(sid, "skey", s.skey),
+                    seal(sid, "pass_ticket", s.pass_ticket),
+                    seal(sid, "data_ticket", s.data_ticket),
                     s.expires,
                     s.alive,
                 )
@@ -255,18 +289,20 @@ class WebSessions:
         if self.store is not None and wxsid and wxsid not in self._by_sid:
             row = await self.store.web_session(sid_key(wxsid))
             if row is not None and wxsid not in self._by_sid:
-                self._by_sid[wxsid] = WebSession(
+                s = self._by_sid[wxsid] = WebSession(
                     wxsid,
                     row.uin,
                     row.user_name,
                     row.nick_name,
-                    row.session_key,
-                    row.skey,
-                    row.pass_ticket,
-                    row.data_ticket,
+                    unseal(wxsid, "session_key", row.session_key),
+                    unseal(wxsid, "skey", row.skey),
+                    unseal(wxsid, "pass_ticket", row.pass_ticket),
+                    unseal(wxsid, "data_ticket", row.data_ticket),
                     row.expires,
                     row.alive,
                 )
+                if _plain(row):  # written before sealing: seal it now
+                    await self._save(s)
         return self.find(uin, wxsid, now)
 
     async def sweep_store(self, now: float, grace: float = 3600.0) -> int:
