@@ -41,6 +41,7 @@ from wxnet.sync.store import (
     MessageRow,
     NewMessage,
     RoomRow,
+    RoomSave,
 )
 
 if TYPE_CHECKING:
@@ -178,41 +179,27 @@ class PostgresStore(PostgresBase):
         )
         return [r[0] for r in rows]
 
-    async def save_room(
-        self,
-        room: RoomRow,
-        added: Sequence[str],
-        removed: Sequence[str],
-        now: int,
-        appends: Sequence[Append],
-        *,
-        create: bool,
-    ) -> None:
+    async def save_room(self, save: RoomSave) -> None:
+        room = save.room
+
         async def w(c: _Conn) -> None:
-            if create:
-                await c.execute(
-                    "INSERT INTO chatrooms VALUES ($1,$2,$3,$4)",
-                    room.name,
-                    room.topic,
-                    room.owner,
-                    now,
-                )
+            if save.create:
+                await c.execute("INSERT INTO chatrooms VALUES ($1,$2,$3,$4)", *save.room_row())
             else:
                 await c.execute(
                     "UPDATE chatrooms SET topic=$1 WHERE name=$2", room.topic, room.name
                 )
-            if added:
+            if save.added:
                 await c.executemany(
                     "INSERT INTO room_members VALUES ($1,$2) ON CONFLICT DO NOTHING",
-                    [(room.name, n) for n in added],
+                    save.added_rows(),
                 )
-            if removed:
+            if save.removed:
                 await c.executemany(
-                    "DELETE FROM room_members WHERE room=$1 AND member=$2",
-                    [(room.name, n) for n in removed],
+                    "DELETE FROM room_members WHERE room=$1 AND member=$2", save.removed_rows()
                 )
 
-        await self._appending_tx(w, appends)
+        await self._appending_tx(w, save.appends)
 
     # ---------------------------------------------------------------- messages
     async def store_messages(

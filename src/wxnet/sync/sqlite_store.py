@@ -21,6 +21,7 @@ from wxnet.sync.store import (
     MessageRow,
     NewMessage,
     RoomRow,
+    RoomSave,
 )
 
 __all__ = ["FIRST_MSG_ID", "LogTail", "SQLiteStore", "insert_account"]
@@ -170,32 +171,19 @@ class SQLiteStore(SQLiteBase):
         )
         return [r[0] for r in rows]
 
-    async def save_room(
-        self,
-        room: RoomRow,
-        added: Sequence[str],
-        removed: Sequence[str],
-        now: int,
-        appends: Sequence[Append],
-        *,
-        create: bool,
-    ) -> None:
+    async def save_room(self, save: RoomSave) -> None:
+        room = save.room
+
         def w(conn: sqlite3.Connection, ch: Changes) -> None:
-            if create:
-                conn.execute(
-                    "INSERT INTO chatrooms VALUES (?,?,?,?)",
-                    (room.name, room.topic, room.owner, now),
-                )
+            if save.create:
+                conn.execute("INSERT INTO chatrooms VALUES (?,?,?,?)", save.room_row())
             else:
                 conn.execute("UPDATE chatrooms SET topic=? WHERE name=?", (room.topic, room.name))
+            conn.executemany("INSERT OR IGNORE INTO room_members VALUES (?,?)", save.added_rows())
             conn.executemany(
-                "INSERT OR IGNORE INTO room_members VALUES (?,?)", [(room.name, n) for n in added]
+                "DELETE FROM room_members WHERE room=? AND member=?", save.removed_rows()
             )
-            conn.executemany(
-                "DELETE FROM room_members WHERE room=? AND member=?",
-                [(room.name, n) for n in removed],
-            )
-            self._w_append(conn, ch, appends)
+            self._w_append(conn, ch, save.appends)
 
         await self._write(w)
 

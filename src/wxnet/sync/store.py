@@ -1,4 +1,4 @@
-"""The storage interface of the sync engine (DESIGN section 2: ``Store``).
+"""The storage interface of the sync engine: ``Store``.
 
 The engine holds the domain rules; a store keeps accounts, sessions, contacts, groups,
 messages, uploads and the per-account sync logs, and guarantees three things:
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "MessageRow",
     "NewMessage",
     "RoomRow",
+    "RoomSave",
     "SessionRow",
     "Store",
     "WebSessionRow",
@@ -87,6 +88,10 @@ class WebSessionRow:
         """A row of ``web_sessions`` (every store selects its columns in this order)."""
         return cls(r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]), bool(r[9]))
 
+    def values(self) -> tuple[Any, ...]:
+        """The row's columns in table order (what :meth:`from_row` reads back)."""
+        return astuple(self)
+
 
 @dataclass(slots=True)
 class RoomRow:
@@ -122,6 +127,31 @@ class Append:
     uins: Sequence[int]
     key: int
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSave:
+    """One chatroom write (:meth:`Store.save_room`): the room as it is now (``create``:
+    a new one), the members added and removed, and the items for its members' logs."""
+
+    room: RoomRow
+    added: Sequence[str]
+    removed: Sequence[str]
+    now: int
+    appends: Sequence[Append]
+    create: bool
+
+    def room_row(self) -> tuple[str, str, str, int]:
+        """The ``chatrooms`` row: name, topic, owner, created."""
+        return (self.room.name, self.room.topic, self.room.owner, self.now)
+
+    def added_rows(self) -> list[tuple[str, str]]:
+        """``room_members`` rows (room, member) to insert."""
+        return [(self.room.name, n) for n in self.added]
+
+    def removed_rows(self) -> list[tuple[str, str]]:
+        """``room_members`` rows (room, member) to delete."""
+        return [(self.room.name, n) for n in self.removed]
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,16 +250,7 @@ class Store(Protocol):
     ) -> None: ...
     async def room(self, name: str) -> RoomRow | None: ...
     async def rooms_of(self, user_name: str) -> list[str]: ...
-    async def save_room(
-        self,
-        room: RoomRow,
-        added: Sequence[str],
-        removed: Sequence[str],
-        now: int,
-        appends: Sequence[Append],
-        *,
-        create: bool,
-    ) -> None: ...
+    async def save_room(self, save: RoomSave) -> None: ...
 
     # messages
     async def store_messages(
