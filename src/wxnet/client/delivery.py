@@ -32,7 +32,7 @@ __all__ = ["MSG_IMAGE", "MSG_TEXT", "MSG_VOICE", "Delivery"]
 MSG_TEXT = MsgType.TEXT
 MSG_IMAGE = MsgType.IMAGE
 MSG_VOICE = MsgType.VOICE
-#: MM_SCENE_SENDMSG and MM_SCENE_RETRYSENDMSG (research 2.6).
+#: MM_SCENE_SENDMSG and MM_SCENE_RETRYSENDMSG (WeChat's scene numbers of a send and a resend).
 SCENE_SEND, SCENE_RETRY = 5, 6
 
 

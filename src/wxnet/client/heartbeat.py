@@ -1,4 +1,5 @@
-"""Smart heartbeat in the Mars style (research/mobile-protocol.md 1.4, 1.5; S15).
+"""Smart heartbeat in the Mars style (S15; docs/client.md, "How the client finds and
+keeps the server").
 
 Two pure pieces, both taking ``now`` (seconds, any monotonic origin) and returning
 deadlines; neither touches a socket or a clock:

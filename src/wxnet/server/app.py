@@ -222,8 +222,8 @@ class Server:
         )
 
     async def _sweep(self) -> None:
-        """Close long links silent for longer than idle_timeout (DESIGN: longer than the
-        longest heartbeat, 580 s, plus the 8 s noop timeout and slack)."""
+        """Close long links silent for longer than idle_timeout (longer than the longest
+        heartbeat, 580 s, plus the 8 s noop timeout and slack: docs/server.md, "Limits")."""
         timeout = self.config.idle_timeout
         while True:
             await asyncio.sleep(min(timeout / 4, 30.0))

@@ -14,7 +14,7 @@ from PIL import Image
 
 __all__ = ["MediaError", "MediaStore", "add_range", "next_missing"]
 
-#: Thumbnails are at most 100x100 (research/mobile-protocol.md 2.7).
+#: Thumbnails are at most 100x100 (docs/protocol.md, "Behaviour").
 THUMB_SIZE = (100, 100)
 #: Refuse images that decode to more pixels than this (decompression bombs).
 MAX_PIXELS = 40_000_000
