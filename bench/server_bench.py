@@ -343,7 +343,10 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
             loadgen.mesh_contacts(conn)
             conn.close()
         durability = args.durability[0]
-        srv = server_proc(data, f'[sync]\ndurability = "{durability}"\n', src).start()
+        # every generator user logs in at once: room for all of them in the login queue
+        # (the default 16 answers ERR_BUSY on a loaded machine, which ends the run)
+        sync = f'[sync]\ndurability = "{durability}"\nlogin_queue = {2 * len(names)}\n'
+        srv = server_proc(data, sync, src).start()
         try:
             if args.users:
                 loadgen.pin(srv.pid, {0})

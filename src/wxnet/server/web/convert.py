@@ -1,4 +1,4 @@
-"""wxnet's sync items (protobuf) as Web WeChat JSON objects (research 4.2, 5.3-5.5)."""
+"""wxnet's sync items (protobuf) as Web WeChat JSON objects (docs/web.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
 
 
 def revoke_obj(r: pb.RevokeMsg, me: str, now: int) -> dict[str, Any]:
-    """A recall as MsgType 10002 (research 5.6); MsgId is the recalled message's id."""
+    """A recall as MsgType 10002; MsgId is the recalled message's id."""
     text = r.replace_text or "A message was recalled"
     xml = (
         f'<sysmsg type="revokemsg"><revokemsg><session>{html.escape(r.from_user)}</session>'
