@@ -42,6 +42,7 @@ from wxnet.sync.store import (
     NewMessage,
     RoomRow,
     RoomSave,
+    SyncWindow,
 )
 
 if TYPE_CHECKING:
@@ -91,20 +92,10 @@ class PostgresStore(PostgresBase):
         by_key: dict[int, list[tuple[int, bytes]]] = {}
         for k, s, body in rows:
             by_key.setdefault(int(k), []).append((int(s), bytes(body)))
-        items: list[Item] = []
-        size = 0
-        more: list[int] = []
+        window = SyncWindow(max_items, max_bytes)
         for key in keys:
-            if len(items) >= max_items or size >= max_bytes:
-                more.append(key)
-                continue
-            for s, body in by_key.get(key, ()):
-                if len(items) >= max_items or (items and size + len(body) > max_bytes):
-                    more.append(key)
-                    break
-                items.append((key, s, body))
-                size += len(body)
-        return items, more
+            window.take(key, by_key.get(key, ()))
+        return window.items, window.more
 
     async def recent(self, uin: int, key: int, upto: int, limit: int) -> list[Item]:
         rows = await self._fetch(

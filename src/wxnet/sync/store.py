@@ -17,7 +17,7 @@ Both pass the same contract tests (``tests/sync/test_store_contract.py``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple, dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ __all__ = [
     "RoomSave",
     "SessionRow",
     "Store",
+    "SyncWindow",
     "WebSessionRow",
     "session_key_hash",
 ]
@@ -127,6 +128,40 @@ class Append:
     uins: Sequence[int]
     key: int
     body: bytes
+
+
+class SyncWindow:
+    """One newsync page being filled, the same way by every store: keys in order, each
+    key's items in seq order, at most ``max_items`` items and ``max_bytes`` of bodies (the
+    first item goes in whatever its size). A key that does not fit whole is listed in
+    :attr:`more` (the ContinueFlag): its next items come on the next page."""
+
+    __slots__ = ("items", "max_bytes", "max_items", "more", "size")
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self.items: list[Item] = []
+        self.more: list[int] = []
+        self.size = 0
+
+    def full(self) -> bool:
+        return len(self.items) >= self.max_items or self.size >= self.max_bytes
+
+    def take(self, key: int, rows: Iterable[tuple[int, bytes]], after: int = -1) -> None:
+        """Add ``key``'s ``(seq, body)`` rows with a seq above ``after``, in order."""
+        if self.full():
+            self.more.append(key)
+            return
+        for seq, body in rows:
+            if seq <= after:
+                continue
+            if len(self.items) >= self.max_items or (
+                self.items and self.size + len(body) > self.max_bytes
+            ):
+                self.more.append(key)
+                return
+            self.items.append((key, seq, body))
+            self.size += len(body)
 
 
 @dataclass(frozen=True, slots=True)
