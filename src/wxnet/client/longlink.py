@@ -205,7 +205,7 @@ class LongLink:
         Raises:
             LinkClosed: the link closed before the reply.
             TransportError: no reply within the timeout (the link is then closed, as in
-                Mars 1.7: a task timeout tears the link down).
+                Mars: a task timeout tears the link down).
         """
         if self.closed.is_set():
             raise LinkClosed(f"long link to {self.address} is closed: {self.close_reason}")
