@@ -348,7 +348,7 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
         # ERR_BUSY or take longer than the generator's 30 s, which ends the run)
         sync = (
             f'[sync]\ndurability = "{durability}"\nlogin_queue = {2 * len(names)}\n'
-            "login_workers = 2\n"
+            'login_workers = 2\ncontacts = "open"\n'  # the base may have consent (issue 15)
         )
         srv = server_proc(data, sync, src).start()
         try:
