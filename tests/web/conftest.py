@@ -155,6 +155,51 @@ class Mobile:
         assert resp.msg_id
         return resp.msg_id
 
+    async def send_file(self, to: str, name: str, data: bytes) -> int:
+        """A file over ``uploadappattach`` in 60 000-byte chunks; its MsgId."""
+        cid, resp = secrets.token_hex(8), pb.UploadMediaResponse()
+        for pos in range(0, len(data), 60_000):
+            req = pb.UploadAppAttachRequest(
+                client_msg_id=cid,
+                to_user=to,
+                total_len=len(data),
+                start_pos=pos,
+                data=data[pos : pos + 60_000],
+                file_name=name,
+            )
+            resp = await self.call("uploadappattach", req, pb.UploadMediaResponse)
+            assert resp.base.ret == 0, resp.base.err_msg
+        assert resp.msg_id
+        return resp.msg_id
+
+    async def send_video(self, to: str, data: bytes, thumb: bytes = b"") -> int:
+        cid, resp = secrets.token_hex(8), pb.UploadMediaResponse()
+        for pos in range(0, len(data), 60_000):
+            req = pb.UploadVideoRequest(
+                client_msg_id=cid,
+                to_user=to,
+                total_len=len(data),
+                start_pos=pos,
+                data=data[pos : pos + 60_000],
+                thumb=thumb if pos == 0 else b"",
+                play_length=3,
+            )
+            resp = await self.call("uploadvideo", req, pb.UploadMediaResponse)
+            assert resp.base.ret == 0, resp.base.err_msg
+        assert resp.msg_id
+        return resp.msg_id
+
+    async def download(self, cgi: str, msg_id: int, thumb: bool = False) -> bytes:
+        """A file (``downloadappattach``) or video (``downloadvideo``), chunk by chunk."""
+        out = b""
+        while True:
+            req = pb.DownloadMediaRequest(msg_id=msg_id, start_pos=len(out), thumb=thumb)
+            resp = await self.call(cgi, req, pb.DownloadMediaResponse)
+            assert resp.base.ret == 0, resp.base.err_msg
+            out += resp.data
+            if len(out) >= resp.total_len or not resp.data:
+                return out
+
     async def scan(self, uuid: str, confirm: bool = True) -> int:
         resp = await self.call(
             "scanqrcode", pb.ScanQrRequest(uuid=uuid, confirm=confirm), pb.ScanQrResponse

@@ -1,10 +1,12 @@
 """Unmodified itchat 1.3.10, itchat-uos 1.4.1 and wechat4u 0.7.14 against the server:
 QR login approved from a phone, contacts and chatrooms, receive text / image / group
-message from a mobile user, send text and an image back, log out."""
+message from a mobile user, send text and an image back, log out; files and videos both
+ways."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -84,3 +86,40 @@ async def test_real_client(
     await client.send(op="logout")
     await client.expect("loggedout")
     assert not web_api(server).sessions.of_account(alice.uin)
+
+
+async def test_real_client_files_and_videos(
+    client: Harness, alice: Mobile, bob: Mobile, tmp_path: Path
+) -> None:
+    """send_file and send_video (itchat) / sendMsg with a file (wechat4u) received by a
+    phone; a phone's file and video received by the client and downloaded by it."""
+    qr = await client.expect("qr")
+    assert await alice.scan(qr["uuid"]) == 0
+    await client.expect("login")
+    await client.send(op="contacts")
+    await client.expect("contacts")
+
+    doc = random.Random(1).randbytes(600_000)  # two upload chunks of 512 KiB
+    (tmp_path / "report.pdf").write_bytes(doc)
+    await client.send(op="file", to="Bob", path=str(tmp_path / "report.pdf"))
+    assert (await client.expect("sent"))["ret"] == 0
+    got = await bob.wait_msg(lambda x: x.msg_type == 49 and x.from_user == "alice")
+    assert got.file_name == "report.pdf" and got.media_len == len(doc)
+    assert await bob.download("downloadappattach", got.msg_id) == doc
+
+    video = random.Random(2).randbytes(50_000)
+    (tmp_path / "clip.mp4").write_bytes(video)
+    await client.send(op="video", to="Bob", path=str(tmp_path / "clip.mp4"))
+    assert (await client.expect("sent"))["ret"] == 0
+    got = await bob.wait_msg(lambda x: x.msg_type == 43 and x.from_user == "alice")
+    assert got.media_len == len(video) and got.img_buf
+    assert await bob.download("downloadvideo", got.msg_id) == video
+
+    theirs = random.Random(3).randbytes(70_000)
+    await bob.send_file("alice", "from phone.zip", theirs)
+    m = await client.expect("message", lambda e: e.get("name") == "from phone.zip")
+    assert m["size"] == len(theirs) and m["head"] == theirs[:4].hex(), m
+    clip = random.Random(4).randbytes(80_000)
+    await bob.send_video("alice", clip)
+    m = await client.expect("message", lambda e: e.get("size") == len(clip))
+    assert m["head"] == clip[:4].hex()

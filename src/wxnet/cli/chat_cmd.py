@@ -46,7 +46,7 @@ def build_app(client: Client, open_first: str | None = None) -> Any:
 
     from wxnet.cli.client_cmd import TYPE_NAMES
     from wxnet.client.events import ItemReceived, SendStateChanged
-    from wxnet.client.sdk import MSG_IMAGE, MSG_TEXT, MSG_VOICE
+    from wxnet.client.sdk import MSG_TEXT
 
     class ChatApp(App[int]):
         CSS = """
@@ -161,8 +161,11 @@ def build_app(client: Client, open_first: str | None = None) -> Any:
                 if row.to_user != talker:
                     continue
                 mark = "(!)" if row.state == "failed" else "..."
-                media: dict[int, str] = {MSG_IMAGE: "[image]", MSG_VOICE: "[voice]"}
-                kind = media.get(row.msg_type, row.content)
+                kind = (
+                    row.content
+                    if row.msg_type == MSG_TEXT
+                    else f"[{TYPE_NAMES.get(row.msg_type, row.msg_type)}]"
+                )
                 log.write(Text(f"{mark} {me}: {kind}  [{row.client_msg_id}]"))
 
         async def on_input_submitted(self, event: Input.Submitted) -> None:

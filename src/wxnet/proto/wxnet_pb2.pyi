@@ -591,11 +591,14 @@ class AddMsg(_message.Message):
     VOICE_LENGTH_FIELD_NUMBER: _builtins.int
     VOICE_FORMAT_FIELD_NUMBER: _builtins.int
     REAL_FROM_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    APP_MSG_TYPE_FIELD_NUMBER: _builtins.int
+    PLAY_LENGTH_FIELD_NUMBER: _builtins.int
     msg_id: _builtins.int
     from_user: _builtins.str
     to_user: _builtins.str
     msg_type: _builtins.int
-    """1 text, 3 image, 34 voice, 10000 system"""
+    """1 text, 3 image, 34 voice, 43 video, 49 file, 10000 system"""
     content: _builtins.str
     status: _builtins.int
     """enMMMsgStatus: 2 sent, 3 delivered, 4 read"""
@@ -603,14 +606,20 @@ class AddMsg(_message.Message):
     """unix seconds"""
     client_msg_id: _builtins.str
     img_buf: _builtins.bytes
-    """thumbnail (JPEG) for images"""
+    """thumbnail (JPEG) for images and videos"""
     media_len: _builtins.int
-    """full image / voice size in bytes"""
+    """full image / voice / video / file size in bytes"""
     voice_length: _builtins.int
     """milliseconds"""
     voice_format: _builtins.int
     real_from: _builtins.str
     """in chatrooms: the member who sent it"""
+    file_name: _builtins.str
+    """files (msg_type 49, app_msg_type 6): the file's name"""
+    app_msg_type: _builtins.int
+    """msg_type 49: 6 a file"""
+    play_length: _builtins.int
+    """videos: seconds"""
     def __init__(
         self,
         *,
@@ -627,10 +636,13 @@ class AddMsg(_message.Message):
         voice_length: _builtins.int = ...,
         voice_format: _builtins.int = ...,
         real_from: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        app_msg_type: _builtins.int = ...,
+        play_length: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_msg_id", b"client_msg_id", "content", b"content", "create_time", b"create_time", "from_user", b"from_user", "img_buf", b"img_buf", "media_len", b"media_len", "msg_id", b"msg_id", "msg_type", b"msg_type", "real_from", b"real_from", "status", b"status", "to_user", b"to_user", "voice_format", b"voice_format", "voice_length", b"voice_length"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_msg_type", b"app_msg_type", "client_msg_id", b"client_msg_id", "content", b"content", "create_time", b"create_time", "file_name", b"file_name", "from_user", b"from_user", "img_buf", b"img_buf", "media_len", b"media_len", "msg_id", b"msg_id", "msg_type", b"msg_type", "play_length", b"play_length", "real_from", b"real_from", "status", b"status", "to_user", b"to_user", "voice_format", b"voice_format", "voice_length", b"voice_length"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1545,6 +1557,202 @@ class DownloadVoiceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadVoiceResponse: _TypeAlias = DownloadVoiceResponse  # noqa: Y015
+
+@_typing.final
+class UploadAppAttachRequest(_message.Message):
+    """Files and videos: one chunked, resumable upload each, like uploadmsgimg (chunks in
+    any order, start_pos in the reply is the lowest offset still missing; once every
+    byte is stored the message exists and the reply carries its id).
+    a file (cmd 220)
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    TO_USER_FIELD_NUMBER: _builtins.int
+    TOTAL_LEN_FIELD_NUMBER: _builtins.int
+    START_POS_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """= ClientMsgId of the message it becomes"""
+    to_user: _builtins.str
+    total_len: _builtins.int
+    start_pos: _builtins.int
+    data: _builtins.bytes
+    file_name: _builtins.str
+    """the same in every chunk"""
+    @_builtins.property
+    def base(self) -> Global___BaseRequest: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseRequest | None = ...,
+        client_msg_id: _builtins.str = ...,
+        to_user: _builtins.str = ...,
+        total_len: _builtins.int = ...,
+        start_pos: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "client_msg_id", b"client_msg_id", "data", b"data", "file_name", b"file_name", "start_pos", b"start_pos", "to_user", b"to_user", "total_len", b"total_len"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadAppAttachRequest: _TypeAlias = UploadAppAttachRequest  # noqa: Y015
+
+@_typing.final
+class UploadVideoRequest(_message.Message):
+    """a video (cmd 149)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    TO_USER_FIELD_NUMBER: _builtins.int
+    TOTAL_LEN_FIELD_NUMBER: _builtins.int
+    START_POS_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    THUMB_FIELD_NUMBER: _builtins.int
+    PLAY_LENGTH_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    to_user: _builtins.str
+    total_len: _builtins.int
+    start_pos: _builtins.int
+    data: _builtins.bytes
+    thumb: _builtins.bytes
+    """with the chunk at start_pos 0: an image (empty: the server's placeholder)"""
+    play_length: _builtins.int
+    """seconds (the same in every chunk)"""
+    @_builtins.property
+    def base(self) -> Global___BaseRequest: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseRequest | None = ...,
+        client_msg_id: _builtins.str = ...,
+        to_user: _builtins.str = ...,
+        total_len: _builtins.int = ...,
+        start_pos: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        thumb: _builtins.bytes = ...,
+        play_length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "client_msg_id", b"client_msg_id", "data", b"data", "play_length", b"play_length", "start_pos", b"start_pos", "thumb", b"thumb", "to_user", b"to_user", "total_len", b"total_len"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadVideoRequest: _TypeAlias = UploadVideoRequest  # noqa: Y015
+
+@_typing.final
+class UploadMediaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    START_POS_FIELD_NUMBER: _builtins.int
+    TOTAL_LEN_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    start_pos: _builtins.int
+    """the next offset the server wants (= total_len when complete)"""
+    total_len: _builtins.int
+    msg_id: _builtins.int
+    """non-zero once the message exists"""
+    create_time: _builtins.int
+    @_builtins.property
+    def base(self) -> Global___BaseResponse: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseResponse | None = ...,
+        client_msg_id: _builtins.str = ...,
+        start_pos: _builtins.int = ...,
+        total_len: _builtins.int = ...,
+        msg_id: _builtins.int = ...,
+        create_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "client_msg_id", b"client_msg_id", "create_time", b"create_time", "msg_id", b"msg_id", "start_pos", b"start_pos", "total_len", b"total_len"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadMediaResponse: _TypeAlias = UploadMediaResponse  # noqa: Y015
+
+@_typing.final
+class DownloadMediaRequest(_message.Message):
+    """downloadappattach (cmd 221), downloadvideo (cmd 150)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    START_POS_FIELD_NUMBER: _builtins.int
+    DATA_LEN_FIELD_NUMBER: _builtins.int
+    THUMB_FIELD_NUMBER: _builtins.int
+    msg_id: _builtins.int
+    start_pos: _builtins.int
+    data_len: _builtins.int
+    """0: the server's chunk size"""
+    thumb: _builtins.bool
+    """videos: the thumbnail instead"""
+    @_builtins.property
+    def base(self) -> Global___BaseRequest: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseRequest | None = ...,
+        msg_id: _builtins.int = ...,
+        start_pos: _builtins.int = ...,
+        data_len: _builtins.int = ...,
+        thumb: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "data_len", b"data_len", "msg_id", b"msg_id", "start_pos", b"start_pos", "thumb", b"thumb"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadMediaRequest: _TypeAlias = DownloadMediaRequest  # noqa: Y015
+
+@_typing.final
+class DownloadMediaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_LEN_FIELD_NUMBER: _builtins.int
+    START_POS_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    msg_id: _builtins.int
+    total_len: _builtins.int
+    start_pos: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def base(self) -> Global___BaseResponse: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseResponse | None = ...,
+        msg_id: _builtins.int = ...,
+        total_len: _builtins.int = ...,
+        start_pos: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "data", b"data", "msg_id", b"msg_id", "start_pos", b"start_pos", "total_len", b"total_len"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadMediaResponse: _TypeAlias = DownloadMediaResponse  # noqa: Y015
 
 @_typing.final
 class ScanQrRequest(_message.Message):

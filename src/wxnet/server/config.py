@@ -256,6 +256,8 @@ def _validate_uploads(cfg: ServerConfig) -> None:
     for name in ("uploads_per_account", "upload_bytes_per_account", "upload_ttl"):
         if getattr(cfg.sync, name) <= 0:
             raise ConfigError(f"[sync] {name} must be positive")
+    # Files and videos are left out: a quota below max_file_bytes / max_video_bytes
+    # (set before they existed) limits them instead, and the server still starts.
     biggest = max(cfg.sync.max_image_bytes, cfg.sync.max_voice_bytes)
     if cfg.sync.upload_bytes_per_account < biggest:
         raise ConfigError(

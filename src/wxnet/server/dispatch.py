@@ -88,6 +88,10 @@ class Dispatcher:
             "getmsgimg": self._getmsgimg,
             "uploadvoice": self._uploadvoice,
             "downloadvoice": self._downloadvoice,
+            "uploadappattach": self._uploadappattach,
+            "downloadappattach": self._downloadappattach,
+            "uploadvideo": self._uploadvideo,
+            "downloadvideo": self._downloadvideo,
         }
 
     def register(self, name: str, handler: Handler) -> None:
@@ -290,6 +294,35 @@ class Dispatcher:
         return pb.DownloadMsgImgResponse(
             msg_id=req.msg_id, total_len=total, start_pos=req.start_pos, data=data
         )
+
+    async def _uploadappattach(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        resp = await self.uploads.file(sess, req)
+        if resp.msg_id:
+            self.metrics.messages.inc()
+        return resp
+
+    async def _uploadvideo(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        resp = await self.uploads.video(sess, req)
+        if resp.msg_id:
+            self.metrics.messages.inc()
+        return resp
+
+    async def _download_media(self, sess: Session | None, req: Any, kind: str) -> Message:
+        assert sess is not None
+        total, data = await self.uploads.download(
+            sess, req.msg_id, kind, req.start_pos, req.data_len
+        )
+        return pb.DownloadMediaResponse(
+            msg_id=req.msg_id, total_len=total, start_pos=req.start_pos, data=data
+        )
+
+    async def _downloadappattach(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        return await self._download_media(sess, req, "file")
+
+    async def _downloadvideo(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        return await self._download_media(sess, req, "thumb" if req.thumb else "video")
 
     async def _uploadvoice(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None

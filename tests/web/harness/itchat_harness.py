@@ -4,6 +4,7 @@ Run with the client's own interpreter: ``python itchat_harness.py BASE_URL WORKD
 (``hot``: ``hotReload=True``, the login kept in WORKDIR/itchat.pkl and resumed from it).
 Events go to stdout as JSON lines; commands come from stdin as JSON lines:
 ``{"op": "send", "to": NICK, "text": ...}``, ``{"op": "image", "to": NICK, "path": ...}``,
+``{"op": "file", "to": NICK, "path": ...}``, ``{"op": "video", "to": NICK, "path": ...}``,
 ``{"op": "contacts"}``, ``{"op": "logout"}``. This file runs under the client's Python,
 not wxnet's: it uses only the standard library and itchat.
 """
@@ -20,7 +21,13 @@ HOT = sys.argv[3:] == ["hot"]
 os.chdir(WORKDIR)  # itchat may write QR.png / itchat.pkl into the working directory
 
 import itchat  # type: ignore[import-not-found]  # noqa: E402
-from itchat.content import NOTE, PICTURE, TEXT  # type: ignore[import-not-found]  # noqa: E402
+from itchat.content import (  # type: ignore[import-not-found]  # noqa: E402
+    ATTACHMENT,
+    NOTE,
+    PICTURE,
+    TEXT,
+    VIDEO,
+)
 
 itchat.config.BASE_URL = BASE
 # itchat 1.3.10 on Python >= 3.9 (a no-op on itchat-uos):
@@ -34,7 +41,7 @@ def emit(**kw: Any) -> None:
         sys.stdout.flush()
 
 
-@itchat.msg_register([TEXT, PICTURE, NOTE], isFriendChat=True, isGroupChat=True)  # type: ignore[untyped-decorator]
+@itchat.msg_register([TEXT, PICTURE, NOTE, ATTACHMENT, VIDEO], isFriendChat=True, isGroupChat=True)  # type: ignore[untyped-decorator]
 def on_message(msg: Any) -> None:
     ev = {
         "event": "message",
@@ -44,10 +51,11 @@ def on_message(msg: Any) -> None:
         "group": "@@" in msg["FromUserName"] or "@@" in msg["ToUserName"],
         "actual": msg.get("ActualNickName", ""),
     }
-    if msg["Type"] == PICTURE:
+    if msg["Type"] in (PICTURE, ATTACHMENT, VIDEO):  # Text downloads it
         data = msg["Text"]()
         ev["size"] = len(data)
         ev["head"] = data[:4].hex()
+        ev["name"] = msg.get("FileName", "")
     else:
         ev["text"] = msg["Text"]
     emit(**ev)
@@ -93,6 +101,12 @@ for line in sys.stdin:
             emit(event="sent", ret=ret(itchat.send(cmd["text"], toUserName=user_name(cmd["to"]))))
         elif op == "image":
             r = itchat.send_image(cmd["path"], toUserName=user_name(cmd["to"]))
+            emit(event="sent", ret=ret(r))
+        elif op == "file":
+            r = itchat.send_file(cmd["path"], toUserName=user_name(cmd["to"]))
+            emit(event="sent", ret=ret(r))
+        elif op == "video":
+            r = itchat.send_video(cmd["path"], toUserName=user_name(cmd["to"]))
             emit(event="sent", ret=ret(r))
         elif op == "logout":
             itchat.logout()

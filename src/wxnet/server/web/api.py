@@ -20,6 +20,7 @@ from wxnet.server.web.backend import Backend
 from wxnet.server.web.common import _CGI, SessionGone, WebError
 from wxnet.server.web.config import WebConfig
 from wxnet.server.web.handlers.contacts import ContactHandlers
+from wxnet.server.web.handlers.files import FileHandlers
 from wxnet.server.web.handlers.login import LoginHandlers
 from wxnet.server.web.handlers.media import MediaHandlers
 from wxnet.server.web.handlers.messages import MessageHandlers
@@ -37,6 +38,7 @@ class WebApi(
     SyncHandlers,
     MessageHandlers,
     UploadHandlers,
+    FileHandlers,
     MediaHandlers,
     RoomHandlers,
     PageHandlers,
@@ -80,9 +82,13 @@ def setup_web(
     r.add_post(f"{_CGI}/webwxuploadmedia", api.uploadmedia)
     r.add_post(f"{_CGI}/webwxsendmsgimg", j(api.sendmsgimg))
     r.add_post(f"{_CGI}/webwxsendemoticon", j(api.sendmsgimg))
+    r.add_post(f"{_CGI}/webwxsendappmsg", j(api.sendappmsg))
+    r.add_post(f"{_CGI}/webwxsendvideomsg", j(api.sendvideomsg))
     r.add_post(f"{_CGI}/webwxrevokemsg", j(api.revokemsg))
     r.add_get(f"{_CGI}/webwxgetmsgimg", api.getmsgimg)
     r.add_get(f"{_CGI}/webwxgetvoice", api.getvoice)
+    r.add_get(f"{_CGI}/webwxgetvideo", api.getvideo)
+    r.add_get(f"{_CGI}/webwxgetmedia", api.getmedia)
     r.add_get(f"{_CGI}/webwxgeticon", api.geticon)
     r.add_get(f"{_CGI}/webwxgetheadimg", api.geticon)
     r.add_post(f"{_CGI}/webwxcreatechatroom", j(api.createchatroom))

@@ -6,13 +6,37 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-from wxnet.proto import web
+from wxnet.proto import mediaxml, web
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import MsgType
 
-__all__ = ["CHATROOM_SUFFIX", "contact_obj", "is_chatroom", "message_obj", "revoke_obj"]
+__all__ = [
+    "CHATROOM_SUFFIX",
+    "MEDIA_ID_PREFIX",
+    "contact_obj",
+    "is_chatroom",
+    "media_id_of",
+    "message_obj",
+    "msg_id_of_media",
+    "revoke_obj",
+]
 
 CHATROOM_SUFFIX = "@chatroom"
+#: A received file's MediaId (webwxgetmedia's ``mediaid``) is this and its MsgId.
+MEDIA_ID_PREFIX = "@wxfile_"
+
+
+def media_id_of(msg_id: int) -> str:
+    return f"{MEDIA_ID_PREFIX}{msg_id}"
+
+
+def msg_id_of_media(media_id: str) -> int:
+    """The MsgId a ``@wxfile_`` MediaId names; 0 if it names none."""
+    rest = media_id.removeprefix(MEDIA_ID_PREFIX)
+    if rest == media_id or not (rest.isascii() and rest.isdigit()) or len(rest) > 19:
+        return 0
+    n = int(rest)
+    return n if 0 < n < 1 << 63 else 0
 
 
 def is_chatroom(name: str) -> bool:
@@ -71,6 +95,11 @@ def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
         content = web.escape_content(
             f'<msg><voicemsg voicelength="{m.voice_length}" length="{m.media_len}" /></msg>'
         )
+    elif m.msg_type == MsgType.APP and m.app_msg_type == mediaxml.APP_FILE:
+        # the attachid is the MediaId webwxgetmedia takes (the log's XML has none yet)
+        content = web.escape_content(
+            mediaxml.file_content(m.file_name, m.media_len, media_id_of(m.msg_id))
+        )
     else:
         content = web.escape_content(m.content)
     if sender and sender != me and is_chatroom(from_user):
@@ -92,6 +121,7 @@ def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
             UserName=requester, NickName=from_user, Content=m.content, Ticket=requester, OpCode=2
         )
         return obj
+    is_file = m.msg_type == MsgType.APP and m.app_msg_type == mediaxml.APP_FILE
     return web.message_json(
         web.WebMessage(
             msg_id=m.msg_id,
@@ -102,7 +132,11 @@ def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
             create_time=m.create_time,
             status=m.status or 3,
             voice_length=m.voice_length,
+            file_name=m.file_name if is_file else "",
             file_size=str(m.media_len) if m.media_len else "",
+            media_id=media_id_of(m.msg_id) if is_file else "",
+            app_msg_type=m.app_msg_type if m.msg_type == MsgType.APP else 0,
+            extra={"PlayLength": m.play_length} if m.msg_type == MsgType.VIDEO else {},
         )
     )
 
