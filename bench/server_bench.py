@@ -343,7 +343,14 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
             loadgen.mesh_contacts(conn)
             conn.close()
         durability = args.durability[0]
-        srv = server_proc(data, f'[sync]\ndurability = "{durability}"\n', src).start()
+        # every generator user logs in at once (untimed): room for all of them in the login
+        # queue and two hashing workers (on a loaded machine the defaults, 16 and 1, answer
+        # ERR_BUSY or take longer than the generator's 30 s, which ends the run)
+        sync = (
+            f'[sync]\ndurability = "{durability}"\nlogin_queue = {2 * len(names)}\n'
+            'login_workers = 2\ncontacts = "open"\n'  # the base may have consent (issue 15)
+        )
+        srv = server_proc(data, sync, src).start()
         try:
             if args.users:
                 loadgen.pin(srv.pid, {0})

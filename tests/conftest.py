@@ -12,10 +12,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.browser import browser, chromium  # noqa: F401  (fixtures for every browser test)
 from tests.engines import PostgresServer, RedisServer
 from wxnet.analyze.capture import CaptureReader
+
+# No time limit per example: the machine is shared, and a slow example is no failure
+# (speed is measured by the benchmarks, never asserted in tests).
+settings.register_profile("wxnet", deadline=None)
+settings.load_profile("wxnet")
 
 CAPTURES = Path(__file__).parent / "data" / "captures"
 

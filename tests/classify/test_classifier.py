@@ -145,7 +145,7 @@ def test_mmtls_long_link_first_bytes() -> None:
 
 
 def test_mmtls_over_http_post_without_sni() -> None:
-    # research/gateway.md 0.1: POST /mmtls/<8 hex> to sgshort.wechat.com, body 19 f1 04.
+    # Citizen Lab's 2023 capture: POST /mmtls/<8 hex> to sgshort.wechat.com, body 19 f1 04.
     body = bytes.fromhex("19f104002a") + bytes(42)
     req = (
         b"POST /mmtls/0a1b2c3d HTTP/1.1\r\nHost: sgshort.wechat.com\r\n"

@@ -169,7 +169,7 @@ async def test_image_upload_resumes_from_the_servers_offset(
     server: Server, clients: Clients, tmp_path: Path
 ) -> None:
     """An upload begun elsewhere (a killed process: half the chunks stored) is resumed
-    from the offset the server reports, not started over (research 2.7)."""
+    from the offset the server reports, not started over (docs/client.md, "Sending")."""
     cfg = config(server, image_chunk=1000, parallel_chunks=3)
     alice = await clients.new("alice", config=cfg)
     bob = await clients.new("bob", config=cfg)

@@ -17,7 +17,7 @@ from wxnet.proto.web import WebProtocolError
 tokens = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789@_=-")
 tokens = tokens.filter(lambda s: 0 < len(s) <= 64)
 
-# The patterns itchat 1.3.10 uses on these replies (research 3.1, 3.3, 5.1), verbatim.
+# The patterns itchat 1.3.10 uses on these replies (jslogin, login poll, synccheck), verbatim.
 ITCHAT_QR = r'window.QRLogin.code = (\d+); window.QRLogin.uuid = "(\S+?)";'
 ITCHAT_CODE = r"window.code=(\d+)"
 ITCHAT_REDIRECT = r'window.redirect_uri="(\S+)";'
@@ -218,7 +218,7 @@ def test_content_golden() -> None:
 def test_group_prefix(sender_hex: str, text: str) -> None:
     sender = "@" + sender_hex
     content = web.group_content(sender, web.escape_content(text))
-    # itchat's own group pattern (research 5.5)
+    # itchat's own group pattern
     m = re.match(r"(@[0-9a-z]*?):<br/>(.*)$", content)
     assert m is not None and m.group(1) == sender
     assert web.split_group_content(content) == (sender, web.escape_content(text))
@@ -274,7 +274,7 @@ def test_message_fields() -> None:
     obj = web.message_json(m)
     assert obj["MsgId"] == "4442356190966618" and obj["NewMsgId"] == 4442356190966618
     assert obj["FileSize"] == "" and obj["Url"] == "" and obj["RecommendInfo"]["UserName"] == ""
-    # the real field set of research 5.3
+    # the real clients' field set of a message
     real = (
         "MsgId FromUserName ToUserName MsgType Content Status ImgStatus CreateTime VoiceLength "
         "PlayLength FileName FileSize MediaId Url AppMsgType StatusNotifyCode "

@@ -22,6 +22,7 @@ from wxnet.sync.store import (
     Append,
     NewMessage,
     RoomRow,
+    RoomSave,
     SessionRow,
     Store,
     WebSessionRow,
@@ -183,7 +184,9 @@ async def test_contacts_and_rooms(store: Store, published: Published) -> None:
     assert await store.contacts_of(a) == {"bob"} and await store.contacts_of(c) == set()
     assert published.head(a, 3) == 1
     room = RoomRow("r1@chatroom", "Team", "alice", ["alice", "bob"])
-    await store.save_room(room, room.members, (), T0, [Append([a, b], 11, b"r")], create=True)
+    await store.save_room(
+        RoomSave(room, room.members, (), T0, [Append([a, b], 11, b"r")], create=True)
+    )
     got = await store.room("r1@chatroom")
     assert got is not None and (got.topic, got.owner, got.members) == (
         "Team",
@@ -192,7 +195,9 @@ async def test_contacts_and_rooms(store: Store, published: Published) -> None:
     )
     assert await store.rooms_of("bob") == ["r1@chatroom"] and await store.rooms_of("carol") == []
     new = RoomRow("r1@chatroom", "Team 2", "alice", ["alice", "carol"])
-    await store.save_room(new, ["carol"], ["bob"], T0, [Append([a, c], 11, b"r2")], create=False)
+    await store.save_room(
+        RoomSave(new, ["carol"], ["bob"], T0, [Append([a, c], 11, b"r2")], create=False)
+    )
     got = await store.room("r1@chatroom")
     assert got is not None and got.topic == "Team 2" and got.members == ["alice", "carol"]
     assert await store.rooms_of("bob") == [] and await store.rooms_of("carol") == ["r1@chatroom"]

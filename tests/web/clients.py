@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "webclients"
 HARNESS = Path(__file__).resolve().parent / "harness"
 
-#: Exact versions: the protocol notes were checked against these (research/web-protocol.md).
+#: Exact versions: the web API is tested against these (docs/web.md).
 PY_CLIENTS = {"itchat": "itchat==1.3.10", "itchat-uos": "itchat-uos==1.4.1"}
 WECHAT4U = "wechat4u@0.7.14"
 

@@ -261,7 +261,7 @@ async def test_revoke_reaches_the_web(
     m = await w.wait_msg(lambda m: m["MsgType"] == 10002)
     assert m["FromUserName"] == wp.web_user_name("bob")
     assert m["MsgId"] != str(msg_id) and m["NewMsgId"] == int(m["MsgId"])  # its own id
-    xml = html.unescape(m["Content"])  # escaped, as every XML payload (research 5.4)
+    xml = html.unescape(m["Content"])  # escaped, as every XML payload
     assert "&lt;" in m["Content"]
     assert f"<session>{wp.web_user_name('bob')}</session>" in xml
     assert f"<msgid>{msg_id}</msgid>" in xml

@@ -1,8 +1,8 @@
 """The classifier: a flow's first bytes + what DNS said -> an application and why.
 
-Evidence order (DESIGN section 6, research/gateway.md "suggested order"), strongest
-first; the first kind that names an application decides, and every later kind that
-names the same application is kept as supporting evidence:
+Evidence order (docs/classify.md, "Evidence order"), strongest first; the first kind
+that names an application decides, and every later kind that names the same
+application is kept as supporting evidence:
 
 1. ``mmtls``        MMTLS record head (``f1 03``/``f1 04``) as the first client bytes or
                     as the body of an HTTP POST, on the signature's payload ports;

@@ -25,6 +25,7 @@ from wxnet.cli.client_common import (
     _port,
     _positive,
     open_store,
+    opened_client,
     run_async,
     with_client,
 )
@@ -41,7 +42,7 @@ from wxnet.cli.client_msgs import (
     cmd_status,
 )
 from wxnet.cli.common import IO, ExitStatus, UsageError
-from wxnet.client.errors import NotLoggedIn, TransportError
+from wxnet.client.errors import TransportError
 from wxnet.client.sdk import (
     Client,
     ClientConfig,
@@ -296,29 +297,20 @@ def cmd_login(args: argparse.Namespace, io: IO) -> int:
             raise UsageError(str(exc)) from None
 
     async def go() -> int:
-        store = open_store(args)
-        client = Client(store, config)
-        try:
+        async with opened_client(args, config) as client:
             s = await client.login(args.user, password)
             if args.json:
                 io.json({"user_name": s.user_name, "nick_name": s.nick_name, "uin": s.uin})
             else:
                 io.print(f"logged in as {s.user_name} ({s.nick_name or s.user_name}), uin {s.uin}")
             return ExitStatus.OK
-        finally:
-            await client.close()
-            store.close()
 
     return run_async(io, go())
 
 
 def cmd_logout(args: argparse.Namespace, io: IO) -> int:
     async def go() -> int:
-        store = open_store(args)
-        client = Client(store)
-        try:
-            if client.session is None:
-                raise NotLoggedIn("this profile is not logged in")
+        async with opened_client(args, need_session="this profile is not logged in") as client:
             await client.start(background=False)
             try:
                 await client.logout()
@@ -327,9 +319,6 @@ def cmd_logout(args: argparse.Namespace, io: IO) -> int:
                 return ExitStatus.ERROR
             io.print("logged out")
             return ExitStatus.OK
-        finally:
-            await client.close()
-            store.close()
 
     return run_async(io, go())
 

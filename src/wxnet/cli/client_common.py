@@ -9,7 +9,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from wxnet.client.sdk import (
     MSG_VIDEO,
     MSG_VOICE,
     Client,
+    ClientConfig,
 )
 from wxnet.client.store import MessageRow, OutboxRow, ProfileError, ProfileStore
 from wxnet.proto import mediaxml
@@ -110,20 +112,27 @@ def run_async(io: IO, coro: Coroutine[Any, Any, int]) -> int:
     return ExitStatus.ERROR
 
 
-async def with_client(
-    args: argparse.Namespace,
-    job: Callable[[Client], Awaitable[int]],
-    wait_long: float = 2.0,
-    background: bool = True,
-) -> int:
+#: What a command that needs a session says to a profile without one.
+NOT_LOGGED_IN = "this profile is not logged in: run `wxnet login` first"
+
+
+@asynccontextmanager
+async def opened_client(
+    args: argparse.Namespace, config: ClientConfig | None = None, *, need_session: str = ""
+) -> AsyncIterator[Client]:
+    """The profile's store and a :class:`Client` on it, both closed on the way out.
+
+    Raises:
+        NotLoggedIn: ``need_session`` (the message) is given and the profile has no
+            session.
+    """
     store = open_store(args)
     try:
-        client = Client(store)
-        if client.session is None:
-            raise NotLoggedIn("this profile is not logged in: run `wxnet login` first")
+        client = Client(store, config)
         try:
-            await client.start(background=background, wait_long=wait_long)
-            return await job(client)
+            if need_session and client.session is None:
+                raise NotLoggedIn(need_session)
+            yield client
         finally:
             # The job's result is already saved in the profile; a close that cannot finish
             # (a peer that never answers) must not hold the command.
@@ -133,6 +142,17 @@ async def with_client(
                 log.warning("closing the client took over %s s; gave up", CLOSE_LIMIT)
     finally:
         store.close()
+
+
+async def with_client(
+    args: argparse.Namespace,
+    job: Callable[[Client], Awaitable[int]],
+    wait_long: float = 2.0,
+    background: bool = True,
+) -> int:
+    async with opened_client(args, need_session=NOT_LOGGED_IN) as client:
+        await client.start(background=background, wait_long=wait_long)
+        return await job(client)
 
 
 def _row_text(row: OutboxRow) -> str:

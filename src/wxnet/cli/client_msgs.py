@@ -14,6 +14,7 @@ from typing import Any
 from wxnet._compat import wait_for
 from wxnet.cli import mediasave
 from wxnet.cli.client_common import (
+    NOT_LOGGED_IN,
     TYPE_NAMES,
     _msg_text,
     _note,
@@ -21,11 +22,12 @@ from wxnet.cli.client_common import (
     _probe_then,
     _row_text,
     open_store,
+    opened_client,
     run_async,
     with_client,
 )
 from wxnet.cli.common import IO, ExitStatus, UsageError
-from wxnet.client.errors import NotLoggedIn, TransportError
+from wxnet.client.errors import TransportError
 from wxnet.client.events import (
     ClientEvent,
     ItemReceived,
@@ -156,15 +158,10 @@ async def _save(
 
 def cmd_listen(args: argparse.Namespace, io: IO) -> int:
     async def go() -> int:
-        store = open_store(args)
-        client = Client(store)
-        if client.session is None:
-            store.close()
-            raise NotLoggedIn("this profile is not logged in: run `wxnet login` first")
-        queue = client.subscribe()
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
-        items = 0
-        try:
+        async with opened_client(args, need_session=NOT_LOGGED_IN) as client:
+            queue = client.subscribe()
+            deadline = None if args.timeout is None else time.monotonic() + args.timeout
+            items = 0
             await client.start(wait_long=0)
             while args.count is None or items < args.count:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -186,9 +183,6 @@ def cmd_listen(args: argparse.Namespace, io: IO) -> int:
                     for path in saved:
                         io.print(f"    saved {path}")
             return ExitStatus.OK
-        finally:
-            await client.close()
-            store.close()
 
     return run_async(io, go())
 

@@ -1,5 +1,6 @@
 """Address choice: bans for failing addresses and staggered connect racing
-(research/mobile-protocol.md 1.10; S9, S12, S14). Pure: ``now`` passed in.
+(S9, S12, S14; docs/client.md, "How the client finds and keeps the server").
+Pure: ``now`` passed in.
 
 * :class:`AddressBook` keeps each ``(host, port)``'s consecutive failures; three or more
   ban it for 6 min plus 6 min per extra failure, capped at 30 min (Mars
@@ -25,6 +26,7 @@ __all__ = [
     "AddressSource",
     "ConnectRace",
     "RaceStart",
+    "distinct",
 ]
 
 BAN_FAILURES = 3
@@ -55,6 +57,18 @@ class Address:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def distinct(addresses: Iterable[Address]) -> list[Address]:
+    """``addresses`` without repeats of a ``(host, port)``: the first copy (the best
+    source) stays, in the given order."""
+    seen: set[tuple[str, int]] = set()
+    unique: list[Address] = []
+    for a in addresses:
+        if a.key not in seen:
+            seen.add(a.key)
+            unique.append(a)
+    return unique
 
 
 @dataclass(slots=True)
@@ -108,13 +122,7 @@ class AddressBook:
     def order(self, candidates: Iterable[Address], now: float) -> list[Address]:
         """Deduplicate by ``(host, port)`` keeping the first (best-source) copy, keep
         the given preference order, and move extra-port then banned addresses last."""
-        seen: set[tuple[str, int]] = set()
-        unique: list[Address] = []
-        for a in candidates:
-            if a.key not in seen:
-                seen.add(a.key)
-                unique.append(a)
-        return sorted(unique, key=lambda a: (self.is_banned(a, now), a.extra))
+        return sorted(distinct(candidates), key=lambda a: (self.is_banned(a, now), a.extra))
 
 
 @dataclass(frozen=True, slots=True)

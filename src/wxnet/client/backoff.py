@@ -1,4 +1,5 @@
-"""Reconnect back-off (research/mobile-protocol.md 1.8), as a pure policy.
+"""Reconnect back-off (docs/client.md, "How the client finds and keeps the server"),
+as a pure policy.
 
 Mars spaces reconnects of an active app at 5-20 s and walks a ladder of 0, 60, 120,
 240, 360, 480, 600 s when inactive. A command-line client is "active" while it runs, so

@@ -34,7 +34,7 @@ MSG_IMAGE = MsgType.IMAGE
 MSG_VOICE = MsgType.VOICE
 MSG_VIDEO = MsgType.VIDEO
 MSG_FILE = MsgType.APP  # app_msg_type 6
-#: MM_SCENE_SENDMSG and MM_SCENE_RETRYSENDMSG (research 2.6).
+#: MM_SCENE_SENDMSG and MM_SCENE_RETRYSENDMSG (WeChat's scene numbers of a send and a resend).
 SCENE_SEND, SCENE_RETRY = 5, 6
 
 

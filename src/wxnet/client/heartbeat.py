@@ -1,4 +1,5 @@
-"""Smart heartbeat in the Mars style (research/mobile-protocol.md 1.4, 1.5; S15).
+"""Smart heartbeat in the Mars style (S15; docs/client.md, "How the client finds and
+keeps the server").
 
 Two pure pieces, both taking ``now`` (seconds, any monotonic origin) and returning
 deadlines; neither touches a socket or a clock:
@@ -63,7 +64,7 @@ class SmartHeartbeat:
 
     Call :meth:`interval` for the value to use on a link's ``n``-th heartbeat, then
     :meth:`on_success` or :meth:`on_failure` with the interval that was actually used.
-    A result only counts when it was measured at the probe value (Mars 1.5 step 3).
+    A result only counts when it was measured at the probe value (as in Mars's smart heartbeat).
     """
 
     def __init__(self, min_interval: float = MIN_HEARTBEAT, cap: float = CAP) -> None:
@@ -78,7 +79,7 @@ class SmartHeartbeat:
 
     def interval(self, label: str, beat_on_link: int) -> float:
         """The interval for the ``beat_on_link``-th heartbeat (0-based) of a fresh link:
-        the first :data:`STABLE_TEST_COUNT` use the minimum (Mars 1.5 step 2)."""
+        the first :data:`STABLE_TEST_COUNT` use the minimum (as in Mars's smart heartbeat)."""
         if beat_on_link < STABLE_TEST_COUNT:
             return self.min_interval
         return self.state(label).interval

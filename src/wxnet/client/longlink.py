@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from google.protobuf.message import DecodeError, Message
 
 from wxnet._compat import wait_for
-from wxnet.client.addresses import Address, AddressBook, ConnectRace
+from wxnet.client.addresses import Address, AddressBook, ConnectRace, RaceStart
 from wxnet.client.errors import LinkClosed, TransportError
 from wxnet.client.heartbeat import HeartbeatAction, HeartbeatTimer, SmartHeartbeat
 from wxnet.proto import commands as C
@@ -41,6 +41,68 @@ __all__ = ["LongLink", "race_connect"]
 Clock = Callable[[], float]
 #: Seconds a closing link may take to flush before it is aborted.
 CLOSE_GRACE = 1.0
+
+
+_Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class _Attempts:
+    """The connect tasks of one race: the asyncio side of a :class:`ConnectRace`."""
+
+    def __init__(self, race: ConnectRace, book: AddressBook) -> None:
+        self.race = race
+        self.book = book
+        self.tasks: dict[asyncio.Task[_Streams], Address] = {}
+        self.errors: list[str] = []
+
+    def launch(self, starts: Sequence[RaceStart]) -> None:
+        for s in starts:
+            addr = s.address
+            self.tasks[asyncio.ensure_future(asyncio.open_connection(addr.host, addr.port))] = addr
+
+    def finished(
+        self, done: set[asyncio.Task[_Streams]], now: float
+    ) -> tuple[Address, asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Settle the attempts that ended; the winner, if one of them is."""
+        for t in done:
+            addr = self.tasks.pop(t)
+            exc = t.exception()
+            if exc is None:
+                if self.race.on_connected(addr):
+                    # Success is the caller's to record, once the link proves usable.
+                    reader, writer = t.result()
+                    return addr, reader, writer
+                t.result()[1].close()
+            else:
+                self.book.on_failure(addr, now)
+                self.errors.append(f"{addr}: {exc}")
+                self.launch(self.race.on_failed(addr, now))
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Give up the attempts past their deadline; start the next ones that are due."""
+        expired, starts = self.race.handle_timer(now)
+        for addr in expired:
+            self.book.on_failure(addr, now)
+            self.errors.append(f"{addr}: connect timeout")
+            for t, a in list(self.tasks.items()):
+                if a == addr:
+                    t.cancel()
+                    del self.tasks[t]
+        self.launch(starts)
+
+    async def cancel(self) -> None:
+        """Cancel the attempts still running and close any that connected meanwhile."""
+        for t in self.tasks:
+            t.cancel()
+        if self.tasks:
+            # asyncio.wait raises neither the losers' errors nor their cancellation, yet
+            # a cancel of the caller still gets through (suppress(BaseException) would
+            # swallow it).
+            done, _ = await asyncio.wait(self.tasks)
+            for t in done:
+                if not t.cancelled() and t.exception() is None:
+                    t.result()[1].close()  # connected just as it was cancelled
 
 
 async def race_connect(
@@ -66,63 +128,29 @@ async def race_connect(
     )
     if not candidates:
         raise TransportError("no long-link address to connect to")
-    tasks: dict[asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]], Address] = {}
-    errors: list[str] = []
-
-    def launch(starts: Sequence[object]) -> None:
-        for s in starts:
-            addr = s.address  # type: ignore[attr-defined]
-            tasks[asyncio.ensure_future(asyncio.open_connection(addr.host, addr.port))] = addr
-
-    launch(race.start(clock()))
+    attempts = _Attempts(race, book)
+    attempts.launch(race.start(clock()))
     try:
         while not race.done:
             deadline = race.get_timer()
             timeout = None if deadline is None else max(0.0, deadline - clock())
-            if not tasks and timeout is None:
+            if not attempts.tasks and timeout is None:
                 break
-            done: set[asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = set()
-            if tasks:
+            done: set[asyncio.Task[_Streams]] = set()
+            if attempts.tasks:
                 done, _ = await asyncio.wait(
-                    tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    attempts.tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
             elif timeout:
                 await asyncio.sleep(timeout)
             now = clock()
-            for t in done:
-                addr = tasks.pop(t)
-                exc = t.exception()
-                if exc is None:
-                    if race.on_connected(addr):
-                        # Success is the caller's to record, once the link proves usable.
-                        reader, writer = t.result()
-                        return addr, reader, writer
-                    t.result()[1].close()
-                else:
-                    book.on_failure(addr, now)
-                    errors.append(f"{addr}: {exc}")
-                    launch(race.on_failed(addr, now))
-            expired, starts = race.handle_timer(now)
-            for addr in expired:
-                book.on_failure(addr, now)
-                errors.append(f"{addr}: connect timeout")
-                for t, a in list(tasks.items()):
-                    if a == addr:
-                        t.cancel()
-                        del tasks[t]
-            launch(starts)
+            won = attempts.finished(done, now)
+            if won is not None:
+                return won
+            attempts.handle_timer(now)
     finally:
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            # asyncio.wait raises neither the losers' errors nor their cancellation, yet
-            # a cancel of the caller still gets through (suppress(BaseException) would
-            # swallow it).
-            done, _ = await asyncio.wait(tasks)
-            for t in done:
-                if not t.cancelled() and t.exception() is None:
-                    t.result()[1].close()  # connected just as it was cancelled
-    raise TransportError("cannot connect the long link: " + "; ".join(errors[-5:]))
+        await attempts.cancel()
+    raise TransportError("cannot connect the long link: " + "; ".join(attempts.errors[-5:]))
 
 
 class LongLink:
@@ -180,7 +208,7 @@ class LongLink:
         Raises:
             LinkClosed: the link closed before the reply.
             TransportError: no reply within the timeout (the link is then closed, as in
-                Mars 1.7: a task timeout tears the link down).
+                Mars: a task timeout tears the link down).
         """
         if self.closed.is_set():
             raise LinkClosed(f"long link to {self.address} is closed: {self.close_reason}")

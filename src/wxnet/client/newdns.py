@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from wxnet.client.addresses import Address, AddressSource
+from wxnet.client.addresses import Address, AddressSource, distinct
 from wxnet.proto.newgetdns import (
     MAX_DOCUMENT,
     BuiltinIP,
@@ -48,15 +48,19 @@ class CachedDns:
         return now < self.fetched_at + self.dns.ttl
 
 
-def _addresses(
+def long_candidates(
     name: str,
     ports: Sequence[int],
-    extra_port: int | None,
     dns_answers: Mapping[str, Sequence[str]],
     cached: CachedDns | None,
-    builtin: Iterable[tuple[str, int]],
     now: float,
+    builtin: Iterable[tuple[str, int]] = (),
+    extra_port: int | None = None,
 ) -> list[Address]:
+    """Candidates for ``name``, best first: DNS answers for ``name`` on ``ports``, then
+    the fresh cached newgetdns entries, then built-in addresses; the extra port (S14) on
+    every host found is appended last. Long-link and short-link (HTTP) candidates are
+    chosen alike (the short link has no extra port): :func:`short_candidates` is this."""
     out: list[Address] = []
     for ip in dns_answers.get(name, ()):
         out.extend(Address(ip, p, AddressSource.DNS) for p in ports)
@@ -72,37 +76,8 @@ def _addresses(
     if extra_port is not None:
         hosts = list(dict.fromkeys(a.host for a in out))
         out.extend(Address(h, extra_port, AddressSource.BUILTIN, extra=True) for h in hosts)
-    seen: set[tuple[str, int]] = set()
-    unique = []
-    for a in out:
-        if a.key not in seen:
-            seen.add(a.key)
-            unique.append(a)
-    return unique
+    return distinct(out)
 
 
-def long_candidates(
-    name: str,
-    ports: Sequence[int],
-    dns_answers: Mapping[str, Sequence[str]],
-    cached: CachedDns | None,
-    now: float,
-    builtin: Iterable[tuple[str, int]] = (),
-    extra_port: int | None = None,
-) -> list[Address]:
-    """Long-link candidates, best first: DNS answers for ``name`` on ``ports``, then the
-    fresh cached newgetdns entries, then built-in addresses; the extra port (S14) on
-    every host found is appended last."""
-    return _addresses(name, ports, extra_port, dns_answers, cached, builtin, now)
-
-
-def short_candidates(
-    name: str,
-    ports: Sequence[int],
-    dns_answers: Mapping[str, Sequence[str]],
-    cached: CachedDns | None,
-    now: float,
-    builtin: Iterable[tuple[str, int]] = (),
-) -> list[Address]:
-    """Short-link (HTTP) candidates in the same order as :func:`long_candidates`."""
-    return _addresses(name, ports, None, dns_answers, cached, builtin, now)
+#: Short-link (HTTP) candidates, in the same order as :func:`long_candidates`.
+short_candidates = long_candidates

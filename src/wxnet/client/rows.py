@@ -35,8 +35,8 @@ class ProfileError(Exception):
 
 
 def new_client_msg_id() -> str:
-    """A ClientMsgId: milliseconds plus 64 random bits (research 2.6: time + random,
-    "to avoid repeats"); unique per sender for all practical purposes."""
+    """A ClientMsgId: milliseconds plus 64 random bits (time plus random, as
+    WeChat's clients make it); unique per sender for all practical purposes."""
     return f"{int(time.time() * 1000)}{secrets.token_hex(8)}"
 
 

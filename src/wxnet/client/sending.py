@@ -1,4 +1,5 @@
-"""Send retries and the "network is poor" verdict (S13, S16, S23; research 2.6, 1.7).
+"""Send retries and the "network is poor" verdict (S13, S16, S23; docs/client.md,
+"Sending").
 
 Pure policies. A send is tried at most ``max_attempts`` times automatically (WeChat's
 MAX_RETRY_COUNT = 1 means two attempts; wxnet defaults to three); between attempts the

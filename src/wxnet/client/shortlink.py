@@ -1,5 +1,6 @@
 """The short link: one HTTP POST per request to ``/cgi-bin/micromsg-bin/<name>``
-(S12, Mars 1.9 "short-link shape"), and the GET of newgetdns. Thin aiohttp adapter."""
+(S12; Mars's short-link shape: ``Connection: close``, one request per connection), and
+the GET of newgetdns. Thin aiohttp adapter."""
 
 from __future__ import annotations
 

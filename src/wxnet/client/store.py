@@ -40,7 +40,7 @@ from wxnet.client.rows import (
     new_client_msg_id,
 )
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.enums import CmdId
+from wxnet.proto.enums import CmdId, MsgType
 
 __all__ = [
     "CMD_ADD_MSG",
@@ -365,10 +365,10 @@ class ProfileStore:
         """Friend requests (VERIFYMSG, msg_type 37) from accounts that are not contacts
         yet, the latest per requester, oldest first."""
         rows = self._db.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE msg_type = 37"
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE msg_type = {MsgType.VERIFY:d}"
             " AND from_user NOT IN (SELECT user_name FROM contacts)"
             " AND msg_id = (SELECT MAX(msg_id) FROM messages"
-            "  WHERE msg_type = 37 AND from_user = m.from_user)"
+            f"  WHERE msg_type = {MsgType.VERIFY:d} AND from_user = m.from_user)"
             " ORDER BY create_time, msg_id"
         ).fetchall()
         return [message_row(r) for r in rows]

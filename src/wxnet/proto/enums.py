@@ -65,6 +65,9 @@ class MsgType(IntEnum):
     TEXT = 1
     IMAGE = 3
     VOICE = 34
+    #: A friend request (WeChat's VERIFYMSG), in the recipient's message log; its
+    #: content is the greeting.
+    VERIFY = 37
     CARD = 42
     VIDEO = 43
     EMOTICON = 47

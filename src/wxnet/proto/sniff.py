@@ -16,7 +16,7 @@ Wire facts used here:
 
 * TLS ClientHello (RFC 8446 4.1.2, RFC 6066 section 3 for server_name, RFC 7301 for
   ALPN). The hello may span several TLS records and several TCP segments.
-* MMTLS record head (research/gateway.md 0.2): type byte 0x15/0x16/0x17/0x19, then
+* MMTLS record head (docs/classify.md, "Evidence order"): type byte 0x15/0x16/0x17/0x19, then
   ``f1 03`` (older clients) or ``f1 04``, then a 16-bit length.
 * The 2014 long-link head (S32): ``u32 total, u16 16, u16 1, u32 cmd, u32 seq``.
 * HTTP/1.x request head (RFC 9112 section 3): request line, header fields, CRLF CRLF;

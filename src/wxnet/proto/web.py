@@ -1,25 +1,25 @@
-"""Web WeChat text formats (S26-S29; research/web-protocol.md), sans-IO.
+"""Web WeChat text formats (S26-S29; docs/web.md), sans-IO.
 
 The web API (``/jslogin``, ``/cgi-bin/mmwebwx-bin/*``) speaks a handful of odd text forms
 that real clients match with regular expressions, so the spacing of each one matters:
 
-* ``window.QRLogin.code = 200; window.QRLogin.uuid = "...";``   (jslogin, 3.1)
+* ``window.QRLogin.code = 200; window.QRLogin.uuid = "...";``   (jslogin)
 * ``window.code=201;`` / ``window.code=200;\\nwindow.redirect_uri="...";`` / 408 / 400
-  (login poll, 3.3)
-* ``<error><ret>0</ret>...<wxsid>...</wxsid>...</error>``          (webwxnewloginpage, 3.4)
-* ``window.synccheck={retcode:"0",selector:"2"}``                 (synccheck, 5.1)
+  (login poll)
+* ``<error><ret>0</ret>...<wxsid>...</wxsid>...</error>``          (webwxnewloginpage)
+* ``window.synccheck={retcode:"0",selector:"2"}``                 (synccheck)
 
-plus the JSON objects of webwxinit / webwxsync / webwxgetcontact (contacts 4.2, messages
-5.3), the ``BaseRequest`` every JSON POST carries with each client's quirks (1.3), the
-escaping of message Content (5.4) and the group prefix ``@sender:<br/>`` (5.5).
+plus the ``BaseRequest`` every JSON POST carries with each client's quirks, the escaping
+of message Content and the group prefix ``@sender:<br/>``. The JSON objects of webwxinit /
+webwxsync / webwxgetcontact (contacts, messages) are :mod:`wxnet.proto.webjson`'s,
+re-exported here.
 
 Web user names are derived from wxnet's own names without any state: a user ``alice``
 is ``"@" + hex("alice")`` and a chatroom ``1f2e@chatroom`` is ``"@@" + hex("1f2e@chatroom")``.
-Lowercase hex keeps itchat's ``@[0-9a-z]*`` sender pattern happy (1.4) and the mapping
+Lowercase hex keeps itchat's ``@[0-9a-z]*`` sender pattern happy and the mapping
 is its own inverse, so a name the client sends back can always be checked and decoded.
 
-Section numbers refer to research/web-protocol.md. No I/O here. (Over 500 lines: it is
-the one codec of every web format, each small, kept together by one codec per format.)
+No I/O here.
 """
 
 from __future__ import annotations
@@ -27,12 +27,19 @@ from __future__ import annotations
 import html
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from wxnet.proto.enums import MsgType
 from wxnet.proto.errors import RemoteProtocolError
 from wxnet.proto.synckey import SyncKey
+from wxnet.proto.webjson import (
+    WebContact,
+    WebMember,
+    WebMessage,
+    contact_json,
+    member_json,
+    message_json,
+)
 
 __all__ = [
     "FILEHELPER",
@@ -77,7 +84,7 @@ __all__ = [
 ]
 
 RET_OK = 0
-#: Ret / retcode values of a dead web session (5.1, 8): 1100 logged out from the phone,
+#: Ret / retcode values of a dead web session: 1100 logged out from the phone,
 #: 1101 logged out / expired / elsewhere, 1102 session or cookie rejected.
 RET_LOGGED_OUT = 1100
 RET_LOGIN_ELSEWHERE = 1101
@@ -91,7 +98,7 @@ FILEHELPER = "filehelper"
 MAX_JSON_BODY = 1 << 20
 
 #: Every token the server hands out (uuid, ticket, wxsid, skey, pass_ticket, MediaId)
-#: must survive itchat's hand-built URLs (1.2): no ``+ / & # % "`` and no whitespace.
+#: must survive itchat's hand-built URLs: no ``+ / & # % "`` and no whitespace.
 TOKEN_RE = re.compile(r"[A-Za-z0-9@_=-]{1,256}")
 _MAX_WEB_NAME = 520  # "@@" + hex of a 256-byte name
 
@@ -109,7 +116,7 @@ def is_token(text: str) -> bool:
     return TOKEN_RE.fullmatch(text) is not None
 
 
-# -- jslogin (3.1) --------------------------------------------------------------------
+# -- jslogin --------------------------------------------------------------------------
 _QRLOGIN_RE = re.compile(r'window\.QRLogin\.code = (\d+); window\.QRLogin\.uuid = "(\S*)";')
 
 
@@ -126,7 +133,7 @@ def parse_qrlogin(text: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2)
 
 
-# -- login poll (3.3) -----------------------------------------------------------------
+# -- login poll -----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class LoginPoll:
     """One login-poll answer: 408 nothing yet, 201 scanned, 200 confirmed, 400 gone."""
@@ -165,7 +172,7 @@ def parse_login_poll(text: str) -> LoginPoll:
     return LoginPoll(code, redirect.group(1) if redirect else "", avatar.group(1) if avatar else "")
 
 
-# -- webwxnewloginpage (3.4) ----------------------------------------------------------
+# -- webwxnewloginpage ----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class LoginTicket:
     """What webwxnewloginpage hands over: every value must be a non-empty token."""
@@ -216,7 +223,7 @@ def parse_login_ticket(text: str) -> LoginTicket:
     )
 
 
-# -- synccheck (5.1) ------------------------------------------------------------------
+# -- synccheck ------------------------------------------------------------------------
 _SYNCCHECK_RE = re.compile(r'window\.synccheck=\{retcode:"(\d+)",selector:"(\d+)"\}')
 
 
@@ -231,7 +238,7 @@ def parse_synccheck(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-# -- SyncKey (4.1, 5.2) ---------------------------------------------------------------
+# -- SyncKey --------------------------------------------------------------------------
 def web_synckey(key: SyncKey) -> dict[str, Any]:
     """The JSON form; webwxsync replies put it under both SyncKey and SyncCheckKey."""
     return key.to_json()
@@ -247,10 +254,10 @@ def parse_web_synckey(obj: object) -> SyncKey:
         raise WebProtocolError(str(exc)) from None
 
 
-# -- request bodies (1.2, 1.3) --------------------------------------------------------
+# -- request bodies -------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class BaseRequest:
-    """The session part of a JSON POST. Only uin and sid authenticate (1.3)."""
+    """The session part of a JSON POST. Only uin and sid authenticate."""
 
     uin: int
     sid: str
@@ -259,7 +266,7 @@ class BaseRequest:
 
 
 def parse_json_body(data: bytes, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
-    """Parse a JSON POST body whatever its Content-Type (itchat sends none, 1.2)."""
+    """Parse a JSON POST body whatever its Content-Type (itchat sends none)."""
     if len(data) > limit:
         raise WebProtocolError(f"body of {len(data)} bytes exceeds {limit}")
     try:
@@ -274,7 +281,7 @@ def parse_json_body(data: bytes, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
 
 
 def _uin(value: object) -> int | None:
-    # itchat sends the uin as a string, wechat4u as a number (1.3); anything else is junk.
+    # itchat sends the uin as a string, wechat4u as a number; anything else is junk.
     if type(value) is int and 0 < value <= 0xFFFFFFFF:
         return value
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
@@ -295,7 +302,7 @@ def _text(value: object) -> str:
 
 def parse_base_request(body: dict[str, Any]) -> BaseRequest | None:
     """The BaseRequest of a body, or None if it has no usable Uin/Sid (then the caller
-    falls back to the cookies, as itchat-uos relies on, 1.3)."""
+    falls back to the cookies, as itchat-uos relies on)."""
     base = body.get("BaseRequest")
     if base is None:
         return None
@@ -313,7 +320,7 @@ def parse_uin(value: object) -> int | None:
     return _uin(value)
 
 
-# -- names (1.4) ----------------------------------------------------------------------
+# -- names ----------------------------------------------------------------------------
 def web_user_name(name: str) -> str:
     return "@" + name.encode("utf-8").hex()
 
@@ -343,7 +350,7 @@ def decode_web_name(web: str) -> tuple[str, bool]:
         raise WebProtocolError(f"unknown UserName {web[:40]!r}") from None
 
 
-# -- Content (5.4, 5.5) ---------------------------------------------------------------
+# -- Content -----------------------------------------------------------------------
 def escape_content(text: str) -> str:
     """Raw text as the real server relays it: HTML-escaped, newlines as ``<br/>``."""
     text = text.replace("\r\n", "\n")
@@ -359,7 +366,7 @@ _GROUP_RE = re.compile(r"(@[0-9a-z]*):<br/>")
 
 
 def group_content(sender_web_name: str, escaped: str) -> str:
-    """Content of a chatroom message from another member (5.5)."""
+    """Content of a chatroom message from another member."""
     if re.fullmatch(r"@[0-9a-z]+", sender_web_name) is None:
         raise ValueError("group senders must match @[0-9a-z]+ (itchat's pattern)")
     return f"{sender_web_name}:<br/>{escaped}"
@@ -371,171 +378,3 @@ def split_group_content(content: str) -> tuple[str | None, str]:
     if m is None:
         return None, content
     return m.group(1), content[m.end() :]
-
-
-# -- JSON objects (4.2, 5.3) ----------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class WebMember:
-    user_name: str
-    nick_name: str
-    display_name: str = ""
-
-
-#: ContactFlag bit of a pinned conversation.
-CONTACT_FLAG_PINNED = 2048
-
-
-@dataclass(frozen=True, slots=True)
-class WebContact:
-    user_name: str
-    nick_name: str
-    is_chatroom: bool = False
-    sex: int = 0
-    verify_flag: int = 0
-    uin: int = 0
-    head_img_url: str = ""
-    owner: str = ""  # chatrooms: the owner's web UserName
-    members: tuple[WebMember, ...] = ()
-    with_members: bool = True  # False: MemberCount 0 + empty list, as webwxgetcontact does
-    contact_flag: int = 3
-    remark_name: str = ""
-    pinned: bool = False  # ContactFlag bit 2048 (research 1.4)
-
-
-def member_json(m: WebMember) -> dict[str, Any]:
-    return {
-        "Uin": 0,
-        "UserName": m.user_name,
-        "NickName": m.nick_name,
-        "AttrStatus": 0,
-        "PYInitial": "",
-        "PYQuanPin": "",
-        "RemarkPYInitial": "",
-        "RemarkPYQuanPin": "",
-        "MemberStatus": 0,
-        "DisplayName": m.display_name,
-        "KeyWord": "",
-    }
-
-
-def contact_json(c: WebContact) -> dict[str, Any]:
-    """The full contact object of 4.2 (every field real clients may read)."""
-    head = c.head_img_url or (
-        f"/cgi-bin/mmwebwx-bin/{'webwxgetheadimg' if c.is_chatroom else 'webwxgeticon'}"
-        f"?seq=0&username={c.user_name}&skey="
-    )
-    members = [member_json(m) for m in c.members] if c.with_members else []
-    obj: dict[str, Any] = {
-        "Uin": c.uin,
-        "UserName": c.user_name,
-        "NickName": c.nick_name,
-        "HeadImgUrl": head,
-        "ContactFlag": c.contact_flag | (CONTACT_FLAG_PINNED if c.pinned else 0),
-        "MemberCount": len(members),
-        "MemberList": members,
-        "RemarkName": c.remark_name,
-        "HideInputBarFlag": 0,
-        "Sex": 0 if c.is_chatroom else c.sex,
-        "Signature": "",
-        "VerifyFlag": c.verify_flag,
-        "OwnerUin": 0,
-        "PYInitial": "",
-        "PYQuanPin": "",
-        "RemarkPYInitial": "",
-        "RemarkPYQuanPin": "",
-        "StarFriend": 0,
-        "AppAccountFlag": 0,
-        "Statues": 0,
-        "AttrStatus": 0,
-        "Province": "",
-        "City": "",
-        "Alias": "",
-        "SnsFlag": 0,
-        "UniFriend": 0,
-        "DisplayName": "",
-        "ChatRoomId": 0,
-        "KeyWord": "",
-        "EncryChatRoomId": "",
-        "IsOwner": 0,
-    }
-    if c.is_chatroom:
-        obj["EncryChatRoomId"] = "@" + c.user_name[2:]
-        # itchat 1.3.10 crashes when the owner is set but missing from a non-empty list.
-        in_list = any(m.user_name == c.owner for m in c.members)
-        obj["ChatRoomOwner"] = c.owner if c.owner and (in_list or not members) else ""
-    return obj
-
-
-@dataclass(frozen=True, slots=True)
-class WebMessage:
-    msg_id: int
-    from_user: str
-    to_user: str
-    msg_type: int
-    content: str  # already escaped / prefixed as the web expects
-    create_time: int
-    status: int = 3
-    img_height: int = 0
-    img_width: int = 0
-    voice_length: int = 0
-    file_name: str = ""
-    file_size: str = ""
-    media_id: str = ""
-    url: str = ""
-    app_msg_type: int = 0
-    status_notify_code: int = 0
-    status_notify_user: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def message_json(m: WebMessage) -> dict[str, Any]:
-    """The full message object of 5.3. MsgId is a decimal string, NewMsgId the integer."""
-    if not 0 <= m.msg_id < 1 << 63:
-        raise ValueError("msg_id out of range")
-    obj: dict[str, Any] = {
-        "MsgId": str(m.msg_id),
-        "FromUserName": m.from_user,
-        "ToUserName": m.to_user,
-        "MsgType": m.msg_type,
-        "Content": m.content,
-        "Status": m.status,
-        "ImgStatus": 2 if m.msg_type == MsgType.IMAGE else 1,
-        "CreateTime": m.create_time,
-        "VoiceLength": m.voice_length,
-        "PlayLength": 0,
-        "FileName": m.file_name,
-        "FileSize": m.file_size,
-        "MediaId": m.media_id,
-        "Url": m.url,
-        "AppMsgType": m.app_msg_type,
-        "StatusNotifyCode": m.status_notify_code,
-        "StatusNotifyUserName": m.status_notify_user,
-        "RecommendInfo": {
-            "UserName": "",
-            "NickName": "",
-            "QQNum": 0,
-            "Province": "",
-            "City": "",
-            "Content": "",
-            "Signature": "",
-            "Alias": "",
-            "Scene": 0,
-            "VerifyFlag": 0,
-            "AttrStatus": 0,
-            "Sex": 0,
-            "Ticket": "",
-            "OpCode": 0,
-        },
-        "ForwardFlag": 0,
-        "AppInfo": {"AppID": "", "Type": 0},
-        "HasProductId": 0,
-        "Ticket": "",
-        "ImgHeight": m.img_height,
-        "ImgWidth": m.img_width,
-        "SubMsgType": 0,
-        "NewMsgId": m.msg_id,
-        "OriContent": "",
-        "EncryFileName": "",
-    }
-    obj.update(m.extra)
-    return obj

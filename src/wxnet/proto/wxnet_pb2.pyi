@@ -6,7 +6,7 @@ wxnet message bodies (docs/protocol.md is the prose version of this file).
 The same request and response messages travel the long link (8080, inside the
 16-byte-header packets of S32) and the short link (HTTP POST of the raw bytes to
 /cgi-bin/micromsg-bin/<name>). Field names follow the reverse-engineered WeChat
-schemas (research/mobile-protocol.md 2.4-2.7) where one exists. Unlike WeChat, bodies
+schemas where one exists. Unlike WeChat, bodies
 are not encrypted: wxnet relies on TLS (S21) instead of a home-made cipher.
 
 Regenerate the Python modules with `make proto` after changing this file; a test
@@ -90,7 +90,7 @@ Global___BaseResponse: _TypeAlias = BaseResponse  # noqa: Y015
 
 @_typing.final
 class KeyVal(_message.Message):
-    """---- SyncKey (binary form; research 2.4: a list of {type, key} pairs) ----"""
+    """---- SyncKey (binary form: a list of {type, key} pairs, as in WeChat) ----"""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -100,6 +100,11 @@ class Server:
         self.long_port = 0
         self.extra_long_ports: tuple[int, ...] = ()
         self.http_port = 0
+        self._register_gauges()
+        self._register_counters()
+
+    def _register_gauges(self) -> None:
+        """The gauges of /metrics: what is open, pending and committed now."""
         self.metrics.gauge("wxnet_long_links", "Open long links.", lambda: len(self.links))
         self.metrics.gauge(
             "wxnet_identified_links",
@@ -141,6 +146,9 @@ class Server:
         self.metrics.gauge(
             "wxnet_connections", "Open connections, every listener.", lambda: self.limiter.open
         )
+
+    def _register_counters(self) -> None:
+        """The counters of /metrics: the caps that refused something, by reason."""
         self.metrics.counter_fn(
             "wxnet_long_polls_limited_total",
             "Long polls cut short (per-session cap) or refused (per-account cap).",
@@ -245,8 +253,8 @@ class Server:
         )
 
     async def _sweep(self) -> None:
-        """Close long links silent for longer than idle_timeout (DESIGN: longer than the
-        longest heartbeat, 580 s, plus the 8 s noop timeout and slack)."""
+        """Close long links silent for longer than idle_timeout (longer than the longest
+        heartbeat, 580 s, plus the 8 s noop timeout and slack: docs/server.md, "Limits")."""
         timeout = self.config.idle_timeout
         while True:
             await asyncio.sleep(min(timeout / 4, 30.0))

@@ -211,22 +211,8 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> S
     return cfg
 
 
-def _validate(cfg: ServerConfig) -> None:
-    for name in ("long_port", "http_port"):
-        port = getattr(cfg, name)
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"{name} {port} is not a port number")
-    if bool(cfg.tls_cert) != bool(cfg.tls_key):
-        raise ConfigError("tls_cert and tls_key go together")
-    if cfg.sync.durability not in ("FULL", "NORMAL"):
-        raise ConfigError('[sync] durability must be "FULL" or "NORMAL"')
-    if cfg.sync.contacts not in ("open", "request"):
-        raise ConfigError('[sync] contacts must be "open" or "request"')
-    if cfg.sync.integrity_check not in ("quick", "full", "off"):
-        raise ConfigError('[sync] integrity_check must be "quick", "full" or "off"')
-    for name in ("login_workers", "max_sessions_per_account", "login_failures_per_address"):
-        if getattr(cfg.sync, name) < 1:
-            raise ConfigError(f"[sync] {name} must be at least 1")
+def _validate_limits(cfg: ServerConfig) -> None:
+    """``[server]``: deadlines, caps, trusted proxies."""
     for name in (
         "idle_timeout",
         "synccheck_max_wait",
@@ -251,6 +237,23 @@ def _validate(cfg: ServerConfig) -> None:
         TrustedProxies(cfg.trusted_proxies)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"trusted_proxies: {exc}") from None
+
+
+def _validate_sync(cfg: ServerConfig) -> None:
+    """``[sync]``: durability, contacts, the integrity check, the login caps."""
+    if cfg.sync.durability not in ("FULL", "NORMAL"):
+        raise ConfigError('[sync] durability must be "FULL" or "NORMAL"')
+    if cfg.sync.contacts not in ("open", "request"):
+        raise ConfigError('[sync] contacts must be "open" or "request"')
+    if cfg.sync.integrity_check not in ("quick", "full", "off"):
+        raise ConfigError('[sync] integrity_check must be "quick", "full" or "off"')
+    for name in ("login_workers", "max_sessions_per_account", "login_failures_per_address"):
+        if getattr(cfg.sync, name) < 1:
+            raise ConfigError(f"[sync] {name} must be at least 1")
+
+
+def _validate_uploads(cfg: ServerConfig) -> None:
+    """``[web]`` values and the upload quotas of ``[sync]`` and ``[web]``."""
     for f in fields(WebConfig):
         value = getattr(cfg.web, f.name)
         if isinstance(value, int | float) and value <= 0:
@@ -269,6 +272,18 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("[web] upload_bytes_per_account must hold one upload of max_upload")
     if cfg.sync.min_free_disk_bytes < 0:
         raise ConfigError("[sync] min_free_disk_bytes must not be negative")
+
+
+def _validate(cfg: ServerConfig) -> None:
+    for name in ("long_port", "http_port"):
+        port = getattr(cfg, name)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{name} {port} is not a port number")
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ConfigError("tls_cert and tls_key go together")
+    _validate_sync(cfg)
+    _validate_limits(cfg)
+    _validate_uploads(cfg)
     if cfg.store.kind not in ("sqlite", "postgres"):
         raise ConfigError('[store] kind must be "sqlite" or "postgres"')
     if cfg.store.kind == "postgres" and not cfg.store.dsn.startswith(

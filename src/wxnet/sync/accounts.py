@@ -41,16 +41,8 @@ from wxnet.sync.throttle import LoginThrottle
 
 
 class EngineBase:
-    """The messaging domain's state, accounts and sessions (see :class:`Engine`).
-
-    Args:
-        data_dir: where the embedded store (``wxnet.db``) and ``media/`` live.
-        config: limits and policies.
-        on_news: called on the event loop with ``{uin: selector bits}`` after every
-            durable write that grew some account's logs.
-        clock: wall-clock seconds (injectable for tests).
-        store: another :class:`Store` implementation (default: SQLite in data_dir).
-    """
+    """The messaging domain's state, accounts and sessions; the arguments are
+    :class:`~wxnet.sync.engine.Engine`'s."""
 
     def __init__(
         self,

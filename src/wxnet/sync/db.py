@@ -5,7 +5,7 @@ writer thread takes everything queued, runs each function inside its own SAVEPOI
 (so one failing request does not undo the others), commits the whole group once, and
 only then resolves the futures: an acknowledgement that waits for its write therefore
 leaves only after the data is durable. One commit per group is what makes many sends
-per second affordable (DESIGN section 4, issue 2 "commits in groups").
+per second affordable (docs/server.md, "How it works"; issue 2 "commits in groups").
 
 Reads go to a separate connection on a reader thread; WAL lets them run while the
 writer commits. A read issued after a write's future resolved sees that write.

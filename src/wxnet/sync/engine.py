@@ -1,5 +1,5 @@
 """The sync engine: accounts, sessions, contacts, chatrooms, messages and the SyncKey
-logs (DESIGN section 4; S16-S19, S22, S23, S31, S34). Storage is a :class:`Store`.
+logs (docs/server.md, "How it works"; S16-S19, S22, S23, S31, S34). Storage is a :class:`Store`.
 
 Model. Every account has one append-only log per key type (1 profile, 2 messages,
 3 contacts, 11 chatrooms). A change is an item appended to the log of every account
@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Sequence
 
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.enums import CmdId
+from wxnet.proto.enums import CmdId, MsgType
 from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
 from wxnet.proto.synckey import (
     KEY_CHATROOM,
@@ -32,7 +32,6 @@ from wxnet.sync.messages import Messaging
 from wxnet.sync.model import (
     _REQUEST_ID,
     MSG_IMAGE,
-    MSG_VERIFY,
     MSG_VOICE,
     OP_ACCEPT,
     OP_REQUEST,
@@ -51,6 +50,7 @@ from wxnet.sync.store import (
     Append,
     Item,
     RoomRow,
+    RoomSave,
 )
 
 __all__ = [
@@ -202,7 +202,7 @@ class Engine(Messaging):
         if opcode == OP_ACCEPT:
             raise MMError(MMRet.ERR_NOT_FOUND, f"{name!r} has not asked to be your contact")
         req = self.new_message(
-            sess, _REQUEST_ID + name, name, MSG_VERIFY, greeting[:256], [peer]
+            sess, _REQUEST_ID + name, name, MsgType.VERIFY, greeting[:256], [peer]
         )  # the store's dedup makes a repeated request a no-op
         await self.store_messages(sess, [req])
         return peer_pb, True
@@ -210,7 +210,7 @@ class Engine(Messaging):
     async def requested(self, requester: int, recipient: str) -> bool:
         """Whether ``requester`` has sent ``recipient`` a friend request."""
         msg = await self.store.message_by_client_id(requester, _REQUEST_ID + recipient)
-        return msg is not None and msg.msg_type == MSG_VERIFY and msg.to_user == recipient
+        return msg is not None and msg.msg_type == MsgType.VERIFY and msg.to_user == recipient
 
     async def _befriend(self, sess: Session, peer: int, name: str, peer_pb: pb.Contact) -> None:
         me_pb = await self._contact_pb(sess.user_name)
@@ -288,12 +288,14 @@ class Engine(Messaging):
         room = RoomRow(secrets.token_hex(8) + ROOM_SUFFIX, topic, sess.user_name, names)
         uins = await self._member_uins(names)
         await self.store.save_room(
-            room,
-            names,
-            (),
-            self.now(),
-            [Append(uins, KEY_CHATROOM, _contact_item(_room_pb(room)))],
-            create=True,
+            RoomSave(
+                room,
+                names,
+                (),
+                self.now(),
+                [Append(uins, KEY_CHATROOM, _contact_item(_room_pb(room)))],
+                create=True,
+            )
         )
         self._rooms[room.name] = room
         return _room_pb(room)
@@ -341,6 +343,6 @@ class Engine(Messaging):
             gone = _item(cmd_id=CmdId.DEL_CONTACT, del_contact=pb.DelContact(user_name=name))
             appends.append(Append(await self._member_uins(removed), KEY_CHATROOM, gone))
         added = [n for n in new.members if n not in room.members]
-        await self.store.save_room(new, added, removed, self.now(), appends, create=False)
+        await self.store.save_room(RoomSave(new, added, removed, self.now(), appends, create=False))
         self._rooms[name] = new
         return _room_pb(new)

@@ -21,7 +21,7 @@ __all__ = [
     "thumbnail",
 ]
 
-#: Thumbnails are at most 100x100 (research/mobile-protocol.md 2.7).
+#: Thumbnails are at most 100x100 (docs/protocol.md, "Behaviour").
 THUMB_SIZE = (100, 100)
 #: Refuse images that decode to more pixels than this (decompression bombs).
 MAX_PIXELS = 40_000_000

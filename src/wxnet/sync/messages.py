@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.enums import CmdId, revoke_text
+from wxnet.proto.enums import CmdId, MsgType, revoke_text
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import (
     KEY_MSG,
@@ -15,7 +15,6 @@ from wxnet.proto.synckey import (
 from wxnet.sync.accounts import EngineBase
 from wxnet.sync.model import (
     MEDIA_TYPES,
-    MSG_VERIFY,
     ROOM_SUFFIX,
     STATUS_READ,
     STATUS_SENT,
@@ -69,7 +68,7 @@ class Messaging(EngineBase):
             try:
                 if not m.client_msg_id or len(m.client_msg_id) > 64:
                     raise MMError(MMRet.ERR_ARG, "client_msg_id must be 1-64 characters")
-                if m.msg_type in MEDIA_TYPES or m.msg_type in (0, MSG_VERIFY):
+                if m.msg_type in MEDIA_TYPES or m.msg_type in (0, MsgType.VERIFY):
                     raise MMError(MMRet.ERR_ARG, f"msg_type {m.msg_type} cannot be sent as text")
                 if len(m.content.encode()) > self.config.max_content_bytes:
                     raise MMError(MMRet.ERR_TOO_LARGE, "message content is too long")

@@ -32,8 +32,6 @@ SERVED_KEYS = (KEY_PROFILE, KEY_MSG, KEY_CONTACT, KEY_CHATROOM)
 # Wire numbers are wxnet.proto.enums' (CmdId, MsgType); these are the engine's names.
 MSG_TEXT, MSG_IMAGE, MSG_VOICE = MsgType.TEXT, MsgType.IMAGE, MsgType.VOICE
 MEDIA_TYPES = frozenset({MsgType.IMAGE, MsgType.VOICE, MsgType.VIDEO, MsgType.MICRO_VIDEO})
-#: A friend request in the recipient's message log (WeChat's VERIFYMSG, research 5).
-MSG_VERIFY = 37
 OP_REQUEST, OP_ACCEPT = 2, 3
 _REQUEST_ID = "verify:"  # client_msg_id of a request: one per (requester, recipient)
 STATUS_SENT, STATUS_READ = 2, 4

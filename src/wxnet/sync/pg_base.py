@@ -435,9 +435,8 @@ class PostgresBase:
             "INSERT INTO web_sessions VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
             " ON CONFLICT (key) DO UPDATE SET expires=excluded.expires, alive=excluded.alive,"
             " nick_name=excluded.nick_name",
-            row.key, row.uin, row.user_name, row.nick_name, row.session_key, row.skey,
-            row.pass_ticket, row.data_ticket, row.expires, row.alive,
-        )  # fmt: skip
+            *row.values(),
+        )
 
     async def web_session(self, key: str) -> WebSessionRow | None:
         r = await self._row("SELECT * FROM web_sessions WHERE key=$1", key)

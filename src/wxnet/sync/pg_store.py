@@ -41,6 +41,8 @@ from wxnet.sync.store import (
     MessageRow,
     NewMessage,
     RoomRow,
+    RoomSave,
+    SyncWindow,
 )
 
 if TYPE_CHECKING:
@@ -90,20 +92,10 @@ class PostgresStore(PostgresBase):
         by_key: dict[int, list[tuple[int, bytes]]] = {}
         for k, s, body in rows:
             by_key.setdefault(int(k), []).append((int(s), bytes(body)))
-        items: list[Item] = []
-        size = 0
-        more: list[int] = []
+        window = SyncWindow(max_items, max_bytes)
         for key in keys:
-            if len(items) >= max_items or size >= max_bytes:
-                more.append(key)
-                continue
-            for s, body in by_key.get(key, ()):
-                if len(items) >= max_items or (items and size + len(body) > max_bytes):
-                    more.append(key)
-                    break
-                items.append((key, s, body))
-                size += len(body)
-        return items, more
+            window.take(key, by_key.get(key, ()))
+        return window.items, window.more
 
     async def recent(self, uin: int, key: int, upto: int, limit: int) -> list[Item]:
         rows = await self._fetch(
@@ -203,41 +195,27 @@ class PostgresStore(PostgresBase):
         )
         return [r[0] for r in rows]
 
-    async def save_room(
-        self,
-        room: RoomRow,
-        added: Sequence[str],
-        removed: Sequence[str],
-        now: int,
-        appends: Sequence[Append],
-        *,
-        create: bool,
-    ) -> None:
+    async def save_room(self, save: RoomSave) -> None:
+        room = save.room
+
         async def w(c: _Conn) -> None:
-            if create:
-                await c.execute(
-                    "INSERT INTO chatrooms VALUES ($1,$2,$3,$4)",
-                    room.name,
-                    room.topic,
-                    room.owner,
-                    now,
-                )
+            if save.create:
+                await c.execute("INSERT INTO chatrooms VALUES ($1,$2,$3,$4)", *save.room_row())
             else:
                 await c.execute(
                     "UPDATE chatrooms SET topic=$1 WHERE name=$2", room.topic, room.name
                 )
-            if added:
+            if save.added:
                 await c.executemany(
                     "INSERT INTO room_members VALUES ($1,$2) ON CONFLICT DO NOTHING",
-                    [(room.name, n) for n in added],
+                    save.added_rows(),
                 )
-            if removed:
+            if save.removed:
                 await c.executemany(
-                    "DELETE FROM room_members WHERE room=$1 AND member=$2",
-                    [(room.name, n) for n in removed],
+                    "DELETE FROM room_members WHERE room=$1 AND member=$2", save.removed_rows()
                 )
 
-        await self._appending_tx(w, appends)
+        await self._appending_tx(w, save.appends)
 
     # ---------------------------------------------------------------- messages
     async def store_messages(

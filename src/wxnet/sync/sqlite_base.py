@@ -241,19 +241,7 @@ class SQLiteBase:
     async def save_web_session(self, row: WebSessionRow) -> None:
         await self.db.write(
             lambda c: c.execute(
-                "INSERT OR REPLACE INTO web_sessions VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    row.key,
-                    row.uin,
-                    row.user_name,
-                    row.nick_name,
-                    row.session_key,
-                    row.skey,
-                    row.pass_ticket,
-                    row.data_ticket,
-                    row.expires,
-                    int(row.alive),
-                ),
+                "INSERT OR REPLACE INTO web_sessions VALUES (?,?,?,?,?,?,?,?,?,?)", row.values()
             )
         )
 

@@ -21,6 +21,8 @@ from wxnet.sync.store import (
     MessageRow,
     NewMessage,
     RoomRow,
+    RoomSave,
+    SyncWindow,
 )
 
 __all__ = ["FIRST_MSG_ID", "LogTail", "SQLiteStore", "insert_account"]
@@ -54,9 +56,7 @@ class SQLiteStore(SQLiteBase):
     async def read_log(
         self, uin: int, after: Sequence[tuple[int, int]], max_items: int, max_bytes: int
     ) -> tuple[list[Item], list[int]]:
-        items: list[Item] = []
-        size = 0
-        more: list[int] = []
+        window = SyncWindow(max_items, max_bytes)
         todo: list[tuple[int, int]] = []  # keys the tail cannot serve, in order
         tail = self.tail
         for key, seq in after:
@@ -68,39 +68,23 @@ class SQLiteStore(SQLiteBase):
                 todo.append((key, seq))
                 continue
             tail.hits += 1
-            if len(items) >= max_items or size >= max_bytes:
-                more.append(key)
-                continue
-            for s, body in ring:
-                if s <= seq:
-                    continue
-                if len(items) >= max_items or (items and size + len(body) > max_bytes):
-                    more.append(key)
-                    break
-                items.append((key, s, body))
-                size += len(body)
+            window.take(key, ring, seq)
         if not todo:
-            return items, more
+            return window.items, window.more
         tail.misses += len(todo)
 
         def read(conn: sqlite3.Connection) -> tuple[list[Item], list[int]]:
-            nonlocal size
             for key, seq in todo:
-                if len(items) >= max_items or size >= max_bytes:
-                    more.append(key)
+                if window.full():
+                    window.more.append(key)
                     continue
                 rows = conn.execute(
                     "SELECT l.seq, i.body FROM sync_log l JOIN items i ON i.id = l.item"
                     " WHERE l.uin=? AND l.key=? AND l.seq>? ORDER BY l.seq LIMIT ?",
-                    (uin, key, seq, max_items - len(items) + 1),
+                    (uin, key, seq, max_items - len(window.items) + 1),
                 ).fetchall()
-                for s, body in rows:
-                    if len(items) >= max_items or (items and size + len(body) > max_bytes):
-                        more.append(key)
-                        break
-                    items.append((key, s, body))
-                    size += len(body)
-            return items, more
+                window.take(key, rows)
+            return window.items, window.more
 
         return self.db.read_now(read)
 
@@ -196,32 +180,19 @@ class SQLiteStore(SQLiteBase):
         )
         return [r[0] for r in rows]
 
-    async def save_room(
-        self,
-        room: RoomRow,
-        added: Sequence[str],
-        removed: Sequence[str],
-        now: int,
-        appends: Sequence[Append],
-        *,
-        create: bool,
-    ) -> None:
+    async def save_room(self, save: RoomSave) -> None:
+        room = save.room
+
         def w(conn: sqlite3.Connection, ch: Changes) -> None:
-            if create:
-                conn.execute(
-                    "INSERT INTO chatrooms VALUES (?,?,?,?)",
-                    (room.name, room.topic, room.owner, now),
-                )
+            if save.create:
+                conn.execute("INSERT INTO chatrooms VALUES (?,?,?,?)", save.room_row())
             else:
                 conn.execute("UPDATE chatrooms SET topic=? WHERE name=?", (room.topic, room.name))
+            conn.executemany("INSERT OR IGNORE INTO room_members VALUES (?,?)", save.added_rows())
             conn.executemany(
-                "INSERT OR IGNORE INTO room_members VALUES (?,?)", [(room.name, n) for n in added]
+                "DELETE FROM room_members WHERE room=? AND member=?", save.removed_rows()
             )
-            conn.executemany(
-                "DELETE FROM room_members WHERE room=? AND member=?",
-                [(room.name, n) for n in removed],
-            )
-            self._w_append(conn, ch, appends)
+            self._w_append(conn, ch, save.appends)
 
         await self._write(w)
 

@@ -1,4 +1,4 @@
-"""The storage interface of the sync engine (DESIGN section 2: ``Store``).
+"""The storage interface of the sync engine: ``Store``.
 
 The engine holds the domain rules; a store keeps accounts, sessions, contacts, groups,
 messages, uploads and the per-account sync logs, and guarantees three things:
@@ -17,8 +17,8 @@ Both pass the same contract tests (``tests/sync/test_store_contract.py``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import astuple, dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
@@ -29,8 +29,10 @@ __all__ = [
     "MessageRow",
     "NewMessage",
     "RoomRow",
+    "RoomSave",
     "SessionRow",
     "Store",
+    "SyncWindow",
     "WebSessionRow",
     "session_key_hash",
 ]
@@ -87,6 +89,10 @@ class WebSessionRow:
         """A row of ``web_sessions`` (every store selects its columns in this order)."""
         return cls(r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]), bool(r[9]))
 
+    def values(self) -> tuple[Any, ...]:
+        """The row's columns in table order (what :meth:`from_row` reads back)."""
+        return astuple(self)
+
 
 @dataclass(slots=True)
 class RoomRow:
@@ -122,6 +128,65 @@ class Append:
     uins: Sequence[int]
     key: int
     body: bytes
+
+
+class SyncWindow:
+    """One newsync page being filled, the same way by every store: keys in order, each
+    key's items in seq order, at most ``max_items`` items and ``max_bytes`` of bodies (the
+    first item goes in whatever its size). A key that does not fit whole is listed in
+    :attr:`more` (the ContinueFlag): its next items come on the next page."""
+
+    __slots__ = ("items", "max_bytes", "max_items", "more", "size")
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self.items: list[Item] = []
+        self.more: list[int] = []
+        self.size = 0
+
+    def full(self) -> bool:
+        return len(self.items) >= self.max_items or self.size >= self.max_bytes
+
+    def take(self, key: int, rows: Iterable[tuple[int, bytes]], after: int = -1) -> None:
+        """Add ``key``'s ``(seq, body)`` rows with a seq above ``after``, in order."""
+        if self.full():
+            self.more.append(key)
+            return
+        for seq, body in rows:
+            if seq <= after:
+                continue
+            if len(self.items) >= self.max_items or (
+                self.items and self.size + len(body) > self.max_bytes
+            ):
+                self.more.append(key)
+                return
+            self.items.append((key, seq, body))
+            self.size += len(body)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSave:
+    """One chatroom write (:meth:`Store.save_room`): the room as it is now (``create``:
+    a new one), the members added and removed, and the items for its members' logs."""
+
+    room: RoomRow
+    added: Sequence[str]
+    removed: Sequence[str]
+    now: int
+    appends: Sequence[Append]
+    create: bool
+
+    def room_row(self) -> tuple[str, str, str, int]:
+        """The ``chatrooms`` row: name, topic, owner, created."""
+        return (self.room.name, self.room.topic, self.room.owner, self.now)
+
+    def added_rows(self) -> list[tuple[str, str]]:
+        """``room_members`` rows (room, member) to insert."""
+        return [(self.room.name, n) for n in self.added]
+
+    def removed_rows(self) -> list[tuple[str, str]]:
+        """``room_members`` rows (room, member) to delete."""
+        return [(self.room.name, n) for n in self.removed]
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,16 +301,7 @@ class Store(Protocol):
     ) -> None: ...
     async def room(self, name: str) -> RoomRow | None: ...
     async def rooms_of(self, user_name: str) -> list[str]: ...
-    async def save_room(
-        self,
-        room: RoomRow,
-        added: Sequence[str],
-        removed: Sequence[str],
-        now: int,
-        appends: Sequence[Append],
-        *,
-        create: bool,
-    ) -> None: ...
+    async def save_room(self, save: RoomSave) -> None: ...
 
     # messages
     async def store_messages(

@@ -32,7 +32,8 @@ from itchat.content import (  # type: ignore[import-not-found]  # noqa: E402
 )
 
 itchat.config.BASE_URL = BASE
-itchat.utils.htmlParser.unescape = html.unescape  # research 10.1 (a no-op on itchat-uos)
+# itchat 1.3.10 on Python >= 3.9 (a no-op on itchat-uos):
+itchat.utils.htmlParser.unescape = html.unescape
 _out = threading.Lock()
 
 

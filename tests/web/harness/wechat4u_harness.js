@@ -1,7 +1,7 @@
 // Drive an unmodified wechat4u (npm) against a wxnet server: node wechat4u_harness.js BASE
 // Events go to stdout as JSON lines; commands come from stdin as JSON lines (like
 // itchat_harness.py). The only change to the library is the documented host override
-// (research/web-protocol.md 11.3): getCONF is wrapped so every URL points at BASE.
+// (docs/web.md, "Pointing the real clients at wxnet"): getCONF is wrapped so every URL points at BASE.
 'use strict'
 const fs = require('fs')
 const readline = require('readline')

@@ -1,4 +1,4 @@
-"""The Web WeChat API on aiohttp (research/web-protocol.md sections 3-8).
+"""The Web WeChat API on aiohttp (docs/web.md).
 
 ``setup_web(app, backend)`` adds ``/jslogin``, ``/qrcode/<uuid>``, ``/`` (our web page),
 ``/webwx/*`` (its assets) and ``/cgi-bin/mmwebwx-bin/*`` to the server's app. Each web

@@ -1,8 +1,9 @@
 """What the web API needs from the messaging server: the mobile CGIs, in process.
 
-A web session is a device of its account (DESIGN 8): it holds a mobile-protocol session
-and does everything through the same CGIs a phone uses (newinit, newsync, newsynccheck,
-newsendmsg, uploadmsgimg, ...), so one sync engine and one dedup serve both.
+A web session is a device of its account (docs/web.md, "Security"): it holds a
+mobile-protocol session and does everything through the same CGIs a phone uses (newinit,
+newsync, newsynccheck, newsendmsg, uploadmsgimg, ...), so one sync engine and one dedup
+serve both.
 """
 
 from __future__ import annotations

@@ -267,7 +267,7 @@ class WebBase:
         req.base.uin = s.uin  # type: ignore[attr-defined]
         return req
 
-    # -- init, contacts (research 4) ---------------------------------------------------
+    # -- init, contacts --------------------------------------------------------------
     async def _nicks(self, s: WebSession, names: list[str]) -> dict[str, str]:
         if not names:
             return {}

@@ -54,7 +54,7 @@ def _base(ret: int = 0, msg: str = "") -> dict[str, Any]:
 
 
 def _q(request: web.Request, *names: str) -> str:
-    """The first query parameter of ``names``, matched case-insensitively (research 7)."""
+    """The first query parameter of ``names``, matched case-insensitively."""
     wanted = {n.lower() for n in names}
     for k, v in request.query.items():
         if k.lower() in wanted:

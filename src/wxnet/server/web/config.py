@@ -13,7 +13,7 @@ __all__ = ["WebConfig"]
 
 @dataclass(frozen=True, slots=True)
 class WebConfig:
-    login_hold: float = 25.0  # login poll (research 3.3: < 60 s); at most synccheck_max_wait
+    login_hold: float = 25.0  # login poll (< 60 s, as the clients wait); at most synccheck_max_wait
     synccheck_hold: float = 25.0  # synccheck (5.1: <= ~30 s); set from synccheck_max_wait
     qr_ttl: float = 300.0
     session_ttl: float = 7 * 86400.0

@@ -1,4 +1,4 @@
-"""wxnet's sync items (protobuf) as Web WeChat JSON objects (research 4.2, 5.3-5.5)."""
+"""wxnet's sync items (protobuf) as Web WeChat JSON objects (docs/web.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -155,8 +155,8 @@ def notice_msg_id(msg_id: int) -> int:
 
 
 def revoke_obj(r: pb.RevokeMsg, me: str, now: int) -> dict[str, Any]:
-    """A recall as MsgType 10002, the way Web WeChat sends it (research 5.6): a MsgId of
-    its own; ``<msgid>`` (and ``<oldmsgid>``) the recalled message's MsgId; ``<session>``
+    """A recall as MsgType 10002, the way Web WeChat sends it (docs/web.md, "Revoke notices"): a
+    MsgId of its own; ``<msgid>`` (and ``<oldmsgid>``) the recalled message's MsgId; ``<session>``
     the conversation's web UserName; ``<replacemsg>`` ``"NICK" 撤回了一条消息``, or
     ``你撤回了一条消息`` for the account that recalled it."""
     from_user, to_user = r.from_user, r.to_user

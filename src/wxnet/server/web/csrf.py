@@ -15,12 +15,13 @@ So a POST is refused when:
   (``tolerated``: the multipart upload, wechat4u's empty urlencoded logout): no client
   posts a JSON endpoint as a form, and a browser that omits Origin is a very old one.
 
-What it lets through: our page (same origin), and the real clients (research 1.2), which
-send no ``Origin``: itchat posts JSON without any Content-Type, wechat4u with
-``application/json``; both upload with ``multipart/form-data``. itchat-uos sends the
-``Referer`` of the real service (``https://wx.qq.com/...``) on some requests, so a foreign
-Referer only counts against a form content type. The session cookies are also
-``SameSite=Strict``, so a cross-site request carries none.
+What it lets through: our page (same origin), and the real clients (docs/web.md,
+"Pointing the real clients at wxnet"), which send no ``Origin``: itchat posts JSON
+without any Content-Type, wechat4u with ``application/json``; both upload with
+``multipart/form-data``. itchat-uos sends the ``Referer`` of the real service
+(``https://wx.qq.com/...``) on some requests, so a foreign Referer only counts against a
+form content type. The session cookies are also ``SameSite=Strict``, so a cross-site
+request carries none.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """QR logins and web sessions: the state, without I/O (time is passed in).
 
 A QR login goes ``WAITING -> SCANNED -> CONFIRMED -> USED``; any state may go to
-``EXPIRED``. Only a logged-in mobile device moves it (``scanqrcode``, DESIGN 8): the
+``EXPIRED``. Only a logged-in mobile device moves it (``scanqrcode``; docs/web.md, "Security"): the
 browser or web client merely reads it through the login poll. Confirming mints a one-time
 ``ticket``; exchanging that ticket at webwxnewloginpage creates the :class:`WebSession`.
 
 A web session is known by ``wxsid`` (at least 128 random bits, bound to ``wxuin``); the
 other tokens it carries (skey, pass_ticket, webwx_data_ticket) are handed out but never
-needed to authenticate, because real clients send junk in them (research 1.3, 10).
+needed to authenticate, because real clients send junk in them (docs/web.md, "Security").
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class QrLoginsFull(QrLoginError):
 
 
 def new_token(nbytes: int = 16) -> str:
-    """A URL-safe random token (``[A-Za-z0-9_-]``, research 1.2) of ``nbytes`` entropy.
+    """A URL-safe random token (``[A-Za-z0-9_-]``, safe in itchat's hand-built URLs) of
+    ``nbytes`` entropy.
     It never starts with ``-``, so that ``wxnet scan UUID`` does not take it for an
     option (an ``x`` takes its place: a first character of 63 kinds, not 64)."""
     token = secrets.token_urlsafe(nbytes)
@@ -83,7 +84,7 @@ class QrLogin:
     push: bool = False  # a push login (webwxpushloginurl): only ``uin`` may approve it
 
     def poll_code(self, now: float) -> int:
-        """The login-poll code of the current state (research 3.3)."""
+        """The login-poll code of the current state."""
         if self.state is LoginState.EXPIRED or now >= self.expires:
             return 400
         if self.state is LoginState.SCANNED:

@@ -1,7 +1,7 @@
 """Web uploads (``webwxuploadmedia``) spooled to disk, with quotas and expiry.
 
-A web client uploads a file in multipart chunks (512 KiB for the real clients, research
-6.2), then sends it by MediaId (``webwxsendmsgimg``). Nothing of it is held in memory:
+A web client uploads a file in multipart chunks (512 KiB for the real clients),
+then sends it by MediaId (``webwxsendmsgimg``). Nothing of it is held in memory:
 each chunk is streamed into a file under the spool directory and the file's chunks are
 read back 64 KiB at a time when the message is sent.
 

@@ -1,4 +1,4 @@
-"""webwxinit, webwxstatusnotify and the contact endpoints (research 4)."""
+"""webwxinit, webwxstatusnotify and the contact endpoints (docs/web.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from wxnet.server.web.login import WebSession
 
 
 class ContactHandlers(WebBase):
-    # -- init, contacts (research 4) ---------------------------------------------------
+    # -- init, contacts --------------------------------------------------------------
 
     async def init(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
@@ -104,7 +104,7 @@ class ContactHandlers(WebBase):
         for it in items:
             un = it.get("UserName") if isinstance(it, dict) else None
             if not isinstance(un, str) or not un.startswith("@"):
-                continue  # filehelper, fmessage, junk: omitted (research 4.5)
+                continue  # filehelper, fmessage, junk: omitted
             try:
                 names.append(wp.decode_web_name(un)[0])
             except wp.WebProtocolError:
@@ -128,7 +128,7 @@ class ContactHandlers(WebBase):
         self, request: web.Request, s: WebSession, body: dict[str, Any]
     ) -> dict[str, Any]:
         """CmdId 2 sets the RemarkName, CmdId 3 pins (OP 1) or unpins (OP 0) the
-        conversation (research 8): stored, and sent to every device of the account
+        conversation: stored, and sent to every device of the account
         as a ModContact."""
         name = self._target(s, body.get("UserName"))
         cmd = body.get("CmdId")

@@ -1,4 +1,4 @@
-"""QR login, the login poll, the login page redirect and logout (research 3)."""
+"""QR login, the login poll, the login page redirect and logout (docs/web.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class LoginHandlers(WebBase):
-    # -- login (research 3) --------------------------------------------------------------
+    # -- login -------------------------------------------------------------------------
     async def jslogin(self, request: web.Request) -> web.StreamResponse:
         """A new QR login: rate-limited per address; an address holds at most
         ``qr_pending_per_address``, and at the global cap the heaviest holder's oldest
@@ -83,7 +83,7 @@ class LoginHandlers(WebBase):
     @staticmethod
     def qr_text(uuid: str) -> str:
         """What the QR code says: the real web login URL form, which ``wxnet scan``
-        accepts as well as the bare uuid (research 3.2)."""
+        accepts as well as the bare uuid."""
         return f"https://login.weixin.qq.com/l/{uuid}"
 
     async def login_poll(self, request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,4 @@
-"""Media downloads: images, voice, avatars (research 7)."""
+"""Media downloads: images, voice, avatars (docs/web.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from wxnet.server.web.login import WebSession
 
 
 class MediaHandlers(WebBase):
-    # -- media downloads (research 7) ----------------------------------------------------
+    # -- media downloads ---------------------------------------------------------------
     async def _media_session(self, request: web.Request) -> WebSession:
         try:
             return await self._session(request, None)
@@ -66,7 +66,7 @@ _KIND_NAMES = {"img": "image", "thumb": "image", "voice": "voice message"}
 
 
 def _msg_id_param(request: web.Request) -> int:
-    """``msgid`` / ``MsgID`` (research 7): a positive signed 64-bit number, else 400."""
+    """``msgid`` / ``MsgID``: a positive signed 64-bit number, else 400."""
     raw = _q(request, "msgid")
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         raise web.HTTPBadRequest(text="msgid must be a number below 2**63\n")

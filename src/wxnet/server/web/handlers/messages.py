@@ -1,4 +1,4 @@
-"""Sending text and images, and revoking (research 6)."""
+"""Sending text and images, and revoking (docs/web.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from wxnet.server.web.login import WebSession
 
 
 class MessageHandlers(WebBase):
-    # -- sending (research 6) ------------------------------------------------------------
+    # -- sending -----------------------------------------------------------------------
 
     async def sendmsg(
         self, request: web.Request, s: WebSession, body: dict[str, Any]

@@ -31,7 +31,8 @@ class PageHandlers(WebBase):
         return resp
 
 
-#: The page's own files only; no frames, no plugins, no inline script (CSRF, DESIGN 8).
+#: The page's own files only; no frames, no plugins, no inline script (CSRF; docs/web.md,
+#: "Security").
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "

@@ -1,4 +1,4 @@
-"""``webwxpushloginurl``: log in again without a QR code (research 3.5).
+"""``webwxpushloginurl``: log in again without a QR code (docs/web.md, "Push login").
 
 A web client that was logged in as an account (itchat after a failed hot reload) asks
 with ``?uin=`` and its cookies; if the browser's ``webwx_auth_ticket`` is one this

@@ -1,4 +1,4 @@
-"""Chatrooms and friend requests (research 8)."""
+"""Chatrooms and friend requests (docs/web.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from wxnet.server.web.login import WebSession
 
 
 class RoomHandlers(WebBase):
-    # -- chatrooms (research 8) ----------------------------------------------------------
+    # -- chatrooms ---------------------------------------------------------------------
     def _names(self, s: WebSession, value: object) -> list[str]:
         if isinstance(value, str):
             raw = [v for v in value.split(",") if v]

@@ -1,4 +1,4 @@
-"""Receiving: synccheck and webwxsync (research 5)."""
+"""Receiving: synccheck and webwxsync (docs/web.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from wxnet.server.web.login import WebSession
 
 
 class SyncHandlers(WebBase):
-    # -- receiving (research 5) ----------------------------------------------------------
+    # -- receiving ---------------------------------------------------------------------
     async def synccheck(self, request: web.Request) -> web.StreamResponse:
         try:
             s = await self._session(request, None)
@@ -79,7 +79,7 @@ class SyncHandlers(WebBase):
             if kind == "add_msg":
                 m = item.add_msg
                 if m.from_user == s.user_name and m.client_msg_id in s.sent:
-                    continue  # this session's own send: not echoed (research 5.2)
+                    continue  # this session's own send: not echoed (docs/web.md, "How it works")
                 msgs.append(convert.message_obj(m, s.user_name))
             elif kind == "contact":
                 mod.append(item.contact)

@@ -1,4 +1,5 @@
-"""webwxuploadmedia: multipart uploads streamed to the spool (research 6)."""
+"""webwxuploadmedia: multipart uploads streamed to the spool (docs/web.md, "Limits and
+what is left out")."""
 
 from __future__ import annotations
 
