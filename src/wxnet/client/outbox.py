@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from wxnet.client.sending import SendDecision, SendRetryPolicy, Verdict
+from wxnet.proto.errors import LocalProtocolError
 
 __all__ = ["Attempt", "DeliveryState", "OutboxMachine", "OutboxStateError"]
 
@@ -59,8 +60,9 @@ _TRANSITIONS: dict[tuple[DeliveryState | None, _Input], DeliveryState] = {
 _BUSY = frozenset({S.READY, S.IN_FLIGHT, S.BACKOFF})
 
 
-class OutboxStateError(Exception):
-    """An input that the message's state does not allow (a bug in the caller)."""
+class OutboxStateError(LocalProtocolError):
+    """An input that the message's state does not allow (a bug in the caller, as an
+    illegal send is for a connection)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,12 @@ import dns.exception
 import dns.resolver
 
 from wxnet._compat import wait_for
+from wxnet.client.errors import ClientError
 
 __all__ = ["DnsFailure", "Resolver", "SystemResolver", "UdpResolver", "parse_nameserver"]
 
 
-class DnsFailure(Exception):
+class DnsFailure(ClientError):
     """A name could not be resolved (no answer, timeout, server failure)."""
 
 

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from wxnet.client.errors import ClientError
 from wxnet.proto import wxnet_pb2 as pb
 
 __all__ = [
@@ -30,7 +31,7 @@ MESSAGE_COLUMNS = (
 )
 
 
-class ProfileError(Exception):
+class ProfileError(ClientError):
     """The profile directory or database cannot be used."""
 
 

@@ -5,13 +5,22 @@ Every error wxnet raises on purpose derives from :class:`WxnetError`::
     WxnetError
     ├── ProtocolError                 the peer or we broke the wire contract
     │   ├── RemoteProtocolError       bytes from the peer break the protocol: close the link
+    │   │   ├── DnsWireError          wxnet.proto.dnswire: DNS bytes that do not parse
+    │   │   ├── NewDnsError           wxnet.proto.newgetdns: a newgetdns answer that does not parse
+    │   │   └── WebProtocolError      wxnet.proto.web: a Web WeChat form that does not parse
     │   └── LocalProtocolError        we were asked to send something the protocol forbids
+    │       └── OutboxStateError      wxnet.client.outbox: an input the message's state forbids
     ├── MMError                       a request failed with an MM result code (``code``)
     ├── ClientError                   wxnet.client.errors: the SDK's own failures
     │   ├── TransportError            no answer: cannot connect, link lost, timeout
-    │   │   └── LinkClosed            the long link closed while a request was waiting
+    │   │   ├── LinkClosed            the long link closed while a request was waiting
+    │   │   └── UploadStalled         wxnet.client.mediaplan: an upload makes no progress
     │   ├── NotLoggedIn               the profile has no session
-    │   └── SendFailed                a message ended in the failed state
+    │   ├── SendFailed                a message ended in the failed state
+    │   ├── ProfileError              wxnet.client.rows: the profile cannot be used
+    │   └── DnsFailure                wxnet.client.resolver: a name could not be resolved
+    ├── MediaError                    wxnet.sync.media: a media file missing or not what it claims
+    ├── NetnsError                    wxnet.netns: a namespace command failed
     ├── BadRequest                    wxnet.server.dispatch: a body that does not decode
     └── QrLoginError                  wxnet.server.web.login: a QR login cannot go on
         ├── QrLoginUnknown            no such (or an expired) uuid

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from wxnet.proto.errors import WxnetError
+
 __all__ = [
     "MediaError",
     "MediaStore",
@@ -27,7 +29,7 @@ THUMB_SIZE = (100, 100)
 MAX_PIXELS = 40_000_000
 
 
-class MediaError(Exception):
+class MediaError(WxnetError):
     """A media file is missing or not what it claims to be."""
 
 

@@ -76,10 +76,6 @@ def _img_xml(m: pb.AddMsg) -> str:
     )
 
 
-#: WeChat's VERIFYMSG: a friend request, accepted with webwxverifyuser Opcode 3.
-VERIFY_MSG = 37
-
-
 def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
     """An AddMsg for account ``me`` as an AddMsgList element.
 
@@ -106,13 +102,13 @@ def message_obj(m: pb.AddMsg, me: str) -> dict[str, Any]:
         content = web.escape_content(m.content)
     if sender and sender != me and is_chatroom(from_user):
         content = web.group_content(web.web_user_name(sender), content)
-    if m.msg_type == VERIFY_MSG:  # a friend request: from "fmessage", with who and why
+    if m.msg_type == MsgType.VERIFY:  # a friend request (accepted with webwxverifyuser Opcode 3)
         obj = web.message_json(
             web.WebMessage(
                 msg_id=m.msg_id,
                 from_user="fmessage",
                 to_user=web.web_name(to_user, False),
-                msg_type=VERIFY_MSG,
+                msg_type=MsgType.VERIFY,
                 content=content,
                 create_time=m.create_time,
                 status=m.status or 3,
