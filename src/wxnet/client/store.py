@@ -24,10 +24,21 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wxnet.client.inbox import apply_item
+from wxnet.client.rows import (
+    MESSAGE_COLUMNS,
+    AppliedItem,
+    ContactRow,
+    MessageRow,
+    OutboxRow,
+    ProfileError,
+    SessionInfo,
+    message_row,
+    new_client_msg_id,
+)
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import CmdId
 
@@ -105,132 +116,6 @@ CREATE TABLE IF NOT EXISTS contacts (
   owner TEXT NOT NULL DEFAULT ''
 );
 """
-
-
-class ProfileError(Exception):
-    """The profile directory or database cannot be used."""
-
-
-def new_client_msg_id() -> str:
-    """A ClientMsgId: milliseconds plus 64 random bits (research 2.6: time + random,
-    "to avoid repeats"); unique per sender for all practical purposes."""
-    return f"{int(time.time() * 1000)}{secrets.token_hex(8)}"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    uin: int
-    session_key: str
-    user_name: str
-    nick_name: str
-    device_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    client_msg_id: str
-    to_user: str
-    msg_type: int
-    content: str
-    media_path: str
-    voice_length: int
-    state: str
-    attempts: int
-    msg_id: int
-    create_time: int
-    queued_at: float
-    error: str
-    #: The server's MM result when it refused the message; None when the failure was
-    #: the network's (no answer), which is when "the network is poor" (S13) applies.
-    error_code: int | None = None
-
-    @property
-    def refused(self) -> bool:
-        return self.state == "failed" and self.error_code is not None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "client_msg_id": self.client_msg_id,
-            "to": self.to_user,
-            "type": self.msg_type,
-            "content": self.content,
-            "media_path": self.media_path,
-            "state": self.state,
-            "attempts": self.attempts,
-            "msg_id": self.msg_id,
-            "error": self.error,
-            "error_code": self.error_code,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRow:
-    msg_id: int
-    client_msg_id: str
-    talker: str
-    from_user: str
-    to_user: str
-    real_from: str
-    msg_type: int
-    content: str
-    create_time: int
-    status: int
-    revoked: bool
-    has_thumb: bool
-    media_len: int
-    voice_length: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "msg_id": self.msg_id,
-            "client_msg_id": self.client_msg_id,
-            "talker": self.talker,
-            "from": self.from_user,
-            "to": self.to_user,
-            "real_from": self.real_from,
-            "type": self.msg_type,
-            "content": self.content,
-            "create_time": self.create_time,
-            "status": self.status,
-            "revoked": self.revoked,
-            "has_thumb": self.has_thumb,
-            "media_len": self.media_len,
-            "voice_length": self.voice_length,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ContactRow:
-    user_name: str
-    nick_name: str
-    is_chatroom: bool
-    members: tuple[str, ...]
-    owner: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "user_name": self.user_name,
-            "nick_name": self.nick_name,
-            "is_chatroom": self.is_chatroom,
-            "members": list(self.members),
-            "owner": self.owner,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedItem:
-    """A sync item that was new to this profile (returned once, never for a repeat)."""
-
-    cmd_id: int
-    key: int
-    seq: int
-    item: pb.CmdItem
-
-
-def _talker(me: str, from_user: str, to_user: str) -> str:
-    if to_user.endswith("@chatroom"):
-        return to_user
-    return to_user if from_user == me else from_user
 
 
 class ProfileStore:
@@ -460,89 +345,7 @@ class ProfileStore:
         return fresh
 
     def _apply(self, db: sqlite3.Connection, me: str, item: pb.CmdItem) -> bool:
-        kind = item.WhichOneof("body")
-        if kind == "add_msg":
-            m = item.add_msg
-            talker = _talker(me, m.from_user, m.to_user)
-            cur = db.execute(
-                "INSERT OR IGNORE INTO messages (msg_id, client_msg_id, talker, from_user, to_user,"
-                " real_from, msg_type, content, create_time, status, thumb, media_len,"
-                " voice_length, unread) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    m.msg_id,
-                    m.client_msg_id,
-                    talker,
-                    m.from_user,
-                    m.to_user,
-                    m.real_from,
-                    m.msg_type,
-                    m.content,
-                    m.create_time,
-                    m.status,
-                    bytes(m.img_buf) if m.img_buf else None,
-                    m.media_len,
-                    m.voice_length,
-                    0 if (m.real_from or m.from_user) == me else 1,
-                ),
-            )
-            if m.client_msg_id and (m.real_from or m.from_user) == me:
-                db.execute(
-                    "UPDATE outbox SET state = 'sent', msg_id = ?, create_time = ?, error = ''"
-                    " WHERE client_msg_id = ?",
-                    (m.msg_id, m.create_time, m.client_msg_id),
-                )
-            return cur.rowcount > 0
-        if kind == "contact":
-            c = item.contact
-            db.execute(
-                "INSERT OR REPLACE INTO contacts (user_name, nick_name, is_chatroom, members,"
-                " owner) VALUES (?, ?, ?, ?, ?)",
-                (
-                    c.user_name,
-                    c.nick_name,
-                    int(c.is_chatroom or c.user_name.endswith("@chatroom")),
-                    json.dumps(list(c.members)),
-                    c.owner,
-                ),
-            )
-            return True
-        if kind == "del_contact":
-            db.execute("DELETE FROM contacts WHERE user_name = ?", (item.del_contact.user_name,))
-            return True
-        if kind == "revoke":
-            r = item.revoke
-            if r.msg_id:
-                db.execute("UPDATE messages SET revoked = 1 WHERE msg_id = ?", (r.msg_id,))
-            elif r.client_msg_id:
-                db.execute(
-                    "UPDATE messages SET revoked = 1 WHERE client_msg_id = ?", (r.client_msg_id,)
-                )
-            return True
-        if kind == "msg_status":
-            s = item.msg_status
-            if s.reader == me:
-                db.execute(
-                    "UPDATE messages SET unread = 0 WHERE talker = ? AND msg_id <= ?",
-                    (s.talker, s.msg_id),
-                )
-            else:
-                # The reader names the conversation from their side: in a 1:1 chat it is
-                # us, so on our side the conversation is the reader.
-                conv = s.talker if s.talker.endswith("@chatroom") else s.reader
-                db.execute(
-                    "UPDATE messages SET status = ? WHERE talker = ? AND msg_id <= ?"
-                    " AND (from_user = ? OR real_from = ?)",
-                    (s.status or 4, conv, s.msg_id, me, me),
-                )
-            return True
-        if kind == "user_info":
-            u = item.user_info
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('profile', ?)",
-                (json.dumps({"uin": u.uin, "user_name": u.user_name, "nick_name": u.nick_name}),),
-            )
-            return True
-        return True  # an item type this client does not show: recorded as applied
+        return apply_item(db, me, item)
 
     def save_contact(self, c: pb.Contact) -> None:
         item = pb.CmdItem(cmd_id=CMD_MOD_CONTACT, contact=c)
@@ -558,36 +361,31 @@ class ProfileStore:
         ).fetchall()
         return [ContactRow(r[0], r[1], bool(r[2]), tuple(json.loads(r[3])), r[4]) for r in rows]
 
-    _MSG_COLS = (
-        "msg_id, client_msg_id, talker, from_user, to_user, real_from, msg_type, content,"
-        " create_time, status, revoked, thumb IS NOT NULL, media_len, voice_length"
-    )
-
     def friend_requests(self) -> list[MessageRow]:
         """Friend requests (VERIFYMSG, msg_type 37) from accounts that are not contacts
         yet, the latest per requester, oldest first."""
         rows = self._db.execute(
-            f"SELECT {self._MSG_COLS} FROM messages m WHERE msg_type = 37"
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE msg_type = 37"
             " AND from_user NOT IN (SELECT user_name FROM contacts)"
             " AND msg_id = (SELECT MAX(msg_id) FROM messages"
             "  WHERE msg_type = 37 AND from_user = m.from_user)"
             " ORDER BY create_time, msg_id"
         ).fetchall()
-        return [self._msg(r) for r in rows]
+        return [message_row(r) for r in rows]
 
     def history(self, talker: str, limit: int = 100) -> list[MessageRow]:
         rows = self._db.execute(
-            f"SELECT {self._MSG_COLS} FROM messages WHERE talker = ?"
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE talker = ?"
             " ORDER BY create_time DESC, msg_id DESC LIMIT ?",
             (talker, limit),
         ).fetchall()
-        return [self._msg(r) for r in reversed(rows)]
+        return [message_row(r) for r in reversed(rows)]
 
     def message(self, msg_id: int) -> MessageRow | None:
         r = self._db.execute(
-            f"SELECT {self._MSG_COLS} FROM messages WHERE msg_id = ?", (msg_id,)
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msg_id = ?", (msg_id,)
         ).fetchone()
-        return self._msg(r) if r else None
+        return message_row(r) if r else None
 
     def thumb(self, msg_id: int) -> bytes | None:
         r = self._db.execute("SELECT thumb FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
@@ -611,22 +409,3 @@ class ProfileStore:
 
     def message_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
-
-    @staticmethod
-    def _msg(r: tuple[Any, ...]) -> MessageRow:
-        return MessageRow(
-            int(r[0]),
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            int(r[6]),
-            r[7],
-            int(r[8]),
-            int(r[9]),
-            bool(r[10]),
-            bool(r[11]),
-            int(r[12]),
-            int(r[13]),
-        )

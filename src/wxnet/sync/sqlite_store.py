@@ -8,150 +8,25 @@ group commits, the heads and news of its successful jobs are handed to the event
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
-from wxnet.proto.errors import MMError, MMRet
-from wxnet.proto.synckey import SELECTOR_BITS
-from wxnet.sync.db import Database, check_integrity
-from wxnet.sync.schema import init_schema
+from wxnet.sync.logtail import LogTail
+from wxnet.sync.sqlite_base import _MSG_COLS, FIRST_MSG_ID, SQLiteBase, insert_account
 from wxnet.sync.store import (
-    Account,
     Append,
     Changes,
     Item,
     MessageRow,
     NewMessage,
     RoomRow,
-    SessionRow,
-    WebSessionRow,
-    session_key_hash,
 )
 
 __all__ = ["FIRST_MSG_ID", "LogTail", "SQLiteStore", "insert_account"]
 
-T = TypeVar("T")
-FIRST_MSG_ID = 1_000_000_000
-_MSG_COLS = "msg_id, sender, client_msg_id, to_user, msg_type, create_time, revoked, media"
 
-
-def insert_account(
-    conn: sqlite3.Connection, name: str, pw_hash: str, nick: str, now: int, profile: bytes
-) -> int:
-    """Insert an account and its first profile item, inside the caller's transaction.
-
-    Raises:
-        MMError: ERR_ARG when the name is taken.
-    """
-    try:
-        cur = conn.execute(
-            "INSERT INTO accounts (user_name, nick_name, pw_hash, created) VALUES (?,?,?,?)",
-            (name, nick, pw_hash, now),
-        )
-    except sqlite3.IntegrityError:
-        raise MMError(MMRet.ERR_ARG, f"user {name!r} already exists") from None
-    uin = int(cur.lastrowid or 0)
-    item = conn.execute("INSERT INTO items (body) VALUES (?)", (profile,)).lastrowid
-    conn.execute("INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,1,?)", (uin, 1, item))
-    return uin
-
-
-def _hash_plain_session_keys(conn: sqlite3.Connection) -> None:
-    """Stores written before keys were hashed hold them in plain text: hash them in
-    place (the sessions stay valid; the plain keys leave the file at the next
-    checkpoint and VACUUM)."""
-    rows = conn.execute("SELECT sid FROM sessions WHERE length(sid) != 64").fetchall()
-    conn.executemany(
-        "UPDATE sessions SET sid=? WHERE sid=?", [(session_key_hash(r[0]), r[0]) for r in rows]
-    )
-
-
-def _message(row: Sequence[Any] | None) -> MessageRow | None:
-    if row is None:
-        return None
-    return MessageRow(
-        int(row[0]), int(row[1]), row[2], row[3], int(row[4]), int(row[5]), bool(row[6]), row[7]
-    )
-
-
-class LogTail:
-    """The recent end of every account's logs, in memory (event-loop side).
-
-    One ring per (uin, key): the last entries appended since the server started,
-    contiguous up to the log's committed head, at most ``max_items`` entries and
-    ``max_bytes`` of bodies per ring; all rings together hold at most ``total_bytes``
-    (the least recently written rings are dropped first). A newsync whose key is at or
-    near the head is answered from here without reading SQLite; older keys fall back to
-    SQLite. ``max_items = 0`` turns it off.
-    """
-
-    __slots__ = ("_rings", "bytes", "hits", "max_bytes", "max_items", "misses", "total_bytes")
-
-    def __init__(self, max_items: int, max_bytes: int, total_bytes: int) -> None:
-        self.max_items, self.max_bytes, self.total_bytes = max_items, max_bytes, total_bytes
-        # (uin, key) -> [entries (seq, body), bytes of the bodies]
-        self._rings: OrderedDict[tuple[int, int], list[Any]] = OrderedDict()
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-
-    def add(self, entries: Iterable[tuple[int, int, int, bytes]]) -> None:
-        if self.max_items <= 0:
-            return
-        rings = self._rings
-        for uin, key, seq, body in entries:
-            hk = (uin, key)
-            ring = rings.get(hk)
-            if ring is None:
-                ring = rings[hk] = [deque(), 0]
-            else:
-                rings.move_to_end(hk)
-                q = ring[0]
-                if q and q[-1][0] != seq - 1:  # not contiguous (cannot happen): restart
-                    self.bytes -= ring[1]
-                    q.clear()
-                    ring[1] = 0
-            q = ring[0]
-            q.append((seq, body))
-            ring[1] += len(body)
-            self.bytes += len(body)
-            while len(q) > self.max_items or (len(q) > 1 and ring[1] > self.max_bytes):
-                _, old = q.popleft()
-                ring[1] -= len(old)
-                self.bytes -= len(old)
-        while self.bytes > self.total_bytes and rings:
-            _, (_, size) = rings.popitem(last=False)
-            self.bytes -= size
-
-    def read(self, uin: int, key: int, after: int, head: int) -> deque[tuple[int, bytes]] | None:
-        """Every entry after ``after`` up to ``head`` (the whole ring; the caller skips
-        the ones at or before ``after``), or None when the ring does not reach back that
-        far or does not reach ``head``."""
-        ring = self._rings.get((uin, key))
-        if ring is None:
-            return None
-        q: deque[tuple[int, bytes]] = ring[0]
-        if not q or q[0][0] > after + 1 or q[-1][0] < head:
-            return None
-        return q
-
-    def __len__(self) -> int:
-        return len(self._rings)
-
-
-def _web_row(r: Sequence[Any]) -> WebSessionRow:
-    return WebSessionRow(
-        r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]), bool(r[9])
-    )
-
-
-class SQLiteStore:
+class SQLiteStore(SQLiteBase):
     """Args:
         path: the database file (created, with its schema, if missing; an older store is
             migrated, a newer one refused: :func:`wxnet.sync.schema.init_schema`).
@@ -166,208 +41,6 @@ class SQLiteStore:
     Raises:
         StoreDamaged: the file failed the check (the message says how to recover).
     """
-
-    def __init__(
-        self,
-        path: Path,
-        durability: str = "FULL",
-        *,
-        profile_item: Callable[[int, str, str], bytes],
-        integrity_check: str = "quick",
-        tail_items: int = 32,
-        tail_bytes: int = 16 * 1024,
-        tail_total_bytes: int = 32 << 20,
-    ) -> None:
-        check_integrity(path, integrity_check)
-        self.tail = LogTail(tail_items, tail_bytes, tail_total_bytes)
-        versions: list[int] = []
-        self.db = Database(
-            path, synchronous=durability, init=lambda conn: versions.append(init_schema(conn))
-        )
-        self._schema_version = versions[0]
-        self._profile_item = profile_item
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._publish: Callable[[Changes], None] | None = None
-        self._heads: dict[tuple[int, int], int] = {}  # committed heads (loop side)
-        self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
-        self._commit_lock = threading.Lock()
-        # writer-thread state
-        self._w_heads: dict[tuple[int, int], int] = {}
-        self._w_next_msg_id: int | None = None
-
-    async def start(self, publish: Callable[[Changes], None]) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._publish = publish
-        await self.db.write(_hash_plain_session_keys)
-
-    def close(self) -> None:
-        self.db.close()
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.db.close)
-
-    async def flush(self) -> None:
-        await self.db.write(lambda c: None)  # the queue is FIFO
-
-    def statistics(self) -> dict[str, int]:
-        return {
-            "commits": self.db.groups,
-            "writes": self.db.writes,
-            "tail_hits": self.tail.hits,
-            "tail_misses": self.tail.misses,
-            "tail_bytes": self.tail.bytes,
-        }
-
-    def schema_version(self) -> int:
-        return self._schema_version
-
-    # ---------------------------------------------------------------- plumbing
-    async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        rows: list[Any] = self.db.read_now(lambda c: c.execute(sql, args).fetchall())
-        return rows
-
-    async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
-        rows = await self._read(sql, args)
-        return rows[0] if rows else None
-
-    async def _write(self, fn: Callable[[sqlite3.Connection, Changes], T]) -> T:
-        """Run ``fn`` in the next group; publish its changes after the group commits."""
-
-        def job(conn: sqlite3.Connection) -> T:
-            ch = Changes()
-            value = fn(conn, ch)
-            if ch.heads:
-                self.db.after_commit(lambda: self._hand_over(ch))
-            return value
-
-        return await self.db.write(job)
-
-    def _hand_over(self, ch: Changes) -> None:  # writer thread, after commit
-        if self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._apply, ch)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                pass
-
-    def _apply(self, ch: Changes) -> None:  # event loop
-        for hk, seq in ch.heads.items():
-            if seq > self._heads.get(hk, 0):
-                self._heads[hk] = seq
-        if ch.entries:
-            self.tail.add(ch.entries)
-        if self._publish is not None:
-            self._publish(ch)
-
-    def _w_append(self, conn: sqlite3.Connection, ch: Changes, appends: Iterable[Append]) -> None:
-        rows = []
-        for ap in appends:
-            item = conn.execute("INSERT INTO items (body) VALUES (?)", (ap.body,)).lastrowid
-            bit = SELECTOR_BITS[ap.key]
-            for uin in ap.uins:
-                hk = (uin, ap.key)
-                seq = self._w_heads.get(hk)
-                if seq is None:
-                    row = conn.execute(
-                        "SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", hk
-                    ).fetchone()
-                    seq = int(row[0] or 0)
-                seq += 1
-                self._w_heads[hk] = seq
-                rows.append((uin, ap.key, seq, item))
-                ch.entries.append((uin, ap.key, seq, ap.body))
-                ch.heads[hk] = seq
-                ch.news[uin] = ch.news.get(uin, 0) | bit
-        conn.executemany("INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,?,?)", rows)
-
-    # ---------------------------------------------------------------- accounts
-    async def create_account(self, name: str, pw_hash: str, nick: str, now: int) -> int:
-        def w(conn: sqlite3.Connection) -> int:
-            uin = insert_account(conn, name, pw_hash, nick, now, b"")
-            conn.execute(
-                "UPDATE items SET body=? WHERE id=(SELECT item FROM sync_log"
-                " WHERE uin=? AND key=1 AND seq=1)",
-                (self._profile_item(uin, name, nick), uin),
-            )
-            self._w_heads[(uin, 1)] = 1
-            return uin
-
-        uin: int = await self.db.write(w)
-        return uin
-
-    async def account_by_name(self, name: str) -> Account | None:
-        r = await self._one(
-            "SELECT uin, user_name, nick_name, pw_hash FROM accounts WHERE user_name=?", (name,)
-        )
-        return None if r is None else Account(*r)
-
-    async def account_by_uin(self, uin: int) -> Account | None:
-        r = await self._one(
-            "SELECT uin, user_name, nick_name, pw_hash FROM accounts WHERE uin=?", (uin,)
-        )
-        return None if r is None else Account(*r)
-
-    async def create_session(self, row: SessionRow, now: int) -> None:
-        h = session_key_hash(row.sid)
-        await self.db.write(
-            lambda c: c.execute(
-                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?)",
-                (h, row.uin, row.device_id, row.device_name, row.kind, now, row.expires),
-            )
-        )
-
-    async def session(self, sid: str) -> SessionRow | None:
-        r = await self._one(
-            "SELECT s.uin, a.user_name, s.device_id, s.device_name, s.kind, s.expires"
-            " FROM sessions s JOIN accounts a ON a.uin=s.uin WHERE s.sid=?",
-            (session_key_hash(sid),),
-        )
-        return None if r is None else SessionRow(sid, *r)
-
-    async def delete_session(self, sid: str) -> None:
-        h = session_key_hash(sid)
-        await self.db.write(lambda c: c.execute("DELETE FROM sessions WHERE sid=?", (h,)))
-
-    async def evict_sessions(self, uin: int, keep: int) -> list[str]:
-        def w(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(
-                "SELECT sid FROM sessions WHERE uin=? ORDER BY created, rowid",
-                (uin,),
-            ).fetchall()
-            gone = [str(r[0]) for r in rows[: max(0, len(rows) - keep)]]
-            conn.executemany("DELETE FROM sessions WHERE sid=?", [(h,) for h in gone])
-            return gone
-
-        return await self.db.write(w)
-
-    # ---------------------------------------------------------------- web sessions
-    async def save_web_session(self, row: WebSessionRow) -> None:
-        await self.db.write(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO web_sessions VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    row.key,
-                    row.uin,
-                    row.user_name,
-                    row.nick_name,
-                    row.session_key,
-                    row.skey,
-                    row.pass_ticket,
-                    row.data_ticket,
-                    row.expires,
-                    int(row.alive),
-                ),
-            )
-        )
-
-    async def web_session(self, key: str) -> WebSessionRow | None:
-        r = await self._one("SELECT * FROM web_sessions WHERE key=?", (key,))
-        return None if r is None else _web_row(r)
-
-    async def drop_web_sessions(self, before: float) -> int:
-        n: int = await self.db.write(
-            lambda c: c.execute("DELETE FROM web_sessions WHERE expires<?", (before,)).rowcount
-        )
-        return n
 
     # ---------------------------------------------------------------- logs
     async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:
@@ -567,12 +240,12 @@ class SQLiteStore:
     async def message(self, msg_id: int) -> MessageRow | None:
         if not 0 < msg_id < 1 << 63:  # SQLite integers are signed 64-bit: no such id
             return None
-        return _message(
+        return MessageRow.from_row(
             await self._one(f"SELECT {_MSG_COLS} FROM messages WHERE msg_id=?", (msg_id,))
         )
 
     async def message_by_client_id(self, sender: int, client_msg_id: str) -> MessageRow | None:
-        return _message(
+        return MessageRow.from_row(
             await self._one(
                 f"SELECT {_MSG_COLS} FROM messages WHERE sender=? AND client_msg_id=?",
                 (sender, client_msg_id),

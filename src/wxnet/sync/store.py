@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "Account",
@@ -82,6 +82,11 @@ class WebSessionRow:
     expires: float
     alive: bool
 
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> WebSessionRow:
+        """A row of ``web_sessions`` (every store selects its columns in this order)."""
+        return cls(r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], float(r[8]), bool(r[9]))
+
 
 @dataclass(slots=True)
 class RoomRow:
@@ -101,6 +106,13 @@ class MessageRow:
     create_time: int
     revoked: bool
     media: str | None
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any] | None) -> MessageRow | None:
+        """A row of ``messages`` (columns in this order), or None for no row."""
+        if r is None:
+            return None
+        return cls(int(r[0]), int(r[1]), r[2], r[3], int(r[4]), int(r[5]), bool(r[6]), r[7])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,281 @@
+"""The state of the web API and the plumbing its handlers share (sessions, CGIs,
+bodies, the cross-site check, the JSON endpoint wrapper)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.message import Message
+
+from wxnet._compat import wait_for
+from wxnet.proto import web as wp
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
+from wxnet.proto.syncdriver import Page, SyncDriver
+from wxnet.server.web import csrf
+from wxnet.server.web.backend import Backend
+from wxnet.server.web.common import Handler, R, SessionGone, T, WebError, _base, _json, _read_all
+from wxnet.server.web.config import WebConfig
+from wxnet.server.web.limits import FairPending, RateLimiter
+from wxnet.server.web.login import QrLoginRefused, QrLogins, QrLoginUnknown, WebSession, WebSessions
+from wxnet.server.web.spool import WebSpool
+
+log = logging.getLogger(__name__)
+
+
+class WebBase:
+    """The web API's state and plumbing; the handlers are mixins over it."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: WebConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        spool_dir: Path | None = None,
+    ) -> None:
+        self.backend = backend
+        cfg = self.config = config or WebConfig()
+        self.clock = clock
+        # scanned logins leave the fair table (their phone owns them), so the store of
+        # logins has room for them beyond the cap on pending ones
+        self.logins = QrLogins(ttl=cfg.qr_ttl, limit=2 * cfg.qr_max_pending)
+        self.sessions = WebSessions(ttl=cfg.session_ttl)
+        self.pending = FairPending(cfg.qr_max_pending, cfg.qr_pending_per_address)
+        self.jslogin_limit = RateLimiter(cfg.jslogin_rate, cfg.jslogin_burst)
+        self.qrcode_limit = RateLimiter(cfg.qrcode_rate, cfg.qrcode_burst)
+        self._qr_png: OrderedDict[str, bytes] = OrderedDict()
+        if spool_dir is None:
+            spool_dir = Path(tempfile.mkdtemp(prefix="wxnet-web-spool-"))
+        self.spool = WebSpool(spool_dir, cfg)
+        #: refusals by the limit that bit (``wxnet_web_limited_total{limit}``)
+        self.limited: dict[str, float] = {}
+        self._login_waiters: dict[str, asyncio.Event] = {}
+        self._reported: dict[str, int] = {}  # uuid -> login version the poll last reported
+        self._polls: dict[str, int] = {}  # wxsid -> pending synccheck polls
+        self.pending_polls = 0
+        self._avatars: dict[str, bytes] = {}
+        self._holding: set[asyncio.Task[Any]] = set()  # long polls, cancelled on shutdown
+
+    def sweep(self) -> None:
+        """Forget expired QR logins (waking their polls), long-dead sessions, and uploads
+        past their lifetime or of sessions that ended."""
+        now = self.clock()
+        for q in self.logins.expire(now):
+            self._forget_login(q.uuid)
+        self.sessions.sweep(now)
+        alive = {
+            u.sid
+            for u in self.spool.uploads_of()
+            if (s := self.sessions.find(u.uin, u.sid, now)) is not None and s.alive
+        }
+        self.spool.sweep(now, alive)
+
+    def _forget_login(self, uuid: str) -> None:
+        self._reported.pop(uuid, None)
+        self._qr_png.pop(uuid, None)
+        self.pending.discard(uuid)
+        self._wake_login(uuid)
+
+    def count(self, limit: str) -> None:
+        """One more refusal by ``limit`` (a metric label)."""
+        self.limited[limit] = self.limited.get(limit, 0) + 1
+
+    async def _sweeper(self, interval: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep()
+            try:
+                await self.sessions.sweep_store(self.clock())
+            except MMError as exc:  # the store is down: sweep next time
+                log.warning("web sessions not swept: %s", exc.message)
+
+    async def on_startup(self, _app: web.Application) -> None:
+        self._sweep_task = asyncio.get_running_loop().create_task(self._sweeper())
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        """Cancel held long polls so that the server stops without waiting them out."""
+        task = getattr(self, "_sweep_task", None)
+        if task is not None:
+            task.cancel()
+        for task in list(self._holding):
+            task.cancel()
+
+    def _hold(self) -> asyncio.Task[Any] | None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._holding.add(task)
+            task.add_done_callback(self._holding.discard)
+        return task
+
+    # -- the phone side: scanqrcode --------------------------------------------------
+    def scan_qr(self, uin: int, uuid: str, confirm: bool) -> tuple[int, str]:
+        """A logged-in mobile device of ``uin`` scanned / approved web login ``uuid``.
+
+        Returns ``(ret, err_msg)`` for the ScanQrResponse."""
+        try:
+            self.logins.scan(uuid, uin, self.clock(), confirm=confirm)
+        except QrLoginUnknown:
+            return MMRet.ERR_NOT_FOUND, "no such QR code (expired?)"
+        except QrLoginRefused as exc:
+            return MMRet.ERR_NOT_ALLOWED, str(exc)
+        self.pending.discard(uuid)  # a phone holds it now: no flood can evict it
+        self._wake_login(uuid)
+        return 0, ""
+
+    async def handle_scanqrcode(self, uin: int, request: pb.ScanQrRequest) -> pb.ScanQrResponse:
+        """The ``scanqrcode`` CGI for an authenticated mobile session of ``uin``."""
+        ret, msg = self.scan_qr(uin, request.uuid, request.confirm)
+        resp = pb.ScanQrResponse()
+        resp.base.ret = ret
+        resp.base.err_msg = msg
+        return resp
+
+    def _wake_login(self, uuid: str) -> None:
+        ev = self._login_waiters.pop(uuid, None)
+        if ev is not None:
+            ev.set()
+
+    # -- plumbing ----------------------------------------------------------------------
+    async def _cgi(self, s: WebSession, name: str, req: Message, resp_type: type[R]) -> R:
+        base = req.base  # type: ignore[attr-defined]
+        base.session_key = s.session_key
+        base.uin = s.uin
+        base.device_type = "web"
+        resp = await self.backend.call(name, req)
+        if not isinstance(resp, resp_type):
+            raise WebError(-1, f"{name}: unexpected reply")
+        ret = resp.base.ret  # type: ignore[attr-defined]
+        if ret == MMRet.ERR_SESSIONTIMEOUT:
+            self.sessions.end(s.wxsid, self.clock())
+            self.spool.drop_session(s.wxsid)
+            await self.sessions.save(s)
+            raise SessionGone("the account's session ended")
+        if ret != 0:
+            raise WebError(int(ret), resp.base.err_msg or f"{name} failed")  # type: ignore[attr-defined]
+        return resp
+
+    async def _session(self, request: web.Request, body: dict[str, Any] | None) -> WebSession:
+        """Authenticate by wxuin + wxsid: BaseRequest, else query, else cookies (1.3, 10)."""
+        uin: int | None = None
+        sid = ""
+        if body is not None:
+            br = wp.parse_base_request(body)
+            if br is not None:
+                uin, sid = br.uin, br.sid
+        if uin is None:
+            uin, sid = wp.parse_uin(request.query.get("uin")), request.query.get("sid", "")
+        if uin is None or not sid:
+            uin = wp.parse_uin(request.cookies.get("wxuin"))
+            sid = request.cookies.get("wxsid", "")
+        if uin is None or not sid:
+            raise WebError(wp.RET_SESSION_REJECTED, "no session (wxuin and wxsid)")
+        try:
+            s = await self.sessions.lookup(uin, sid, self.clock())
+        except MMError as exc:  # the store cannot be reached
+            raise WebError(int(exc.code), exc.message) from None
+        if s is None or not s.alive:
+            raise SessionGone()
+        return s
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        """The whole JSON body, however many segments it comes in, up to the cap and
+        within ``body_timeout`` (a read returns only what is buffered, so loop)."""
+        limit = wp.MAX_JSON_BODY
+        if request.content_length is not None and request.content_length > limit:
+            self.count("body_too_large")
+            raise WebError(int(MMRet.ERR_TOO_LARGE), f"body over {limit} bytes")
+        try:
+            data = await wait_for(_read_all(request.content, limit), self.config.body_timeout)
+        except TimeoutError:
+            self.count("body_timeout")
+            raise WebError(-1, "the body did not arrive in time") from None
+        except OverflowError:
+            self.count("body_too_large")
+            raise WebError(int(MMRet.ERR_TOO_LARGE), f"body over {limit} bytes") from None
+        return wp.parse_json_body(data, limit)
+
+    def _refuse_cross_site(
+        self, request: web.Request, tolerated: frozenset[str] = frozenset()
+    ) -> web.StreamResponse | None:
+        why = csrf.check(
+            request.method,
+            request.host,
+            request.headers.get("Origin"),
+            request.headers.get("Referer"),
+            request.headers.get("Content-Type"),
+            tolerated,
+        )
+        if why is None:
+            return None
+        self.count("cross_site")
+        return web.Response(status=403, text=f"refused: {why}\n", content_type="text/plain")
+
+    def json_endpoint(
+        self, fn: Callable[[web.Request, WebSession, dict[str, Any]], Awaitable[dict[str, Any]]]
+    ) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            refused = self._refuse_cross_site(request)
+            if refused is not None:
+                return refused
+            try:
+                body = await self._body(request)
+                s = await self._session(request, body)
+                out = await fn(request, s, body)
+            except wp.WebProtocolError as exc:
+                return _json(_base(exc.ret, str(exc)))
+            except WebError as exc:
+                return _json(_base(exc.ret, exc.message))
+            return _json({**_base(), **out})
+
+        return handler
+
+    @staticmethod
+    def _based(s: WebSession, req: T) -> T:
+        req.base.session_key = s.session_key  # type: ignore[attr-defined]
+        req.base.uin = s.uin  # type: ignore[attr-defined]
+        return req
+
+    # -- init, contacts (research 4) ---------------------------------------------------
+    async def _nicks(self, s: WebSession, names: list[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        req = pb.GetContactRequest(user_names=sorted(set(names)))
+        try:
+            resp = await self._cgi(s, "getcontact", req, pb.GetContactResponse)
+        except SessionGone:
+            raise
+        except WebError:
+            return {}
+        return {c.user_name: c.nick_name for c in resp.contacts if c.nick_name}
+
+    async def _sync_pages(self, s: WebSession, driver: SyncDriver) -> AsyncIterator[Page]:
+        """Run the shared sync loop over this session's CGIs, yielding each page."""
+        try:
+            while (call := driver.next_request()) is not None:
+                resp = await self._cgi(s, call.cgi.name, call.request, call.cgi.response)
+                event = driver.receive(resp)
+                if isinstance(event, Page):
+                    yield event
+        except RemoteProtocolError as exc:
+            raise WebError(-1, str(exc)) from None
+
+    def _target(self, s: WebSession, to: object) -> str:
+        if not isinstance(to, str) or not to:
+            raise WebError(-1, "ToUserName is required")
+        if to == wp.FILEHELPER:
+            return s.user_name  # notes to self
+        return wp.decode_web_name(to)[0]
+
+    def _msg(self, body: dict[str, Any]) -> dict[str, Any]:
+        msg = body.get("Msg")
+        if not isinstance(msg, dict):
+            raise WebError(-1, "Msg must be an object")
+        return msg

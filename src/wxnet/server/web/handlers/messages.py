@@ -1,0 +1,94 @@
+"""Sending text and images, and revoking (research 6)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMRet
+from wxnet.server.web.base import WebBase
+from wxnet.server.web.common import _IMG_CHUNK, WebError, _client_msg_id
+from wxnet.server.web.login import WebSession
+
+
+class MessageHandlers(WebBase):
+    # -- sending (research 6) ------------------------------------------------------------
+
+    async def sendmsg(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        msg = self._msg(body)
+        to = self._target(s, msg.get("ToUserName"))
+        content = msg.get("Content")
+        if not isinstance(content, str):
+            raise WebError(-1, "Content must be a string")
+        if len(content.encode("utf-8")) > 64 * 1024:
+            raise WebError(int(MMRet.ERR_TOO_LARGE), "Content too long")
+        cmid = _client_msg_id(msg)
+        mtype = msg.get("Type", 1)
+        item = pb.MicroMsg(
+            to_user=to,
+            content=content,
+            msg_type=mtype if isinstance(mtype, int) and mtype in (1, 42, 48, 49) else 1,
+            create_time=int(self.clock()),
+            client_msg_id=cmid,
+        )
+        s.remember_sent(cmid)
+        resp = await self._cgi(s, "newsendmsg", pb.SendMsgRequest(list=[item]), pb.SendMsgResponse)
+        if not resp.list:
+            raise WebError(-1, "send failed")
+        r = resp.list[0]
+        if r.ret != 0:
+            raise WebError(int(r.ret), r.err_msg or "send failed")
+        return {"MsgID": str(r.msg_id), "LocalID": cmid}
+
+    async def sendmsgimg(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        msg = self._msg(body)
+        to = self._target(s, msg.get("ToUserName"))
+        media_id = msg.get("MediaId")
+        up = self.spool.finished(s.wxsid, media_id) if isinstance(media_id, str) else None
+        if up is None:
+            raise WebError(int(MMRet.ERR_NOT_FOUND), "no uploaded media with this MediaId")
+        cmid = _client_msg_id(msg)
+        s.remember_sent(cmid)
+        resp: pb.UploadMsgImgResponse | None = None
+        pieces = up.read(_IMG_CHUNK)
+        pos = 0
+        try:
+            while data := await asyncio.to_thread(next, pieces, b""):
+                req = pb.UploadMsgImgRequest(
+                    client_img_id=cmid, to_user=to, total_len=up.total, start_pos=pos, data=data
+                )
+                resp = await self._cgi(s, "uploadmsgimg", req, pb.UploadMsgImgResponse)
+                pos += len(data)
+                if resp.msg_id:
+                    break  # stored (or a resend of a stored one: answered from dedup)
+        except OSError:  # expired and deleted meanwhile
+            raise WebError(int(MMRet.ERR_NOT_FOUND), "the upload is gone; upload again") from None
+        finally:
+            pieces.close()
+        if resp is None or not resp.msg_id:
+            raise WebError(-1, "image was not stored")
+        up.sent = True
+        return {"MsgID": str(resp.msg_id), "LocalID": cmid}
+
+    async def revokemsg(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        svr = body.get("SvrMsgId")
+        try:
+            msg_id = int(svr) if isinstance(svr, int | str) and not isinstance(svr, bool) else 0
+        except ValueError:
+            raise WebError(-1, "SvrMsgId must be a number") from None
+        cmid = body.get("ClientMsgId")
+        req = pb.RevokeMsgRequest(
+            msg_id=msg_id if 0 < msg_id < 1 << 63 else 0,
+            client_msg_id=str(cmid) if isinstance(cmid, int | str) else "",
+        )
+        await self._cgi(s, "revokemsg", req, pb.RevokeMsgResponse)
+        return {"Introduction": "", "SysWording": ""}

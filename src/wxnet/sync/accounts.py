@@ -1,0 +1,347 @@
+"""The engine's state, accounts and sessions, and its caches of contacts and chatrooms:
+the base class of :class:`wxnet.sync.engine.Engine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.synckey import (
+    KEY_CHATROOM,
+    KEY_CONTACT,
+    KEY_PROFILE,
+    SELECTOR_BITS,
+)
+from wxnet.sync import media
+from wxnet.sync.db import private_dir
+from wxnet.sync.model import (
+    MAX_DEVICE_CHARS,
+    MAX_PASSWORD_CHARS,
+    EngineConfig,
+    Session,
+    check_new_user,
+    log,
+    profile_item,
+)
+from wxnet.sync.passwords import PasswordPool, hash_password, verify_password
+from wxnet.sync.sqlite_store import SQLiteStore
+from wxnet.sync.store import (
+    Changes,
+    RoomRow,
+    Store,
+    session_key_hash,
+)
+from wxnet.sync.throttle import LoginThrottle
+
+
+class EngineBase:
+    """The messaging domain's state, accounts and sessions (see :class:`Engine`).
+
+    Args:
+        data_dir: where the embedded store (``wxnet.db``) and ``media/`` live.
+        config: limits and policies.
+        on_news: called on the event loop with ``{uin: selector bits}`` after every
+            durable write that grew some account's logs.
+        clock: wall-clock seconds (injectable for tests).
+        store: another :class:`Store` implementation (default: SQLite in data_dir).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: EngineConfig | None = None,
+        *,
+        on_news: Callable[[dict[int, int]], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        private_dir(data_dir)
+        self.media = media.MediaStore(data_dir / "media")
+        self.store: Store = store or SQLiteStore(
+            data_dir / "wxnet.db",
+            self.config.durability,
+            profile_item=profile_item,
+            integrity_check=self.config.integrity_check,
+            tail_items=self.config.tail_items,
+            tail_bytes=self.config.tail_bytes,
+            tail_total_bytes=self.config.tail_total_bytes,
+        )
+        self.clock = clock
+        self.on_news = on_news
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Caches of what rarely changes (filled lazily; updated by our own writes).
+        self._sessions: dict[str, Session] = {}
+        self._uin_by_name: dict[str, int] = {}
+        self._account: dict[int, tuple[str, str]] = {}  # uin -> (user_name, nick)
+        self._contacts: dict[int, set[str]] = {}
+        self._rooms: dict[str, RoomRow] = {}
+        self._committed: dict[tuple[int, str], bytes] = {}
+        c = self.config
+        self.throttle = LoginThrottle(
+            c.login_failures_per_account_address,
+            c.login_failures_per_address,
+            c.login_failure_window,
+            c.login_backoff_max,
+            c.login_backoff_base,
+        )
+        self.passwords = PasswordPool(c.login_workers, c.login_queue)
+        #: called with (uin, hash of the session key) when a session ends (logout or
+        #: eviction), so the server can close the long links bound to it
+        self.on_session_end: list[Callable[[int, str], None]] = []
+        self.stats = {"messages": 0, "duplicates": 0, "syncs": 0, "sessions_evicted": 0}
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.store.start(self._published)
+
+    def close(self) -> None:
+        self.passwords.close()
+        self.store.close()
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+    def limit_counters(self) -> list[tuple[str, str, str, Callable[[], dict[str, float]]]]:
+        """The engine's caps as /metrics counters: (name, help, label, read)."""
+        return [
+            (
+                "wxnet_logins_throttled_total",
+                "Logins refused by the per-(account, address) or per-address backoff.",
+                "",
+                lambda: {"": self.throttle.throttled},
+            ),
+            (
+                "wxnet_logins_busy_total",
+                "Logins refused because the password-hashing queue was full.",
+                "",
+                lambda: {"": self.passwords.rejected},
+            ),
+            (
+                "wxnet_sessions_evicted_total",
+                "Oldest sessions ended because an account went over its session cap.",
+                "",
+                lambda: {"": self.stats["sessions_evicted"]},
+            ),
+        ]
+
+    def _published(self, ch: Changes) -> None:
+        if ch.news and self.on_news is not None:
+            self.on_news(ch.news)
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def forget(self, news: dict[int, int]) -> None:
+        """Another process grew these logs (news from the bus): drop what this process
+        cached about them (contacts, groups, profile) so the next request reads it."""
+        for uin, sel in news.items():
+            if sel & SELECTOR_BITS[KEY_CONTACT]:
+                self._contacts.pop(uin, None)
+            if sel & SELECTOR_BITS[KEY_CHATROOM]:
+                self._rooms.clear()
+            if sel & SELECTOR_BITS[KEY_PROFILE]:
+                self._account.pop(uin, None)
+
+    # ================================================================ accounts
+    async def add_user(self, name: str, password: str, nick: str | None = None) -> int:
+        nick_name = check_new_user(name, password, nick)
+        pw_hash = await self.passwords.run(hash_password, password)
+        return await self.store.create_account(name, pw_hash, nick_name, self.now())
+
+    async def lookup(self, name: str) -> int | None:
+        uin = self._uin_by_name.get(name)
+        if uin is not None:
+            return uin
+        acc = await self.store.account_by_name(name)
+        if acc is None:
+            return None
+        self._uin_by_name[name] = acc.uin
+        self._account[acc.uin] = (name, acc.nick_name)
+        return acc.uin
+
+    async def account(self, uin: int) -> tuple[str, str]:
+        cached = self._account.get(uin)
+        if cached is None:
+            acc = await self.store.account_by_uin(uin)
+            if acc is None:
+                raise MMError(MMRet.ERR_NOUSER, f"no account {uin}")
+            cached = self._account[uin] = (acc.user_name, acc.nick_name)
+            self._uin_by_name[acc.user_name] = uin
+        return cached
+
+    async def user_info(self, uin: int) -> pb.UserInfo:
+        name, nick = await self.account(uin)
+        return pb.UserInfo(uin=uin, user_name=name, nick_name=nick)
+
+    # ================================================================ sessions
+    async def login(
+        self,
+        user_name: str,
+        password: str,
+        device_id: str,
+        device_name: str,
+        peer: str = "",
+        session_key: str = "",
+    ) -> Session:
+        """Check the password (argon2id, on the bounded password pool) and open a session.
+
+        Failed attempts slow down the (account, address) pair and the address, never
+        the account as such; a device that presents a live session of the account
+        (``session_key``) is never throttled.
+
+        Raises:
+            MMError: ERR_FREQ_LIMITED, ERR_BUSY, ERR_NOUSER, ERR_PASSWORD, ERR_ARG.
+        """
+        now = self.clock()
+        if not device_id or len(device_id) > 64:
+            raise MMError(MMRet.ERR_ARG, "device_id must be 1-64 characters")
+        if len(device_name) > MAX_DEVICE_CHARS:
+            raise MMError(MMRet.ERR_ARG, f"device_name has at most {MAX_DEVICE_CHARS} characters")
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise MMError(MMRet.ERR_ARG, f"passwords have at most {MAX_PASSWORD_CHARS} characters")
+        if len(user_name) > 32:
+            raise MMError(MMRet.ERR_NOUSER, "no such user (names have at most 32 characters)")
+        trusted = False
+        if session_key:
+            held = await self._live_session(session_key)
+            trusted = held is not None and held.user_name == user_name
+        if not trusted:
+            wait = self.throttle.retry_after(user_name, peer, now)
+            if wait > 0:
+                raise MMError(
+                    MMRet.ERR_FREQ_LIMITED,
+                    f"too many failed logins from this address; retry in {int(wait) + 1} s",
+                )
+        acc = await self.store.account_by_name(user_name)
+        ok = acc is not None and await self.passwords.run(verify_password, acc.pw_hash, password)
+        if not ok or acc is None:
+            if not trusted:
+                self.throttle.failed(user_name, peer, now)
+            if acc is None:
+                raise MMError(MMRet.ERR_NOUSER, f"no user {user_name!r}")
+            raise MMError(MMRet.ERR_PASSWORD, "wrong password")
+        self.throttle.succeeded(user_name, peer)
+        return await self.create_session(acc.uin, device_id, device_name or device_id)
+
+    async def create_session(
+        self, uin: int, device_id: str, device_name: str, kind: str = "mobile", ttl: int = 0
+    ) -> Session:
+        """Open a session for a device of ``uin`` (also used for web logins)."""
+        name, _ = await self.account(uin)
+        now = self.now()
+        sess = Session(
+            secrets.token_urlsafe(24),
+            uin,
+            name,
+            device_id,
+            device_name[:MAX_DEVICE_CHARS],
+            kind,
+            now + (ttl or self.config.session_ttl),
+        )
+        await self.store.create_session(sess, now)
+        self._sessions[sess.sid] = sess
+        evicted = await self.store.evict_sessions(uin, self.config.max_sessions_per_account)
+        if evicted:
+            gone = set(evicted)
+            for sid in [k for k, v in self._sessions.items() if v.uin == uin]:
+                if session_key_hash(sid) in gone:
+                    del self._sessions[sid]
+            for h in evicted:
+                self.stats["sessions_evicted"] += 1
+                log.warning(
+                    "session evicted: account over its session cap",
+                    extra={
+                        "data": {
+                            "uin": uin,
+                            "session": h[:12],
+                            "cap": self.config.max_sessions_per_account,
+                        }
+                    },
+                )
+                self._session_ended(uin, h)
+        return sess
+
+    def _session_ended(self, uin: int, key_hash: str) -> None:
+        for fn in self.on_session_end:
+            fn(uin, key_hash)
+
+    async def _live_session(self, sid: str) -> Session | None:
+        sess = self._sessions.get(sid)
+        if sess is None and sid:
+            sess = await self.store.session(sid)
+            if sess is not None:
+                self._sessions[sid] = sess
+        if sess is None or sess.expires < self.clock():
+            return None
+        return sess
+
+    async def session(self, sid: str, uin: int) -> Session:
+        """The live session ``sid`` of account ``uin``.
+
+        Raises:
+            MMError: ERR_SESSIONTIMEOUT when unknown, expired, or of another account.
+        """
+        sess = self._sessions.get(sid)
+        if sess is None and sid:
+            sess = await self.store.session(sid)
+            if sess is not None:
+                self._sessions[sid] = sess
+        if sess is None or sess.uin != uin:
+            raise MMError(MMRet.ERR_SESSIONTIMEOUT, "unknown session: log in again")
+        if sess.expires < self.clock():
+            self._sessions.pop(sid, None)
+            raise MMError(MMRet.ERR_SESSIONTIMEOUT, "session expired: log in again")
+        return sess
+
+    async def logout(self, sess: Session) -> None:
+        self._sessions.pop(sess.sid, None)
+        await self.store.delete_session(sess.sid)
+        self._session_ended(sess.uin, session_key_hash(sess.sid))
+
+    # ================================================================ contacts
+    async def _contact_set(self, uin: int) -> set[str]:
+        s = self._contacts.get(uin)
+        if s is None:
+            s = self._contacts[uin] = await self.store.contacts_of(uin)
+        return s
+
+    async def is_contact(self, uin: int, name: str) -> bool:
+        return name in await self._contact_set(uin)
+
+    async def _contact_pb(self, name: str) -> pb.Contact:
+        uin = await self.lookup(name)
+        if uin is None:
+            raise MMError(MMRet.ERR_NOUSER, f"no user {name!r}")
+        _, nick = await self.account(uin)
+        return pb.Contact(user_name=name, nick_name=nick, contact_type=1)
+
+    # ================================================================ chatrooms
+    async def _room(self, name: str) -> RoomRow | None:
+        room = self._rooms.get(name)
+        if room is None:
+            room = await self.store.room(name)
+            if room is not None:
+                self._rooms[name] = room
+        return room
+
+    async def room(self, name: str) -> RoomRow | None:
+        """The chatroom ``name`` (a copy), or None."""
+        room = await self._room(name)
+        return (
+            None if room is None else RoomRow(room.name, room.topic, room.owner, list(room.members))
+        )
+
+    async def _member_uins(self, names: Iterable[str]) -> list[int]:
+        out = []
+        for n in names:
+            u = await self.lookup(n)
+            if u is not None:
+                out.append(u)
+        return out

@@ -1,0 +1,194 @@
+"""The engine's messages: recipients, sending, receipts and revokes (a part of
+:class:`wxnet.sync.engine.Engine`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import CmdId
+from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.synckey import (
+    KEY_MSG,
+)
+from wxnet.sync.accounts import EngineBase
+from wxnet.sync.model import (
+    MEDIA_TYPES,
+    MSG_VERIFY,
+    ROOM_SUFFIX,
+    STATUS_READ,
+    STATUS_SENT,
+    Session,
+    _item,
+)
+from wxnet.sync.store import (
+    Append,
+    NewMessage,
+)
+
+
+class Messaging(EngineBase):
+    """Messages: recipients, sending, read receipts and revokes."""
+
+    # ================================================================ messages
+    async def recipients(self, sess: Session, to_user: str) -> list[int]:
+        """Accounts whose message log receives a message from ``sess`` to ``to_user``.
+
+        Raises:
+            MMError: ERR_NOUSER / ERR_NOT_FRIEND / ERR_NOT_FOUND.
+        """
+        if to_user.endswith(ROOM_SUFFIX):
+            room = await self._room(to_user)
+            if room is None or sess.user_name not in room.members:
+                raise MMError(MMRet.ERR_NOT_FOUND, f"no group {to_user!r} that you are in")
+            return await self._member_uins(room.members)
+        if to_user == sess.user_name:
+            return [sess.uin]
+        peer = await self.lookup(to_user)
+        if peer is None:
+            raise MMError(MMRet.ERR_NOUSER, f"no user {to_user!r}")
+        if not await self.is_contact(sess.uin, to_user):
+            raise MMError(MMRet.ERR_NOT_FRIEND, f"{to_user!r} is not your contact")
+        return [sess.uin, peer]
+
+    async def send(self, sess: Session, msgs: Sequence[pb.MicroMsg]) -> list[pb.SendMsgResult]:
+        """Store a batch of messages; one result per message, in order.
+
+        Returns only after every stored message is durable (the ack of S16). A message
+        whose (sender, client_msg_id) was seen before is not stored again: its result
+        carries the original msg_id and create_time (S23).
+        """
+        if len(msgs) > self.config.max_send_batch:
+            raise MMError(MMRet.ERR_TOO_LARGE, f"at most {self.config.max_send_batch} messages")
+        results: list[pb.SendMsgResult] = []
+        todo: list[tuple[int, NewMessage]] = []
+        for i, m in enumerate(msgs):
+            res = pb.SendMsgResult(client_msg_id=m.client_msg_id, to_user=m.to_user)
+            results.append(res)
+            try:
+                if not m.client_msg_id or len(m.client_msg_id) > 64:
+                    raise MMError(MMRet.ERR_ARG, "client_msg_id must be 1-64 characters")
+                if m.msg_type in MEDIA_TYPES or m.msg_type in (0, MSG_VERIFY):
+                    raise MMError(MMRet.ERR_ARG, f"msg_type {m.msg_type} cannot be sent as text")
+                if len(m.content.encode()) > self.config.max_content_bytes:
+                    raise MMError(MMRet.ERR_TOO_LARGE, "message content is too long")
+                rcpts = await self.recipients(sess, m.to_user)
+                todo.append(
+                    (
+                        i,
+                        self.new_message(
+                            sess, m.client_msg_id, m.to_user, m.msg_type, m.content, rcpts
+                        ),
+                    )
+                )
+            except MMError as exc:
+                res.ret, res.err_msg = exc.code, exc.message
+        if todo:
+            done = await self.store_messages(sess, [nm for _, nm in todo])
+            for (i, _), (mid, ctime) in zip(todo, done, strict=True):
+                results[i].msg_id, results[i].create_time = mid, ctime
+        return results
+
+    def new_message(
+        self,
+        sess: Session,
+        client_msg_id: str,
+        to_user: str,
+        msg_type: int,
+        content: str,
+        recipients: Sequence[int],
+        template: pb.AddMsg | None = None,
+        media_ref: str | None = None,
+    ) -> NewMessage:
+        """A message ready for :meth:`store_messages`; ``template`` carries media fields."""
+        sender_name = sess.user_name
+
+        def make_body(msg_id: int, create_time: int) -> bytes:
+            add = pb.AddMsg()
+            if template is not None:
+                add.CopyFrom(template)
+            add.msg_id = msg_id
+            add.from_user = sender_name
+            add.to_user = to_user
+            add.msg_type = msg_type
+            add.content = content
+            add.status = STATUS_SENT
+            add.create_time = create_time
+            add.client_msg_id = client_msg_id
+            if to_user.endswith(ROOM_SUFFIX):
+                add.real_from = sender_name
+            return _item(cmd_id=CmdId.ADD_MSG, add_msg=add)
+
+        return NewMessage(client_msg_id, to_user, msg_type, media_ref, recipients, make_body)
+
+    async def store_messages(
+        self, sess: Session, msgs: Sequence[NewMessage]
+    ) -> list[tuple[int, int]]:
+        out = await self.store.store_messages(sess.uin, msgs, self.now())
+        dups = sum(1 for _, _, dup in out if dup)
+        self.stats["duplicates"] += dups
+        self.stats["messages"] += len(out) - dups
+        return [(mid, ctime) for mid, ctime, _ in out]
+
+    async def can_see(self, sess: Session, sender: int, to_user: str) -> bool:
+        if sender == sess.uin or to_user == sess.user_name:
+            return True
+        if to_user.endswith(ROOM_SUFFIX):
+            room = await self._room(to_user)
+            return room is not None and sess.user_name in room.members
+        return False
+
+    async def mark_read(self, sess: Session, talker: str, last_msg_id: int) -> None:
+        """A read receipt (S22): the reader's other devices and, in a 1:1 chat with a
+        contact, the peer are told that ``talker``'s messages up to ``last_msg_id``
+        were read. Receipts never go to strangers."""
+        rcpts = [sess.uin]
+        if talker.endswith(ROOM_SUFFIX):
+            room = await self._room(talker)
+            if room is None or sess.user_name not in room.members:
+                raise MMError(MMRet.ERR_NOT_FOUND, f"no group {talker!r} that you are in")
+        elif talker != sess.user_name:
+            peer = await self.lookup(talker)
+            if peer is None:
+                raise MMError(MMRet.ERR_NOUSER, f"no user {talker!r}")
+            if await self.is_contact(sess.uin, talker):  # a stranger's log gets nothing
+                rcpts.append(peer)
+        status = pb.ModMsgStatus(
+            talker=talker, reader=sess.user_name, msg_id=last_msg_id, status=STATUS_READ
+        )
+        await self.store.append(
+            [Append(rcpts, KEY_MSG, _item(cmd_id=CmdId.MOD_MSG_STATUS, msg_status=status))]
+        )
+
+    async def revoke(self, sess: Session, msg_id: int, client_msg_id: str) -> None:
+        """Recall one of your messages within the revoke window (WeChat: 2 minutes)."""
+        if msg_id:
+            msg = await self.store.message(msg_id)
+        else:
+            msg = await self.store.message_by_client_id(sess.uin, client_msg_id)
+        if msg is None or msg.sender != sess.uin:
+            raise MMError(MMRet.ERR_NOT_FOUND, f"no message {msg_id or client_msg_id!r} of yours")
+        if msg.revoked:
+            return
+        if self.clock() - msg.create_time > self.config.revoke_window:
+            raise MMError(
+                MMRet.ERR_REVOKE_EXPIRED,
+                f"messages can be revoked within {self.config.revoke_window} s of sending",
+            )
+        if msg.to_user.endswith(ROOM_SUFFIX):
+            room = await self._room(msg.to_user)
+            rcpts = await self._member_uins(room.members if room else [sess.user_name])
+        else:
+            peer = await self.lookup(msg.to_user)
+            rcpts = sorted({sess.uin, *([peer] if peer is not None else [])})
+        revoke = pb.RevokeMsg(
+            msg_id=msg.msg_id,
+            client_msg_id=msg.client_msg_id,
+            from_user=sess.user_name,
+            to_user=msg.to_user,
+            replace_text=f'"{sess.user_name}" recalled a message',
+        )
+        await self.store.revoke(
+            msg.msg_id, [Append(rcpts, KEY_MSG, _item(cmd_id=CmdId.REVOKE, revoke=revoke))]
+        )

@@ -1,0 +1,268 @@
+"""The plumbing of the embedded store (:class:`wxnet.sync.sqlite_store.SQLiteStore`): its set-up,
+the writer-thread hand-over, the log append, accounts, sessions and web sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from wxnet.proto.errors import MMError, MMRet
+from wxnet.proto.synckey import SELECTOR_BITS
+from wxnet.sync.db import Database, check_integrity
+from wxnet.sync.logtail import LogTail
+from wxnet.sync.schema import init_schema
+from wxnet.sync.store import (
+    Account,
+    Append,
+    Changes,
+    SessionRow,
+    WebSessionRow,
+    session_key_hash,
+)
+
+T = TypeVar("T")
+FIRST_MSG_ID = 1_000_000_000
+_MSG_COLS = "msg_id, sender, client_msg_id, to_user, msg_type, create_time, revoked, media"
+
+
+def insert_account(
+    conn: sqlite3.Connection, name: str, pw_hash: str, nick: str, now: int, profile: bytes
+) -> int:
+    """Insert an account and its first profile item, inside the caller's transaction.
+
+    Raises:
+        MMError: ERR_ARG when the name is taken.
+    """
+    try:
+        cur = conn.execute(
+            "INSERT INTO accounts (user_name, nick_name, pw_hash, created) VALUES (?,?,?,?)",
+            (name, nick, pw_hash, now),
+        )
+    except sqlite3.IntegrityError:
+        raise MMError(MMRet.ERR_ARG, f"user {name!r} already exists") from None
+    uin = int(cur.lastrowid or 0)
+    item = conn.execute("INSERT INTO items (body) VALUES (?)", (profile,)).lastrowid
+    conn.execute("INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,1,?)", (uin, 1, item))
+    return uin
+
+
+def _hash_plain_session_keys(conn: sqlite3.Connection) -> None:
+    """Stores written before keys were hashed hold them in plain text: hash them in
+    place (the sessions stay valid; the plain keys leave the file at the next
+    checkpoint and VACUUM)."""
+    rows = conn.execute("SELECT sid FROM sessions WHERE length(sid) != 64").fetchall()
+    conn.executemany(
+        "UPDATE sessions SET sid=? WHERE sid=?", [(session_key_hash(r[0]), r[0]) for r in rows]
+    )
+
+
+class SQLiteBase:
+    """The set-up, plumbing, accounts and sessions of :class:`SQLiteStore` (its arguments
+    are documented there)."""
+
+    def __init__(
+        self,
+        path: Path,
+        durability: str = "FULL",
+        *,
+        profile_item: Callable[[int, str, str], bytes],
+        integrity_check: str = "quick",
+        tail_items: int = 32,
+        tail_bytes: int = 16 * 1024,
+        tail_total_bytes: int = 32 << 20,
+    ) -> None:
+        check_integrity(path, integrity_check)
+        self.tail = LogTail(tail_items, tail_bytes, tail_total_bytes)
+        versions: list[int] = []
+        self.db = Database(
+            path, synchronous=durability, init=lambda conn: versions.append(init_schema(conn))
+        )
+        self._schema_version = versions[0]
+        self._profile_item = profile_item
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._publish: Callable[[Changes], None] | None = None
+        self._heads: dict[tuple[int, int], int] = {}  # committed heads (loop side)
+        self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
+        self._commit_lock = threading.Lock()
+        # writer-thread state
+        self._w_heads: dict[tuple[int, int], int] = {}
+        self._w_next_msg_id: int | None = None
+
+    async def start(self, publish: Callable[[Changes], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._publish = publish
+        await self.db.write(_hash_plain_session_keys)
+
+    def close(self) -> None:
+        self.db.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.db.close)
+
+    async def flush(self) -> None:
+        await self.db.write(lambda c: None)  # the queue is FIFO
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "commits": self.db.groups,
+            "writes": self.db.writes,
+            "tail_hits": self.tail.hits,
+            "tail_misses": self.tail.misses,
+            "tail_bytes": self.tail.bytes,
+        }
+
+    def schema_version(self) -> int:
+        return self._schema_version
+
+    # ---------------------------------------------------------------- plumbing
+    async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        rows: list[Any] = self.db.read_now(lambda c: c.execute(sql, args).fetchall())
+        return rows
+
+    async def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        rows = await self._read(sql, args)
+        return rows[0] if rows else None
+
+    async def _write(self, fn: Callable[[sqlite3.Connection, Changes], T]) -> T:
+        """Run ``fn`` in the next group; publish its changes after the group commits."""
+
+        def job(conn: sqlite3.Connection) -> T:
+            ch = Changes()
+            value = fn(conn, ch)
+            if ch.heads:
+                self.db.after_commit(lambda: self._hand_over(ch))
+            return value
+
+        return await self.db.write(job)
+
+    def _hand_over(self, ch: Changes) -> None:  # writer thread, after commit
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._apply, ch)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                pass
+
+    def _apply(self, ch: Changes) -> None:  # event loop
+        for hk, seq in ch.heads.items():
+            if seq > self._heads.get(hk, 0):
+                self._heads[hk] = seq
+        if ch.entries:
+            self.tail.add(ch.entries)
+        if self._publish is not None:
+            self._publish(ch)
+
+    def _w_append(self, conn: sqlite3.Connection, ch: Changes, appends: Iterable[Append]) -> None:
+        rows = []
+        for ap in appends:
+            item = conn.execute("INSERT INTO items (body) VALUES (?)", (ap.body,)).lastrowid
+            bit = SELECTOR_BITS[ap.key]
+            for uin in ap.uins:
+                hk = (uin, ap.key)
+                seq = self._w_heads.get(hk)
+                if seq is None:
+                    row = conn.execute(
+                        "SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", hk
+                    ).fetchone()
+                    seq = int(row[0] or 0)
+                seq += 1
+                self._w_heads[hk] = seq
+                rows.append((uin, ap.key, seq, item))
+                ch.entries.append((uin, ap.key, seq, ap.body))
+                ch.heads[hk] = seq
+                ch.news[uin] = ch.news.get(uin, 0) | bit
+        conn.executemany("INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,?,?)", rows)
+
+    # ---------------------------------------------------------------- accounts
+    async def create_account(self, name: str, pw_hash: str, nick: str, now: int) -> int:
+        def w(conn: sqlite3.Connection) -> int:
+            uin = insert_account(conn, name, pw_hash, nick, now, b"")
+            conn.execute(
+                "UPDATE items SET body=? WHERE id=(SELECT item FROM sync_log"
+                " WHERE uin=? AND key=1 AND seq=1)",
+                (self._profile_item(uin, name, nick), uin),
+            )
+            self._w_heads[(uin, 1)] = 1
+            return uin
+
+        uin: int = await self.db.write(w)
+        return uin
+
+    async def account_by_name(self, name: str) -> Account | None:
+        r = await self._one(
+            "SELECT uin, user_name, nick_name, pw_hash FROM accounts WHERE user_name=?", (name,)
+        )
+        return None if r is None else Account(*r)
+
+    async def account_by_uin(self, uin: int) -> Account | None:
+        r = await self._one(
+            "SELECT uin, user_name, nick_name, pw_hash FROM accounts WHERE uin=?", (uin,)
+        )
+        return None if r is None else Account(*r)
+
+    async def create_session(self, row: SessionRow, now: int) -> None:
+        h = session_key_hash(row.sid)
+        await self.db.write(
+            lambda c: c.execute(
+                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?)",
+                (h, row.uin, row.device_id, row.device_name, row.kind, now, row.expires),
+            )
+        )
+
+    async def session(self, sid: str) -> SessionRow | None:
+        r = await self._one(
+            "SELECT s.uin, a.user_name, s.device_id, s.device_name, s.kind, s.expires"
+            " FROM sessions s JOIN accounts a ON a.uin=s.uin WHERE s.sid=?",
+            (session_key_hash(sid),),
+        )
+        return None if r is None else SessionRow(sid, *r)
+
+    async def delete_session(self, sid: str) -> None:
+        h = session_key_hash(sid)
+        await self.db.write(lambda c: c.execute("DELETE FROM sessions WHERE sid=?", (h,)))
+
+    async def evict_sessions(self, uin: int, keep: int) -> list[str]:
+        def w(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT sid FROM sessions WHERE uin=? ORDER BY created, rowid",
+                (uin,),
+            ).fetchall()
+            gone = [str(r[0]) for r in rows[: max(0, len(rows) - keep)]]
+            conn.executemany("DELETE FROM sessions WHERE sid=?", [(h,) for h in gone])
+            return gone
+
+        return await self.db.write(w)
+
+    # ---------------------------------------------------------------- web sessions
+    async def save_web_session(self, row: WebSessionRow) -> None:
+        await self.db.write(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO web_sessions VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row.key,
+                    row.uin,
+                    row.user_name,
+                    row.nick_name,
+                    row.session_key,
+                    row.skey,
+                    row.pass_ticket,
+                    row.data_ticket,
+                    row.expires,
+                    int(row.alive),
+                ),
+            )
+        )
+
+    async def web_session(self, key: str) -> WebSessionRow | None:
+        r = await self._one("SELECT * FROM web_sessions WHERE key=?", (key,))
+        return None if r is None else WebSessionRow.from_row(r)
+
+    async def drop_web_sessions(self, before: float) -> int:
+        n: int = await self.db.write(
+            lambda c: c.execute("DELETE FROM web_sessions WHERE expires<?", (before,)).rowcount
+        )
+        return n
