@@ -1,16 +1,16 @@
 """``wxnet analyze --jobs N``: the same analysis, in N worker processes.
 
 Flows are sharded by a symmetric hash of their 5-tuple (:meth:`Analyzer.run_shard`):
-each worker reads the whole capture (so every worker's clock, sweeps and idle timeouts
-are those of a single run), analyses its own flows plus every UDP flow to or from port 53
-(so each worker's DNS memory holds every answer in the capture, as a single run's
-does), and reports only its own flows. The parent merges the workers' records by the
-sort key each carries (:attr:`Analyzer.emit_tag`: the packet position of the sweep
-that emitted it, then the flow's first packet), which is the order in which a single
-run emits them; the output is the same as ``--jobs 1`` (checked by
-``tests/analyze/test_parallel.py``). One difference remains: the flow table cap
-(``max_flows``) is split evenly between the workers, so on a capture that reaches it
-the early-reported flows can differ.
+each worker reads the whole capture and keeps every flow in its table (so every
+worker's clock, sweeps, idle timeouts, flow table cap and statistics are those of a
+single run), but another worker's flow is only counted: it is settled at its first
+packet, never classified or reported. Every worker processes every UDP flow to or from
+port 53 in full, so each one's DNS memory holds every answer in the capture, as a
+single run's does. The parent merges the workers' records by the sort key each carries
+(:attr:`Analyzer.emit_tag`: the packet position of the sweep that emitted it, then the
+flow's first packet), which is the order in which a single run emits them, and takes the
+statistics of worker 0 (every worker's are the same); the output is the same as
+``--jobs 1`` (checked by ``tests/analyze/test_parallel.py``).
 
 Workers are forked, so they share the parent's loaded signatures. Records travel as
 batches of plain tuples over a pipe (:func:`_pack`; faster to pickle than the record
@@ -165,13 +165,8 @@ def run_parallel(
 ) -> tuple[Stats, CaptureError | None]:
     """Analyse ``path`` in ``jobs`` processes; call ``emit`` for every flow, in the order
     of a single run. Returns the merged statistics and the capture's read error (the
-    same in every worker), if any. ``options`` go to each :class:`Analyzer`
-    (``max_flows`` is divided between the workers)."""
+    same in every worker), if any. ``options`` go to each :class:`Analyzer`."""
     ctx = multiprocessing.get_context("fork")
-    if "max_flows" in options:
-        options["max_flows"] = max(1, options["max_flows"] // jobs)
-    else:
-        options["max_flows"] = max(1, 200_000 // jobs)
     procs = []
     streams = []
     ends: list[list[tuple[dict[str, Any], tuple[str, int] | None]]] = []
@@ -185,12 +180,8 @@ def run_parallel(
         procs.append((p, recv))
         ends.append([])
         streams.append(_stream(recv, ends[k]))
-    # Live flows at most, rebuilt from when each flow was created and reported.
-    events: list[tuple[float, int]] = []
     try:
-        for tag, rec in heapq.merge(*streams, key=lambda t: t[0]):
-            events.append((float(tag[3]), 0))
-            events.append((tag[0], 1))
+        for _tag, rec in heapq.merge(*streams, key=lambda t: t[0]):
             emit(rec)
     finally:
         for p, recv in procs:
@@ -198,32 +189,13 @@ def run_parallel(
                 p.kill()
             p.join()
             recv.close()
+    # Every worker saw every packet and flow: worker 0's statistics are the run's.
+    [(st, err)] = ends[0]
     stats = Stats()
-    error: CaptureError | None = None
-    for k, [(st, err)] in enumerate(ends):
-        for name in (
-            "packets",
-            "bytes",
-            "not_ip",
-            "other_transport",
-            "malformed",
-            "fragments",
-            "flows",
-            "dns_answers",
-            "evicted",
-        ):
-            setattr(stats, name, getattr(stats, name) + st[name])
-        stats.linktypes |= st["linktypes"]
-        if k == 0:
-            stats.first_ts, stats.last_ts = st["first_ts"], st["last_ts"]
-            if err is not None:
-                error = CaptureError(err[0], err[1])
-    events.sort()
-    live = top = 0
-    for _pos, kind in events:
-        live += -1 if kind else 1
-        top = max(top, live)
-    stats.max_live_flows = top
+    for name in _STATS:
+        setattr(stats, name, st[name])
+    stats.linktypes = st["linktypes"]
+    error = CaptureError(err[0], err[1]) if err is not None else None
     return stats, error
 
 
