@@ -8,7 +8,7 @@ DATA   ?= var
 # python3-dev to compile the analyser's hot modules (mypyc; pure Python without them).
 DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl postgresql redis-server gcc python3-dev
 # The analyser's hot modules, compiled by mypyc (packaging/build_accel.py) into
-# src/wxnet/_accel/; rebuilt only when one of these files changes. Without a C compiler
+# build/accel/lib/; rebuilt only when one of these files changes. Without a C compiler
 # the build says so and wxnet runs them as pure Python (same results, slower).
 ACCEL_SRC := src/wxnet/_accel.py src/wxnet/analyze/loop.py src/wxnet/analyze/flows.py \
   src/wxnet/analyze/capture.py src/wxnet/classify/classifier.py src/wxnet/classify/dns.py \
@@ -85,4 +85,4 @@ wheel: install
 	  print(b.build_sdist('dist')); print(b.build_wheel('dist'))"
 
 clean:
-	rm -rf $(VENV) src/wxnet/_accel build/accel .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build/accel .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -3,7 +3,7 @@
     python packaging/build_accel.py [--clean]
 
 Builds :data:`wxnet._accel.MODULES` in ``build/accel/`` and installs the extension
-modules, with a stamp of the sources they came from, into ``src/wxnet/_accel/``, where
+modules, with a stamp of the sources they came from, into ``build/accel/lib/``, where
 ``wxnet/_accel.py`` finds them. Without a C compiler, Python's headers or mypy it says
 so and exits 0: wxnet then runs those modules as pure Python (same behaviour, slower).
 ``--clean`` removes the compiled copies (pure Python from then on).
@@ -26,7 +26,7 @@ sys.path.insert(0, str(SRC))
 
 from wxnet._accel import LIB, MODULES, STAMP, source_digest, source_path  # noqa: E402
 
-TARGET = SRC / "wxnet" / "_accel"
+TARGET = ROOT / "build" / "accel" / "lib"
 BUILD = ROOT / "build" / "accel"
 
 

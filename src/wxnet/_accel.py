@@ -1,8 +1,8 @@
 """Compiled copies of the capture analyser's hot modules, when they were built.
 
 ``make install`` (``packaging/build_accel.py``) compiles :data:`MODULES` with mypyc
-into ``src/wxnet/_accel/`` and records each source file's size and CRC-32 in
-``_accel/stamp.txt``. When ``wxnet`` is imported, :func:`install` puts a finder first on
+into ``build/accel/lib/`` of the checkout and records each source file's size and CRC-32 in
+``stamp.txt`` there. When ``wxnet`` is imported, :func:`install` puts a finder first on
 ``sys.meta_path`` that loads those modules from the compiled files, but only if every
 recorded source is unchanged and the build is for this interpreter; otherwise (not
 built, no C compiler at install time, a source edited since, another Python) the
@@ -32,8 +32,10 @@ MODULES = (
 )
 #: mypyc's shared library for the group (one top-level module).
 LIB = "wxnet_accel__mypyc"
-ROOT = os.path.dirname(os.path.abspath(__file__))  # .../wxnet
-DIR = os.path.join(ROOT, "_accel")
+ROOT = os.path.dirname(os.path.abspath(__file__))  # .../src/wxnet
+#: Where the build puts them: the checkout's build/ (outside the package, so no wheel or
+#: sdist picks them up; an installed wheel has no such directory and runs pure Python).
+DIR = os.path.join(os.path.dirname(os.path.dirname(ROOT)), "build", "accel", "lib")
 STAMP = "stamp.txt"
 
 
