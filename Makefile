@@ -6,7 +6,10 @@ DATA   ?= var
 # Debian packages the test suite needs (installed by `make sysdeps` when missing; root):
 # systemd for `systemd-analyze` (the unit tests), curl for the README's commands; gcc and
 # python3-dev to compile the analyser's hot modules (mypyc; pure Python without them).
-DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl postgresql redis-server gcc python3-dev
+# mosquitto: the MQTT broker that bench/mqtt_load.py measures as the baseline (its test in
+# tests/bench runs a small load through it, so the suite needs it too).
+BENCH_DEB_PACKAGES ?= mosquitto
+DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl postgresql redis-server gcc python3-dev $(BENCH_DEB_PACKAGES)
 # The analyser's hot modules, compiled by mypyc (packaging/build_accel.py) into
 # build/accel/lib/; rebuilt only when one of these files changes. Without a C compiler
 # the build says so and wxnet runs them as pure Python (same results, slower).
@@ -17,7 +20,7 @@ ACCEL_SRC := src/wxnet/_accel.py src/wxnet/analyze/loop.py src/wxnet/analyze/flo
 PURE_TESTS ?= tests/analyze tests/classify tests/proto/test_sniff.py tests/cli/test_analyze_cmd.py \
   --ignore=tests/analyze/test_wireshark.py
 
-.PHONY: install install-dev accel run test lint typecheck pytest sysdeps proto lock bench wheel clean
+.PHONY: install install-dev accel run test lint typecheck pytest sysdeps bench-deps proto lock bench wheel clean
 
 # `make install`: the runtime only (what `make run` needs); `make install-dev` adds the
 # development extras (pytest, mypy, ruff, grpcio-tools, playwright) that `make test` needs.
@@ -54,6 +57,11 @@ sysdeps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "warning: not root; missing Debian packages:$$missing" >&2; fi; fi
 
+# `make bench-deps`: only the Debian packages the benches need (the broker of the MQTT
+# baseline); `make sysdeps` installs them with the rest.
+bench-deps:
+	@$(MAKE) --no-print-directory sysdeps DEB_PACKAGES="$(BENCH_DEB_PACKAGES)"
+
 lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -75,7 +83,7 @@ proto: install-dev
 lock: install-dev
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^wxnet' > constraints.txt
 
-bench: install-dev
+bench: install-dev bench-deps
 	$(BIN)/python -m bench
 
 # A wheel and an sdist in dist/ (what `pip install .` builds, with every runtime file:

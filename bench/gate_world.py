@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import platform
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from wxnet.netns import Netns, new_suffix
 
 PHONE, GW_LAN, GW_WAN, INET = "10.77.0.2", "10.77.0.1", "198.18.0.1", "198.18.0.2"
 UPSTREAM, WECHAT, WECHAT_HARDCODED = "198.18.1.53", "198.18.2.10", "198.18.2.20"
@@ -78,7 +79,8 @@ class World:
     def __init__(self) -> None:
         if os.geteuid() != 0:
             sys.exit("the gateway benchmarks need root (namespaces, nftables)")
-        self.sfx = secrets.token_hex(3)
+        self.sfx = new_suffix()
+        self.net = Netns()
         self.phone, self.gw, self.inet = (f"wxb{r}-{self.sfx}" for r in ("ph", "gw", "in"))
         self.lan_if = f"wxbl{self.sfx}"
         self.table = f"wxb{self.sfx}"
@@ -86,28 +88,23 @@ class World:
         self.procs: list[subprocess.Popen[str]] = []
 
     def __enter__(self) -> World:
-        s = self.sfx
-        for ns in (self.phone, self.gw, self.inet):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "link", "add", f"wxbp{s}", "netns", self.phone, "type", "veth",
-           "peer", "name", self.lan_if, "netns", self.gw)  # fmt: skip
-        sh("ip", "link", "add", f"wxbw{s}", "netns", self.gw, "type", "veth",
-           "peer", "name", f"wxbi{s}", "netns", self.inet)  # fmt: skip
+        s, net = self.sfx, self.net
+        net.add(self.phone, self.gw, self.inet)
+        net.veth(self.phone, f"wxbp{s}", self.gw, self.lan_if)
+        net.veth(self.gw, f"wxbw{s}", self.inet, f"wxbi{s}")
         for ns, dev, addr in (
             (self.phone, f"wxbp{s}", f"{PHONE}/24"),
             (self.gw, self.lan_if, f"{GW_LAN}/24"),
             (self.gw, f"wxbw{s}", f"{GW_WAN}/24"),
             (self.inet, f"wxbi{s}", f"{INET}/24"),
         ):
-            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-        for addr in (UPSTREAM, WECHAT, WECHAT_HARDCODED):
-            sh("ip", "-n", self.inet, "addr", "add", f"{addr}/32", "dev", "lo")
-        sh("ip", "-n", self.phone, "route", "add", "default", "via", GW_LAN)
-        sh("ip", "-n", self.gw, "route", "add", "default", "via", INET)
-        sh("ip", "-n", self.inet, "route", "add", "10.77.0.0/24", "via", GW_WAN)
-        sh("ip", "netns", "exec", self.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            net.addr(ns, dev, addr)
+            net.up(ns, dev)
+        net.addr(self.inet, "lo", *(f"{a}/32" for a in (UPSTREAM, WECHAT, WECHAT_HARDCODED)))
+        net.route(self.phone, "default", GW_LAN)
+        net.route(self.gw, "default", INET)
+        net.route(self.inet, "10.77.0.0/24", GW_WAN)
+        net.forwarding(self.gw)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -115,13 +112,12 @@ class World:
             if p.poll() is None:
                 p.kill()
             p.communicate(timeout=10)
-        for ns in (self.phone, self.gw, self.inet):
-            sh("ip", "netns", "del", ns, check=False)
+        self.net.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def spawn(self, ns: str, *argv: str) -> subprocess.Popen[str]:
         p = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],
+            Netns.exec_argv(ns, argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

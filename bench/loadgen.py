@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from bench.spawn import ServerProcess, SpawnError, proc_cpu
+from bench.spawn import ServerProcess, SpawnError, tree_cpu
 from wxnet._compat import wait_for
 from wxnet.client.basiclink import BasicLink
 from wxnet.client.errors import TransportError
@@ -270,8 +270,9 @@ async def run_load(
 ) -> LoadResult:
     """Log in 2 x ``pairs`` users, make each pair contacts, send ``messages`` in total
     (spread over the pairs), and wait until every acknowledged message is delivered
-    (or ``drain_timeout`` passes). With ``server_pid``, the server's CPU time over the
-    same span (logins excluded: argon2 would dominate) goes in ``server_cpu_seconds``."""
+    (or ``drain_timeout`` passes). With ``server_pid``, the CPU time of the server (and
+    of its workers, if it is a supervisor) over the same span (logins excluded: argon2
+    would dominate) goes in ``server_cpu_seconds``."""
     result = LoadResult(pairs, messages)
     senders = await asyncio.gather(
         *(_login(host, long_port, f"{prefix}s{i}", password) for i in range(pairs))
@@ -295,7 +296,7 @@ async def run_load(
     per_pair = [messages // pairs + (1 if i < messages % pairs else 0) for i in range(pairs)]
     start = time.monotonic()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    server_cpu0 = proc_cpu(server_pid) if server_pid is not None else 0.0
+    server_cpu0 = tree_cpu(server_pid) if server_pid is not None else 0.0
 
     per_pair_rate = rate / pairs if rate > 0 else 0.0
     await asyncio.gather(
@@ -315,7 +316,7 @@ async def run_load(
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if server_pid is not None:
-        result.server_cpu_seconds = proc_cpu(server_pid) - server_cpu0
+        result.server_cpu_seconds = tree_cpu(server_pid) - server_cpu0
     await asyncio.gather(*(rc.stop() for rc in recv))
     for u in [*senders, *receivers]:
         await u.link.wait_closed()
@@ -483,13 +484,13 @@ async def run_random(
     counting = True
     start = time.monotonic()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    server_cpu0 = proc_cpu(server_pid) if server_pid is not None else 0.0
+    server_cpu0 = tree_cpu(server_pid) if server_pid is not None else 0.0
     await phase(messages, "m")
     result.elapsed = time.monotonic() - start
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if server_pid is not None:
-        result.server_cpu_seconds = proc_cpu(server_pid) - server_cpu0
+        result.server_cpu_seconds = tree_cpu(server_pid) - server_cpu0
     for b in boxes:
         b.stopping = True
     await asyncio.gather(*(b.stop() for b in boxes))

@@ -50,6 +50,21 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live children (``serve --workers N``: the
+    supervisor and its workers; a single server has none)."""
+    total = proc_cpu(pid)
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and d.name != str(pid):
+            try:
+                stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of a process in KiB, from /proc."""
     m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import browser, chromium  # noqa: F401  (fixtures for every browser test)
 from tests.engines import PostgresServer, RedisServer
 from wxnet.analyze.capture import CaptureReader
 

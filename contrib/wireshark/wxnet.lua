@@ -46,7 +46,12 @@ local COMMANDS = {
     [109] = "getmsgimg",
     [19] = "uploadvoice",
     [20] = "downloadvoice",
+    [220] = "uploadappattach",
+    [221] = "downloadappattach",
+    [149] = "uploadvideo",
+    [150] = "downloadvideo",
     [233] = "scanqrcode",
+    [681] = "oplog",
 }
 local SPECIAL = {
     [6] = "noop",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import select
 import shutil
 import signal
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+
+from wxnet.netns import Netns, new_suffix
 
 pytestmark = [
     pytest.mark.root,
@@ -104,8 +105,9 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[str, str]:
 @dataclass
 class Pair:
     tmp: Path
-    sfx: str = field(default_factory=lambda: secrets.token_hex(3))
+    sfx: str = field(default_factory=new_suffix)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    net: Netns = field(default_factory=Netns)
 
     @property
     def client(self) -> str:
@@ -120,28 +122,20 @@ class Pair:
         return f"wxas{self.sfx}"
 
     def setup(self) -> None:
-        for ns in (self.client, self.server):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "link", "add", f"wxac{self.sfx}", "netns", self.client, "type", "veth",
-           "peer", "name", self.iface, "netns", self.server)  # fmt: skip
-        for ns, dev, addr in (
-            (self.client, f"wxac{self.sfx}", CLIENT_IP),
-            (self.server, self.iface, SERVER_IP),
-        ):
-            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
+        net, cif = self.net, f"wxac{self.sfx}"
+        net.add(self.client, self.server)
+        net.veth(self.client, cif, self.server, self.iface)
+        net.addr(self.client, cif, f"{CLIENT_IP}/24")
+        net.addr(self.server, self.iface, f"{SERVER_IP}/24")
+        net.up(self.client, cif)
+        net.up(self.server, self.iface)
         # Static neighbours: a burst must not wait in (and overflow) the ARP queue.
-        for ns, dev, peer_ns, peer_dev, peer_ip in (
-            (self.client, f"wxac{self.sfx}", self.server, self.iface, SERVER_IP),
-            (self.server, self.iface, self.client, f"wxac{self.sfx}", CLIENT_IP),
-        ):
-            mac = json.loads(sh("ip", "-j", "-n", peer_ns, "link", "show", peer_dev))[0]["address"]
-            sh("ip", "-n", ns, "neigh", "replace", peer_ip, "lladdr", mac, "dev", dev)
+        net.neigh(self.client, cif, SERVER_IP, net.mac(self.server, self.iface))
+        net.neigh(self.server, self.iface, CLIENT_IP, net.mac(self.client, cif))
 
     def spawn(self, ns: str, argv: list[str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],
+            Netns.exec_argv(ns, argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -152,7 +146,7 @@ class Pair:
 
     def run(self, ns: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ip", "netns", "exec", ns, *argv],
+            Netns.exec_argv(ns, argv),
             capture_output=True,
             text=True,
             timeout=60,
@@ -165,8 +159,7 @@ class Pair:
             if p.poll() is None:
                 p.kill()
             p.communicate(timeout=10)
-        for ns in (self.client, self.server):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        self.net.close()
 
 
 @pytest.fixture

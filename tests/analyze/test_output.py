@@ -6,12 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from wxnet.analyze.output import CSV_FIELDS
 from wxnet.cli.common import IO
@@ -19,8 +16,6 @@ from wxnet.cli.main import run
 
 CAPTURES = Path(__file__).parent.parent / "data" / "captures"
 QUICKPLAY = str(CAPTURES / "quickplay.pcap")
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def call(*argv: str) -> tuple[int, str, str]:
@@ -75,18 +70,6 @@ def test_top_n_by_bytes() -> None:
     assert table.count("10.54.169.250:") == 2 and table.index("45902") < table.index("19606")
     code, _, _ = call("analyze", "--top", "0", QUICKPLAY)
     assert code == 2
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: `make sysdeps` installs Debian's chromium")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def test_html_report_in_chromium(browser: Browser, tmp_path: Path) -> None:

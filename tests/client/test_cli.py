@@ -25,6 +25,8 @@ COMMANDS = [
     ["send"],
     ["send-image"],
     ["send-voice"],
+    ["send-file"],
+    ["send-video"],
     ["listen"],
     ["outbox"],
     ["outbox", "drop"],
@@ -324,3 +326,63 @@ def test_refusals_group_names_and_a_true_status(
     assert code == 0, err
     assert "link:           short (no long link" in out, out
     assert "(in use)" in out
+
+
+def test_files_and_videos_from_the_command_line(
+    server_thread: ServerThread, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    login(server_thread, a, "alice")
+    login(server_thread, b, "bob")
+    pa, pb = ("--profile", str(a)), ("--profile", str(b))
+    code, _, err = call("contact", "add", *pa, "bob")
+    assert code == 0, err
+    doc = bytes(range(256)) * 40
+    (tmp_path / "plan v2.txt").write_bytes(doc)
+    code, out, err = call("send-file", *pa, "bob", str(tmp_path / "plan v2.txt"), "--json")
+    assert code == 0, err
+    file_id = lines(out)[0]["msg_id"]
+    clip = b"\x00\x00\x00\x18ftypmp42" + bytes(5000)
+    (tmp_path / "c.mp4").write_bytes(clip)
+    make_image(tmp_path / "t.png", 6)
+    code, out, err = call(
+        "send-video",
+        *pa,
+        "bob",
+        str(tmp_path / "c.mp4"),
+        "--thumb",
+        str(tmp_path / "t.png"),
+        "--seconds",
+        "4",
+        "--chunk-size",
+        "2000",
+    )
+    assert code == 0 and "sent" in out, err
+    code, out, err = call("send-video", *pa, "bob", str(tmp_path / "c.mp4"), "--json")
+    assert code == 0, err  # no --thumb: the server's placeholder
+    plain_id = lines(out)[0]["msg_id"]
+    code, _, err = call("send-video", *pa, "bob", str(tmp_path / "c.mp4"), "--thumb", "/nope.png")
+    assert code == 2 and "no such file" in err
+
+    saved = tmp_path / "saved"
+    code, out, err = call(
+        "listen", *pb, "--json", "--count", "3", "--timeout", "20", "--save", str(saved)
+    )
+    assert code == 0, err
+    msgs = [x for x in lines(out) if x.get("type") == "add_msg"]
+    assert [m["msg_type"] for m in msgs] == [49, 43, 43]
+    assert msgs[0]["file_name"] == "plan v2.txt" and msgs[0]["app_msg_type"] == 6
+    assert msgs[0]["saved"] == [str(saved / f"{file_id}-plan v2.txt")]
+    assert (saved / f"{file_id}-plan v2.txt").read_bytes() == doc
+    assert (saved / f"{plain_id}.mp4").read_bytes() == clip
+    assert (saved / f"{plain_id}.thumb.jpg").read_bytes()[:2] == b"\xff\xd8"
+
+    code, out, err = call("history", *pb, "alice", "--offline")
+    assert code == 0, err
+    assert "[file plan v2.txt, 10240 bytes]" in out and "[video 5012 bytes, thumbnail]" in out
+    again = tmp_path / "again"
+    code, out, err = call("history", *pb, "alice", "--save", str(again))
+    assert code == 0, err
+    assert out.count("    saved ") == 5  # the file, and each video with its thumbnail
+    assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in saved.iterdir())
+    assert (again / f"{file_id}-plan v2.txt").read_bytes() == doc

@@ -1,14 +1,14 @@
 """Network namespaces for the gateway tests: phone -- gateway -- internet.
 
-Every name carries a per-run random suffix (other engineers run namespace tests on the
-same machine at the same time); :meth:`World.close` removes everything.
+Built with :mod:`wxnet.netns`: every name carries a per-run random suffix (other
+engineers run namespace tests on the same machine at the same time);
+:meth:`World.close` removes everything.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import select
 import signal
 import subprocess
@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from wxnet.netns import Netns, new_suffix
 
 HELPER = str(Path(__file__).with_name("nshelper.py"))
 PHONE_IP, GW_LAN_IP = "10.77.0.2", "10.77.0.1"
@@ -98,8 +100,9 @@ def read_line(proc: subprocess.Popen[str], timeout: float, stderr: bool = False)
 @dataclass
 class World:
     tmp: Path
-    sfx: str = field(default_factory=lambda: secrets.token_hex(3))
+    sfx: str = field(default_factory=new_suffix)
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    net: Netns = field(default_factory=Netns)
 
     @property
     def phone(self) -> str:
@@ -127,18 +130,13 @@ class World:
         return self.tmp / "internet.jsonl"
 
     def setup(self) -> None:
-        s = self.sfx
-        for ns in (self.phone, self.phone2, self.gw, self.inet):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", self.gw, "link", "add", self.lan_if, "type", "bridge")
+        s, net = self.sfx, self.net
+        net.add(self.phone, self.phone2, self.gw, self.inet)
         for ns, dev, port in ((self.phone, f"wxpl{s}", f"wxg1{s}"),
                               (self.phone2, f"wxp2{s}", f"wxg2{s}")):  # fmt: skip
-            sh("ip", "link", "add", dev, "netns", ns, "type", "veth",
-               "peer", "name", port, "netns", self.gw)  # fmt: skip
-            sh("ip", "-n", self.gw, "link", "set", port, "master", self.lan_if, "up")
-        sh("ip", "link", "add", f"wxgw{s}", "netns", self.gw, "type", "veth",
-           "peer", "name", f"wxiw{s}", "netns", self.inet)  # fmt: skip
+            net.veth(ns, dev, self.gw, port)
+        net.bridge(self.gw, self.lan_if, ports=(f"wxg1{s}", f"wxg2{s}"))
+        net.veth(self.gw, f"wxgw{s}", self.inet, f"wxiw{s}")
         for ns, dev, addr, addr6 in (
             (self.phone, f"wxpl{s}", f"{PHONE_IP}/24", f"{PHONE6}/64"),
             (self.phone2, f"wxp2{s}", f"{PHONE2_IP}/24", f"{PHONE2_6}/64"),
@@ -146,23 +144,19 @@ class World:
             (self.gw, f"wxgw{s}", f"{GW_WAN_IP}/24", f"{GW_WAN6}/64"),
             (self.inet, f"wxiw{s}", f"{INET_IP}/24", f"{INET6}/64"),
         ):
-            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
-            sh("ip", "-n", ns, "addr", "add", addr6, "dev", dev, "nodad")
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-        for addr in INET_ADDRS:
-            plen = 128 if ":" in addr else 32
-            sh("ip", "-n", self.inet, "addr", "add", f"{addr}/{plen}", "dev", "lo", "nodad")
+            net.addr(ns, dev, addr, addr6)
+            net.up(ns, dev)
+        net.addr(self.inet, "lo", *(f"{a}/{128 if ':' in a else 32}" for a in INET_ADDRS))
         for ph in (self.phone, self.phone2):
-            sh("ip", "-n", ph, "route", "add", "default", "via", GW_LAN_IP)
-            sh("ip", "-n", ph, "-6", "route", "add", "default", "via", GW_LAN6)
+            net.route(ph, "default", GW_LAN_IP)
+            net.route(ph, "default", GW_LAN6)
         # the wxnet server answers on its built-in and newgetdns-only addresses too
         sh("ip", "netns", "exec", self.inet, "nft", "-f", "-", input_text=SERVER_NAT)
-        sh("ip", "-n", self.gw, "route", "add", "default", "via", INET_IP)
-        sh("ip", "-n", self.inet, "route", "add", "10.77.0.0/24", "via", GW_WAN_IP)
-        sh("ip", "-n", self.gw, "-6", "route", "add", "default", "via", INET6)
-        sh("ip", "-n", self.inet, "-6", "route", "add", "fd77::/64", "via", GW_WAN6)
-        sh("ip", "netns", "exec", self.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        sh("ip", "netns", "exec", self.gw, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        net.route(self.gw, "default", INET_IP)
+        net.route(self.inet, "10.77.0.0/24", GW_WAN_IP)
+        net.route(self.gw, "default", INET6)
+        net.route(self.inet, "fd77::/64", GW_WAN6)
+        net.forwarding(self.gw, ipv6=True)
         srv = self.spawn(
             self.inet,
             [sys.executable, HELPER, "serve", "--log", str(self.log),
@@ -173,7 +167,7 @@ class World:
 
     def spawn(self, ns: str, argv: list[str]) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],
+            Netns.exec_argv(ns, argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -210,8 +204,7 @@ class World:
                 proc.communicate(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
-        for ns in (self.phone, self.phone2, self.gw, self.inet):
-            sh("ip", "netns", "del", ns, check=False)
+        self.net.close()
 
 
 def mmtls_hello() -> bytes:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from wxnet.gate.dashboard import render_dashboard, summary
 from wxnet.gate.metrics import Metrics
 from wxnet.gate.records import FlowRecord
@@ -56,3 +58,22 @@ def test_metrics_exposition() -> None:
     assert 'wxnet_gate_bytes_total{app="wechat",device="alice"} 400' in text
     assert 'wxnet_gate_dns_queries_total{verdict="block"} 1' in text
     assert "wxnet_gate_active_groups 0" in text
+
+
+def test_metrics_are_the_librarys_exposition_with_escaped_labels() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    m = Metrics()
+    m.inc("wxnet_gate_bytes_total", 5, labels={"app": 'we"chat\\', "device": "a\nb"})
+    m.set("wxnet_gate_active_groups", 2)
+    m.counter_fn("wxnet_gate_newgetdns_addresses_total", lambda: 7)
+    families = {f.name: f for f in text_string_to_metric_families(m.render())}
+    (sample,) = families["wxnet_gate_bytes"].samples
+    assert sample.labels == {"app": 'we"chat\\', "device": "a\nb"} and sample.value == 5
+    assert families["wxnet_gate_active_groups"].samples[0].value == 2
+    assert families["wxnet_gate_newgetdns_addresses"].samples[0].value == 7
+    assert m.counts(gauges=False) == {
+        ("wxnet_gate_bytes_total", (("app", 'we"chat\\'), ("device", "a\nb"))): 5
+    }
+    with pytest.raises(KeyError):
+        m.inc("wxnet_gate_bytes_total", labels={"app": "x"})  # a label missing

@@ -366,7 +366,10 @@ def process_answers(world: World, want: int) -> dict[str, int]:
         counts = {
             m.group(1): int(m.group(2))
             for m in re.finditer(
-                r'^wxnet_gate_dns_process_answers_total\{process="(\d+)"\} (\d+)$', text, re.M
+                # the library writes counts as floats ("3.0")
+                r'^wxnet_gate_dns_process_answers_total\{process="(\d+)"\} (\d+)(?:\.0)?$',
+                text,
+                re.M,
             )
         }
         if sum(counts.values()) >= want:

@@ -125,7 +125,7 @@ def test_serve_runs_from_the_installed_package(venv: Path, tmp_path: Path) -> No
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{base}/healthz", timeout=WAIT) as r:
             health = json.loads(r.read())
-        assert health == {"status": "ok", "version": __version__, "schema": 1}
+        assert health == {"status": "ok", "version": __version__, "schema": 1, "pid": proc.pid}
         with urllib.request.urlopen(f"{base}/", timeout=WAIT) as r:  # the static web page
             assert r.status == 200 and b"<html" in r.read().lower()
     finally:

@@ -151,3 +151,27 @@ async def test_unreachable_redis_refuses_to_start(tmp_path: Path, pg_dsn: str) -
     with pytest.raises(MMError) as ei:
         await start_server(cfg)
     assert "cannot connect to Redis" in ei.value.message
+
+
+async def test_logout_on_one_node_ends_the_session_on_the_other(nodes: list[Server]) -> None:
+    from tests.server.wire import LongClient
+    from wxnet.proto.errors import MMRet
+
+    a, b = nodes
+    alice = await on(a, "alice")
+    other = await LongClient.connect(b.long_port)  # the same session, on node B
+    ident = await other.call(
+        "identify", pb.IdentifyRequest(base=alice.acc.base()), pb.IdentifyResponse
+    )
+    assert ident.base.ret == 0, ident.base.err_msg
+    assert (await b.engine.session(alice.acc.sid, alice.acc.uin)).uin == alice.acc.uin  # cached
+    out = await alice.call("logout", pb.LogoutRequest(), pb.LogoutResponse)
+    assert out.base.ret == 0, out.base.err_msg
+    await asyncio.wait_for(other.closed.wait(), WAIT)  # B heard it over the bus
+    late = await LongClient.connect(b.long_port)
+    again = await late.call(
+        "identify", pb.IdentifyRequest(base=alice.acc.base()), pb.IdentifyResponse
+    )
+    assert again.base.ret == MMRet.ERR_SESSIONTIMEOUT
+    for c in (late, other, alice.link):
+        await c.close()

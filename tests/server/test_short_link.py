@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import xml.etree.ElementTree as ET
 
 import aiohttp
@@ -98,7 +99,12 @@ async def test_http_errors(server: Server) -> None:
             assert r.status == 413
         async with http.get(f"{base}/healthz") as r:
             assert r.status == 200
-            assert await r.json() == {"status": "ok", "version": __version__, "schema": 1}
+            assert await r.json() == {
+                "status": "ok",
+                "version": __version__,
+                "schema": 1,
+                "pid": os.getpid(),  # the process that answered (in-process server here)
+            }
 
 
 async def test_newgetdns_advertises_where_we_listen(server: Server) -> None:

@@ -46,6 +46,24 @@ async def test_unfinished_uploads_expire(server: Server, clock: FakeClock) -> No
     await a.close()
 
 
+async def test_an_unfinished_video_expires_with_its_thumbnail(
+    server: Server, clock: FakeClock
+) -> None:
+    a = await Device.login(server.long_port, "alice")
+    req = pb.UploadVideoRequest(
+        client_msg_id="v1", to_user="alice", total_len=5000, start_pos=0, data=b"v" * 1000
+    )
+    r = await a.call("uploadvideo", req, pb.UploadMediaResponse)
+    assert r.base.ret == 0 and r.start_pos == 1000 and not r.msg_id
+    media = server.dispatcher.uploads.media
+    partials = [media.partial(a.acc.uin, "v1", k) for k in ("video", "vthumb")]
+    assert all(p.exists() for p in partials)  # the placeholder waits beside the video
+    clock.advance(3601)
+    assert await server.dispatcher.uploads.sweep() == 1
+    assert not any(p.exists() for p in partials)
+    await a.close()
+
+
 def test_quota_settings_are_checked(config: ServerConfig) -> None:
     from wxnet.server.config import ConfigError, _validate
 

@@ -200,6 +200,17 @@ async def test_contacts_and_rooms(store: Store, published: Published) -> None:
     assert await store.head(a, 11) == 2 and await store.head(c, 11) == 1
 
 
+async def test_contact_marks(store: Store, published: Published) -> None:
+    a, b = await two(store)
+    assert await store.contact_marks(a) == {}
+    await store.set_contact_mark(a, "bob", "Bobby", False, T0, [Append([a], 3, body("bob"))])
+    await store.set_contact_mark(a, "bob", "Bobby", True, T0 + 1, [Append([a], 3, body("b2"))])
+    await store.set_contact_mark(a, "r@chatroom", "", True, T0, [])
+    assert await store.contact_marks(a) == {"bob": ("Bobby", True), "r@chatroom": ("", True)}
+    assert await store.contact_marks(b) == {}  # marks are the owner's own
+    assert published.head(a, 3) == 2
+
+
 async def test_committed_keys(store: Store) -> None:
     a, _ = await two(store)
     store.set_committed_key(a, "dev", b"k1", T0)

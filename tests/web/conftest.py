@@ -82,6 +82,7 @@ class Mobile:
     session_key: str = ""
     key: bytes = b""
     seen: list[pb.AddMsg] = field(default_factory=list)
+    items: list[pb.CmdItem] = field(default_factory=list)
 
     async def call(self, name: str, req: Message, resp_type: type[R]) -> R:
         if req.DESCRIPTOR.fields_by_name.get("base") is not None:
@@ -155,6 +156,51 @@ class Mobile:
         assert resp.msg_id
         return resp.msg_id
 
+    async def send_file(self, to: str, name: str, data: bytes) -> int:
+        """A file over ``uploadappattach`` in 60 000-byte chunks; its MsgId."""
+        cid, resp = secrets.token_hex(8), pb.UploadMediaResponse()
+        for pos in range(0, len(data), 60_000):
+            req = pb.UploadAppAttachRequest(
+                client_msg_id=cid,
+                to_user=to,
+                total_len=len(data),
+                start_pos=pos,
+                data=data[pos : pos + 60_000],
+                file_name=name,
+            )
+            resp = await self.call("uploadappattach", req, pb.UploadMediaResponse)
+            assert resp.base.ret == 0, resp.base.err_msg
+        assert resp.msg_id
+        return resp.msg_id
+
+    async def send_video(self, to: str, data: bytes, thumb: bytes = b"") -> int:
+        cid, resp = secrets.token_hex(8), pb.UploadMediaResponse()
+        for pos in range(0, len(data), 60_000):
+            req = pb.UploadVideoRequest(
+                client_msg_id=cid,
+                to_user=to,
+                total_len=len(data),
+                start_pos=pos,
+                data=data[pos : pos + 60_000],
+                thumb=thumb if pos == 0 else b"",
+                play_length=3,
+            )
+            resp = await self.call("uploadvideo", req, pb.UploadMediaResponse)
+            assert resp.base.ret == 0, resp.base.err_msg
+        assert resp.msg_id
+        return resp.msg_id
+
+    async def download(self, cgi: str, msg_id: int, thumb: bool = False) -> bytes:
+        """A file (``downloadappattach``) or video (``downloadvideo``), chunk by chunk."""
+        out = b""
+        while True:
+            req = pb.DownloadMediaRequest(msg_id=msg_id, start_pos=len(out), thumb=thumb)
+            resp = await self.call(cgi, req, pb.DownloadMediaResponse)
+            assert resp.base.ret == 0, resp.base.err_msg
+            out += resp.data
+            if len(out) >= resp.total_len or not resp.data:
+                return out
+
     async def scan(self, uuid: str, confirm: bool = True) -> int:
         resp = await self.call(
             "scanqrcode", pb.ScanQrRequest(uuid=uuid, confirm=confirm), pb.ScanQrResponse
@@ -163,11 +209,19 @@ class Mobile:
 
     async def wait_msg(self, pred: Callable[[pb.AddMsg], bool]) -> pb.AddMsg:
         """Sync (long-polling with newsynccheck) until a message matching ``pred`` arrives."""
-        for m in self.seen:
-            if pred(m):
-                return m
+        item = await self.wait_item(
+            lambda it: it.WhichOneof("body") == "add_msg" and pred(it.add_msg)
+        )
+        return item.add_msg
 
-        async def loop() -> pb.AddMsg:
+    async def wait_item(self, pred: Callable[[pb.CmdItem], bool]) -> pb.CmdItem:
+        """Sync (long-polling with newsynccheck) until a sync item matching ``pred``
+        arrives (or has arrived)."""
+        for it in self.items:
+            if pred(it):
+                return it
+
+        async def loop() -> pb.CmdItem:
             while True:
                 driver = SyncDriver(self.key, selector=Selector.ALL, commit=False)
                 found = None
@@ -175,10 +229,11 @@ class Mobile:
                     if not isinstance(event, Page):
                         continue
                     for item in event.items:
+                        self.items.append(item)
                         if item.WhichOneof("body") == "add_msg":
                             self.seen.append(item.add_msg)
-                            if found is None and pred(item.add_msg):
-                                found = item.add_msg
+                        if found is None and pred(item):
+                            found = item
                 self.key = driver.key
                 if found is not None:
                     return found

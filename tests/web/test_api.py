@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import json
 
 import aiohttp
@@ -258,8 +259,13 @@ async def test_revoke_reaches_the_web(
     resp = await bob.call("revokemsg", pb.RevokeMsgRequest(msg_id=msg_id), pb.RevokeMsgResponse)
     assert resp.base.ret == 0, resp.base.err_msg
     m = await w.wait_msg(lambda m: m["MsgType"] == 10002)
-    assert m["MsgId"] == str(msg_id) and m["FromUserName"] == wp.web_user_name("bob")
-    assert "revokemsg" in m["Content"] and "&lt;" in m["Content"]
+    assert m["FromUserName"] == wp.web_user_name("bob")
+    assert m["MsgId"] != str(msg_id) and m["NewMsgId"] == int(m["MsgId"])  # its own id
+    xml = html.unescape(m["Content"])  # escaped, as every XML payload (research 5.4)
+    assert "&lt;" in m["Content"]
+    assert f"<session>{wp.web_user_name('bob')}</session>" in xml
+    assert f"<msgid>{msg_id}</msgid>" in xml
+    assert '<replacemsg><![CDATA["Bob" 撤回了一条消息]]></replacemsg>' in xml
 
 
 async def test_friend_requests_reach_the_web_and_are_accepted_there(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -44,7 +45,13 @@ async def test_scan_approves_a_web_login(
         cli, "scan", qr_url, "--server", base, "--user", "alice", "--password", "secret1", "--json"
     )
     assert code == 0, err
-    assert json.loads(out) == {"confirmed": True, "user": "alice", "uuid": uuid}
+    assert json.loads(out) == {
+        "confirmed": True,
+        "user": "alice",
+        "uuid": uuid,
+        "user_agent": "Python/3.11 aiohttp/" + aiohttp.__version__,
+        "address": "127.0.0.1",
+    }
     async with http.get(f"{base}{CGI}/login?uuid={uuid}") as r:
         poll = wp.parse_login_poll(await r.text())
     assert poll.code == 200
@@ -68,3 +75,58 @@ async def test_scan_approves_a_web_login(
         cli, "scan", uuid, "--server", "http://127.0.0.1:1", "--user", "a", "--password", "x"
     )
     assert code == 1 and "cannot reach" in err
+
+
+async def test_scan_with_the_profile_session(
+    server: Server,
+    alice: Mobile,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A phone logged in with ``wxnet login`` approves with its saved session (no
+    password), and is shown who asked: the browser's user agent and address."""
+    monkeypatch.delenv("WXNET_PASSWORD", raising=False)
+    base = base_url(server)
+    profile = str(tmp_path / "phone")
+    code, _, err = await asyncio.to_thread(
+        cli, "login", "--server", base, "--user", "alice", "--password", "secret1",
+        "--profile", profile, "--no-long-link",
+    )  # fmt: skip
+    assert code == 0, err
+    browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0"}
+
+    async def new_login() -> str:
+        async with http.get(base + "/jslogin?appid=x&fun=new", headers=browser) as r:
+            return wp.parse_qrlogin(await r.text())[1]
+
+    uuid = await new_login()
+    code, out, err = await asyncio.to_thread(cli, "scan", uuid, "--profile", profile, "--json")
+    assert code == 0, err
+    assert json.loads(out) == {
+        "uuid": uuid,
+        "user": "alice",
+        "confirmed": True,
+        "user_agent": browser["User-Agent"],
+        "address": "127.0.0.1",
+    }
+    async with http.get(f"{base}{CGI}/login?uuid={uuid}") as r:
+        assert wp.parse_login_poll(await r.text()).code == 200
+
+    uuid = await new_login()
+    code, out, err = await asyncio.to_thread(
+        cli, "scan", uuid, "--profile", profile, "--no-confirm"
+    )
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"scanned web login {uuid}",
+        f"  asked by {browser['User-Agent']} from 127.0.0.1",
+    ]
+    # another account's profile is refused by name; no profile and no password: usage
+    code, _, err = await asyncio.to_thread(cli, "scan", uuid, "--profile", profile, "--user", "bob")
+    assert code == 2 and "logged in as alice, not bob" in err
+    code, _, err = await asyncio.to_thread(cli, "scan", uuid, "--profile", str(tmp_path / "no"))
+    assert code == 2 and "--password" in err
+    assert not (tmp_path / "no").exists()
+    code, _, err = await asyncio.to_thread(cli, "scan", "--profile", profile)
+    assert code == 2 and "--push-approve" in err

@@ -242,6 +242,18 @@ class Classifier:
                     winner, f"{sig.label} (spoofed)", tuple(evidence), False, True, True, names
                 )
             return Verdict(winner, sig.label, tuple(evidence), True, False, True, names)
+        return self._unconfirmed(flow, dns, now, found, need)
+
+    def _unconfirmed(
+        self,
+        flow: FlowView,
+        dns: DnsMemory | None,
+        now: float,
+        found: list[tuple[str | None, Evidence]],
+        need: bool,
+    ) -> Verdict:
+        """No payload evidence names an app: what DNS, the address ranges or the port
+        say (never confirmed), with the informational evidence found."""
         info = tuple(ev for app, ev in found if app is None)
         final = not need
         dns_hit = self._dns_evidence(flow, dns, now, only=None)
@@ -305,18 +317,8 @@ class Classifier:
             need = self._http(flow, head, found, claims, any_port) or need
         elif head is NEED_DATA:
             need = True
-        hello = sniff_tls_client_hello(data) if b0 == 0x16 else None
-        if isinstance(hello, TlsClientHello):
-            if hello.sni:
-                hit = self._match_name(hello.sni)
-                if hit is not None:
-                    claims.append((hit[0], hello.sni))
-                    detail = f'SNI "{hello.sni}" matches {hit[1]}'
-                else:
-                    detail = f'SNI "{hello.sni}" (no signature)'
-                found.append((hit[0] if hit else None, Evidence("tls-sni", detail)))
-        elif hello is NEED_DATA:
-            need = True
+        if b0 == 0x16:
+            need = self._tls(data, found, claims) or need
         for sig in self._longlink if b0 == 0 else ():
             if any_port or port in sig.payload_ports:
                 ll = sniff_longlink(data)
@@ -335,6 +337,23 @@ class Classifier:
                 elif ll is NEED_DATA:
                     need = True
         return need
+
+    def _tls(
+        self, data: bytes, found: list[tuple[str | None, Evidence]], claims: list[tuple[str, str]]
+    ) -> bool:
+        """The TLS ClientHello's SNI; True when more bytes could complete the hello."""
+        hello = sniff_tls_client_hello(data)
+        if isinstance(hello, TlsClientHello):
+            if hello.sni:
+                hit = self._match_name(hello.sni)
+                if hit is not None:
+                    claims.append((hit[0], hello.sni))
+                    detail = f'SNI "{hello.sni}" matches {hit[1]}'
+                else:
+                    detail = f'SNI "{hello.sni}" (no signature)'
+                found.append((hit[0] if hit else None, Evidence("tls-sni", detail)))
+            return False
+        return hello is NEED_DATA
 
     def _http(
         self,

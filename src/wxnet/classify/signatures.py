@@ -238,20 +238,7 @@ def _build(path: Path, raw: dict[str, Any]) -> AppSignature:
             ranges.append(ipaddress.ip_network(text, strict=True))
         except ValueError as exc:
             raise SignatureError(f"{where}: ranges: {exc}") from None
-    op_raw = raw.get("operator_ranges", [])
-    if not isinstance(op_raw, list):
-        raise SignatureError(f"{where}: operator_ranges must be an array of tables")
-    op_ranges: list[IPNetwork] = []
-    op_sources: list[str] = []
-    for i, item in enumerate(op_raw):
-        at = f"{where}: operator_ranges[{i}]"
-        if not isinstance(item, dict) or set(item) - _OPERATOR_KEYS:
-            raise SignatureError(f"{at}: a table with range and source only")
-        try:
-            op_ranges.append(ipaddress.ip_network(_str(item, "range", at), strict=True))
-        except ValueError as exc:
-            raise SignatureError(f"{at}: range: {exc}") from None
-        op_sources.append(" ".join(_str(item, "source", at).split()))
+    op_ranges, op_sources = _operator_ranges(raw, where)
     patterns = raw.get("udp_payload", [])
     if not isinstance(patterns, list):
         raise SignatureError(f"{where}: udp_payload must be an array of tables")
@@ -280,6 +267,25 @@ def _build(path: Path, raw: dict[str, Any]) -> AppSignature:
         ),
         source=where,
     )
+
+
+def _operator_ranges(raw: dict[str, Any], where: str) -> tuple[list[IPNetwork], list[str]]:
+    """``[[operator_ranges]]``: (ranges, their sources)."""
+    op_raw = raw.get("operator_ranges", [])
+    if not isinstance(op_raw, list):
+        raise SignatureError(f"{where}: operator_ranges must be an array of tables")
+    op_ranges: list[IPNetwork] = []
+    op_sources: list[str] = []
+    for i, item in enumerate(op_raw):
+        at = f"{where}: operator_ranges[{i}]"
+        if not isinstance(item, dict) or set(item) - _OPERATOR_KEYS:
+            raise SignatureError(f"{at}: a table with range and source only")
+        try:
+            op_ranges.append(ipaddress.ip_network(_str(item, "range", at), strict=True))
+        except ValueError as exc:
+            raise SignatureError(f"{at}: range: {exc}") from None
+        op_sources.append(" ".join(_str(item, "source", at).split()))
+    return op_ranges, op_sources
 
 
 def _pattern(raw: Any, where: str) -> PayloadPattern:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from wxnet.cli.client_common import (
@@ -179,6 +180,16 @@ def _register_contacts(sub: Any) -> None:
         g.set_defaults(func=cmd_group_mod, op=op)
 
 
+def _save_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--save",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="download the media of the messages shown (images, voice, videos, files) into DIR",
+    )
+
+
 def _register_sending(sub: Any) -> None:
     p = sub.add_parser("send", help="send a text message")
     _common(p, json_flag=True)
@@ -215,6 +226,7 @@ def _register_sending(sub: Any) -> None:
         "--count", type=_positive, default=None, help="exit after N messages (add_msg items)"
     )
     p.add_argument("--timeout", type=float, default=None, help="exit after S seconds")
+    _save_flag(p)
     p.set_defaults(func=cmd_listen, interrupt_is_stop=True)  # Ctrl-C is how it ends
 
 
@@ -241,6 +253,7 @@ def _register_profile(sub: Any) -> None:
     p.add_argument("to", help="user name, group id, or a group's unique name")
     p.add_argument("--limit", type=_positive, default=50)
     p.add_argument("--offline", action="store_true", help="do not sync first")
+    _save_flag(p)
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("revoke", help="revoke a message you sent (within 2 minutes)")

@@ -18,12 +18,15 @@ from wxnet.cli.common import IO, ExitStatus, UsageError
 from wxnet.client.errors import ClientError, NotLoggedIn, SendFailed, TransportError
 from wxnet.client.resolver import parse_nameserver
 from wxnet.client.sdk import (
+    MSG_FILE,
     MSG_IMAGE,
     MSG_TEXT,
+    MSG_VIDEO,
     MSG_VOICE,
     Client,
 )
 from wxnet.client.store import MessageRow, OutboxRow, ProfileError, ProfileStore
+from wxnet.proto import mediaxml
 from wxnet.proto.errors import MMError
 
 log = logging.getLogger("wxnet.client")
@@ -34,6 +37,8 @@ TYPE_NAMES: dict[int, str] = {
     MSG_TEXT: "text",
     MSG_IMAGE: "image",
     MSG_VOICE: "voice",
+    MSG_VIDEO: "video",
+    MSG_FILE: "file",
     10000: "system",
 }
 
@@ -147,6 +152,10 @@ def _msg_text(m: MessageRow, me: str) -> str:
         body = f"[image {m.media_len} bytes{', thumbnail' if m.has_thumb else ''}]"
     elif m.msg_type == MSG_VOICE:
         body = f"[voice {m.voice_length} ms, {m.media_len} bytes]"
+    elif m.msg_type == MSG_VIDEO:
+        body = f"[video {m.media_len} bytes{', thumbnail' if m.has_thumb else ''}]"
+    elif m.msg_type == MSG_FILE and (f := mediaxml.parse_file(m.content)) is not None:
+        body = f"[file {f.name}, {f.size} bytes]"
     else:
         body = m.content
     read = " (read)" if who == me and m.status >= 4 else ""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from wxnet._compat import wait_for
+from wxnet.cli import mediasave
 from wxnet.cli.client_common import (
     TYPE_NAMES,
     _msg_text,
@@ -31,6 +32,7 @@ from wxnet.client.events import (
     LinkChanged,
     NetworkChanged,
     SendStateChanged,
+    WebLoginRequested,
     item_to_json,
 )
 from wxnet.client.sdk import (
@@ -124,6 +126,32 @@ def _event_text(ev: ClientEvent) -> str:
             )
         case SendStateChanged(client_msg_id=cid, state=state):
             return f"# send {cid}: {state}"
+        case WebLoginRequested(user_agent=agent, address=address):
+            return (
+                f"# a web login asks to log in again: {agent or 'an unnamed client'} from"
+                f" {address or 'an unknown address'} (`wxnet scan --push-approve` approves it)"
+            )
+
+
+async def _save(
+    io: IO,
+    args: argparse.Namespace,
+    client: Client,
+    msg_id: int,
+    msg_type: int,
+    content: str,
+    revoked: bool = False,
+) -> list[str]:
+    """``--save``: the message's media into the directory (a failed download is said on
+    stderr and does not end the command)."""
+    if args.save is None or revoked or msg_type not in mediasave.MEDIA_TYPES:
+        return []
+    try:
+        paths = await mediasave.save_media(client, msg_id, msg_type, content, args.save)
+    except (TransportError, MMError, OSError) as exc:
+        io.error(f"cannot save the media of message {msg_id}: {exc}")
+        return []
+    return [str(p) for p in paths]
 
 
 def cmd_listen(args: argparse.Namespace, io: IO) -> int:
@@ -146,12 +174,17 @@ def cmd_listen(args: argparse.Namespace, io: IO) -> int:
                     ev = await wait_for(queue.get(), left)
                 except TimeoutError:
                     break
+                saved: list[str] = []
                 if isinstance(ev, ItemReceived) and ev.body_type == "add_msg":
                     items += 1
+                    m = ev.item.add_msg
+                    saved = await _save(io, args, client, m.msg_id, m.msg_type, m.content)
                 if args.json:
-                    io.json(ev.to_json())
+                    io.json({**ev.to_json(), **({"saved": saved} if saved else {})})
                 else:
                     (io.print if isinstance(ev, ItemReceived) else _note(io))(_event_text(ev))
+                    for path in saved:
+                        io.print(f"    saved {path}")
             return ExitStatus.OK
         finally:
             await client.close()
@@ -206,7 +239,11 @@ def cmd_history(args: argparse.Namespace, io: IO) -> int:
             except (TransportError, MMError) as exc:
                 io.error(f"showing saved history; cannot sync: {exc}")
         for m in client.store.history(await client.resolve(args.to), args.limit):
-            io.json(m.to_json()) if args.json else io.print(_msg_text(m, client.me))
+            saved = await _save(io, args, client, m.msg_id, m.msg_type, m.content, m.revoked)
+            if args.json:
+                io.json({**m.to_json(), **({"saved": saved} if args.save else {})})
+            else:
+                io.print(_msg_text(m, client.me) + "".join(f"\n    saved {p}" for p in saved))
         return ExitStatus.OK
 
     return run_async(io, with_client(args, job, background=False))

@@ -152,9 +152,7 @@ def cmd_run_default(args: argparse.Namespace, io: IO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, io: IO) -> int:
-    from wxnet.gate.dnsworker import WorkerError
-    from wxnet.gate.nft import NftError, nft_available
-    from wxnet.gate.service import GateService
+    from wxnet.gate.nft import nft_available
 
     policy, classifier = _load(args.config)
     if not _preflight(args.config, policy, io, bind=False):  # start() binds them itself
@@ -170,59 +168,65 @@ def cmd_run(args: argparse.Namespace, io: IO) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
 
-    async def main() -> int:
-        service = GateService(policy, classifier)
-        try:
-            await service.start()
-        except (NftError, OSError, WorkerError) as exc:
-            what = "nftables refused the ruleset: " if isinstance(exc, NftError) else ""
-            if isinstance(exc, OSError):
-                what = "cannot listen: "
-            io.error(f"{what}{exc}")
-            t = policy.settings.table
-            if service.table_applied:
-                io.error(f"table inet {t} left in place (fail closed)")
-            else:
-                io.error(f"table inet {t} not touched (a table left by an earlier run stays)")
-            return ExitStatus.ERROR
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        s = policy.settings
-        web = f", web on port {service.http_port}" if service.http_port else ""
-        io.print(
-            f"ready: table inet {s.table}, DNS on port {s.dns_port}, "
-            f"inspector on port {s.inspector_port}{web}"
-        )
-        notify("READY=1", f"STATUS=table inet {s.table} installed")  # Type=notify units
-        failed = asyncio.ensure_future(service.failure.wait())
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait((failed, stopped), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            failed.cancel()
-            stopped.cancel()
-            notify("STOPPING=1")
-            # A failing gate keeps its table: allow-only groups stay closed (fail closed).
-            await service.stop(remove_table=not service.failure.is_set())
-        if service.failure.is_set():
-            io.error(
-                f"gate failed: {service.failure_reason}; table inet {s.table} left in place"
-                f" (allow-only groups stay closed; `wxnet gate stop --table {s.table}` removes it)"
-            )
-            return ExitStatus.ERROR
-        io.print(f"stopped: table inet {s.table} removed")
-        return ExitStatus.OK
-
     runner: Any = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
 
         runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        return int(runner(main()))
+        return int(runner(_serve(policy, classifier, io)))
     return ExitStatus.INTERRUPTED
+
+
+async def _serve(policy: Any, classifier: Any, io: IO) -> int:
+    """Run the gateway until a signal or a failure; the exit status."""
+    from wxnet.gate.dnsworker import WorkerError
+    from wxnet.gate.nft import NftError
+    from wxnet.gate.service import GateService
+
+    service = GateService(policy, classifier)
+    try:
+        await service.start()
+    except (NftError, OSError, WorkerError) as exc:
+        what = "nftables refused the ruleset: " if isinstance(exc, NftError) else ""
+        if isinstance(exc, OSError):
+            what = "cannot listen: "
+        io.error(f"{what}{exc}")
+        t = policy.settings.table
+        if service.table_applied:
+            io.error(f"table inet {t} left in place (fail closed)")
+        else:
+            io.error(f"table inet {t} not touched (a table left by an earlier run stays)")
+        return ExitStatus.ERROR
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    s = policy.settings
+    web = f", web on port {service.http_port}" if service.http_port else ""
+    io.print(
+        f"ready: table inet {s.table}, DNS on port {s.dns_port}, "
+        f"inspector on port {s.inspector_port}{web}"
+    )
+    notify("READY=1", f"STATUS=table inet {s.table} installed")  # Type=notify units
+    failed = asyncio.ensure_future(service.failure.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((failed, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        failed.cancel()
+        stopped.cancel()
+        notify("STOPPING=1")
+        # A failing gate keeps its table: allow-only groups stay closed (fail closed).
+        await service.stop(remove_table=not service.failure.is_set())
+    if service.failure.is_set():
+        io.error(
+            f"gate failed: {service.failure_reason}; table inet {s.table} left in place"
+            f" (allow-only groups stay closed; `wxnet gate stop --table {s.table}` removes it)"
+        )
+        return ExitStatus.ERROR
+    io.print(f"stopped: table inet {s.table} removed")
+    return ExitStatus.OK
 
 
 def cmd_report(args: argparse.Namespace, io: IO) -> int:

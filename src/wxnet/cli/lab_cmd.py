@@ -92,7 +92,6 @@ def cmd_lab(args: argparse.Namespace, io: IO) -> int:
     extra_port = None if args.no_extra_port else 14000
     if args.list:
         return _list(cases, extra_port is not None, args.json, io)
-    from wxnet.lab.report import render_json, render_markdown, render_svg, render_table
     from wxnet.lab.results import CaseResult
     from wxnet.lab.runner import LabConfig, run_lab, terminate_on_signals
     from wxnet.lab.sdkphone import sdk_available
@@ -137,17 +136,24 @@ def cmd_lab(args: argparse.Namespace, io: IO) -> int:
         return ExitStatus.ERROR
     finally:
         restore()
+    _write_report(report, out, args.json, io)
+    return ExitStatus.OK if not report.failed_checks else ExitStatus.ERROR
+
+
+def _write_report(report: Any, out: Path, as_json: bool, io: IO) -> None:
+    """report.md, report.json and matrix.svg in ``out``; the table (or JSON) on stdout."""
+    from wxnet.lab.report import render_json, render_markdown, render_svg, render_table
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
     (out / "report.json").write_text(render_json(report), encoding="utf-8")
     (out / "matrix.svg").write_text(render_svg(report), encoding="utf-8")
-    if args.json:
+    if as_json:
         io.print(render_json(report).rstrip())
     else:
         io.print()
         io.print(render_table(report).rstrip())
         io.print(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'matrix.svg'}")
-    return ExitStatus.OK if not report.failed_checks else ExitStatus.ERROR
 
 
 def _list(cases: list[Any], extra_port: bool, as_json: bool, io: IO) -> int:

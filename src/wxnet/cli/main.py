@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "wxnet.cli.analyze_cmd",
     "wxnet.cli.scan_cmd",
     "wxnet.cli.client_cmd",
+    "wxnet.cli.media_cmd",
     "wxnet.cli.chat_cmd",
     "wxnet.cli.gate_cmd",
     "wxnet.cli.lab_cmd",

@@ -51,6 +51,13 @@ def register(sub: Any) -> None:
         " accepts; open: both become contacts at once (a closed lab or a demo)",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        help="serving processes on the same ports (default 1); more than 1 needs the "
+        "PostgreSQL store and the Redis bus (docs/scaling.md)",
+    )
+    p.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)  # the supervisor's pid
+    p.add_argument(
         "--check-config",
         action="store_true",
         help="check the configuration, the TLS files and the store, then exit (0 = fine); "
@@ -69,6 +76,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "log_level": args.log_level,
+        "workers": args.workers,
     }
     try:
         cfg = load_config(args.config, overrides)
@@ -121,7 +129,7 @@ def banner(cfg: ServerConfig, long_ports: tuple[int, ...], http_port: int) -> li
     ]
 
 
-async def _serve(cfg: ServerConfig, io: IO) -> int:
+async def _serve(cfg: ServerConfig, io: IO, worker: bool = False) -> int:
     from wxnet.proto.errors import MMError
     from wxnet.server.app import start_server
     from wxnet.sync.db import StoreDamaged
@@ -143,19 +151,74 @@ async def _serve(cfg: ServerConfig, io: IO) -> int:
         return ExitStatus.ERROR
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM,) if worker else (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(RuntimeError):  # not the main thread: no signal handlers
             loop.add_signal_handler(sig, stop.set)
-    for line in banner(cfg, (server.long_port, *server.extra_long_ports), server.http_port):
+    lines = banner(cfg, (server.long_port, *server.extra_long_ports), server.http_port)
+    for line in lines[:1] if worker else lines:  # a worker: the line its supervisor reads
         io.print(line)
-    notify("READY=1", f"STATUS=serving: long link {server.long_port}, HTTP {server.http_port}")
+    if not worker:
+        notify("READY=1", f"STATUS=serving: long link {server.long_port}, HTTP {server.http_port}")
     try:
         await stop.wait()
     finally:
-        notify("STOPPING=1")
-        io.print("wxnet: shutting down")
+        if not worker:
+            notify("STOPPING=1")
+            io.print("wxnet: shutting down")
         await server.close()
     return ExitStatus.OK
+
+
+def worker_argv(args: argparse.Namespace, cfg: ServerConfig, ports: tuple[int, ...]) -> list[str]:
+    """The command line of one worker: this one's settings, with the ports fixed."""
+    argv = [sys.executable, "-m", "wxnet", "serve", "--worker-of", str(os.getpid())]
+    if args.config is not None:
+        argv += ["--config", str(args.config)]
+    argv += ["--data", str(cfg.data), "--host", cfg.host, "--log-level", cfg.log_level]
+    argv += ["--long-port", str(ports[0]), "--http-port", str(ports[-1])]
+    for port in ports[1:-1]:
+        argv += ["--extra-long-port", str(port)]
+    if cfg.tls_cert:
+        argv += ["--tls-cert", cfg.tls_cert, "--tls-key", cfg.tls_key]
+    argv += ["--contacts", cfg.sync.contacts, "--workers", str(cfg.workers)]
+    return argv
+
+
+async def _supervise(args: argparse.Namespace, cfg: ServerConfig, io: IO) -> int:
+    """``--workers N``: fix the ports, start N workers, supervise them (workers.py)."""
+    from wxnet.server.workers import Supervisor, reserve_port
+
+    held = []
+    ports: list[int] = []
+    try:
+        for port in (cfg.long_port, *cfg.extra_long_ports, cfg.http_port):
+            if port == 0:
+                port, sock = reserve_port(cfg.host)
+                held.append(sock)
+            ports.append(port)
+        fixed = tuple(ports)
+        sup = Supervisor(lambda _i: worker_argv(args, cfg, fixed), cfg.workers, io)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(RuntimeError):
+                loop.add_signal_handler(sig, sup.stop.set)
+        try:
+            if not await sup.start():
+                return ExitStatus.OK if sup.stop.is_set() else ExitStatus.ERROR
+            for line in banner(cfg, fixed[:-1], fixed[-1]):
+                io.print(line)
+            pids = ", ".join(str(p) for p in sup.pids)
+            io.print(f"workers: {cfg.workers} (pids {pids}), supervisor pid {os.getpid()}")
+            notify("READY=1", f"STATUS=serving with {cfg.workers} workers")
+            await sup.supervise()
+        finally:
+            notify("STOPPING=1")
+            io.print("wxnet: shutting down the workers")
+            await sup.shutdown()
+        return ExitStatus.OK
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def check_config(cfg: ServerConfig, io: IO) -> int:
@@ -212,10 +275,17 @@ def cmd_serve(args: argparse.Namespace, io: IO) -> int:
     if args.check_config:
         return check_config(cfg, io)
     setup_logging(cfg.log_level)
+    if args.worker_of is not None:
+        from wxnet.server.workers import die_with_parent
+
+        die_with_parent(args.worker_of)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor too
     try:
         import uvloop
 
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
-    return int(runner(_serve(cfg, io)))
+    if cfg.workers > 1 and args.worker_of is None:
+        return int(runner(_supervise(args, cfg, io)))
+    return int(runner(_serve(cfg, io, worker=args.worker_of is not None)))

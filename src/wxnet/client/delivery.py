@@ -27,11 +27,13 @@ from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import MsgType
 from wxnet.proto.errors import MMError
 
-__all__ = ["MSG_IMAGE", "MSG_TEXT", "MSG_VOICE", "Delivery"]
+__all__ = ["MSG_FILE", "MSG_IMAGE", "MSG_TEXT", "MSG_VIDEO", "MSG_VOICE", "Delivery"]
 
 MSG_TEXT = MsgType.TEXT
 MSG_IMAGE = MsgType.IMAGE
 MSG_VOICE = MsgType.VOICE
+MSG_VIDEO = MsgType.VIDEO
+MSG_FILE = MsgType.APP  # app_msg_type 6
 #: MM_SCENE_SENDMSG and MM_SCENE_RETRYSENDMSG (research 2.6).
 SCENE_SEND, SCENE_RETRY = 5, 6
 
@@ -176,6 +178,10 @@ class Delivery:
             return await self.media.upload_image(row)
         if row.msg_type == MSG_VOICE:
             return await self.media.upload_voice(row)
+        if row.msg_type == MSG_FILE:
+            return await self.media.upload_file(row)
+        if row.msg_type == MSG_VIDEO:
+            return await self.media.upload_video(row)
         msg = pb.MicroMsg(
             to_user=row.to_user,
             content=row.content,

@@ -6,7 +6,9 @@
   receipt, a revoke), already applied to the profile;
 * :class:`LinkChanged`: the client moved to the long link or fell back to the short one;
 * :class:`NetworkChanged`: the network became poor or good again (S13);
-* :class:`SendStateChanged`: an outbox message is sending, retrying, sent or failed (S23).
+* :class:`SendStateChanged`: an outbox message is sending, retrying, sent or failed (S23);
+* :class:`WebLoginRequested`: a web client asks this account to log in again without a
+  QR code (a push login); approve it with ``scanqrcode`` (``wxnet scan --push-approve``).
 
 Match them with ``match ev: case ItemReceived(item=item): ...`` or ``isinstance``.
 Every event has ``to_json()``: the line ``wxnet listen --json`` prints.
@@ -31,6 +33,7 @@ __all__ = [
     "NetworkChanged",
     "SendState",
     "SendStateChanged",
+    "WebLoginRequested",
     "item_to_json",
 ]
 
@@ -140,4 +143,25 @@ class SendStateChanged:
         return out
 
 
-ClientEvent = ItemReceived | LinkChanged | NetworkChanged | SendStateChanged
+@dataclass(frozen=True, slots=True)
+class WebLoginRequested:
+    """A web client that was logged in as this account asks to log in again (the
+    ``web_login`` sync item): ``uuid`` of the login, who asks (``user_agent``,
+    ``address``), and until when (``expires``, unix seconds)."""
+
+    uuid: str
+    user_agent: str
+    address: str
+    expires: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": "web_login",
+            "uuid": self.uuid,
+            "user_agent": self.user_agent,
+            "address": self.address,
+            "expires": self.expires,
+        }
+
+
+ClientEvent = ItemReceived | LinkChanged | NetworkChanged | SendStateChanged | WebLoginRequested

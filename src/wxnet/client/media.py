@@ -1,4 +1,4 @@
-"""Media over the links: image and voice uploads carried out as
+"""Media over the links: image, file, video and voice uploads carried out as
 :mod:`wxnet.client.mediaplan` plans them, and chunked downloads.
 
 The server's offset for each upload is remembered here between attempts (and a
@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from wxnet.client.config import ClientConfig
 from wxnet.client.errors import TransportError
@@ -19,8 +23,11 @@ from wxnet.client.mediaplan import Chunk, ImagePlan, VoicePlan
 from wxnet.client.store import OutboxRow
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet
+from wxnet.sync.media import MediaError, thumbnail
 
 __all__ = ["MAX_DOWNLOAD_CHUNKS", "Media"]
+
+_Resp = TypeVar("_Resp", pb.UploadMsgImgResponse, pb.UploadMediaResponse)
 
 #: Bound on the replies of one download (a server that keeps sending empty pages).
 MAX_DOWNLOAD_CHUNKS = 100_000
@@ -39,39 +46,100 @@ class Media:
     async def upload_image(self, row: OutboxRow) -> tuple[int, int]:
         """Chunks in parallel (``parallel_chunks`` in flight), resumed from the server's
         lowest missing offset (S24). Returns (MsgId, CreateTime)."""
+
+        def request(chunk: Chunk, total: int, data: bytes) -> Message:
+            return pb.UploadMsgImgRequest(
+                base=self.links.base(),
+                client_img_id=row.client_msg_id,
+                to_user=row.to_user,
+                total_len=total,
+                start_pos=chunk.offset,
+                data=data,
+            )
+
+        return await self._parallel(row, "uploadmsgimg", pb.UploadMsgImgResponse, request)
+
+    async def upload_file(self, row: OutboxRow) -> tuple[int, int]:
+        """A file, as an image is sent (parallel chunks, resumed); its name is the
+        file's own. Returns (MsgId, CreateTime)."""
+        name = Path(row.media_path).name
+
+        def request(chunk: Chunk, total: int, data: bytes) -> Message:
+            return pb.UploadAppAttachRequest(
+                base=self.links.base(),
+                client_msg_id=row.client_msg_id,
+                to_user=row.to_user,
+                total_len=total,
+                start_pos=chunk.offset,
+                data=data,
+                file_name=name,
+            )
+
+        return await self._parallel(row, "uploadappattach", pb.UploadMediaResponse, request)
+
+    async def upload_video(self, row: OutboxRow) -> tuple[int, int]:
+        """A video, as an image is sent; the chunk at offset 0 carries the thumbnail
+        (the image named by the row's ``content``, made a JPEG of at most 100x100 here,
+        as the server would; none: the server makes a placeholder).
+        Returns (MsgId, CreateTime)."""
+        thumb = b""
+        if row.content:
+            try:
+                thumb = (await asyncio.to_thread(thumbnail, Path(row.content)))[0]
+            except (OSError, MediaError) as exc:
+                raise MMError(MMRet.ERR_ARG, f"thumbnail {row.content}: {exc}") from None
+
+        def request(chunk: Chunk, total: int, data: bytes) -> Message:
+            return pb.UploadVideoRequest(
+                base=self.links.base(),
+                client_msg_id=row.client_msg_id,
+                to_user=row.to_user,
+                total_len=total,
+                start_pos=chunk.offset,
+                data=data,
+                thumb=thumb if chunk.offset == 0 else b"",
+                play_length=row.voice_length,
+            )
+
+        return await self._parallel(row, "uploadvideo", pb.UploadMediaResponse, request)
+
+    async def _parallel(
+        self,
+        row: OutboxRow,
+        cgi: str,
+        resp_type: type[_Resp],
+        request: Callable[[Chunk, int, bytes], Message],
+    ) -> tuple[int, int]:
+        """The chunks of ``row.media_path`` as :class:`ImagePlan` plans them, each read
+        from the file when it is sent (a big file is never in memory whole)."""
+        cid = row.client_msg_id
         try:
-            data = Path(row.media_path).read_bytes()
+            fh = open(row.media_path, "rb")  # noqa: SIM115 - closed by the with below
         except OSError as exc:
             raise MMError(MMRet.ERR_ARG, f"cannot read {row.media_path}: {exc}") from None
-        if not data:
-            raise MMError(MMRet.ERR_ARG, f"{row.media_path} is empty")
-        cid = row.client_msg_id
-        plan = ImagePlan(len(data), self.config.image_chunk, self.progress.get(cid, 0))
-        result: list[tuple[int, int]] = []
+        with fh:
+            total = os.fstat(fh.fileno()).st_size
+            if not total:
+                raise MMError(MMRet.ERR_ARG, f"{row.media_path} is empty")
+            plan = ImagePlan(total, self.config.image_chunk, self.progress.get(cid, 0))
+            result: list[tuple[int, int]] = []
 
-        async def put(chunk: Chunk) -> None:
-            if not plan.needed(chunk):
-                return
-            req = pb.UploadMsgImgRequest(
-                base=self.links.base(),
-                client_img_id=cid,
-                to_user=row.to_user,
-                total_len=plan.total,
-                start_pos=chunk.offset,
-                data=data[chunk.offset : chunk.end],
-            )
-            resp = await self.links.request("uploadmsgimg", req, pb.UploadMsgImgResponse)
-            plan.on_reply(int(resp.start_pos), bool(resp.msg_id))
-            self.progress[cid] = plan.progress
-            if resp.msg_id:
-                result.append((int(resp.msg_id), int(resp.create_time)))
+            async def put(chunk: Chunk) -> None:
+                if not plan.needed(chunk):
+                    return
+                data = await asyncio.to_thread(os.pread, fh.fileno(), chunk.length, chunk.offset)
+                resp = await self.links.request(cgi, request(chunk, total, data), resp_type)
+                plan.on_reply(int(resp.start_pos), bool(resp.msg_id))
+                self.progress[cid] = plan.progress
+                if resp.msg_id:
+                    result.append((int(resp.msg_id), int(resp.create_time)))
 
-        await put(plan.probe())
-        while not result and (chunks := plan.next_round()):
-            jobs = [functools.partial(put, c) for c in chunks]
-            await _bounded(jobs, self.config.parallel_chunks)
+            await put(plan.probe())
+            while not result and (chunks := plan.next_round()):
+                jobs = [functools.partial(put, c) for c in chunks]
+                await _bounded(jobs, self.config.parallel_chunks)
         if not result:
-            raise TransportError("uploadmsgimg: the server never completed the image")
+            raise TransportError(f"{cgi}: the server never completed the upload")
         return result[0]
 
     async def upload_voice(
@@ -124,6 +192,33 @@ class Media:
             if len(out) >= resp.total_len or not resp.data:
                 break
         return bytes(out)
+
+    async def download_file(self, msg_id: int, dest: Path) -> int:
+        """A file message's bytes into ``dest`` (chunk by chunk, never whole in memory);
+        returns the size."""
+        return await self._download_to("downloadappattach", msg_id, False, dest)
+
+    async def download_video(self, msg_id: int, dest: Path, thumb: bool = False) -> int:
+        """A video (``thumb``: its thumbnail) into ``dest``; returns the size."""
+        return await self._download_to("downloadvideo", msg_id, thumb, dest)
+
+    async def _download_to(self, cgi: str, msg_id: int, thumb: bool, dest: Path) -> int:
+        fh = await asyncio.to_thread(open, dest, "wb")
+        try:
+            pos = 0
+            for _ in range(MAX_DOWNLOAD_CHUNKS):
+                resp = await self.links.request(
+                    cgi,
+                    pb.DownloadMediaRequest(msg_id=msg_id, start_pos=pos, thumb=thumb),
+                    pb.DownloadMediaResponse,
+                )
+                await asyncio.to_thread(fh.write, resp.data)
+                pos += len(resp.data)
+                if pos >= resp.total_len or not resp.data:
+                    break
+        finally:
+            await asyncio.to_thread(fh.close)
+        return pos
 
     async def download_voice(self, msg_id: int) -> bytes:
         out = bytearray()

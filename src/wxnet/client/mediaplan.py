@@ -1,6 +1,7 @@
 """Which media chunk to send next (S24, S25; resumable uploads): pure planning, no I/O.
 
-Images go with ``uploadmsgimg`` in chunks, many in flight (:class:`ImagePlan`); each
+Images go with ``uploadmsgimg`` in chunks, many in flight (:class:`ImagePlan`; files
+with ``uploadappattach`` and videos with ``uploadvideo`` are planned the same way); each
 reply carries the lowest offset the server still misses. Every attempt first sends that
 chunk alone (the probe), so an upload begun by an earlier attempt or a killed process
 continues from the server's offset instead of starting over; then the rest of the

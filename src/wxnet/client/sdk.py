@@ -32,7 +32,14 @@ from google.protobuf.message import Message
 from wxnet.client.addresses import Address, AddressBook
 from wxnet.client.backoff import ReconnectBackoff
 from wxnet.client.config import CONFIG_KEY, ClientConfig, parse_server_url
-from wxnet.client.delivery import MSG_IMAGE, MSG_TEXT, MSG_VOICE, Delivery
+from wxnet.client.delivery import (
+    MSG_FILE,
+    MSG_IMAGE,
+    MSG_TEXT,
+    MSG_VIDEO,
+    MSG_VOICE,
+    Delivery,
+)
 from wxnet.client.discovery import Discovery
 from wxnet.client.errors import AmbiguousName, NotLoggedIn, SendFailed, TransportError
 from wxnet.client.events import (
@@ -41,6 +48,7 @@ from wxnet.client.events import (
     LinkKind,
     SendState,
     SendStateChanged,
+    WebLoginRequested,
     item_to_json,
 )
 from wxnet.client.heartbeat import SmartHeartbeat
@@ -58,8 +66,10 @@ from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError
 
 __all__ = [
+    "MSG_FILE",
     "MSG_IMAGE",
     "MSG_TEXT",
+    "MSG_VIDEO",
     "MSG_VOICE",
     "SELECTOR_ALL",
     "Client",
@@ -254,7 +264,11 @@ class Client:
 
     def _publish(self, items: list[AppliedItem]) -> None:
         for it in items:
-            self._emit(ItemReceived(it.item))
+            if it.item.WhichOneof("body") == "web_login":
+                w = it.item.web_login
+                self._emit(WebLoginRequested(w.uuid, w.user_agent, w.address, w.expires))
+            else:
+                self._emit(ItemReceived(it.item))
 
     # ---- addresses and requests ----------------------------------------------------
 
@@ -362,6 +376,29 @@ class Client:
         row = self.store.queue(to_user, MSG_VOICE, media_path=str(p), voice_length=voice_length_ms)
         return await self._queue_and_send(row)
 
+    async def send_file(self, to_user: str, path: str | Path) -> OutboxRow:
+        """Send a file (msg_type 49, app_msg_type 6) under its own name: chunked and
+        resumable as an image is."""
+        p = _media_file(path)
+        return await self._queue_and_send(self.store.queue(to_user, MSG_FILE, media_path=str(p)))
+
+    async def send_video(
+        self,
+        to_user: str,
+        path: str | Path,
+        thumb: str | Path | None = None,
+        play_length_s: int = 0,
+    ) -> OutboxRow:
+        """Send a video (msg_type 43) with ``thumb`` (an image file) as its thumbnail;
+        without one the server makes a placeholder (a grey frame with a play mark).
+        The row's ``content`` holds the thumbnail's path, ``voice_length`` the seconds."""
+        p = _media_file(path)
+        t = "" if thumb is None else str(_media_file(thumb))
+        row = self.store.queue(
+            to_user, MSG_VIDEO, t, media_path=str(p), voice_length=max(0, play_length_s)
+        )
+        return await self._queue_and_send(row)
+
     async def resend(self, client_msg_id: str) -> OutboxRow:
         """Send a failed message again with its ClientMsgId (the server dedups, S23)."""
         row = self.store.outbox_row(client_msg_id)
@@ -398,6 +435,14 @@ class Client:
 
     async def download_voice(self, msg_id: int) -> bytes:
         return await self.media.download_voice(msg_id)
+
+    async def download_file(self, msg_id: int, dest: str | Path) -> int:
+        """Write a file message's bytes to ``dest``; returns how many."""
+        return await self.media.download_file(msg_id, Path(dest))
+
+    async def download_video(self, msg_id: int, dest: str | Path, thumb: bool = False) -> int:
+        """Write a video (``thumb``: its JPEG thumbnail) to ``dest``; returns how many."""
+        return await self.media.download_video(msg_id, Path(dest), thumb)
 
     # ---- contacts, groups, receipts, revoke ------------------------------------------
 

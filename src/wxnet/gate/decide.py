@@ -69,48 +69,76 @@ def decide(
         ended: why the peek stopped: ``final`` (the verdict is final), ``budget``
             (``peek-bytes`` read, verdict not final), ``timeout`` or ``eof``.
     """
-    s = policy.settings
     if group is None:
         return Decision(True, "device unrestricted")
-    allowed = group.effective_apps
     if group.mode == ALLOW_ONLY:
-        ports = {a: policy.catalog[a].tcp_ports for a in allowed if a in policy.catalog}
-        usable = [(a, k) for a, k in attests if a in allowed and server_port in ports.get(a, ())]
-        if verdict.app is not None and verdict.app not in allowed and verdict.confirmed:
-            return Decision(False, f"{verdict.app} is not allowed in group {group.name}")
-        admitting = [(a, k) for a, k in usable if k != "cdn"]
-        if admitting:
-            app, kind = admitting[0]
-            info = policy.catalog[app]
-            watch = server_port in info.newgetdns_ports and bool(info.newgetdns_paths)
+        return _allow_only(policy, group, verdict, server, server_port, attests, app_for_name)
+    return _block_mode(policy, group, verdict, client, server, server_port, attests, ended)
+
+
+def _allow_only(
+    policy: Policy,
+    group: Group,
+    verdict: VerdictLike,
+    server: str,
+    server_port: int,
+    attests: Sequence[tuple[str, str]],
+    app_for_name: Callable[[str], str | None],
+) -> Decision:
+    """An allow-only group: an attestation of an allowed app admits; a label never."""
+    s = policy.settings
+    allowed = group.effective_apps
+    ports = {a: policy.catalog[a].tcp_ports for a in allowed if a in policy.catalog}
+    usable = [(a, k) for a, k in attests if a in allowed and server_port in ports.get(a, ())]
+    if verdict.app is not None and verdict.app not in allowed and verdict.confirmed:
+        return Decision(False, f"{verdict.app} is not allowed in group {group.name}")
+    admitting = [(a, k) for a, k in usable if k != "cdn"]
+    if admitting:
+        app, kind = admitting[0]
+        info = policy.catalog[app]
+        watch = server_port in info.newgetdns_ports and bool(info.newgetdns_paths)
+        return Decision(
+            True,
+            f"{server} admitted for {app} in group {group.name} ({kind})",
+            admitted_by=kind,
+            app=app,
+            watch_newgetdns=watch,
+        )
+    cdn = [a for a, k in usable if k == "cdn"]
+    if cdn:
+        named = [n for n in verdict.names if app_for_name(n) in allowed]
+        if named and (not verdict.spoofed or s.spoof == "lenient"):
             return Decision(
                 True,
-                f"{server} admitted for {app} in group {group.name} ({kind})",
-                admitted_by=kind,
-                app=app,
-                watch_newgetdns=watch,
+                f"{server} came from a CNAME to a shared name; {named[0]!r} is allowed",
+                admitted_by="dns",
+                app=app_for_name(named[0]),
             )
-        cdn = [a for a, k in usable if k == "cdn"]
-        if cdn:
-            named = [n for n in verdict.names if app_for_name(n) in allowed]
-            if named and (not verdict.spoofed or s.spoof == "lenient"):
-                return Decision(
-                    True,
-                    f"{server} came from a CNAME to a shared name; {named[0]!r} is allowed",
-                    admitted_by="dns",
-                    app=app_for_name(named[0]),
-                )
-            return Decision(
-                False,
-                f"{server} is a shared (CDN) address: only flows naming an allowed app pass",
-            )
-        what = f" (payload says {verdict.app})" if verdict.app else ""
         return Decision(
             False,
-            f"{server} is not admitted for group {group.name}{what}: no DNS answer, "
-            "newgetdns answer or operator range attests it",
+            f"{server} is a shared (CDN) address: only flows naming an allowed app pass",
         )
-    # block mode
+    what = f" (payload says {verdict.app})" if verdict.app else ""
+    return Decision(
+        False,
+        f"{server} is not admitted for group {group.name}{what}: no DNS answer, "
+        "newgetdns answer or operator range attests it",
+    )
+
+
+def _block_mode(
+    policy: Policy,
+    group: Group,
+    verdict: VerdictLike,
+    client: str,
+    server: str,
+    server_port: int,
+    attests: Sequence[tuple[str, str]],
+    ended: str,
+) -> Decision:
+    """A block group: a blocked app's range or verdict blocks; the rest passes."""
+    s = policy.settings
+    allowed = group.effective_apps
     blocked = set(allowed)
     for a in blocked:
         if any(k == "range" for app, k in attests if app == a):

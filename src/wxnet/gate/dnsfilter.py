@@ -13,13 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wxnet.gate.dnswire import (
+from wxnet.gate.policy import ALLOW_ONLY, Group, Policy
+from wxnet.gate.records import FlowRecord
+from wxnet.gate.ruleset import dns_set
+from wxnet.proto.dnswire import (
     NXDOMAIN,
     QTYPE_CNAME,
     REFUSED,
     SERVFAIL,
     DnsWireError,
     Question,
+    Record,
     address_reply,
     answer_chain,
     error_reply,
@@ -28,9 +32,6 @@ from wxnet.gate.dnswire import (
     rcode_name,
     rcode_of,
 )
-from wxnet.gate.policy import ALLOW_ONLY, Group, Policy
-from wxnet.gate.records import FlowRecord
-from wxnet.gate.ruleset import dns_set
 
 __all__ = ["Answer", "Attested", "DnsFilter", "Forward", "Learned", "MalformedQuery", "Reply"]
 
@@ -253,17 +254,8 @@ class DnsFilter:
             raise MalformedQuery("upstream answer does not match the query")
         group = self.policy.groups.get(fwd.group) if fwd.group else None
         allowed = self._allowed.get(group.name, frozenset()) if group is not None else frozenset()
-        # Follow the chain: ok[name] = every name from the question to it is allowed.
-        ok: dict[str, bool] = {fwd.name: True}
         has_cname = any(r.rtype == QTYPE_CNAME for r in records)
-        for _ in range(MAX_CHAIN if has_cname else 0):
-            grew = False
-            for r in records:
-                if r.rtype == QTYPE_CNAME and r.owner in ok and r.value not in ok:
-                    ok[r.value] = ok[r.owner] and self.app_for_name(r.value) in allowed
-                    grew = True
-            if not grew:
-                break
+        ok = self._follow(fwd.name, records, allowed) if has_cname else {fwd.name: True}
         chain = [r for r in records if r.rtype != QTYPE_CNAME and r.owner in ok]
         addresses = list(dict.fromkeys(r.value for r in chain))
         ttl = max((r.ttl for r in chain), default=0)
@@ -286,7 +278,34 @@ class DnsFilter:
         if has_cname:
             cnames = [r.value for r in records if r.rtype == QTYPE_CNAME and r.owner in ok]
             via = f" via {', '.join(cnames)}"
-        rec = FlowRecord(
+        got = ", ".join(addresses) or rcode_name(rcode_of(data))
+        rec = self._answer_record(fwd, data, now, f"dns: {fwd.name}{via} -> {got}", bool(elements))
+        return Answer(
+            data=data,
+            elements=tuple(elements),
+            learned=learned,
+            record=rec,
+            attested=tuple(attested),
+        )
+
+    def _follow(self, name: str, records: list[Record], allowed: frozenset[str]) -> dict[str, bool]:
+        """The question's own CNAME chain: ``ok[name]`` is whether every name from the
+        question to it belongs to an allowed app (at most :data:`MAX_CHAIN` hops)."""
+        ok: dict[str, bool] = {name: True}
+        for _ in range(MAX_CHAIN):
+            grew = False
+            for r in records:
+                if r.rtype == QTYPE_CNAME and r.owner in ok and r.value not in ok:
+                    ok[r.value] = ok[r.owner] and self.app_for_name(r.value) in allowed
+                    grew = True
+            if not grew:
+                break
+        return ok
+
+    def _answer_record(
+        self, fwd: Forward, data: bytes, now: float, evidence: str, admitted: bool
+    ) -> FlowRecord:
+        return FlowRecord(
             time=now,
             device=fwd.device,
             group=fwd.group,
@@ -297,20 +316,11 @@ class DnsFilter:
             server_port=53,
             app=fwd.app,
             label=self._label(fwd.app),
-            evidence=(
-                f"dns: {fwd.name}{via} -> {', '.join(addresses) or rcode_name(rcode_of(data))}",
-            ),
+            evidence=(evidence,),
             verdict="allow",
             path="dns",
             bytes_up=len(fwd.data),
             bytes_down=len(data),
             name=fwd.name,
-            admitted_by="dns" if elements else None,
-        )
-        return Answer(
-            data=data,
-            elements=tuple(elements),
-            learned=learned,
-            record=rec,
-            attested=tuple(attested),
+            admitted_by="dns" if admitted else None,
         )

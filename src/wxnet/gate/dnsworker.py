@@ -298,7 +298,7 @@ def _worker_service(policy: Any, classifier: Any, link: _Link) -> GateService:
 
 def _metric_deltas(metrics: Metrics, sent: dict[Any, float]) -> list[Any]:
     out = []
-    for key, value in metrics._values.items():
+    for key, value in metrics.counts(gauges=False).items():
         delta = value - sent.get(key, 0)
         if delta:
             out.append((key[0], key[1], delta))

@@ -154,6 +154,23 @@ def _need(eof: bool) -> None:
         raise ValueError("truncated response")
 
 
+def _flow_of(writer: asyncio.StreamWriter) -> _Flow | None:
+    """The redirected connection's flow (its original destination), or ``None`` when
+    it has none (not redirected to us)."""
+    sock: socket.socket = writer.get_extra_info("socket")
+    try:
+        server, server_port = original_dst(sock)
+    except NoOriginalDestination:
+        return None
+    peer = writer.get_extra_info("peername")
+    client, client_port = str(peer[0]), int(peer[1])
+    if client.startswith("::ffff:"):
+        client = client[7:]
+    if server.startswith("::ffff:"):
+        server = server[7:]
+    return _Flow(client, client_port, server, server_port)
+
+
 class Inspector:
     """One inspector per gateway; :meth:`handle` is the ``asyncio.start_server`` callback.
 
@@ -241,19 +258,11 @@ class Inspector:
         return self.policy.group_for(client, mac, now, mac_known=mac is not None)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock: socket.socket = writer.get_extra_info("socket")
-        try:
-            server, server_port = original_dst(sock)
-        except NoOriginalDestination:
+        flow = _flow_of(writer)
+        if flow is None:
             reset(writer)
             return
-        peer = writer.get_extra_info("peername")
-        client, client_port = str(peer[0]), int(peer[1])
-        if client.startswith("::ffff:"):
-            client = client[7:]
-        if server.startswith("::ffff:"):
-            server = server[7:]
-        flow = _Flow(client, client_port, server, server_port)
+        client, server, server_port = flow.client, flow.server, flow.server_port
         now = self.clock()
         device, group = self.group_of(client, now)
         # block groups: a blocked app's payload head counts on every port

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wxnet.gate.policy import Policy
+from wxnet.gate.upstreams import bind_listeners
 
 __all__ = ["Finding", "preflight"]
 
@@ -63,8 +64,6 @@ def _bind_error(exc: OSError) -> bool:
 
 def preflight(policy: Policy, bind: bool = True) -> list[Finding]:
     """Check ``policy`` against this machine (``bind``: also try its listeners)."""
-    from wxnet.gate.service import bind_listeners
-
     s = policy.settings
     lines = policy.lines
     found: list[Finding] = []
@@ -90,32 +89,48 @@ def preflight(policy: Policy, bind: bool = True) -> list[Finding]:
             Finding(True, "inspector-port equals dns-port", lines.get("inspector-port", 0))
         )
     if bind:
-        try:
-            bind_listeners(policy).close()
-        except OSError as exc:
-            key = "inspector-port" if str(s.inspector_port) in str(exc) else "dns-listen"
-            if _bind_error(exc):
-                found.append(Finding(True, str(exc), lines.get(key, 0) or lines.get("dns-port", 0)))
-            else:
-                found.append(Finding(False, f"{exc} (not checked: needs root)", lines.get(key, 0)))
-        if s.http:
-            host, _, port = s.http.rpartition(":")
-            host = host.strip("[]")
-            if int(port):
-                fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-                with socket.socket(fam, socket.SOCK_STREAM) as sock:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    try:
-                        sock.bind((host, int(port)))
-                    except OSError as exc:
-                        found.append(
-                            Finding(
-                                _bind_error(exc),
-                                f"http: cannot bind {s.http}: {exc.strerror}",
-                                lines.get("http", 0),
-                            )
+        found += _bind_findings(policy)
+    found += _family_findings(policy, carried)
+    return found
+
+
+def _bind_findings(policy: Policy) -> list[Finding]:
+    """Whether the listeners and the admin web address bind here."""
+    s, lines = policy.settings, policy.lines
+    found: list[Finding] = []
+    try:
+        bind_listeners(policy).close()
+    except OSError as exc:
+        key = "inspector-port" if str(s.inspector_port) in str(exc) else "dns-listen"
+        if _bind_error(exc):
+            found.append(Finding(True, str(exc), lines.get(key, 0) or lines.get("dns-port", 0)))
+        else:
+            found.append(Finding(False, f"{exc} (not checked: needs root)", lines.get(key, 0)))
+    if s.http:
+        host, _, port = s.http.rpartition(":")
+        host = host.strip("[]")
+        if int(port):
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(fam, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host, int(port)))
+                except OSError as exc:
+                    found.append(
+                        Finding(
+                            _bind_error(exc),
+                            f"http: cannot bind {s.http}: {exc.strerror}",
+                            lines.get("http", 0),
                         )
-    # Families: a group selected by IPv4 subnets only leaves its devices' IPv6 open.
+                    )
+    return found
+
+
+def _family_findings(policy: Policy, carried: dict[int, list[str]]) -> list[Finding]:
+    """Families: a group selected by IPv4 subnets only leaves its devices' IPv6 open
+    (``carried``: the LAN's addresses per family)."""
+    s = policy.settings
+    found: list[Finding] = []
     for g in policy.groups.values():
         devs = [d for d in policy.devices if d.group == g.name]
         fams: set[int] = set()

@@ -325,7 +325,33 @@ def render(policy: Policy, active: frozenset[str], fresh: bool = True, epoch: in
         head.append(f"delete table inet {t}")
     else:
         head += [f"flush chain inet {t} {c}" for c in chain_names(policy)]
-    body = [f"table inet {t} {{"]
+    body = [f"table inet {t} {{", *_sets(policy)]
+    lan = f"iifname != {_quoted(s.lan)} return"
+    body += _chain(
+        "dstnat",
+        [lan, *_dispatch(policy, active, "nat")],
+        "type nat hook prerouting priority dstnat; policy accept;",
+    )
+    cached = f"ct mark & 0x{RUN_MASK:08x} == 0x{MARK_BASE | (epoch & 0xFF) << 8:08x} accept"
+    body += _chain(
+        "forward",
+        [cached, lan, *_dispatch(policy, active, "fwd")],
+        "type filter hook forward priority filter; policy accept;",
+    )
+    body += _chain(
+        "input", _input(policy, active), "type filter hook input priority filter; policy accept;"
+    )
+    for name, group in policy.groups.items():
+        body += _chain(f"nat_{_ident(name)}", _nat_group(policy, group))
+        body += _chain(f"fwd_{_ident(name)}", _fwd_group(policy, group, epoch))
+    body.append("}")
+    return "\n".join(head + body) + "\n"
+
+
+def _sets(policy: Policy) -> list[str]:
+    """The table's address sets: operator ranges per app, then each group's sets."""
+    s = policy.settings
+    body: list[str] = []
     timeout = f"flags timeout; timeout {s.min_set_timeout}s;"
     for app in policy_apps(policy):
         for fam in (4, 6):
@@ -351,26 +377,7 @@ def render(policy: Policy, active: frozenset[str], fresh: bool = True, epoch: in
                     f"\tset {set_name(clean_set(g.name), fam)} {{ type {addr} . {addr} . "
                     f"inet_service; flags timeout; timeout {s.pass_timeout}s; }}"
                 )
-    lan = f"iifname != {_quoted(s.lan)} return"
-    body += _chain(
-        "dstnat",
-        [lan, *_dispatch(policy, active, "nat")],
-        "type nat hook prerouting priority dstnat; policy accept;",
-    )
-    cached = f"ct mark & 0x{RUN_MASK:08x} == 0x{MARK_BASE | (epoch & 0xFF) << 8:08x} accept"
-    body += _chain(
-        "forward",
-        [cached, lan, *_dispatch(policy, active, "fwd")],
-        "type filter hook forward priority filter; policy accept;",
-    )
-    body += _chain(
-        "input", _input(policy, active), "type filter hook input priority filter; policy accept;"
-    )
-    for name, group in policy.groups.items():
-        body += _chain(f"nat_{_ident(name)}", _nat_group(policy, group))
-        body += _chain(f"fwd_{_ident(name)}", _fwd_group(policy, group, epoch))
-    body.append("}")
-    return "\n".join(head + body) + "\n"
+    return body
 
 
 def delete_table(table: str) -> str:

@@ -28,11 +28,12 @@ def make_app(service: GateService) -> web.Application:
         page = render_dashboard(service.sink.recent, service.clock(), service.policy.settings.table)
         return web.Response(text=page, content_type="text/html")
 
+    service.metrics.gauge_fn("wxnet_gate_inspector_active", lambda: service.inspector.active)
+    service.metrics.counter_fn(
+        "wxnet_gate_newgetdns_addresses_total", lambda: service.inspector.newgetdns_learned
+    )
+
     async def metrics(_req: web.Request) -> web.Response:
-        service.metrics.set("wxnet_gate_inspector_active", service.inspector.active)
-        service.metrics.set(
-            "wxnet_gate_newgetdns_addresses_total", service.inspector.newgetdns_learned
-        )
         return web.Response(
             text=service.metrics.render(), content_type="text/plain", charset="utf-8"
         )

@@ -23,7 +23,7 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from wxnet.lab.probe import (
@@ -34,7 +34,7 @@ from wxnet.lab.probe import (
     ProbeConfig,
     find_path,
 )
-from wxnet.lab.results import Link
+from wxnet.lab.results import Link, unknown_fields
 from wxnet.proto.errors import MMError
 
 __all__ = ["AgentConfig", "main", "make_image", "run_agent"]
@@ -82,10 +82,9 @@ class AgentConfig:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("the agent config must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        unknown = unknown_fields(cls, data)
         if unknown:
-            raise ValueError(f"unknown agent config field(s): {sorted(unknown)}")
+            raise ValueError(f"unknown agent config field(s): {unknown}")
         return cls(**data)
 
     def to_json(self) -> str:
@@ -213,24 +212,42 @@ async def run_peer(cfg: AgentConfig) -> dict[str, Any]:
         await client.close()
 
 
+class PhoneRun:
+    """One phone session's result record and its timestamped log (both kinds of phone,
+    :func:`run_phone` and :func:`wxnet.lab.sdkphone.run_sdk_phone`, fill the same)."""
+
+    def __init__(self, time_limit: float, **extra: Any) -> None:
+        self.start = time.monotonic()
+        self.deadline = self.start + time_limit
+        self.log: list[str] = []
+        self.out: dict[str, Any] = {
+            "logged_in": False, "sent": 0, "acked": 0, "received": 0, "image_ok": False,
+            "duplicated": 0, "network_poor": False, "first_ack_s": None, "error": "",
+            **extra,
+        }  # fmt: skip
+
+    def note(self, text: str) -> None:
+        self.log.append(f"{time.monotonic() - self.start:6.2f}s {text}")
+
+    def acked(self) -> None:
+        """A send was acknowledged (the first one's time is kept)."""
+        self.out["acked"] += 1
+        self.first_ack()
+
+    def first_ack(self) -> None:
+        if self.out["first_ack_s"] is None:
+            self.out["first_ack_s"] = round(time.monotonic() - self.start, 3)
+
+
 async def run_phone(cfg: AgentConfig) -> dict[str, Any]:
-    start = time.monotonic()
-    deadline = start + cfg.time_limit
-    log: list[str] = []
-    out: dict[str, Any] = {
-        "logged_in": False, "sent": 0, "acked": 0, "received": 0, "image_ok": False,
-        "duplicated": 0, "network_poor": False, "first_ack_s": None, "error": "",
-    }  # fmt: skip
-
-    def note(text: str) -> None:
-        log.append(f"{time.monotonic() - start:6.2f}s {text}")
-
+    run = PhoneRun(cfg.time_limit)
+    out, note = run.out, run.note
     found = await find_path(cfg.probe(), note)
     if found is None:
         # S13: after the failed rounds the app tells the user the network is poor
         out["network_poor"] = True
         out["error"] = "no way to the service"
-        out["log"] = log
+        out["log"] = run.log
         emit("event", event="network_poor")
         return out
     path, transport = found
@@ -242,34 +259,8 @@ async def run_phone(cfg: AgentConfig) -> dict[str, Any]:
         await client.login(cfg.user, cfg.password, f"lab-phone-{secrets.token_hex(4)}")
         out["logged_in"] = True
         note("logged in")
-        for i in range(cfg.messages):
-            out["sent"] += 1
-            try:
-                await client.send_text(cfg.peer, phone_text(cfg.tag, i), f"{cfg.tag}-a-{i}")
-            except (LinkError, MMError) as exc:
-                failures += 1
-                note(f"send {i} failed: {exc}")
-                continue
-            out["acked"] += 1
-            if out["first_ack_s"] is None:
-                out["first_ack_s"] = round(time.monotonic() - start, 3)
-        image = make_image(cfg.image_bytes, cfg.tag)
-        try:
-            await client.send_image(cfg.peer, image, f"{cfg.tag}-a-img", cfg.chunk)
-            out["image_ok"] = True
-            note(f"image of {len(image)} bytes sent")
-        except (LinkError, MMError) as exc:
-            failures += 1
-            note(f"image failed: {exc}")
-        while time.monotonic() < deadline:
-            await client.sync()
-            got = client.received.texts(cfg.peer, peer_text(cfg.tag, 0)[:-1])
-            out["received"] = len({m.content for m in got})
-            if out["received"] >= cfg.messages:
-                break
-            await client.wait_news(min(2.0, max(0.1, deadline - time.monotonic())))
-        out["duplicated"] = client.received.duplicated(cfg.peer, peer_text(cfg.tag, 0)[:-1])
-        note(f"received {out['received']} of {cfg.messages}")
+        failures += await _send_all(client, cfg, run)
+        await _receive_all(client, cfg, run)
     except (LinkError, MMError, OSError) as exc:
         failures += 1
         out["error"] = str(exc)
@@ -278,8 +269,45 @@ async def run_phone(cfg: AgentConfig) -> dict[str, Any]:
         await client.close()
     # S13: "after one or two failed sends" the app says the network is poor
     out["network_poor"] = failures >= 2 or not out["logged_in"]
-    out["log"] = log
+    out["log"] = run.log
     return out
+
+
+async def _send_all(client: ProbeClient, cfg: AgentConfig, run: PhoneRun) -> int:
+    """The case's texts, then the image; returns how many sends failed."""
+    failures = 0
+    for i in range(cfg.messages):
+        run.out["sent"] += 1
+        try:
+            await client.send_text(cfg.peer, phone_text(cfg.tag, i), f"{cfg.tag}-a-{i}")
+        except (LinkError, MMError) as exc:
+            failures += 1
+            run.note(f"send {i} failed: {exc}")
+            continue
+        run.acked()
+    image = make_image(cfg.image_bytes, cfg.tag)
+    try:
+        await client.send_image(cfg.peer, image, f"{cfg.tag}-a-img", cfg.chunk)
+        run.out["image_ok"] = True
+        run.note(f"image of {len(image)} bytes sent")
+    except (LinkError, MMError) as exc:
+        failures += 1
+        run.note(f"image failed: {exc}")
+    return failures
+
+
+async def _receive_all(client: ProbeClient, cfg: AgentConfig, run: PhoneRun) -> None:
+    """Sync until the peer's texts are all in, or the case's time is up."""
+    out, prefix = run.out, peer_text(cfg.tag, 0)[:-1]
+    while time.monotonic() < run.deadline:
+        await client.sync()
+        got = client.received.texts(cfg.peer, prefix)
+        out["received"] = len({m.content for m in got})
+        if out["received"] >= cfg.messages:
+            break
+        await client.wait_news(min(2.0, max(0.1, run.deadline - time.monotonic())))
+    out["duplicated"] = client.received.duplicated(cfg.peer, prefix)
+    run.note(f"received {out['received']} of {cfg.messages}")
 
 
 def _path_json(path: Path) -> dict[str, Any]:

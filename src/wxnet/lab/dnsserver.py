@@ -1,6 +1,7 @@
 """The lab's "smart DNS" (S9): answers the service's names from a fixed zone.
 
-:func:`answer` is pure (query bytes in, reply bytes out, built with dnslib); :func:`main`
+:func:`answer` is pure (query bytes in, reply bytes out, through
+:mod:`wxnet.proto.dnswire`); :func:`main`
 runs it on UDP inside the lab's internet namespace, started by the lab as
 ``python -m wxnet.lab.dnsserver --listen ADDR --record NAME=IP[,IP...] ...``. It prints
 ``ready <addr> <port>`` on stdout once bound, so its starter can wait for that line
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address
 from typing import cast
 
-from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSRecord
+from wxnet.proto.dnswire import NXDOMAIN, DnsWireError, addresses_reply, error_reply, parse_query
 
 __all__ = ["Zone", "answer", "main", "parse_record", "serve", "start"]
 
@@ -48,22 +49,15 @@ def answer(query: bytes, zone: Zone) -> bytes | None:
     NXDOMAIN; we are authoritative for everything and recurse for nothing.
     """
     try:
-        request = DNSRecord.parse(query)
-    except (DNSError, ValueError, IndexError, UnicodeError):
+        q = parse_query(query)
+    except DnsWireError:
         return None
-    if request.header.qr or not request.questions:
+    if q.is_response:
         return None
-    reply = request.reply(ra=0, aa=1)
-    question = request.questions[0]
-    name = _norm(str(question.qname))
-    addrs = {_norm(k): v for k, v in zone.items()}.get(name)
+    addrs = {_norm(k): v for k, v in zone.items()}.get(q.name)
     if addrs is None:
-        reply.header.rcode = RCODE.NXDOMAIN
-    elif question.qtype in (QTYPE.A, QTYPE.ANY):
-        for ip in addrs:
-            reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(ip), ttl=TTL))
-    packed: bytes = reply.pack()
-    return packed
+        return error_reply(query, q, NXDOMAIN, authoritative=True, recursion_available=False)
+    return addresses_reply(query, q, addrs, TTL, authoritative=True, recursion_available=False)
 
 
 class _Protocol(asyncio.DatagramProtocol):

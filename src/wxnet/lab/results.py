@@ -6,7 +6,19 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["CaseResult", "Link", "Outcome", "ResultError", "Source"]
+__all__ = [
+    "CaseResult",
+    "Link",
+    "Outcome",
+    "ResultError",
+    "Source",
+    "unknown_fields",
+]
+
+
+def unknown_fields(cls: Any, data: dict[str, Any]) -> list[str]:
+    """The keys of ``data`` that are not fields of the dataclass ``cls`` (sorted)."""
+    return sorted(set(data) - {f.name for f in fields(cls)})
 
 
 class ResultError(ValueError):
@@ -92,10 +104,9 @@ class CaseResult:
         """
         if not isinstance(data, dict):
             raise ResultError("a case result must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        unknown = unknown_fields(cls, data)
         if unknown:
-            raise ResultError(f"unknown field(s) in a case result: {sorted(unknown)}")
+            raise ResultError(f"unknown field(s) in a case result: {unknown}")
         try:
             kw = dict(data)
             kw["faults"] = tuple(str(x) for x in kw.get("faults", ()))

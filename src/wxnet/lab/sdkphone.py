@@ -20,7 +20,7 @@ from wxnet.proto.errors import MMError
 if TYPE_CHECKING:
     from wxnet.client.events import ClientEvent
     from wxnet.client.sdk import Client, ClientConfig
-    from wxnet.lab.agent import AgentConfig
+    from wxnet.lab.agent import AgentConfig, PhoneRun
 
 __all__ = ["run_sdk_phone", "run_sdk_warmup", "sdk_available"]
 
@@ -73,97 +73,36 @@ async def run_sdk_warmup(cfg: AgentConfig) -> dict[str, Any]:
 
 async def run_sdk_phone(cfg: AgentConfig) -> dict[str, Any]:
     from wxnet.client.errors import ClientError
-    from wxnet.client.events import (
-        ItemReceived,
-        LinkChanged,
-        NetworkChanged,
-        SendState,
-        SendStateChanged,
-    )
     from wxnet.client.sdk import Client
-    from wxnet.client.sending import NetworkQuality
     from wxnet.client.store import ProfileStore
-    from wxnet.lab.agent import make_image, peer_text, phone_text
+    from wxnet.lab.agent import PhoneRun
 
-    start = time.monotonic()
-    deadline = start + cfg.time_limit
-    log: list[str] = []
-    out: dict[str, Any] = {
-        "logged_in": False, "sent": 0, "acked": 0, "received": 0, "image_ok": False,
-        "duplicated": 0, "network_poor": False, "first_ack_s": None, "error": "",
-        "client": "sdk",
-    }  # fmt: skip
-
-    def note(text: str) -> None:
-        log.append(f"{time.monotonic() - start:6.2f}s {text}")
-
+    run = PhoneRun(cfg.time_limit, client="sdk")
+    out, note = run.out, run.note
     profile = Path(cfg.profile)
     store = ProfileStore.open(profile)
-    ccfg = client_config(cfg)
-    client = Client(store, ccfg)
+    client = Client(store, client_config(cfg))
     events = client.subscribe()
-    peer_prefix = peer_text(cfg.tag, 0)[:-1]
-    seen: dict[int, str] = {}
-    contents: list[str] = []
-    got_all = asyncio.Event()
-
-    def on_event(ev: ClientEvent) -> None:
-        if isinstance(ev, NetworkChanged) and ev.quality is NetworkQuality.POOR:
-            out["network_poor"] = True
-            note("client: the network is poor (S13)")
-        elif isinstance(ev, LinkChanged):
-            note(f"client: link {ev.link} {ev.address} {ev.reason}")
-        elif isinstance(ev, SendStateChanged) and ev.state is SendState.SENT:
-            if out["first_ack_s"] is None:
-                out["first_ack_s"] = round(time.monotonic() - start, 3)
-        elif isinstance(ev, ItemReceived) and ev.body_type == "add_msg":
-            m = ev.item.add_msg
-            if (m.from_user == cfg.peer and m.content.startswith(peer_prefix)
-                    and m.msg_id not in seen):  # fmt: skip
-                seen[m.msg_id] = m.content
-                contents.append(m.content)
-                if len(set(contents)) >= cfg.messages:
-                    got_all.set()
+    received = _Received(cfg, run)
 
     async def pump() -> None:
         while True:
-            on_event(await events.get())
+            received.on_event(await events.get())
 
     pump_task = asyncio.ensure_future(pump())
     if client.cached_dns() is not None:
         note("the profile has a cached newgetdns list")
     try:
-        for attempt in range(1, max(1, cfg.attempts) + 1):
-            try:
-                await client.login(cfg.user, cfg.password)
-            except (ClientError, MMError, OSError) as exc:
-                note(f"login attempt {attempt} failed: {exc}")
-                out["error"] = f"login: {exc}"
-                continue
-            out["logged_in"] = True
-            out["error"] = ""
-            break
-        if not out["logged_in"]:
+        if not await _login(client, cfg, run):
             out["network_poor"] = out["network_poor"] or client.poor.quality.value == "poor"
             return out
         note(f"logged in (short link {client.short_in_use})")
         await client.start(wait_long=cfg.connect_timeout * 2)
         out["path"] = _path(client, cfg)
         note(f"path: {out['path']}")
-        for i in range(cfg.messages):
-            out["sent"] += 1
-            row = await client.send_text(cfg.peer, phone_text(cfg.tag, i))
-            if row.state == "sent":
-                out["acked"] += 1
-            else:
-                note(f"text {i} {row.state}")
-        image = profile / "lab-image.jpg"
-        image.write_bytes(make_image(cfg.image_bytes, cfg.tag))
-        row = await client.send_image(cfg.peer, image)
-        out["image_ok"] = row.state == "sent"
-        note(f"image {row.state}")
+        await _send_all(client, cfg, run, profile)
         with contextlib.suppress(TimeoutError):
-            await wait_for(got_all.wait(), max(0.1, deadline - time.monotonic()))
+            await wait_for(received.all.wait(), max(0.1, run.deadline - time.monotonic()))
         # the path again: the one the session ended on (a long link may have come up late)
         out["path"] = _path(client, cfg) or out["path"]
     except (ClientError, MMError, OSError) as exc:
@@ -174,13 +113,90 @@ async def run_sdk_phone(cfg: AgentConfig) -> dict[str, Any]:
         with contextlib.suppress(asyncio.CancelledError):
             await pump_task
         while not events.empty():
-            on_event(events.get_nowait())
-        out["received"] = len(set(contents))
-        out["duplicated"] = len(contents) - len(set(contents))
-        out["log"] = log
+            received.on_event(events.get_nowait())
+        out["received"] = len(set(received.contents))
+        out["duplicated"] = len(received.contents) - len(set(received.contents))
+        out["log"] = run.log
         await client.close()
         store.close()
     return out
+
+
+class _Received:
+    """What the SDK's events say: the network turning poor, link changes, the first
+    ack, and the peer's texts (each message id once)."""
+
+    def __init__(self, cfg: AgentConfig, run: PhoneRun) -> None:
+        from wxnet.lab.agent import peer_text
+
+        self.cfg, self.run = cfg, run
+        self.prefix = peer_text(cfg.tag, 0)[:-1]
+        self.seen: dict[int, str] = {}
+        self.contents: list[str] = []
+        self.all = asyncio.Event()
+
+    def on_event(self, ev: ClientEvent) -> None:
+        from wxnet.client.events import (
+            ItemReceived,
+            LinkChanged,
+            NetworkChanged,
+            SendState,
+            SendStateChanged,
+        )
+        from wxnet.client.sending import NetworkQuality
+
+        run = self.run
+        if isinstance(ev, NetworkChanged) and ev.quality is NetworkQuality.POOR:
+            run.out["network_poor"] = True
+            run.note("client: the network is poor (S13)")
+        elif isinstance(ev, LinkChanged):
+            run.note(f"client: link {ev.link} {ev.address} {ev.reason}")
+        elif isinstance(ev, SendStateChanged) and ev.state is SendState.SENT:
+            run.first_ack()
+        elif isinstance(ev, ItemReceived) and ev.body_type == "add_msg":
+            m = ev.item.add_msg
+            if (m.from_user == self.cfg.peer and m.content.startswith(self.prefix)
+                    and m.msg_id not in self.seen):  # fmt: skip
+                self.seen[m.msg_id] = m.content
+                self.contents.append(m.content)
+                if len(set(self.contents)) >= self.cfg.messages:
+                    self.all.set()
+
+
+async def _login(client: Client, cfg: AgentConfig, run: PhoneRun) -> bool:
+    """Up to ``cfg.attempts`` logins; whether one worked (``out["error"]`` says why not)."""
+    from wxnet.client.errors import ClientError
+
+    for attempt in range(1, max(1, cfg.attempts) + 1):
+        try:
+            await client.login(cfg.user, cfg.password)
+        except (ClientError, MMError, OSError) as exc:
+            run.note(f"login attempt {attempt} failed: {exc}")
+            run.out["error"] = f"login: {exc}"
+            continue
+        run.out["logged_in"] = True
+        run.out["error"] = ""
+        return True
+    return False
+
+
+async def _send_all(client: Client, cfg: AgentConfig, run: PhoneRun, profile: Path) -> None:
+    """The case's texts, then the image (from a file in the profile)."""
+    from wxnet.lab.agent import make_image, phone_text
+
+    out = run.out
+    for i in range(cfg.messages):
+        out["sent"] += 1
+        row = await client.send_text(cfg.peer, phone_text(cfg.tag, i))
+        if row.state == "sent":
+            out["acked"] += 1
+        else:
+            run.note(f"text {i} {row.state}")
+    image = profile / "lab-image.jpg"
+    image.write_bytes(make_image(cfg.image_bytes, cfg.tag))
+    row = await client.send_image(cfg.peer, image)
+    out["image_ok"] = row.state == "sent"
+    run.note(f"image {row.state}")
 
 
 def _path(client: Client, cfg: AgentConfig) -> dict[str, Any] | None:

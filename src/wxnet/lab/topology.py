@@ -11,18 +11,17 @@
 
 The seed's phone sat behind a Linux Wi-Fi hotspot; here the phone is a namespace whose
 only way out is the gateway namespace, which forwards and masquerades, and where
-:mod:`wxnet.lab.faults` puts its nftables rules. Names get a random per-run suffix so
-that several labs (and other engineers' namespace tests) can run at once; veths are
-created directly inside the namespaces so no name ever appears in the host's namespace.
-Everything is removed by :meth:`Topology.close` (a context manager), which also ends
-every process the lab started in its namespaces.
+:mod:`wxnet.lab.faults` puts its nftables rules. The namespaces, veths, addresses and
+routes are made with :mod:`wxnet.netns` (random per-run suffixes, veths created inside
+the namespaces, a teardown that leaves none behind). Everything is removed by
+:meth:`Topology.close` (a context manager), which also ends every process the lab
+started in its namespaces.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -32,7 +31,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from wxnet import netns
 from wxnet.lab.faults import BlockMode, Case, fault_ruleset
+from wxnet.netns import Netns
 
 __all__ = ["WEB_PORT", "Addressing", "LabError", "Names", "Topology", "new_run_id"]
 
@@ -47,7 +48,7 @@ class LabError(RuntimeError):
 
 def new_run_id() -> str:
     """A short random suffix for this run's names (namespace names stay <= 15 chars)."""
-    return secrets.token_hex(3)
+    return netns.new_suffix()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ class Topology:
     names: Names
     addr: Addressing = field(default_factory=Addressing)
     _procs: list[_Proc] = field(default_factory=list)
-    _namespaces: list[str] = field(default_factory=list)
+    _netns: Netns = field(default_factory=lambda: Netns(error=LabError))
     _closed: bool = False
 
     # -- building --------------------------------------------------------------------
@@ -159,28 +160,21 @@ class Topology:
         return topo
 
     def _build(self) -> None:
-        n, a = self.names, self.addr
-        for ns in (n.phone, n.gateway, n.internet):
-            _run(["ip", "netns", "add", ns])
-            self._namespaces.append(ns)
-            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        _run(["ip", "-n", n.gateway, "link", "add", n.gw_lan_if, "type", "veth", "peer", "name",
-              n.phone_if, "netns", n.phone])  # fmt: skip
-        _run(["ip", "-n", n.gateway, "link", "add", n.gw_wan_if, "type", "veth", "peer", "name",
-              n.inet_if, "netns", n.internet])  # fmt: skip
+        n, a, net = self.names, self.addr, self._netns
+        net.add(n.phone, n.gateway, n.internet)
+        net.veth(n.gateway, n.gw_lan_if, n.phone, n.phone_if)
+        net.veth(n.gateway, n.gw_wan_if, n.internet, n.inet_if)
         lan, wan = f"/{a.lan_prefix}", f"/{a.wan_prefix}"
-        _run(["ip", "-n", n.phone, "addr", "add", a.phone + lan, "dev", n.phone_if])
-        _run(["ip", "-n", n.gateway, "addr", "add", a.gw_lan + lan, "dev", n.gw_lan_if])
-        _run(["ip", "-n", n.gateway, "addr", "add", a.gw_wan + wan, "dev", n.gw_wan_if])
-        _run(["ip", "-n", n.internet, "addr", "add", a.inet_wan + wan, "dev", n.inet_if])
-        for host in a.internet_hosts:
-            _run(["ip", "-n", n.internet, "addr", "add", host + "/32", "dev", n.inet_if])
-        for ns, dev in ((n.phone, n.phone_if), (n.gateway, n.gw_lan_if),
-                        (n.gateway, n.gw_wan_if), (n.internet, n.inet_if)):  # fmt: skip
-            _run(["ip", "-n", ns, "link", "set", dev, "up"])
-        _run(["ip", "-n", n.phone, "route", "add", "default", "via", a.gw_lan])
-        _run(["ip", "-n", n.gateway, "route", "add", "default", "via", a.inet_wan])
-        _run(["ip", "netns", "exec", n.gateway, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        net.addr(n.phone, n.phone_if, a.phone + lan)
+        net.addr(n.gateway, n.gw_lan_if, a.gw_lan + lan)
+        net.addr(n.gateway, n.gw_wan_if, a.gw_wan + wan)
+        net.addr(n.internet, n.inet_if, a.inet_wan + wan, *(h + "/32" for h in a.internet_hosts))
+        net.up(n.phone, n.phone_if)
+        net.up(n.gateway, n.gw_lan_if, n.gw_wan_if)
+        net.up(n.internet, n.inet_if)
+        net.route(n.phone, "default", a.gw_lan)
+        net.route(n.gateway, "default", a.inet_wan)
+        net.forwarding(n.gateway)
         # The phone resolves through the lab's DNS server only; `ip netns exec` bind-mounts
         # this file over /etc/resolv.conf. Short timeouts keep "DNS blocked" cases quick.
         etc = NETNS_ETC / n.phone
@@ -203,7 +197,7 @@ class Topology:
         self, ns: str, argv: Sequence[str], timeout: float = 30.0, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run a command inside namespace ``ns`` and wait for it (bounded)."""
-        return _run(["ip", "netns", "exec", ns, *argv], timeout=timeout, check=check)
+        return self._netns.run(ns, argv, timeout=timeout, check=check)
 
     def spawn(
         self,
@@ -223,7 +217,7 @@ class Topology:
         log = (self.workdir / f"{name}.log").open("ab")
         try:
             popen = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *argv],
+                Netns.exec_argv(ns, argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log if stdout is None else stdout,
                 stderr=log,
@@ -265,9 +259,7 @@ class Topology:
             if proc.log is not None:
                 proc.log.close()
         self._procs.clear()
-        for ns in reversed(self._namespaces):
-            _run(["ip", "netns", "del", ns], check=False)
-        self._namespaces.clear()
+        self._netns.close()
         shutil.rmtree(NETNS_ETC / self.names.phone, ignore_errors=True)
 
     def __enter__(self) -> Topology:
@@ -323,23 +315,7 @@ def _run(
     check: bool = True,
     input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    try:
-        result = subprocess.run(
-            list(argv),
-            input=input_text,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise LabError(f"{' '.join(argv)}: no answer within {timeout} s") from exc
-    except OSError as exc:
-        raise LabError(f"{argv[0]}: {exc}") from exc
-    if check and result.returncode != 0:
-        msg = (result.stderr or result.stdout).strip()
-        raise LabError(f"{' '.join(argv)} failed ({result.returncode}): {msg}")
-    return result
+    return netns.run(argv, timeout, check, input_text, LabError)
 
 
 def _terminate(popen: subprocess.Popen[Any], grace: float) -> int | None:

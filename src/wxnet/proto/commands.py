@@ -91,7 +91,12 @@ CGIS: tuple[CGI, ...] = (
     CGI("getmsgimg", 109, 109, pb.DownloadMsgImgRequest, pb.DownloadMsgImgResponse),
     CGI("uploadvoice", 19, 127, pb.UploadVoiceRequest, pb.UploadVoiceResponse),
     CGI("downloadvoice", 20, 128, pb.DownloadVoiceRequest, pb.DownloadVoiceResponse),
+    CGI("uploadappattach", 220, 220, pb.UploadAppAttachRequest, pb.UploadMediaResponse),
+    CGI("downloadappattach", 221, 221, pb.DownloadMediaRequest, pb.DownloadMediaResponse),
+    CGI("uploadvideo", 149, 149, pb.UploadVideoRequest, pb.UploadMediaResponse),
+    CGI("downloadvideo", 150, 150, pb.DownloadMediaRequest, pb.DownloadMediaResponse),
     CGI("scanqrcode", 233, 233, pb.ScanQrRequest, pb.ScanQrResponse),
+    CGI("oplog", 681, 681, pb.OpLogRequest, pb.OpLogResponse),
 )
 
 BY_NAME: dict[str, CGI] = {c.name: c for c in CGIS}

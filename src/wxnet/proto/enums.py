@@ -6,7 +6,9 @@
   bodies, ``continue_flag``, ``newsynccheck``'s answer);
 * :class:`LinkCmd`: the long-link cmds that are not CGIs (noop, notify, ...), and
   :class:`LinkSeq`, the seqs the long link reserves for them (``docs/protocol.md``,
-  "Sequence numbers").
+  "Sequence numbers");
+* :func:`revoke_text` and :data:`REVOKE_TEXT_SELF`: WeChat's recall wording (the
+  ``replacemsg`` anti-revoke bots match).
 
 The values are WeChat's where known (docs/protocol.md, command table); every member is
 an ``int``, so a member can go wherever the wire wants a number.
@@ -16,7 +18,25 @@ from __future__ import annotations
 
 from enum import IntEnum, IntFlag
 
-__all__ = ["CmdId", "LinkCmd", "LinkSeq", "MsgType", "Selector"]
+__all__ = [
+    "REVOKE_TEXT_SELF",
+    "CmdId",
+    "LinkCmd",
+    "LinkSeq",
+    "MsgType",
+    "OpLogCmd",
+    "Selector",
+    "revoke_text",
+]
+
+
+#: A recall notice as the account that recalled sees it.
+REVOKE_TEXT_SELF = "你撤回了一条消息"
+
+
+def revoke_text(nick: str) -> str:
+    """A recall notice as the other side sees it: ``"NICK" 撤回了一条消息``."""
+    return f'"{nick}" 撤回了一条消息'
 
 
 class CmdId(IntEnum):
@@ -28,6 +48,15 @@ class CmdId(IntEnum):
     ADD_MSG = 5
     MOD_MSG_STATUS = 6
     REVOKE = 10002
+    #: wxnet's own: a web client asks the phone to approve a login without a QR code
+    WEB_LOGIN = 11001
+
+
+class OpLogCmd(IntEnum):
+    """What an ``oplog`` request (webwxoplog) changes (``OpLogRequest.cmd_id``)."""
+
+    REMARK = 2
+    PIN = 3
 
 
 class MsgType(IntEnum):

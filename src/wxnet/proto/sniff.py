@@ -21,16 +21,19 @@ Wire facts used here:
 * The 2014 long-link head (S32): ``u32 total, u16 16, u16 1, u32 cmd, u32 seq``.
 * HTTP/1.x request head (RFC 9112 section 3): request line, header fields, CRLF CRLF;
   absolute-form targets (``POST http://host/path``) are accepted as proxies send them.
-* DNS messages (RFC 1035 section 4) with name compression, for the analyser.
+
+DNS is read by :mod:`wxnet.proto.dnswire` (the one DNS codec); ``parse_dns``,
+``DnsMessage`` and ``DnsAnswer`` (its ``Record``) are re-exported here for the
+classifier and the analyser.
 """
 
 from __future__ import annotations
 
 import enum
-import ipaddress
-import struct
 from dataclasses import dataclass
 
+from wxnet.proto.dnswire import DnsMessage, parse_dns
+from wxnet.proto.dnswire import Record as DnsAnswer
 from wxnet.proto.framing import HEADER, HEADER_LEN, MAX_PACKET, PROTOCOL_VERSION
 
 __all__ = [
@@ -428,123 +431,3 @@ def sniff_longlink(data: bytes) -> LonglinkHead | NeedData | None:
     if not HEADER_LEN <= total <= MAX_PACKET:
         return None
     return LonglinkHead(total, cmd, seq)
-
-
-# --------------------------------------------------------------------------- DNS
-
-
-@dataclass(frozen=True, slots=True)
-class DnsAnswer:
-    """One answer record: owner name, type (1 A, 28 AAAA, 5 CNAME), value, TTL."""
-
-    name: str
-    rtype: int
-    value: str
-    ttl: int
-
-
-@dataclass(frozen=True, slots=True)
-class DnsMessage:
-    ident: int
-    is_response: bool
-    rcode: int
-    questions: tuple[str, ...]
-    answers: tuple[DnsAnswer, ...]
-
-    def addresses_for(self, name: str) -> list[tuple[str, int]]:
-        """Addresses (with TTL) that answer ``name``, following CNAMEs in the answer."""
-        wanted = {name.lower()}
-        for _ in range(8):  # CNAME chains are short; bound the walk
-            grew = False
-            for a in self.answers:
-                if a.rtype == 5 and a.name in wanted and a.value not in wanted:
-                    wanted.add(a.value)
-                    grew = True
-            if not grew:
-                break
-        return [(a.value, a.ttl) for a in self.answers if a.rtype in (1, 28) and a.name in wanted]
-
-
-_DNS_HEADER = struct.Struct(">HHHHHH")
-
-
-def parse_dns(data: bytes) -> DnsMessage | None:
-    """Parse a DNS message (RFC 1035 4.1); ``None`` if it is not one.
-
-    Only what the classifier needs is kept: question names and A/AAAA/CNAME answers.
-    """
-    try:
-        return _parse_dns(data)
-    except (_Short, _Bad, IndexError, struct.error, UnicodeDecodeError, ValueError):
-        return None
-
-
-def _parse_dns(data: bytes) -> DnsMessage | None:
-    if len(data) < 12:
-        return None
-    ident, flags, qd, an, _ns, _ar = _DNS_HEADER.unpack_from(data, 0)
-    opcode = (flags >> 11) & 0xF
-    if opcode not in (0, 4, 5) or qd > 16 or an > 256:
-        return None
-    pos = 12
-    questions: list[str] = []
-    for _ in range(qd):
-        name, pos = _dns_name(data, pos)
-        if pos + 4 > len(data):
-            raise _Short
-        pos += 4
-        questions.append(name)
-    answers: list[DnsAnswer] = []
-    for _ in range(an):
-        name, pos = _dns_name(data, pos)
-        if pos + 10 > len(data):
-            raise _Short
-        rtype, _rclass, ttl, rdlen = struct.unpack_from(">HHIH", data, pos)
-        pos += 10
-        rdata = data[pos : pos + rdlen]
-        if len(rdata) != rdlen:
-            raise _Short
-        if rtype == 1 and rdlen == 4:
-            answers.append(DnsAnswer(name, 1, str(ipaddress.IPv4Address(rdata)), ttl))
-        elif rtype == 28 and rdlen == 16:
-            answers.append(DnsAnswer(name, 28, str(ipaddress.IPv6Address(rdata)), ttl))
-        elif rtype == 5:
-            target, _ = _dns_name(data, pos)
-            answers.append(DnsAnswer(name, 5, target, ttl))
-        pos += rdlen
-    return DnsMessage(ident, bool(flags & 0x8000), flags & 0xF, tuple(questions), tuple(answers))
-
-
-def _dns_name(data: bytes, pos: int) -> tuple[str, int]:
-    labels: list[str] = []
-    end: int | None = None
-    jumps = 0
-    total = 0
-    while True:
-        if pos >= len(data):
-            raise _Short
-        length = data[pos]
-        if length & 0xC0 == 0xC0:
-            if pos + 1 >= len(data):
-                raise _Short
-            if end is None:
-                end = pos + 2
-            pos = ((length & 0x3F) << 8) | data[pos + 1]
-            jumps += 1
-            if jumps > 32:
-                raise _Bad
-            continue
-        if length & 0xC0:
-            raise _Bad
-        pos += 1
-        if length == 0:
-            break
-        label = data[pos : pos + length]
-        if len(label) != length:
-            raise _Short
-        total += length + 1
-        if total > 255:
-            raise _Bad
-        labels.append(label.decode("ascii").lower())
-        pos += length
-    return ".".join(labels), (end if end is not None else pos)

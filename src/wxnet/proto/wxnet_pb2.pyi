@@ -320,6 +320,8 @@ class Contact(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     CONTACT_TYPE_FIELD_NUMBER: _builtins.int
+    REMARK_NAME_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
     user_name: _builtins.str
     """a user name, or "<id>@chatroom" for a group"""
     nick_name: _builtins.str
@@ -328,6 +330,10 @@ class Contact(_message.Message):
     """chatrooms only"""
     contact_type: _builtins.int
     """1 friend, 2 chatroom"""
+    remark_name: _builtins.str
+    """the account's own name for it (oplog)"""
+    pinned: _builtins.bool
+    """the account pinned the conversation (oplog)"""
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """chatrooms only"""
@@ -341,14 +347,77 @@ class Contact(_message.Message):
         members: _abc.Iterable[_builtins.str] | None = ...,
         owner: _builtins.str = ...,
         contact_type: _builtins.int = ...,
+        remark_name: _builtins.str = ...,
+        pinned: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_type", b"contact_type", "is_chatroom", b"is_chatroom", "members", b"members", "nick_name", b"nick_name", "owner", b"owner", "user_name", b"user_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_type", b"contact_type", "is_chatroom", b"is_chatroom", "members", b"members", "nick_name", b"nick_name", "owner", b"owner", "pinned", b"pinned", "remark_name", b"remark_name", "user_name", b"user_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Contact: _TypeAlias = Contact  # noqa: Y015
+
+@_typing.final
+class OpLogRequest(_message.Message):
+    """"oplog": the account's own marks on a contact or group"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    USER_NAME_FIELD_NUMBER: _builtins.int
+    CMD_ID_FIELD_NUMBER: _builtins.int
+    REMARK_NAME_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    user_name: _builtins.str
+    cmd_id: _builtins.int
+    """2: set remark_name; 3: set pinned (WeChat's oplog CmdIds)"""
+    remark_name: _builtins.str
+    pinned: _builtins.bool
+    @_builtins.property
+    def base(self) -> Global___BaseRequest: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseRequest | None = ...,
+        user_name: _builtins.str = ...,
+        cmd_id: _builtins.int = ...,
+        remark_name: _builtins.str = ...,
+        pinned: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "cmd_id", b"cmd_id", "pinned", b"pinned", "remark_name", b"remark_name", "user_name", b"user_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpLogRequest: _TypeAlias = OpLogRequest  # noqa: Y015
+
+@_typing.final
+class OpLogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def base(self) -> Global___BaseResponse: ...
+    @_builtins.property
+    def contact(self) -> Global___Contact:
+        """as the account now sees it"""
+
+    def __init__(
+        self,
+        *,
+        base: Global___BaseResponse | None = ...,
+        contact: Global___Contact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpLogResponse: _TypeAlias = OpLogResponse  # noqa: Y015
 
 @_typing.final
 class AddContactRequest(_message.Message):
@@ -591,11 +660,14 @@ class AddMsg(_message.Message):
     VOICE_LENGTH_FIELD_NUMBER: _builtins.int
     VOICE_FORMAT_FIELD_NUMBER: _builtins.int
     REAL_FROM_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    APP_MSG_TYPE_FIELD_NUMBER: _builtins.int
+    PLAY_LENGTH_FIELD_NUMBER: _builtins.int
     msg_id: _builtins.int
     from_user: _builtins.str
     to_user: _builtins.str
     msg_type: _builtins.int
-    """1 text, 3 image, 34 voice, 10000 system"""
+    """1 text, 3 image, 34 voice, 43 video, 49 file, 10000 system"""
     content: _builtins.str
     status: _builtins.int
     """enMMMsgStatus: 2 sent, 3 delivered, 4 read"""
@@ -603,14 +675,20 @@ class AddMsg(_message.Message):
     """unix seconds"""
     client_msg_id: _builtins.str
     img_buf: _builtins.bytes
-    """thumbnail (JPEG) for images"""
+    """thumbnail (JPEG) for images and videos"""
     media_len: _builtins.int
-    """full image / voice size in bytes"""
+    """full image / voice / video / file size in bytes"""
     voice_length: _builtins.int
     """milliseconds"""
     voice_format: _builtins.int
     real_from: _builtins.str
     """in chatrooms: the member who sent it"""
+    file_name: _builtins.str
+    """files (msg_type 49, app_msg_type 6): the file's name"""
+    app_msg_type: _builtins.int
+    """msg_type 49: 6 a file"""
+    play_length: _builtins.int
+    """videos: seconds"""
     def __init__(
         self,
         *,
@@ -627,10 +705,13 @@ class AddMsg(_message.Message):
         voice_length: _builtins.int = ...,
         voice_format: _builtins.int = ...,
         real_from: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        app_msg_type: _builtins.int = ...,
+        play_length: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_msg_id", b"client_msg_id", "content", b"content", "create_time", b"create_time", "from_user", b"from_user", "img_buf", b"img_buf", "media_len", b"media_len", "msg_id", b"msg_id", "msg_type", b"msg_type", "real_from", b"real_from", "status", b"status", "to_user", b"to_user", "voice_format", b"voice_format", "voice_length", b"voice_length"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_msg_type", b"app_msg_type", "client_msg_id", b"client_msg_id", "content", b"content", "create_time", b"create_time", "file_name", b"file_name", "from_user", b"from_user", "img_buf", b"img_buf", "media_len", b"media_len", "msg_id", b"msg_id", "msg_type", b"msg_type", "play_length", b"play_length", "real_from", b"real_from", "status", b"status", "to_user", b"to_user", "voice_format", b"voice_format", "voice_length", b"voice_length"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -732,10 +813,12 @@ class CmdItem(_message.Message):
     MSG_STATUS_FIELD_NUMBER: _builtins.int
     REVOKE_FIELD_NUMBER: _builtins.int
     DEL_CONTACT_FIELD_NUMBER: _builtins.int
+    WEB_LOGIN_FIELD_NUMBER: _builtins.int
     cmd_id: _builtins.int
     """enMMSyncCmd: 1 ModUserInfo, 2 ModContact, 4 DelContact,"""
     key: _builtins.int
-    """5 AddMsg, 6 ModMsgStatus, 15 ModChatRoomMember, 10002 RevokeMsg
+    """5 AddMsg, 6 ModMsgStatus, 15 ModChatRoomMember, 10002 RevokeMsg,
+    11001 WebLoginPrompt (wxnet's own)
     the SyncKey type this item belongs to
     """
     seq: _builtins.int
@@ -752,6 +835,8 @@ class CmdItem(_message.Message):
     def revoke(self) -> Global___RevokeMsg: ...
     @_builtins.property
     def del_contact(self) -> Global___DelContact: ...
+    @_builtins.property
+    def web_login(self) -> Global___WebLoginPrompt: ...
     def __init__(
         self,
         *,
@@ -764,12 +849,13 @@ class CmdItem(_message.Message):
         msg_status: Global___ModMsgStatus | None = ...,
         revoke: Global___RevokeMsg | None = ...,
         del_contact: Global___DelContact | None = ...,
+        web_login: Global___WebLoginPrompt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "contact", b"contact", "del_contact", b"del_contact", "msg_status", b"msg_status", "revoke", b"revoke", "user_info", b"user_info"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "contact", b"contact", "del_contact", b"del_contact", "msg_status", b"msg_status", "revoke", b"revoke", "user_info", b"user_info", "web_login", b"web_login"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "cmd_id", b"cmd_id", "contact", b"contact", "del_contact", b"del_contact", "key", b"key", "msg_status", b"msg_status", "revoke", b"revoke", "seq", b"seq", "user_info", b"user_info"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_msg", b"add_msg", "body", b"body", "cmd_id", b"cmd_id", "contact", b"contact", "del_contact", b"del_contact", "key", b"key", "msg_status", b"msg_status", "revoke", b"revoke", "seq", b"seq", "user_info", b"user_info", "web_login", b"web_login"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["user_info", "contact", "add_msg", "msg_status", "revoke", "del_contact"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["user_info", "contact", "add_msg", "msg_status", "revoke", "del_contact", "web_login"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -1547,6 +1633,202 @@ class DownloadVoiceResponse(_message.Message):
 Global___DownloadVoiceResponse: _TypeAlias = DownloadVoiceResponse  # noqa: Y015
 
 @_typing.final
+class UploadAppAttachRequest(_message.Message):
+    """Files and videos: one chunked, resumable upload each, like uploadmsgimg (chunks in
+    any order, start_pos in the reply is the lowest offset still missing; once every
+    byte is stored the message exists and the reply carries its id).
+    a file (cmd 220)
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    TO_USER_FIELD_NUMBER: _builtins.int
+    TOTAL_LEN_FIELD_NUMBER: _builtins.int
+    START_POS_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    """= ClientMsgId of the message it becomes"""
+    to_user: _builtins.str
+    total_len: _builtins.int
+    start_pos: _builtins.int
+    data: _builtins.bytes
+    file_name: _builtins.str
+    """the same in every chunk"""
+    @_builtins.property
+    def base(self) -> Global___BaseRequest: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseRequest | None = ...,
+        client_msg_id: _builtins.str = ...,
+        to_user: _builtins.str = ...,
+        total_len: _builtins.int = ...,
+        start_pos: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "client_msg_id", b"client_msg_id", "data", b"data", "file_name", b"file_name", "start_pos", b"start_pos", "to_user", b"to_user", "total_len", b"total_len"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadAppAttachRequest: _TypeAlias = UploadAppAttachRequest  # noqa: Y015
+
+@_typing.final
+class UploadVideoRequest(_message.Message):
+    """a video (cmd 149)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    TO_USER_FIELD_NUMBER: _builtins.int
+    TOTAL_LEN_FIELD_NUMBER: _builtins.int
+    START_POS_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    THUMB_FIELD_NUMBER: _builtins.int
+    PLAY_LENGTH_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    to_user: _builtins.str
+    total_len: _builtins.int
+    start_pos: _builtins.int
+    data: _builtins.bytes
+    thumb: _builtins.bytes
+    """with the chunk at start_pos 0: an image (empty: the server's placeholder)"""
+    play_length: _builtins.int
+    """seconds (the same in every chunk)"""
+    @_builtins.property
+    def base(self) -> Global___BaseRequest: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseRequest | None = ...,
+        client_msg_id: _builtins.str = ...,
+        to_user: _builtins.str = ...,
+        total_len: _builtins.int = ...,
+        start_pos: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        thumb: _builtins.bytes = ...,
+        play_length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "client_msg_id", b"client_msg_id", "data", b"data", "play_length", b"play_length", "start_pos", b"start_pos", "thumb", b"thumb", "to_user", b"to_user", "total_len", b"total_len"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadVideoRequest: _TypeAlias = UploadVideoRequest  # noqa: Y015
+
+@_typing.final
+class UploadMediaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    START_POS_FIELD_NUMBER: _builtins.int
+    TOTAL_LEN_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    client_msg_id: _builtins.str
+    start_pos: _builtins.int
+    """the next offset the server wants (= total_len when complete)"""
+    total_len: _builtins.int
+    msg_id: _builtins.int
+    """non-zero once the message exists"""
+    create_time: _builtins.int
+    @_builtins.property
+    def base(self) -> Global___BaseResponse: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseResponse | None = ...,
+        client_msg_id: _builtins.str = ...,
+        start_pos: _builtins.int = ...,
+        total_len: _builtins.int = ...,
+        msg_id: _builtins.int = ...,
+        create_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "client_msg_id", b"client_msg_id", "create_time", b"create_time", "msg_id", b"msg_id", "start_pos", b"start_pos", "total_len", b"total_len"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadMediaResponse: _TypeAlias = UploadMediaResponse  # noqa: Y015
+
+@_typing.final
+class DownloadMediaRequest(_message.Message):
+    """downloadappattach (cmd 221), downloadvideo (cmd 150)"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    START_POS_FIELD_NUMBER: _builtins.int
+    DATA_LEN_FIELD_NUMBER: _builtins.int
+    THUMB_FIELD_NUMBER: _builtins.int
+    msg_id: _builtins.int
+    start_pos: _builtins.int
+    data_len: _builtins.int
+    """0: the server's chunk size"""
+    thumb: _builtins.bool
+    """videos: the thumbnail instead"""
+    @_builtins.property
+    def base(self) -> Global___BaseRequest: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseRequest | None = ...,
+        msg_id: _builtins.int = ...,
+        start_pos: _builtins.int = ...,
+        data_len: _builtins.int = ...,
+        thumb: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "data_len", b"data_len", "msg_id", b"msg_id", "start_pos", b"start_pos", "thumb", b"thumb"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadMediaRequest: _TypeAlias = DownloadMediaRequest  # noqa: Y015
+
+@_typing.final
+class DownloadMediaResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_FIELD_NUMBER: _builtins.int
+    MSG_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_LEN_FIELD_NUMBER: _builtins.int
+    START_POS_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    msg_id: _builtins.int
+    total_len: _builtins.int
+    start_pos: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def base(self) -> Global___BaseResponse: ...
+    def __init__(
+        self,
+        *,
+        base: Global___BaseResponse | None = ...,
+        msg_id: _builtins.int = ...,
+        total_len: _builtins.int = ...,
+        start_pos: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "data", b"data", "msg_id", b"msg_id", "start_pos", b"start_pos", "total_len", b"total_len"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadMediaResponse: _TypeAlias = DownloadMediaResponse  # noqa: Y015
+
+@_typing.final
 class ScanQrRequest(_message.Message):
     """---- web login approval (the phone scans the web page's QR code) ----"""
 
@@ -1555,9 +1837,12 @@ class ScanQrRequest(_message.Message):
     BASE_FIELD_NUMBER: _builtins.int
     UUID_FIELD_NUMBER: _builtins.int
     CONFIRM_FIELD_NUMBER: _builtins.int
+    PUSH_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
     confirm: _builtins.bool
     """false: "scanned" only; true: approve the login"""
+    push: _builtins.bool
+    """no uuid: the account's newest pending push login"""
     @_builtins.property
     def base(self) -> Global___BaseRequest: ...
     def __init__(
@@ -1566,10 +1851,11 @@ class ScanQrRequest(_message.Message):
         base: Global___BaseRequest | None = ...,
         uuid: _builtins.str = ...,
         confirm: _builtins.bool = ...,
+        push: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "confirm", b"confirm", "uuid", b"uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "confirm", b"confirm", "push", b"push", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1580,17 +1866,63 @@ class ScanQrResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BASE_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    UUID_FIELD_NUMBER: _builtins.int
+    user_agent: _builtins.str
+    """who asked for the login: its User-Agent (jslogin's)"""
+    address: _builtins.str
+    """and its address (the TCP peer)"""
+    uuid: _builtins.str
+    """the login scanned"""
     @_builtins.property
     def base(self) -> Global___BaseResponse: ...
     def __init__(
         self,
         *,
         base: Global___BaseResponse | None = ...,
+        user_agent: _builtins.str = ...,
+        address: _builtins.str = ...,
+        uuid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "base", b"base", "user_agent", b"user_agent", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScanQrResponse: _TypeAlias = ScanQrResponse  # noqa: Y015
+
+@_typing.final
+class WebLoginPrompt(_message.Message):
+    """Sync item (cmd_id 11001, wxnet's own): a web client that was logged in as this
+    account asks to log in again without a QR code (webwxpushloginurl); the phone
+    approves it with scanqrcode (push = true, or its uuid).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UUID_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
+    uuid: _builtins.str
+    user_agent: _builtins.str
+    address: _builtins.str
+    expires: _builtins.int
+    """unix seconds"""
+    def __init__(
+        self,
+        *,
+        uuid: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+        address: _builtins.str = ...,
+        expires: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "expires", b"expires", "user_agent", b"user_agent", "uuid", b"uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebLoginPrompt: _TypeAlias = WebLoginPrompt  # noqa: Y015

@@ -66,7 +66,10 @@ class Server:
             self.bus = RedisBus(config.bus.url, self.notifier.deliver, config.bus.shards)
             self.notifier.bus = self.bus
             self.notifier.remote_listeners.append(self.engine.forget)
+            self.bus.ended = self._remote_session_ended
         self.engine.on_session_end.append(self._session_ended)
+        if self.bus is not None:
+            self.engine.on_session_end.append(self.bus.publish_end)
         #: one count of open sockets for every listener, so one address cannot take
         #: every descriptor (long links and HTTP alike)
         self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_address)
@@ -172,6 +175,11 @@ class Server:
                 sub.unbind()
                 sub.close()
 
+    def _remote_session_ended(self, uin: int, key_hash: str) -> None:
+        """Another process logged a session out: it ends here too."""
+        self.engine.drop_session(key_hash)
+        self._session_ended(uin, key_hash)
+
     def _store_stat(self, name: str) -> Callable[[], float]:
         return lambda: float(self.engine.store.statistics().get(name, 0))
 
@@ -186,9 +194,16 @@ class Server:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
         ports = []
+        shared = cfg.workers > 1 or None  # SO_REUSEPORT: the other workers bind them too
         for port in (cfg.long_port, *cfg.extra_long_ports):
             srv = await self.loop.create_server(
-                lambda: LongLink(self), cfg.host, port, ssl=ctx, reuse_address=True, backlog=4096
+                lambda: LongLink(self),
+                cfg.host,
+                port,
+                ssl=ctx,
+                reuse_address=True,
+                reuse_port=shared,
+                backlog=4096,
             )
             self._long_servers.append(srv)
             ports.append(srv.sockets[0].getsockname()[1])
@@ -200,7 +215,14 @@ class Server:
             keepalive_timeout=cfg.http_keepalive_timeout,
         )
         await self._runner.setup()
-        site = GuardedSite(self._runner, cfg.host, cfg.http_port, self.http_guards, backlog=4096)
+        site = GuardedSite(
+            self._runner,
+            cfg.host,
+            cfg.http_port,
+            self.http_guards,
+            backlog=4096,
+            reuse_port=cfg.workers > 1,
+        )
         await site.start()
         self.http_port = site.port
         self._sweeper = self.loop.create_task(self._sweep())

@@ -10,6 +10,13 @@ published. A lost bus message (Redis restarting, a reconnect) costs a delay, not
 message: the client's next heartbeat or poll syncs from the store. While Redis is away
 publishes are dropped (logged, counted) and the reader reconnects with backoff,
 subscribing again to every held shard.
+
+Logouts (and sessions evicted by the per-account cap) go on one channel every process
+follows, ``wxnet:end``: any process may have cached the session, not only those holding
+the account's links. They are rare (one per login, not per message), so following them
+all costs nothing per message. A process that hears one drops the cached session and
+closes the session's long links; a lost one is caught by the store at the process's
+next start (the session row is gone), and a client's next login replaces it anyway.
 """
 
 from __future__ import annotations
@@ -25,7 +32,10 @@ from redis.exceptions import RedisError
 
 from wxnet.proto.errors import MMError, MMRet
 
-__all__ = ["BusUnavailable", "RedisBus"]
+__all__ = ["ENDS", "BusUnavailable", "RedisBus"]
+
+#: The channel of ended sessions (every process follows it).
+ENDS = "wxnet:end"
 
 log = logging.getLogger("wxnet.bus")
 
@@ -46,6 +56,8 @@ class RedisBus:
     def __init__(self, url: str, deliver: Callable[[dict[int, int]], None], shards: int) -> None:
         self.url = url
         self.deliver = deliver
+        #: called with (uin, session key hash) of a session another process ended
+        self.ended: Callable[[int, str], None] | None = None
         self.shards = shards
         self.origin = secrets.token_hex(6)  # our own publishes come back: skip them
         self._held: dict[int, int] = {}  # uin -> holders here
@@ -154,6 +166,23 @@ class RedisBus:
                     self.stats["dropped"] += len(by_shard)
                     log.warning("bus publish dropped (clients sync on their next poll): %s", exc)
 
+    def publish_end(self, uin: int, key_hash: str) -> None:
+        """Tell every process that a session ended (logout, eviction)."""
+        self._spawn(self._publish_end(f"{self.origin} {uin}:{key_hash}"))
+
+    async def _publish_end(self, text: str) -> None:
+        if self._redis is None:
+            return
+        for attempt in (1, 2):
+            try:
+                await self._redis.publish(ENDS, text)
+                self.stats["published"] += 1
+                return
+            except (RedisError, OSError) as exc:
+                if attempt == 2:
+                    self.stats["dropped"] += 1
+                    log.warning("bus: session end not published: %s", exc)
+
     # -- subscribe and read --------------------------------------------------------------
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -177,7 +206,7 @@ class RedisBus:
         ps = self._redis.pubsub()
         try:
             await ps.subscribe(
-                f"wxnet:p:{self.origin}", *(self.channel(s) for s in self._shard_uins)
+                f"wxnet:p:{self.origin}", ENDS, *(self.channel(s) for s in self._shard_uins)
             )
         except BaseException:
             with contextlib.suppress(RedisError, OSError):
@@ -200,7 +229,11 @@ class RedisBus:
                 async for msg in self._pubsub.listen():
                     kind = msg.get("type")
                     if kind == "message":
-                        self._on_message(msg["data"])
+                        ch = msg["channel"]
+                        if ch in (ENDS, ENDS.encode()):
+                            self._on_end(msg["data"])
+                        else:
+                            self._on_message(msg["data"])
                     elif kind in ("subscribe", "unsubscribe"):
                         ch = msg["channel"]
                         ch = ch.decode() if isinstance(ch, bytes) else str(ch)
@@ -220,6 +253,15 @@ class RedisBus:
                     await ps.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(backoff)  # reconnect backoff, not a wait for an event
             backoff = min(backoff * 2, 5.0)
+
+    def _on_end(self, data: bytes | str) -> None:
+        text = data.decode() if isinstance(data, bytes) else data
+        origin, _, rest = text.partition(" ")
+        u, _, key_hash = rest.partition(":")
+        if origin == self.origin or not u.isdigit() or self.ended is None:
+            return
+        self.stats["received"] += 1
+        self.ended(int(u), key_hash)
 
     def _on_message(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data

@@ -14,6 +14,8 @@ Example ``wxnet.toml``::
     max_request_bytes = 1048576
     synccheck_max_wait = 25.0
     log_level = "info"
+    workers = 1               # >1: that many processes on the same ports (SO_REUSEPORT);
+                              # needs [store] kind = "postgres" and [bus] kind = "redis"
 
     [sync]
     durability = "FULL"       # or "NORMAL": survives a killed process, not a power cut
@@ -136,6 +138,7 @@ class ServerConfig:
     max_field_chars: int = 1024
     max_list_items: int = 1000
     log_level: str = "info"
+    workers: int = 1
     sync: EngineConfig = field(default_factory=EngineConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -253,6 +256,8 @@ def _validate(cfg: ServerConfig) -> None:
     for name in ("uploads_per_account", "upload_bytes_per_account", "upload_ttl"):
         if getattr(cfg.sync, name) <= 0:
             raise ConfigError(f"[sync] {name} must be positive")
+    # Files and videos are left out: a quota below max_file_bytes / max_video_bytes
+    # (set before they existed) limits them instead, and the server still starts.
     biggest = max(cfg.sync.max_image_bytes, cfg.sync.max_voice_bytes)
     if cfg.sync.upload_bytes_per_account < biggest:
         raise ConfigError(
@@ -276,6 +281,23 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError('[bus] kind = "redis" needs url = "redis://host:6379/0"')
     if not 1 <= cfg.bus.shards <= 1 << 20:
         raise ConfigError("[bus] shards must be 1..1048576")
+    if not 1 <= cfg.workers <= 256:
+        raise ConfigError("workers must be 1..256")
+    if cfg.workers > 1 and (cfg.store.kind != "postgres" or cfg.bus.kind != "redis"):
+        missing = [
+            what
+            for what, ok in (
+                ('the PostgreSQL store ([store] kind = "postgres", dsn = ...)',
+                 cfg.store.kind == "postgres"),
+                ('the Redis bus ([bus] kind = "redis", url = ...)', cfg.bus.kind == "redis"),
+            )
+            if not ok
+        ]  # fmt: skip
+        raise ConfigError(
+            f"workers = {cfg.workers} needs {' and '.join(missing)}: the worker processes"
+            " share accounts, sessions and logs through the store and tell each other of"
+            " new messages over the bus (docs/scaling.md)"
+        )
 
 
 def store_description(config: ServerConfig) -> str:

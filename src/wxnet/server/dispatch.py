@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError, Message
 
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import OpLogCmd
 from wxnet.proto.errors import MMError, MMRet, WxnetError
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.metrics import Metrics
@@ -82,12 +83,17 @@ class Dispatcher:
             "revokemsg": self._revokemsg,
             "verifyuser": self._verifyuser,
             "getcontact": self._getcontact,
+            "oplog": self._oplog,
             "createchatroom": self._createchatroom,
             "modchatroom": self._modchatroom,
             "uploadmsgimg": self._uploadmsgimg,
             "getmsgimg": self._getmsgimg,
             "uploadvoice": self._uploadvoice,
             "downloadvoice": self._downloadvoice,
+            "uploadappattach": self._uploadappattach,
+            "downloadappattach": self._downloadappattach,
+            "uploadvideo": self._uploadvideo,
+            "downloadvideo": self._downloadvideo,
         }
 
     def register(self, name: str, handler: Handler) -> None:
@@ -258,6 +264,16 @@ class Dispatcher:
         )
         return pb.AddContactResponse(contact=contact, pending=pending)
 
+    async def _oplog(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        if req.cmd_id == OpLogCmd.REMARK:
+            c = await self.engine.mark_contact(sess, req.user_name, req.remark_name, None)
+        elif req.cmd_id == OpLogCmd.PIN:
+            c = await self.engine.mark_contact(sess, req.user_name, None, req.pinned)
+        else:
+            raise MMError(MMRet.ERR_ARG, "oplog cmd_id must be 2 (remark) or 3 (pin)")
+        return pb.OpLogResponse(contact=c)
+
     async def _getcontact(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None
         return pb.GetContactResponse(
@@ -290,6 +306,35 @@ class Dispatcher:
         return pb.DownloadMsgImgResponse(
             msg_id=req.msg_id, total_len=total, start_pos=req.start_pos, data=data
         )
+
+    async def _uploadappattach(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        resp = await self.uploads.file(sess, req)
+        if resp.msg_id:
+            self.metrics.messages.inc()
+        return resp
+
+    async def _uploadvideo(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        assert sess is not None
+        resp = await self.uploads.video(sess, req)
+        if resp.msg_id:
+            self.metrics.messages.inc()
+        return resp
+
+    async def _download_media(self, sess: Session | None, req: Any, kind: str) -> Message:
+        assert sess is not None
+        total, data = await self.uploads.download(
+            sess, req.msg_id, kind, req.start_pos, req.data_len
+        )
+        return pb.DownloadMediaResponse(
+            msg_id=req.msg_id, total_len=total, start_pos=req.start_pos, data=data
+        )
+
+    async def _downloadappattach(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        return await self._download_media(sess, req, "file")
+
+    async def _downloadvideo(self, req: Any, sess: Session | None, _c: Context) -> Message:
+        return await self._download_media(sess, req, "thumb" if req.thumb else "video")
 
     async def _uploadvoice(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None

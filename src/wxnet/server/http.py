@@ -5,6 +5,7 @@ The web API (issue 4) registers its own routes on the same application.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -75,11 +76,17 @@ async def newgetdns(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """``{"status": "ok", "version": ..., "schema": ...}``: the server answers, which
-    wxnet it is and the schema version of its store (after the start's migrations)."""
+    """``{"status": "ok", "version": ..., "schema": ..., "pid": ...}``: the server
+    answers, which wxnet it is, the schema version of its store (after the start's
+    migrations) and which process answered (one of ``--workers N``)."""
     server = request.app[SERVER_KEY]
     return web.json_response(
-        {"status": "ok", "version": __version__, "schema": server.engine.store.schema_version()}
+        {
+            "status": "ok",
+            "version": __version__,
+            "schema": server.engine.store.schema_version(),
+            "pid": os.getpid(),
+        }
     )
 
 

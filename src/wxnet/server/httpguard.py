@@ -172,13 +172,21 @@ def guard_middleware(guards: HttpGuards) -> Any:
 class GuardedSite(BaseSite):
     """``web.TCPSite`` with every connection behind a :class:`_Guard`."""
 
-    __slots__ = ("_bound_port", "_guards", "_host", "_port")
+    __slots__ = ("_bound_port", "_guards", "_host", "_port", "_reuse_port")
 
     def __init__(
-        self, runner: BaseRunner, host: str, port: int, guards: HttpGuards, backlog: int
+        self,
+        runner: BaseRunner,
+        host: str,
+        port: int,
+        guards: HttpGuards,
+        backlog: int,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port, self._guards = host, port, guards
+        self._reuse_port = reuse_port
         self._bound_port = port
 
     @property
@@ -200,5 +208,6 @@ class GuardedSite(BaseSite):
             self._port,
             backlog=self._backlog,
             reuse_address=True,
+            reuse_port=self._reuse_port or None,
         )
         self._bound_port = int(self._server.sockets[0].getsockname()[1])

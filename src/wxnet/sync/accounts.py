@@ -300,6 +300,12 @@ class EngineBase:
             raise MMError(MMRet.ERR_SESSIONTIMEOUT, "session expired: log in again")
         return sess
 
+    def drop_session(self, key_hash: str) -> None:
+        """Another process ended the session with this :func:`session_key_hash`: forget
+        it here too (the next request reads the store, where it is gone)."""
+        for sid in [k for k in self._sessions if session_key_hash(k) == key_hash]:
+            del self._sessions[sid]
+
     async def logout(self, sess: Session) -> None:
         self._sessions.pop(sess.sid, None)
         await self.store.delete_session(sess.sid)

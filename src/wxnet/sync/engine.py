@@ -226,6 +226,8 @@ class Engine(Messaging):
         (await self._contact_set(peer)).add(sess.user_name)
 
     async def contacts(self, sess: Session, names: Sequence[str] = ()) -> list[pb.Contact]:
+        """The account's contacts and groups (those in ``names``, if given), with its own
+        marks on them (remark name, pin)."""
         out = [await self._contact_pb(n) for n in sorted(await self._contact_set(sess.uin))]
         for room_name in await self.store.rooms_of(sess.user_name):
             room = await self._room(room_name)
@@ -234,7 +236,42 @@ class Engine(Messaging):
         if names:
             want = set(names)
             out = [c for c in out if c.user_name in want]
+        marks = await self.store.contact_marks(sess.uin)
+        for c in out:
+            c.remark_name, c.pinned = marks.get(c.user_name, ("", False))
         return out
+
+    async def mark_contact(
+        self, sess: Session, name: str, remark: str | None, pinned: bool | None
+    ) -> pb.Contact:
+        """Set the account's remark name for, or pin of, its contact or group ``name``
+        (what is None stays); every device of the account gets the contact again, as
+        a ModContact item.
+
+        Raises:
+            MMError: ERR_ARG (remark over 64 characters), ERR_NOT_FOUND (not a contact
+                or group of the account).
+        """
+        if remark is not None and len(remark) > 64:
+            raise MMError(MMRet.ERR_ARG, "a remark name has at most 64 characters")
+        found = await self.contacts(sess, [name])
+        if not found:
+            raise MMError(MMRet.ERR_NOT_FOUND, f"{name!r} is not your contact or group")
+        c = found[0]
+        if remark is not None:
+            c.remark_name = remark
+        if pinned is not None:
+            c.pinned = pinned
+        key = KEY_CHATROOM if c.is_chatroom else KEY_CONTACT
+        await self.store.set_contact_mark(
+            sess.uin,
+            name,
+            c.remark_name,
+            c.pinned,
+            self.now(),
+            [Append([sess.uin], key, _contact_item(c))],
+        )
+        return c
 
     # ================================================================ chatrooms
     async def create_room(self, sess: Session, topic: str, members: Sequence[str]) -> pb.Contact:

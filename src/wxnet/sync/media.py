@@ -1,5 +1,5 @@
-"""Media files of the embedded store: partial uploads, finished images and voice,
-thumbnails (S24, S25). Blocking file I/O: the engine calls these from a thread.
+"""Media files of the embedded store: partial uploads, finished images, voice, files and
+videos, thumbnails (S24, S25). Blocking file I/O: the engine calls these from a thread.
 """
 
 from __future__ import annotations
@@ -10,9 +10,16 @@ import os
 import warnings
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
-__all__ = ["MediaError", "MediaStore", "add_range", "next_missing"]
+__all__ = [
+    "MediaError",
+    "MediaStore",
+    "add_range",
+    "next_missing",
+    "placeholder_thumb",
+    "thumbnail",
+]
 
 #: Thumbnails are at most 100x100 (research/mobile-protocol.md 2.7).
 THUMB_SIZE = (100, 100)
@@ -45,6 +52,47 @@ def next_missing(ranges: list[tuple[int, int]], total: int) -> int:
     return min(pos, total)
 
 
+def thumbnail(src: Path | bytes) -> tuple[bytes, int, int]:
+    """(JPEG thumbnail of at most :data:`THUMB_SIZE`, width, height) of an image file or
+    its bytes.
+
+    Raises:
+        MediaError: not an image Pillow can read, or one of more than MAX_PIXELS.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise MediaError(f"image of {width}x{height} pixels is too large")
+                img.draft("RGB", THUMB_SIZE)
+                thumb = img.convert("RGB")
+                thumb.thumbnail(THUMB_SIZE)
+                buf = io.BytesIO()
+                thumb.save(buf, "JPEG", quality=70)
+    except MediaError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        raise MediaError(f"not an image Pillow can read: {exc}") from None
+    return buf.getvalue(), width, height
+
+
+def placeholder_thumb() -> bytes:
+    """The thumbnail of a video sent without one: a 96x64 dark grey JPEG with a light
+    play triangle, made here (wxnet does not decode videos)."""
+    img = Image.new("RGB", (96, 64), (48, 48, 48))
+    ImageDraw.Draw(img).polygon([(38, 18), (38, 46), (62, 32)], fill=(220, 220, 220))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=70)
+    return buf.getvalue()
+
+
 class MediaStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -75,30 +123,14 @@ class MediaStore:
         finally:
             os.close(fd)
 
+    def write_file(self, path: Path, data: bytes) -> None:
+        """Write a whole small file (a video's thumbnail while its upload runs)."""
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(data)
+
     def finish_image(self, path: Path) -> tuple[bytes, int, int]:
         """Check the joined file is an image; return (JPEG thumbnail, width, height)."""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as img:
-                    width, height = img.size
-                    if width * height > MAX_PIXELS:
-                        raise MediaError(f"image of {width}x{height} pixels is too large")
-                    img.draft("RGB", THUMB_SIZE)
-                    thumb = img.convert("RGB")
-                    thumb.thumbnail(THUMB_SIZE)
-                    buf = io.BytesIO()
-                    thumb.save(buf, "JPEG", quality=70)
-        except MediaError:
-            raise
-        except (
-            OSError,
-            ValueError,
-            Image.DecompressionBombError,
-            Image.DecompressionBombWarning,
-        ) as exc:
-            raise MediaError(f"the upload is not an image Pillow can read: {exc}") from None
-        return buf.getvalue(), width, height
+        return thumbnail(path)
 
     def promote(self, path: Path, ref: str, thumb: bytes | None) -> None:
         """Make a finished upload permanent: fsync it and move it under files/."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.enums import CmdId
+from wxnet.proto.enums import CmdId, revoke_text
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import (
     KEY_MSG,
@@ -161,6 +161,12 @@ class Messaging(EngineBase):
             [Append(rcpts, KEY_MSG, _item(cmd_id=CmdId.MOD_MSG_STATUS, msg_status=status))]
         )
 
+    async def prompt_web_login(self, uin: int, prompt: pb.WebLoginPrompt) -> None:
+        """A web client asks account ``uin`` to approve a login without a QR code (push
+        login): every device of the account gets a WebLoginPrompt item."""
+        body = _item(cmd_id=CmdId.WEB_LOGIN, web_login=prompt)
+        await self.store.append([Append([uin], KEY_MSG, body)])
+
     async def revoke(self, sess: Session, msg_id: int, client_msg_id: str) -> None:
         """Recall one of your messages within the revoke window (WeChat: 2 minutes)."""
         if msg_id:
@@ -182,12 +188,13 @@ class Messaging(EngineBase):
         else:
             peer = await self.lookup(msg.to_user)
             rcpts = sorted({sess.uin, *([peer] if peer is not None else [])})
+        _, nick = await self.account(sess.uin)
         revoke = pb.RevokeMsg(
             msg_id=msg.msg_id,
             client_msg_id=msg.client_msg_id,
             from_user=sess.user_name,
             to_user=msg.to_user,
-            replace_text=f'"{sess.user_name}" recalled a message',
+            replace_text=revoke_text(nick or sess.user_name),
         )
         await self.store.revoke(
             msg.msg_id, [Append(rcpts, KEY_MSG, _item(cmd_id=CmdId.REVOKE, revoke=revoke))]

@@ -61,9 +61,12 @@ class EngineConfig:
     revoke_window: int = 120
     max_image_bytes: int = 10 * 1024 * 1024
     max_voice_bytes: int = 2 * 1024 * 1024
+    max_file_bytes: int = 20 * 1024 * 1024
+    max_video_bytes: int = 20 * 1024 * 1024
+    max_thumb_bytes: int = 64 * 1024  # a video's thumbnail, as sent
     max_chunk_bytes: int = 64 * 1024
     login_failures_per_account_address: int = 5
-    uploads_per_account: int = 16  # unfinished image and voice uploads of an account
+    uploads_per_account: int = 16  # unfinished image, voice, file and video uploads
     upload_bytes_per_account: int = 64 * 1024 * 1024  # their declared sizes, together
     upload_ttl: float = 86400.0  # an unfinished upload is deleted after this (seconds)
     min_free_disk_bytes: int = 256 * 1024 * 1024  # new upload bytes stop below this

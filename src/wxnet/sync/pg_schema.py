@@ -59,6 +59,15 @@ CREATE TABLE IF NOT EXISTS contacts (
     created bigint NOT NULL,
     PRIMARY KEY (owner, peer)
 );
+-- The account's own remark name and pin of a contact or group (webwxoplog).
+CREATE TABLE IF NOT EXISTS contact_marks (
+    owner bigint NOT NULL,
+    peer text NOT NULL,
+    remark text NOT NULL,
+    pinned boolean NOT NULL,
+    updated bigint NOT NULL,
+    PRIMARY KEY (owner, peer)
+);
 CREATE TABLE IF NOT EXISTS chatrooms (
     name text PRIMARY KEY,
     topic text NOT NULL,

@@ -151,6 +151,31 @@ class PostgresStore(PostgresBase):
     async def contacts_of(self, uin: int) -> set[str]:
         return {r[0] for r in await self._fetch("SELECT peer FROM contacts WHERE owner=$1", uin)}
 
+    async def contact_marks(self, owner: int) -> dict[str, tuple[str, bool]]:
+        rows = await self._fetch(
+            "SELECT peer, remark, pinned FROM contact_marks WHERE owner=$1", owner
+        )
+        return {r[0]: (r[1], bool(r[2])) for r in rows}
+
+    async def set_contact_mark(
+        self,
+        owner: int,
+        peer: str,
+        remark: str,
+        pinned: bool,
+        now: int,
+        appends: Sequence[Append],
+    ) -> None:
+        async def w(c: _Conn) -> None:
+            await c.execute(
+                "INSERT INTO contact_marks VALUES ($1,$2,$3,$4,$5) ON CONFLICT (owner, peer)"
+                " DO UPDATE SET remark=excluded.remark, pinned=excluded.pinned,"
+                " updated=excluded.updated",
+                owner, peer, remark, pinned, now,
+            )  # fmt: skip
+
+        await self._appending_tx(w, appends)
+
     async def add_contacts(
         self, pairs: Sequence[tuple[int, str]], now: int, appends: Sequence[Append]
     ) -> None:

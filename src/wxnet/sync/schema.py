@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS contacts (
     created INTEGER NOT NULL,
     PRIMARY KEY (owner, peer)
 ) WITHOUT ROWID;
+-- The account's own remark name and pin of a contact or group (webwxoplog).
+CREATE TABLE IF NOT EXISTS contact_marks (
+    owner INTEGER NOT NULL,
+    peer TEXT NOT NULL,
+    remark TEXT NOT NULL,
+    pinned INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (owner, peer)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chatrooms (
     name TEXT PRIMARY KEY,
     topic TEXT NOT NULL,

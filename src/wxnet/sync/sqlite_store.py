@@ -141,6 +141,32 @@ class SQLiteStore(SQLiteBase):
     async def contacts_of(self, uin: int) -> set[str]:
         return {r[0] for r in await self._read("SELECT peer FROM contacts WHERE owner=?", (uin,))}
 
+    async def contact_marks(self, owner: int) -> dict[str, tuple[str, bool]]:
+        rows = await self._read(
+            "SELECT peer, remark, pinned FROM contact_marks WHERE owner=?", (owner,)
+        )
+        return {r[0]: (r[1], bool(r[2])) for r in rows}
+
+    async def set_contact_mark(
+        self,
+        owner: int,
+        peer: str,
+        remark: str,
+        pinned: bool,
+        now: int,
+        appends: Sequence[Append],
+    ) -> None:
+        def w(conn: sqlite3.Connection, ch: Changes) -> None:
+            conn.execute(
+                "INSERT INTO contact_marks VALUES (?,?,?,?,?) ON CONFLICT (owner, peer)"
+                " DO UPDATE SET remark=excluded.remark, pinned=excluded.pinned,"
+                " updated=excluded.updated",
+                (owner, peer, remark, int(pinned), now),
+            )
+            self._w_append(conn, ch, appends)
+
+        await self._write(w)
+
     async def add_contacts(
         self, pairs: Sequence[tuple[int, str]], now: int, appends: Sequence[Append]
     ) -> None:

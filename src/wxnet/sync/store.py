@@ -215,6 +215,22 @@ class Store(Protocol):
 
     # contacts and chatrooms
     async def contacts_of(self, uin: int) -> set[str]: ...
+    async def contact_marks(self, owner: int) -> dict[str, tuple[str, bool]]:
+        """``owner``'s marks: peer -> (remark name, pinned)."""
+        ...
+
+    async def set_contact_mark(
+        self,
+        owner: int,
+        peer: str,
+        remark: str,
+        pinned: bool,
+        now: int,
+        appends: Sequence[Append],
+    ) -> None:
+        """Store ``owner``'s mark on ``peer`` and ``appends``, in one transaction."""
+        ...
+
     async def add_contacts(
         self, pairs: Sequence[tuple[int, str]], now: int, appends: Sequence[Append]
     ) -> None: ...

@@ -1,5 +1,7 @@
 """Media messages (S24, S25): resumable, parallel image upload joined on the server with
-a thumbnail; voice streamed in chunks with end and cancel flags; chunked downloads.
+a thumbnail; files (with a name) and videos (with a thumbnail: the sender's, or
+:func:`~wxnet.sync.media.placeholder_thumb`) uploaded the same way; voice streamed in
+chunks with end and cancel flags; chunked downloads.
 
 Unfinished uploads are bounded per account (``uploads_per_account``, and
 ``upload_bytes_per_account`` of declared sizes; a voice message counts as its maximum
@@ -13,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from wxnet.proto import mediaxml
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import MsgType
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.sync import media
 from wxnet.sync.engine import MSG_IMAGE, MSG_VOICE, Engine, Session
@@ -23,6 +28,26 @@ from wxnet.sync.engine import MSG_IMAGE, MSG_VOICE, Engine, Session
 __all__ = ["Uploads"]
 
 log = logging.getLogger("wxnet.server")
+
+#: Which messages' media each download kind may read.
+_KIND_TYPES: dict[str, frozenset[int]] = {
+    "img": frozenset({MSG_IMAGE}),
+    "thumb": frozenset({MSG_IMAGE, MsgType.VIDEO}),
+    "voice": frozenset({MSG_VOICE}),
+    "video": frozenset({MsgType.VIDEO}),
+    "file": frozenset({MsgType.APP}),
+}
+#: A video's thumbnail while its upload is unfinished (beside the partial video).
+_VTHUMB = "vthumb"
+#: Bytes of a file name (WeChat's limit is about this too).
+MAX_FILE_NAME = 255
+
+
+def _read_or(path: Path, default: Callable[[], bytes]) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return default()
 
 
 def _unlink(path: Path) -> None:
@@ -107,10 +132,15 @@ class Uploads:
     def _reserved(self, kind: str, total: int) -> int:
         return self.config.max_voice_bytes if kind == "voice" else total
 
+    def _unlink_partials(self, owner: int, cid: str, kind: str) -> None:
+        _unlink(self.media.partial(owner, cid, kind))
+        if kind == "video":
+            _unlink(self.media.partial(owner, cid, _VTHUMB))
+
     async def _drop(self, sess: Session, cid: str, kind: str, *, delete_file: bool) -> None:
         await self.store.upload_drop(sess.uin, cid, kind)
         if delete_file:
-            await asyncio.to_thread(_unlink, self.media.partial(sess.uin, cid, kind))
+            await asyncio.to_thread(self._unlink_partials, sess.uin, cid, kind)
 
     async def sweep(self, batch: int = 1000) -> int:
         """Delete unfinished uploads older than ``upload_ttl`` (row and partial file).
@@ -121,7 +151,7 @@ class Uploads:
             for owner, cid, kind in rows:
                 async with self._lock(owner, cid, kind):
                     await self.store.upload_drop(owner, cid, kind)
-                    await asyncio.to_thread(_unlink, self.media.partial(owner, cid, kind))
+                    await asyncio.to_thread(self._unlink_partials, owner, cid, kind)
                 n += 1
             if len(rows) < batch:
                 break
@@ -145,50 +175,166 @@ class Uploads:
         is stored the image message exists and the reply carries its id and thumbnail."""
         cid, total = req.client_img_id, req.total_len
         self._check_chunk(cid, req.data, "client_img_id")
-        if not 0 < total <= self.config.max_image_bytes:
-            raise MMError(
-                MMRet.ERR_TOO_LARGE,
-                f"images are 1 to {self.config.max_image_bytes} bytes (total_len={total})",
-            )
-        if req.start_pos + len(req.data) > total:
-            raise MMError(MMRet.ERR_UPLOAD_OFFSET, "chunk ends past total_len")
+        self._check_total(total, self.config.max_image_bytes, "images", req.start_pos, req.data)
         rcpts = await self.engine.recipients(sess, req.to_user)
         resp = pb.UploadMsgImgResponse(client_img_id=cid, total_len=total)
         async with self._lock(sess.uin, cid, "img"):
-            done = await self.store.message_by_client_id(sess.uin, cid)
-            if done is not None:
-                resp.start_pos, resp.msg_id, resp.create_time = total, done.msg_id, done.create_time
+            if await self._done(sess, cid, resp):
                 return resp
-            ranges = await self._begin(sess, cid, "img", req.to_user, total)
-            path = self.media.partial(sess.uin, cid, "img")
-            if req.data:
-                await asyncio.to_thread(self.media.write_at, path, req.start_pos, req.data)
-                ranges = media.add_range(ranges, req.start_pos, req.start_pos + len(req.data))
-                await self.store.upload_save(sess.uin, cid, "img", ranges)
-            resp.start_pos = media.next_missing(ranges, total)
+            resp.start_pos = await self._put(sess, cid, "img", req.to_user, total, req)
             if resp.start_pos < total:
                 return resp
+            path = self.media.partial(sess.uin, cid, "img")
             try:
                 thumb, w, h = await asyncio.to_thread(self.media.finish_image, path)
             except media.MediaError as exc:
                 await self._drop(sess, cid, "img", delete_file=True)
                 raise MMError(MMRet.ERR_ARG, str(exc)) from None
-            ref = self.media.ref_for(sess.uin, cid, "img")
-            await asyncio.to_thread(self.media.promote, path, ref, thumb)
             content = f'<msg><img length="{total}" width="{w}" height="{h}"/></msg>'
-            msg = self.engine.new_message(
-                sess,
-                cid,
-                req.to_user,
-                MSG_IMAGE,
-                content,
-                rcpts,
-                pb.AddMsg(img_buf=thumb, media_len=total),
-                ref,
+            template = pb.AddMsg(img_buf=thumb, media_len=total)
+            await self._finish(
+                sess, cid, "img", req.to_user, MSG_IMAGE, content, rcpts, template, resp
             )
-            ((mid, ctime),) = await self.engine.store_messages(sess, [msg])
-            await self._drop(sess, cid, "img", delete_file=False)
-            resp.msg_id, resp.create_time, resp.thumb = mid, ctime, thumb
+            resp.thumb = thumb
+            return resp
+
+    def _check_total(self, total: int, cap: int, what: str, start: int, data: bytes) -> None:
+        if not 0 < total <= cap:
+            raise MMError(MMRet.ERR_TOO_LARGE, f"{what} are 1 to {cap} bytes (total_len={total})")
+        if start + len(data) > total:
+            raise MMError(MMRet.ERR_UPLOAD_OFFSET, "chunk ends past total_len")
+
+    async def _done(
+        self, sess: Session, cid: str, resp: pb.UploadMsgImgResponse | pb.UploadMediaResponse
+    ) -> bool:
+        """Fill ``resp`` and say True when the message of ``cid`` exists already (a
+        retried last chunk, or a resend)."""
+        done = await self.store.message_by_client_id(sess.uin, cid)
+        if done is None:
+            return False
+        resp.start_pos, resp.msg_id, resp.create_time = (
+            resp.total_len,
+            done.msg_id,
+            done.create_time,
+        )
+        return True
+
+    async def _put(
+        self,
+        sess: Session,
+        cid: str,
+        kind: str,
+        to_user: str,
+        total: int,
+        req: pb.UploadMsgImgRequest | pb.UploadAppAttachRequest | pb.UploadVideoRequest,
+    ) -> int:
+        """Store one chunk of a parallel upload (under its lock); returns the lowest
+        offset still missing."""
+        ranges = await self._begin(sess, cid, kind, to_user, total)
+        if req.data:
+            path = self.media.partial(sess.uin, cid, kind)
+            await asyncio.to_thread(self.media.write_at, path, req.start_pos, req.data)
+            ranges = media.add_range(ranges, req.start_pos, req.start_pos + len(req.data))
+            await self.store.upload_save(sess.uin, cid, kind, ranges)
+        return media.next_missing(ranges, total)
+
+    async def _finish(
+        self,
+        sess: Session,
+        cid: str,
+        kind: str,
+        to_user: str,
+        msg_type: int,
+        content: str,
+        rcpts: list[int],
+        template: pb.AddMsg,
+        resp: pb.UploadMsgImgResponse | pb.UploadMediaResponse,
+    ) -> None:
+        """Every byte is stored: make the file permanent and the message (one item in
+        every recipient's log), then forget the upload."""
+        path = self.media.partial(sess.uin, cid, kind)
+        ref = self.media.ref_for(sess.uin, cid, kind)
+        thumb = bytes(template.img_buf) if template.img_buf else None
+        await asyncio.to_thread(self.media.promote, path, ref, thumb)
+        msg = self.engine.new_message(sess, cid, to_user, msg_type, content, rcpts, template, ref)
+        ((mid, ctime),) = await self.engine.store_messages(sess, [msg])
+        await self._drop(sess, cid, kind, delete_file=False)
+        resp.msg_id, resp.create_time = mid, ctime
+
+    async def file(self, sess: Session, req: pb.UploadAppAttachRequest) -> pb.UploadMediaResponse:
+        """Store one chunk of a file (chunks in any order, several at once, as images);
+        once every byte is stored the file message exists (msg_type 49, app_msg_type 6,
+        the name and size in its fields and its appmsg XML)."""
+        cid, total, name = req.client_msg_id, req.total_len, req.file_name
+        self._check_chunk(cid, req.data, "client_msg_id")
+        if (
+            not name.strip()
+            or len(name.encode()) > MAX_FILE_NAME
+            or any(c in name for c in "/\\")
+            or not name.isprintable()
+        ):
+            raise MMError(
+                MMRet.ERR_ARG,
+                f"file_name must be 1-{MAX_FILE_NAME} bytes of printable text without slashes",
+            )
+        self._check_total(total, self.config.max_file_bytes, "files", req.start_pos, req.data)
+        rcpts = await self.engine.recipients(sess, req.to_user)
+        resp = pb.UploadMediaResponse(client_msg_id=cid, total_len=total)
+        async with self._lock(sess.uin, cid, "file"):
+            if await self._done(sess, cid, resp):
+                return resp
+            resp.start_pos = await self._put(sess, cid, "file", req.to_user, total, req)
+            if resp.start_pos < total:
+                return resp
+            template = pb.AddMsg(media_len=total, file_name=name, app_msg_type=mediaxml.APP_FILE)
+            content = mediaxml.file_content(name, total)
+            await self._finish(
+                sess, cid, "file", req.to_user, MsgType.APP, content, rcpts, template, resp
+            )
+            return resp
+
+    async def video(self, sess: Session, req: pb.UploadVideoRequest) -> pb.UploadMediaResponse:
+        """Store one chunk of a video (as images: any order, several at once). The chunk
+        at start_pos 0 carries the thumbnail (an image, made into a JPEG of at most
+        100x100; none: :func:`~wxnet.sync.media.placeholder_thumb`)."""
+        cid, total = req.client_msg_id, req.total_len
+        self._check_chunk(cid, req.data, "client_msg_id")
+        self._check_total(total, self.config.max_video_bytes, "videos", req.start_pos, req.data)
+        if len(req.thumb) > self.config.max_thumb_bytes:
+            raise MMError(
+                MMRet.ERR_TOO_LARGE, f"thumbnails are at most {self.config.max_thumb_bytes} bytes"
+            )
+        if req.thumb and req.start_pos != 0:
+            raise MMError(MMRet.ERR_ARG, "the thumbnail goes with the chunk at start_pos 0")
+        thumb = b""
+        if req.start_pos == 0:
+            try:
+                thumb = (
+                    (await asyncio.to_thread(media.thumbnail, bytes(req.thumb)))[0]
+                    if req.thumb
+                    else media.placeholder_thumb()
+                )
+            except media.MediaError as exc:
+                raise MMError(MMRet.ERR_ARG, f"the thumbnail: {exc}") from None
+        rcpts = await self.engine.recipients(sess, req.to_user)
+        resp = pb.UploadMediaResponse(client_msg_id=cid, total_len=total)
+        async with self._lock(sess.uin, cid, "video"):
+            if await self._done(sess, cid, resp):
+                return resp
+            tpath = self.media.partial(sess.uin, cid, _VTHUMB)
+            if thumb:  # quota first, then the thumbnail, then the chunk's bytes
+                await self._begin(sess, cid, "video", req.to_user, total)
+                await asyncio.to_thread(self.media.write_file, tpath, thumb)
+            resp.start_pos = await self._put(sess, cid, "video", req.to_user, total, req)
+            if resp.start_pos < total:
+                return resp
+            thumb = await asyncio.to_thread(_read_or, tpath, media.placeholder_thumb)
+            template = pb.AddMsg(img_buf=thumb, media_len=total, play_length=req.play_length)
+            content = mediaxml.video_content(total, req.play_length)
+            await self._finish(
+                sess, cid, "video", req.to_user, MsgType.VIDEO, content, rcpts, template, resp
+            )
+            await asyncio.to_thread(_unlink, tpath)
             return resp
 
     async def voice(self, sess: Session, req: pb.UploadVoiceRequest) -> pb.UploadVoiceResponse:
@@ -252,7 +398,7 @@ class Uploads:
             or not await self.engine.can_see(sess, msg.sender, msg.to_user)
         ):
             raise MMError(MMRet.ERR_NOT_FOUND, f"no media for message {msg_id}")
-        if msg.msg_type != (MSG_VOICE if kind == "voice" else MSG_IMAGE):
+        if msg.msg_type not in _KIND_TYPES.get(kind, ()):
             raise MMError(MMRet.ERR_NOT_FOUND, f"message {msg_id} has no {kind}")
         return msg.media
 

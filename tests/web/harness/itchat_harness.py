@@ -4,8 +4,11 @@ Run with the client's own interpreter: ``python itchat_harness.py BASE_URL WORKD
 (``hot``: ``hotReload=True``, the login kept in WORKDIR/itchat.pkl and resumed from it).
 Events go to stdout as JSON lines; commands come from stdin as JSON lines:
 ``{"op": "send", "to": NICK, "text": ...}``, ``{"op": "image", "to": NICK, "path": ...}``,
-``{"op": "contacts"}``, ``{"op": "logout"}``. This file runs under the client's Python,
-not wxnet's: it uses only the standard library and itchat.
+``{"op": "revoke", "to": NICK, "id": MSGID}``, ``{"op": "alias", "to": NICK, "name": ...}``,
+``{"op": "pin", "to": NICK, "pinned": BOOL}``, ``{"op": "file", "to": NICK, "path": ...}``,
+``{"op": "video", "to": NICK, "path": ...}``, ``{"op": "contacts"}``, ``{"op": "logout"}``.
+This file runs under the client's Python, not wxnet's: it uses only the standard library
+and itchat.
 """
 
 import html
@@ -20,7 +23,13 @@ HOT = sys.argv[3:] == ["hot"]
 os.chdir(WORKDIR)  # itchat may write QR.png / itchat.pkl into the working directory
 
 import itchat  # type: ignore[import-not-found]  # noqa: E402
-from itchat.content import NOTE, PICTURE, TEXT  # type: ignore[import-not-found]  # noqa: E402
+from itchat.content import (  # type: ignore[import-not-found]  # noqa: E402
+    ATTACHMENT,
+    NOTE,
+    PICTURE,
+    TEXT,
+    VIDEO,
+)
 
 itchat.config.BASE_URL = BASE
 itchat.utils.htmlParser.unescape = html.unescape  # research 10.1 (a no-op on itchat-uos)
@@ -33,7 +42,7 @@ def emit(**kw: Any) -> None:
         sys.stdout.flush()
 
 
-@itchat.msg_register([TEXT, PICTURE, NOTE], isFriendChat=True, isGroupChat=True)  # type: ignore[untyped-decorator]
+@itchat.msg_register([TEXT, PICTURE, NOTE, ATTACHMENT, VIDEO], isFriendChat=True, isGroupChat=True)  # type: ignore[untyped-decorator]
 def on_message(msg: Any) -> None:
     ev = {
         "event": "message",
@@ -42,13 +51,17 @@ def on_message(msg: Any) -> None:
         "to": msg["ToUserName"],
         "group": "@@" in msg["FromUserName"] or "@@" in msg["ToUserName"],
         "actual": msg.get("ActualNickName", ""),
+        "id": msg.get("MsgId", ""),
     }
-    if msg["Type"] == PICTURE:
+    if msg["Type"] in (PICTURE, ATTACHMENT, VIDEO):  # Text downloads it
         data = msg["Text"]()
         ev["size"] = len(data)
         ev["head"] = data[:4].hex()
+        ev["name"] = msg.get("FileName", "")
     else:
         ev["text"] = msg["Text"]
+    if msg["Type"] == NOTE:
+        ev["content"] = msg["Content"]
     emit(**ev)
 
 
@@ -80,6 +93,7 @@ for line in sys.stdin:
                 event="contacts",
                 me=itchat.search_friends()["UserName"],
                 friends=[f["NickName"] for f in itchat.get_friends(update=True)[1:]],
+                remarks={f["NickName"]: f["RemarkName"] for f in itchat.get_friends()[1:]},
                 rooms=[
                     {"nick": r["NickName"], "members": len(r["MemberList"])}
                     for r in itchat.get_chatrooms(update=True)
@@ -89,9 +103,24 @@ for line in sys.stdin:
             room = itchat.update_chatroom(user_name(cmd["nick"]), detailedMember=True)
             emit(event="room", members=sorted(m["NickName"] for m in room["MemberList"]))
         elif op == "send":
-            emit(event="sent", ret=ret(itchat.send(cmd["text"], toUserName=user_name(cmd["to"]))))
+            r = itchat.send(cmd["text"], toUserName=user_name(cmd["to"]))
+            emit(event="sent", ret=ret(r), id=r.get("MsgID", ""))
+        elif op == "alias":
+            emit(event="oplog", ret=ret(itchat.set_alias(user_name(cmd["to"]), cmd["name"])))
+        elif op == "pin":
+            r = itchat.set_pinned(user_name(cmd["to"]), cmd["pinned"])
+            emit(event="oplog", ret=ret(r))
+        elif op == "revoke":
+            r = itchat.revoke(cmd["id"], user_name(cmd["to"]))
+            emit(event="revoked", ret=ret(r))
         elif op == "image":
             r = itchat.send_image(cmd["path"], toUserName=user_name(cmd["to"]))
+            emit(event="sent", ret=ret(r))
+        elif op == "file":
+            r = itchat.send_file(cmd["path"], toUserName=user_name(cmd["to"]))
+            emit(event="sent", ret=ret(r))
+        elif op == "video":
+            r = itchat.send_video(cmd["path"], toUserName=user_name(cmd["to"]))
             emit(event="sent", ret=ret(r))
         elif op == "logout":
             itchat.logout()

@@ -36,6 +36,15 @@ bot.on('message', async (msg) => {
       ev.size = res.data.length
       ev.head = Buffer.from(res.data).subarray(0, 4).toString('hex')
     } catch (e) { ev.error = String(e) }
+  } else if (msg.MsgType === bot.CONF.MSGTYPE_VIDEO || (msg.MsgType === bot.CONF.MSGTYPE_APP && msg.AppMsgType === 6)) {
+    try {
+      const res = msg.MsgType === bot.CONF.MSGTYPE_VIDEO
+        ? await bot.getVideo(msg.MsgId)
+        : await bot.getDoc(msg.FromUserName, msg.MediaId, msg.FileName)
+      ev.size = res.data.length
+      ev.head = Buffer.from(res.data).subarray(0, 4).toString('hex')
+      ev.name = msg.FileName
+    } catch (e) { ev.error = String(e) }
   }
   emit(ev)
 })
@@ -61,6 +70,18 @@ rl.on('line', async (line) => {
       emit({ event: 'sent', ret: r.BaseResponse.Ret, id: r.MsgID })
     } else if (cmd.op === 'image') {
       const r = await bot.sendMsg({ file: fs.readFileSync(cmd.path), filename: 'image.png' }, userName(cmd.to))
+      emit({ event: 'sent', ret: r.BaseResponse.Ret, id: r.MsgID })
+    } else if (cmd.op === 'revoke') {
+      const r = await bot.revokeMsg(cmd.id, userName(cmd.to))
+      emit({ event: 'revoked', ret: r.BaseResponse.Ret })
+    } else if (cmd.op === 'restart') {
+      // as its own recovery does: drop the pending retry of the old loop, then webwxinit
+      // again on the same session (restart() emits 'login' again)
+      clearTimeout(bot.retryPollingId)
+      await bot.restart()
+      emit({ event: 'restarted' })
+    } else if (cmd.op === 'file' || cmd.op === 'video') { // sendMsg picks the send by extension
+      const r = await bot.sendMsg({ file: fs.readFileSync(cmd.path), filename: require('path').basename(cmd.path) }, userName(cmd.to))
       emit({ event: 'sent', ret: r.BaseResponse.Ret, id: r.MsgID })
     } else if (cmd.op === 'logout') {
       await bot.logout() // stop() sends the same request without waiting for it

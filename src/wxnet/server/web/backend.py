@@ -13,6 +13,8 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
+from wxnet.proto import wxnet_pb2 as pb
+
 __all__ = ["Backend", "DeviceSession"]
 
 
@@ -36,6 +38,20 @@ class Backend(Protocol):
         None if the account does not exist."""
         ...
 
+    async def committed_key(self, session_key: str, uin: int) -> bytes | None:
+        """The key the session's device last committed (newsync presenting it, or
+        syncdone), from the store; None if it never committed one.
+
+        Raises:
+            MMError: ERR_SESSIONTIMEOUT (the session is gone).
+        """
+        ...
+
+    async def prompt_login(self, uin: int, prompt: pb.WebLoginPrompt) -> None:
+        """Tell every device of account ``uin`` that a web client asks to log in again
+        (a push login): a sync item in its message log."""
+        ...
+
     async def media_file(self, session_key: str, uin: int, msg_id: int, kind: str) -> Path:
         """The file of message ``msg_id``'s media (``kind`` img, thumb or voice), for
         the session to stream from disk, after the same checks as the download CGIs.
@@ -43,5 +59,17 @@ class Backend(Protocol):
         Raises:
             MMError: ERR_SESSIONTIMEOUT (the session is gone) or ERR_NOT_FOUND (no such
                 media, or not the session's to see).
+        """
+        ...
+
+    async def message_log(
+        self, session_key: str, uin: int, before: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` items of the account's message log (``(seq, CmdItem bytes)``)
+        with seq below ``before`` (0: from the newest), newest first: what the
+        ``webwxhistory`` page reads (:mod:`wxnet.server.web.history`).
+
+        Raises:
+            MMError: ERR_SESSIONTIMEOUT (the session is gone).
         """
         ...

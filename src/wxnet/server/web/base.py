@@ -20,12 +20,20 @@ from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
 from wxnet.proto.syncdriver import Page, SyncDriver
+from wxnet.proto.synckey import SyncKey
 from wxnet.server.web import csrf
 from wxnet.server.web.backend import Backend
 from wxnet.server.web.common import Handler, R, SessionGone, T, WebError, _base, _json, _read_all
 from wxnet.server.web.config import WebConfig
 from wxnet.server.web.limits import FairPending, RateLimiter
-from wxnet.server.web.login import QrLoginRefused, QrLogins, QrLoginUnknown, WebSession, WebSessions
+from wxnet.server.web.login import (
+    QrLogin,
+    QrLoginRefused,
+    QrLogins,
+    QrLoginUnknown,
+    WebSession,
+    WebSessions,
+)
 from wxnet.server.web.spool import WebSpool
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,7 @@ class WebBase:
         self.pending = FairPending(cfg.qr_max_pending, cfg.qr_pending_per_address)
         self.jslogin_limit = RateLimiter(cfg.jslogin_rate, cfg.jslogin_burst)
         self.qrcode_limit = RateLimiter(cfg.qrcode_rate, cfg.qrcode_burst)
+        self.push_limit = RateLimiter(cfg.push_login_rate, cfg.push_login_burst)
         self._qr_png: OrderedDict[str, bytes] = OrderedDict()
         if spool_dir is None:
             spool_dir = Path(tempfile.mkdtemp(prefix="wxnet-web-spool-"))
@@ -62,6 +71,8 @@ class WebBase:
         self._polls: dict[str, int] = {}  # wxsid -> pending synccheck polls
         self.pending_polls = 0
         self._avatars: dict[str, bytes] = {}
+        #: uin -> uuid of its newest pending push login (webwxpushloginurl)
+        self._push: OrderedDict[int, str] = OrderedDict()
         self._holding: set[asyncio.Task[Any]] = set()  # long polls, cancelled on shutdown
 
     def sweep(self) -> None:
@@ -116,26 +127,39 @@ class WebBase:
         return task
 
     # -- the phone side: scanqrcode --------------------------------------------------
-    def scan_qr(self, uin: int, uuid: str, confirm: bool) -> tuple[int, str]:
+    def scan_qr(self, uin: int, uuid: str, confirm: bool) -> tuple[int, str, QrLogin | None]:
         """A logged-in mobile device of ``uin`` scanned / approved web login ``uuid``.
 
-        Returns ``(ret, err_msg)`` for the ScanQrResponse."""
+        Returns ``(ret, err_msg, login)`` for the ScanQrResponse."""
         try:
-            self.logins.scan(uuid, uin, self.clock(), confirm=confirm)
+            q = self.logins.scan(uuid, uin, self.clock(), confirm=confirm)
         except QrLoginUnknown:
-            return MMRet.ERR_NOT_FOUND, "no such QR code (expired?)"
+            return MMRet.ERR_NOT_FOUND, "no such QR code (expired?)", None
         except QrLoginRefused as exc:
-            return MMRet.ERR_NOT_ALLOWED, str(exc)
+            return MMRet.ERR_NOT_ALLOWED, str(exc), None
         self.pending.discard(uuid)  # a phone holds it now: no flood can evict it
         self._wake_login(uuid)
-        return 0, ""
+        return 0, "", q
 
     async def handle_scanqrcode(self, uin: int, request: pb.ScanQrRequest) -> pb.ScanQrResponse:
-        """The ``scanqrcode`` CGI for an authenticated mobile session of ``uin``."""
-        ret, msg = self.scan_qr(uin, request.uuid, request.confirm)
+        """The ``scanqrcode`` CGI for an authenticated mobile session of ``uin``; with
+        ``push`` and no uuid, the account's newest pending push login. The reply names
+        who asked (user agent, address), for the phone to show."""
+        uuid = request.uuid
         resp = pb.ScanQrResponse()
+        if not uuid and request.push:
+            uuid = self._push.get(uin, "")
+            if not uuid:
+                resp.base.ret = MMRet.ERR_NOT_FOUND
+                resp.base.err_msg = "no web login of this account waits for approval"
+                return resp
+        ret, msg, q = self.scan_qr(uin, uuid, request.confirm)
         resp.base.ret = ret
         resp.base.err_msg = msg
+        if q is not None:
+            resp.uuid, resp.user_agent, resp.address = q.uuid, q.user_agent, q.address
+            if request.confirm and self._push.get(uin) == q.uuid:
+                del self._push[uin]
         return resp
 
     def _wake_login(self, uuid: str) -> None:
@@ -256,6 +280,29 @@ class WebBase:
             return {}
         return {c.user_name: c.nick_name for c in resp.contacts if c.nick_name}
 
+    async def _commit(self, s: WebSession, key: bytes) -> None:
+        """Commit ``key`` for the session's device (syncdone), unless nothing moved:
+        what the client has seen up to ``key`` is then never offered again by a
+        webwxinit, and what came after it always is."""
+        newest = _newest(s.committed, key)
+        if newest == s.committed:
+            return
+        await self._cgi(s, "syncdone", pb.SyncDoneRequest(key_buf=key), pb.SyncDoneResponse)
+        s.committed = newest
+
+    async def _resume_key(self, s: WebSession) -> bytes:
+        """The session's committed key: the newer of the store's (another process, or
+        before a restart) and this process's own (the store's write may still be queued);
+        ``b""`` if it never committed one."""
+        try:
+            stored = await self.backend.committed_key(s.session_key, s.uin)
+        except MMError as exc:
+            if exc.code == MMRet.ERR_SESSIONTIMEOUT:
+                raise SessionGone("the account's session ended") from None
+            raise WebError(int(exc.code), exc.message) from None
+        s.committed = _newest(s.committed, stored or b"")
+        return s.committed
+
     async def _sync_pages(self, s: WebSession, driver: SyncDriver) -> AsyncIterator[Page]:
         """Run the shared sync loop over this session's CGIs, yielding each page."""
         try:
@@ -279,3 +326,17 @@ class WebBase:
         if not isinstance(msg, dict):
             raise WebError(-1, "Msg must be an object")
         return msg
+
+
+def _newest(a: bytes, b: bytes) -> bytes:
+    """Two keys of one device merged by the newest value of each key type (values only
+    grow), in binary form; ``a`` itself when ``b`` adds nothing."""
+    if not b:
+        return a
+    if not a:
+        return b
+    mine = SyncKey.from_bytes(a).as_dict()
+    merged = dict(mine)
+    for k, v in SyncKey.from_bytes(b).pairs:
+        merged[k] = max(v, merged.get(k, 0))
+    return a if merged == mine else SyncKey.of(merged).to_bytes()

@@ -19,6 +19,8 @@ class WebConfig:
     session_ttl: float = 7 * 86400.0
     max_polls_per_session: int = 4
     contact_page: int = 500
+    history_max_count: int = 100  # messages in one webwxhistory page (more is cut to it)
+    history_max_scan: int = 2000  # log items one webwxhistory request reads at most
     # -- before login: /jslogin, /qrcode ------------------------------------------------
     qr_max_pending: int = 10_000  # pending QR logins in total (the oldest of the
     qr_pending_per_address: int = 16  # heaviest address makes room); per address (IPv6 /64)
@@ -27,6 +29,8 @@ class WebConfig:
     qrcode_rate: float = 1.0  # QR images per second and address, after a burst of
     qrcode_burst: int = 30
     qrcode_cache: int = 4096  # rendered QR images kept (one per uuid)
+    push_login_rate: float = 1 / 60  # push-login prompts per second and account (a phone
+    push_login_burst: int = 3  # is not to be flooded), after a burst of
     # -- request bodies --------------------------------------------------------------------
     body_timeout: float = 30.0  # a JSON body must arrive within this
     upload_timeout: float = 120.0  # one webwxuploadmedia request's body, whole

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError
+from wxnet.proto.synckey import KEY_MSG
 from wxnet.server.web.api import WebApi, WebConfig, setup_web
 from wxnet.server.web.backend import DeviceSession
 
@@ -54,9 +55,29 @@ class DispatcherBackend:
         )
         return DeviceSession(sess.sid, uin, user_name, nick)
 
+    async def committed_key(self, session_key: str, uin: int) -> bytes | None:
+        sess = await self.engine.session(session_key, uin)
+        key = await self.engine.committed_key(uin, sess.device_id)
+        return None if key is None else key.to_bytes()
+
+    async def prompt_login(self, uin: int, prompt: pb.WebLoginPrompt) -> None:
+        await self.engine.prompt_web_login(uin, prompt)
+
     async def media_file(self, session_key: str, uin: int, msg_id: int, kind: str) -> Path:
         sess = await self.engine.session(session_key, uin)
         return await self.dispatcher.uploads.media_file(sess, msg_id, kind)
+
+    async def message_log(
+        self, session_key: str, uin: int, before: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        sess = await self.engine.session(session_key, uin)  # the account's own log only
+        store = self.engine.store
+        head = await store.head(sess.uin, KEY_MSG)
+        upto = head if before <= 0 else min(before - 1, head)
+        if upto <= 0:
+            return []
+        items = await store.recent(sess.uin, KEY_MSG, upto, limit)
+        return [(seq, body) for _, seq, body in reversed(items)]
 
 
 def setup_server_web(app: web.Application, server: Any, config: WebConfig | None = None) -> WebApi:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wxnet.proto.errors import WxnetError
+from wxnet.proto.web import is_token
 from wxnet.sync.store import WebSessionRow
 
 __all__ = [
@@ -53,8 +54,11 @@ class QrLoginsFull(QrLoginError):
 
 
 def new_token(nbytes: int = 16) -> str:
-    """A URL-safe random token (``[A-Za-z0-9_-]``, research 1.2) of ``nbytes`` entropy."""
-    return secrets.token_urlsafe(nbytes)
+    """A URL-safe random token (``[A-Za-z0-9_-]``, research 1.2) of ``nbytes`` entropy.
+    It never starts with ``-``, so that ``wxnet scan UUID`` does not take it for an
+    option (an ``x`` takes its place: a first character of 63 kinds, not 64)."""
+    token = secrets.token_urlsafe(nbytes)
+    return "x" + token[1:] if token.startswith("-") else token
 
 
 class LoginState(enum.Enum):
@@ -74,6 +78,9 @@ class QrLogin:
     uin: int = 0  # the approving account
     ticket: str = ""
     version: int = 0  # bumped on every change; login polls wait for a newer one
+    user_agent: str = ""  # who asked for it (jslogin's User-Agent), shown to the phone
+    address: str = ""  # and from where (the TCP peer)
+    push: bool = False  # a push login (webwxpushloginurl): only ``uin`` may approve it
 
     def poll_code(self, now: float) -> int:
         """The login-poll code of the current state (research 3.3)."""
@@ -123,6 +130,8 @@ class QrLogins:
         if q is None or q.state is LoginState.EXPIRED:
             raise QrLoginUnknown(f"no QR login {uuid[:40]!r} (expired?)")
         if q.uin and q.uin != uin:
+            if q.push:
+                raise QrLoginRefused("this login asks another account")
             raise QrLoginRefused("another account scanned this code")
         if q.state in (LoginState.CONFIRMED, LoginState.USED):
             raise QrLoginRefused("this code was already approved")
@@ -183,6 +192,8 @@ class WebSession:
     expires: float
     alive: bool = True
     sent: dict[str, None] = field(default_factory=dict)  # own ClientMsgIds, to not echo
+    committed: bytes = b""  # the newest key this process committed for it (in memory)
+    inits: int = 0  # webwxinits served here: a poll held across one answers 0
 
     def remember_sent(self, client_msg_id: str, keep: int = 1000) -> None:
         self.sent[client_msg_id] = None
@@ -198,9 +209,47 @@ class WebSessionStore(Protocol):
     async def drop_web_sessions(self, before: float) -> int: ...
 
 
+#: Prefix of the store key of a browser's login (:meth:`WebSessions.remember_browser`):
+#: ``:`` is not in the token alphabet, so no wxsid hashes to such a key.
+_BROWSER = "browser:"
+
+
 def sid_key(wxsid: str) -> str:
     """What the store keys a web session by: the SHA-256 of its wxsid (hex)."""
     return hashlib.sha256(wxsid.encode()).hexdigest()
+
+
+_SEALED = "s1:"
+
+
+def _pad(wxsid: str, label: str, n: int) -> bytes:
+    return hashlib.shake_256(f"wxnet web session {label}\0{wxsid}".encode()).digest(n)
+
+
+def seal(wxsid: str, label: str, value: str) -> str:
+    """``value`` (a token of the session: its mobile session key, skey, tickets) as the
+    store keeps it: XORed with a pad drawn from the wxsid and ``label``. The store holds
+    only the wxsid's SHA-256, so a copy of it opens no session and holds no mobile
+    session key (as device sessions keep only hashes); the process that is handed the
+    wxsid by the client recovers the value. Each (wxsid, label) pad is used once."""
+    raw = value.encode()
+    return _SEALED + _xor(raw, _pad(wxsid, label, len(raw))).hex()
+
+
+def unseal(wxsid: str, label: str, stored: str) -> str:
+    """The value :func:`seal` stored; a row written before sealing is plain text."""
+    if not stored.startswith(_SEALED):
+        return stored
+    raw = bytes.fromhex(stored[len(_SEALED) :])
+    return _xor(raw, _pad(wxsid, label, len(raw))).decode()
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a) ^ int.from_bytes(b)).to_bytes(len(a))
+
+
+def _plain(row: WebSessionRow) -> bool:
+    return not row.session_key.startswith(_SEALED)
 
 
 class WebSessions:
@@ -223,6 +272,7 @@ class WebSessions:
         self.store = store
         self._by_sid: dict[str, WebSession] = {}
         self._ended: list[WebSession] = []
+        self._browsers: dict[str, tuple[int, float]] = {}  # auth ticket -> (uin, expires)
 
     async def save(self, s: WebSession) -> None:
         """Make ``s`` (new, or ended) durable, if there is a store; also the sessions
@@ -235,16 +285,17 @@ class WebSessions:
 
     async def _save(self, s: WebSession) -> None:
         if self.store is not None:
+            sid = s.wxsid
             await self.store.save_web_session(
                 WebSessionRow(
-                    sid_key(s.wxsid),
+                    sid_key(sid),
                     s.uin,
                     s.user_name,
                     s.nick_name,
-                    s.session_key,
-                    s.skey,
-                    s.pass_ticket,
-                    s.data_ticket,
+                    seal(sid, "session_key", s.session_key),
+                    seal(sid, "skey", s.skey),
+                    seal(sid, "pass_ticket", s.pass_ticket),
+                    seal(sid, "data_ticket", s.data_ticket),
                     s.expires,
                     s.alive,
                 )
@@ -252,22 +303,52 @@ class WebSessions:
 
     async def lookup(self, uin: int, wxsid: str, now: float) -> WebSession | None:
         """:meth:`find`, falling back to the store for a wxsid not held here."""
-        if self.store is not None and wxsid and wxsid not in self._by_sid:
+        if self.store is not None and is_token(wxsid) and wxsid not in self._by_sid:
             row = await self.store.web_session(sid_key(wxsid))
             if row is not None and wxsid not in self._by_sid:
-                self._by_sid[wxsid] = WebSession(
+                s = self._by_sid[wxsid] = WebSession(
                     wxsid,
                     row.uin,
                     row.user_name,
                     row.nick_name,
-                    row.session_key,
-                    row.skey,
-                    row.pass_ticket,
-                    row.data_ticket,
+                    unseal(wxsid, "session_key", row.session_key),
+                    unseal(wxsid, "skey", row.skey),
+                    unseal(wxsid, "pass_ticket", row.pass_ticket),
+                    unseal(wxsid, "data_ticket", row.data_ticket),
                     row.expires,
                     row.alive,
                 )
+                if _plain(row):  # written before sealing: seal it now
+                    await self._save(s)
         return self.find(uin, wxsid, now)
+
+    async def remember_browser(self, s: WebSession) -> None:
+        """Remember that the browser holding ``s``'s ``webwx_auth_ticket`` cookie (its
+        pass_ticket) logged in as ``s.uin``, until ``s`` would have expired, however it
+        ends: a push login (webwxpushloginurl) from that browser may prompt the phone.
+        Kept in the store as a dead session row under a key no wxsid hashes to."""
+        self._browsers[s.pass_ticket] = (s.uin, s.expires)
+        while len(self._browsers) > 4 * 1024:
+            del self._browsers[next(iter(self._browsers))]
+        if self.store is not None:
+            await self.store.save_web_session(
+                WebSessionRow(
+                    sid_key(_BROWSER + s.pass_ticket),
+                    s.uin, s.user_name, s.nick_name, "", "", "", "", s.expires, False,
+                )
+            )  # fmt: skip
+
+    async def browser_uin(self, auth_ticket: str, now: float) -> int | None:
+        """The account a browser with this ``webwx_auth_ticket`` logged in as (and
+        may ask to log in as again), if that login is not past its expiry."""
+        if not is_token(auth_ticket):
+            return None
+        uin, expires = self._browsers.get(auth_ticket, (0, 0.0))
+        if not uin and self.store is not None:
+            row = await self.store.web_session(sid_key(_BROWSER + auth_ticket))
+            if row is not None:
+                uin, expires = row.uin, row.expires
+        return uin if uin and now < expires else None
 
     async def sweep_store(self, now: float, grace: float = 3600.0) -> int:
         return 0 if self.store is None else await self.store.drop_web_sessions(now - grace)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import OpLogCmd
 from wxnet.proto.syncdriver import SyncDriver
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.web import convert
@@ -23,10 +24,13 @@ class ContactHandlers(WebBase):
     async def init(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
     ) -> dict[str, Any]:
+        s.inits += 1  # the client starts over: polls it still holds are stale
         contacts: list[pb.Contact] = []
         user = pb.UserInfo()
-        # The snapshot, as newinit pages (no syncdone: the web client presents its key
-        # in webwxsync, which commits it).
+        # The snapshot, as newinit pages, for the contacts and the profile. Its key is the
+        # head: a session that committed a key before (a second webwxinit: wechat4u's
+        # restart, or after a server restart) resumes from that one instead, so nothing
+        # that arrived since its last sync is skipped; a new session commits the head.
         driver = SyncDriver(b"", max_pages=_INIT_PAGES, commit=False)
         async for page in self._sync_pages(s, driver):
             resp = page.response
@@ -37,7 +41,8 @@ class ContactHandlers(WebBase):
                     contacts.append(item.contact)
                 elif item.WhichOneof("body") == "user_info":
                     user = item.user_info
-        key = driver.key
+        key = await self._resume_key(s) or driver.key
+        await self._commit(s, key)
         if user.user_name:
             s.user_name, s.nick_name = user.user_name, user.nick_name or s.nick_name
         skey = SyncKey.from_bytes(key)
@@ -118,3 +123,26 @@ class ContactHandlers(WebBase):
             for c in resp.contacts:
                 out.append(convert.contact_obj(c, nicks))
         return {"Count": len(out), "ContactList": out}
+
+    async def oplog(
+        self, request: web.Request, s: WebSession, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """CmdId 2 sets the RemarkName, CmdId 3 pins (OP 1) or unpins (OP 0) the
+        conversation (research 8): stored, and sent to every device of the account
+        as a ModContact."""
+        name = self._target(s, body.get("UserName"))
+        cmd = body.get("CmdId")
+        if cmd == OpLogCmd.REMARK:
+            remark = body.get("RemarkName", "")
+            if not isinstance(remark, str):
+                raise WebError(-1, "RemarkName must be a string")
+            req = pb.OpLogRequest(user_name=name, cmd_id=cmd, remark_name=remark)
+        elif cmd == OpLogCmd.PIN:
+            op = body.get("OP")
+            if op not in (0, 1):
+                raise WebError(-1, "OP must be 1 (pin) or 0 (unpin)")
+            req = pb.OpLogRequest(user_name=name, cmd_id=cmd, pinned=bool(op))
+        else:
+            raise WebError(-1, "CmdId must be 2 (remark name) or 3 (pin)")
+        await self._cgi(s, "oplog", req, pb.OpLogResponse)
+        return {}

@@ -17,7 +17,7 @@ from wxnet.server.web import csrf
 from wxnet.server.web.base import WebBase
 from wxnet.server.web.common import _CGI, WebError, _js, _q
 from wxnet.server.web.limits import address_key
-from wxnet.server.web.login import LoginState, QrLogin, QrLoginsFull
+from wxnet.server.web.login import LoginState, QrLogin, QrLoginsFull, new_token
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,14 @@ class LoginHandlers(WebBase):
                 'window.QRLogin.code = 429; window.QRLogin.uuid = "";',
                 self.jslogin_limit.retry_after(addr),
             )
+        q = self._new_login(request, addr, now)
+        if q is None:
+            return _js('window.QRLogin.code = 500; window.QRLogin.uuid = "";')
+        return _js(wp.encode_qrlogin(200, q.uuid))
+
+    def _new_login(self, request: web.Request, addr: str, now: float) -> QrLogin | None:
+        """A new pending login held for ``addr`` (fairly, see :meth:`jslogin`), naming
+        who asked; None when only scanned logins are left, all in use."""
         for q in self.logins.expire(now):
             self._forget_login(q.uuid)
         for old in self.pending.make_room(addr):
@@ -44,11 +52,13 @@ class LoginHandlers(WebBase):
             self._forget_login(old)
         try:
             q = self.logins.create(now)
-        except QrLoginsFull:  # only scanned logins left, all of them in use
+        except QrLoginsFull:
             self.count("qr_pending")
-            return _js('window.QRLogin.code = 500; window.QRLogin.uuid = "";')
+            return None
         self.pending.add(q.uuid, addr)
-        return _js(wp.encode_qrlogin(200, q.uuid))
+        q.user_agent = request.headers.get("User-Agent", "")[:256]
+        q.address = request.remote or ""
+        return q
 
     async def qrcode(self, request: web.Request) -> web.StreamResponse:
         """The QR image of a pending login: rendered once per uuid (cached), and
@@ -118,6 +128,7 @@ class LoginHandlers(WebBase):
         self._reported.pop(uuid, None)
         s = self.sessions.add(dev.uin, dev.user_name, dev.nick_name, dev.session_key, self.clock())
         await self.sessions.save(s)  # durable before the client hears of it
+        await self.sessions.remember_browser(s)  # for a push login from it later
         xml = wp.encode_login_ticket(wp.LoginTicket(s.skey, s.wxsid, s.uin, s.pass_ticket))
         # 301 for the clients (wechat4u parses only a 301, 3.4); our page asks with
         # version=v2, as the real browser did, and gets 200 so that fetch() can read it.
@@ -133,6 +144,7 @@ class LoginHandlers(WebBase):
             ("webwx_auth_ticket", s.pass_ticket),
             ("wxloadtime", str(int(self.clock()))),
             ("mm_lang", "zh_CN"),
+            ("webwxuvid", _uvid(request)),  # itchat keeps it for its push login
         ):
             resp.set_cookie(
                 name,
@@ -203,3 +215,9 @@ def _qr_png(text: str) -> bytes:
     buf = io.BytesIO()
     segno.make(text, error="m").save(buf, kind="png", scale=6, border=2)
     return buf.getvalue()
+
+
+def _uvid(request: web.Request) -> str:
+    """The browser's id cookie: the one it has, else a new one."""
+    have = request.cookies.get("webwxuvid", "")
+    return have if wp.is_token(have) else new_token()

@@ -18,7 +18,7 @@ class PageHandlers(WebBase):
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        types = {"js": "text/javascript", "css": "text/css"}
+        types = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
         ext = name.rsplit(".", 1)[-1]
         if ext not in types or not name.replace(".", "").replace("-", "").isalnum():
             raise web.HTTPNotFound()

@@ -14,7 +14,7 @@ from wxnet.proto.errors import MMRet
 from wxnet.proto.syncdriver import SyncDriver
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.web import convert
-from wxnet.server.web.base import WebBase
+from wxnet.server.web.base import WebBase, _newest
 from wxnet.server.web.common import _SYNC_PAGES, SessionGone, WebError, _js, _q
 from wxnet.server.web.login import WebSession
 
@@ -35,7 +35,9 @@ class SyncHandlers(WebBase):
         self._polls[s.wxsid] = self._polls.get(s.wxsid, 0) + 1
         self.pending_polls += 1
         self._hold()
+        inits = s.inits
         try:
+            await self._commit(s, key.to_bytes())  # the client has everything up to it
             req = pb.SyncCheckRequest(
                 key_buf=key.to_bytes(), timeout_ms=int(self.config.synccheck_hold * 1000)
             )
@@ -55,6 +57,11 @@ class SyncHandlers(WebBase):
                 self._polls.pop(s.wxsid, None)
         if not s.alive:
             return _js(wp.encode_synccheck(wp.RET_LOGIN_ELSEWHERE, 0))
+        if s.inits != inits:
+            # a webwxinit came while this poll was held (wechat4u's restart() leaves its
+            # old loop's poll pending): news goes to the client's new poll only, so that
+            # two loops do not both fetch it
+            return _js(wp.encode_synccheck(0, 0))
         return _js(wp.encode_synccheck(0, 2 if resp.selector else 0))
 
     @staticmethod
@@ -101,6 +108,7 @@ class SyncHandlers(WebBase):
                 # A web client cannot take a newinit snapshot here: it logs in again.
                 raise WebError(-1, "SyncKey cannot be served; log in again") from None
             raise
+        s.committed = _newest(s.committed, key_buf)  # newsync committed what it was given
         key_buf = driver.key
         nicks = await self._nicks(s, [m for c in mod for m in c.members]) if mod else {}
         mods = [convert.contact_obj(c, nicks) for c in mod]
