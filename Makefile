@@ -4,18 +4,29 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= var
 # Debian packages the test suite needs (installed by `make sysdeps` when missing; root):
-# systemd for `systemd-analyze` (the unit tests), curl for the README's commands.
+# systemd for `systemd-analyze` (the unit tests), curl for the README's commands; gcc and
+# python3-dev to compile the analyser's hot modules (mypyc; pure Python without them).
 # mosquitto: the MQTT broker that bench/mqtt_load.py measures as the baseline (its test in
 # tests/bench runs a small load through it, so the suite needs it too).
 BENCH_DEB_PACKAGES ?= mosquitto
-DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl postgresql redis-server $(BENCH_DEB_PACKAGES)
+DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl postgresql redis-server gcc python3-dev $(BENCH_DEB_PACKAGES)
+# The analyser's hot modules, compiled by mypyc (packaging/build_accel.py) into
+# build/accel/lib/; rebuilt only when one of these files changes. Without a C compiler
+# the build says so and wxnet runs them as pure Python (same results, slower).
+ACCEL_SRC := src/wxnet/_accel.py src/wxnet/analyze/loop.py src/wxnet/analyze/flows.py \
+  src/wxnet/analyze/capture.py src/wxnet/classify/classifier.py src/wxnet/classify/dns.py \
+  src/wxnet/proto/sniff.py packaging/build_accel.py
+# Run a second time with WXNET_PURE=1 (the pure-Python path) by `make pytest`.
+PURE_TESTS ?= tests/analyze tests/classify tests/proto/test_sniff.py tests/cli/test_analyze_cmd.py \
+  --ignore=tests/analyze/test_wireshark.py
 
-.PHONY: install install-dev run test lint typecheck pytest sysdeps bench-deps proto lock bench wheel clean
+.PHONY: install install-dev accel run test lint typecheck pytest sysdeps bench-deps proto lock bench wheel clean
 
 # `make install`: the runtime only (what `make run` needs); `make install-dev` adds the
 # development extras (pytest, mypy, ruff, grpcio-tools, playwright) that `make test` needs.
-install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+install: $(VENV)/.installed $(VENV)/.accel
+install-dev: $(VENV)/.installed-dev $(VENV)/.accel
+accel: $(VENV)/.accel
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -29,6 +40,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(VENV)/bin/python
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+$(VENV)/.accel: $(ACCEL_SRC) | $(VENV)/.installed
+	$(BIN)/python packaging/build_accel.py
 	@touch $@
 
 run: install
@@ -56,6 +71,7 @@ typecheck: install-dev
 
 pytest: install-dev sysdeps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+	WXNET_PURE=1 $(BIN)/pytest -q $(PURE_TESTS)
 
 test: lint typecheck pytest
 
@@ -77,4 +93,4 @@ wheel: install
 	  print(b.build_sdist('dist')); print(b.build_wheel('dist'))"
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build/accel .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -259,14 +259,25 @@ class Run:
     wall_s: float  # median elapsed time of the whole command
     jobs_cpu_s: float = 0.0  # wxnet --jobs 2: median CPU (all processes)
     jobs_wall_s: float = 0.0  # wxnet --jobs 2: median elapsed time
+    pure_cpu_s: float = 0.0  # wxnet with WXNET_PURE=1 (no compiled modules): median CPU
 
 
-def _child(args: list[str]) -> tuple[float, float, str]:
+#: wxnet's children run as an installed wxnet does: Python may cache bytecode (a
+#: ``PYTHONDONTWRITEBYTECODE`` in the caller's environment would make every start-up
+#: compile every module again, ~40 ms, which no installed copy pays).
+_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "WXNET_PURE")}
+#: The same, on the pure-Python path (wxnet/_accel.py).
+_PURE = {**_ENV, "WXNET_PURE": "1"}
+
+
+def _child(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run a command; return its CPU time (user + sys, children included), its elapsed
     time and its output."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    res = subprocess.run(args, check=True, capture_output=True, text=True, errors="replace")
+    res = subprocess.run(
+        args, check=True, capture_output=True, text=True, errors="replace", env=env or _ENV
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -320,6 +331,7 @@ def measure(
     w_wall: list[float] = []
     j_cpu: list[float] = []
     j_wall: list[float] = []
+    p_cpu: list[float] = []
     n_packets = w_packets = 0
     labels: dict[FlowKey, tuple[str, str, str]] = {}
     recs: list[FlowRecord] = []
@@ -342,6 +354,7 @@ def measure(
             cpu, wall, _ = _child([wxnet, "analyze", "--summary", "--jobs", "2", str(path)])
             j_cpu.append(cpu)
             j_wall.append(wall)
+            p_cpu.append(_child([wxnet, "analyze", "--summary", str(path)], _PURE)[0])
         dt, w_packets, recs = wxnet_in_process(path, classifier)
         w_proc.append(dt)
     med = statistics.median
@@ -354,6 +367,7 @@ def measure(
             med(w_wall),
             med(j_cpu) if j_cpu else 0.0,
             med(j_wall) if j_wall else 0.0,
+            med(p_cpu) if p_cpu else 0.0,
         ),
         recs,
         labels,
@@ -369,6 +383,7 @@ def startup(reps: int) -> tuple[float, float]:
     wxnet = str(Path(sys.executable).parent / "wxnet")
     exe = shutil.which("ndpiReader") or "ndpiReader"
     ours, theirs = [], []
+    _child([wxnet, "analyze", "--summary", str(small)])  # bytecode cached, as when installed
     for _ in range(reps):
         ours.append(_child([wxnet, "analyze", "--summary", str(small)])[0])
         theirs.append(_child([exe, "-i", str(small)])[0])
@@ -494,14 +509,14 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, "
         f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
         f"ndpiReader {ndpi_version()}. Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
-        f"Medians of {args.reps} alternating runs.\n"
+        f"Medians of {args.reps} alternating runs. wxnet's hot modules: {_path()}.\n"
     )
     print(
         "| capture | packets | nDPI CPU s | wxnet CPU s | ratio (1 process, CPU) "
         "| nDPI wall s | wxnet --jobs 2 wall s | ratio (--jobs 2, wall) | wxnet --jobs 2 CPU s "
-        "| nDPI proc pps | wxnet proc pps |"
+        "| wxnet pure-Python CPU s | ratio (pure) | nDPI proc pps | wxnet proc pps |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- |" + " ---: |" * 12)
     tables = []
     if args.only:
         captures = [c for c in captures if any(o in c.name for o in args.only)]
@@ -512,8 +527,9 @@ def main() -> None:
         jobs = (
             f"| {theirs.wall_s:.3f} | {ours.jobs_wall_s:.3f} "
             f"| **{theirs.wall_s / ours.jobs_wall_s:.2f}** | {ours.jobs_cpu_s:.3f} "
+            f"| {ours.pure_cpu_s:.3f} | {theirs.cpu_s / ours.pure_cpu_s:.2f} "
             if big
-            else "| | | | "
+            else "| | | | | | "
         )
         print(
             f"| {cap.name} | {n} | {theirs.cpu_s:.3f} | {ours.cpu_s:.3f} "
@@ -542,6 +558,14 @@ def main() -> None:
             flow, ours_txt, theirs_txt, _ = members[0]
             cells = [str(len(members)), flow, ours_txt, theirs_txt, why]
             print("| " + " | ".join(x.replace("|", "/") for x in cells) + " |")
+
+
+def _path() -> str:
+    code = "import wxnet._accel as a; print('compiled (mypyc)' if a.active() else 'pure Python')"
+    exe = str(Path(sys.executable))
+    return subprocess.run(
+        [exe, "-c", code], capture_output=True, text=True, env=_ENV
+    ).stdout.strip()
 
 
 def ndpi_version() -> str:

@@ -1,19 +1,20 @@
 """``wxnet analyze --jobs N``: the same analysis, in N worker processes.
 
 Flows are sharded by a symmetric hash of their 5-tuple (:meth:`Analyzer.run_shard`):
-each worker reads the whole capture (so every worker's clock, sweeps and idle timeouts
-are those of a single run), analyses its own flows plus every UDP flow to or from port 53
-(so each worker's DNS memory holds every answer in the capture, as a single run's
-does), and reports only its own flows. The parent merges the workers' records by the
-sort key each carries (:attr:`Analyzer.emit_tag`: the packet position of the sweep
-that emitted it, then the flow's first packet), which is the order in which a single
-run emits them; the output is the same as ``--jobs 1`` (checked by
-``tests/analyze/test_parallel.py``). One difference remains: the flow table cap
-(``max_flows``) is split evenly between the workers, so on a capture that reaches it
-the early-reported flows can differ.
+each worker reads the whole capture and keeps every flow in its table (so every
+worker's clock, sweeps, idle timeouts, flow table cap and statistics are those of a
+single run), but another worker's flow is only counted: it is settled at its first
+packet, never classified or reported. Every worker processes every UDP flow to or from
+port 53 in full, so each one's DNS memory holds every answer in the capture, as a
+single run's does. The parent merges the workers' records by the sort key each carries
+(:attr:`Analyzer.emit_tag`: the packet position of the sweep that emitted it, then the
+flow's first packet), which is the order in which a single run emits them, and takes the
+statistics of worker 0 (every worker's are the same); the output is the same as
+``--jobs 1`` (checked by ``tests/analyze/test_parallel.py``).
 
 Workers are forked, so they share the parent's loaded signatures. Records travel as
-pickled batches over a pipe.
+batches of plain tuples over a pipe (:func:`_pack`; faster to pickle than the record
+objects, and the compiled record classes are not picklable).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from wxnet.analyze.capture import CaptureError, CaptureReader
-from wxnet.analyze.engine import Analyzer, FlowRecord, Stats
-from wxnet.classify import Classifier
+from wxnet.analyze.engine import Analyzer, FlowRecord, LonglinkPacket, Stats
+from wxnet.classify import Classifier, Evidence, Verdict
 
 __all__ = ["ParallelError", "run_parallel"]
 
@@ -37,6 +38,63 @@ __all__ = ["ParallelError", "run_parallel"]
 BATCH = 256
 
 Tagged = tuple[tuple[float, int, float, int], FlowRecord]
+#: A record as it travels from a worker (:func:`_pack`).
+Packed = tuple[Any, ...]
+_STATS = (
+    "packets",
+    "bytes",
+    "not_ip",
+    "other_transport",
+    "malformed",
+    "fragments",
+    "flows",
+    "dns_answers",
+    "evicted",
+    "max_live_flows",
+    "first_ts",
+    "last_ts",
+)
+
+
+def _pack(tag: tuple[float, int, float, int], r: FlowRecord) -> Packed:
+    v = r.verdict
+    return (
+        tag,
+        r.transport,
+        r.client,
+        r.client_port,
+        r.server,
+        r.server_port,
+        r.start,
+        r.end,
+        r.client_packets,
+        r.server_packets,
+        r.client_bytes,
+        r.server_bytes,
+        v.app,
+        v.label,
+        tuple((e.kind, e.detail) for e in v.evidence),
+        v.confirmed,
+        v.spoofed,
+        v.final,
+        v.names,
+        tuple((p.direction, p.cmd, p.name, p.seq, p.body_len) for p in r.longlink),
+    )
+
+
+def _unpack(t: Packed) -> Tagged:
+    verdict = Verdict(
+        t[12], t[13], tuple(Evidence(k, d) for k, d in t[14]), t[15], t[16], t[17], t[18]
+    )
+    longlink = tuple(LonglinkPacket(*p) for p in t[19])
+    rec = FlowRecord(
+        t[1], t[2], t[3], t[4], t[5], t[6], t[7], verdict, t[8], t[9], t[10], t[11], longlink
+    )
+    return t[0], rec
+
+
+def _pack_stats(st: Stats) -> dict[str, Any]:
+    return {name: getattr(st, name) for name in _STATS} | {"linktypes": set(st.linktypes)}
 
 
 class ParallelError(Exception):
@@ -51,12 +109,12 @@ def _worker(
     out: Connection,
     options: dict[str, Any],
 ) -> None:
-    batch: list[Tagged] = []
+    batch: list[Packed] = []
     try:
         analyzer: Analyzer
 
         def emit(rec: FlowRecord) -> None:
-            batch.append((analyzer.emit_tag, rec))
+            batch.append(_pack(analyzer.emit_tag, rec))
             if len(batch) >= BATCH:
                 out.send(("recs", batch.copy()))
                 batch.clear()
@@ -74,21 +132,23 @@ def _worker(
         analyzer.finish()
         if batch:
             out.send(("recs", batch))
-        out.send(("end", analyzer.stats, error))
+        out.send(("end", _pack_stats(analyzer.stats), error))
     except BaseException:  # report anything to the parent, then exit
         out.send(("fail", traceback.format_exc()))
     finally:
         out.close()
 
 
-def _stream(conn: Connection, ends: list[tuple[Stats, tuple[str, int] | None]]) -> Iterator[Tagged]:
+def _stream(
+    conn: Connection, ends: list[tuple[dict[str, Any], tuple[str, int] | None]]
+) -> Iterator[Tagged]:
     while True:
         try:
             msg = conn.recv()
         except EOFError:
             raise ParallelError("a worker process exited without its results") from None
         if msg[0] == "recs":
-            yield from msg[1]
+            yield from map(_unpack, msg[1])
         elif msg[0] == "end":
             ends.append((msg[1], msg[2]))
             return
@@ -105,16 +165,11 @@ def run_parallel(
 ) -> tuple[Stats, CaptureError | None]:
     """Analyse ``path`` in ``jobs`` processes; call ``emit`` for every flow, in the order
     of a single run. Returns the merged statistics and the capture's read error (the
-    same in every worker), if any. ``options`` go to each :class:`Analyzer`
-    (``max_flows`` is divided between the workers)."""
+    same in every worker), if any. ``options`` go to each :class:`Analyzer`."""
     ctx = multiprocessing.get_context("fork")
-    if "max_flows" in options:
-        options["max_flows"] = max(1, options["max_flows"] // jobs)
-    else:
-        options["max_flows"] = max(1, 200_000 // jobs)
     procs = []
     streams = []
-    ends: list[list[tuple[Stats, tuple[str, int] | None]]] = []
+    ends: list[list[tuple[dict[str, Any], tuple[str, int] | None]]] = []
     for k in range(jobs):
         recv, send = ctx.Pipe(duplex=False)
         p = ctx.Process(
@@ -125,12 +180,8 @@ def run_parallel(
         procs.append((p, recv))
         ends.append([])
         streams.append(_stream(recv, ends[k]))
-    # Live flows at most, rebuilt from when each flow was created and reported.
-    events: list[tuple[float, int]] = []
     try:
-        for tag, rec in heapq.merge(*streams, key=lambda t: t[0]):
-            events.append((float(tag[3]), 0))
-            events.append((tag[0], 1))
+        for _tag, rec in heapq.merge(*streams, key=lambda t: t[0]):
             emit(rec)
     finally:
         for p, recv in procs:
@@ -138,32 +189,13 @@ def run_parallel(
                 p.kill()
             p.join()
             recv.close()
+    # Every worker saw every packet and flow: worker 0's statistics are the run's.
+    [(st, err)] = ends[0]
     stats = Stats()
-    error: CaptureError | None = None
-    for k, [(st, err)] in enumerate(ends):
-        for name in (
-            "packets",
-            "bytes",
-            "not_ip",
-            "other_transport",
-            "malformed",
-            "fragments",
-            "flows",
-            "dns_answers",
-            "evicted",
-        ):
-            setattr(stats, name, getattr(stats, name) + getattr(st, name))
-        stats.linktypes |= st.linktypes
-        if k == 0:
-            stats.first_ts, stats.last_ts = st.first_ts, st.last_ts
-            if err is not None:
-                error = CaptureError(err[0], err[1])
-    events.sort()
-    live = top = 0
-    for _pos, kind in events:
-        live += -1 if kind else 1
-        top = max(top, live)
-    stats.max_live_flows = top
+    for name in _STATS:
+        setattr(stats, name, st[name])
+    stats.linktypes = st["linktypes"]
+    error = CaptureError(err[0], err[1]) if err is not None else None
     return stats, error
 
 

@@ -65,9 +65,18 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
         prog="wxnet",
         description="wxnet: WeChat-style messaging server and client, gateway, and lab.",
     )
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     return parser, sub
+
+
+class _Version(argparse.Action):
+    """``--version``, with the text made only when asked: it imports the store schema
+    (sqlite3 and more, ~10 ms), which other commands' start-up need not pay."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(version_text())  # stdout, as argparse's own "version" action does
+        parser.exit()
 
 
 def version_text() -> str:
