@@ -411,12 +411,15 @@ def test_dns_workers_share_the_port_and_a_killed_one_is_replaced(
     # Every answered query has exactly one record: none lost, none twice. The record
     # holds the source port the gateway saw; conntrack may rewrite a phone's port when
     # the redirected 5-tuple clashes with an older entry, so the records are checked by
-    # count per name and for duplicates, and most ports still match the phone's.
+    # count per name and for duplicates, and most ports still match the phone's. The two
+    # long.weixin.qq.com probes run one after the other, so the kernel may give the
+    # second a port the first had closed (about one run in seven): such a (name, port)
+    # was sent twice and has two records.
     recs = [json.loads(x) for x in (gate.dir / "gate.jsonl").read_text().splitlines()]
     got = Counter((r["name"], r["client_port"]) for r in recs if r["transport"] == "udp")
     want = Counter(("long.weixin.qq.com", p) for p in ok["ports"] + again["ports"])
     want.update(("video.example", p) for p in blocked["ports"])
-    assert max(got.values()) == 1
+    assert all(n <= max(1, want[k]) for k, n in got.items()), got - want
     assert Counter(n for n, _ in got.elements()) == Counter(n for n, _ in want.elements())
     assert sum((got & want).values()) >= sum(want.values()) - 4
 
