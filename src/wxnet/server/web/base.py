@@ -34,9 +34,14 @@ from wxnet.server.web.login import (
     WebSession,
     WebSessions,
 )
-from wxnet.server.web.spool import WebSpool
+from wxnet.server.web.spool import Upload, WebSpool
 
 log = logging.getLogger(__name__)
+
+
+#: Bytes of each chunk a web upload is fed to the mobile CGIs in (the server's default
+#: ``max_chunk_bytes``; a larger one would be refused).
+FEED_CHUNK = 64 * 1024
 
 
 class WebBase:
@@ -185,6 +190,37 @@ class WebBase:
         if ret != 0:
             raise WebError(int(ret), resp.base.err_msg or f"{name} failed")  # type: ignore[attr-defined]
         return resp
+
+    async def _feed(
+        self,
+        s: WebSession,
+        up: Upload,
+        cgi: str,
+        request: Callable[[int, bytes], Message],
+        resp_type: type[pb.UploadMsgImgResponse] | type[pb.UploadMediaResponse],
+        not_stored: str,
+    ) -> int:
+        """Send the spooled upload ``up`` through the mobile ``cgi`` (uploadmsgimg,
+        uploadappattach, uploadvideo) chunk by chunk, as a phone would, so a web upload
+        is stored, deduplicated and delivered as a phone's; returns the MsgId."""
+        msg_id = 0
+        pieces = up.read(FEED_CHUNK)
+        pos = 0
+        try:
+            while data := await asyncio.to_thread(next, pieces, b""):
+                resp = await self._cgi(s, cgi, request(pos, data), resp_type)
+                pos += len(data)
+                msg_id = int(resp.msg_id)
+                if msg_id:
+                    break  # stored (or a resend of a stored one: answered from dedup)
+        except OSError:  # expired and deleted meanwhile
+            raise WebError(int(MMRet.ERR_NOT_FOUND), "the upload is gone; upload again") from None
+        finally:
+            pieces.close()
+        if not msg_id:
+            raise WebError(-1, not_stored)
+        up.sent = True
+        return msg_id
 
     async def _session(self, request: web.Request, body: dict[str, Any] | None) -> WebSession:
         """Authenticate by wxuin + wxsid: BaseRequest, else query, else cookies (1.3, 10)."""

@@ -17,7 +17,6 @@ R = TypeVar("R", bound=Message)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _CGI = "/cgi-bin/mmwebwx-bin"
-_IMG_CHUNK = 64 * 1024
 _SYNC_PAGES = 8  # newsync pages folded into one webwxsync reply (clients ignore ContinueFlag)
 _INIT_PAGES = 64  # newinit pages of one webwxinit snapshot
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -30,10 +29,6 @@ from wxnet.server.web.spool import Upload
 
 __all__ = ["FileHandlers"]
 
-#: Bytes of each chunk a web upload is fed to the mobile CGIs in (the server's default
-#: ``max_chunk_bytes``; a larger one would be refused).
-FEED_CHUNK = 64 * 1024
-
 
 def _download_name(name: str) -> str:
     """``Content-Disposition`` for a file called ``name`` (RFC 6266: an ASCII fallback
@@ -48,32 +43,6 @@ def _download_name(name: str) -> str:
 class FileHandlers(MediaHandlers):
     """The handlers (a mixin of :class:`~wxnet.server.web.api.WebApi`, as the others
     are); downloads share :class:`MediaHandlers`' session check."""
-
-    async def _feed(
-        self,
-        s: WebSession,
-        up: Upload,
-        cgi: str,
-        request: Callable[[int, bytes], pb.UploadAppAttachRequest | pb.UploadVideoRequest],
-    ) -> int:
-        """Send the spooled upload through ``cgi`` chunk by chunk; returns the MsgId."""
-        resp: pb.UploadMediaResponse | None = None
-        pieces = up.read(FEED_CHUNK)
-        pos = 0
-        try:
-            while data := await asyncio.to_thread(next, pieces, b""):
-                resp = await self._cgi(s, cgi, request(pos, data), pb.UploadMediaResponse)
-                pos += len(data)
-                if resp.msg_id:
-                    break  # stored (or a resend of a stored one: answered from dedup)
-        except OSError:  # expired and deleted meanwhile
-            raise WebError(int(MMRet.ERR_NOT_FOUND), "the upload is gone; upload again") from None
-        finally:
-            pieces.close()
-        if resp is None or not resp.msg_id:
-            raise WebError(-1, "the message was not stored")
-        up.sent = True
-        return int(resp.msg_id)
 
     def _upload(self, s: WebSession, media_id: object) -> Upload:
         up = self.spool.finished(s.wxsid, media_id) if isinstance(media_id, str) else None
@@ -110,7 +79,9 @@ class FileHandlers(MediaHandlers):
                 file_name=name,
             )
 
-        msg_id = await self._feed(s, up, "uploadappattach", chunk)
+        msg_id = await self._feed(
+            s, up, "uploadappattach", chunk, pb.UploadMediaResponse, "the file was not stored"
+        )
         return {"MsgID": str(msg_id), "LocalID": cmid}
 
     async def sendvideomsg(
@@ -129,7 +100,9 @@ class FileHandlers(MediaHandlers):
                 client_msg_id=cmid, to_user=to, total_len=up.total, start_pos=pos, data=data
             )
 
-        msg_id = await self._feed(s, up, "uploadvideo", chunk)
+        msg_id = await self._feed(
+            s, up, "uploadvideo", chunk, pb.UploadMediaResponse, "the video was not stored"
+        )
         return {"MsgID": str(msg_id), "LocalID": cmid}
 
     async def _stream(

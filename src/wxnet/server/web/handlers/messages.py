@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -10,7 +9,7 @@ from aiohttp import web
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMRet
 from wxnet.server.web.base import WebBase
-from wxnet.server.web.common import _IMG_CHUNK, WebError, _client_msg_id
+from wxnet.server.web.common import WebError, _client_msg_id
 from wxnet.server.web.login import WebSession
 
 
@@ -56,26 +55,16 @@ class MessageHandlers(WebBase):
             raise WebError(int(MMRet.ERR_NOT_FOUND), "no uploaded media with this MediaId")
         cmid = _client_msg_id(msg)
         s.remember_sent(cmid)
-        resp: pb.UploadMsgImgResponse | None = None
-        pieces = up.read(_IMG_CHUNK)
-        pos = 0
-        try:
-            while data := await asyncio.to_thread(next, pieces, b""):
-                req = pb.UploadMsgImgRequest(
-                    client_img_id=cmid, to_user=to, total_len=up.total, start_pos=pos, data=data
-                )
-                resp = await self._cgi(s, "uploadmsgimg", req, pb.UploadMsgImgResponse)
-                pos += len(data)
-                if resp.msg_id:
-                    break  # stored (or a resend of a stored one: answered from dedup)
-        except OSError:  # expired and deleted meanwhile
-            raise WebError(int(MMRet.ERR_NOT_FOUND), "the upload is gone; upload again") from None
-        finally:
-            pieces.close()
-        if resp is None or not resp.msg_id:
-            raise WebError(-1, "image was not stored")
-        up.sent = True
-        return {"MsgID": str(resp.msg_id), "LocalID": cmid}
+
+        def chunk(pos: int, data: bytes) -> pb.UploadMsgImgRequest:
+            return pb.UploadMsgImgRequest(
+                client_img_id=cmid, to_user=to, total_len=up.total, start_pos=pos, data=data
+            )
+
+        msg_id = await self._feed(
+            s, up, "uploadmsgimg", chunk, pb.UploadMsgImgResponse, "image was not stored"
+        )
+        return {"MsgID": str(msg_id), "LocalID": cmid}
 
     async def revokemsg(
         self, request: web.Request, s: WebSession, body: dict[str, Any]
