@@ -11,7 +11,7 @@ from aiohttp import web
 
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.server.web.base import WebBase
-from wxnet.server.web.common import WebError, _q
+from wxnet.server.web.common import WebError, _q, _sniff_image
 from wxnet.server.web.login import WebSession
 
 
@@ -79,14 +79,6 @@ def _msg_id_param(request: web.Request) -> int:
 def _head(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read(8)
-
-
-def _sniff_image(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"GIF8"):
-        return "image/gif"
-    return "image/jpeg"
 
 
 def _avatar(name: str) -> bytes:
