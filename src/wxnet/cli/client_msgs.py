@@ -63,17 +63,22 @@ def _check_file(path: str) -> None:
         raise UsageError(f"the file is empty: {path}")
 
 
+def _configure(client: Client, args: argparse.Namespace) -> None:
+    """``--chunk-size`` and ``--parallel`` of the media sends (image, file, video)."""
+    changes = {}
+    if args.chunk_size:
+        changes["image_chunk"] = args.chunk_size
+    if args.parallel:
+        changes["parallel_chunks"] = args.parallel
+    if changes:
+        client.config = client.config.replace(**changes)
+
+
 def cmd_send_image(args: argparse.Namespace, io: IO) -> int:
     _check_file(args.file)
 
     async def job(client: Client) -> int:
-        changes = {}
-        if args.chunk_size:
-            changes["image_chunk"] = args.chunk_size
-        if args.parallel:
-            changes["parallel_chunks"] = args.parallel
-        if changes:
-            client.config = client.config.replace(**changes)
+        _configure(client, args)
         to = await client.resolve(args.to)
         return _print_send_result(io, args, await client.send_image(to, args.file))
 

@@ -14,7 +14,7 @@ from wxnet.cli.client_common import (
     run_async,
     with_client,
 )
-from wxnet.cli.client_msgs import _check_file
+from wxnet.cli.client_msgs import _check_file, _configure
 from wxnet.cli.common import IO
 from wxnet.client.sdk import Client
 
@@ -47,16 +47,6 @@ def register(sub: Any) -> None:
     p.add_argument("--seconds", type=int, default=0, help="the video's length (shown only)")
     _chunking(p)
     p.set_defaults(func=cmd_send_video)
-
-
-def _configure(client: Client, args: argparse.Namespace) -> None:
-    changes = {}
-    if args.chunk_size:
-        changes["image_chunk"] = args.chunk_size
-    if args.parallel:
-        changes["parallel_chunks"] = args.parallel
-    if changes:
-        client.config = client.config.replace(**changes)
 
 
 def cmd_send_file(args: argparse.Namespace, io: IO) -> int:
