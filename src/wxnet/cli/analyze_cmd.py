@@ -39,6 +39,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--write", type=Path, metavar="FILE.pcapng", help="with --live: save the packets seen"
     )
+    _output_options(p)
+    _engine_options(p)
+    p.set_defaults(func=cmd_analyze)
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    """What is printed or written: the format, which flows, the report."""
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per flow, streamed")
     out.add_argument("--csv", action="store_true", help="one CSV row per flow (the JSON fields)")
@@ -73,6 +80,10 @@ def register(sub: Any) -> None:
         help="signature TOML file to use instead of the bundled set (repeatable)",
     )
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    """How flows are tracked: workers, the flow table, timeouts."""
     p.add_argument(
         "--jobs",
         type=_jobs,
@@ -101,7 +112,6 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--udp-idle", type=_seconds, default=120.0, metavar="S", help="UDP idle timeout (120)"
     )
-    p.set_defaults(func=cmd_analyze)
 
 
 def _positive(text: str) -> int:
@@ -142,7 +152,9 @@ class _Summary:
     evidence: dict[str, int] = field(default_factory=dict)
 
 
-def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
+def _checked(args: argparse.Namespace) -> tuple[Classifier, set[str] | None]:
+    """The options' combinations, the signatures and ``--app``: the classifier to use and
+    the apps wanted (None: all), or a UsageError naming what is wrong."""
     if (args.capture is None) == (args.live is None):
         raise UsageError("give a capture file or --live IFACE (one of them)")
     if args.live is None and (args.bpf or args.write):
@@ -161,6 +173,11 @@ def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
         if bad:
             known = ", ".join(sorted([*classifier.apps(), UNKNOWN]))
             raise UsageError(f"unknown app {', '.join(sorted(bad))} (known: {known})")
+    return classifier, wanted
+
+
+def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
+    classifier, wanted = _checked(args)
     options = {
         "max_flows": args.max_flows,
         "linger": args.linger,

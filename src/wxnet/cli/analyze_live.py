@@ -21,6 +21,33 @@ if TYPE_CHECKING:
 TICK = 0.25
 
 
+def _capture(
+    src: LiveSource, analyzer: Analyzer, writer: PcapngWriter | None, stop: list[int]
+) -> None:
+    """Read and analyse (and write) packets until a signal lands in ``stop``; then what
+    the kernel has queued already is still read (bounded)."""
+
+    def take(packets: list[tuple[float, int, bytes, int]]) -> None:
+        if writer is not None:
+            for ts, _link, data, wire in packets:
+                writer.write(ts, data, wire)
+        analyzer.run(packets)
+
+    while not stop:
+        packets = src.read(TICK)
+        if packets:
+            take(packets)
+        else:
+            if writer is not None:
+                writer.flush()
+            analyzer.tick(time.time())
+    for _ in range(64):
+        packets = src.read(0.0)
+        if not packets:
+            break
+        take(packets)
+
+
 def run_live(
     args: argparse.Namespace,
     io: IO,
@@ -57,26 +84,7 @@ def run_live(
     io.err.write(f"wxnet: capturing on {args.live}{what}; Ctrl-C ends\n")
     io.err.flush()
     try:
-        while not stop:
-            packets = src.read(TICK)
-            if packets:
-                if writer is not None:
-                    for ts, _link, data, wire in packets:
-                        writer.write(ts, data, wire)
-                analyzer.run(packets)
-            else:
-                if writer is not None:
-                    writer.flush()
-                analyzer.tick(time.time())
-        # Ctrl-C: what the kernel has queued already is still read (bounded).
-        for _ in range(64):
-            packets = src.read(0.0)
-            if not packets:
-                break
-            if writer is not None:
-                for ts, _link, data, wire in packets:
-                    writer.write(ts, data, wire)
-            analyzer.run(packets)
+        _capture(src, analyzer, writer, stop)
         analyzer.finish()
     finally:
         for s, handler in previous.items():
