@@ -213,6 +213,10 @@ class CaptureReader:
             pos = end
 
     def _pcapng(self) -> Iterator[RawPacket]:
+        """The packets of a pcapng stream: section headers (byte order), interface
+        descriptions (link type, time resolution) and enhanced/simple packet blocks.
+        One generator over 60 lines on purpose: it runs per block, and a call per block
+        kind cost more than the branches."""
         order = "<"
         ifaces: list[tuple[int, float]] = []  # (linktype, seconds per tick)
         while True:
