@@ -73,7 +73,8 @@ pytest: install-dev sysdeps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 	WXNET_PURE=1 $(BIN)/pytest -q $(PURE_TESTS)
 
-test: lint typecheck pytest
+# sysdeps first: the analyser's compiled modules (built with install-dev) need gcc.
+test: sysdeps lint typecheck pytest
 
 # Regenerate the protobuf modules after editing src/wxnet/proto/wxnet.proto.
 proto: install-dev
