@@ -31,10 +31,10 @@ import aiohttp
 from PIL import Image
 
 from bench.spawn import ServerProcess
+from bench.web_sync import CGI, login, mm, web_login
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
 
-CGI = "/cgi-bin/mmwebwx-bin"
 CHUNK = 512 * 1024
 
 
@@ -46,29 +46,8 @@ def noise_png(mib: float) -> bytes:
     return buf.getvalue()
 
 
-async def mm(http: aiohttp.ClientSession, base: str, name: str, req: Any, resp: Any) -> Any:
-    async with http.post(f"{base}/cgi-bin/micromsg-bin/{name}", data=req.SerializeToString()) as r:
-        out = resp()
-        out.ParseFromString(await r.read())
-        return out
-
-
 async def setup(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    phones = {}
-    for name in ("alice", "bob"):
-        auth = await mm(
-            http,
-            base,
-            "manualauth",
-            pb.ManualAuthRequest(
-                base=pb.BaseRequest(device_id=f"bench-{name}"),
-                user_name=name,
-                password="secret1",
-                device_name="bench",
-            ),
-            pb.ManualAuthResponse,
-        )
-        phones[name] = pb.BaseRequest(session_key=auth.session_key, uin=auth.uin)
+    phones = {name: await login(http, base, name) for name in ("alice", "bob")}
     await mm(
         http,
         base,
@@ -76,21 +55,7 @@ async def setup(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
         pb.AddContactRequest(base=phones["alice"], user_name="bob"),
         pb.AddContactResponse,
     )
-    async with http.get(base + "/jslogin") as r:
-        _, uuid = wp.parse_qrlogin(await r.text())
-    for confirm in (False, True):
-        await mm(
-            http,
-            base,
-            "scanqrcode",
-            pb.ScanQrRequest(base=phones["alice"], uuid=uuid, confirm=confirm),
-            pb.ScanQrResponse,
-        )
-    async with http.get(f"{base}{CGI}/login?uuid={uuid}") as r:
-        poll = wp.parse_login_poll(await r.text())
-    async with http.get(poll.redirect_uri, allow_redirects=False) as r:
-        t = wp.parse_login_ticket(await r.text())
-    return {"Uin": t.wxuin, "Sid": t.wxsid, "Skey": t.skey, "DeviceID": "e1"}
+    return await web_login(http, base, phones["alice"])
 
 
 async def upload(http: aiohttp.ClientSession, base: str, br: dict[str, Any], data: bytes) -> str:

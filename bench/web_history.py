@@ -29,12 +29,11 @@ from typing import Any
 import aiohttp
 
 from bench.spawn import ServerProcess
-from bench.web_sync import CGI, mm, rate
+from bench.web_sync import CGI, JSON, login, mm, rate, web_login
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
 
 USERS = ("alice", "bob", "carol", "dave")
-JSON = {"Content-Type": "application/json"}
 
 
 async def setup(data: Path) -> None:
@@ -51,17 +50,6 @@ async def setup(data: Path) -> None:
         assert await add.wait() == 0
 
 
-async def login(http: aiohttp.ClientSession, base: str, name: str) -> pb.BaseRequest:
-    req = pb.ManualAuthRequest(
-        base=pb.BaseRequest(device_id=f"bench-{name}"),
-        user_name=name,
-        password="secret1",
-        device_name="bench",
-    )
-    auth = await mm(http, base, "manualauth", req, pb.ManualAuthResponse)
-    return pb.BaseRequest(session_key=auth.session_key, uin=auth.uin)
-
-
 async def send(http: aiohttp.ClientSession, base: str, phone: pb.BaseRequest, n: int) -> None:
     msgs = [
         pb.MicroMsg(
@@ -73,21 +61,6 @@ async def send(http: aiohttp.ClientSession, base: str, phone: pb.BaseRequest, n:
         http, base, "newsendmsg", pb.SendMsgRequest(base=phone, list=msgs), pb.SendMsgResponse
     )
     assert out.base.ret == 0, out.base.err_msg
-
-
-async def web_login(
-    http: aiohttp.ClientSession, base: str, phone: pb.BaseRequest
-) -> dict[str, Any]:
-    async with http.get(base + "/jslogin") as r:
-        _, uuid = wp.parse_qrlogin(await r.text())
-    for confirm in (False, True):
-        scan = pb.ScanQrRequest(base=phone, uuid=uuid, confirm=confirm)
-        await mm(http, base, "scanqrcode", scan, pb.ScanQrResponse)
-    async with http.get(f"{base}{CGI}/login?uuid={uuid}") as r:
-        poll = wp.parse_login_poll(await r.text())
-    async with http.get(poll.redirect_uri, allow_redirects=False) as r:
-        t = wp.parse_login_ticket(await r.text())
-    return {"Uin": t.wxuin, "Sid": t.wxsid, "Skey": t.skey, "DeviceID": "e1"}
 
 
 async def main() -> None:

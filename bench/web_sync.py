@@ -31,6 +31,8 @@ from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
 
 CGI = "/cgi-bin/mmwebwx-bin"
+#: The web API refuses cross-site forms: its JSON posts say what they are.
+JSON = {"Content-Type": "application/json"}
 
 
 async def rate(seconds: float, conc: int, one: Callable[[], Awaitable[None]]) -> float:
@@ -53,6 +55,34 @@ async def mm(http: aiohttp.ClientSession, base: str, name: str, req: Any, resp: 
         out = resp()
         out.ParseFromString(await r.read())
         return out
+
+
+async def login(http: aiohttp.ClientSession, base: str, name: str) -> pb.BaseRequest:
+    """A phone's password login (manualauth): its BaseRequest."""
+    req = pb.ManualAuthRequest(
+        base=pb.BaseRequest(device_id=f"bench-{name}"),
+        user_name=name,
+        password="secret1",
+        device_name="bench",
+    )
+    auth = await mm(http, base, "manualauth", req, pb.ManualAuthResponse)
+    return pb.BaseRequest(session_key=auth.session_key, uin=auth.uin)
+
+
+async def web_login(
+    http: aiohttp.ClientSession, base: str, phone: pb.BaseRequest
+) -> dict[str, Any]:
+    """A web login (jslogin, scanned and approved by ``phone``): its BaseRequest JSON."""
+    async with http.get(base + "/jslogin") as r:
+        _, uuid = wp.parse_qrlogin(await r.text())
+    for confirm in (False, True):
+        scan = pb.ScanQrRequest(base=phone, uuid=uuid, confirm=confirm)
+        await mm(http, base, "scanqrcode", scan, pb.ScanQrResponse)
+    async with http.get(f"{base}{CGI}/login?uuid={uuid}") as r:
+        poll = wp.parse_login_poll(await r.text())
+    async with http.get(poll.redirect_uri, allow_redirects=False) as r:
+        t = wp.parse_login_ticket(await r.text())
+    return {"Uin": t.wxuin, "Sid": t.wxsid, "Skey": t.skey, "DeviceID": "e1"}
 
 
 async def main() -> None:
@@ -89,21 +119,7 @@ async def main() -> None:
         conn = aiohttp.TCPConnector(limit=args.concurrency * 2)
         async with aiohttp.ClientSession(connector=conn) as http:
             # phones: alice approves her web login; bob sends to her
-            phones = {}
-            for name in ("alice", "bob"):
-                auth = await mm(
-                    http,
-                    base,
-                    "manualauth",
-                    pb.ManualAuthRequest(
-                        base=pb.BaseRequest(device_id=f"bench-{name}"),
-                        user_name=name,
-                        password="secret1",
-                        device_name="bench",
-                    ),
-                    pb.ManualAuthResponse,
-                )
-                phones[name] = pb.BaseRequest(session_key=auth.session_key, uin=auth.uin)
+            phones = {name: await login(http, base, name) for name in ("alice", "bob")}
             await mm(
                 http,
                 base,
@@ -111,23 +127,9 @@ async def main() -> None:
                 pb.AddContactRequest(base=phones["alice"], user_name="bob"),
                 pb.AddContactResponse,
             )
-            async with http.get(base + "/jslogin") as r:
-                _, uuid = wp.parse_qrlogin(await r.text())
-            for confirm in (False, True):
-                await mm(
-                    http,
-                    base,
-                    "scanqrcode",
-                    pb.ScanQrRequest(base=phones["alice"], uuid=uuid, confirm=confirm),
-                    pb.ScanQrResponse,
-                )
-            async with http.get(f"{base}{CGI}/login?uuid={uuid}") as r:
-                poll = wp.parse_login_poll(await r.text())
-            async with http.get(poll.redirect_uri, allow_redirects=False) as r:
-                t = wp.parse_login_ticket(await r.text())
-            br = {"Uin": t.wxuin, "Sid": t.wxsid, "Skey": t.skey, "DeviceID": "e1"}
+            br = await web_login(http, base, phones["alice"])
             async with http.post(
-                f"{base}{CGI}/webwxinit", data=json.dumps({"BaseRequest": br})
+                f"{base}{CGI}/webwxinit", data=json.dumps({"BaseRequest": br}), headers=JSON
             ) as r:
                 key = json.loads(await r.text())["SyncKey"]
 
@@ -137,7 +139,7 @@ async def main() -> None:
 
             async def idle_sync() -> None:
                 body = json.dumps({"BaseRequest": br, "SyncKey": key, "rr": -1})
-                async with http.post(f"{base}{CGI}/webwxsync", data=body) as r:
+                async with http.post(f"{base}{CGI}/webwxsync", data=body, headers=JSON) as r:
                     out = json.loads(await r.text())
                     assert out["BaseResponse"]["Ret"] == 0
 
@@ -158,7 +160,7 @@ async def main() -> None:
                 )
                 async with lock:  # one key chain: each sync continues from the last
                     body = json.dumps({"BaseRequest": br, "SyncKey": key, "rr": -1})
-                    async with http.post(f"{base}{CGI}/webwxsync", data=body) as r:
+                    async with http.post(f"{base}{CGI}/webwxsync", data=body, headers=JSON) as r:
                         out = json.loads(await r.text())
                     assert out["BaseResponse"]["Ret"] == 0, out
                     key = out["SyncKey"]
