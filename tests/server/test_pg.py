@@ -18,7 +18,7 @@ from tests.server.test_messaging import *  # noqa: F403  (the same tests, on Pos
 from tests.server.wire import Device
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet
-from wxnet.server.app import start_server
+from wxnet.server.app import Server, start_server
 from wxnet.server.config import ServerConfig, StoreConfig
 from wxnet.sync.engine import EngineConfig
 
@@ -80,9 +80,9 @@ def own_pg() -> Iterator[PostgresServer]:
         srv.close()
 
 
-async def test_sends_fail_cleanly_while_postgres_is_down(
-    own_pg: PostgresServer, tmp_path: Path
-) -> None:
+async def alice_and_bob(own_pg: PostgresServer, tmp_path: Path) -> tuple[Server, Device, Device]:
+    """A server on a fresh database of ``own_pg`` (store timeout 3 s), and alice and bob
+    logged in on it as contacts."""
     cfg = ServerConfig(
         host="127.0.0.1",
         long_port=0,
@@ -99,6 +99,17 @@ async def test_sends_fail_cleanly_while_postgres_is_down(
         b = await Device.login(srv.long_port, "bob")
         r = await a.call("verifyuser", pb.AddContactRequest(user_name="bob"), pb.AddContactResponse)
         assert r.base.ret == 0
+    except BaseException:
+        await srv.close()
+        raise
+    return srv, a, b
+
+
+async def test_sends_fail_cleanly_while_postgres_is_down(
+    own_pg: PostgresServer, tmp_path: Path
+) -> None:
+    srv, a, b = await alice_and_bob(own_pg, tmp_path)
+    try:
         assert (await a.send("bob", "before", "c1")).msg_id
         await asyncio.to_thread(own_pg.stop, "immediate")
         down = await a.call(
@@ -159,22 +170,8 @@ async def test_postgres_restart_under_load_exactly_once(
     """Four senders while PostgreSQL stops and starts again: every send is acked or
     answered ERR_SYS; after the restart the unacked ones are sent again (same
     ClientMsgId); the recipient gets every message exactly once, acked ids unchanged."""
-    cfg = ServerConfig(
-        host="127.0.0.1",
-        long_port=0,
-        http_port=0,
-        data=tmp_path / "var",
-        store=StoreConfig(kind="postgres", dsn=own_pg.new_database(), timeout=3),
-        sync=EngineConfig(contacts="open"),
-    )
-    srv = await start_server(cfg)
+    srv, a, b = await alice_and_bob(own_pg, tmp_path)
     try:
-        for name in ("alice", "bob"):
-            await srv.engine.add_user(name, "secret1")
-        a = await Device.login(srv.long_port, "alice")
-        b = await Device.login(srv.long_port, "bob")
-        r = await a.call("verifyuser", pb.AddContactRequest(user_name="bob"), pb.AddContactResponse)
-        assert r.base.ret == 0
         acked: dict[str, int] = {}
         failed: set[str] = set()
         stop = asyncio.Event()
