@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from wxnet.netns import Netns, new_suffix
 
@@ -95,6 +98,16 @@ def read_line(proc: subprocess.Popen[str], timeout: float, stderr: bool = False)
     if rest:
         _PENDING[key] = rest
     return line.decode(errors="replace") + "\n"
+
+
+#: The marks of a module that needs root, nft and ip (CI is root and has them).
+NEEDS_ROOT_NFT = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None,
+        reason="needs root, nft and ip (CI is root: make sysdeps installs them)",
+    ),
+]
 
 
 @dataclass

@@ -27,6 +27,7 @@ from tests.gate.netns import (
     FOREIGN_DNS,
     GW_LAN6,
     GW_LAN_IP,
+    NEEDS_ROOT_NFT,
     PHONE_IP,
     SERVER_BUILTIN,
     SERVER_IP,
@@ -47,13 +48,7 @@ from tests.gate.netns import (
 from wxnet.gate.dnsworker import MAX_DEATHS
 from wxnet.proto.framing import encode_packet
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None,
-        reason="needs root, nft and ip (CI is root: make sysdeps installs them)",
-    ),
-]
+pytestmark = NEEDS_ROOT_NFT
 
 
 ALLOW_ONLY = """\

@@ -18,6 +18,7 @@ from tests.gate.netns import (
     GW_LAN6,
     GW_LAN_IP,
     HELPER,
+    NEEDS_ROOT_NFT,
     VIDEO6,
     VIDEO_IP,
     WECHAT6,
@@ -29,13 +30,7 @@ from tests.gate.netns import (
     tls_client_hello,
 )
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None,
-        reason="needs root, nft and ip (CI is root: make sysdeps installs them)",
-    ),
-]
+pytestmark = NEEDS_ROOT_NFT
 
 POLICY = """\
 [gate]

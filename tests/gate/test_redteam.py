@@ -12,8 +12,6 @@ are in test_lifecycle_netns.py.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 
@@ -27,6 +25,7 @@ from tests.gate.netns import (
     GW_LAN6,
     GW_LAN_IP,
     HUGE_TTL_IP,
+    NEEDS_ROOT_NFT,
     NGD6,
     NGD_IP,
     PHONE2_6,
@@ -45,13 +44,7 @@ from tests.gate.netns import (
 )
 from wxnet.proto.framing import encode_packet
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("ip") is None,
-        reason="needs root, nft and ip (CI is root: make sysdeps installs them)",
-    ),
-]
+pytestmark = NEEDS_ROOT_NFT
 
 TOKEN = "s3cret-admin-token"
 MIXED = """\
