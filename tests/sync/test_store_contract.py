@@ -293,6 +293,10 @@ async def test_engine_revoke_window_over_the_store(store: Store, tmp_path: objec
         await eng.revoke(sa, r1[1].msg_id, "")
     assert ei.value.code == MMRet.ERR_REVOKE_EXPIRED
     res = await eng.newsync(sa, SyncKey.of({2: 0}))
+    # alice's one device keeps its own copies (S17): her log holds only the revoke
+    assert [k for k, _, _ in res.items].count(2) == 1
+    bob = await eng.create_session(await eng.lookup("bob") or 0, "bdev", "Dev")
+    res = await eng.newsync(bob, SyncKey.of({2: 0}))
     assert [k for k, _, _ in res.items].count(2) == 3  # two messages and one revoke
 
 

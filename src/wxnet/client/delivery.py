@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from wxnet._compat import wait_for
 from wxnet.client.errors import SendFailed, TransportError
-from wxnet.client.events import ClientEvent, SendState, SendStateChanged
+from wxnet.client.events import ClientEvent, ItemReceived, SendState, SendStateChanged
+from wxnet.client.inbox import UPLOADED_TYPES
 from wxnet.client.links import LinkManager
 from wxnet.client.media import Media
 from wxnet.client.outbox import OutboxMachine
@@ -149,11 +150,15 @@ class Delivery:
             code = int(exc.code) if isinstance(exc, MMError) else None
             self._failed(cid, code, str(exc))
             return
-        self.store.mark_sent(cid, msg_id, create_time)
+        sess = self.links.session
+        own = self.store.mark_sent(cid, msg_id, create_time, sess.user_name if sess else "")
         self.media.forget(cid)
         self.machine.succeeded(cid)
         self.emit(SendStateChanged(cid, SendState.SENT, msg_id=msg_id))
-        self.on_sent()
+        if own is not None:  # the own copy of a newsendmsg (S17): shown from the ack
+            self.emit(ItemReceived(own.item))
+        if row.msg_type in UPLOADED_TYPES:
+            self.on_sent()  # the server logs an upload for the sender: fetch it
         self._finish(cid, self._row(cid))
 
     def _failed(self, cid: str, code: int | None, reason: str) -> None:

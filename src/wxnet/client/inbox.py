@@ -9,9 +9,17 @@ import json
 import sqlite3
 from collections.abc import Callable
 
+from wxnet.client.rows import OutboxRow
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.enums import CmdId, MsgType
+from wxnet.proto.synckey import KEY_MSG
 
-__all__ = ["apply_item"]
+__all__ = ["UPLOADED_TYPES", "apply_item", "own_copy"]
+
+#: Message types a client sends by upload (image, voice, video, file); every other type
+#: goes with ``newsendmsg``.
+UPLOADED_TYPES = frozenset({MsgType.IMAGE, MsgType.VOICE, MsgType.VIDEO, MsgType.APP})
+STATUS_SENT = 2
 
 
 def _talker(me: str, from_user: str, to_user: str) -> str:
@@ -119,6 +127,24 @@ _APPLY: dict[str, Callable[[sqlite3.Connection, str, pb.CmdItem], bool]] = {
     "msg_status": _msg_status,
     "user_info": _user_info,
 }
+
+
+def own_copy(me: str, row: OutboxRow) -> pb.CmdItem:
+    """The item the account's message log would hold for ``row``, a message ``me``
+    sent with ``newsendmsg`` and the server acknowledged (the fields the server's
+    AddMsg has: ``wxnet.sync.messages.Messaging.new_message``)."""
+    add = pb.AddMsg(
+        msg_id=row.msg_id,
+        from_user=me,
+        to_user=row.to_user,
+        msg_type=row.msg_type,
+        content=row.content,
+        status=STATUS_SENT,
+        create_time=row.create_time,
+        client_msg_id=row.client_msg_id,
+        real_from=me if row.to_user.endswith("@chatroom") else "",
+    )
+    return pb.CmdItem(cmd_id=CmdId.ADD_MSG, key=KEY_MSG, add_msg=add)
 
 
 def apply_item(db: sqlite3.Connection, me: str, item: pb.CmdItem) -> bool:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wxnet.client.inbox import apply_item
+from wxnet.client.inbox import UPLOADED_TYPES, apply_item, own_copy
 from wxnet.client.rows import (
     MESSAGE_COLUMNS,
     AppliedItem,
@@ -41,6 +41,7 @@ from wxnet.client.rows import (
 )
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import CmdId, MsgType
+from wxnet.proto.synckey import KEY_MSG
 
 __all__ = [
     "CMD_ADD_MSG",
@@ -273,13 +274,27 @@ class ProfileStore:
                 (time.time(), client_msg_id),
             )
 
-    def mark_sent(self, client_msg_id: str, msg_id: int, create_time: int) -> None:
+    def mark_sent(
+        self, client_msg_id: str, msg_id: int, create_time: int, me: str = ""
+    ) -> AppliedItem | None:
+        """The server acknowledged the message. With ``me`` (the account's user name), a
+        message sent with ``newsendmsg`` (not a media upload) also goes into the
+        profile's messages at once, as the account's own copy: the server writes it to
+        the account's log only for the account's other devices (S17). Returns that copy
+        when it was new to the profile (a copy that came by sync first is not)."""
         with self._tx() as db:
             db.execute(
                 "UPDATE outbox SET state = 'sent', msg_id = ?, create_time = ?, error = '',"
                 " updated_at = ? WHERE client_msg_id = ?",
                 (msg_id, create_time, time.time(), client_msg_id),
             )
+            row = self.outbox_row(client_msg_id) if me else None
+            if row is None or row.msg_type in UPLOADED_TYPES:
+                return None
+            item = own_copy(me, row)
+            if not apply_item(db, me, item):
+                return None
+        return AppliedItem(item.cmd_id, KEY_MSG, 0, item)
 
     def mark_failed(self, client_msg_id: str, error: str, code: int | None = None) -> None:
         """``code``: the server's MM result if it refused the message (None: no answer)."""

@@ -88,9 +88,23 @@ class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop | None
     future: asyncio.Future[Any] | None
+    #: a batched job (:meth:`Database.write_batched`): ``batch(conn, args)`` runs for
+    #: every job of the group with the same ``batch``, at once; ``fn`` is unused
+    batch: Callable[[sqlite3.Connection, list[Any]], list[Any]] | None = None
+    arg: Any = None
 
 
 _STOP = object()
+
+
+def _alone(
+    batch: Callable[[sqlite3.Connection, list[Any]], list[Any]], arg: Any
+) -> Callable[[sqlite3.Connection], Any]:
+    return lambda conn: batch(conn, [arg])[0]
+
+
+def _unused(conn: sqlite3.Connection) -> None:  # a batched job's ``fn``
+    raise AssertionError("a batched job runs through its batch")
 
 
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
@@ -147,6 +161,10 @@ class Database:
         self.groups = 0
         self.writes = 0
         self._after_commit: list[Callable[[], None]] = []
+        #: called on the writer thread whenever work is rolled back (a failed job's
+        #: savepoint, a failed group), so that state cached by write functions (next ids,
+        #: log heads) is dropped and read again
+        self.on_rollback: Callable[[], None] | None = None
         self._writer = threading.Thread(target=self._write_loop, name="wxnet-db-writer")
         self._reader = threading.Thread(target=self._read_loop, name="wxnet-db-reader")
         self._writer.daemon = self._reader.daemon = True
@@ -159,6 +177,19 @@ class Database:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._submit(self._wq, _Job(fn, loop, fut))
+        return await fut
+
+    async def write_batched(
+        self, batch: Callable[[sqlite3.Connection, list[Any]], list[T]], arg: Any
+    ) -> T:
+        """Like :meth:`write`, but every job of one group queued with the same ``batch``
+        runs as one call, ``batch(conn, [arg, ...]) -> [result, ...]`` (one result per
+        arg, in order), so that it can write the rows of all of them with one statement
+        per table. If the call raises, each arg is run again alone, in its own
+        savepoint, and only the failing ones get the error."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._submit(self._wq, _Job(_unused, loop, fut, batch, arg))
         return await fut
 
     def write_nowait(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
@@ -228,21 +259,10 @@ class Database:
                     stop = True
                     break
                 group.append(nxt)
-            results: list[tuple[_Job, bool, Any]] = []
             self._after_commit = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for job in group:
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        value = job.fn(conn)
-                    except BaseException as exc:  # the job's own error, reported to it
-                        conn.execute("ROLLBACK TO job")
-                        conn.execute("RELEASE job")
-                        results.append((job, False, exc))
-                    else:
-                        conn.execute("RELEASE job")
-                        results.append((job, True, value))
+                results = self._run_group(conn, group)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 log.error("group commit failed: %s", exc)
@@ -251,6 +271,7 @@ class Database:
                         conn.execute("ROLLBACK")
                 except sqlite3.Error as again:  # a damaged file: the writer must live on
                     log.error("rollback failed: %s", again)
+                self._rolled_back()
                 results = [(job, False, exc) for job in group]
                 self._after_commit = []
             else:
@@ -262,6 +283,56 @@ class Database:
                     except Exception:
                         log.exception("after-commit callback failed")
             self._resolve_all(results)
+
+    def _run_group(
+        self, conn: sqlite3.Connection, group: list[_Job]
+    ) -> list[tuple[_Job, bool, Any]]:
+        """Run a group's jobs inside its transaction: plain jobs one by one, each in its
+        own savepoint; batched jobs together, where the first of their batch stood."""
+        batches: dict[Any, list[_Job]] = {}
+        for job in group:
+            if job.batch is not None:
+                batches.setdefault(job.batch, []).append(job)
+        results: list[tuple[_Job, bool, Any]] = []
+        for job in group:
+            if job.batch is None:
+                results.append(self._run_one(conn, job, job.fn))
+                continue
+            jobs = batches.pop(job.batch, None)
+            if jobs is None:
+                continue  # ran with the first of its batch
+            batch = job.batch
+            conn.execute("SAVEPOINT job")
+            try:
+                values = batch(conn, [j.arg for j in jobs])
+            except BaseException:  # find the failing ones: each alone
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                self._rolled_back()
+                for j in jobs:
+                    results.append(self._run_one(conn, j, _alone(batch, j.arg)))
+            else:
+                conn.execute("RELEASE job")
+                results += [(j, True, v) for j, v in zip(jobs, values, strict=True)]
+        return results
+
+    def _run_one(
+        self, conn: sqlite3.Connection, job: _Job, fn: Callable[[sqlite3.Connection], Any]
+    ) -> tuple[_Job, bool, Any]:
+        conn.execute("SAVEPOINT job")
+        try:
+            value = fn(conn)
+        except BaseException as exc:  # the job's own error, reported to it
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            self._rolled_back()
+            return (job, False, exc)
+        conn.execute("RELEASE job")
+        return (job, True, value)
+
+    def _rolled_back(self) -> None:
+        if self.on_rollback is not None:
+            self.on_rollback()
 
     def _read_loop(self) -> None:
         conn = self._rconn

@@ -139,7 +139,8 @@ class Engine(Messaging):
 
     async def newinit(self, sess: Session) -> SyncResult:
         """A snapshot for a new device: profile, contacts, chatrooms, recent message-log
-        items, and the key to continue from with newsync."""
+        items (with what the account sent while it had one device: the sent log, S17),
+        and the key to continue from with newsync."""
         uin = sess.uin
         heads = {k: await self.store.head(uin, k) for k in SERVED_KEYS}
         user = await self.user_info(uin)
@@ -149,8 +150,8 @@ class Engine(Messaging):
         for c in await self.contacts(sess):
             k = KEY_CHATROOM if c.is_chatroom else KEY_CONTACT
             items.append((k, heads[k], _contact_item(c)))
-        items += await self.store.recent(
-            uin, KEY_MSG, heads[KEY_MSG], self.config.init_recent_messages
+        items += await self.store.recent_messages(
+            uin, heads[KEY_MSG], self.config.init_recent_messages
         )
         return SyncResult(items, SyncKey.of(heads), 0)
 

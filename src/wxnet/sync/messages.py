@@ -84,7 +84,9 @@ class Messaging(EngineBase):
             except MMError as exc:
                 res.ret, res.err_msg = exc.code, exc.message
         if todo:
-            done = await self.store_messages(sess, [nm for _, nm in todo])
+            # S17: the sending device keeps its own copy (the SDK stores it from this
+            # reply), so the sender's log gets the message only for its other devices
+            done = await self.store_messages(sess, [nm for _, nm in todo], own_device=True)
             for (i, _), (mid, ctime) in zip(todo, done, strict=True):
                 results[i].msg_id, results[i].create_time = mid, ctime
         return results
@@ -122,9 +124,14 @@ class Messaging(EngineBase):
         return NewMessage(client_msg_id, to_user, msg_type, media_ref, recipients, make_body)
 
     async def store_messages(
-        self, sess: Session, msgs: Sequence[NewMessage]
+        self, sess: Session, msgs: Sequence[NewMessage], *, own_device: bool = False
     ) -> list[tuple[int, int]]:
-        out = await self.store.store_messages(sess.uin, msgs, self.now())
+        """Store ``msgs``; (msg_id, create_time) of each. ``own_device``: the sending
+        device keeps its own copy, so the sender's message log gets the messages only
+        when another device of the account needs them (S17; :meth:`Store.store_messages`
+        with ``device``)."""
+        device = sess.device_id if own_device else ""
+        out = await self.store.store_messages(sess.uin, msgs, self.now(), device)
         dups = sum(1 for _, _, dup in out if dup)
         self.stats["duplicates"] += dups
         self.stats["messages"] += len(out) - dups

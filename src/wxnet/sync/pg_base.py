@@ -17,11 +17,12 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 from wxnet.proto.errors import MMError, MMRet
-from wxnet.proto.synckey import SELECTOR_BITS
+from wxnet.proto.synckey import KEY_MSG, SELECTOR_BITS
 from wxnet.sync.pg_schema import DDL, ID_BLOCK, SCHEMA_VERSION
 from wxnet.sync.schema import StoreTooNew
 from wxnet.sync.sqlite_store import FIRST_MSG_ID
 from wxnet.sync.store import (
+    KEY_SENT,
     Account,
     Append,
     Changes,
@@ -79,6 +80,8 @@ class _Job:
     now: int = 0
     appends: Sequence[Append] = ()
     ids: list[int] = field(default_factory=list)
+    #: False: the sender's own entry goes to its sent log, not its message log (S17)
+    own: bool = True
 
 
 class _Arrays:
@@ -117,7 +120,7 @@ class _Arrays:
 def _changes(rows: Sequence[Any]) -> Changes:
     ch = Changes()
     for r in rows:
-        if r[0] == 1:
+        if r[0] == 1 and int(r[2]) in SELECTOR_BITS:  # not the sent log: no SyncKey key
             uin, key, seq = int(r[1]), int(r[2]), int(r[3])
             ch.heads[(uin, key)] = seq
             ch.news[uin] = ch.news.get(uin, 0) | SELECTOR_BITS[key]
@@ -323,7 +326,12 @@ class PostgresBase:
                 first = len(arr.m[0]) + 1
                 for mid, m in zip(job.ids, job.msgs, strict=True):
                     idx = arr.message(mid, job.sender, m, job.now)
-                    arr.item(2, m.make_body(mid, job.now), m.recipients, idx)
+                    body = m.make_body(mid, job.now)
+                    if job.own or job.sender not in m.recipients:
+                        arr.item(KEY_MSG, body, m.recipients, idx)
+                    else:
+                        arr.item(KEY_MSG, body, [u for u in m.recipients if u != job.sender], idx)
+                        arr.item(KEY_SENT, body, [job.sender], idx)
                 for ap in job.appends:
                     arr.item(ap.key, ap.body, ap.uins)
                 slots.append((job, first, len(job.msgs)))
@@ -405,6 +413,15 @@ class PostgresBase:
             now,
             row.expires,
         )
+
+    async def has_other_device(self, uin: int, device_id: str, now: int) -> bool:
+        r = await self._row(
+            "SELECT 1 FROM sessions WHERE uin=$1 AND device_id<>$2 AND expires>=$3 LIMIT 1",
+            uin,
+            device_id,
+            now,
+        )
+        return r is not None
 
     async def session(self, sid: str) -> SessionRow | None:
         r = await self._row(

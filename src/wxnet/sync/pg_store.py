@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from wxnet.proto.errors import MMError
+from wxnet.proto.synckey import KEY_MSG
 from wxnet.sync.pg_base import (
     _MSG_COLS,
     MAX_GROUP,
@@ -36,6 +37,7 @@ from wxnet.sync.pg_base import (
     log,
 )
 from wxnet.sync.store import (
+    KEY_SENT,
     Append,
     Item,
     MessageRow,
@@ -107,6 +109,26 @@ class PostgresStore(PostgresBase):
             limit,
         )
         return [(key, int(s), bytes(body)) for s, body in reversed(rows)]
+
+    async def recent_messages(self, uin: int, upto: int, limit: int) -> list[Item]:
+        rows = await self._fetch(
+            "SELECT key, seq, body FROM ("
+            " (SELECT l.key, l.seq, l.item, i.body FROM sync_log l JOIN items i ON i.id=l.item"
+            "  WHERE l.uin=$1 AND l.key=$2 AND l.seq<=$3 ORDER BY l.seq DESC LIMIT $5)"
+            " UNION ALL"
+            " (SELECT l.key, l.seq, l.item, i.body FROM sync_log l JOIN items i ON i.id=l.item"
+            "  WHERE l.uin=$1 AND l.key=$4 ORDER BY l.seq DESC LIMIT $5)"
+            ") t ORDER BY item DESC LIMIT $5",
+            uin,
+            KEY_MSG,
+            upto,
+            KEY_SENT,
+            limit,
+        )
+        return [
+            (KEY_MSG, 0, bytes(b)) if k == KEY_SENT else (int(k), int(s), bytes(b))
+            for k, s, b in reversed(rows)
+        ]
 
     async def append(self, appends: Sequence[Append]) -> None:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -219,14 +241,18 @@ class PostgresStore(PostgresBase):
 
     # ---------------------------------------------------------------- messages
     async def store_messages(
-        self, sender: int, msgs: Sequence[NewMessage], now: int
+        self, sender: int, msgs: Sequence[NewMessage], now: int, device: str = ""
     ) -> list[tuple[int, int, bool]]:
         if not msgs:
             return []
+        # S17, asked before the group commit (not inside it: a device that logs in on
+        # another process while this write is in flight can miss the message; see
+        # docs/protocol.md, "Your own messages")
+        own = not device or await self.has_other_device(sender, device, now)
         fut: asyncio.Future[list[tuple[int, int, bool]]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._enqueue(_Job(fut, sender=sender, msgs=msgs, now=now))
+        self._enqueue(_Job(fut, sender=sender, msgs=msgs, now=now, own=own))
         return await fut
 
     async def message(self, msg_id: int) -> MessageRow | None:

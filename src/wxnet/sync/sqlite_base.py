@@ -28,6 +28,10 @@ from wxnet.sync.store import (
 T = TypeVar("T")
 FIRST_MSG_ID = 1_000_000_000
 _MSG_COLS = "msg_id, sender, client_msg_id, to_user, msg_type, create_time, revoked, media"
+_ITEM_SQL = "INSERT INTO items (body) VALUES (?)"
+_LOG_SQL = "INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,?,?)"
+_HEAD_SQL = "SELECT ?, ?, (SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?)"
+_HEADS_CHUNK = 50
 
 
 def insert_account(
@@ -89,9 +93,18 @@ class SQLiteBase:
         self._heads: dict[tuple[int, int], int] = {}  # committed heads (loop side)
         self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._commit_lock = threading.Lock()
-        # writer-thread state
+        # writer-thread state (dropped whenever the writer rolls something back)
         self._w_heads: dict[tuple[int, int], int] = {}
         self._w_next_msg_id: int | None = None
+        #: uin -> {device_id: latest session expiry}: the S17 question without a read
+        #: per message; filled per sender on first use, kept by the session writes
+        self._w_devices: dict[int, dict[str, int]] = {}
+        self.db.on_rollback = self._w_reset
+
+    def _w_reset(self) -> None:  # writer thread: a rollback undid what these cached
+        self._w_heads.clear()
+        self._w_next_msg_id = None
+        self._w_devices.clear()
 
     async def start(self, publish: Callable[[Changes], None]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -157,25 +170,56 @@ class SQLiteBase:
             self._publish(ch)
 
     def _w_append(self, conn: sqlite3.Connection, ch: Changes, appends: Iterable[Append]) -> None:
-        rows = []
+        entries: list[tuple[int, int, int, bytes]] = []
         for ap in appends:
-            item = conn.execute("INSERT INTO items (body) VALUES (?)", (ap.body,)).lastrowid
-            bit = SELECTOR_BITS[ap.key]
-            for uin in ap.uins:
-                hk = (uin, ap.key)
-                seq = self._w_heads.get(hk)
-                if seq is None:
-                    row = conn.execute(
-                        "SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", hk
-                    ).fetchone()
-                    seq = int(row[0] or 0)
-                seq += 1
-                self._w_heads[hk] = seq
-                rows.append((uin, ap.key, seq, item))
-                ch.entries.append((uin, ap.key, seq, ap.body))
+            item = int(conn.execute(_ITEM_SQL, (ap.body,)).lastrowid or 0)
+            entries += [(uin, ap.key, item, ap.body) for uin in ap.uins]
+        conn.executemany(_LOG_SQL, self._w_log_rows(conn, ch, entries))
+
+    def _w_log_rows(
+        self, conn: sqlite3.Connection, ch: Changes, entries: list[tuple[int, int, int, bytes]]
+    ) -> list[tuple[int, int, int, int]]:
+        """The ``sync_log`` rows for (uin, key, item, body) entries: each gets the next
+        seq of its log (in the order given); the served keys' new heads, news and entries
+        go into ``ch``. Heads not cached yet are read with one statement per 50."""
+        heads = self._w_heads
+        cold = list(dict.fromkeys((u, k) for u, k, _, _ in entries if (u, k) not in heads))
+        for i in range(0, len(cold), _HEADS_CHUNK):
+            part = cold[i : i + _HEADS_CHUNK]
+            sql = " UNION ALL ".join([_HEAD_SQL] * len(part))
+            for u, k, seq in conn.execute(sql, [x for hk in part for x in (*hk, *hk)]):
+                heads[(u, k)] = int(seq or 0)
+        rows = []
+        for uin, key, item, body in entries:
+            hk = (uin, key)
+            seq = heads[hk] + 1
+            heads[hk] = seq
+            rows.append((uin, key, seq, item))
+            bit = SELECTOR_BITS.get(key)
+            if bit is not None:
+                ch.entries.append((uin, key, seq, body))
                 ch.heads[hk] = seq
                 ch.news[uin] = ch.news.get(uin, 0) | bit
-        conn.executemany("INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,?,?)", rows)
+        return rows
+
+    def _w_other_device(self, conn: sqlite3.Connection, uin: int, device: str, now: int) -> bool:
+        devs = self._w_devices.get(uin)
+        if devs is None:
+            devs = self._w_devices[uin] = {
+                str(d): int(e)
+                for d, e in conn.execute(
+                    "SELECT device_id, MAX(expires) FROM sessions WHERE uin=? GROUP BY device_id",
+                    (uin,),
+                )
+            }
+        return any(e >= now and d != device for d, e in devs.items())
+
+    async def has_other_device(self, uin: int, device_id: str, now: int) -> bool:
+        r = await self._one(
+            "SELECT 1 FROM sessions WHERE uin=? AND device_id!=? AND expires>=? LIMIT 1",
+            (uin, device_id, now),
+        )
+        return r is not None
 
     # ---------------------------------------------------------------- accounts
     async def create_account(self, name: str, pw_hash: str, nick: str, now: int) -> int:
@@ -206,12 +250,17 @@ class SQLiteBase:
 
     async def create_session(self, row: SessionRow, now: int) -> None:
         h = session_key_hash(row.sid)
-        await self.db.write(
-            lambda c: c.execute(
+
+        def w(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO sessions VALUES (?,?,?,?,?,?,?)",
                 (h, row.uin, row.device_id, row.device_name, row.kind, now, row.expires),
             )
-        )
+            devs = self._w_devices.get(row.uin)
+            if devs is not None:  # in the writer's order: sends after it see the device
+                devs[row.device_id] = max(devs.get(row.device_id, 0), row.expires)
+
+        await self.db.write(w)
 
     async def session(self, sid: str) -> SessionRow | None:
         r = await self._one(
@@ -223,7 +272,12 @@ class SQLiteBase:
 
     async def delete_session(self, sid: str) -> None:
         h = session_key_hash(sid)
-        await self.db.write(lambda c: c.execute("DELETE FROM sessions WHERE sid=?", (h,)))
+
+        def w(conn: sqlite3.Connection) -> None:
+            for (uin,) in conn.execute("DELETE FROM sessions WHERE sid=? RETURNING uin", (h,)):
+                self._w_devices.pop(int(uin), None)  # read again by the next send
+
+        await self.db.write(w)
 
     async def evict_sessions(self, uin: int, keep: int) -> list[str]:
         def w(conn: sqlite3.Connection) -> list[str]:
@@ -233,6 +287,8 @@ class SQLiteBase:
             ).fetchall()
             gone = [str(r[0]) for r in rows[: max(0, len(rows) - keep)]]
             conn.executemany("DELETE FROM sessions WHERE sid=?", [(h,) for h in gone])
+            if gone:
+                self._w_devices.pop(uin, None)
             return gone
 
         return await self.db.write(w)

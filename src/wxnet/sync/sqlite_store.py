@@ -11,10 +11,20 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from wxnet.proto.synckey import KEY_MSG
 from wxnet.sync.logtail import LogTail
-from wxnet.sync.sqlite_base import _MSG_COLS, FIRST_MSG_ID, SQLiteBase, insert_account
+from wxnet.sync.sqlite_base import (
+    _LOG_SQL,
+    _MSG_COLS,
+    FIRST_MSG_ID,
+    SQLiteBase,
+    insert_account,
+)
 from wxnet.sync.store import (
+    KEY_SENT,
     Append,
     Changes,
     Item,
@@ -26,6 +36,30 @@ from wxnet.sync.store import (
 )
 
 __all__ = ["FIRST_MSG_ID", "LogTail", "SQLiteStore", "insert_account"]
+
+_MSG_SQL = (
+    "INSERT OR IGNORE INTO messages (msg_id, sender, client_msg_id, to_user, msg_type,"
+    " create_time, media) VALUES (?,?,?,?,?,?,?)"
+)
+_RECENT_LOG = (
+    "SELECT * FROM (SELECT l.key, l.seq, i.body, l.item FROM sync_log l JOIN items i"
+    " ON i.id = l.item WHERE l.uin=? AND l.key=? AND l.seq<=? ORDER BY l.seq DESC LIMIT ?)"
+)
+# both logs' newest entries, merged by item id: the order the writer wrote them in
+_RECENT_SQL = (
+    f"SELECT key, seq, body FROM ({_RECENT_LOG} UNION ALL"
+    f" {_RECENT_LOG.replace(' AND l.seq<=?', '')}) ORDER BY item DESC LIMIT ?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """One :meth:`SQLiteStore.store_messages` call, as its group's batch gets it."""
+
+    sender: int
+    msgs: Sequence[NewMessage]
+    now: int
+    device: str
 
 
 class SQLiteStore(SQLiteBase):
@@ -95,6 +129,12 @@ class SQLiteStore(SQLiteBase):
             (uin, key, upto, limit),
         )
         return [(key, s, body) for s, body in reversed(rows)]
+
+    async def recent_messages(self, uin: int, upto: int, limit: int) -> list[Item]:
+        rows = await self._read(
+            _RECENT_SQL, (uin, KEY_MSG, upto, limit, uin, KEY_SENT, limit, limit)
+        )
+        return [(KEY_MSG, 0, b) if k == KEY_SENT else (k, s, b) for k, s, b in reversed(rows)]
 
     async def append(self, appends: Sequence[Append]) -> None:
         await self._write(lambda conn, ch: self._w_append(conn, ch, appends))
@@ -206,33 +246,86 @@ class SQLiteStore(SQLiteBase):
         return mid
 
     async def store_messages(
-        self, sender: int, msgs: Sequence[NewMessage], now: int
+        self, sender: int, msgs: Sequence[NewMessage], now: int, device: str = ""
     ) -> list[tuple[int, int, bool]]:
-        def w(conn: sqlite3.Connection, ch: Changes) -> list[tuple[int, int, bool]]:
-            out = []
-            for m in msgs:
-                mid = self._w_msg_id(conn)
-                try:
-                    conn.execute(
-                        "INSERT INTO messages (msg_id, sender, client_msg_id, to_user, msg_type,"
-                        " create_time, media) VALUES (?,?,?,?,?,?,?)",
-                        (mid, sender, m.client_msg_id, m.to_user, m.msg_type, now, m.media),
-                    )
-                except sqlite3.IntegrityError:  # (sender, client_msg_id) seen before
-                    row = conn.execute(
-                        "SELECT msg_id, create_time FROM messages"
-                        " WHERE sender=? AND client_msg_id=?",
-                        (sender, m.client_msg_id),
-                    ).fetchone()
-                    if row is None:  # another constraint failed: a write error, not a dup
-                        raise
-                    out.append((int(row[0]), int(row[1]), True))
-                    continue
-                self._w_append(conn, ch, [Append(m.recipients, 2, m.make_body(mid, now))])
-                out.append((mid, now, False))
-            return out
+        if not msgs:
+            return []
+        out: list[tuple[int, int, bool]] = await self.db.write_batched(
+            self._w_store_batch, _Send(sender, msgs, now, device)
+        )
+        return out
 
-        return await self._write(w)
+    def _w_store_batch(
+        self, conn: sqlite3.Connection, sends: list[_Send]
+    ) -> list[list[tuple[int, int, bool]]]:
+        """Every send of one group at once: one INSERT per table (messages, items, log
+        rows), whatever the number of messages (``Database.write_batched``)."""
+        rows: list[tuple[Any, ...]] = []
+        for sd in sends:
+            for m in sd.msgs:
+                mid = self._w_msg_id(conn)
+                rows.append(
+                    (mid, sd.sender, m.client_msg_id, m.to_user, m.msg_type, sd.now, m.media)
+                )
+        stored = conn.executemany(_MSG_SQL, rows).rowcount
+        dups = self._w_dups(conn, rows) if stored != len(rows) else {}
+        item = int(conn.execute("SELECT MAX(id) FROM items").fetchone()[0] or 0)
+        items: list[tuple[int, bytes]] = []
+        entries: list[tuple[int, int, int, bytes]] = []
+        out: list[list[tuple[int, int, bool]]] = []
+        own: dict[tuple[int, str], bool] = {}
+        it = iter(rows)
+        for sd in sends:
+            res = []
+            for m in sd.msgs:
+                mid = next(it)[0]
+                dup = dups.get(mid)
+                if dup is not None:
+                    res.append((dup[0], dup[1], True))
+                    continue
+                item += 1
+                body = m.make_body(mid, sd.now)
+                items.append((item, body))
+                for uin in m.recipients:
+                    key = KEY_MSG
+                    if uin == sd.sender and sd.device:
+                        ok = own.get((uin, sd.device))
+                        if ok is None:
+                            ok = own[(uin, sd.device)] = self._w_other_device(
+                                conn, uin, sd.device, sd.now
+                            )
+                        key = KEY_MSG if ok else KEY_SENT
+                    entries.append((uin, key, item, body))
+                res.append((mid, sd.now, False))
+            out.append(res)
+        conn.executemany("INSERT INTO items (id, body) VALUES (?,?)", items)
+        ch = Changes()
+        conn.executemany(_LOG_SQL, self._w_log_rows(conn, ch, entries))
+        if ch.heads:
+            self.db.after_commit(lambda: self._hand_over(ch))
+        return out
+
+    @staticmethod
+    def _w_dups(
+        conn: sqlite3.Connection, rows: list[tuple[Any, ...]]
+    ) -> dict[int, tuple[int, int]]:
+        """The rows the INSERT OR IGNORE left out: msg_id asked -> (msg_id, create_time)
+        of the message stored before with the same (sender, client_msg_id).
+
+        Raises:
+            sqlite3.IntegrityError: a row was left out for another reason.
+        """
+        dups: dict[int, tuple[int, int]] = {}
+        for r in rows:
+            found = conn.execute(
+                "SELECT msg_id, create_time FROM messages WHERE sender=? AND client_msg_id=?",
+                (r[1], r[2]),
+            ).fetchone()
+            if found is None:  # another constraint failed: a write error, not a dup
+                raise sqlite3.IntegrityError(f"message {r[2]!r} was not stored")
+            if int(found[0]) != r[0]:
+                dups[r[0]] = (int(found[0]), int(found[1]))
+        return dups
 
     async def message(self, msg_id: int) -> MessageRow | None:
         if not 0 < msg_id < 1 << 63:  # SQLite integers are signed 64-bit: no such id

@@ -22,6 +22,7 @@ from dataclasses import astuple, dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
+    "KEY_SENT",
     "Account",
     "Append",
     "Changes",
@@ -47,6 +48,14 @@ def session_key_hash(sid: str) -> str:
 
 #: One log entry as read: (key type, seq, stored CmdItem bytes without key and seq).
 Item = tuple[int, int, bytes]
+
+#: The sent log (S17): where a message an account sent goes instead of its own message
+#: log when no other device of the account needed it (:meth:`Store.store_messages` with
+#: a ``device``). A log in the store like the others, but not a SyncKey key type:
+#: newsync never serves it and no notify or push tells of it; newinit reads it
+#: (:meth:`Store.recent_messages`), so that a device that comes later sees what the
+#: account sent.
+KEY_SENT = 1002
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +280,18 @@ class Store(Protocol):
         ...
 
     async def recent(self, uin: int, key: int, upto: int, limit: int) -> list[Item]: ...
+    async def recent_messages(self, uin: int, upto: int, limit: int) -> list[Item]:
+        """The last ``limit`` entries of the message log (up to seq ``upto``) and of the
+        sent log (:data:`KEY_SENT`) together, in the order they were written; a
+        sent-log entry comes as ``(KEY_MSG, 0, body)``: it has no seq in any SyncKey."""
+        ...
+
+    async def has_other_device(self, uin: int, device_id: str, now: int) -> bool:
+        """Whether ``uin`` has a live session (not expired at ``now``) of a device other
+        than ``device_id``: a device that needs the account's own sent messages in its
+        message log (S17, S31)."""
+        ...
+
     async def append(self, appends: Sequence[Append]) -> None: ...
     def set_committed_key(self, uin: int, device_id: str, key: bytes, now: int) -> None:
         """Record a device's committed key; may be batched (no answer depends on it)."""
@@ -305,9 +326,18 @@ class Store(Protocol):
 
     # messages
     async def store_messages(
-        self, sender: int, msgs: Sequence[NewMessage], now: int
+        self, sender: int, msgs: Sequence[NewMessage], now: int, device: str = ""
     ) -> list[tuple[int, int, bool]]:
-        """(msg_id, create_time, duplicate) per message, in order, once durable."""
+        """(msg_id, create_time, duplicate) per message, in order, once durable.
+
+        ``device``: the sending device (its session's ``device_id``), for S17: the
+        sender's own entry (``sender`` among a message's recipients) then goes to its
+        message log only if :meth:`has_other_device` holds when the write runs, and to
+        its sent log (:data:`KEY_SENT`) otherwise. The question is asked in the order of
+        the writes: a session created before the write commits is seen by it, or (if
+        the write ran first) the new device's newinit, which comes after its login,
+        finds the message in the sent log. Without ``device`` every recipient's log
+        gets the entry."""
         ...
 
     async def message(self, msg_id: int) -> MessageRow | None: ...
