@@ -213,6 +213,30 @@ async def test_newinit_snapshot_for_a_new_device(server: Server) -> None:
     await a2.close()
 
 
+async def test_own_messages_only_for_the_accounts_other_devices(server: Server) -> None:
+    """S17: one device's send leaves its SyncKey where it was; with a second device both
+    get the message once; a device that comes later gets all of it from newinit."""
+    a = await Device.login(server.long_port, "alice")
+    b = await Device.login(server.long_port, "bob")
+    await befriend(a, "bob")
+    await a.sync()
+    key = a.acc.key
+    assert (await a.send("bob", "one device", "s1")).ret == 0
+    assert await a.messages() == [] and a.acc.key == key  # no new SyncKey for the sender
+    a2 = await Device.login(server.long_port, "alice", device="pad")
+    await a2.sync()
+    assert (await a.send("bob", "two devices", "s2")).ret == 0
+    for d in (a, a2):
+        assert [m.content for m in await d.messages()] == ["two devices"]
+    assert [m.content for m in await b.messages()] == ["one device", "two devices"]
+    a3 = await Device.login(server.long_port, "alice", device="later")
+    init = await a3.call("newinit", pb.NewInitRequest(), pb.NewInitResponse)
+    sent = [i.add_msg.content for i in init.cmd_list if i.WhichOneof("body") == "add_msg"]
+    assert sent == ["one device", "two devices"]
+    for d in (a, a2, a3, b):
+        await d.close()
+
+
 async def test_group_lifecycle_and_fan_out(server: Server) -> None:
     a = await Device.login(server.long_port, "alice")
     b = await Device.login(server.long_port, "bob")
@@ -256,9 +280,10 @@ async def test_group_lifecycle_and_fan_out(server: Server) -> None:
     assert kick.base.ret == MMRet.ERR_NOT_ALLOWED  # only the owner removes others
     res = await c.send(room, "hi all", "g1")
     assert res.ret == 0
-    for d in (a, b, c):
+    for d in (a, b):
         msgs = await d.messages()
         assert [(m.content, m.real_from, m.to_user) for m in msgs] == [("hi all", "carol", room)]
+    assert await c.messages() == []  # carol's one device keeps its own copy (S17)
     leave = await c.call(
         "modchatroom",
         pb.ModChatRoomRequest(chatroom=room, op=2, members=["carol"]),

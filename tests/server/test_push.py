@@ -50,12 +50,14 @@ async def test_a_pushing_link_gets_the_message_itself_and_needs_no_newsync(
     # the key the push gave is one the server takes: newsync from it has nothing new
     bob.acc.key = type(bob.acc.key).from_bytes(got.key)
     assert await bob.messages() == []
-    # alice did not ask for pushes: her link was told to sync, as before
+    # alice did not ask for pushes: with a second device of hers logged in, her own
+    # copy goes into her log for it (S17, S31) and her link is told to sync, as before
+    alice2 = await Device.login(server.long_port, "alice", device="pad")
     while not alice.link.notifies.empty():
         alice.link.notifies.get_nowait()  # the contact's news
-    await alice.send("bob", "again", "p2")  # her own copy in her log (S31)
+    await alice.send("bob", "again", "p2")
     assert await alice.link.next_notify()
-    for d in (alice, bob):
+    for d in (alice, alice2, bob):
         await d.close()
 
 
