@@ -11,9 +11,11 @@ from typing import Any
 
 from PIL import Image
 
-from tests.client.conftest import FAST, Clients, history_ids, until
+from tests.client.conftest import FAST, PASSWORD, Clients, history_ids, until
+from wxnet.client.events import ItemReceived
 from wxnet.client.sdk import MSG_IMAGE, MSG_TEXT, MSG_VOICE, ClientConfig
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.synckey import KEY_MSG
 from wxnet.server.app import Server
 
 
@@ -205,3 +207,39 @@ async def test_image_upload_resumes_from_the_servers_offset(
     assert min(calls) == 0 and len(calls) <= chunks - half // 1000 + 1
     assert all(off >= half for off in calls[1:])
     assert await bob.download_image(done.msg_id) == data
+
+
+async def test_own_messages_from_the_reply_and_after_a_new_login(
+    server: Server, clients: Clients
+) -> None:
+    """S17: a device alone on its account is not sent its own messages back; the SDK
+    shows them from the send's reply, once. A device whose session ended while the
+    account sent from another one gets those messages when it logs in again."""
+    cfg = config(server)
+    a1 = await clients.new("alice", "phone", cfg)
+    bob = await clients.new("bob", "phone", cfg)
+    await a1.add_contact("bob")
+    uin = a1.session.uin if a1.session else 0
+    head = await server.engine.store.head(uin, KEY_MSG, fresh=True)
+    events = a1.subscribe()
+    r = await a1.send_text("bob", "alone")
+    own = [
+        ev.item.add_msg.msg_id
+        for ev in [events.get_nowait() for _ in range(events.qsize())]
+        if isinstance(ev, ItemReceived)
+    ]
+    assert own == [r.msg_id]  # in `listen` from the reply
+    assert history_ids(a1, "bob") == [r.msg_id]
+    await a1.sync()
+    assert history_ids(a1, "bob") == [r.msg_id]  # nothing came back by sync
+    assert await server.engine.store.head(uin, KEY_MSG, fresh=True) == head  # no new key
+    # the phone's session ends on the server (expired, say) while its profile keeps it
+    assert a1.session is not None
+    await server.engine.logout(await server.engine.session(a1.session.session_key, uin))
+    a2 = await clients.new("alice", "pad", cfg)
+    r2 = await a2.send_text("bob", "while the phone was out")
+    await until(bob, lambda: len(history_ids(bob, "alice")) == 2, "bob's two messages")
+    await a1.login("alice", PASSWORD)
+    await a1.sync()
+    assert history_ids(a1, "bob") == [r.msg_id, r2.msg_id]
+    assert history_ids(a2, "bob") == [r.msg_id, r2.msg_id]  # newinit: the history, own included

@@ -327,6 +327,8 @@ class Client:
         old = self.store.session()
         if old is None or old.user_name != resp.user_name:
             self.store.reset_sync()
+        else:  # the key goes on; newinit brings what was sent while logged out (S17)
+            self.syncer.catch_up = True
         session = SessionInfo(
             resp.uin, resp.session_key, resp.user_name, resp.nick_name, self.store.device_id()
         )

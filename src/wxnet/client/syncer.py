@@ -77,6 +77,11 @@ class Syncer:
         self._commit_timer: asyncio.TimerHandle | None = None
         #: pushes applied / that came during a sync / that left a gap (both: a sync)
         self.pushes = {"applied": 0, "busy": 0, "gap": 0}
+        #: set by a login that kept the profile's key: the next round first applies a
+        #: newinit snapshot's items without taking its key. What the account sent from
+        #: another device while this one had no session is only there (the sent log,
+        #: S17); the rest comes by newsync from the key, as always.
+        self.catch_up = False
 
     def kick(self) -> None:
         """Something is new on the server: sync soon (once, however many kicks)."""
@@ -161,8 +166,12 @@ class Syncer:
     async def _round(self) -> list[AppliedItem]:
         """One run of the shared :class:`~wxnet.proto.syncdriver.SyncDriver` from the
         profile's key, over whichever link is up."""
-        driver = SyncDriver(self.store.synckey())
         fresh: list[AppliedItem] = []
+        if self.catch_up and self.store.synckey():
+            snap = await self.links.request("newinit", pb.NewInitRequest(), pb.NewInitResponse)
+            fresh += self._apply(snap.cmd_list, None)
+        self.catch_up = False
+        driver = SyncDriver(self.store.synckey())
         while (call := driver.next_request()) is not None:
             event: SyncEvent
             try:
@@ -179,7 +188,7 @@ class Syncer:
             self._wanted = True  # the page bound cut the round: another one follows
         return fresh
 
-    def _apply(self, items: Iterable[pb.CmdItem], key: bytes) -> list[AppliedItem]:
+    def _apply(self, items: Iterable[pb.CmdItem], key: bytes | None) -> list[AppliedItem]:
         got = self.store.apply_batch(self.me(), items, key)
         self.publish(got)
         return got
