@@ -12,6 +12,10 @@ its recipients, as ``Engine.send`` stores them. Each run is a child process
 CPU-s per 10,000 messages, messages per group commit and the load average, per run and
 as medians, alternating which build goes first.
 
+``--rate R`` stores instead at a fixed R messages/s (open loop, each message its own
+task, as requests reach the engine), which is what the group size depends on in the
+server; it also reports the store's p50/p99 latency.
+
 ``--group-wait-ms`` runs this tree once per value (the writer-group experiment: how long
 the writer waits for more writes before it commits a group). ``--s17`` stores the
 messages as sends of a device alone on its account (this tree then puts the sender's
@@ -35,10 +39,11 @@ from wxnet.sync.engine import profile_item
 from wxnet.sync.sqlite_store import SQLiteStore
 from wxnet.sync.store import NewMessage, SessionRow
 
-users, messages, warmup, inflight, wait_ms, s17 = (
+users, messages, warmup, inflight, wait_ms, s17, rate = (
     int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
-    float(sys.argv[5]), sys.argv[6] == "1",
+    float(sys.argv[5]), sys.argv[6] == "1", float(sys.argv[7]),
 )
+lat = []
 
 async def main():
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,8 +60,33 @@ async def main():
         device = s17 and "device" in inspect.signature(st.store_messages).parameters
         rng = random.Random(1)
         n = 0
+        async def store_one():
+            nonlocal n
+            n += 1
+            a, b = rng.sample(uins, 2)
+            cid = f"c{n}"
+            m = NewMessage(cid, f"u{b}", 1, None, [a, b],
+                           lambda mid, ct, cid=cid: b"\x08\x05*\x10" + cid.encode() * 3)
+            t = time.perf_counter()
+            if device:
+                await st.store_messages(a, [m], now, "d")
+            else:
+                await st.store_messages(a, [m], now)
+            lat.append(time.perf_counter() - t)
+        async def paced(count):
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            tasks = []
+            for i in range(count):
+                d = start + i / rate - loop.time()
+                if d > 0:
+                    await asyncio.sleep(d)
+                tasks.append(asyncio.ensure_future(store_one()))
+            await asyncio.gather(*tasks)
         async def run(count):
             nonlocal n
+            if rate > 0:
+                return await paced(count)
             target = n + count
             async def worker():
                 nonlocal n
@@ -72,12 +102,16 @@ async def main():
                         await st.store_messages(a, [m], now)
             await asyncio.gather(*(worker() for _ in range(inflight)))
         await run(warmup)
+        lat.clear()
         c0, t0, g0 = time.process_time(), time.perf_counter(), st.statistics()["commits"]
         await run(messages)
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
         groups = st.statistics()["commits"] - g0
         await st.aclose()
-    print(json.dumps({"cpu": cpu, "wall": wall, "groups": groups, "messages": messages}))
+    lat.sort()
+    p50, p99 = (lat[int(len(lat) * q)] * 1000 if lat else 0.0 for q in (0.5, 0.99))
+    print(json.dumps({"cpu": cpu, "wall": wall, "groups": groups, "messages": messages,
+                      "p50": p50, "p99": p99}))
 
 asyncio.run(main())
 """
@@ -98,6 +132,7 @@ def run_child(src: str | None, args: argparse.Namespace, wait_ms: float) -> dict
             str(args.inflight),
             str(wait_ms),
             "1" if args.s17 else "0",
+            str(args.rate),
         ],
         env=env,
         check=True,
@@ -119,6 +154,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--group-wait-ms", type=float, nargs="+", default=[0.0])
+    ap.add_argument("--rate", type=float, default=0.0, help="open loop at this many msg/s")
     ap.add_argument("--s17", action="store_true", help="sends of a device alone on its account")
     args = ap.parse_args()
     builds: list[tuple[str, str | None, float]] = [
@@ -127,8 +163,11 @@ def main() -> None:
     if args.compare:
         builds.append(("baseline", args.compare, 0.0))
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in builds}
-    print("| round | build | CPU-s per 10k messages | messages per commit | msg/s | load average |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| round | build | CPU-s per 10k messages | messages per commit | msg/s"
+        " | p50 / p99 ms | load average |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     rng = random.Random(7)
     for r in range(args.rounds):
         order = builds[:] if r % 2 == 0 else builds[::-1]
@@ -140,7 +179,8 @@ def main() -> None:
             print(
                 f"| {r + 1} | {name} | {got['cpu'] / got['messages'] * 1e4:.2f} "
                 f"| {got['messages'] / max(got['groups'], 1):.1f} "
-                f"| {got['messages'] / got['wall']:,.0f} | {os.getloadavg()[0]:.1f} |",
+                f"| {got['messages'] / got['wall']:,.0f} | {got['p50']:.1f} / {got['p99']:.1f} "
+                f"| {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
     print()

@@ -45,6 +45,7 @@ from wxnet.sync.store import (
     RoomRow,
     RoomSave,
     SyncWindow,
+    history_page,
 )
 
 if TYPE_CHECKING:
@@ -129,6 +130,35 @@ class PostgresStore(PostgresBase):
             (KEY_MSG, 0, bytes(b)) if k == KEY_SENT else (int(k), int(s), bytes(b))
             for k, s, b in reversed(rows)
         ]
+
+    async def message_history(self, uin: int, before: int, limit: int) -> list[tuple[int, bytes]]:
+        parts = []
+        for key in (KEY_MSG, KEY_SENT):
+            hi = int(await self.head(uin, key, fresh=True))
+            lo = 0 if before > 0 else hi
+            while lo < hi:  # the last seq whose item is below before (items grow with seqs)
+                mid = (lo + hi + 1) // 2
+                item = await self._row(
+                    "SELECT item FROM sync_log WHERE uin=$1 AND key=$2 AND seq<=$3"
+                    " ORDER BY seq DESC LIMIT 1",
+                    uin,
+                    key,
+                    mid,
+                )
+                if item is not None and int(item[0]) < before:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            rows = await self._fetch(
+                "SELECT l.item, i.body FROM sync_log l JOIN items i ON i.id = l.item"
+                " WHERE l.uin=$1 AND l.key=$2 AND l.seq<=$3 ORDER BY l.seq DESC LIMIT $4",
+                uin,
+                key,
+                lo,
+                limit,
+            )
+            parts.append([(int(i), bytes(b)) for i, b in rows])
+        return history_page(parts, limit)
 
     async def append(self, appends: Sequence[Append]) -> None:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -33,6 +33,7 @@ from wxnet.sync.store import (
     RoomRow,
     RoomSave,
     SyncWindow,
+    history_page,
 )
 
 __all__ = ["FIRST_MSG_ID", "LogTail", "SQLiteStore", "insert_account"]
@@ -50,6 +51,34 @@ _RECENT_SQL = (
     f"SELECT key, seq, body FROM ({_RECENT_LOG} UNION ALL"
     f" {_RECENT_LOG.replace(' AND l.seq<=?', '')}) ORDER BY item DESC LIMIT ?"
 )
+
+
+_HISTORY_SQL = (
+    "SELECT l.item, i.body FROM sync_log l JOIN items i ON i.id = l.item"
+    " WHERE l.uin=? AND l.key=? AND l.seq<=? ORDER BY l.seq DESC LIMIT ?"
+)
+
+
+def _last_seq_below(conn: sqlite3.Connection, uin: int, key: int, item: int) -> int:
+    """The last seq of a log whose entry's item id is below ``item`` (0: the head). Item
+    ids grow with the seqs of one log, so a binary search on the primary key finds it in
+    about log2(length) lookups (the log has no index on item)."""
+    row = conn.execute("SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", (uin, key))
+    hi = int(row.fetchone()[0] or 0)
+    if item <= 0:
+        return hi
+    lo = 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        row = conn.execute(
+            "SELECT item FROM sync_log WHERE uin=? AND key=? AND seq<=? ORDER BY seq DESC LIMIT 1",
+            (uin, key, mid),
+        ).fetchone()
+        if row is not None and int(row[0]) < item:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +166,17 @@ class SQLiteStore(SQLiteBase):
             _RECENT_SQL, (uin, KEY_MSG, upto, limit, uin, KEY_SENT, limit, limit)
         )
         return [(KEY_MSG, 0, b) if k == KEY_SENT else (k, s, b) for k, s, b in reversed(rows)]
+
+    async def message_history(self, uin: int, before: int, limit: int) -> list[tuple[int, bytes]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            parts = []
+            for key in (KEY_MSG, KEY_SENT):
+                upto = _last_seq_below(conn, uin, key, before)
+                rows = conn.execute(_HISTORY_SQL, (uin, key, upto, limit)).fetchall()
+                parts.append([(int(i), bytes(b)) for i, b in rows])
+            return history_page(parts, limit)
+
+        return self.db.read_now(read)
 
     async def append(self, appends: Sequence[Append]) -> None:
         await self._write(lambda conn, ch: self._w_append(conn, ch, appends))

@@ -35,6 +35,7 @@ __all__ = [
     "Store",
     "SyncWindow",
     "WebSessionRow",
+    "history_page",
     "session_key_hash",
 ]
 
@@ -56,6 +57,19 @@ Item = tuple[int, int, bytes]
 #: (:meth:`Store.recent_messages`), so that a device that comes later sees what the
 #: account sent.
 KEY_SENT = 1002
+
+
+def history_page(parts: Iterable[list[tuple[int, bytes]]], limit: int) -> list[tuple[int, bytes]]:
+    """One :meth:`Store.message_history` page from each log's ``(item id, body)`` rows
+    (newest first, at most ``limit`` each): merged, newest first, cut at ``limit``. When
+    the page holds the oldest entry of all the logs, that one's position is 1, so that a
+    reader knows it reached the start without asking again."""
+    lists = list(parts)
+    rows = sorted((r for p in lists for r in p), reverse=True)
+    page = rows[:limit]
+    if page and len(rows) <= limit and all(len(p) < limit for p in lists):
+        page[-1] = (1, page[-1][1])
+    return page
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +298,15 @@ class Store(Protocol):
         """The last ``limit`` entries of the message log (up to seq ``upto``) and of the
         sent log (:data:`KEY_SENT`) together, in the order they were written; a
         sent-log entry comes as ``(KEY_MSG, 0, body)``: it has no seq in any SyncKey."""
+        ...
+
+    async def message_history(self, uin: int, before: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` entries of the message log and the sent log together, newest
+        first, as ``(position, body)``: the position is the entry's item id (both logs
+        in the order they were written), and the entries are those below ``before``
+        (0: from the newest). A page reader (webwxhistory) passes the last position it
+        got as the next ``before``; the oldest entry of the two logs has position 1
+        (nothing is before it: :func:`history_page`)."""
         ...
 
     async def has_other_device(self, uin: int, device_id: str, now: int) -> bool:

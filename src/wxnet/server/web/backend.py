@@ -66,8 +66,9 @@ class Backend(Protocol):
     async def message_log(
         self, session_key: str, uin: int, before: int, limit: int
     ) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` items of the account's message log (``(seq, CmdItem bytes)``)
-        with seq below ``before`` (0: from the newest), newest first: what the
+        """Up to ``limit`` items of the account's message log and sent log (``(position,
+        CmdItem bytes)``: ``Store.message_history``) below ``before`` (0: from the
+        newest), newest first: what the
         ``webwxhistory`` page reads (:mod:`wxnet.server.web.history`).
 
         Raises:

@@ -18,7 +18,6 @@ from google.protobuf.message import Message
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError
-from wxnet.proto.synckey import KEY_MSG
 from wxnet.server.web.api import WebApi, WebConfig, setup_web
 from wxnet.server.web.backend import DeviceSession
 
@@ -71,13 +70,9 @@ class DispatcherBackend:
         self, session_key: str, uin: int, before: int, limit: int
     ) -> list[tuple[int, bytes]]:
         sess = await self.engine.session(session_key, uin)  # the account's own log only
-        store = self.engine.store
-        head = await store.head(sess.uin, KEY_MSG)
-        upto = head if before <= 0 else min(before - 1, head)
-        if upto <= 0:
-            return []
-        items = await store.recent(sess.uin, KEY_MSG, upto, limit)
-        return [(seq, body) for _, seq, body in reversed(items)]
+        # with what the account sent while it had one device (its sent log, S17); the
+        # positions are item ids, in the order both logs were written
+        return await self.engine.store.message_history(sess.uin, before, limit)
 
 
 def setup_server_web(app: web.Application, server: Any, config: WebConfig | None = None) -> WebApi:
