@@ -17,8 +17,9 @@ task, as requests reach the engine), which is what the group size depends on in 
 server; it also reports the store's p50/p99 latency.
 
 ``--group-wait-ms`` runs this tree once per value (the writer-group experiment: how long
-the writer waits for more writes before it commits a group). ``--s17`` stores the
-messages as sends of a device alone on its account (this tree then puts the sender's
+the writer waits for more writes before it commits a group; only a tree with that knob,
+such as 65ffaaf, takes a value other than 0: the knob lost and was taken out again).
+``--s17`` stores the messages as sends of a device alone on its account (this tree then puts the sender's
 row in its sent log instead of its message log; a baseline without S17 ignores it).
 """
 
@@ -48,7 +49,9 @@ lat = []
 async def main():
     with tempfile.TemporaryDirectory() as tmp:
         kw = {}
-        if "group_wait" in inspect.signature(SQLiteStore).parameters:
+        if wait_ms:
+            if "group_wait" not in inspect.signature(SQLiteStore).parameters:
+                raise SystemExit("this build has no group_wait (the experiment's tree: 65ffaaf)")
             kw["group_wait"] = wait_ms / 1000
         st = SQLiteStore(Path(tmp) / "w.db", "FULL", profile_item=profile_item, **kw)
         await st.start(lambda ch: None)

@@ -64,7 +64,6 @@ class EngineBase:
             tail_items=self.config.tail_items,
             tail_bytes=self.config.tail_bytes,
             tail_total_bytes=self.config.tail_total_bytes,
-            group_wait=self.config.group_wait_ms / 1000,
         )
         self.clock = clock
         self.on_news = on_news

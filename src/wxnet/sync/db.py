@@ -19,7 +19,6 @@ import os
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,9 +133,6 @@ class Database:
             commit is fsynced, so acknowledged data survives power loss) or ``NORMAL``
             (survives a killed process, not a power cut; faster).
         init: run once on the writer connection before anything else (schema setup).
-        group_wait: seconds the writer waits for more jobs after the first of a group
-            before it runs the group (0: it takes what is queued and goes; larger groups
-            share one commit, at the price of this much latency).
     """
 
     def __init__(
@@ -145,9 +141,7 @@ class Database:
         *,
         synchronous: str = "FULL",
         init: Callable[[sqlite3.Connection], None] | None = None,
-        group_wait: float = 0.0,
     ) -> None:
-        self.group_wait = group_wait
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
         self.path = path
@@ -265,8 +259,6 @@ class Database:
                     stop = True
                     break
                 group.append(nxt)
-            if self.group_wait > 0 and not stop:
-                stop = self._wait_for_more(group)
             self._after_commit = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -291,22 +283,6 @@ class Database:
                     except Exception:
                         log.exception("after-commit callback failed")
             self._resolve_all(results)
-
-    def _wait_for_more(self, group: list[_Job]) -> bool:
-        """Add what comes within ``group_wait`` to ``group``; True if a stop came."""
-        deadline = time.monotonic() + self.group_wait
-        while len(group) < MAX_GROUP:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            try:
-                nxt = self._wq.get(timeout=left)
-            except queue.Empty:
-                return False
-            if nxt is _STOP:
-                return True
-            group.append(nxt)
-        return False
 
     def _run_group(
         self, conn: sqlite3.Connection, group: list[_Job]

@@ -83,8 +83,6 @@ class EngineConfig:
     tail_items: int = 32
     tail_bytes: int = 16 * 1024
     tail_total_bytes: int = 32 << 20
-    #: How long the SQLite writer waits for more writes to join a group commit (ms).
-    group_wait_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,16 +79,12 @@ class SQLiteBase:
         tail_items: int = 32,
         tail_bytes: int = 16 * 1024,
         tail_total_bytes: int = 32 << 20,
-        group_wait: float = 0.0,
     ) -> None:
         check_integrity(path, integrity_check)
         self.tail = LogTail(tail_items, tail_bytes, tail_total_bytes)
         versions: list[int] = []
         self.db = Database(
-            path,
-            synchronous=durability,
-            init=lambda conn: versions.append(init_schema(conn)),
-            group_wait=group_wait,
+            path, synchronous=durability, init=lambda conn: versions.append(init_schema(conn))
         )
         self._schema_version = versions[0]
         self._profile_item = profile_item

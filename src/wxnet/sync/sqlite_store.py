@@ -102,8 +102,6 @@ class SQLiteStore(SQLiteBase):
             (``integrity_check``) or ``off``.
         tail_items, tail_bytes, tail_total_bytes: bounds of the in-memory log tail
             (:class:`LogTail`; per log, per log, and in all).
-        group_wait: seconds the writer waits for more writes to join a group
-            (:class:`~wxnet.sync.db.Database`).
 
     Raises:
         StoreDamaged: the file failed the check (the message says how to recover).
