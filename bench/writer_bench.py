@@ -19,8 +19,9 @@ server; it also reports the store's p50/p99 latency.
 ``--group-wait-ms`` runs this tree once per value (the writer-group experiment: how long
 the writer waits for more writes before it commits a group; only a tree with that knob,
 such as 65ffaaf, takes a value other than 0: the knob lost and was taken out again).
-``--s17`` stores the messages as sends of a device alone on its account (this tree then puts the sender's
-row in its sent log instead of its message log; a baseline without S17 ignores it).
+``--s17`` stores the messages as sends of a device alone on its account (this tree then
+puts the sender's row in its sent log instead of its message log; a baseline without
+S17 ignores it).
 """
 
 from __future__ import annotations
