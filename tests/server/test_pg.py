@@ -16,6 +16,7 @@ import pytest
 from tests.engines import PostgresServer, free_port
 from tests.server.test_messaging import *  # noqa: F403  (the same tests, on PostgreSQL)
 from tests.server.wire import Device
+from wxnet._compat import wait_for
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.server.app import Server, start_server
@@ -205,7 +206,7 @@ async def test_postgres_restart_under_load_exactly_once(
                 while not pred():
                     await asyncio.sleep(0.01)  # the senders' progress, checked (as test_durability)
 
-            await asyncio.wait_for(poll(), 60)
+            await wait_for(poll(), 60)
 
         workers = [asyncio.ensure_future(sender(w)) for w in range(4)]
         await until(lambda: len(acked) >= 100)
