@@ -161,9 +161,11 @@ async def test_rate_limit_counts_both_nodes_and_falls_back_without_redis(
 
     async def jslogin(srv: Server) -> int:
         conn = aiohttp.TCPConnector(local_addr=("127.0.6.1", 0))
-        async with aiohttp.ClientSession(connector=conn) as h:
-            async with h.get(f"{base_url(srv)}/jslogin?appid=x&fun=new") as r:
-                return r.status
+        async with (
+            aiohttp.ClientSession(connector=conn) as h,
+            h.get(f"{base_url(srv)}/jslogin?appid=x&fun=new") as r,
+        ):
+            return r.status
 
     codes = [await jslogin(a if i % 2 else b) for i in range(BURST + 2)]
     assert codes == [200] * BURST + [429] * 2  # one bucket for both nodes, not one each

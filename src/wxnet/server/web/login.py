@@ -188,7 +188,7 @@ class QrLogins:
         ok, gone = await self.store.qr_login_create(
             q.row(), self.per_address, self.max_pending, 2 * self.max_pending
         )
-        self.held += 1 if ok else 0
+        self.held = max(0, self.held + int(ok) - len(gone))
         return (q if ok else None), gone
 
     async def get(self, uuid: str, now: float) -> QrLogin | None:
