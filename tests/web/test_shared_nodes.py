@@ -2,8 +2,8 @@
 process): a QR login made on node A is polled on node B (the scan, on A, wakes B's held
 poll over the bus) and redeemed on A; a synccheck held on B wakes when a message is
 stored through A; a chunked upload sends its chunks to both nodes; the per-address rate
-limit counts both nodes together, and falls back to per-node counting (counted) while
-Redis is away."""
+limit and the failed-login throttle count both nodes together, and the limit falls back
+to per-node counting (counted) while Redis is away."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import pytest
 from tests.engines import RedisServer
 from tests.web.conftest import CGI, WAIT, Mobile, WebClient, base_url, png_bytes
 from wxnet.proto import web as wp
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMRet
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import BusConfig, ServerConfig, StoreConfig
 from wxnet.server.web.config import WebConfig
@@ -51,7 +53,7 @@ async def nodes(tmp_path: Path, pg_dsn: str, redis: RedisServer) -> AsyncIterato
                 data=tmp_path / "shared",  # media and the web spool: both nodes see it
                 store=StoreConfig(kind="postgres", dsn=pg_dsn),
                 bus=BusConfig(kind="redis", url=redis.url, shards=16),
-                sync=EngineConfig(contacts="open"),
+                sync=EngineConfig(contacts="open", login_backoff_base=60.0),
                 synccheck_max_wait=10.0,
                 web=WebConfig(jslogin_burst=BURST, jslogin_rate=0.001, login_recheck=60.0),
             )
@@ -176,3 +178,23 @@ async def test_rate_limit_counts_both_nodes_and_falls_back_without_redis(
     assert [await jslogin(a) for _ in range(BURST + 1)] == [200] * BURST + [429]
     counters = a.shared_counters
     assert counters is not None and counters.fallbacks["jslogin"] == BURST + 1
+
+
+async def test_failed_logins_count_on_both_nodes(nodes: list[Server]) -> None:
+    """Five wrong passwords for one account from one address, spread over both nodes:
+    the sixth attempt is throttled on either (each node alone saw at most three)."""
+    async with aiohttp.ClientSession() as http:
+
+        async def manualauth(srv: Server, password: str) -> int:
+            req = pb.ManualAuthRequest(
+                base=pb.BaseRequest(device_id="phone-alice"), user_name="alice",
+                password=password, device_name="phone",
+            )  # fmt: skip
+            url = f"{base_url(srv)}/cgi-bin/micromsg-bin/manualauth"
+            async with http.post(url, data=req.SerializeToString()) as r:
+                return int(pb.ManualAuthResponse.FromString(await r.read()).base.ret)
+
+        rets = [await manualauth(nodes[i % 2], "wrong-password") for i in range(5)]
+        assert rets == [MMRet.ERR_PASSWORD] * 5
+        assert await manualauth(nodes[1], "secret1") == MMRet.ERR_FREQ_LIMITED
+        assert await manualauth(nodes[0], "secret1") == MMRet.ERR_FREQ_LIMITED
