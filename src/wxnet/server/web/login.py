@@ -34,7 +34,6 @@ __all__ = [
     "QrLoginRefused",
     "QrLoginUnknown",
     "QrLogins",
-    "QrLoginsFull",
     "WebSession",
     "WebSessionStore",
     "WebSessions",
@@ -54,10 +53,6 @@ class QrLoginUnknown(QrLoginError):
 
 class QrLoginRefused(QrLoginError):
     """Another account scanned the code, or it was already approved."""
-
-
-class QrLoginsFull(QrLoginError):
-    """Too many QR logins are pending."""
 
 
 def new_token(nbytes: int = 16) -> str:
