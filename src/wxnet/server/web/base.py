@@ -106,7 +106,7 @@ class WebBase:
     def _forget_login(self, uuid: str) -> None:
         self._reported.pop(uuid, None)
         self._qr_png.pop(uuid, None)
-        self._wake_login(qr_key(uuid))
+        self._wake_login(qr_key(uuid), remote=False)  # every process sees the expiry itself
 
     def _reported_version(self, uuid: str, version: int) -> None:
         self._reported[uuid] = version
