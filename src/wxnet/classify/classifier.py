@@ -27,7 +27,7 @@ import bisect
 import functools
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Final, final
 
 from wxnet.classify.dns import DnsMemory
 from wxnet.classify.signatures import AppSignature, SignatureSet, load_signatures
@@ -59,35 +59,150 @@ _RANK = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# The three value types below are written out rather than made by ``@dataclass(frozen=True,
+# slots=True)``: the same constructor, attributes, ``repr``, ``==`` and hash, but the
+# dataclass ``__init__`` (interpreted Python even in the compiled build, with one
+# ``object.__setattr__`` per field) was ~14% of the analyser's time on real traffic, and
+# making the classes took ~1 ms each at start-up (docs/benchmarks.md). Attributes are
+# ``Final``: mypy refuses assignments, and the compiled build refuses them at run time.
+
+
+@final
 class FlowView:
     """What the classifier sees of a flow. For UDP the byte fields hold the first
     datagram of each direction."""
 
-    transport: str
-    client: str
-    client_port: int
-    server: str
-    server_port: int
-    client_bytes: bytes = b""
-    server_bytes: bytes = b""
+    __slots__ = (
+        "client",
+        "client_bytes",
+        "client_port",
+        "server",
+        "server_bytes",
+        "server_port",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        transport: str,
+        client: str,
+        client_port: int,
+        server: str,
+        server_port: int,
+        client_bytes: bytes = b"",
+        server_bytes: bytes = b"",
+    ) -> None:
+        self.transport: Final = transport
+        self.client: Final = client
+        self.client_port: Final = client_port
+        self.server: Final = server
+        self.server_port: Final = server_port
+        self.client_bytes: Final = client_bytes
+        self.server_bytes: Final = server_bytes
+
+    def _key(self) -> tuple[str, str, int, str, int, bytes, bytes]:
+        return (
+            self.transport,
+            self.client,
+            self.client_port,
+            self.server,
+            self.server_port,
+            self.client_bytes,
+            self.server_bytes,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FlowView):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"FlowView(transport={self.transport!r}, client={self.client!r}, "
+            f"client_port={self.client_port!r}, server={self.server!r}, "
+            f"server_port={self.server_port!r}, client_bytes={self.client_bytes!r}, "
+            f"server_bytes={self.server_bytes!r})"
+        )
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class Evidence:
-    kind: str
-    detail: str
+    """One reason for a verdict: its kind (``tls-sni``, ``dns``, ...) and the detail."""
+
+    __slots__ = ("detail", "kind")
+
+    def __init__(self, kind: str, detail: str) -> None:
+        self.kind: Final = kind
+        self.detail: Final = detail
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Evidence):
+            return NotImplemented
+        return self.kind == other.kind and self.detail == other.detail
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.detail))
+
+    def __repr__(self) -> str:
+        return f"Evidence(kind={self.kind!r}, detail={self.detail!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class Verdict:
-    app: str | None
-    label: str
-    evidence: tuple[Evidence, ...]
-    confirmed: bool
-    spoofed: bool = False
-    final: bool = True
-    names: tuple[str, ...] = ()  # the HTTP Host / TLS SNI names the client claimed
+    """A flow's label: the app (signature id, ``None``: unknown), its display label, the
+    evidence, whether it is confirmed or spoofed, whether more bytes could change it
+    (``final``), and the HTTP Host / TLS SNI names the client claimed."""
+
+    __slots__ = ("app", "confirmed", "evidence", "final", "label", "names", "spoofed")
+
+    def __init__(
+        self,
+        app: str | None,
+        label: str,
+        evidence: tuple[Evidence, ...],
+        confirmed: bool,
+        spoofed: bool = False,
+        final: bool = True,
+        names: tuple[str, ...] = (),
+    ) -> None:
+        self.app: Final = app
+        self.label: Final = label
+        self.evidence: Final = evidence
+        self.confirmed: Final = confirmed
+        self.spoofed: Final = spoofed
+        self.final: Final = final
+        self.names: Final = names
+
+    def _key(
+        self,
+    ) -> tuple[str | None, str, tuple[Evidence, ...], bool, bool, bool, tuple[str, ...]]:
+        return (
+            self.app,
+            self.label,
+            self.evidence,
+            self.confirmed,
+            self.spoofed,
+            self.final,
+            self.names,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Verdict):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Verdict(app={self.app!r}, label={self.label!r}, evidence={self.evidence!r}, "
+            f"confirmed={self.confirmed!r}, spoofed={self.spoofed!r}, final={self.final!r}, "
+            f"names={self.names!r})"
+        )
 
 
 _UNKNOWN = "unknown"
