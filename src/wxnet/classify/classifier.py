@@ -26,11 +26,12 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Final, final
 
 from wxnet.classify.dns import DnsMemory
-from wxnet.classify.signatures import AppSignature, SignatureSet, load_signatures
+from wxnet.classify.signatures import AppSignature, PayloadPattern, SignatureSet, load_signatures
 from wxnet.proto.sniff import (
     MMTLS_RECORD_TYPES,
     NEED_DATA,
@@ -223,6 +224,12 @@ class Classifier:
         self._paths = [(p, s) for s in sigs for p in s.http_paths]
         self._uas = [(u.lower(), u, s) for s in sigs for u in s.user_agents]
         self._udp = [s for s in sigs if s.udp_payload]
+        # The first-datagram patterns, in the same order, as one regular expression per
+        # pattern (its prefixes as alternatives, "??" as any byte): PayloadPattern.matches
+        # in interpreted Python was ~6% of the analyser's time on real traffic.
+        self._udp_rules = [
+            _UdpRule(s.id, pat) for s in sigs if s.udp_payload for pat in s.udp_payload
+        ]
         self._tcp_ports = {p: s for s in sigs for p in s.tcp_ports}
         self._udp_ports = {p: s for s in sigs for p in s.udp_ports}
         ranges: dict[int, list[tuple[int, int, str]]] = {4: [], 6: []}
@@ -541,11 +548,11 @@ class Classifier:
                 else:
                     found.append((None, Evidence("dns", f'DNS query for "{qname}" (no signature)')))
                 return
-        for sig in self._udp:
-            for pattern in sig.udp_payload:
-                if pattern.matches(data, flow.server_port):
-                    found.append((sig.id, Evidence("udp-payload", pattern.what)))
-                    return
+        port = flow.server_port
+        for rule in self._udp_rules:
+            if rule.matches(data, port):
+                found.append((rule.app, Evidence("udp-payload", rule.what)))
+                return
 
     def _dns_evidence(
         self, flow: FlowView, dns: DnsMemory | None, now: float, only: str | None
@@ -579,6 +586,39 @@ class Classifier:
             f'claims "{names[0]}" ({sig.label}) but {flow.server} was in no DNS answer to '
             f"{flow.client} for a {sig.label} name and is outside its known ranges",
         )
+
+
+@final
+class _UdpRule:
+    """A :class:`PayloadPattern` of signature ``app``, ready to match: the same test as
+    ``PayloadPattern.matches``, with the prefixes as one anchored bytes pattern."""
+
+    __slots__ = ("app", "lengths", "min_len", "ports", "prefixes", "suffix", "what")
+
+    def __init__(self, app: str, pattern: PayloadPattern) -> None:
+        self.app = app
+        self.what = pattern.what
+        self.min_len = pattern.min_len
+        self.lengths = frozenset(pattern.lengths)
+        self.ports = frozenset(pattern.ports)
+        self.suffix = pattern.suffix
+        alternatives = [
+            b"".join(b"." if b is None else re.escape(bytes((b,))) for b in prefix)
+            for prefix in pattern.prefixes
+        ]
+        # No prefix: PayloadPattern.matches is False; "(?!)" never matches.
+        body = b"|".join(b"(?:" + a + b")" for a in alternatives) if alternatives else b"(?!)"
+        self.prefixes = re.compile(body, re.DOTALL)
+
+    def matches(self, payload: bytes, server_port: int) -> bool:
+        n = len(payload)
+        if n < self.min_len or (self.lengths and n not in self.lengths):
+            return False
+        if self.ports and server_port not in self.ports:
+            return False
+        if self.suffix and not payload.endswith(self.suffix):
+            return False
+        return self.prefixes.match(payload) is not None
 
 
 @functools.lru_cache(maxsize=65536)
