@@ -7,7 +7,6 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -472,6 +471,8 @@ def _run_with_progress(reader: CaptureReader, analyzer: Analyzer, size: int, io:
 
 
 def _when(ts: float) -> str:
+    from datetime import UTC, datetime  # here: --summary and --json print no times
+
     try:
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     except (OverflowError, OSError, ValueError):
