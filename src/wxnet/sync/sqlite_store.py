@@ -23,6 +23,7 @@ from wxnet.sync.sqlite_base import (
     SQLiteBase,
     insert_account,
 )
+from wxnet.sync.sqlite_shared import SQLiteShared
 from wxnet.sync.store import (
     KEY_SENT,
     Append,
@@ -91,7 +92,7 @@ class _Send:
     device: str
 
 
-class SQLiteStore(SQLiteBase):
+class SQLiteStore(SQLiteShared, SQLiteBase):
     """Args:
         path: the database file (created, with its schema, if missing; an older store is
             migrated, a newer one refused: :func:`wxnet.sync.schema.init_schema`).
