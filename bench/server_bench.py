@@ -305,24 +305,30 @@ async def main_async(args: argparse.Namespace) -> None:
 _CREATE_USERS = """
 import sys, time
 from pathlib import Path
+from wxnet.sync import model
 from wxnet.sync.db import connect
-from wxnet.sync.engine import add_user_sync
 from wxnet.sync.schema import init_schema
+pw_hash = sys.argv[3]
+model.hash_password = lambda _password: pw_hash
 data = Path(sys.argv[1]); data.mkdir(parents=True, exist_ok=True)
-conn = connect(data / "wxnet.db"); init_schema(conn)
-for name in sys.argv[3:]:
-    add_user_sync(conn, name, sys.argv[2], None, time.time())
+conn = connect(data / "wxnet.db", synchronous="OFF"); init_schema(conn)
+for name in sys.argv[4:]:
+    model.add_user_sync(conn, name, sys.argv[2], None, time.time())
 conn.close()
 """
 
 
 def create_users_with(src: str | None, data: Path, names: list[str], password: str) -> None:
-    """Accounts made by the server's own code (``src``'s schema, not necessarily ours)."""
+    """Accounts made by the server's own code (``src``'s schema, not necessarily ours),
+    all with one cheap hash of ``password`` (:func:`bench.loadgen.bench_hash`)."""
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = f"{src}/src"
+    pw_hash = loadgen.bench_hash(password)
     subprocess.run(
-        [sys.executable, "-c", _CREATE_USERS, str(data), password, *names], env=env, check=True
+        [sys.executable, "-c", _CREATE_USERS, str(data), password, pw_hash, *names],
+        env=env,
+        check=True,
     )
 
 
