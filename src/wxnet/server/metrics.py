@@ -25,17 +25,26 @@ def _base(name: str) -> str:
 
 
 class Counter:
-    """A counter with at most one label; ``inc(label, n)``."""
+    """A counter with at most one label; ``inc(label, n)``.
+
+    The child of each label value is looked up once and kept: ``labels()`` costs
+    several times the increment itself, and the request path counts every request."""
+
+    __slots__ = ("_c", "_children", "label")
 
     def __init__(self, registry: CollectorRegistry, name: str, help_: str, label: str = "") -> None:
         self.label = label
         self._c = prometheus_client.Counter(
             _base(name), help_, [label] if label else [], registry=registry
         )
+        self._children: dict[str, prometheus_client.Counter] = {}
 
     def inc(self, label: str = "", n: float = 1) -> None:
         if self.label:
-            self._c.labels(label).inc(n)
+            child = self._children.get(label)
+            if child is None:
+                child = self._children[label] = self._c.labels(label)
+            child.inc(n)
         else:
             self._c.inc(n)
 
