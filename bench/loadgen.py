@@ -4,7 +4,8 @@ shared SyncDriver; one long link per simulated user) rather than the SDK, so tha
 process can drive many connections cheaply.
 
 M pairs of users: each sender sends to its receiver over its long link (newsendmsg);
-each receiver syncs on notify (cmd 24) and commits its key. The message content carries
+each receiver syncs on notify (cmd 24) and commits its key (``--push``: takes the pushed
+items, as below). The message content carries
 its send time, so the receiver measures send-to-deliver latency. Reports delivered/s,
 latency percentiles, duplicates and losses, and the CPU the generator itself used (so a
 benchmark can tell when the generator, not the server, is the bottleneck).
@@ -175,59 +176,6 @@ async def _login(host: str, port: int, name: str, password: str, push: bool = Fa
     return u
 
 
-class Receiver:
-    """Syncs on every notify (coalesced: one more round if one arrives mid-sync)."""
-
-    def __init__(
-        self, user: User, sender: str, result: LoadResult, seen: set[str], progress: asyncio.Event
-    ) -> None:
-        self.progress = progress
-        self.user = user
-        self.sender = sender
-        self.result = result
-        self.seen = seen
-        self.wanted = asyncio.Event()
-        self.stopping = False
-        self.task = asyncio.ensure_future(self._loop())
-        user.link.on_notify = lambda _selector: self.wanted.set()
-
-    async def stop(self) -> None:
-        """End the loop. A flag, not only cancel(): on Python 3.11 a cancel that lands
-        while ``asyncio.wait_for`` finishes is swallowed, and the task would wait on."""
-        self.stopping = True
-        self.wanted.set()
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WxnetError, TimeoutError):
-            await wait_for(self.task, 5)
-
-    async def _loop(self) -> None:
-        u = self.user
-        while not self.stopping:
-            await self.wanted.wait()
-            self.wanted.clear()
-            if self.stopping:
-                return
-            items: list[pb.CmdItem] = []
-            await _sync(u, items)
-            now = time.monotonic()
-            for item in items:
-                if item.WhichOneof("body") == "add_msg":
-                    self._delivered(item.add_msg, now)
-
-    def _delivered(self, m: pb.AddMsg, now: float) -> None:
-        if m.from_user != self.sender:
-            return
-        tag, _, sent_at = m.content.partition("|")
-        if tag in self.seen:
-            self.result.duplicates += 1
-            return
-        self.seen.add(tag)
-        self.result.delivered += 1
-        self.progress.set()
-        with contextlib.suppress(ValueError):
-            self.result.latencies.append(now - float(sent_at))
-
-
 async def _send_one(result: LoadResult, s: User, to: str, tag: str) -> None:
     msg = pb.MicroMsg(
         to_user=to,
@@ -279,18 +227,21 @@ async def run_load(
     password: str = "loadgen-pw",
     drain_timeout: float = 30.0,
     server_pid: int | None = None,
+    push: bool = False,
+    commit_every: float = 1.0,
 ) -> LoadResult:
     """Log in 2 x ``pairs`` users, make each pair contacts, send ``messages`` in total
     (spread over the pairs), and wait until every acknowledged message is delivered
     (or ``drain_timeout`` passes). With ``server_pid``, the CPU time of the server (and
     of its workers, if it is a supervisor) over the same span (logins excluded: argon2
-    would dominate) goes in ``server_cpu_seconds``."""
+    would dominate) goes in ``server_cpu_seconds``. With ``push`` the receivers take
+    push with data (cmd 122), as :class:`Mailbox` does."""
     result = LoadResult(pairs, messages)
     senders = await asyncio.gather(
         *(_login(host, long_port, f"{prefix}s{i}", password) for i in range(pairs))
     )
     receivers = await asyncio.gather(
-        *(_login(host, long_port, f"{prefix}r{i}", password) for i in range(pairs))
+        *(_login(host, long_port, f"{prefix}r{i}", password, push) for i in range(pairs))
     )
     for s, r in zip(senders, receivers, strict=True):
         await s.link.call(
@@ -300,9 +251,14 @@ async def run_load(
         )
     seen: set[str] = set()
     progress = asyncio.Event()
-    recv = [
-        Receiver(r, s.name, result, seen, progress) for s, r in zip(senders, receivers, strict=True)
-    ]
+
+    def delivered(_tag: str, sent_at: str, now: float) -> None:
+        result.delivered += 1
+        progress.set()
+        with contextlib.suppress(ValueError):
+            result.latencies.append(now - float(sent_at))
+
+    recv = [Mailbox(r, result, seen, delivered, push, commit_every) for r in receivers]
     for rc in recv:
         rc.wanted.set()  # drain the contact items before timing starts
     per_pair = [messages // pairs + (1 if i < messages % pairs else 0) for i in range(pairs)]
@@ -351,7 +307,7 @@ class Mailbox:
         self.user = user
         self.result = result
         self.seen = seen
-        self.done = done  # called with (tag, now) for every first delivery
+        self.done = done  # called with (tag, rest of the text, now) for every first delivery
         self.wanted = asyncio.Event()
         self.need_sync = True
         self.need_commit = False
@@ -433,12 +389,12 @@ class Mailbox:
         for item in items:
             if item.WhichOneof("body") != "add_msg" or item.add_msg.to_user != me:
                 continue
-            tag = item.add_msg.content.partition("|")[0]
+            tag, _, rest = item.add_msg.content.partition("|")
             if tag in self.seen:
                 self.result.duplicates += 1
             else:
                 self.seen.add(tag)
-                self.done(tag, now)
+                self.done(tag, rest, now)
 
 
 async def run_random(
@@ -482,7 +438,7 @@ async def run_random(
     idle = asyncio.Event()
     outstanding = 0
 
-    def delivered(tag: str, now: float) -> None:
+    def delivered(tag: str, _sent_at: str, now: float) -> None:
         nonlocal outstanding
         t = sent_at.pop(tag, None)
         if t is None:
@@ -659,7 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prefix", default="lg", help="account names: PREFIXs0.., PREFIXr0..")
     p.add_argument("--password", default="loadgen-pw")
-    p.add_argument("--push", action="store_true", help="take push with data (cmd 122) (--users)")
+    p.add_argument(
+        "--push", action="store_true", help="take push with data (cmd 122); pairs: the receivers"
+    )
     p.add_argument(
         "--commit-every", type=float, default=1.0, help="seconds between syncdones (--push)"
     )
@@ -714,6 +672,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.prefix,
                 args.password,
                 server_pid=spid,
+                push=args.push,
+                commit_every=args.commit_every,
             )
         )
         if args.uvloop:

@@ -333,10 +333,12 @@ def create_users_with(src: str | None, data: Path, names: list[str], password: s
 
 
 async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str, float]:
-    """One flat-out delivery run on a fresh server from ``src`` (None: this tree).
+    """One delivery run (flat out, or ``--paced`` at ``--rate``) on a fresh server from
+    ``src`` (None: this tree), the server pinned to CPU 0 and this generator to CPU 1.
 
     With ``args.users`` the load is the random-pairs shape (:func:`loadgen.run_random`),
-    the server pinned to CPU 0 and this generator to CPU 1."""
+    else ``args.pairs`` fixed pairs (:func:`loadgen.run_load`); ``args.push``: the
+    receivers take push with data."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         if args.users:
@@ -358,9 +360,9 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
         )
         srv = server_proc(data, sync, src).start()
         try:
+            loadgen.pin(srv.pid, {0})
+            loadgen.pin(0, {1})
             if args.users:
-                loadgen.pin(srv.pid, {0})
-                loadgen.pin(0, {1})
                 res = await loadgen.run_random(
                     "127.0.0.1",
                     srv.long_port,
@@ -378,9 +380,11 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
                     srv.long_port,
                     args.pairs,
                     args.messages,
+                    rate=args.rate if args.paced else 0.0,
                     window=args.window,
                     prefix="lg",
                     server_pid=srv.pid,
+                    push=args.push,
                 )
         finally:
             srv.stop()
@@ -452,12 +456,12 @@ def main() -> None:
     )
     ap.add_argument("--warmup", type=int, default=2000, help="untimed messages (--users)")
     ap.add_argument(
-        "--paced", action="store_true", help="--compare --users at --rate sends/s (latency)"
+        "--paced", action="store_true", help="--compare at --rate sends/s in total (latency)"
     )
     ap.add_argument(
         "--push",
         action="store_true",
-        help="--users: the generator asks for push with data (cmd 122); a server that"
+        help="the generator's receivers ask for push with data (cmd 122); a server that"
         " does not know it sends notifies",
     )
     ap.add_argument("--seconds", type=float, default=10.0, help="echo baseline duration")
