@@ -20,7 +20,7 @@ from wxnet.server.dispatch import Dispatcher
 from wxnet.server.http import make_app
 from wxnet.server.httpguard import GuardedSite, HttpGuards
 from wxnet.server.limits import ConnectionLimiter, TrustedProxies
-from wxnet.server.longlink import LongLink
+from wxnet.server.longlink import Flusher, LongLink
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.sync.engine import Engine, profile_item
@@ -91,6 +91,7 @@ class Server:
             config.max_list_items,
         )
         self.links: set[LongLink] = set()
+        self.flusher = Flusher(self.loop)
         self.tasks: set[asyncio.Task[None]] = set()
         self.app = make_app(self)
         self._long_servers: list[asyncio.Server] = []
