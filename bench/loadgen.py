@@ -412,23 +412,25 @@ async def run_random(
     seed: int = 1,
     push: bool = False,
     commit_every: float = 1.0,
+    login_slice: int = 8,
 ) -> LoadResult:
     """The XMPP/MQTT benchmarks' shape: ``users`` accounts, each on its own identified
     long link, all contacts of each other (:func:`create_users` with ``mesh=True``).
     Each message goes from a random user to a random *other* user; closed loop: a new
     send starts when a message is delivered, ``window`` in flight (or, with ``rate``,
     paced at that many sends/s, the window still a cap). ``warmup`` messages run first
-    and are not counted; then ``messages`` are timed (server CPU over the same span)."""
+    and are not counted; then ``messages`` are timed (server CPU over the same span).
+    ``login_slice`` users log in at once (the server's default login queue holds 16)."""
     import random
 
     rnd = random.Random(seed)
     result = LoadResult(users, messages)
     names = [f"{prefix}u{i}" for i in range(users)]
     us: list[User] = []
-    for k in range(0, users, 8):  # logins in slices: argon2 is the cost here
+    for k in range(0, users, login_slice):  # logins in slices, within the login queue
         us.extend(
             await asyncio.gather(
-                *(_login(host, long_port, n, password, push) for n in names[k : k + 8])
+                *(_login(host, long_port, n, password, push) for n in names[k : k + login_slice])
             )
         )
     seen: set[str] = set()

@@ -373,6 +373,7 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
                     rate=args.rate if args.paced else 0.0,
                     server_pid=srv.pid,
                     push=args.push,
+                    login_slice=64,  # the login queue above holds them all
                 )
             else:
                 res = await loadgen.run_load(
