@@ -35,6 +35,7 @@ from wxnet.sync.pg_base import (
     connect_error,
     log,
 )
+from wxnet.sync.pg_shared import PostgresShared
 from wxnet.sync.store import (
     Append,
     Item,
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_GROUP", "PostgresStore", "StoreUnavailable", "connect_error"]
 
 
-class PostgresStore(PostgresBase):
+class PostgresStore(PostgresShared, PostgresBase):
     """Args:
     dsn: a libpq connection URI (``postgresql://user@host:port/db``).
     profile_item: builds the first profile log item of a new account from
