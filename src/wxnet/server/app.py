@@ -41,8 +41,15 @@ def make_store(config: ServerConfig) -> Store | None:
     if sc.kind == "postgres":
         from wxnet.sync.pg_store import PostgresStore
 
+        sync = config.sync
         return PostgresStore(
-            sc.dsn, profile_item=profile_item, max_size=sc.pool_size, timeout=sc.timeout
+            sc.dsn,
+            profile_item=profile_item,
+            max_size=sc.pool_size,
+            timeout=sc.timeout,
+            tail_items=sync.tail_items,
+            tail_bytes=sync.tail_bytes,
+            tail_total_bytes=sync.tail_total_bytes,
         )
     return None
 

@@ -65,6 +65,7 @@ class RedisBus:
         self.login_changed: Callable[[str], None] | None = None
         self.shards = shards
         self.origin = secrets.token_hex(6)  # our own publishes come back: skip them
+        self._own = f"{self.origin} ".encode()
         self._held: dict[int, int] = {}  # uin -> holders here
         self._shard_uins: dict[int, int] = {}  # shard -> held accounts in it
         self._redis: aioredis.Redis | None = None
@@ -285,10 +286,11 @@ class RedisBus:
             self.login_changed(key)
 
     def _on_message(self, data: bytes | str) -> None:
-        text = data.decode() if isinstance(data, bytes) else data
-        origin, _, rest = text.partition(" ")
-        if origin == self.origin:
-            return
+        raw = data if isinstance(data, bytes) else data.encode()
+        if raw.startswith(self._own):
+            return  # our own publish, back from a shard we follow: nothing to decode
+        text = raw.decode()
+        _, _, rest = text.partition(" ")
         self.stats["received"] += 1
         news: dict[int, int] = {}
         for part in rest.split():
