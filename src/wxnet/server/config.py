@@ -250,6 +250,8 @@ def _validate_sync(cfg: ServerConfig) -> None:
     for name in ("login_workers", "max_sessions_per_account", "login_failures_per_address"):
         if getattr(cfg.sync, name) < 1:
             raise ConfigError(f"[sync] {name} must be at least 1")
+    if cfg.sync.page_cache_kib < 64:
+        raise ConfigError("[sync] page_cache_kib must be at least 64 (KiB)")
 
 
 def _validate_uploads(cfg: ServerConfig) -> None:

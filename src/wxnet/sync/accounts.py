@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 import time
-from collections.abc import Callable, Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from wxnet.proto import wxnet_pb2 as pb
@@ -20,6 +22,7 @@ from wxnet.proto.synckey import (
 )
 from wxnet.sync import media
 from wxnet.sync.db import private_dir
+from wxnet.sync.logtail import LogTail
 from wxnet.sync.model import (
     MAX_DEVICE_CHARS,
     MAX_PASSWORD_CHARS,
@@ -38,6 +41,37 @@ from wxnet.sync.store import (
     session_key_hash,
 )
 from wxnet.sync.throttle import LoginThrottle
+
+
+class ContactNames:
+    """An account's contact names as the engine caches them: one sorted tuple of
+    interned strings (a name costs 8 bytes here, and its string is the one every other
+    cache of the engine holds; a set costs 216 bytes for up to four names and about 50
+    a name beyond, plus a string of its own for every name)."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self._names = tuple(sorted({sys.intern(n) for n in names}))
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        names = self._names
+        i = bisect_left(names, name)
+        return i < len(names) and names[i] == name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def add(self, name: str) -> None:
+        names = self._names
+        i = bisect_left(names, name)
+        if i == len(names) or names[i] != name:
+            self._names = (*names[:i], sys.intern(name), *names[i:])
 
 
 class EngineBase:
@@ -64,6 +98,11 @@ class EngineBase:
             tail_items=self.config.tail_items,
             tail_bytes=self.config.tail_bytes,
             tail_total_bytes=self.config.tail_total_bytes,
+            page_cache_kib=self.config.page_cache_kib,
+        )
+        #: the SQLite store's log tail, which a device's commit trims (LogTail.committed)
+        self._tail: LogTail | None = (
+            self.store.tail if isinstance(self.store, SQLiteStore) else None
         )
         self.clock = clock
         self.on_news = on_news
@@ -76,7 +115,7 @@ class EngineBase:
         self._sessions: dict[str, Session] = {}
         self._uin_by_name: dict[str, int] = {}
         self._account: dict[int, tuple[str, str]] = {}  # uin -> (user_name, nick)
-        self._contacts: dict[int, set[str]] = {}
+        self._contacts: dict[int, ContactNames] = {}
         self._rooms: dict[str, RoomRow] = {}
         self._committed: dict[tuple[int, str], bytes] = {}
         c = self.config
@@ -160,6 +199,7 @@ class EngineBase:
         acc = await self.store.account_by_name(name)
         if acc is None:
             return None
+        name = sys.intern(name)  # the one string of this name (contact lists share it)
         self._uin_by_name[name] = acc.uin
         self._account[acc.uin] = (name, acc.nick_name)
         return acc.uin
@@ -170,8 +210,9 @@ class EngineBase:
             acc = await self.store.account_by_uin(uin)
             if acc is None:
                 raise MMError(MMRet.ERR_NOUSER, f"no account {uin}")
-            cached = self._account[uin] = (acc.user_name, acc.nick_name)
-            self._uin_by_name[acc.user_name] = uin
+            name = sys.intern(acc.user_name)
+            cached = self._account[uin] = (name, acc.nick_name)
+            self._uin_by_name[name] = uin
         return cached
 
     async def user_info(self, uin: int) -> pb.UserInfo:
@@ -310,10 +351,10 @@ class EngineBase:
         self._session_ended(sess.uin, session_key_hash(sess.sid))
 
     # ================================================================ contacts
-    async def _contact_set(self, uin: int) -> set[str]:
+    async def _contact_set(self, uin: int) -> ContactNames:
         s = self._contacts.get(uin)
         if s is None:
-            s = self._contacts[uin] = await self.store.contacts_of(uin)
+            s = self._contacts[uin] = ContactNames(await self.store.contacts_of(uin))
         return s
 
     async def is_contact(self, uin: int, name: str) -> bool:
