@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.synckey import KEY_MSG, SyncKey
-from wxnet.sync.accounts import ContactNames
+from wxnet.sync.accounts import BoundedCache, ContactNames
 from wxnet.sync.engine import Engine, EngineConfig
 from wxnet.sync.passwords import hash_password
 from wxnet.sync.sqlite_store import SQLiteStore
@@ -95,3 +95,44 @@ def test_a_page_cache_too_small_is_refused(kib: int) -> None:
     )
     with pytest.raises(ConfigError, match="page_cache_kib"):
         _validate(cfg)
+
+
+def test_a_bounded_cache_drops_its_oldest_entries() -> None:
+    c: BoundedCache[int, int] = BoundedCache(16)
+    for i in range(100):
+        c[i] = i
+        assert len(c) <= 16
+    assert c[99] == 99 and 0 not in c and c.evicted == 100 - len(c)
+
+
+async def test_small_caches_change_no_answer(tmp_path: Path) -> None:
+    cfg = EngineConfig(durability="NORMAL", contacts="open", cache_entries=2)
+    engine = Engine(tmp_path / "var", cfg)
+    await engine.start()
+    try:
+        names = [f"user{i}" for i in range(6)]
+        for name in names:
+            await engine.store.create_account(name, PW_HASH, name, engine.now())
+        sessions = [await engine.login(n, "secret1", f"{n}-phone", "phone") for n in names]
+        for s in sessions[1:]:
+            await engine.add_contact(sessions[0], s.user_name)
+        for s in sessions:  # every session, contact list and name is read again
+            assert await engine.session(s.sid, s.uin) == s
+            assert await engine.lookup(s.user_name) == s.uin
+            assert await engine.account(s.uin) == (s.user_name, s.user_name)
+        assert [c.user_name for c in await engine.contacts(sessions[0])] == names[1:]
+        for s in sessions[1:]:
+            assert await engine.is_contact(s.uin, "user0")
+            assert not await engine.is_contact(s.uin, s.user_name)
+            res = await engine.send(s, [_text("user0", s.uin)])
+            assert res[0].ret == 0
+        key = (await engine.newinit(sessions[0])).key
+        for s in sessions:  # the commit marks of devices dropped from the cache
+            engine.commit(s, key if s is sessions[0] else (await engine.newinit(s)).key)
+        engine.commit(sessions[0], key)
+        await engine.store.flush()
+        assert await engine.committed_key(sessions[0].uin, "user0-phone") == key
+        assert all(len(c) <= 2 for c in engine.caches().values())
+        assert engine.caches()["sessions"].evicted > 0
+    finally:
+        engine.close()

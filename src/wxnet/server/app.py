@@ -134,6 +134,11 @@ class Server:
         ):
             self.metrics.gauge(f"wxnet_sync_{stat}", what, self._store_stat(stat))
         self.metrics.gauge(
+            "wxnet_engine_cache_entries",
+            "Entries in the engine's in-memory caches, all together ([sync] cache_entries each).",
+            lambda: float(sum(len(c) for c in self.engine.caches().values())),
+        )
+        self.metrics.gauge(
             "wxnet_sqlite_memory_bytes",
             "Memory SQLite holds in this process (page caches, statements; NaN: unknown).",
             lambda: float("nan") if (m := sqlite_memory_used()) is None else float(m),

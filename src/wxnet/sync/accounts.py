@@ -10,7 +10,9 @@ import sys
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet
@@ -41,6 +43,31 @@ from wxnet.sync.store import (
     session_key_hash,
 )
 from wxnet.sync.throttle import LoginThrottle
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedCache(dict[K, V]):
+    """A dict of at most ``cap`` entries, for the engine's caches: storing one more
+    drops the oldest-stored eighth (amortised O(1)). Only for caches whose misses read
+    the store again, so what it drops changes no answer."""
+
+    __slots__ = ("cap", "evicted")
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = max(1, cap)
+        #: entries dropped so far
+        self.evicted = 0
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.cap:
+            old = list(islice(iter(self), max(1, self.cap // 8)))
+            for k in old:
+                del self[k]
+            self.evicted += len(old)
 
 
 class ContactNames:
@@ -111,13 +138,17 @@ class EngineBase:
         #: server pushes the small ones, cmd 122)
         self.on_entries: Callable[[list[tuple[int, int, int, bytes]]], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Caches of what rarely changes (filled lazily; updated by our own writes).
-        self._sessions: dict[str, Session] = {}
-        self._uin_by_name: dict[str, int] = {}
-        self._account: dict[int, tuple[str, str]] = {}  # uin -> (user_name, nick)
-        self._contacts: dict[int, ContactNames] = {}
-        self._rooms: dict[str, RoomRow] = {}
-        self._committed: dict[tuple[int, str], bytes] = {}
+        # Caches of what rarely changes (filled lazily; updated by our own writes), each
+        # of at most cache_entries entries (a miss reads the store).
+        cap = self.config.cache_entries
+        self._sessions: BoundedCache[str, Session] = BoundedCache(cap)
+        self._uin_by_name: BoundedCache[str, int] = BoundedCache(cap)
+        self._account: BoundedCache[int, tuple[str, str]] = BoundedCache(cap)  # (name, nick)
+        self._contacts: BoundedCache[int, ContactNames] = BoundedCache(cap)
+        self._rooms: BoundedCache[str, RoomRow] = BoundedCache(cap)
+        #: the last committed key written per device (so an unchanged one is not
+        #: written again; a dropped one is written once more)
+        self._committed: BoundedCache[tuple[int, str], bytes] = BoundedCache(cap)
         c = self.config
         self.throttle = LoginThrottle(
             c.login_failures_per_account_address,
@@ -164,7 +195,24 @@ class EngineBase:
                 "",
                 lambda: {"": self.stats["sessions_evicted"]},
             ),
+            (
+                "wxnet_engine_cache_dropped_total",
+                "Entries the engine's in-memory caches dropped at [sync] cache_entries.",
+                "cache",
+                lambda: {name: c.evicted for name, c in self.caches().items()},
+            ),
         ]
+
+    def caches(self) -> dict[str, BoundedCache[object, object]]:
+        """The engine's in-memory caches by name (for /metrics)."""
+        return {
+            "sessions": self._sessions,  # type: ignore[dict-item]
+            "user_names": self._uin_by_name,  # type: ignore[dict-item]
+            "accounts": self._account,  # type: ignore[dict-item]
+            "contacts": self._contacts,  # type: ignore[dict-item]
+            "groups": self._rooms,  # type: ignore[dict-item]
+            "committed_keys": self._committed,  # type: ignore[dict-item]
+        }
 
     def _published(self, ch: Changes) -> None:
         if ch.entries and self.on_entries is not None:
