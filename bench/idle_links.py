@@ -194,7 +194,12 @@ async def measure(
             after = srv.rss_kib()
             metrics = {
                 m: srv.metric(m)
-                for m in ("wxnet_identified_links", "wxnet_sync_tail_bytes", "wxnet_messages")
+                for m in (
+                    "wxnet_identified_links",
+                    "wxnet_messages_total",
+                    "wxnet_sync_tail_bytes",
+                    "wxnet_sqlite_memory_bytes",
+                )
             }
         finally:
             for u in links:
@@ -252,7 +257,8 @@ def _print(row: dict[str, Any]) -> None:
         extra = (
             f", RSS {row['rss_before_kib']} -> {row['rss_after_kib']} KiB, set-up"
             f" {row['setup_s']} s, server CPU {row['server_cpu_s']} s, tail"
-            f" {row['wxnet_sync_tail_bytes']:.0f} B, load {row['load']:.2f}"
+            f" {row['wxnet_sync_tail_bytes']:.0f} B, SQLite"
+            f" {row['wxnet_sqlite_memory_bytes']:.0f} B, load {row['load']:.2f}"
         )
     print(
         f"N={row['n']} round {row['round']} {row['build']}: {row['bytes_per_link']:,.0f} B"
