@@ -1,7 +1,7 @@
 """Scale-out benchmark (issue 13), run by hand:
 
     .venv/bin/python -m bench.scale_bench [--pairs 50] [--messages 20000] [--rounds 2]
-        [--rate 2000] [--rate-messages 10000]
+        [--rate 2000] [--rate-messages 10000] [--compare DIR]
 
 Durable 1:1 delivery (ack after commit, recipient synced; bench.loadgen) flat out, on
 ``wxnet serve`` with the embedded SQLite store (the baseline), with the PostgreSQL store
@@ -16,7 +16,9 @@ The login queue is raised (``login_queue``) so that the 2 x pairs logins at once
 queued, not refused; the wxnet CPU is that of the timed span (logins excluded), the
 PostgreSQL and Redis CPU that of the whole run (their share of the logins included).
 PostgreSQL and Redis are private servers started here from the Debian packages (as the
-tests do); results are printed as Markdown for docs/benchmarks.md.
+tests do); results are printed as Markdown for docs/benchmarks.md. ``--compare DIR``
+adds, in every round, the one-worker PostgreSQL run of the checkout in DIR (its ``src``
+on the server's PYTHONPATH, the same database schema) as the "before" of this tree's.
 """
 
 from __future__ import annotations
@@ -80,12 +82,17 @@ async def pg_users(dsn: str, data: Path, names: list[str]) -> None:
 
 
 KINDS = ("sqlite", "pg1", "pg2")
+BASE = "pg1-base"  # --compare: the other checkout's one-worker PostgreSQL server
 LABELS = {
     "sqlite": "SQLite, 1 process",
     "pg1": "PostgreSQL + Redis, 1 worker",
     "pg2": "PostgreSQL + Redis, 2 workers",
+    BASE: "PostgreSQL + Redis, 1 worker, before (--compare)",
     "mqtt": "Mosquitto, MQTT QoS 1",
 }
+#: seconds for a server's banner: two workers each start Python and connect to both
+#: engines, which took over 30 s on a loaded machine
+START_TIMEOUT = 120.0
 
 
 async def one_run(
@@ -99,7 +106,10 @@ async def one_run(
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         names = [f"{p}{i}" for p in ("lgs", "lgr") for i in range(args.pairs)]
-        extra = '[sync]\ndurability = "FULL"\nlogin_queue = 1000\nlogin_workers = 2\n'
+        extra = (
+            '[sync]\ndurability = "FULL"\nlogin_queue = 1000\nlogin_workers = 2\n'
+            'contacts = "open"\n'  # server_proc gives only this tree --contacts open
+        )
         if kind == "sqlite":
             loadgen.create_users(data, names, PW)
         else:
@@ -111,7 +121,8 @@ async def one_run(
                 f'[store]\nkind = "postgres"\ndsn = "{dsn}"\npool_size = 10\n'
                 f'[bus]\nkind = "redis"\nurl = "{redis.url}"\n'
             )
-        with server_proc(data, extra).start() as srv:
+        src = args.compare if kind == BASE else None
+        with server_proc(data, extra, src).start(START_TIMEOUT) as srv:
             pg0, rd0 = cluster_cpu(pg), redis_cpu(redis)
             res = await loadgen.run_load(
                 "127.0.0.1", srv.long_port, args.pairs, messages, rate=rate,
@@ -169,11 +180,12 @@ async def main_async(args: argparse.Namespace) -> None:
     pg.start()
     redis = RedisServer()
     redis.start()
-    runs: dict[str, list[dict[str, float]]] = {k: [] for k in (*KINDS, "mqtt")}
+    kinds = (*KINDS, BASE) if args.compare else KINDS
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in (*kinds, "mqtt")}
     paced: dict[str, dict[str, float]] = {}
     try:
         for _ in range(args.rounds):
-            for kind in KINDS:  # alternate A/B/C
+            for kind in kinds:  # alternate A/B/C
                 runs[kind].append(_shown(kind, await one_run(kind, pg, redis, args)))
             runs["mqtt"].append(_shown("mqtt", await mqtt_run(args)))
         for kind in KINDS:
@@ -200,7 +212,7 @@ async def main_async(args: argparse.Namespace) -> None:
         " Redis CPU-s / 10k | lost / dups |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
-    for k in (*KINDS, "mqtt"):
+    for k in (*kinds, "mqtt"):
         m = med[k]
         eng = k.startswith("pg")
         pgc, rdc = (f"{m['pg']:.2f}", f"{m['redis']:.2f}") if eng else ("-", "-")
@@ -212,6 +224,9 @@ async def main_async(args: argparse.Namespace) -> None:
     engines = med["pg2"]["pg"] + med["pg2"]["redis"]
     print(f"\nwxnet CPU per delivery, PostgreSQL 1 worker / SQLite: {p1 / sq:.2f} (target <= 1.3)")
     print(f"wxnet CPU per delivery, 2 workers / 1 worker: {p2 / p1:.2f} (target <= 1.2)")
+    if args.compare:
+        b = med[BASE]["wxnet"]
+        print(f"wxnet CPU per delivery, PostgreSQL 1 worker, this tree / before: {p1 / b:.2f}")
     print(
         f"PostgreSQL + Redis per 10k with 2 workers: {engines:.2f} s vs wxnet {p2:.2f} s "
         "(target: less)"
@@ -240,6 +255,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rate", type=float, default=2000.0)
     ap.add_argument("--rate-messages", type=int, default=10_000)
+    ap.add_argument("--compare", metavar="DIR", help="also the PostgreSQL server of checkout DIR")
     args = ap.parse_args()
     asyncio.run(main_async(args))
 

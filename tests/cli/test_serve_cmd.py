@@ -14,6 +14,7 @@ from wxnet.cli.common import IO
 from wxnet.cli.main import run
 from wxnet.cli.serve_cmd import banner, command_path
 from wxnet.server.config import ServerConfig, load_config
+from wxnet.sync.schema import SCHEMA_VERSION
 
 
 def test_the_default_is_this_machine_only() -> None:
@@ -68,7 +69,7 @@ def test_check_config_changes_nothing(tmp_path: Path) -> None:
     assert run(["store", "init", "--data", str(data)], IO(out, err)) == 0
     out = io.StringIO()
     assert run(["serve", "--check-config", "--data", str(data)], IO(out, err)) == 0
-    assert "schema 1" in out.getvalue()
+    assert f"schema {SCHEMA_VERSION}" in out.getvalue()
 
 
 def test_check_config_finds_what_would_stop_the_start(tmp_path: Path) -> None:

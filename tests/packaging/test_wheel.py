@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from wxnet import __version__
+from wxnet.sync.schema import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 60.0
@@ -125,7 +126,12 @@ def test_serve_runs_from_the_installed_package(venv: Path, tmp_path: Path) -> No
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{base}/healthz", timeout=WAIT) as r:
             health = json.loads(r.read())
-        assert health == {"status": "ok", "version": __version__, "schema": 1, "pid": proc.pid}
+        assert health == {
+            "status": "ok",
+            "version": __version__,
+            "schema": SCHEMA_VERSION,
+            "pid": proc.pid,
+        }
         with urllib.request.urlopen(f"{base}/", timeout=WAIT) as r:  # the static web page
             assert r.status == 200 and b"<html" in r.read().lower()
     finally:

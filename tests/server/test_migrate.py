@@ -23,6 +23,7 @@ from wxnet.server.app import start_server
 from wxnet.server.config import ServerConfig, StoreConfig
 from wxnet.sync.engine import Engine
 from wxnet.sync.migrate import MigrateError, Progress, migrate, verify
+from wxnet.sync.pg_schema import SCHEMA_VERSION
 from wxnet.sync.store import WebSessionRow
 
 
@@ -150,6 +151,6 @@ def test_store_init_and_version_for_postgres(pg_dsn: str, tmp_path: Path) -> Non
     rc, out, _ = store("init")
     assert rc == 0 and "created store postgresql://" in out
     rc, out, _ = store("init")
-    assert rc == 0 and "exists (schema 1)" in out
+    assert rc == 0 and f"exists (schema {SCHEMA_VERSION})" in out
     rc, out, _ = store("version")
-    assert rc == 0 and out.strip().endswith("schema 1")
+    assert rc == 0 and out.strip().endswith(f"schema {SCHEMA_VERSION}")

@@ -16,6 +16,7 @@ import pytest
 from tests.engines import PostgresServer, free_port
 from tests.server.test_messaging import *  # noqa: F403  (the same tests, on PostgreSQL)
 from tests.server.wire import Device
+from wxnet._compat import wait_for
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.server.app import Server, start_server
@@ -205,7 +206,7 @@ async def test_postgres_restart_under_load_exactly_once(
                 while not pred():
                     await asyncio.sleep(0.01)  # the senders' progress, checked (as test_durability)
 
-            await asyncio.wait_for(poll(), 60)
+            await wait_for(poll(), 60)
 
         workers = [asyncio.ensure_future(sender(w)) for w in range(4)]
         await until(lambda: len(acked) >= 100)
@@ -227,3 +228,59 @@ async def test_postgres_restart_under_load_exactly_once(
         await b.close()
     finally:
         await srv.close()
+
+
+async def test_log_tail_of_one_process_never_hides_another_process_s_entries(pg_dsn: str) -> None:
+    """Two stores on one database (two processes): each answers newsyncs from its log
+    tail only when the tail reaches the head PostgreSQL has; the entries it publishes
+    carry the seqs PostgreSQL gave them (duplicates skipped), and a read always returns
+    what a store with no tail at all returns."""
+    from wxnet.sync.engine import profile_item
+    from wxnet.sync.pg_store import PostgresStore
+    from wxnet.sync.store import Append, Changes, NewMessage
+
+    def msg(cid: str, rcpts: list[int]) -> NewMessage:
+        return NewMessage(cid, "bob", 1, None, rcpts, lambda mid, ct: f"{cid}:{mid}".encode())
+
+    seen: list[Changes] = []
+    a = PostgresStore(dsn=pg_dsn, profile_item=profile_item)
+    b = PostgresStore(dsn=pg_dsn, profile_item=profile_item)
+    plain = PostgresStore(dsn=pg_dsn, profile_item=profile_item, tail_items=0)
+    await a.start(seen.append)
+    await b.start(lambda _ch: None)
+    await plain.start(lambda _ch: None)
+    try:
+        alice = await a.create_account("alice", "x", "Alice", 1)
+        bob = await a.create_account("bob", "x", "Bob", 1)
+        both = [alice, bob]
+
+        async def read(st: PostgresStore, after: int) -> list[tuple[int, int, bytes]]:
+            await st.head(bob, 2, fresh=True)  # as newsync does first
+            items, _ = await st.read_log(bob, [(2, after)], 100, 1 << 20)
+            return items
+
+        # one group: two messages and a duplicate of the first, then a retry of it
+        await asyncio.gather(
+            a.store_messages(alice, [msg("c1", both), msg("c2", both)], 2),
+            a.store_messages(alice, [msg("c1", both)], 2),
+        )
+        await a.store_messages(alice, [msg("c1", both), msg("c3", both)], 3)
+        await a.append([Append([bob], 2, b"appended")])
+        entries = [e for ch in seen for e in ch.entries if e[0] == bob]
+        truth = await read(plain, 0)
+        assert [(k, s, body) for _, k, s, body in entries] == truth
+        assert [body.split(b":")[0] for _, _, body in truth] == [b"c1", b"c2", b"c3", b"appended"]
+        hits = a.tail.hits
+        assert await read(a, 1) == truth[1:] and a.tail.hits == hits + 1  # from the tail
+        # the other process appends: the tail no longer reaches the head, PostgreSQL answers
+        await b.store_messages(alice, [msg("b1", both)], 4)
+        misses = a.tail.misses
+        assert await read(a, 1) == (await read(plain, 1)) and a.tail.misses == misses + 1
+        assert (await read(a, 1))[-1][2].startswith(b"b1:")
+        # and after this process writes again, still nothing is skipped
+        await a.store_messages(alice, [msg("c4", both)], 5)
+        for after in range(6):
+            assert await read(a, after) == await read(plain, after)
+    finally:
+        for st in (a, b, plain):
+            await st.aclose()

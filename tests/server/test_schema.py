@@ -127,3 +127,22 @@ def test_a_foreign_database_is_not_a_store(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"not sqlite at all" * 100)
     with pytest.raises(SchemaError, match="not an SQLite database"):
         read_schema_version(tmp_path / "junk.db")
+
+
+def test_a_schema_1_store_gets_the_shared_tables(tmp_path: Path) -> None:
+    """Schema 2 added the tables every worker shares (QR logins, web uploads): a store
+    written before them is migrated in place and keeps its rows."""
+    path = tmp_path / "wxnet.db"
+    conn = connect(path)
+    init_schema(conn)
+    conn.executescript(
+        "DROP TABLE qr_logins; DROP TABLE web_uploads;"
+        "INSERT INTO accounts (user_name, nick_name, pw_hash, created) VALUES ('a','A','h',1);"
+    )
+    conn.execute("UPDATE meta SET v='1' WHERE k='schema_version'")
+    conn.commit()
+    assert init_schema(conn) == 2
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"qr_logins", "web_uploads"} <= tables
+    assert conn.execute("SELECT count(*) FROM accounts").fetchone()[0] == 1
+    conn.close()

@@ -17,6 +17,7 @@ from wxnet.proto.newgetdns import parse_newgetdns
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import ServerConfig
+from wxnet.sync.schema import SCHEMA_VERSION
 
 
 def url(server: Server) -> str:
@@ -102,7 +103,7 @@ async def test_http_errors(server: Server) -> None:
             assert await r.json() == {
                 "status": "ok",
                 "version": __version__,
-                "schema": 1,
+                "schema": SCHEMA_VERSION,
                 "pid": os.getpid(),  # the process that answered (in-process server here)
             }
 

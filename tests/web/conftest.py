@@ -22,7 +22,10 @@ from wxnet.proto.syncdriver import Page, SyncCall, SyncDriver, drive
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import ServerConfig
 from wxnet.server.web.api import WEB_API_KEY, WebApi
-from wxnet.sync.engine import EngineConfig
+from wxnet.sync.engine import EngineConfig, profile_item
+from wxnet.sync.pg_store import PostgresStore
+from wxnet.sync.sqlite_store import SQLiteStore
+from wxnet.sync.store import Store
 
 R = TypeVar("R", bound=Message)
 CGI = "/cgi-bin/mmwebwx-bin"
@@ -334,3 +337,20 @@ class WebClient:
                             return found
 
         return await asyncio.wait_for(loop(), WAIT)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def web_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A real store of each kind, empty (what the web side keeps: QR logins, uploads)."""
+    st: Store
+    if request.param == "sqlite":
+        st = SQLiteStore(tmp_path / "wxnet.db", "NORMAL", profile_item=profile_item)
+    else:
+        st = PostgresStore(
+            request.getfixturevalue("pg_server").new_database(), profile_item=profile_item
+        )
+    await st.start(lambda _ch: None)
+    try:
+        yield st
+    finally:
+        await st.aclose()

@@ -1,14 +1,17 @@
-"""The web side's bounds as pure policies (fake clock), the spool's quotas and expiry,
+"""The web side's bounds as pure policies (fake clock), the spool's quotas and expiry
+(on both stores, shared by two spools as by two processes),
 the cross-site rule, and hypothesis over every JSON handler of a running server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +20,9 @@ from tests.web.test_bad_input import JSON_ENDPOINTS
 from wxnet.server.app import Server
 from wxnet.server.web import csrf
 from wxnet.server.web.config import WebConfig
-from wxnet.server.web.limits import FairPending, RateLimiter, address_key
-from wxnet.server.web.spool import SpoolFull, SpoolTooLarge, WebSpool
+from wxnet.server.web.limits import RateLimiter, address_key
+from wxnet.server.web.spool import SpoolFull, SpoolTooLarge, Upload, WebSpool
+from wxnet.sync.store import Store
 
 T0 = 1_700_000_000.0
 
@@ -31,6 +35,8 @@ def test_rate_limiter_buckets() -> None:
     assert lim.allow("b", T0) and lim.allow("c", T0)  # "a" forgotten: the oldest key
     assert len(lim) == 2 and lim.allow("a", T0 + 2)  # back with a full bucket
     assert lim.refused == 2
+    assert lim.take("b", T0) == 0.0 and lim.take("b", T0) == 0.0
+    assert lim.take("b", T0) == 0.0 and lim.take("b", T0) == 2.0  # its wait, nothing taken
 
 
 def test_address_key() -> None:
@@ -39,44 +45,6 @@ def test_address_key() -> None:
     assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
     assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
     assert address_key("x" * 500) == "x" * 64
-
-
-def test_fair_pending_evicts_the_heaviest_first() -> None:
-    fair = FairPending(limit=6, per_address=3)
-    for i in range(5):
-        assert fair.make_room("flood") == ([f"f{i - 3}"] if i >= 3 else [])
-        fair.add(f"f{i}", "flood")
-    assert fair.make_room("user") == []
-    fair.add("u0", "user")
-    assert len(fair) == 4
-    for i in range(3):  # a second flooder: room comes from the heavier holders first
-        gone = fair.make_room(f"other{i}")
-        fair.add(f"o{i}", f"other{i}")
-        assert "u0" not in gone
-    assert fair.held_by("user") == 1 and len(fair) == 6
-    # when every address holds one, one of them goes: a newcomer still gets in
-    for i in range(10):
-        assert len(fair.make_room(f"late{i}")) == 1
-        fair.add(f"l{i}", f"late{i}")
-        assert fair.held_by(f"late{i}") == 1 and len(fair) == 6
-    fair.discard("u0")
-    fair.discard("nope")
-    assert fair.held_by("user") == 0
-
-
-@given(st.lists(st.tuples(st.sampled_from("abcde"), st.booleans()), max_size=200))
-def test_fair_pending_never_over_its_caps(ops: list[tuple[str, bool]]) -> None:
-    fair = FairPending(limit=7, per_address=3)
-    n = 0
-    for addr, drop in ops:
-        if drop and fair.held_by(addr):
-            fair.discard(next(i for i in fair._owner if fair._owner[i] == addr))
-        else:
-            fair.make_room(addr)
-            fair.add(f"i{n}", addr)
-            n += 1
-        assert len(fair) <= 7 and all(fair.held_by(a) <= 3 for a in "abcde")
-        assert sum(fair.held_by(a) for a in "abcde") == len(fair)
 
 
 def test_cross_site_rule() -> None:
@@ -105,47 +73,62 @@ def test_cross_site_rule() -> None:
     assert csrf.check("POST", h, None, None, "multipart/form-data; b=1", upload) is None
 
 
-def test_spool_quotas_and_expiry(tmp_path: Path) -> None:
+async def test_spool_quotas_and_expiry(tmp_path: Path, web_store: Store) -> None:
     cfg = WebConfig(max_pending_uploads=2, uploads_per_account=3, upload_ttl=60.0)
-    spool = WebSpool(tmp_path / "spool", cfg)
+    spool = WebSpool(tmp_path / "spool", cfg, web_store)
+    other = WebSpool(tmp_path / "spool", cfg, web_store)  # another process, same spool
 
-    def chunk(up_key: str, sid: str, data: bytes, now: float = T0) -> None:
-        up = spool.upload_for(sid, 1, up_key, len(data), 1, now)
+    async def chunk(up_key: str, sid: str, data: bytes, now: float = T0) -> Upload:
+        up = await spool.upload_for(sid, 1, up_key, len(data), 1, now)
         path, fd = spool.open_temp()
-        import os
-
         os.write(fd, data)
         os.close(fd)
         spool.charge(1, len(data))
-        spool.commit_chunk(up, 0, path, len(data))
+        return await spool.commit_chunk(up, 0, path, len(data))
 
-    chunk("a", "s1", b"x" * 10)
-    chunk("b", "s1", b"y" * 10)
-    try:
-        spool.upload_for("s1", 1, "c", 10, 1, T0)
-        raise AssertionError("a third upload of the session")
-    except SpoolFull as exc:
-        assert "session" in str(exc)
-    chunk("c", "s2", b"z" * 10)
-    try:
-        spool.upload_for("s2", 1, "d", 10, 1, T0)
-        raise AssertionError("a fourth upload of the account")
-    except SpoolFull as exc:
-        assert "account" in str(exc)
-    a = spool.uploads_of(sid="s1")[0]
-    a.sent = True  # a sent upload makes room
-    spool.upload_for("s1", 1, "e", 10, 1, T0 + 1)
-    assert spool.account_bytes(1) == 20
-    try:
-        spool.upload_for("s3", 2, "big", cfg.max_upload + 1, 1, T0)
-        raise AssertionError("over max_upload")
-    except SpoolTooLarge:
-        pass
-    assert spool.sweep(T0 + 30) == 0
-    assert spool.sweep(T0 + 30, alive={"s1"}) == 1  # s2's session ended
-    assert spool.sweep(T0 + 61) == 2
-    assert len(spool) == 0 and spool.total_bytes == 0
+    a = await chunk("a", "s1", b"x" * 10)
+    await chunk("b", "s1", b"y" * 10)
+    with pytest.raises(SpoolFull, match="session"):
+        await other.upload_for("s1", 1, "c", 10, 1, T0)  # a third upload of the session
+    await chunk("c", "s2", b"z" * 10)
+    with pytest.raises(SpoolFull, match="account"):
+        await other.upload_for("s2", 1, "d", 10, 1, T0)  # a fourth of the account
+    found = await other.finished("s1", a.media_id)
+    assert found is not None and b"".join(found.read()) == b"x" * 10
+    assert await other.finished("s2", a.media_id) is None  # another session's
+    await other.mark_sent(found)  # a sent upload makes room
+    await other.upload_for("s1", 1, "e", 10, 1, T0 + 1)
+    assert await spool.stored_bytes(1) == 20 and spool.inflight(1) == 0
+    with pytest.raises(SpoolTooLarge):
+        await spool.upload_for("s3", 2, "big", cfg.max_upload + 1, 1, T0)
+
+    async def alive(uin: int, sid: str) -> bool:
+        return sid == "s1"
+
+    assert await spool.sweep(T0 + 30) == 0
+    assert await spool.sweep(T0 + 30, alive) == 1  # s2's session ended
+    assert await other.sweep(T0 + 62) == 2
+    assert len(other) == 0 and other.total_bytes == 0
     assert list((tmp_path / "spool").iterdir()) == []
+
+
+async def test_chunks_of_one_upload_through_two_processes(tmp_path: Path, web_store: Store) -> None:
+    """Chunks that land on different processes make one upload, finished by the last
+    one whichever process takes it."""
+    cfg = WebConfig()
+    a, b = (WebSpool(tmp_path / "spool", cfg, web_store) for _ in range(2))
+    parts = [os.urandom(1000), os.urandom(1000), os.urandom(500)]
+    total = sum(map(len, parts))
+    for i, (spool, part) in enumerate(zip((a, b, a), parts, strict=True)):
+        up = await spool.upload_for("s1", 1, "file:2500", total, 3, T0)
+        path, fd = spool.open_temp()
+        os.write(fd, part)
+        os.close(fd)
+        spool.charge(1, len(part))
+        up = await spool.commit_chunk(up, i, path, len(part))
+        assert up.row.done == (i == 2)
+    done = await b.finished("s1", up.media_id)
+    assert done is not None and b"".join(done.read()) == b"".join(parts)
 
 
 def json_values() -> st.SearchStrategy[Any]:

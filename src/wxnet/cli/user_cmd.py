@@ -1,4 +1,5 @@
-"""``wxnet user add|list``: manage accounts in the store (also while the server runs).
+"""``wxnet user add|list``: manage accounts in the store (also while the server runs); with
+``--config`` naming a PostgreSQL store, in that store.
 
 The store must exist (``wxnet serve`` or ``wxnet store init`` creates it): a ``--data``
 that holds none is refused with the directory named, not given a new empty store.
@@ -43,6 +44,11 @@ def register(sub: Any) -> None:
     a.set_defaults(func=cmd_add)
     ls = usub.add_parser("list", help="list accounts")
     ls.add_argument("--data", type=Path, default=Path("var"), help="data directory (default ./var)")
+    ls.add_argument(
+        "--config",
+        type=Path,
+        help='the server\'s TOML file: with [store] kind = "postgres" the accounts are read there',
+    )
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(func=cmd_list)
 
@@ -111,7 +117,33 @@ def cmd_add(args: argparse.Namespace, io: IO) -> int:
     return ExitStatus.OK
 
 
+#: Accounts read from PostgreSQL per round trip by ``wxnet user list``.
+LIST_PAGE = 1000
+
+
+async def _list_shared(args: argparse.Namespace, io: IO) -> None:
+    """Print every account of the configured shared store, a page at a time."""
+    from wxnet.sync.pg_store import PostgresStore
+
+    sc = _store_config(args.config)
+    store = PostgresStore(sc.dsn, profile_item=profile_item, min_size=1, max_size=1)
+    try:
+        await store.start(lambda _ch: None)
+        after = 0
+        while page := await store.list_accounts(after, LIST_PAGE):
+            for a in page:
+                _print_account(args, io, a.uin, a.user_name, a.nick_name, a.created)
+            after = page[-1].uin
+    except MMError as exc:
+        raise UsageError(exc.message) from None
+    finally:
+        await store.aclose()
+
+
 def cmd_list(args: argparse.Namespace, io: IO) -> int:
+    if args.config is not None and _store_config(args.config).kind == "postgres":
+        asyncio.run(_list_shared(args, io))
+        return ExitStatus.OK
     conn = _open(args.data)
     try:
         rows = conn.execute(
@@ -120,8 +152,14 @@ def cmd_list(args: argparse.Namespace, io: IO) -> int:
     finally:
         conn.close()
     for uin, name, nick, created in rows:
-        if args.json:
-            io.json({"uin": uin, "user_name": name, "nick_name": nick, "created": created})
-        else:
-            io.print(f"{uin:>8}  {name:<32} {nick}")
+        _print_account(args, io, uin, name, nick, created)
     return ExitStatus.OK
+
+
+def _print_account(
+    args: argparse.Namespace, io: IO, uin: int, name: str, nick: str, created: int
+) -> None:
+    if args.json:
+        io.json({"uin": uin, "user_name": name, "nick_name": nick, "created": created})
+    else:
+        io.print(f"{uin:>8}  {name:<32} {nick}")

@@ -24,8 +24,7 @@ Every error wxnet raises on purpose derives from :class:`WxnetError`::
     ├── BadRequest                    wxnet.server.dispatch: a body that does not decode
     └── QrLoginError                  wxnet.server.web.login: a QR login cannot go on
         ├── QrLoginUnknown            no such (or an expired) uuid
-        ├── QrLoginRefused            scanned by another account, or already approved
-        └── QrLoginsFull              too many QR logins pending
+        └── QrLoginRefused            scanned by another account, or already approved
 
 A ``BaseResponse`` with ``ret != 0`` becomes an :class:`MMError` in one place,
 :meth:`MMError.from_base` (or :func:`check_base` for a whole response message).

@@ -29,6 +29,7 @@ from wxnet.sync.store import Store, session_key_hash
 
 if TYPE_CHECKING:
     from wxnet.server.bus import RedisBus
+    from wxnet.server.ratelimit import SharedCounters
 
 __all__ = ["Server", "make_store", "start_server", "store_description"]
 
@@ -41,8 +42,15 @@ def make_store(config: ServerConfig) -> Store | None:
     if sc.kind == "postgres":
         from wxnet.sync.pg_store import PostgresStore
 
+        sync = config.sync
         return PostgresStore(
-            sc.dsn, profile_item=profile_item, max_size=sc.pool_size, timeout=sc.timeout
+            sc.dsn,
+            profile_item=profile_item,
+            max_size=sc.pool_size,
+            timeout=sc.timeout,
+            tail_items=sync.tail_items,
+            tail_bytes=sync.tail_bytes,
+            tail_total_bytes=sync.tail_total_bytes,
         )
     return None
 
@@ -62,9 +70,14 @@ class Server:
         )
         self.engine.on_entries = self.notifier.stage
         self.bus: RedisBus | None = None
+        #: the rate limits every process counts together (Redis), with a bus
+        self.shared_counters: SharedCounters | None = None
         if config.bus.kind == "redis":
             from wxnet.server.bus import RedisBus
+            from wxnet.server.ratelimit import SharedCounters, SharedLoginThrottle
 
+            self.shared_counters = SharedCounters(config.bus.url)
+            self.engine.throttle = SharedLoginThrottle(self.engine.throttle, self.shared_counters)
             self.bus = RedisBus(config.bus.url, self.notifier.deliver, config.bus.shards)
             self.notifier.bus = self.bus
             self.notifier.remote_listeners.append(self.engine.forget)
@@ -173,6 +186,14 @@ class Server:
         )
         for name, help_, label, fn in self.engine.limit_counters():
             self.metrics.counter_fn(name, help_, label, fn)
+        counters = self.shared_counters
+        if counters is not None:
+            self.metrics.counter_fn(
+                "wxnet_shared_limits_fallback_total",
+                "Rate-limit checks counted per process because Redis did not answer, by limit.",
+                "limit",
+                lambda: counters.fallbacks,
+            )
 
         uploads = self.dispatcher.uploads
         self.metrics.counter_fn(
@@ -302,6 +323,8 @@ class Server:
             await srv.wait_closed()
         if self.bus is not None:
             await self.bus.close()
+        if self.shared_counters is not None:
+            await self.shared_counters.close()
         await self.engine.aclose()
 
 

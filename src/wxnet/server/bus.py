@@ -32,10 +32,13 @@ from redis.exceptions import RedisError
 
 from wxnet.proto.errors import MMError, MMRet
 
-__all__ = ["ENDS", "BusUnavailable", "RedisBus"]
+__all__ = ["ENDS", "LOGINS", "BusUnavailable", "RedisBus"]
 
 #: The channel of ended sessions (every process follows it).
 ENDS = "wxnet:end"
+#: The channel of changed QR logins (every process follows it: one message per scan,
+#: approval or eviction, so that a login poll held by any process wakes).
+LOGINS = "wxnet:qr"
 
 log = logging.getLogger("wxnet.bus")
 
@@ -58,8 +61,11 @@ class RedisBus:
         self.deliver = deliver
         #: called with (uin, session key hash) of a session another process ended
         self.ended: Callable[[int, str], None] | None = None
+        #: called with the key of a QR login another process changed
+        self.login_changed: Callable[[str], None] | None = None
         self.shards = shards
         self.origin = secrets.token_hex(6)  # our own publishes come back: skip them
+        self._own = f"{self.origin} ".encode()
         self._held: dict[int, int] = {}  # uin -> holders here
         self._shard_uins: dict[int, int] = {}  # shard -> held accounts in it
         self._redis: aioredis.Redis | None = None
@@ -170,12 +176,16 @@ class RedisBus:
         """Tell every process that a session ended (logout, eviction)."""
         self._spawn(self._publish_end(f"{self.origin} {uin}:{key_hash}"))
 
-    async def _publish_end(self, text: str) -> None:
+    def publish_login(self, key: str) -> None:
+        """Tell every process that QR login ``key`` changed (its polls wake)."""
+        self._spawn(self._publish_end(f"{self.origin} {key}", LOGINS))
+
+    async def _publish_end(self, text: str, channel: str = ENDS) -> None:
         if self._redis is None:
             return
         for attempt in (1, 2):
             try:
-                await self._redis.publish(ENDS, text)
+                await self._redis.publish(channel, text)
                 self.stats["published"] += 1
                 return
             except (RedisError, OSError) as exc:
@@ -206,7 +216,10 @@ class RedisBus:
         ps = self._redis.pubsub()
         try:
             await ps.subscribe(
-                f"wxnet:p:{self.origin}", ENDS, *(self.channel(s) for s in self._shard_uins)
+                f"wxnet:p:{self.origin}",
+                ENDS,
+                LOGINS,
+                *(self.channel(s) for s in self._shard_uins),
             )
         except BaseException:
             with contextlib.suppress(RedisError, OSError):
@@ -232,6 +245,8 @@ class RedisBus:
                         ch = msg["channel"]
                         if ch in (ENDS, ENDS.encode()):
                             self._on_end(msg["data"])
+                        elif ch in (LOGINS, LOGINS.encode()):
+                            self._on_login(msg["data"])
                         else:
                             self._on_message(msg["data"])
                     elif kind in ("subscribe", "unsubscribe"):
@@ -263,11 +278,19 @@ class RedisBus:
         self.stats["received"] += 1
         self.ended(int(u), key_hash)
 
-    def _on_message(self, data: bytes | str) -> None:
+    def _on_login(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data
-        origin, _, rest = text.partition(" ")
-        if origin == self.origin:
-            return
+        origin, _, key = text.partition(" ")
+        if origin != self.origin and key and self.login_changed is not None:
+            self.stats["received"] += 1
+            self.login_changed(key)
+
+    def _on_message(self, data: bytes | str) -> None:
+        raw = data if isinstance(data, bytes) else data.encode()
+        if raw.startswith(self._own):
+            return  # our own publish, back from a shard we follow: nothing to decode
+        text = raw.decode()
+        _, _, rest = text.partition(" ")
         self.stats["received"] += 1
         news: dict[int, int] = {}
         for part in rest.split():

@@ -127,10 +127,10 @@ class EngineBase:
             tail_total_bytes=self.config.tail_total_bytes,
             page_cache_kib=self.config.page_cache_kib,
         )
-        #: the SQLite store's log tail, which a device's commit trims (LogTail.committed)
-        self._tail: LogTail | None = (
-            self.store.tail if isinstance(self.store, SQLiteStore) else None
-        )
+        #: the store's log tail (both stores have one), which a device's commit trims
+        #: (LogTail.committed)
+        tail = getattr(self.store, "tail", None)
+        self._tail: LogTail | None = tail if isinstance(tail, LogTail) else None
         self.clock = clock
         self.on_news = on_news
         #: called just before ``on_news`` with the entries the write appended, (uin, key,
@@ -300,7 +300,7 @@ class EngineBase:
             held = await self._live_session(session_key)
             trusted = held is not None and held.user_name == user_name
         if not trusted:
-            wait = self.throttle.retry_after(user_name, peer, now)
+            wait = await self.throttle.check(user_name, peer, now)
             if wait > 0:
                 raise MMError(
                     MMRet.ERR_FREQ_LIMITED,
@@ -310,11 +310,11 @@ class EngineBase:
         ok = acc is not None and await self.passwords.run(verify_password, acc.pw_hash, password)
         if not ok or acc is None:
             if not trusted:
-                self.throttle.failed(user_name, peer, now)
+                await self.throttle.record_failure(user_name, peer, now)
             if acc is None:
                 raise MMError(MMRet.ERR_NOUSER, f"no user {user_name!r}")
             raise MMError(MMRet.ERR_PASSWORD, "wrong password")
-        self.throttle.succeeded(user_name, peer)
+        await self.throttle.record_success(user_name, peer)
         return await self.create_session(acc.uin, device_id, device_name or device_id)
 
     async def create_session(

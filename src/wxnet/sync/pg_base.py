@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import SELECTOR_BITS
+from wxnet.sync.logtail import LogTail
 from wxnet.sync.pg_schema import DDL, ID_BLOCK, SCHEMA_VERSION
 from wxnet.sync.schema import StoreTooNew
 from wxnet.sync.sqlite_store import FIRST_MSG_ID
@@ -114,13 +115,46 @@ class _Arrays:
         return (*self.m, self.i_key, self.i_body, self.i_msg, self.f_item, self.f_uin)
 
 
-def _changes(rows: Sequence[Any]) -> Changes:
+async def _keep_session(_conn: asyncpg.Connection[Any]) -> None:
+    """The pool's reset of a released connection, which by default is one more round
+    trip per use (``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``,
+    11 % of a loaded server's samples): this store never changes a session's state (no
+    SET, LISTEN, cursor or session-level advisory lock; its one advisory lock is
+    transaction-scoped), so there is nothing to reset. An open transaction is still rolled
+    back by asyncpg before this is called."""
+
+
+def _changes(rows: Sequence[Any], arr: _Arrays, dup: Sequence[bool] = ()) -> Changes:
+    """The heads and news ``wx_commit`` returned, and the entries it appended: their seqs
+    are not sent back (that would be one more row per entry to send and decode) but follow
+    from the heads, since ``wx_commit`` numbers a log's new entries old head + 1, + 2, ...
+    in fan-out order. ``dup[i]``: message ``i + 1`` of the call was a duplicate (its item
+    was not stored)."""
     ch = Changes()
+    heads = ch.heads
     for r in rows:
         if r[0] == 1:
             uin, key, seq = int(r[1]), int(r[2]), int(r[3])
-            ch.heads[(uin, key)] = seq
+            heads[(uin, key)] = seq
             ch.news[uin] = ch.news.get(uin, 0) | SELECTOR_BITS[key]
+    if not heads:
+        return ch
+    i_key, i_body, i_msg = arr.i_key, arr.i_body, arr.i_msg
+    fan: list[tuple[int, int, bytes]] = []
+    count: dict[tuple[int, int], int] = {}
+    for item, uin in zip(arr.f_item, arr.f_uin, strict=True):
+        m = i_msg[item - 1]
+        if m and dup[m - 1]:
+            continue
+        hk = (uin, i_key[item - 1])
+        count[hk] = count.get(hk, 0) + 1
+        fan.append((uin, hk[1], i_body[item - 1]))
+    nxt = {hk: heads[hk] - n for hk, n in count.items()}  # the heads before this call
+    entries = ch.entries
+    for uin, key, body in fan:
+        seq = nxt[(uin, key)] + 1
+        nxt[(uin, key)] = seq
+        entries.append((uin, key, seq, body))
     return ch
 
 
@@ -136,8 +170,12 @@ class PostgresBase:
         min_size: int = 2,
         max_size: int = 10,
         timeout: float = 10.0,
+        tail_items: int = 32,
+        tail_bytes: int = 16 * 1024,
+        tail_total_bytes: int = 32 << 20,
     ) -> None:
         self.dsn = dsn
+        self.tail = LogTail(tail_items, tail_bytes, tail_total_bytes)
         self._profile_item = profile_item
         self._min, self._max, self._timeout = min_size, max_size, timeout
         self._pool: asyncpg.Pool | None = None
@@ -170,6 +208,7 @@ class PostgresBase:
                 max_size=self._max,
                 timeout=self._timeout,
                 command_timeout=self._timeout * 3,
+                reset=_keep_session,
             )
         except _START_ERRORS as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {connect_error(exc)}") from None
@@ -242,7 +281,15 @@ class PostgresBase:
         return self._schema_version
 
     def statistics(self) -> dict[str, int]:
-        return {"commits": self.groups, "writes": self.writes}
+        return {
+            "commits": self.groups,
+            "writes": self.writes,
+            "tail_hits": self.tail.hits,
+            "tail_misses": self.tail.misses,
+            "tail_bytes": self.tail.bytes,
+            "tail_logs": len(self.tail),
+            "tail_trimmed": self.tail.trimmed,
+        }
 
     # ---------------------------------------------------------------- plumbing
     @contextlib.asynccontextmanager
@@ -268,6 +315,8 @@ class PostgresBase:
             await c.execute(sql, *args)
 
     def _apply(self, ch: Changes) -> None:
+        if ch.entries:
+            self.tail.add(ch.entries)
         for (uin, key), seq in ch.heads.items():
             hs = self._heads.get(uin)
             if hs is not None and seq > hs.get(key, 0):
@@ -283,7 +332,7 @@ class PostgresBase:
         async with self._conn() as c, c.transaction():
             await fn(c)
             rows = await c.fetch(_COMMIT_SQL, *arr.args()) if appends else []
-        ch = _changes(rows)
+        ch = _changes(rows, arr)
         self._apply(ch)
         return ch
 
@@ -339,7 +388,7 @@ class PostgresBase:
         self.groups += 1
         self.writes += len(group)
         outcome = {int(r[1]): (int(r[2]), int(r[3]), bool(r[4])) for r in rows if r[0] == 0}
-        self._apply(_changes(rows))
+        self._apply(_changes(rows, arr, [outcome[i + 1][2] for i in range(len(outcome))]))
         for job, first, count in slots:
             if not job.future.done():
                 job.future.set_result([outcome[first + k] for k in range(count)])

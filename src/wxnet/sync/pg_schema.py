@@ -16,7 +16,7 @@ from __future__ import annotations
 
 __all__ = ["DDL", "ID_BLOCK", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Message ids are handed out in blocks of this many per process (seqsvr-style steps).
 ID_BLOCK = 1024
@@ -195,4 +195,38 @@ BEGIN
     SELECT 1, grown.uin, grown.key::bigint, grown.seq, 0::bigint FROM grown;
 END
 $fn$;
+
+-- Schema 2: QR logins and web uploads' metadata, shared by every worker and node
+-- (sync/shared.py); an older store is labelled 2 once it has them.
+CREATE TABLE IF NOT EXISTS qr_logins (
+    key text PRIMARY KEY,
+    created double precision NOT NULL,
+    expires double precision NOT NULL,
+    state text NOT NULL,
+    uin bigint NOT NULL,
+    ticket text NOT NULL,
+    version int NOT NULL,
+    user_agent text NOT NULL,
+    address text NOT NULL,
+    holder text NOT NULL,
+    push_uuid text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS qr_logins_holder ON qr_logins(holder, created);
+CREATE INDEX IF NOT EXISTS qr_logins_uin ON qr_logins(uin);
+CREATE TABLE IF NOT EXISTS web_uploads (
+    media_id text PRIMARY KEY,
+    sid_key text NOT NULL,
+    uin bigint NOT NULL,
+    ident text NOT NULL,
+    total bigint NOT NULL,
+    chunks int NOT NULL,
+    sizes jsonb NOT NULL,
+    spooled bigint NOT NULL,
+    created double precision NOT NULL,
+    done boolean NOT NULL,
+    sent boolean NOT NULL
+);
+CREATE INDEX IF NOT EXISTS web_uploads_uin ON web_uploads(uin, created);
+CREATE INDEX IF NOT EXISTS web_uploads_sid ON web_uploads(sid_key, ident);
+UPDATE meta SET v = '2' WHERE k = 'schema_version' AND v::int < 2;
 """

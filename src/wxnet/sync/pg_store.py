@@ -35,6 +35,7 @@ from wxnet.sync.pg_base import (
     connect_error,
     log,
 )
+from wxnet.sync.pg_shared import PostgresShared
 from wxnet.sync.store import (
     Append,
     Item,
@@ -51,13 +52,17 @@ if TYPE_CHECKING:
 __all__ = ["MAX_GROUP", "PostgresStore", "StoreUnavailable", "connect_error"]
 
 
-class PostgresStore(PostgresBase):
+class PostgresStore(PostgresShared, PostgresBase):
     """Args:
     dsn: a libpq connection URI (``postgresql://user@host:port/db``).
     profile_item: builds the first profile log item of a new account from
         (uin, name, nick).
     min_size, max_size: the connection pool's bounds.
     timeout: seconds for connecting and for any one statement.
+    tail_items, tail_bytes, tail_total_bytes: bounds of the in-memory log tail
+        (:class:`wxnet.sync.logtail.LogTail`), filled with what this process's own
+        commits appended; a newsync it can answer whole up to the head just read from
+        PostgreSQL needs no log read.
     """
 
     # ---------------------------------------------------------------- logs
@@ -78,7 +83,26 @@ class PostgresStore(PostgresBase):
     async def read_log(
         self, uin: int, after: Sequence[tuple[int, int]], max_items: int, max_bytes: int
     ) -> tuple[list[Item], list[int]]:
-        keys = [k for k, _ in after]
+        window = SyncWindow(max_items, max_bytes)
+        todo: list[tuple[int, int]] = []  # keys the tail cannot serve, in order
+        tail = self.tail
+        heads = self._heads.get(uin)
+        for key, seq in after:
+            # the ring must reach this loop turn's head read from PostgreSQL: entries
+            # another process appended are not in it, and then PostgreSQL answers
+            ring = None if heads is None or todo else tail.read(uin, key, seq, heads.get(key, 0))
+            if ring is None:
+                todo.append((key, seq))
+                continue
+            tail.hits += 1
+            window.take(key, ring, seq)
+        if not todo:
+            return window.items, window.more
+        tail.misses += len(todo)
+        if window.full():
+            window.more.extend(k for k, _ in todo)
+            return window.items, window.more
+        keys = [k for k, _ in todo]
         rows = await self._fetch(
             "SELECT k.key, l.seq, i.body FROM unnest($2::int[], $3::bigint[])"
             " WITH ORDINALITY AS k(key, after, o) CROSS JOIN LATERAL"
@@ -86,13 +110,12 @@ class PostgresStore(PostgresBase):
             "  ORDER BY seq LIMIT $4) l JOIN items i ON i.id=l.item ORDER BY k.o, l.seq",
             uin,
             keys,
-            [s for _, s in after],
-            max_items + 1,
+            [s for _, s in todo],
+            max_items - len(window.items) + 1,
         )
         by_key: dict[int, list[tuple[int, bytes]]] = {}
         for k, s, body in rows:
             by_key.setdefault(int(k), []).append((int(s), bytes(body)))
-        window = SyncWindow(max_items, max_bytes)
         for key in keys:
             window.take(key, by_key.get(key, ()))
         return window.items, window.more

@@ -29,10 +29,47 @@ __all__ = [
     "read_schema_version",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: MIGRATIONS[n]: the statements that turn a schema n-1 store into schema n.
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+#: Schema 2: QR logins and web uploads' metadata, shared by every worker and node
+#: (``sync/shared.py``).
+_SHARED_DDL = """
+CREATE TABLE IF NOT EXISTS qr_logins (
+    key TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    state TEXT NOT NULL,
+    uin INTEGER NOT NULL,
+    ticket TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    user_agent TEXT NOT NULL,
+    address TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    push_uuid TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS qr_logins_holder ON qr_logins(holder, created);
+CREATE INDEX IF NOT EXISTS qr_logins_uin ON qr_logins(uin);
+CREATE TABLE IF NOT EXISTS web_uploads (
+    media_id TEXT PRIMARY KEY,
+    sid_key TEXT NOT NULL,
+    uin INTEGER NOT NULL,
+    ident TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    chunks INTEGER NOT NULL,
+    sizes TEXT NOT NULL,
+    spooled INTEGER NOT NULL,
+    created REAL NOT NULL,
+    done INTEGER NOT NULL,
+    sent INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS web_uploads_uin ON web_uploads(uin, created);
+CREATE INDEX IF NOT EXISTS web_uploads_sid ON web_uploads(sid_key, ident);
+"""
+
+MIGRATIONS[2] = tuple(s.strip() for s in _SHARED_DDL.split(";") if s.strip())
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -136,6 +173,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     PRIMARY KEY (owner, client_id, kind)
 ) WITHOUT ROWID;
 """
+_DDL += _SHARED_DDL
 
 
 class SchemaError(RuntimeError):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from wxnet.sync.logtail import LogTail
 from wxnet.sync.sqlite_base import _MSG_COLS, FIRST_MSG_ID, SQLiteBase, insert_account
+from wxnet.sync.sqlite_shared import SQLiteShared
 from wxnet.sync.store import (
     Append,
     Changes,
@@ -28,7 +29,7 @@ from wxnet.sync.store import (
 __all__ = ["FIRST_MSG_ID", "LogTail", "SQLiteStore", "insert_account"]
 
 
-class SQLiteStore(SQLiteBase):
+class SQLiteStore(SQLiteShared, SQLiteBase):
     """Args:
         path: the database file (created, with its schema, if missing; an older store is
             migrated, a newer one refused: :func:`wxnet.sync.schema.init_schema`).

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple, dataclass, field
 from typing import Any, Protocol
 
+from wxnet.sync.shared import SharedState
+
 __all__ = [
     "Account",
     "Append",
@@ -213,7 +215,9 @@ class Changes:
     entries: list[tuple[int, int, int, bytes]] = field(default_factory=list)
 
 
-class Store(Protocol):
+class Store(SharedState, Protocol):
+    """(QR logins, web uploads and the account list: :class:`SharedState`.)"""
+
     async def start(self, publish: Callable[[Changes], None]) -> None: ...
 
     def close(self) -> None: ...

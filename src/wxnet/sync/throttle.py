@@ -46,7 +46,8 @@ class LoginThrottle:
         self.throttled = 0  # attempts refused (for /metrics)
 
     @staticmethod
-    def _keys(account: str, address: str) -> list[str]:
+    def keys(account: str, address: str) -> list[str]:
+        """The buckets an attempt counts in: (account, address), and the address."""
         return [f"p:{account}\0{address}", f"a:{address}"] if address else [f"p:{account}\0"]
 
     def _expire(self, b: _Bucket, now: float) -> None:
@@ -56,7 +57,7 @@ class LoginThrottle:
     def retry_after(self, account: str, address: str, now: float) -> float:
         """Seconds until ``address`` may try ``account`` again (0: it may now)."""
         wait = 0.0
-        for key in self._keys(account, address):
+        for key in self.keys(account, address):
             b = self._buckets.get(key)
             if b is None:
                 continue
@@ -69,7 +70,7 @@ class LoginThrottle:
 
     def failed(self, account: str, address: str, now: float) -> None:
         """Record a failed attempt."""
-        for key in self._keys(account, address):
+        for key in self.keys(account, address):
             b = self._buckets.pop(key, None) or _Bucket()
             self._buckets[key] = b  # re-inserted: the dict's order is least recent first
             self._expire(b, now)
@@ -85,4 +86,18 @@ class LoginThrottle:
 
     def succeeded(self, account: str, address: str) -> None:
         """A correct password from this address: forget its failures on this account."""
-        self._buckets.pop(self._keys(account, address)[0], None)
+        self._buckets.pop(self.keys(account, address)[0], None)
+
+    # The engine awaits these: a subclass may count in a store every process shares
+    # (wxnet.server.ratelimit.SharedLoginThrottle); here they are the methods above.
+    async def check(self, account: str, address: str, now: float) -> float:
+        """:meth:`retry_after`, awaited."""
+        return self.retry_after(account, address, now)
+
+    async def record_failure(self, account: str, address: str, now: float) -> None:
+        """:meth:`failed`, awaited."""
+        self.failed(account, address, now)
+
+    async def record_success(self, account: str, address: str) -> None:
+        """:meth:`succeeded`, awaited."""
+        self.succeeded(account, address)

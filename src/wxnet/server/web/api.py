@@ -31,6 +31,7 @@ from wxnet.server.web.handlers.rooms import RoomHandlers
 from wxnet.server.web.handlers.sync import SyncHandlers
 from wxnet.server.web.handlers.upload import UploadHandlers
 from wxnet.server.web.history import HistoryEndpoint
+from wxnet.server.web.login import WebStore
 
 __all__ = ["WEB_API_KEY", "SessionGone", "WebApi", "WebConfig", "WebError", "setup_web"]
 
@@ -56,14 +57,16 @@ WEB_API_KEY: web.AppKey[WebApi] = web.AppKey("wxnet_web_api")
 def setup_web(
     app: web.Application,
     backend: Backend,
+    store: WebStore,
     config: WebConfig | None = None,
     spool_dir: Path | None = None,
 ) -> WebApi:
     """Register the web API, the QR login and the web page on ``app``; returns the
     :class:`WebApi`, whose :meth:`WebApi.handle_scanqrcode` serves the ``scanqrcode`` CGI.
-    Uploads are spooled under ``spool_dir`` (emptied first; default: a new temporary
-    directory)."""
-    api = WebApi(backend, config, spool_dir=spool_dir)
+    Web sessions, QR logins and uploads' metadata are kept in ``store``; uploads' chunks
+    under ``spool_dir`` (default: a new temporary directory), shared by every process
+    of that store."""
+    api = WebApi(backend, store, config, spool_dir=spool_dir)
     app[WEB_API_KEY] = api
     app.on_startup.append(api.on_startup)
     app.on_shutdown.append(api.on_shutdown)

@@ -21,11 +21,12 @@ from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
 from wxnet.proto.syncdriver import Page, SyncDriver
 from wxnet.proto.synckey import SyncKey
+from wxnet.server.ratelimit import SharedRateLimiter
 from wxnet.server.web import csrf
 from wxnet.server.web.backend import Backend
 from wxnet.server.web.common import Handler, R, SessionGone, T, WebError, _base, _json, _read_all
 from wxnet.server.web.config import WebConfig
-from wxnet.server.web.limits import FairPending, RateLimiter
+from wxnet.server.web.limits import RateLimiter
 from wxnet.server.web.login import (
     QrLogin,
     QrLoginRefused,
@@ -33,6 +34,9 @@ from wxnet.server.web.login import (
     QrLoginUnknown,
     WebSession,
     WebSessions,
+    WebStore,
+    qr_key,
+    sid_key,
 )
 from wxnet.server.web.spool import Upload, WebSpool
 
@@ -50,6 +54,7 @@ class WebBase:
     def __init__(
         self,
         backend: Backend,
+        store: WebStore,
         config: WebConfig | None = None,
         clock: Callable[[], float] = time.time,
         spool_dir: Path | None = None,
@@ -57,48 +62,57 @@ class WebBase:
         self.backend = backend
         cfg = self.config = config or WebConfig()
         self.clock = clock
-        # scanned logins leave the fair table (their phone owns them), so the store of
-        # logins has room for them beyond the cap on pending ones
-        self.logins = QrLogins(ttl=cfg.qr_ttl, limit=2 * cfg.qr_max_pending)
-        self.sessions = WebSessions(ttl=cfg.session_ttl)
-        self.pending = FairPending(cfg.qr_max_pending, cfg.qr_pending_per_address)
-        self.jslogin_limit = RateLimiter(cfg.jslogin_rate, cfg.jslogin_burst)
-        self.qrcode_limit = RateLimiter(cfg.qrcode_rate, cfg.qrcode_burst)
-        self.push_limit = RateLimiter(cfg.push_login_rate, cfg.push_login_burst)
+        self.store = store
+        self.logins = QrLogins(store, cfg.qr_ttl, cfg.qr_max_pending, cfg.qr_pending_per_address)
+        self.sessions = WebSessions(ttl=cfg.session_ttl, store=store)
+        # counted in Redis when the server has a bus (setup_server_web), else here
+        self.jslogin_limit = SharedRateLimiter(
+            RateLimiter(cfg.jslogin_rate, cfg.jslogin_burst), "jslogin"
+        )
+        self.qrcode_limit = SharedRateLimiter(
+            RateLimiter(cfg.qrcode_rate, cfg.qrcode_burst), "qrcode"
+        )
+        self.push_limit = SharedRateLimiter(
+            RateLimiter(cfg.push_login_rate, cfg.push_login_burst), "push_login"
+        )
         self._qr_png: OrderedDict[str, bytes] = OrderedDict()
         if spool_dir is None:
             spool_dir = Path(tempfile.mkdtemp(prefix="wxnet-web-spool-"))
-        self.spool = WebSpool(spool_dir, cfg)
+        self.spool = WebSpool(spool_dir, cfg, store)
         #: refusals by the limit that bit (``wxnet_web_limited_total{limit}``)
         self.limited: dict[str, float] = {}
-        self._login_waiters: dict[str, asyncio.Event] = {}
-        self._reported: dict[str, int] = {}  # uuid -> login version the poll last reported
+        self._login_waiters: dict[str, asyncio.Event] = {}  # login key -> its polls' event
+        #: uuid -> login version the poll last reported (bounded: the oldest go first)
+        self._reported: OrderedDict[str, int] = OrderedDict()
+        #: tells the other processes that a login changed (the bus, with several)
+        self.publish_login: Callable[[str], None] | None = None
         self._polls: dict[str, int] = {}  # wxsid -> pending synccheck polls
         self.pending_polls = 0
         self._avatars: dict[str, bytes] = {}
-        #: uin -> uuid of its newest pending push login (webwxpushloginurl)
-        self._push: OrderedDict[int, str] = OrderedDict()
         self._holding: set[asyncio.Task[Any]] = set()  # long polls, cancelled on shutdown
 
-    def sweep(self) -> None:
-        """Forget expired QR logins (waking their polls), long-dead sessions, and uploads
-        past their lifetime or of sessions that ended."""
+    async def sweep(self) -> None:
+        """Forget expired QR logins, long-dead sessions, and uploads past their lifetime
+        or of sessions that ended."""
         now = self.clock()
-        for q in self.logins.expire(now):
-            self._forget_login(q.uuid)
+        await self.logins.expire(now)
         self.sessions.sweep(now)
-        alive = {
-            u.sid
-            for u in self.spool.uploads_of()
-            if (s := self.sessions.find(u.uin, u.sid, now)) is not None and s.alive
-        }
-        self.spool.sweep(now, alive)
+        await self.spool.sweep(now, self._session_alive)
+
+    async def _session_alive(self, uin: int, key: str) -> bool:
+        row = await self.store.web_session(key)
+        return row is not None and row.alive and row.uin == uin and row.expires > self.clock()
 
     def _forget_login(self, uuid: str) -> None:
         self._reported.pop(uuid, None)
         self._qr_png.pop(uuid, None)
-        self.pending.discard(uuid)
-        self._wake_login(uuid)
+        self._wake_login(qr_key(uuid), remote=False)  # every process sees the expiry itself
+
+    def _reported_version(self, uuid: str, version: int) -> None:
+        self._reported[uuid] = version
+        self._reported.move_to_end(uuid)
+        while len(self._reported) > 2 * self.config.qr_max_pending:
+            self._reported.popitem(last=False)
 
     def count(self, limit: str) -> None:
         """One more refusal by ``limit`` (a metric label)."""
@@ -107,11 +121,11 @@ class WebBase:
     async def _sweeper(self, interval: float = 30.0) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.sweep()
             try:
+                await self.sweep()
                 await self.sessions.sweep_store(self.clock())
             except MMError as exc:  # the store is down: sweep next time
-                log.warning("web sessions not swept: %s", exc.message)
+                log.warning("web state not swept: %s", exc.message)
 
     async def on_startup(self, _app: web.Application) -> None:
         self._sweep_task = asyncio.get_running_loop().create_task(self._sweeper())
@@ -132,18 +146,18 @@ class WebBase:
         return task
 
     # -- the phone side: scanqrcode --------------------------------------------------
-    def scan_qr(self, uin: int, uuid: str, confirm: bool) -> tuple[int, str, QrLogin | None]:
-        """A logged-in mobile device of ``uin`` scanned / approved web login ``uuid``.
+    async def scan_qr(self, uin: int, uuid: str, confirm: bool) -> tuple[int, str, QrLogin | None]:
+        """A logged-in mobile device of ``uin`` scanned / approved web login ``uuid``
+        (made by any process: the login is in the store).
 
         Returns ``(ret, err_msg, login)`` for the ScanQrResponse."""
         try:
-            q = self.logins.scan(uuid, uin, self.clock(), confirm=confirm)
+            q = await self.logins.scan(uuid, uin, self.clock(), confirm=confirm)
         except QrLoginUnknown:
             return MMRet.ERR_NOT_FOUND, "no such QR code (expired?)", None
         except QrLoginRefused as exc:
             return MMRet.ERR_NOT_ALLOWED, str(exc), None
-        self.pending.discard(uuid)  # a phone holds it now: no flood can evict it
-        self._wake_login(uuid)
+        self._wake_login(q.key)
         return 0, "", q
 
     async def handle_scanqrcode(self, uin: int, request: pb.ScanQrRequest) -> pb.ScanQrResponse:
@@ -153,22 +167,27 @@ class WebBase:
         uuid = request.uuid
         resp = pb.ScanQrResponse()
         if not uuid and request.push:
-            uuid = self._push.get(uin, "")
+            uuid = await self.logins.push_pending(uin, self.clock())
             if not uuid:
                 resp.base.ret = MMRet.ERR_NOT_FOUND
                 resp.base.err_msg = "no web login of this account waits for approval"
                 return resp
-        ret, msg, q = self.scan_qr(uin, uuid, request.confirm)
+        ret, msg, q = await self.scan_qr(uin, uuid, request.confirm)
         resp.base.ret = ret
         resp.base.err_msg = msg
         if q is not None:
             resp.uuid, resp.user_agent, resp.address = q.uuid, q.user_agent, q.address
-            if request.confirm and self._push.get(uin) == q.uuid:
-                del self._push[uin]
         return resp
 
-    def _wake_login(self, uuid: str) -> None:
-        ev = self._login_waiters.pop(uuid, None)
+    def _wake_login(self, key: str, *, remote: bool = True) -> None:
+        """Wake the polls of login ``key`` here and (``remote``) in every other process."""
+        self.wake_login_here(key)
+        if remote and self.publish_login is not None:
+            self.publish_login(key)
+
+    def wake_login_here(self, key: str) -> None:
+        """Login ``key`` changed (here, or in another process: the bus calls this)."""
+        ev = self._login_waiters.pop(key, None)
         if ev is not None:
             ev.set()
 
@@ -184,7 +203,7 @@ class WebBase:
         ret = resp.base.ret  # type: ignore[attr-defined]
         if ret == MMRet.ERR_SESSIONTIMEOUT:
             self.sessions.end(s.wxsid, self.clock())
-            self.spool.drop_session(s.wxsid)
+            await self.spool.drop_session(s.uin, sid_key(s.wxsid))
             await self.sessions.save(s)
             raise SessionGone("the account's session ended")
         if ret != 0:
@@ -219,7 +238,7 @@ class WebBase:
             pieces.close()
         if not msg_id:
             raise WebError(-1, not_stored)
-        up.sent = True
+        await self.spool.mark_sent(up)
         return msg_id
 
     async def _session(self, request: web.Request, body: dict[str, Any] | None) -> WebSession:

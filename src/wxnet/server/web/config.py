@@ -14,6 +14,7 @@ __all__ = ["WebConfig"]
 @dataclass(frozen=True, slots=True)
 class WebConfig:
     login_hold: float = 25.0  # login poll (< 60 s, as the clients wait); at most synccheck_max_wait
+    login_recheck: float = 5.0  # with a bus: a held login poll reads its login again this often
     synccheck_hold: float = 25.0  # synccheck (5.1: <= ~30 s); set from synccheck_max_wait
     qr_ttl: float = 300.0
     session_ttl: float = 7 * 86400.0

@@ -91,9 +91,18 @@ def setup_server_web(app: web.Application, server: Any, config: WebConfig | None
         config = dataclasses.replace(
             base, synccheck_hold=hold, login_hold=min(hold, base.login_hold)
         )
-    spool = Path(server.config.data) / "web-spool"
-    api = setup_web(app, DispatcherBackend(dispatcher, server.engine), config, spool)
-    api.sessions.store = server.engine.store  # web sessions outlive the process
+    spool = Path(server.config.data) / "web-spool"  # shared, as the media files are
+    # web sessions, QR logins and uploads' metadata in the store: any process serves them
+    store = server.engine.store
+    api = setup_web(app, DispatcherBackend(dispatcher, server.engine), store, config, spool)
+    bus = getattr(server, "bus", None)
+    counters = getattr(server, "shared_counters", None)
+    if bus is not None:  # a login changed here wakes its polls in every process
+        api.publish_login = bus.publish_login
+        bus.login_changed = api.wake_login_here
+    if counters is not None:  # the web's rate limits count in Redis, for every process
+        for lim in (api.jslogin_limit, api.qrcode_limit, api.push_limit):
+            lim.counters = counters
 
     async def scanqrcode(req: Any, sess: Session | None, _ctx: Any) -> pb.ScanQrResponse:
         assert sess is not None  # scanqrcode needs a session (commands table)
@@ -109,9 +118,17 @@ def setup_server_web(app: web.Application, server: Any, config: WebConfig | None
             "limit",
             lambda: api.limited,
         )
-        metrics.gauge("wxnet_qr_pending", "Pending QR logins.", lambda: len(api.logins))
         metrics.gauge(
-            "wxnet_web_spool_bytes", "Web upload bytes on disk.", lambda: api.spool.total_bytes
+            "wxnet_qr_pending",
+            "QR logins in the store (every process's; as of this process's last create or sweep).",
+            lambda: len(api.logins),
         )
-        metrics.gauge("wxnet_web_uploads", "Web uploads held.", lambda: len(api.spool))
+        metrics.gauge(
+            "wxnet_web_spool_bytes",
+            "Web upload bytes on disk (every process's; exact at each sweep).",
+            lambda: api.spool.total_bytes,
+        )
+        metrics.gauge(
+            "wxnet_web_uploads", "Web uploads held (every process's).", lambda: len(api.spool)
+        )
     return api

@@ -1,7 +1,10 @@
-"""QR logins and web sessions: the state, without I/O (time is passed in).
+"""QR logins and web sessions: their rules (time is passed in) and how they are kept in
+the server's store, so that every worker and node sees the same ones.
 
 A QR login goes ``WAITING -> SCANNED -> CONFIRMED -> USED``; any state may go to
-``EXPIRED``. Only a logged-in mobile device moves it (``scanqrcode``; docs/web.md, "Security"): the
+``EXPIRED``. Each change is a new version of the login, set in the store only if nobody
+changed it meanwhile (:meth:`QrLogins.scan`), so two processes never both approve one.
+Only a logged-in mobile device moves it (``scanqrcode``; docs/web.md, "Security"): the
 browser or web client merely reads it through the login poll. Confirming mints a one-time
 ``ticket``; exchanging that ticket at webwxnewloginpage creates the :class:`WebSession`.
 
@@ -12,6 +15,7 @@ needed to authenticate, because real clients send junk in them (docs/web.md, "Se
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import secrets
@@ -20,6 +24,7 @@ from typing import Protocol
 
 from wxnet.proto.errors import WxnetError
 from wxnet.proto.web import is_token
+from wxnet.sync.shared import QrLoginRow, SharedState
 from wxnet.sync.store import WebSessionRow
 
 __all__ = [
@@ -29,11 +34,12 @@ __all__ = [
     "QrLoginRefused",
     "QrLoginUnknown",
     "QrLogins",
-    "QrLoginsFull",
     "WebSession",
     "WebSessionStore",
     "WebSessions",
+    "WebStore",
     "new_token",
+    "qr_key",
 ]
 
 
@@ -47,10 +53,6 @@ class QrLoginUnknown(QrLoginError):
 
 class QrLoginRefused(QrLoginError):
     """Another account scanned the code, or it was already approved."""
-
-
-class QrLoginsFull(QrLoginError):
-    """Too many QR logins are pending."""
 
 
 def new_token(nbytes: int = 16) -> str:
@@ -82,6 +84,12 @@ class QrLogin:
     user_agent: str = ""  # who asked for it (jslogin's User-Agent), shown to the phone
     address: str = ""  # and from where (the TCP peer)
     push: bool = False  # a push login (webwxpushloginurl): only ``uin`` may approve it
+    holder: str = ""  # the address key the fair caps count it against
+
+    @property
+    def key(self) -> str:
+        """What the store keys it by: the SHA-256 of the uuid (hex)."""
+        return qr_key(self.uuid)
 
     def poll_code(self, now: float) -> int:
         """The login-poll code of the current state."""
@@ -93,89 +101,136 @@ class QrLogin:
             return 200
         return 408
 
+    def scanned(self, uin: int, now: float, *, confirm: bool) -> QrLogin:
+        """The login after a mobile device of ``uin`` scanned (and with ``confirm``
+        approved) it: a new object, one version on (the store sets it if nobody changed
+        the login meanwhile).
 
-class QrLogins:
-    """Every pending QR login, bounded in number and lifetime."""
-
-    def __init__(self, ttl: float = 300.0, limit: int = 10_000) -> None:
-        self.ttl = ttl
-        self.limit = limit
-        self._by_uuid: dict[str, QrLogin] = {}
-        self._by_ticket: dict[str, QrLogin] = {}
-
-    def __len__(self) -> int:
-        return len(self._by_uuid)
-
-    def create(self, now: float) -> QrLogin:
-        """A new QR login. Raises QrLoginsFull when too many are pending."""
-        self.expire(now)
-        if len(self._by_uuid) >= self.limit:
-            raise QrLoginsFull("too many pending QR logins")
-        q = QrLogin(new_token(), now, now + self.ttl)
-        self._by_uuid[q.uuid] = q
-        return q
-
-    def get(self, uuid: str, now: float) -> QrLogin | None:
-        q = self._by_uuid.get(uuid)
-        if q is not None and now >= q.expires and q.state is not LoginState.EXPIRED:
-            q.state = LoginState.EXPIRED
-            q.version += 1
-        return q
-
-    def scan(self, uuid: str, uin: int, now: float, *, confirm: bool) -> QrLogin:
-        """A mobile device of ``uin`` scanned (and with ``confirm`` approved) ``uuid``.
-
-        Raises QrLoginUnknown for an unknown or expired uuid, QrLoginRefused if another
-        account already scanned it or it was already used."""
-        q = self.get(uuid, now)
-        if q is None or q.state is LoginState.EXPIRED:
-            raise QrLoginUnknown(f"no QR login {uuid[:40]!r} (expired?)")
-        if q.uin and q.uin != uin:
-            if q.push:
+        Raises:
+            QrLoginUnknown: the login expired.
+            QrLoginRefused: another account scanned it, it asks another account (a push
+                login), or it was already approved.
+        """
+        if self.state is LoginState.EXPIRED or now >= self.expires:
+            raise QrLoginUnknown(f"no QR login {self.uuid[:40]!r} (expired?)")
+        if self.uin and self.uin != uin:
+            if self.push:
                 raise QrLoginRefused("this login asks another account")
             raise QrLoginRefused("another account scanned this code")
-        if q.state in (LoginState.CONFIRMED, LoginState.USED):
+        if self.state in (LoginState.CONFIRMED, LoginState.USED):
             raise QrLoginRefused("this code was already approved")
-        q.uin = uin
-        if confirm:
-            q.state = LoginState.CONFIRMED
-            q.ticket = new_token()
-            self._by_ticket[q.ticket] = q
-        else:
-            q.state = LoginState.SCANNED
-        q.version += 1
-        return q
+        state = LoginState.CONFIRMED if confirm else LoginState.SCANNED
+        ticket = new_token() if confirm else ""
+        return dataclasses.replace(
+            self, state=state, uin=uin, ticket=ticket, version=self.version + 1
+        )
 
-    def redeem(self, ticket: str, uuid: str, now: float) -> int | None:
-        """Exchange a confirmed login's ticket (once) for the approving uin."""
-        q = self._by_ticket.pop(ticket, None)
-        if q is None or q.uuid != uuid or q.state is not LoginState.CONFIRMED:
+    def row(self) -> QrLoginRow:
+        """The login as the store keeps it: keyed by the uuid's hash, ticket sealed."""
+        return QrLoginRow(
+            self.key, self.created, self.expires, self.state.value, self.uin,
+            seal(self.uuid, "qr ticket", self.ticket) if self.ticket else "", self.version,
+            self.user_agent, self.address, self.holder, self.uuid if self.push else "",
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, uuid: str, r: QrLoginRow) -> QrLogin:
+        """The login of ``uuid`` from its stored row (the uuid unseals the ticket)."""
+        return cls(
+            uuid, r.created, r.expires, LoginState(r.state), r.uin,
+            unseal(uuid, "qr ticket", r.ticket) if r.ticket else "", r.version,
+            r.user_agent, r.address, bool(r.push_uuid), r.holder,
+        )  # fmt: skip
+
+
+def qr_key(uuid: str) -> str:
+    return hashlib.sha256(b"wxnet qr\0" + uuid.encode()).hexdigest()
+
+
+class QrLogins:
+    """Every pending QR login, in the store (any process polls, scans and redeems a
+    login another one made), bounded in number and lifetime.
+
+    Args:
+        store: where the logins are (the server's store).
+        ttl: a login's lifetime (``[web] qr_ttl``).
+        max_pending: waiting logins in all (``qr_max_pending``); scanned ones do not
+            count (their phone holds them), and the rows in all are bounded by twice it.
+        per_address: waiting logins one address key holds (``qr_pending_per_address``).
+    """
+
+    def __init__(
+        self, store: SharedState, ttl: float = 300.0, max_pending: int = 10_000,
+        per_address: int = 16,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.ttl = ttl
+        self.max_pending = max_pending
+        self.per_address = max(1, per_address)
+        self.held = 0  # rows in the store at the last create or sweep (a gauge)
+
+    def __len__(self) -> int:
+        return self.held
+
+    async def create(
+        self, now: float, holder: str = "", *, user_agent: str = "", address: str = "",
+        push_uin: int = 0,
+    ) -> tuple[QrLogin | None, list[str]]:  # fmt: skip
+        """A new QR login held for ``holder``, and the keys of the logins evicted to make
+        room for it (their polls see 400); None when only scanned logins are left."""
+        q = QrLogin(new_token(), now, now + self.ttl, user_agent=user_agent, address=address,
+                    uin=push_uin, push=bool(push_uin), holder=holder)  # fmt: skip
+        ok, gone = await self.store.qr_login_create(
+            q.row(), self.per_address, self.max_pending, 2 * self.max_pending
+        )
+        self.held = max(0, self.held + int(ok) - len(gone))
+        return (q if ok else None), gone
+
+    async def get(self, uuid: str, now: float) -> QrLogin | None:
+        """The login (EXPIRED once past its lifetime), or None: unknown or swept."""
+        if not is_token(uuid):
             return None
+        r = await self.store.qr_login(qr_key(uuid))
+        if r is None:
+            return None
+        q = QrLogin.from_row(uuid, r)
         if now >= q.expires:
             q.state = LoginState.EXPIRED
-            return None
-        q.state = LoginState.USED
-        q.version += 1
-        return q.uin
-
-    def discard(self, uuid: str) -> QrLogin | None:
-        """Forget a login now (a newer one needs its room); its polls see 400."""
-        q = self._by_uuid.pop(uuid, None)
-        if q is not None:
-            self._by_ticket.pop(q.ticket, None)
-            q.state = LoginState.EXPIRED
-            q.version += 1
         return q
 
-    def expire(self, now: float) -> list[QrLogin]:
-        """Drop logins past their lifetime; returns them (their waiters need waking)."""
-        gone = [q for q in self._by_uuid.values() if now >= q.expires]
-        for q in gone:
-            del self._by_uuid[q.uuid]
-            self._by_ticket.pop(q.ticket, None)
-            q.state = LoginState.EXPIRED
-            q.version += 1
-        return gone
+    async def scan(self, uuid: str, uin: int, now: float, *, confirm: bool) -> QrLogin:
+        """A mobile device of ``uin`` scanned (and with ``confirm`` approved) ``uuid``:
+        the change is set in the store only if no other process changed the login
+        meanwhile (then it is read and judged again).
+
+        Raises:
+            QrLoginUnknown: an unknown or expired uuid.
+            QrLoginRefused: see :meth:`QrLogin.scanned`.
+        """
+        for _ in range(4):
+            q = await self.get(uuid, now)
+            if q is None:
+                raise QrLoginUnknown(f"no QR login {uuid[:40]!r} (expired?)")
+            new = q.scanned(uin, now, confirm=confirm)
+            if await self.store.qr_login_update(new.row(), q.version):
+                return new
+        raise QrLoginRefused("this code is being scanned elsewhere; scan it again")
+
+    async def redeem(self, ticket: str, uuid: str, now: float) -> int | None:
+        """Exchange a confirmed login's ticket (once) for the approving uin."""
+        if not (is_token(ticket) and is_token(uuid)):
+            return None
+        return await self.store.qr_login_redeem(qr_key(uuid), seal(uuid, "qr ticket", ticket), now)
+
+    async def push_pending(self, uin: int, now: float) -> str:
+        """The uuid of the account's newest push login waiting for approval ("")."""
+        return await self.store.qr_login_push(uin, now)
+
+    async def expire(self, now: float) -> int:
+        """Delete logins past their lifetime (their polls see 400); returns how many
+        are left in the store."""
+        self.held = await self.store.drop_qr_logins(now)
+        return self.held
 
 
 @dataclass(slots=True)
@@ -208,6 +263,10 @@ class WebSessionStore(Protocol):
     async def save_web_session(self, row: WebSessionRow) -> None: ...
     async def web_session(self, key: str) -> WebSessionRow | None: ...
     async def drop_web_sessions(self, before: float) -> int: ...
+
+
+class WebStore(SharedState, WebSessionStore, Protocol):
+    """All the web side keeps in the server's store: web sessions, QR logins, uploads."""
 
 
 #: Prefix of the store key of a browser's login (:meth:`WebSessions.remember_browser`):

@@ -24,7 +24,7 @@ from wxnet.proto.errors import MMError, MMRet
 from wxnet.server.web.common import WebError, _client_msg_id, _q
 from wxnet.server.web.convert import msg_id_of_media
 from wxnet.server.web.handlers.media import MediaHandlers, _msg_id_param
-from wxnet.server.web.login import WebSession
+from wxnet.server.web.login import WebSession, sid_key
 from wxnet.server.web.spool import Upload
 
 __all__ = ["FileHandlers"]
@@ -44,8 +44,12 @@ class FileHandlers(MediaHandlers):
     """The handlers (a mixin of :class:`~wxnet.server.web.api.WebApi`, as the others
     are); downloads share :class:`MediaHandlers`' session check."""
 
-    def _upload(self, s: WebSession, media_id: object) -> Upload:
-        up = self.spool.finished(s.wxsid, media_id) if isinstance(media_id, str) else None
+    async def _upload(self, s: WebSession, media_id: object) -> Upload:
+        up = (
+            await self.spool.finished(sid_key(s.wxsid), media_id)
+            if isinstance(media_id, str)
+            else None
+        )
         if up is None:
             raise WebError(int(MMRet.ERR_NOT_FOUND), "no uploaded media with this MediaId")
         return up
@@ -64,7 +68,7 @@ class FileHandlers(MediaHandlers):
             raise WebError(-1, "Content must be an <appmsg> with a <title> and <totallen>")
         if info.app_type != mediaxml.APP_FILE:
             raise WebError(-1, f"AppMsgType {info.app_type} is not served (only 6, a file)")
-        up = self._upload(s, msg.get("MediaId") or info.attach_id)
+        up = await self._upload(s, msg.get("MediaId") or info.attach_id)
         name = info.name.replace("/", "_").replace("\\", "_")
         cmid = _client_msg_id(msg)
         s.remember_sent(cmid)
@@ -91,7 +95,7 @@ class FileHandlers(MediaHandlers):
         the server's placeholder is the video's."""
         msg = self._msg(body)
         to = self._target(s, msg.get("ToUserName"))
-        up = self._upload(s, msg.get("MediaId"))
+        up = await self._upload(s, msg.get("MediaId"))
         cmid = _client_msg_id(msg)
         s.remember_sent(cmid)
 

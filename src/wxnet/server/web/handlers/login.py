@@ -13,11 +13,12 @@ from aiohttp import web
 from wxnet._compat import wait_for
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMError
 from wxnet.server.web import csrf
 from wxnet.server.web.base import WebBase
 from wxnet.server.web.common import _CGI, WebError, _js, _q
 from wxnet.server.web.limits import address_key
-from wxnet.server.web.login import LoginState, QrLogin, QrLoginsFull, new_token
+from wxnet.server.web.login import LoginState, QrLogin, new_token, sid_key
 
 log = logging.getLogger(__name__)
 
@@ -27,57 +28,62 @@ class LoginHandlers(WebBase):
     async def jslogin(self, request: web.Request) -> web.StreamResponse:
         """A new QR login: rate-limited per address; an address holds at most
         ``qr_pending_per_address``, and at the global cap the heaviest holder's oldest
-        login makes room, so a flood cannot keep a browser from getting a code."""
+        login makes room, so a flood cannot keep a browser from getting a code (the
+        logins and their caps are in the store: every process counts the same)."""
         now = self.clock()
         addr = address_key(request.remote or "")
-        if not self.jslogin_limit.allow(addr, now):
+        wait = await self.jslogin_limit.take(addr, now)
+        if wait:
             self.count("jslogin_rate")
-            return _too_many(
-                'window.QRLogin.code = 429; window.QRLogin.uuid = "";',
-                self.jslogin_limit.retry_after(addr),
-            )
-        q = self._new_login(request, addr, now)
+            return _too_many('window.QRLogin.code = 429; window.QRLogin.uuid = "";', wait)
+        try:
+            q = await self._new_login(request, addr, now)
+        except MMError as exc:
+            log.warning("no QR login: %s", exc.message)
+            q = None
         if q is None:
             return _js('window.QRLogin.code = 500; window.QRLogin.uuid = "";')
         return _js(wp.encode_qrlogin(200, q.uuid))
 
-    def _new_login(self, request: web.Request, addr: str, now: float) -> QrLogin | None:
+    async def _new_login(
+        self, request: web.Request, addr: str, now: float, push_uin: int = 0
+    ) -> QrLogin | None:
         """A new pending login held for ``addr`` (fairly, see :meth:`jslogin`), naming
         who asked; None when only scanned logins are left, all in use."""
-        for q in self.logins.expire(now):
-            self._forget_login(q.uuid)
-        for old in self.pending.make_room(addr):
+        q, evicted = await self.logins.create(
+            now, addr, user_agent=request.headers.get("User-Agent", "")[:256],
+            address=request.remote or "", push_uin=push_uin,
+        )  # fmt: skip
+        for key in evicted:
             self.count("qr_evicted")
-            self.logins.discard(old)
-            self._forget_login(old)
-        try:
-            q = self.logins.create(now)
-        except QrLoginsFull:
+            self._wake_login(key)
+        if q is None:
             self.count("qr_pending")
-            return None
-        self.pending.add(q.uuid, addr)
-        q.user_agent = request.headers.get("User-Agent", "")[:256]
-        q.address = request.remote or ""
         return q
 
     async def qrcode(self, request: web.Request) -> web.StreamResponse:
         """The QR image of a pending login: rendered once per uuid (cached), and
         rate-limited per address (rendering costs milliseconds of CPU)."""
         uuid = request.match_info["uuid"]
-        if self.logins.get(uuid, self.clock()) is None:
-            raise web.HTTPNotFound(text="no such QR code\n")
         png = self._qr_png.get(uuid)
         if png is not None:
             self._qr_png.move_to_end(uuid)
-        else:
-            addr = address_key(request.remote or "")
-            if not self.qrcode_limit.allow(addr, self.clock()):
-                self.count("qrcode_rate")
-                return _too_many("too many QR images\n", self.qrcode_limit.retry_after(addr))
-            png = _qr_png(self.qr_text(uuid))
-            self._qr_png[uuid] = png
-            while len(self._qr_png) > self.config.qrcode_cache:
-                self._qr_png.popitem(last=False)
+            return web.Response(body=png, content_type="image/png")
+        try:
+            known = await self.logins.get(uuid, self.clock())
+        except MMError as exc:
+            raise web.HTTPServiceUnavailable(text=exc.message + "\n") from None
+        if known is None:
+            raise web.HTTPNotFound(text="no such QR code\n")
+        addr = address_key(request.remote or "")
+        wait = await self.qrcode_limit.take(addr, self.clock())
+        if wait:
+            self.count("qrcode_rate")
+            return _too_many("too many QR images\n", wait)
+        png = _qr_png(self.qr_text(uuid))
+        self._qr_png[uuid] = png
+        while len(self._qr_png) > self.config.qrcode_cache:
+            self._qr_png.popitem(last=False)
         return web.Response(body=png, content_type="image/png")
 
     @staticmethod
@@ -87,27 +93,55 @@ class LoginHandlers(WebBase):
         return f"https://login.weixin.qq.com/l/{uuid}"
 
     async def login_poll(self, request: web.Request) -> web.StreamResponse:
+        """The login long poll: answers at once when the login changed since this
+        process last reported it, else holds until it changes (a scan on any process
+        wakes it: here directly, from another one over the bus), at most
+        ``login_hold``. With a bus, a held poll also reads the login again every
+        ``login_recheck`` seconds, in case the bus lost the wake-up."""
         uuid = _q(request, "uuid")
-        q = self.logins.get(uuid, self.clock())
+        try:
+            return await self._login_poll(request, uuid)
+        except MMError as exc:  # the store cannot be reached: the client polls again
+            log.warning("login poll: %s", exc.message)
+            return _js(wp.encode_login_poll(wp.LoginPoll(408)))
+
+    async def _login_poll(self, request: web.Request, uuid: str) -> web.StreamResponse:
+        q = await self.logins.get(uuid, self.clock())
         if q is None:
+            self._reported.pop(uuid, None)
             return _js(wp.encode_login_poll(wp.LoginPoll(400)))
-        if self._reported.get(uuid, 0) == q.version and q.state is not LoginState.CONFIRMED:
+        held = self._reported.get(uuid, 0) == q.version and q.state is not LoginState.CONFIRMED
+        if held and q.poll_code(self.clock()) != 400:
             self._hold()
-            ev = self._login_waiters.setdefault(uuid, asyncio.Event())
-            try:
-                await wait_for(ev.wait(), self.config.login_hold)
-            except TimeoutError:
-                pass
-            q = self.logins.get(uuid, self.clock()) or q
-            if self._reported.get(uuid, 0) == q.version:
-                return _js(wp.encode_login_poll(wp.LoginPoll(408)))
-        self._reported[uuid] = q.version
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max(0.0, min(self.config.login_hold, q.expires - self.clock()))
+            step = self.config.login_recheck if self.publish_login is not None else None
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    if q.poll_code(self.clock()) == 400:
+                        break  # it expired while held
+                    return _js(wp.encode_login_poll(wp.LoginPoll(408)))
+                ev = self._login_waiters.setdefault(q.key, asyncio.Event())
+                try:
+                    await wait_for(ev.wait(), left if step is None else min(left, step))
+                except TimeoutError:
+                    if step is None:
+                        continue  # no other process can change it: the deadline is here
+                now_q = await self.logins.get(uuid, self.clock())
+                if now_q is None:
+                    self._reported.pop(uuid, None)
+                    return _js(wp.encode_login_poll(wp.LoginPoll(400)))
+                q = now_q
+                if self._reported.get(uuid, 0) != q.version or q.poll_code(self.clock()) == 400:
+                    break
+        self._reported_version(uuid, q.version)
         return _js(wp.encode_login_poll(self._poll_answer(request, q)))
 
     def _poll_answer(self, request: web.Request, q: QrLogin) -> wp.LoginPoll:
         code = q.poll_code(self.clock())
         if code == 400:
-            self._reported.pop(q.uuid, None)
+            self._forget_login(q.uuid)
         if code != 200:
             return wp.LoginPoll(code)
         uri = (
@@ -118,7 +152,11 @@ class LoginHandlers(WebBase):
 
     async def newloginpage(self, request: web.Request) -> web.StreamResponse:
         ticket, uuid = _q(request, "ticket"), _q(request, "uuid")
-        uin = self.logins.redeem(ticket, uuid, self.clock()) if ticket and uuid else None
+        try:
+            uin = await self.logins.redeem(ticket, uuid, self.clock())
+        except MMError as exc:
+            log.warning("login page: %s", exc.message)
+            uin = None
         dev = await self.backend.open_device(uin, "web") if uin is not None else None
         if dev is None:
             fail = (
@@ -188,7 +226,7 @@ class LoginHandlers(WebBase):
                     status=403, text="log out with POST\n", content_type="text/plain"
                 )
         self.sessions.end(s.wxsid, self.clock())
-        self.spool.drop_session(s.wxsid)
+        await self.spool.drop_session(s.uin, sid_key(s.wxsid))
         await self.sessions.save(s)
         try:
             await self.backend.call("logout", self._based(s, pb.LogoutRequest()))

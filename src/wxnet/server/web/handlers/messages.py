@@ -10,7 +10,7 @@ from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMRet
 from wxnet.server.web.base import WebBase
 from wxnet.server.web.common import WebError, _client_msg_id
-from wxnet.server.web.login import WebSession
+from wxnet.server.web.login import WebSession, sid_key
 
 
 class MessageHandlers(WebBase):
@@ -50,7 +50,11 @@ class MessageHandlers(WebBase):
         msg = self._msg(body)
         to = self._target(s, msg.get("ToUserName"))
         media_id = msg.get("MediaId")
-        up = self.spool.finished(s.wxsid, media_id) if isinstance(media_id, str) else None
+        up = (
+            await self.spool.finished(sid_key(s.wxsid), media_id)
+            if isinstance(media_id, str)
+            else None
+        )
         if up is None:
             raise WebError(int(MMRet.ERR_NOT_FOUND), "no uploaded media with this MediaId")
         cmid = _client_msg_id(msg)

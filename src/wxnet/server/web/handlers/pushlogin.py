@@ -18,6 +18,7 @@ from aiohttp import web
 
 from wxnet.proto import web as wp
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.errors import MMError
 from wxnet.server.web.common import _json
 from wxnet.server.web.handlers.login import LoginHandlers
 from wxnet.server.web.limits import address_key
@@ -41,25 +42,23 @@ class PushLoginHandlers(LoginHandlers):
         uin = wp.parse_uin(request.query.get("uin"))
         if uin is None:
             return _answer(wp.RET_SESSION_REJECTED, "uin must be the account's number")
-        if not self.jslogin_limit.allow(addr, now):
+        if await self.jslogin_limit.take(addr, now):
             self.count("jslogin_rate")
             return _answer(-1, "too many logins from this address; retry later", status=429)
         ticket = request.cookies.get("webwx_auth_ticket", "")
-        if await self.sessions.browser_uin(ticket, now) != uin:
-            return _answer(
-                wp.RET_SESSION_REJECTED, "this browser was not logged in as that account"
-            )
-        if not self.push_limit.allow(str(uin), now):
-            self.count("push_login_rate")
-            return _answer(-1, "too many push logins for this account; scan a QR code")
-        q = self._new_login(request, addr, now)
+        try:
+            if await self.sessions.browser_uin(ticket, now) != uin:
+                return _answer(
+                    wp.RET_SESSION_REJECTED, "this browser was not logged in as that account"
+                )
+            if await self.push_limit.take(str(uin), now):
+                self.count("push_login_rate")
+                return _answer(-1, "too many push logins for this account; scan a QR code")
+            q = await self._new_login(request, addr, now, push_uin=uin)
+        except MMError as exc:  # the store cannot be reached
+            return _answer(-1, exc.message)
         if q is None:
             return _answer(-1, "too many pending logins; retry later")
-        q.uin, q.push = uin, True
-        self._push[uin] = q.uuid
-        self._push.move_to_end(uin)
-        while len(self._push) > self.config.qr_max_pending:
-            self._push.popitem(last=False)
         prompt = pb.WebLoginPrompt(
             uuid=q.uuid, user_agent=q.user_agent, address=q.address, expires=int(q.expires)
         )

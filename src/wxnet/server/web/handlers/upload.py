@@ -12,10 +12,10 @@ from aiohttp import BodyPartReader, web
 
 from wxnet._compat import wait_for
 from wxnet.proto import web as wp
-from wxnet.proto.errors import MMRet
+from wxnet.proto.errors import MMError, MMRet
 from wxnet.server.web.base import WebBase
 from wxnet.server.web.common import WebError, _base, _json
-from wxnet.server.web.login import WebSession
+from wxnet.server.web.login import WebSession, sid_key
 from wxnet.server.web.spool import SpoolFull, SpoolTooLarge
 
 
@@ -35,6 +35,8 @@ class UploadHandlers(WebBase):
             return _json(_base(exc.ret, exc.message))
         try:
             return await self._uploadmedia(request, s)
+        except MMError as exc:  # the store cannot be reached
+            return _json(_base(int(exc.code), exc.message))
         except wp.WebProtocolError as exc:
             return _json(_base(exc.ret, str(exc)))
         except WebError as exc:
@@ -52,7 +54,8 @@ class UploadHandlers(WebBase):
             self.count("disk")
             raise WebError(int(MMRet.ERR_BUSY), "the server is low on disk space: retry later")
         need = min(declared or cfg.max_chunk, cfg.max_chunk)
-        if self.spool.make_room(s.uin, need) <= 0:
+        room = await self.spool.make_room(s.uin, need)
+        if room <= 0:
             self.count("upload_quota")
             raise WebError(int(MMRet.ERR_BUSY), "upload quota of the account is used up")
         temp: Path | None = None
@@ -60,7 +63,7 @@ class UploadHandlers(WebBase):
         try:
             try:
                 fields, temp, size = await wait_for(
-                    self._read_upload_body(request, s), cfg.upload_timeout
+                    self._read_upload_body(request, s, room), cfg.upload_timeout
                 )
             except TimeoutError:
                 self.count("upload_timeout")
@@ -69,16 +72,18 @@ class UploadHandlers(WebBase):
             if temp is None:
                 raise WebError(-1, "no file part (filename)")
             ident = str(upreq.get("ClientMediaId") or fields.get("name", ""))[:64] + f":{total}"
+            key = sid_key(s.wxsid)
             try:
-                up = self.spool.upload_for(s.wxsid, s.uin, ident, total, chunks, self.clock())
-                await asyncio.to_thread(self.spool.commit_chunk, up, chunk, temp, size)
+                up = await self.spool.upload_for(key, s.uin, ident, total, chunks, self.clock())
+                committing: Path = temp
+                temp = None  # the spool owns the file from here on
+                up = await self.spool.commit_chunk(up, chunk, committing, size)
             except SpoolFull as exc:
                 self.count("upload_quota")
                 raise WebError(int(MMRet.ERR_BUSY), str(exc)) from None
             except SpoolTooLarge as exc:
                 self.count("upload_too_large")
                 raise WebError(int(MMRet.ERR_UPLOAD_OFFSET), str(exc)) from None
-            temp = None  # it belongs to the upload now
             return _json(
                 {
                     **_base(),
@@ -117,13 +122,16 @@ class UploadHandlers(WebBase):
         return upreq, total, chunks, chunk
 
     async def _read_upload_body(
-        self, request: web.Request, s: WebSession
+        self, request: web.Request, s: WebSession, room: int
     ) -> tuple[dict[str, str], Path | None, int]:
         """Stream the multipart body: returns (fields, spooled file part, its size).
 
-        The file part's bytes are charged to the account as they arrive, so parallel
-        requests cannot overrun its quota; on error the caller's cleanup (by size) does
-        not apply, so this uncharges and deletes what it spooled itself."""
+        The file part's bytes are charged to the account as they arrive (in this
+        process; ``room`` is what the account had left when the request began, beyond
+        what was arriving here), so parallel requests cannot overrun its quota; on error
+        the caller's cleanup (by size) does not apply, so this uncharges and deletes what
+        it spooled itself."""
+        base = room + self.spool.inflight(s.uin)
         cfg = self.config
         fields: dict[str, str] = {}
         form_bytes = 0
@@ -145,7 +153,7 @@ class UploadHandlers(WebBase):
                         if size > cfg.max_chunk:
                             self.count("upload_too_large")
                             raise WebError(int(MMRet.ERR_TOO_LARGE), "chunk too large")
-                        if self.spool.room(s.uin) < 0:
+                        if self.spool.inflight(s.uin) > base:
                             self.count("upload_quota")
                             raise WebError(
                                 int(MMRet.ERR_BUSY), "upload quota of the account is used up"
