@@ -117,6 +117,62 @@ def test_jobs_output_is_identical(capture: str, jobs: str) -> None:
     code2, text2, _ = call("analyze", "--jobs", jobs, path)
     assert code1 == code2 == 0 and "Summary by application" in text1
     assert _no_rate(text2) == _no_rate(text1)
+    # --summary alone: the workers send their sums, not their records.
+    code1, text1, _ = call("analyze", "--summary", path)
+    code2, text2, _ = call("analyze", "--summary", "--jobs", jobs, path)
+    assert code1 == code2 == 0 and "Summary by application" in text1
+    assert _no_rate(text2) == _no_rate(text1)
+
+
+def _tie_capture(path: Path, first_shard: int) -> None:
+    """Two unknown flows, one with http-host and one with tls-sni as first evidence (a
+    tie in the "unknown" row); the first one emitted is in shard ``first_shard`` of 2."""
+    client, server = "10.0.0.2", "192.0.2.80"
+    http = b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n"
+    tls = S.tls_client_hello("www.example.net")
+    want = [first_shard, 1 - first_shard]
+    frames: list[tuple[float, bytes]] = []
+    t = 1.0
+    for k, (sport, payload) in enumerate([(80, http), (443, tls)]):
+        port = next(
+            p for p in range(41000, 42000) if shard_of(client, server, p, sport, 2) == want[k]
+        )
+        for f in (
+            S.ip(client, server, 6, S.tcp(port, sport, 1000, 0, S.SYN)),
+            S.ip(server, client, 6, S.tcp(sport, port, 5000, 1001, S.SYN | S.ACK)),
+            S.ip(client, server, 6, S.tcp(port, sport, 1001, 5001, S.ACK, payload)),
+            S.ip(client, server, 6, S.tcp(port, sport, 1001 + len(payload), 5001, S.FIN | S.ACK)),
+            S.ip(server, client, 6, S.tcp(sport, port, 5001, 1002 + len(payload), S.FIN | S.ACK)),
+        ):
+            frames.append((t, S.ether(f)))
+            t += 1.0
+        t += 30.0  # the first flow is swept (and emitted) before the second starts
+    path.write_bytes(S.pcap_header(1) + b"".join(S.pcap_record(ts, f) for ts, f in frames))
+
+
+@pytest.mark.parametrize("first_shard", [0, 1])
+def test_summary_folds_keep_the_order_of_evidence_ties(tmp_path: Path, first_shard: int) -> None:
+    """Rows whose evidence kinds tie on count print them in the order one process first
+    met them: the folded workers' sums must rebuild that order, and --app must filter
+    the same way."""
+    tie = tmp_path / "tie.pcap"
+    _tie_capture(tie, first_shard)
+    code1, text1, _ = call("analyze", "--summary", str(tie))
+    code2, text2, _ = call("analyze", "--summary", "--jobs", "2", str(tie))
+    assert code1 == code2 == 0 and "http-host 1, tls-sni 1" in text1
+    assert _no_rate(text2) == _no_rate(text1)
+    path = tmp_path / "dns.pcap"
+    _dns_capture(path)
+    for extra in ([], ["--app", "wechat"], ["--app", "unknown"]):
+        code1, text1, _ = call("analyze", "--summary", *extra, str(path))
+        code2, text2, _ = call("analyze", "--summary", "--jobs", "2", *extra, str(path))
+        assert code1 == code2 == 0 and "Summary by application" in text1
+        assert _no_rate(text2) == _no_rate(text1)
+    dev = [str(CAPTURES / c) for c in ("quickplay.pcap", "1kxun.pcap.gz")]
+    for capture in dev:
+        code1, text1, _ = call("analyze", "--summary", capture)
+        code3, text3, _ = call("analyze", "--summary", "--jobs", "3", capture)
+        assert code1 == code3 == 0 and _no_rate(text3) == _no_rate(text1)
 
 
 def test_jobs_on_a_truncated_capture_report_the_same_error(tmp_path: Path) -> None:

@@ -3,8 +3,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from wxnet.classify import Classifier, FlowView, SignatureError, bundled_paths, load_signatures
+from wxnet.classify import (
+    Classifier,
+    FlowView,
+    PayloadPattern,
+    SignatureError,
+    bundled_paths,
+    load_signatures,
+)
 
 GOOD = """
 id = "demo"
@@ -107,3 +116,24 @@ def test_nested_ranges_pick_the_most_specific(tmp_path: Path) -> None:
     assert clf.ranges_app("11.0.0.1") is None and clf.ranges_app("9.255.255.255") is None
     assert clf.ranges_app("2001:db8:1::5") == "inner" and clf.ranges_app("2001:db8:2::") == "outer"
     assert clf.ranges_app("not an address") is None
+
+
+def _prefix_bytes(pattern: PayloadPattern, k: int, filler: int) -> bytes:
+    return bytes(filler if b is None else b for b in pattern.prefixes[k % len(pattern.prefixes)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=80), k=st.integers(0, 50), filler=st.integers(0, 255))
+def test_compiled_udp_rules_match_as_payload_patterns_do(data: bytes, k: int, filler: int) -> None:
+    """The classifier's own form of the first-datagram patterns (one regular expression
+    per pattern) gives PayloadPattern.matches' answer on every bundled pattern."""
+    from wxnet.classify.classifier import _UdpRule
+
+    patterns = [p for s in load_signatures().apps.values() for p in s.udp_payload]
+    assert patterns
+    for pattern in patterns:
+        rule = _UdpRule("x", pattern)
+        shaped = (_prefix_bytes(pattern, k, filler) + data,) if pattern.prefixes else ()
+        for payload in (data, *shaped):
+            for port in (*pattern.ports, 8000, 53):
+                assert rule.matches(payload, port) == pattern.matches(payload, port)

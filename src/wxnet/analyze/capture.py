@@ -20,7 +20,6 @@ stream) of the bad record; the packets before it have already been yielded.
 
 from __future__ import annotations
 
-import gzip
 import io
 import itertools
 import mmap
@@ -29,7 +28,10 @@ import stat
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    import gzip
 
 __all__ = ["CaptureError", "CaptureReader", "PcapngWriter", "RawPacket"]
 
@@ -68,9 +70,11 @@ class CaptureReader:
         head = raw.read(2)
         raw.seek(0)
         self.compressed = head == b"\x1f\x8b"
-        self._f: BinaryIO | gzip.GzipFile = (
-            gzip.GzipFile(fileobj=raw, mode="rb") if self.compressed else raw
-        )
+        self._f: BinaryIO | gzip.GzipFile = raw
+        if self.compressed:
+            import gzip  # only for compressed files: start-up of the others
+
+            self._f = gzip.GzipFile(fileobj=raw, mode="rb")
         self._buf: bytes | mmap.mmap = b""
         self._pos = 0
         self._base = 0  # stream offset of self._buf[0]

@@ -9,6 +9,7 @@ import struct
 from _socket import AF_INET, AF_INET6, inet_ntop
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final, final
 
 from wxnet.classify import Verdict
 from wxnet.proto.errors import RemoteProtocolError
@@ -40,32 +41,128 @@ _END = float("inf")
 _LONGLINK_SHOWN = 20
 
 
-@dataclass(frozen=True, slots=True)
+# LonglinkPacket and FlowRecord are written out rather than made by
+# ``@dataclass(frozen=True, slots=True)``, for the reason given in
+# ``wxnet/classify/classifier.py`` (the dataclass ``__init__`` is interpreted Python even
+# when this module is compiled): same constructor, attributes, repr, == and hash.
+
+
+@final
 class LonglinkPacket:
     """One decoded S32 packet: direction, command, its name where known, seq, body size."""
 
-    direction: str
-    cmd: int
-    name: str
-    seq: int
-    body_len: int
+    __slots__ = ("body_len", "cmd", "direction", "name", "seq")
+
+    def __init__(self, direction: str, cmd: int, name: str, seq: int, body_len: int) -> None:
+        self.direction: Final = direction
+        self.cmd: Final = cmd
+        self.name: Final = name
+        self.seq: Final = seq
+        self.body_len: Final = body_len
+
+    def _key(self) -> tuple[str, int, str, int, int]:
+        return (self.direction, self.cmd, self.name, self.seq, self.body_len)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LonglinkPacket):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"LonglinkPacket(direction={self.direction!r}, cmd={self.cmd!r}, "
+            f"name={self.name!r}, seq={self.seq!r}, body_len={self.body_len!r})"
+        )
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class FlowRecord:
-    transport: str
-    client: str
-    client_port: int
-    server: str
-    server_port: int
-    start: float
-    end: float
-    verdict: Verdict
-    client_packets: int
-    server_packets: int
-    client_bytes: int
-    server_bytes: int
-    longlink: tuple[LonglinkPacket, ...] = ()
+    """One finished flow: its 5-tuple (client first), first and last packet times, the
+    verdict, packets and bytes each way, and the decoded long-link packets, if any."""
+
+    __slots__ = (
+        "client",
+        "client_bytes",
+        "client_packets",
+        "client_port",
+        "end",
+        "longlink",
+        "server",
+        "server_bytes",
+        "server_packets",
+        "server_port",
+        "start",
+        "transport",
+        "verdict",
+    )
+
+    def __init__(
+        self,
+        transport: str,
+        client: str,
+        client_port: int,
+        server: str,
+        server_port: int,
+        start: float,
+        end: float,
+        verdict: Verdict,
+        client_packets: int,
+        server_packets: int,
+        client_bytes: int,
+        server_bytes: int,
+        longlink: tuple[LonglinkPacket, ...] = (),
+    ) -> None:
+        self.transport: Final = transport
+        self.client: Final = client
+        self.client_port: Final = client_port
+        self.server: Final = server
+        self.server_port: Final = server_port
+        self.start: Final = start
+        self.end: Final = end
+        self.verdict: Final = verdict
+        self.client_packets: Final = client_packets
+        self.server_packets: Final = server_packets
+        self.client_bytes: Final = client_bytes
+        self.server_bytes: Final = server_bytes
+        self.longlink: Final = longlink
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.transport,
+            self.client,
+            self.client_port,
+            self.server,
+            self.server_port,
+            self.start,
+            self.end,
+            self.verdict,
+            self.client_packets,
+            self.server_packets,
+            self.client_bytes,
+            self.server_bytes,
+            self.longlink,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FlowRecord):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"FlowRecord(transport={self.transport!r}, client={self.client!r}, "
+            f"client_port={self.client_port!r}, server={self.server!r}, "
+            f"server_port={self.server_port!r}, start={self.start!r}, end={self.end!r}, "
+            f"verdict={self.verdict!r}, client_packets={self.client_packets!r}, "
+            f"server_packets={self.server_packets!r}, client_bytes={self.client_bytes!r}, "
+            f"server_bytes={self.server_bytes!r}, longlink={self.longlink!r})"
+        )
 
     @property
     def packets(self) -> int:

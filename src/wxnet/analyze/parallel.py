@@ -14,7 +14,9 @@ statistics of worker 0 (every worker's are the same); the output is the same as
 
 Workers are forked, so they share the parent's loaded signatures. Records travel as
 batches of plain tuples over a pipe (:func:`_pack`; faster to pickle than the record
-objects, and the compiled record classes are not picklable).
+objects, and the compiled record classes are not picklable). When the output needs only
+totals (``--summary``), :func:`fold_parallel` has each worker fold its own records into
+a small result (a :class:`Fold`) and send only that: no record crosses the pipe.
 """
 
 from __future__ import annotations
@@ -26,18 +28,19 @@ import traceback
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from wxnet.analyze.capture import CaptureError, CaptureReader
 from wxnet.analyze.engine import Analyzer, FlowRecord, LonglinkPacket, Stats
 from wxnet.classify import Classifier, Evidence, Verdict
 
-__all__ = ["ParallelError", "run_parallel"]
+__all__ = ["Fold", "ParallelError", "fold_parallel", "run_parallel"]
 
 #: Records per message from a worker.
 BATCH = 256
 
-Tagged = tuple[tuple[float, int, float, int], FlowRecord]
+Tag = tuple[float, int, float, int]
+Tagged = tuple[Tag, FlowRecord]
 #: A record as it travels from a worker (:func:`_pack`).
 Packed = tuple[Any, ...]
 _STATS = (
@@ -101,6 +104,17 @@ class ParallelError(Exception):
     """A worker process failed (the message holds its traceback)."""
 
 
+class Fold(Protocol):
+    """What a worker of :func:`fold_parallel` does with its own records, instead of
+    sending them: ``add`` each one (with its order tag, :attr:`Analyzer.emit_tag`, which
+    orders the records of all workers as one run would emit them), then ``result()``,
+    which is sent to the parent (it must pickle)."""
+
+    def add(self, tag: Tag, rec: FlowRecord) -> None: ...
+
+    def result(self) -> Any: ...
+
+
 def _worker(
     path: Path,
     classifier: Classifier,
@@ -108,6 +122,7 @@ def _worker(
     shards: int,
     out: Connection,
     options: dict[str, Any],
+    fold: Fold | None,
 ) -> None:
     batch: list[Packed] = []
     try:
@@ -119,7 +134,11 @@ def _worker(
                 out.send(("recs", batch.copy()))
                 batch.clear()
 
-        analyzer = Analyzer(emit, classifier, **options)
+        def add(rec: FlowRecord) -> None:
+            assert fold is not None
+            fold.add(analyzer.emit_tag, rec)
+
+        analyzer = Analyzer(emit if fold is None else add, classifier, **options)
         error: tuple[str, int] | None = None
         with open(path, "rb") as f:
             reader = CaptureReader(f)
@@ -132,16 +151,18 @@ def _worker(
         analyzer.finish()
         if batch:
             out.send(("recs", batch))
-        out.send(("end", _pack_stats(analyzer.stats), error))
+        result = fold.result() if fold is not None else None
+        out.send(("end", _pack_stats(analyzer.stats), error, result))
     except BaseException:  # report anything to the parent, then exit
         out.send(("fail", traceback.format_exc()))
     finally:
         out.close()
 
 
-def _stream(
-    conn: Connection, ends: list[tuple[dict[str, Any], tuple[str, int] | None]]
-) -> Iterator[Tagged]:
+End = tuple[dict[str, Any], tuple[str, int] | None, Any]
+
+
+def _stream(conn: Connection, ends: list[End]) -> Iterator[Tagged]:
     while True:
         try:
             msg = conn.recv()
@@ -150,7 +171,7 @@ def _stream(
         if msg[0] == "recs":
             yield from map(_unpack, msg[1])
         elif msg[0] == "end":
-            ends.append((msg[1], msg[2]))
+            ends.append((msg[1], msg[2], msg[3]))
             return
         else:
             raise ParallelError(f"a worker process failed:\n{msg[1]}")
@@ -166,14 +187,40 @@ def run_parallel(
     """Analyse ``path`` in ``jobs`` processes; call ``emit`` for every flow, in the order
     of a single run. Returns the merged statistics and the capture's read error (the
     same in every worker), if any. ``options`` go to each :class:`Analyzer`."""
+    stats, error, _ = _run(path, classifier, jobs, emit, None, options)
+    return stats, error
+
+
+def fold_parallel(
+    path: Path,
+    classifier: Classifier,
+    jobs: int,
+    make_fold: Callable[[], Fold],
+    **options: Any,
+) -> tuple[Stats, CaptureError | None, list[Any]]:
+    """Analyse ``path`` in ``jobs`` processes, each folding its own flows' records into a
+    fresh ``make_fold()``; returns the statistics, the read error and
+    every worker's ``result()``, in worker order."""
+    return _run(path, classifier, jobs, None, make_fold, options)
+
+
+def _run(
+    path: Path,
+    classifier: Classifier,
+    jobs: int,
+    emit: Callable[[FlowRecord], None] | None,
+    make_fold: Callable[[], Fold] | None,
+    options: dict[str, Any],
+) -> tuple[Stats, CaptureError | None, list[Any]]:
     ctx = multiprocessing.get_context("fork")
     procs = []
     streams = []
-    ends: list[list[tuple[dict[str, Any], tuple[str, int] | None]]] = []
+    ends: list[list[End]] = []
     for k in range(jobs):
         recv, send = ctx.Pipe(duplex=False)
+        fold = make_fold() if make_fold is not None else None
         p = ctx.Process(
-            target=_worker, args=(path, classifier, k, jobs, send, options), daemon=True
+            target=_worker, args=(path, classifier, k, jobs, send, options, fold), daemon=True
         )
         p.start()
         send.close()
@@ -181,8 +228,13 @@ def run_parallel(
         ends.append([])
         streams.append(_stream(recv, ends[k]))
     try:
-        for _tag, rec in heapq.merge(*streams, key=lambda t: t[0]):
-            emit(rec)
+        merged = heapq.merge(*streams, key=lambda t: t[0])
+        if emit is None:
+            for _ in merged:  # folded runs send no records: this reads each "end"
+                raise ParallelError("a folding worker sent records")
+        else:
+            for _tag, rec in merged:
+                emit(rec)
     finally:
         for p, recv in procs:
             if p.is_alive() and not all(ends):
@@ -190,13 +242,13 @@ def run_parallel(
             p.join()
             recv.close()
     # Every worker saw every packet and flow: worker 0's statistics are the run's.
-    [(st, err)] = ends[0]
+    [(st, err, _)] = ends[0]
     stats = Stats()
     for name in _STATS:
         setattr(stats, name, st[name])
     stats.linktypes = st["linktypes"]
     error = CaptureError(err[0], err[1]) if err is not None else None
-    return stats, error
+    return stats, error, [end[0][2] for end in ends]
 
 
 def default_jobs() -> int:

@@ -26,11 +26,12 @@ from __future__ import annotations
 import bisect
 import functools
 import ipaddress
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Final, final
 
 from wxnet.classify.dns import DnsMemory
-from wxnet.classify.signatures import AppSignature, SignatureSet, load_signatures
+from wxnet.classify.signatures import AppSignature, PayloadPattern, SignatureSet, load_signatures
 from wxnet.proto.sniff import (
     MMTLS_RECORD_TYPES,
     NEED_DATA,
@@ -59,35 +60,150 @@ _RANK = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# The three value types below are written out rather than made by ``@dataclass(frozen=True,
+# slots=True)``: the same constructor, attributes, ``repr``, ``==`` and hash, but the
+# dataclass ``__init__`` (interpreted Python even in the compiled build, with one
+# ``object.__setattr__`` per field) was ~14% of the analyser's time on real traffic, and
+# making the classes took ~1 ms each at start-up (docs/benchmarks.md). Attributes are
+# ``Final``: mypy refuses assignments, and the compiled build refuses them at run time.
+
+
+@final
 class FlowView:
     """What the classifier sees of a flow. For UDP the byte fields hold the first
     datagram of each direction."""
 
-    transport: str
-    client: str
-    client_port: int
-    server: str
-    server_port: int
-    client_bytes: bytes = b""
-    server_bytes: bytes = b""
+    __slots__ = (
+        "client",
+        "client_bytes",
+        "client_port",
+        "server",
+        "server_bytes",
+        "server_port",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        transport: str,
+        client: str,
+        client_port: int,
+        server: str,
+        server_port: int,
+        client_bytes: bytes = b"",
+        server_bytes: bytes = b"",
+    ) -> None:
+        self.transport: Final = transport
+        self.client: Final = client
+        self.client_port: Final = client_port
+        self.server: Final = server
+        self.server_port: Final = server_port
+        self.client_bytes: Final = client_bytes
+        self.server_bytes: Final = server_bytes
+
+    def _key(self) -> tuple[str, str, int, str, int, bytes, bytes]:
+        return (
+            self.transport,
+            self.client,
+            self.client_port,
+            self.server,
+            self.server_port,
+            self.client_bytes,
+            self.server_bytes,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FlowView):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"FlowView(transport={self.transport!r}, client={self.client!r}, "
+            f"client_port={self.client_port!r}, server={self.server!r}, "
+            f"server_port={self.server_port!r}, client_bytes={self.client_bytes!r}, "
+            f"server_bytes={self.server_bytes!r})"
+        )
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class Evidence:
-    kind: str
-    detail: str
+    """One reason for a verdict: its kind (``tls-sni``, ``dns``, ...) and the detail."""
+
+    __slots__ = ("detail", "kind")
+
+    def __init__(self, kind: str, detail: str) -> None:
+        self.kind: Final = kind
+        self.detail: Final = detail
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Evidence):
+            return NotImplemented
+        return self.kind == other.kind and self.detail == other.detail
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.detail))
+
+    def __repr__(self) -> str:
+        return f"Evidence(kind={self.kind!r}, detail={self.detail!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class Verdict:
-    app: str | None
-    label: str
-    evidence: tuple[Evidence, ...]
-    confirmed: bool
-    spoofed: bool = False
-    final: bool = True
-    names: tuple[str, ...] = ()  # the HTTP Host / TLS SNI names the client claimed
+    """A flow's label: the app (signature id, ``None``: unknown), its display label, the
+    evidence, whether it is confirmed or spoofed, whether more bytes could change it
+    (``final``), and the HTTP Host / TLS SNI names the client claimed."""
+
+    __slots__ = ("app", "confirmed", "evidence", "final", "label", "names", "spoofed")
+
+    def __init__(
+        self,
+        app: str | None,
+        label: str,
+        evidence: tuple[Evidence, ...],
+        confirmed: bool,
+        spoofed: bool = False,
+        final: bool = True,
+        names: tuple[str, ...] = (),
+    ) -> None:
+        self.app: Final = app
+        self.label: Final = label
+        self.evidence: Final = evidence
+        self.confirmed: Final = confirmed
+        self.spoofed: Final = spoofed
+        self.final: Final = final
+        self.names: Final = names
+
+    def _key(
+        self,
+    ) -> tuple[str | None, str, tuple[Evidence, ...], bool, bool, bool, tuple[str, ...]]:
+        return (
+            self.app,
+            self.label,
+            self.evidence,
+            self.confirmed,
+            self.spoofed,
+            self.final,
+            self.names,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Verdict):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Verdict(app={self.app!r}, label={self.label!r}, evidence={self.evidence!r}, "
+            f"confirmed={self.confirmed!r}, spoofed={self.spoofed!r}, final={self.final!r}, "
+            f"names={self.names!r})"
+        )
 
 
 _UNKNOWN = "unknown"
@@ -108,6 +224,12 @@ class Classifier:
         self._paths = [(p, s) for s in sigs for p in s.http_paths]
         self._uas = [(u.lower(), u, s) for s in sigs for u in s.user_agents]
         self._udp = [s for s in sigs if s.udp_payload]
+        # The first-datagram patterns, in the same order, as one regular expression per
+        # pattern (its prefixes as alternatives, "??" as any byte): PayloadPattern.matches
+        # in interpreted Python was ~6% of the analyser's time on real traffic.
+        self._udp_rules = [
+            _UdpRule(s.id, pat) for s in sigs if s.udp_payload for pat in s.udp_payload
+        ]
         self._tcp_ports = {p: s for s in sigs for p in s.tcp_ports}
         self._udp_ports = {p: s for s in sigs for p in s.udp_ports}
         ranges: dict[int, list[tuple[int, int, str]]] = {4: [], 6: []}
@@ -426,11 +548,11 @@ class Classifier:
                 else:
                     found.append((None, Evidence("dns", f'DNS query for "{qname}" (no signature)')))
                 return
-        for sig in self._udp:
-            for pattern in sig.udp_payload:
-                if pattern.matches(data, flow.server_port):
-                    found.append((sig.id, Evidence("udp-payload", pattern.what)))
-                    return
+        port = flow.server_port
+        for rule in self._udp_rules:
+            if rule.matches(data, port):
+                found.append((rule.app, Evidence("udp-payload", rule.what)))
+                return
 
     def _dns_evidence(
         self, flow: FlowView, dns: DnsMemory | None, now: float, only: str | None
@@ -464,6 +586,39 @@ class Classifier:
             f'claims "{names[0]}" ({sig.label}) but {flow.server} was in no DNS answer to '
             f"{flow.client} for a {sig.label} name and is outside its known ranges",
         )
+
+
+@final
+class _UdpRule:
+    """A :class:`PayloadPattern` of signature ``app``, ready to match: the same test as
+    ``PayloadPattern.matches``, with the prefixes as one anchored bytes pattern."""
+
+    __slots__ = ("app", "lengths", "min_len", "ports", "prefixes", "suffix", "what")
+
+    def __init__(self, app: str, pattern: PayloadPattern) -> None:
+        self.app = app
+        self.what = pattern.what
+        self.min_len = pattern.min_len
+        self.lengths = frozenset(pattern.lengths)
+        self.ports = frozenset(pattern.ports)
+        self.suffix = pattern.suffix
+        alternatives = [
+            b"".join(b"." if b is None else re.escape(bytes((b,))) for b in prefix)
+            for prefix in pattern.prefixes
+        ]
+        # No prefix: PayloadPattern.matches is False; "(?!)" never matches.
+        body = b"|".join(b"(?:" + a + b")" for a in alternatives) if alternatives else b"(?!)"
+        self.prefixes = re.compile(body, re.DOTALL)
+
+    def matches(self, payload: bytes, server_port: int) -> bool:
+        n = len(payload)
+        if n < self.min_len or (self.lengths and n not in self.lengths):
+            return False
+        if self.ports and server_port not in self.ports:
+            return False
+        if self.suffix and not payload.endswith(self.suffix):
+            return False
+        return self.prefixes.match(payload) is not None
 
 
 @functools.lru_cache(maxsize=65536)

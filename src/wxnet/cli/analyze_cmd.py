@@ -7,13 +7,12 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from wxnet.analyze import Analyzer, CaptureError, CaptureReader, FlowRecord, RawPacket, Stats
 from wxnet.classify import Classifier, SignatureError, load_signatures
-from wxnet.cli.common import IO, ExitStatus, UsageError
+from wxnet.cli.common import IO, ExitStatus, HelpFormatter, UsageError
 
 #: Files at least this large get a progress bar (when stderr is a terminal).
 PROGRESS_MIN_BYTES = 8 << 20
@@ -28,6 +27,7 @@ def register(sub: Any) -> None:
             "Read a pcap or pcapng capture (optionally gzip-compressed) and label every "
             "TCP/UDP flow with the classifier the gateway uses. See docs/analyze.md."
         ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "capture", type=Path, nargs="?", help="capture file (.pcap, .pcapng, optionally .gz)"
@@ -204,11 +204,19 @@ def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
     error: CaptureError | None = None
     started = time.perf_counter()
     if jobs > 1:
-        from wxnet.analyze.parallel import ParallelError, run_parallel
+        from wxnet.analyze.parallel import ParallelError, fold_parallel, run_parallel
 
         f.close()
         try:
-            stats, error = run_parallel(args.capture, classifier, jobs, output.emit, **options)
+            if output.totals_only:
+                # Only the summary is printed: each worker sums its own flows and sends
+                # only its sums (no record crosses the pipe).
+                stats, error, parts = fold_parallel(
+                    args.capture, classifier, jobs, lambda: _SummaryFold(wanted), **options
+                )
+                output.summary = _merge_summaries(parts)
+            else:
+                stats, error = run_parallel(args.capture, classifier, jobs, output.emit, **options)
         except (ParallelError, OSError) as exc:
             io.error(f"{args.capture}: {exc}")
             return ExitStatus.ERROR
@@ -241,16 +249,17 @@ class _Output:
         self.stream = args.top is None and (args.json or args.csv or self.live)
         self._csv: Any = None
 
+    @property
+    def totals_only(self) -> bool:
+        """Whether only the summary and the totals are printed (no flow is needed)."""
+        a = self.args
+        return (
+            a.summary and not (a.json or a.csv) and a.top is None and a.report is None
+        ) and not self.live
+
     def emit(self, rec: FlowRecord) -> None:
-        app = rec.verdict.app or UNKNOWN
-        if self.wanted is not None and app not in self.wanted:
+        if _add(self.summary, self.wanted, rec) is None:
             return
-        s = self.summary.setdefault(rec.verdict.label if rec.verdict.app else UNKNOWN, _Summary())
-        s.flows += 1
-        s.packets += rec.packets
-        s.bytes += rec.bytes
-        for e in rec.verdict.evidence[:1]:
-            s.evidence[e.kind] = s.evidence.get(e.kind, 0) + 1
         if self.args.report is not None:
             self.report.append(rec)
         if self.stream:
@@ -315,6 +324,72 @@ class _Output:
             by_bytes=self.args.top is not None,
             extra=extra,
         )
+
+
+def _add(
+    summary: dict[str, _Summary], wanted: set[str] | None, rec: FlowRecord
+) -> tuple[str, str] | None:
+    """Count a flow in the summary by application; returns its (summary row, first
+    evidence kind or ""), or ``None`` when ``--app`` leaves it out."""
+    v = rec.verdict
+    if wanted is not None and (v.app or UNKNOWN) not in wanted:
+        return None
+    label = v.label if v.app else UNKNOWN
+    s = summary.get(label)
+    if s is None:
+        s = summary[label] = _Summary()
+    s.flows += 1
+    s.packets += rec.client_packets + rec.server_packets
+    s.bytes += rec.client_bytes + rec.server_bytes
+    kind = v.evidence[0].kind if v.evidence else ""
+    if kind:
+        s.evidence[kind] = s.evidence.get(kind, 0) + 1
+    return label, kind
+
+
+class _SummaryFold:
+    """``--summary --jobs N``: one worker's summary of its own flows, and when each
+    (row, evidence kind) pair was first counted (the record's order tag), so that the
+    parent can rebuild the order in which one process would have met them."""
+
+    def __init__(self, wanted: set[str] | None) -> None:
+        self.wanted = wanted
+        self.summary: dict[str, _Summary] = {}
+        self.first: dict[tuple[str, str], tuple[float, int, float, int]] = {}
+
+    def add(self, tag: tuple[float, int, float, int], rec: FlowRecord) -> None:
+        key = _add(self.summary, self.wanted, rec)
+        if key is not None and key not in self.first:
+            self.first[key] = tag
+
+    def result(self) -> tuple[dict[str, _Summary], dict[tuple[str, str], Any]]:
+        return self.summary, self.first
+
+
+def _merge_summaries(
+    parts: list[tuple[dict[str, _Summary], dict[tuple[str, str], Any]]],
+) -> dict[str, _Summary]:
+    """The workers' summaries added up, each row's evidence counts in the order one
+    process would have first met them (the printed order breaks count ties by it)."""
+    out: dict[str, _Summary] = {}
+    first: dict[tuple[str, str], Any] = {}
+    for summary, seen in parts:
+        for label, s in summary.items():
+            t = out.get(label)
+            if t is None:
+                t = out[label] = _Summary()
+            t.flows += s.flows
+            t.packets += s.packets
+            t.bytes += s.bytes
+        for key, tag in seen.items():
+            if key not in first or tag < first[key]:
+                first[key] = tag
+    for (label, kind), _tag in sorted(first.items(), key=lambda kv: kv[1]):
+        if kind:
+            out[label].evidence[kind] = sum(
+                s.get(label, _Summary()).evidence.get(kind, 0) for s, _ in parts
+            )
+    return out
 
 
 def _flow_line(r: FlowRecord) -> str:
@@ -396,6 +471,8 @@ def _run_with_progress(reader: CaptureReader, analyzer: Analyzer, size: int, io:
 
 
 def _when(ts: float) -> str:
+    from datetime import UTC, datetime  # here: --summary and --json print no times
+
     try:
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     except (OverflowError, OSError, ValueError):

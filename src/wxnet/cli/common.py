@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TextIO
 
-__all__ = ["IO", "ExitStatus", "UsageError"]
+__all__ = ["IO", "ExitStatus", "HelpFormatter", "UsageError"]
 
 
 class ExitStatus(IntEnum):
@@ -33,8 +34,40 @@ class IO:
         self.out.flush()
 
     def json(self, obj: Any) -> None:
+        import json  # here, not at the top: commands that print no JSON start faster
+
         self.print(json.dumps(obj, ensure_ascii=False, sort_keys=True))
 
     def error(self, text: str) -> None:
         self.err.write(f"wxnet: error: {text}\n")
         self.err.flush()
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with the terminal width read as ``shutil.get_terminal_size``
+    reads it but without importing ``shutil`` (and its bz2/lzma imports): argparse makes a
+    formatter for every ``add_argument``, so every command's start-up paid for that."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from wxnet import __version__
-from wxnet.cli.common import IO, ExitStatus, UsageError
+from wxnet.cli.common import IO, ExitStatus, HelpFormatter, UsageError
 
 __all__ = ["main", "run"]
 
@@ -64,6 +64,7 @@ def _parser() -> tuple[argparse.ArgumentParser, Any]:
     parser = argparse.ArgumentParser(
         prog="wxnet",
         description="wxnet: WeChat-style messaging server and client, gateway, and lab.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final, final
 
 from wxnet.proto.dnswire import DnsMessage, parse_dns
 from wxnet.proto.dnswire import Record as DnsAnswer
@@ -261,7 +262,7 @@ def _parse_alpn(ext: bytes) -> tuple[str, ...]:
 # -------------------------------------------------------------------------- HTTP
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class HttpRequestHead:
     """The request line and header fields of an HTTP/1.x request.
 
@@ -269,17 +270,74 @@ class HttpRequestHead:
     field (port stripped, lower case). ``complete`` is False when the head was cut off
     (at the sniff limit or end of the bytes seen); the fields read so far are kept.
     ``body`` holds the body bytes that followed a complete head in ``data``.
+
+    Written out rather than a frozen dataclass (same constructor, attributes, repr, ==
+    and hash): one is made for every HTTP flow the analyser sees, and the dataclass
+    ``__init__`` stays interpreted Python in the compiled build (docs/benchmarks.md).
     """
 
-    method: str
-    target: str
-    version: str
-    path: str
-    host: str | None
-    user_agent: str | None
-    headers: tuple[tuple[str, str], ...]
-    complete: bool = True
-    body: bytes = b""
+    __slots__ = (
+        "body",
+        "complete",
+        "headers",
+        "host",
+        "method",
+        "path",
+        "target",
+        "user_agent",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        path: str,
+        host: str | None,
+        user_agent: str | None,
+        headers: tuple[tuple[str, str], ...],
+        complete: bool = True,
+        body: bytes = b"",
+    ) -> None:
+        self.method: Final = method
+        self.target: Final = target
+        self.version: Final = version
+        self.path: Final = path
+        self.host: Final = host
+        self.user_agent: Final = user_agent
+        self.headers: Final = headers
+        self.complete: Final = complete
+        self.body: Final = body
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.method,
+            self.target,
+            self.version,
+            self.path,
+            self.host,
+            self.user_agent,
+            self.headers,
+            self.complete,
+            self.body,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HttpRequestHead):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"HttpRequestHead(method={self.method!r}, target={self.target!r}, "
+            f"version={self.version!r}, path={self.path!r}, host={self.host!r}, "
+            f"user_agent={self.user_agent!r}, headers={self.headers!r}, "
+            f"complete={self.complete!r}, body={self.body!r})"
+        )
 
 
 def sniff_http_request(
