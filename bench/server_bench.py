@@ -96,9 +96,10 @@ async def identify(dev: Dev) -> None:
 
 
 # ------------------------------------------------------------------ 1. idle links
-async def bench_idle_links(n: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    # baseline: bare server
+async def bare_bytes_per_link(n: int) -> float:
+    """RSS growth per connection of a bare uvloop server holding ``n`` plain connections
+    that never send: the cost of a socket, a transport and an empty protocol, the floor
+    under any server's idle link (also the baseline of :mod:`bench.idle_links`)."""
     code = (
         "import asyncio, uvloop, sys\n"
         "class P(asyncio.Protocol):\n    pass\n"
@@ -114,12 +115,16 @@ async def bench_idle_links(n: int) -> dict[str, float]:
     before = rss_kib(bare.pid)
     links = [await connect(port) for _ in range(n)]
     await asyncio.sleep(1.0)
-    out["baseline_bytes_per_link"] = (rss_kib(bare.pid) - before) * 1024 / n
+    per_link = (rss_kib(bare.pid) - before) * 1024 / n
     for lk in links:
         lk.close()
     bare.terminate()
     bare.wait()
+    return per_link
 
+
+async def bench_idle_links(n: int) -> dict[str, float]:
+    out: dict[str, float] = {"baseline_bytes_per_link": await bare_bytes_per_link(n)}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         users = [f"idle{i:03d}" for i in range(10)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -114,7 +115,8 @@ class LongLink(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]) if peer else ""
+        # one string per address, not one per link (phones behind a NAT share it)
+        self.peer = sys.intern(str(peer[0])) if peer else ""
         self.last_rx = self.server.loop.time()
         refused = self.server.limiter.admit(self.peer)
         if refused is not None:
