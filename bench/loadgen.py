@@ -4,7 +4,8 @@ shared SyncDriver; one long link per simulated user) rather than the SDK, so tha
 process can drive many connections cheaply.
 
 M pairs of users: each sender sends to its receiver over its long link (newsendmsg);
-each receiver syncs on notify (cmd 24) and commits its key. The message content carries
+each receiver syncs on notify (cmd 24) and commits its key (``--push``: takes the pushed
+items, as below). The message content carries
 its send time, so the receiver measures send-to-deliver latency. Reports delivered/s,
 latency percentiles, duplicates and losses, and the CPU the generator itself used (so a
 benchmark can tell when the generator, not the server, is the bottleneck).
@@ -175,59 +176,6 @@ async def _login(host: str, port: int, name: str, password: str, push: bool = Fa
     return u
 
 
-class Receiver:
-    """Syncs on every notify (coalesced: one more round if one arrives mid-sync)."""
-
-    def __init__(
-        self, user: User, sender: str, result: LoadResult, seen: set[str], progress: asyncio.Event
-    ) -> None:
-        self.progress = progress
-        self.user = user
-        self.sender = sender
-        self.result = result
-        self.seen = seen
-        self.wanted = asyncio.Event()
-        self.stopping = False
-        self.task = asyncio.ensure_future(self._loop())
-        user.link.on_notify = lambda _selector: self.wanted.set()
-
-    async def stop(self) -> None:
-        """End the loop. A flag, not only cancel(): on Python 3.11 a cancel that lands
-        while ``asyncio.wait_for`` finishes is swallowed, and the task would wait on."""
-        self.stopping = True
-        self.wanted.set()
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WxnetError, TimeoutError):
-            await wait_for(self.task, 5)
-
-    async def _loop(self) -> None:
-        u = self.user
-        while not self.stopping:
-            await self.wanted.wait()
-            self.wanted.clear()
-            if self.stopping:
-                return
-            items: list[pb.CmdItem] = []
-            await _sync(u, items)
-            now = time.monotonic()
-            for item in items:
-                if item.WhichOneof("body") == "add_msg":
-                    self._delivered(item.add_msg, now)
-
-    def _delivered(self, m: pb.AddMsg, now: float) -> None:
-        if m.from_user != self.sender:
-            return
-        tag, _, sent_at = m.content.partition("|")
-        if tag in self.seen:
-            self.result.duplicates += 1
-            return
-        self.seen.add(tag)
-        self.result.delivered += 1
-        self.progress.set()
-        with contextlib.suppress(ValueError):
-            self.result.latencies.append(now - float(sent_at))
-
-
 async def _send_one(result: LoadResult, s: User, to: str, tag: str) -> None:
     msg = pb.MicroMsg(
         to_user=to,
@@ -279,18 +227,21 @@ async def run_load(
     password: str = "loadgen-pw",
     drain_timeout: float = 30.0,
     server_pid: int | None = None,
+    push: bool = False,
+    commit_every: float = 1.0,
 ) -> LoadResult:
     """Log in 2 x ``pairs`` users, make each pair contacts, send ``messages`` in total
     (spread over the pairs), and wait until every acknowledged message is delivered
     (or ``drain_timeout`` passes). With ``server_pid``, the CPU time of the server (and
     of its workers, if it is a supervisor) over the same span (logins excluded: argon2
-    would dominate) goes in ``server_cpu_seconds``."""
+    would dominate) goes in ``server_cpu_seconds``. With ``push`` the receivers take
+    push with data (cmd 122), as :class:`Mailbox` does."""
     result = LoadResult(pairs, messages)
     senders = await asyncio.gather(
         *(_login(host, long_port, f"{prefix}s{i}", password) for i in range(pairs))
     )
     receivers = await asyncio.gather(
-        *(_login(host, long_port, f"{prefix}r{i}", password) for i in range(pairs))
+        *(_login(host, long_port, f"{prefix}r{i}", password, push) for i in range(pairs))
     )
     for s, r in zip(senders, receivers, strict=True):
         await s.link.call(
@@ -300,9 +251,14 @@ async def run_load(
         )
     seen: set[str] = set()
     progress = asyncio.Event()
-    recv = [
-        Receiver(r, s.name, result, seen, progress) for s, r in zip(senders, receivers, strict=True)
-    ]
+
+    def delivered(_tag: str, sent_at: str, now: float) -> None:
+        result.delivered += 1
+        progress.set()
+        with contextlib.suppress(ValueError):
+            result.latencies.append(now - float(sent_at))
+
+    recv = [Mailbox(r, result, seen, delivered, push, commit_every) for r in receivers]
     for rc in recv:
         rc.wanted.set()  # drain the contact items before timing starts
     per_pair = [messages // pairs + (1 if i < messages % pairs else 0) for i in range(pairs)]
@@ -351,7 +307,7 @@ class Mailbox:
         self.user = user
         self.result = result
         self.seen = seen
-        self.done = done  # called with (tag, now) for every first delivery
+        self.done = done  # called with (tag, rest of the text, now) for every first delivery
         self.wanted = asyncio.Event()
         self.need_sync = True
         self.need_commit = False
@@ -433,12 +389,12 @@ class Mailbox:
         for item in items:
             if item.WhichOneof("body") != "add_msg" or item.add_msg.to_user != me:
                 continue
-            tag = item.add_msg.content.partition("|")[0]
+            tag, _, rest = item.add_msg.content.partition("|")
             if tag in self.seen:
                 self.result.duplicates += 1
             else:
                 self.seen.add(tag)
-                self.done(tag, now)
+                self.done(tag, rest, now)
 
 
 async def run_random(
@@ -456,23 +412,25 @@ async def run_random(
     seed: int = 1,
     push: bool = False,
     commit_every: float = 1.0,
+    login_slice: int = 8,
 ) -> LoadResult:
     """The XMPP/MQTT benchmarks' shape: ``users`` accounts, each on its own identified
     long link, all contacts of each other (:func:`create_users` with ``mesh=True``).
     Each message goes from a random user to a random *other* user; closed loop: a new
     send starts when a message is delivered, ``window`` in flight (or, with ``rate``,
     paced at that many sends/s, the window still a cap). ``warmup`` messages run first
-    and are not counted; then ``messages`` are timed (server CPU over the same span)."""
+    and are not counted; then ``messages`` are timed (server CPU over the same span).
+    ``login_slice`` users log in at once (the server's default login queue holds 16)."""
     import random
 
     rnd = random.Random(seed)
     result = LoadResult(users, messages)
     names = [f"{prefix}u{i}" for i in range(users)]
     us: list[User] = []
-    for k in range(0, users, 8):  # logins in slices: argon2 is the cost here
+    for k in range(0, users, login_slice):  # logins in slices, within the login queue
         us.extend(
             await asyncio.gather(
-                *(_login(host, long_port, n, password, push) for n in names[k : k + 8])
+                *(_login(host, long_port, n, password, push) for n in names[k : k + login_slice])
             )
         )
     seen: set[str] = set()
@@ -482,7 +440,7 @@ async def run_random(
     idle = asyncio.Event()
     outstanding = 0
 
-    def delivered(tag: str, now: float) -> None:
+    def delivered(tag: str, _sent_at: str, now: float) -> None:
         nonlocal outstanding
         t = sent_at.pop(tag, None)
         if t is None:
@@ -584,20 +542,35 @@ def pin(pid: int, cpus: set[int]) -> None:
 # ---- a throw-away server ------------------------------------------------------------------
 
 
+def bench_hash(password: str) -> str:
+    """One argon2id hash of ``password`` at the lowest cost (one pass over 8 KiB), for
+    every bench account. The server verifies a login with the parameters stored in the
+    hash, so 1,000 logins take seconds instead of minutes; logins are outside every
+    timed span."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(password)
+
+
 def create_users(data: Path, names: Sequence[str], password: str, mesh: bool = False) -> None:
-    """Accounts ``names`` in a new store; with ``mesh``, all contacts of each other
-    (rows written straight into the store: a bench set-up, not the verifyuser path)."""
+    """Accounts ``names`` in a new store, all with one cheap hash of ``password``
+    (:func:`bench_hash`); with ``mesh``, all contacts of each other (rows written
+    straight into the store: a bench set-up, not the verifyuser path)."""
+    from unittest import mock
+
+    from wxnet.sync import model
     from wxnet.sync.db import connect
-    from wxnet.sync.engine import add_user_sync
     from wxnet.sync.schema import init_schema
 
     data.mkdir(parents=True, exist_ok=True)
-    conn = connect(data / "wxnet.db")
+    conn = connect(data / "wxnet.db", synchronous="OFF")
+    pw_hash = bench_hash(password)
     try:
         init_schema(conn)
-        for n in names:
-            with contextlib.suppress(Exception):  # already there from an earlier run
-                add_user_sync(conn, n, password, None, time.time())
+        with mock.patch.object(model, "hash_password", lambda _password: pw_hash):
+            for n in names:
+                with contextlib.suppress(Exception):  # already there from an earlier run
+                    model.add_user_sync(conn, n, password, None, time.time())
         if mesh:
             mesh_contacts(conn)
     finally:
@@ -644,7 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prefix", default="lg", help="account names: PREFIXs0.., PREFIXr0..")
     p.add_argument("--password", default="loadgen-pw")
-    p.add_argument("--push", action="store_true", help="take push with data (cmd 122) (--users)")
+    p.add_argument(
+        "--push", action="store_true", help="take push with data (cmd 122); pairs: the receivers"
+    )
     p.add_argument(
         "--commit-every", type=float, default=1.0, help="seconds between syncdones (--push)"
     )
@@ -699,6 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.prefix,
                 args.password,
                 server_pid=spid,
+                push=args.push,
+                commit_every=args.commit_every,
             )
         )
         if args.uvloop:

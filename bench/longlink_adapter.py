@@ -21,7 +21,10 @@ from typing import Any
 import uvloop
 
 from wxnet.proto.framing import encode_packet
+from wxnet.server import longlink
+from wxnet.server.limits import ConnectionLimiter
 from wxnet.server.longlink import LongLink
+from wxnet.server.metrics import Metrics
 
 
 class _Transport:
@@ -54,10 +57,20 @@ class _Dispatcher:
 async def measure(requests: int, rounds: int) -> float:
     """Best CPU microseconds per request over ``rounds``."""
     loop = asyncio.get_running_loop()
-    config = SimpleNamespace(max_request_bytes=1 << 20, max_pending_per_link=1024)
-    server: Any = SimpleNamespace(
-        config=config, loop=loop, links=set(), tasks=set(), dispatcher=_Dispatcher()
+    config = SimpleNamespace(
+        max_request_bytes=1 << 20, max_pending_per_link=1024, identify_timeout=60.0
     )
+    server: Any = SimpleNamespace(
+        config=config,
+        loop=loop,
+        links=set(),
+        tasks=set(),
+        dispatcher=_Dispatcher(),
+        limiter=ConnectionLimiter(100, 100),
+        metrics=Metrics(),
+    )
+    if hasattr(longlink, "Flusher"):  # a build that flushes every link in one callback
+        server.flusher = longlink.Flusher(loop)
     link = LongLink(server)
     link.connection_made(_Transport())  # type: ignore[arg-type]
     packets = [encode_packet(522, i, bytes(120)) for i in range(1, requests + 1)]

@@ -66,9 +66,9 @@ class Dev:
 def server_proc(data: Path, extra: str = "", src: str | None = None) -> ServerProcess:
     """A server on a config made for load (caps raised), optionally from checkout ``src``."""
     cfg = data / "bench.toml"
-    # this checkout's connection caps raised for 5,000 links from one address, and
-    # instant contacts (an older checkout given as ``src`` knows neither setting)
-    caps = "" if src else "max_connections = 100000\nmax_connections_per_address = 100000\n"
+    # connection caps raised for 5,000 links from one address (the round's baseline
+    # knows them too: C = 1,000 would sit at the per-address default)
+    caps = "max_connections = 100000\nmax_connections_per_address = 100000\n"
     cfg.write_text(
         f'[server]\nhost = "127.0.0.1"\nlong_port = 0\nhttp_port = 0\ndata = "{data}"\n'
         f"max_links_per_account = 100000\nmax_pending_per_link = 1024\n{caps}{extra}"
@@ -96,9 +96,10 @@ async def identify(dev: Dev) -> None:
 
 
 # ------------------------------------------------------------------ 1. idle links
-async def bench_idle_links(n: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    # baseline: bare server
+async def bare_bytes_per_link(n: int) -> float:
+    """RSS growth per connection of a bare uvloop server holding ``n`` plain connections
+    that never send: the cost of a socket, a transport and an empty protocol, the floor
+    under any server's idle link (also the baseline of :mod:`bench.idle_links`)."""
     code = (
         "import asyncio, uvloop, sys\n"
         "class P(asyncio.Protocol):\n    pass\n"
@@ -114,12 +115,16 @@ async def bench_idle_links(n: int) -> dict[str, float]:
     before = rss_kib(bare.pid)
     links = [await connect(port) for _ in range(n)]
     await asyncio.sleep(1.0)
-    out["baseline_bytes_per_link"] = (rss_kib(bare.pid) - before) * 1024 / n
+    per_link = (rss_kib(bare.pid) - before) * 1024 / n
     for lk in links:
         lk.close()
     bare.terminate()
     bare.wait()
+    return per_link
 
+
+async def bench_idle_links(n: int) -> dict[str, float]:
+    out: dict[str, float] = {"baseline_bytes_per_link": await bare_bytes_per_link(n)}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         users = [f"idle{i:03d}" for i in range(10)]
@@ -305,32 +310,40 @@ async def main_async(args: argparse.Namespace) -> None:
 _CREATE_USERS = """
 import sys, time
 from pathlib import Path
+from wxnet.sync import model
 from wxnet.sync.db import connect
-from wxnet.sync.engine import add_user_sync
 from wxnet.sync.schema import init_schema
+pw_hash = sys.argv[3]
+model.hash_password = lambda _password: pw_hash
 data = Path(sys.argv[1]); data.mkdir(parents=True, exist_ok=True)
-conn = connect(data / "wxnet.db"); init_schema(conn)
-for name in sys.argv[3:]:
-    add_user_sync(conn, name, sys.argv[2], None, time.time())
+conn = connect(data / "wxnet.db", synchronous="OFF"); init_schema(conn)
+for name in sys.argv[4:]:
+    model.add_user_sync(conn, name, sys.argv[2], None, time.time())
 conn.close()
 """
 
 
 def create_users_with(src: str | None, data: Path, names: list[str], password: str) -> None:
-    """Accounts made by the server's own code (``src``'s schema, not necessarily ours)."""
+    """Accounts made by the server's own code (``src``'s schema, not necessarily ours),
+    all with one cheap hash of ``password`` (:func:`bench.loadgen.bench_hash`)."""
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = f"{src}/src"
+    pw_hash = loadgen.bench_hash(password)
     subprocess.run(
-        [sys.executable, "-c", _CREATE_USERS, str(data), password, *names], env=env, check=True
+        [sys.executable, "-c", _CREATE_USERS, str(data), password, pw_hash, *names],
+        env=env,
+        check=True,
     )
 
 
 async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str, float]:
-    """One flat-out delivery run on a fresh server from ``src`` (None: this tree).
+    """One delivery run (flat out, or ``--paced`` at ``--rate``) on a fresh server from
+    ``src`` (None: this tree), the server pinned to CPU 0 and this generator to CPU 1.
 
     With ``args.users`` the load is the random-pairs shape (:func:`loadgen.run_random`),
-    the server pinned to CPU 0 and this generator to CPU 1."""
+    else ``args.pairs`` fixed pairs (:func:`loadgen.run_load`); ``args.push``: the
+    receivers take push with data."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         if args.users:
@@ -352,9 +365,9 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
         )
         srv = server_proc(data, sync, src).start()
         try:
+            loadgen.pin(srv.pid, {0})
+            loadgen.pin(0, {1})
             if args.users:
-                loadgen.pin(srv.pid, {0})
-                loadgen.pin(0, {1})
                 res = await loadgen.run_random(
                     "127.0.0.1",
                     srv.long_port,
@@ -365,6 +378,7 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
                     rate=args.rate if args.paced else 0.0,
                     server_pid=srv.pid,
                     push=args.push,
+                    login_slice=64,  # the login queue above holds them all
                 )
             else:
                 res = await loadgen.run_load(
@@ -372,9 +386,11 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
                     srv.long_port,
                     args.pairs,
                     args.messages,
+                    rate=args.rate if args.paced else 0.0,
                     window=args.window,
                     prefix="lg",
                     server_pid=srv.pid,
+                    push=args.push,
                 )
         finally:
             srv.stop()
@@ -446,12 +462,12 @@ def main() -> None:
     )
     ap.add_argument("--warmup", type=int, default=2000, help="untimed messages (--users)")
     ap.add_argument(
-        "--paced", action="store_true", help="--compare --users at --rate sends/s (latency)"
+        "--paced", action="store_true", help="--compare at --rate sends/s in total (latency)"
     )
     ap.add_argument(
         "--push",
         action="store_true",
-        help="--users: the generator asks for push with data (cmd 122); a server that"
+        help="the generator's receivers ask for push with data (cmd 122); a server that"
         " does not know it sends notifies",
     )
     ap.add_argument("--seconds", type=float, default=10.0, help="echo baseline duration")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,7 +20,10 @@ def test_percentile_is_a_member_and_monotonic(values: list[float], p: float) -> 
     assert percentile(v, 0) <= got <= percentile(v, 100) == v[-1]
 
 
-async def test_loadgen_delivers_everything_once_against_the_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("push", [False, True])
+async def test_loadgen_delivers_everything_once_against_the_server(
+    tmp_path: Path, push: bool
+) -> None:
     srv = await start_server(server_config(tmp_path))
     try:
         for i in range(3):
@@ -33,6 +37,7 @@ async def test_loadgen_delivers_everything_once_against_the_server(tmp_path: Pat
             window=4,
             prefix="t",
             server_pid=os.getpid(),
+            push=push,
         )
     finally:
         await srv.close()
@@ -42,6 +47,9 @@ async def test_loadgen_delivers_everything_once_against_the_server(tmp_path: Pat
     assert len(res.latencies) == 61 and all(x >= 0 for x in res.latencies)
     assert s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"]
     assert s["loadgen_cpu_s"] >= 0 and "server_cpu_s" in s
+    # with push, the deliveries came in pushes (a push in a sync, or after a gap, is a
+    # notify and a newsync instead)
+    assert (s["pushes"] > 0) is push
 
 
 def test_loadgen_rejects_bad_arguments() -> None:

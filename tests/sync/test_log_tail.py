@@ -1,6 +1,7 @@
 """The in-memory log tail of the SQLite store: a newsync read served from it must return
 exactly what the database returns (same items, same order, same "more" keys), for any
-sequence of appends and any keys and windows; and it stays inside its bounds."""
+sequence of appends, commits and any keys and windows; and it stays inside its bounds
+(what a device committed leaves it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wxnet.sync.logtail import ENTRY_COST, RING_COST
 from wxnet.sync.sqlite_store import LogTail, SQLiteStore
 from wxnet.sync.store import Append
 
@@ -36,6 +38,7 @@ reads = st.lists(
         st.lists(st.tuples(st.sampled_from(KEYS), st.integers(0, 45)), max_size=4),
         st.integers(1, 12),
         st.integers(1, 2000),
+        st.booleans(),  # then commit that key (a device of the account has it)
     ),
     min_size=1,
     max_size=10,
@@ -45,7 +48,7 @@ reads = st.lists(
 async def _scenario(
     tmp: Path,
     batches: list[tuple[list[int], int, bytes]],
-    queries: list[tuple[int, list[tuple[int, int]], int, int]],
+    queries: list[tuple[int, list[tuple[int, int]], int, int, bool]],
 ) -> None:
     tail = SQLiteStore(tmp / "a.db", "NORMAL", profile_item=_profile, tail_items=8, tail_bytes=900)
     await tail.start(lambda _ch: None)
@@ -55,7 +58,7 @@ async def _scenario(
         for uins, key, body in batches:
             await tail.append([Append(uins, key, body)])
         # the store hands every commit's entries over before the write returns
-        for uin, after, max_items, max_bytes in queries:
+        for uin, after, max_items, max_bytes, commit in queries:
             dedup = list(dict(after).items())  # one entry per key, as the engine asks
             tail.tail.max_items, saved = 0, tail.tail.max_items
             saved_rings = tail.tail._rings
@@ -64,6 +67,9 @@ async def _scenario(
             tail.tail.max_items, tail.tail._rings = saved, saved_rings
             got = await tail.read_log(uin, dedup, max_items, max_bytes)
             assert got == want
+            if commit:
+                heads = [(k, min(s, await tail.head(uin, k))) for k, s in dedup]
+                tail.tail.committed(uin, heads)  # as Engine.commit does
     finally:
         tail.close()
 
@@ -72,7 +78,7 @@ async def _scenario(
 @given(appends, reads)
 def test_tail_reads_equal_database_reads(
     batches: list[tuple[list[int], int, bytes]],
-    queries: list[tuple[int, list[tuple[int, int]], int, int]],
+    queries: list[tuple[int, list[tuple[int, int]], int, int, bool]],
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_scenario(Path(tmp), batches, queries))
@@ -104,20 +110,41 @@ def test_tail_serves_a_read_at_the_head_without_the_database() -> None:
 
 
 def test_tail_bounds() -> None:
-    tail = LogTail(max_items=4, max_bytes=100, total_bytes=250)
+    entry = 10 + ENTRY_COST
+    tail = LogTail(max_items=4, max_bytes=100, total_bytes=3 * RING_COST + 6 * entry)
     tail.add((1, 2, s, b"x" * 10) for s in range(1, 11))
     ring = tail.read(1, 2, 6, 10)
     assert ring is not None and [s for s, _ in ring] == [7, 8, 9, 10]
+    assert tail.bytes == RING_COST + 4 * entry  # what it holds, counted as memory
     assert tail.read(1, 2, 5, 10) is None  # seq 6 is no longer held
     assert tail.read(1, 2, 9, 11) is None  # does not reach the head
     tail.add((1, 2, s, b"y" * 60) for s in range(11, 13))  # 120 bytes > 100 per log
     ring = tail.read(1, 2, 11, 12)
-    assert ring is not None and [s for s, _ in ring] == [12]
-    for uin in range(2, 10):  # all logs together: at most 250 bytes
-        tail.add([(uin, 2, 1, b"z" * 50)])
-    assert tail.bytes <= 250
+    assert ring is not None and [(s, b) for s, b in ring] == [(12, b"y" * 60)]
+    for uin in range(2, 10):  # all logs together: at most total_bytes
+        tail.add([(uin, 2, 1, b"z" * 10)])
+        assert tail.bytes <= tail.total_bytes
     assert tail.read(1, 2, 11, 12) is None  # the least recently written log went first
     assert tail.read(9, 2, 0, 1) is not None
     off = LogTail(0, 100, 100)
     off.add([(1, 2, 1, b"x")])
     assert len(off) == 0 and off.bytes == 0
+
+
+def test_a_commit_drops_what_the_device_has() -> None:
+    tail = LogTail(max_items=32, max_bytes=10_000, total_bytes=1 << 20)
+    tail.add((7, k, s, b"m%d" % s) for k in (2, 3) for s in range(1, 6))
+    assert len(tail) == 2
+    tail.committed(7, [(2, 3), (3, 0)])  # seqs 1-3 of log 2 are on the device
+    ring = tail.read(7, 2, 3, 5)
+    assert ring is not None and list(ring) == [(4, b"m4"), (5, b"m5")]
+    assert tail.read(7, 2, 2, 5) is None  # seq 3 went: a device behind reads SQLite
+    assert tail.trimmed == 3
+    tail.committed(7, [(2, 5), (3, 5)])  # in sync: nothing left, not even the rings
+    assert len(tail) == 0 and tail.bytes == 0 and tail.trimmed == 10
+    tail.committed(7, [(2, 9)])  # nothing held: nothing to do
+    tail.add([(7, 2, 6, b"m6")])  # the log grows again: a new ring from its new seq
+    ring = tail.read(7, 2, 5, 6)
+    assert ring is not None and list(ring) == [(6, b"m6")]
+    tail.committed(7, [(2, 5)])  # an older key than the ring: nothing to drop
+    assert tail.bytes == RING_COST + 2 + ENTRY_COST

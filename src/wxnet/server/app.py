@@ -20,10 +20,11 @@ from wxnet.server.dispatch import Dispatcher
 from wxnet.server.http import make_app
 from wxnet.server.httpguard import GuardedSite, HttpGuards
 from wxnet.server.limits import ConnectionLimiter, TrustedProxies
-from wxnet.server.longlink import LongLink
+from wxnet.server.longlink import Flusher, LongLink
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.sync.engine import Engine, profile_item
+from wxnet.sync.sqlitemem import sqlite_memory_used
 from wxnet.sync.store import Store, session_key_hash
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class Server:
             config.max_list_items,
         )
         self.links: set[LongLink] = set()
+        self.flusher = Flusher(self.loop)
         self.tasks: set[asyncio.Task[None]] = set()
         self.app = make_app(self)
         self._long_servers: list[asyncio.Server] = []
@@ -137,9 +139,24 @@ class Server:
         for stat, what in (
             ("tail_hits", "Log reads answered from the in-memory log tail."),
             ("tail_misses", "Log reads that went to the database (older than the tail)."),
-            ("tail_bytes", "Bytes of item bodies held in the in-memory log tail."),
+            (
+                "tail_bytes",
+                "Memory held by the in-memory log tail: item bodies and their overhead.",
+            ),
+            ("tail_logs", "Logs with entries in the in-memory log tail."),
+            ("tail_trimmed", "Log-tail entries dropped because a device committed them."),
         ):
             self.metrics.gauge(f"wxnet_sync_{stat}", what, self._store_stat(stat))
+        self.metrics.gauge(
+            "wxnet_engine_cache_entries",
+            "Entries in the engine's in-memory caches, all together ([sync] cache_entries each).",
+            lambda: float(sum(len(c) for c in self.engine.caches().values())),
+        )
+        self.metrics.gauge(
+            "wxnet_sqlite_memory_bytes",
+            "Memory SQLite holds in this process (page caches, statements; NaN: unknown).",
+            lambda: float("nan") if (m := sqlite_memory_used()) is None else float(m),
+        )
         self.metrics.gauge(
             "wxnet_long_polls", "Pending long polls.", lambda: self.notifier.total_waiters
         )

@@ -247,9 +247,16 @@ def _validate_sync(cfg: ServerConfig) -> None:
         raise ConfigError('[sync] contacts must be "open" or "request"')
     if cfg.sync.integrity_check not in ("quick", "full", "off"):
         raise ConfigError('[sync] integrity_check must be "quick", "full" or "off"')
-    for name in ("login_workers", "max_sessions_per_account", "login_failures_per_address"):
+    for name in (
+        "login_workers",
+        "max_sessions_per_account",
+        "login_failures_per_address",
+        "cache_entries",
+    ):
         if getattr(cfg.sync, name) < 1:
             raise ConfigError(f"[sync] {name} must be at least 1")
+    if cfg.sync.page_cache_kib < 64:
+        raise ConfigError("[sync] page_cache_kib must be at least 64 (KiB)")
 
 
 def _validate_uploads(cfg: ServerConfig) -> None:

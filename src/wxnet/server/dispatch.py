@@ -29,12 +29,42 @@ from wxnet.sync.engine import Engine, Session
 from wxnet.sync.items import join_cmd_list, newsync_response
 from wxnet.sync.uploads import Uploads
 
-__all__ = ["BadRequest", "Context", "Dispatcher", "Handler"]
+__all__ = ["BadRequest", "Context", "Dispatcher", "Handler", "oversized"]
 
 log = logging.getLogger("wxnet.server")
 
 #: String fields bounded by their own, larger caps instead of ``max_field_chars``.
 _LONG_TEXT = frozenset({"content"})
+
+
+def oversized(
+    msg: Message, max_field_chars: int, max_list_items: int, body_len: int | None = None
+) -> str:
+    """The first string field of ``msg`` (nested messages included) longer than
+    ``max_field_chars`` characters, or repeated field with more than ``max_list_items``
+    entries, as a message; '' when none. Message text (:data:`_LONG_TEXT`) has its own,
+    larger bound (``max_content_bytes``, checked by the engine).
+
+    ``body_len``, the length of the wire bytes ``msg`` was parsed from, skips the walk
+    when nothing can be over a bound: a string of N characters takes at least N bytes
+    on the wire and a list entry at least one, so a body no longer than both bounds
+    holds nothing too long (most requests, a short text message among them)."""
+    if body_len is not None and body_len <= max_field_chars and body_len <= max_list_items:
+        return ""
+    for fd, value in msg.ListFields():
+        repeated = bool(fd.is_repeated)
+        values = list(value) if repeated else [value]
+        if repeated and len(values) > max_list_items:
+            return f"{fd.name} has more than {max_list_items} entries"
+        for v in values:
+            if fd.type == FieldDescriptor.TYPE_STRING:
+                if fd.name not in _LONG_TEXT and len(v) > max_field_chars:
+                    return f"{fd.name} is longer than {max_field_chars} characters"
+            elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+                inner = oversized(v, max_field_chars, max_list_items)
+                if inner:
+                    return inner
+    return ""
 
 
 class BadRequest(WxnetError):
@@ -115,7 +145,7 @@ class Dispatcher:
         except DecodeError as exc:
             self.metrics.errors.inc(str(int(MMRet.ERR_BAD_REQUEST)))
             raise BadRequest(f"{cgi.name}: body is not a {cgi.request.__name__}: {exc}") from None
-        too_long = self._oversized(req)
+        too_long = oversized(req, self.max_field_chars, self.max_list_items, len(body))
         if too_long:
             self.metrics.errors.inc(str(int(MMRet.ERR_TOO_LARGE)))
             return C.error_body(MMRet.ERR_TOO_LARGE, f"{cgi.name}: {too_long}")
@@ -136,25 +166,6 @@ class Dispatcher:
             self.metrics.errors.inc(str(int(MMRet.ERR_SYS)))
             return C.error_body(MMRet.ERR_SYS, "internal server error")
         return out if isinstance(out, bytes) else out.SerializeToString()
-
-    def _oversized(self, msg: Message) -> str:
-        """The first string field longer than ``max_field_chars`` or list longer than
-        ``max_list_items``, as a message ('' when none). Message text has its own,
-        larger bound (``max_content_bytes``, checked by the engine)."""
-        for fd, value in msg.ListFields():
-            repeated = bool(fd.is_repeated)
-            values = list(value) if repeated else [value]
-            if repeated and len(values) > self.max_list_items:
-                return f"{fd.name} has more than {self.max_list_items} entries"
-            for v in values:
-                if fd.type == FieldDescriptor.TYPE_STRING:
-                    if fd.name not in _LONG_TEXT and len(v) > self.max_field_chars:
-                        return f"{fd.name} is longer than {self.max_field_chars} characters"
-                elif fd.type == FieldDescriptor.TYPE_MESSAGE:
-                    inner = self._oversized(v)
-                    if inner:
-                        return inner
-        return ""
 
     # ------------------------------------------------------------------ handlers
     async def _manualauth(self, req: Any, _s: Session | None, ctx: Context) -> Message:

@@ -2,8 +2,9 @@
 :class:`~wxnet.proto.longlink.LongLinkConnection` (server role).
 
 Bytes in -> connection events -> one task per request (replies matched by seq, in
-whatever order they finish) -> packets queued and flushed once per loop iteration, so
-every reply and notify ready at the same moment leaves in one write (S20, S33). The
+whatever order they finish) -> packets queued per link and written by the server's
+:class:`Flusher`, one write per link per loop turn, so every reply, push and notify
+ready at the same moment leaves in one write (S20, S33). The
 seq rules and every packet's shape are the connection's; this module owns the caps
 (requests in flight per link, links per account, the write buffer, the connection cap
 and the identify deadline) and the flushing.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -34,7 +36,7 @@ from wxnet.sync.items import newsync_response
 if TYPE_CHECKING:
     from wxnet.server.app import Server
 
-__all__ = ["LongLink"]
+__all__ = ["Flusher", "LongLink"]
 
 log = logging.getLogger("wxnet.longlink")
 
@@ -42,11 +44,42 @@ log = logging.getLogger("wxnet.longlink")
 MAX_WRITE_BUFFER = 4 << 20
 
 
+class Flusher:
+    """Writes the queued output of every long link that has some, once per loop turn,
+    for all links in one callback (not one scheduled callback per link).
+
+    The write waits one turn more than it must: a commit's callback pushes to the
+    sender's and the recipients' links and resolves the sender's request, whose task
+    runs in the next turn; written after it, the push and the reply leave together."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[LongLink] = []
+        self._scheduled = False
+
+    def add(self, link: LongLink) -> None:
+        self._dirty.append(link)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._loop.call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for link in dirty:
+            link._flush()
+
+
 class LongLink(asyncio.Protocol):
     __slots__ = (
         "_admitted",
         "_conn",
-        "_flush_handle",
+        "_dirty",
         "_identify_timer",
         "_notify_pending",
         "_out",
@@ -69,7 +102,7 @@ class LongLink(asyncio.Protocol):
         self.last_rx = 0.0
         self._pending = 0
         self._out: list[bytes] = []
-        self._flush_handle: asyncio.Handle | None = None
+        self._dirty = False  # output queued, the flusher told
         self._notify_pending = 0
         self._admitted = False
         self._identify_timer: asyncio.TimerHandle | None = None
@@ -82,7 +115,8 @@ class LongLink(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]) if peer else ""
+        # one string per address, not one per link (phones behind a NAT share it)
+        self.peer = sys.intern(str(peer[0])) if peer else ""
         self.last_rx = self.server.loop.time()
         refused = self.server.limiter.admit(self.peer)
         if refused is not None:
@@ -148,9 +182,6 @@ class LongLink(asyncio.Protocol):
             self._admitted = False
             self.server.limiter.release(self.peer)
         self.server.links.discard(self)
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
         self._out.clear()
 
     # -- requests --------------------------------------------------------------------
@@ -159,17 +190,22 @@ class LongLink(asyncio.Protocol):
             self._write(self._conn.reply_error(seq, MMRet.ERR_BUSY, "too many requests in flight"))
             return
         self._pending += 1
-        task = self.server.loop.create_task(self._run(cgi, seq, body))
+        # the task leaves server.tasks itself when it ends (_run, told its task through
+        # ``me``), not by a done callback, which costs one more scheduled callback per
+        # request (and asyncio.current_task is Python code on 3.11)
+        me: list[asyncio.Task[None]] = []
+        task = self.server.loop.create_task(self._run(cgi, seq, body, me))
+        me.append(task)
         self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
 
-    async def _run(self, cgi: C.CGI, seq: int, body: bytes) -> None:
+    async def _run(self, cgi: C.CGI, seq: int, body: bytes, me: list[asyncio.Task[None]]) -> None:
         try:
             out = await self.server.dispatcher.handle(cgi, body, Context(self.peer, self))
         except BadRequest as exc:
             out = error_body(MMRet.ERR_BAD_REQUEST, str(exc))
         finally:
             self._pending -= 1
+            self.server.tasks.discard(me[0])
         if self.closed:
             return
         try:
@@ -226,11 +262,12 @@ class LongLink(asyncio.Protocol):
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if self._flush_handle is None and not self.closed:
-            self._flush_handle = self.server.loop.call_soon(self._flush)
+        if not self._dirty and not self.closed:
+            self._dirty = True
+            self.server.flusher.add(self)
 
     def _flush(self) -> None:
-        self._flush_handle = None
+        self._dirty = False
         if self.closed or self.transport is None:
             return
         if self._notify_pending:
@@ -248,8 +285,7 @@ class LongLink(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
-            if self._flush_handle is not None:
-                self._flush_handle.cancel()
+            if self._dirty:
                 self._flush()
             self.closed = True
             self.transport.close()

@@ -24,20 +24,33 @@ def _base(name: str) -> str:
     return name.removesuffix("_total")
 
 
-class Counter:
-    """A counter with at most one label; ``inc(label, n)``."""
+class Counter(Collector):
+    """A counter with at most one label; ``inc(label, n)``.
+
+    Counts are plain floats in a dict, read at each scrape (a collector of the
+    registry), not ``prometheus_client.Counter``: its ``labels()`` lookup and locked
+    increment cost several times a dict update, and the request path counts every
+    request and every push. Only the event loop's thread counts. The exposition is
+    the same: HELP, TYPE and one ``<name>_total`` sample per label value seen (an
+    unlabelled counter shows 0 from the start)."""
 
     def __init__(self, registry: CollectorRegistry, name: str, help_: str, label: str = "") -> None:
         self.label = label
-        self._c = prometheus_client.Counter(
-            _base(name), help_, [label] if label else [], registry=registry
-        )
+        self.name = _base(name)
+        self.help = help_
+        self.values: dict[str, float] = {} if label else {"": 0.0}
+        registry.register(self)
 
     def inc(self, label: str = "", n: float = 1) -> None:
-        if self.label:
-            self._c.labels(label).inc(n)
-        else:
-            self._c.inc(n)
+        values = self.values
+        values[label] = values.get(label, 0.0) + n
+
+    def collect(self) -> Iterator[Metric]:
+        labels = [self.label] if self.label else []
+        fam = CounterMetricFamily(self.name, self.help, labels=labels)
+        for value_label, v in list(self.values.items()):
+            fam.add_metric([value_label] if self.label else [], v)
+        yield fam
 
 
 class Histogram:

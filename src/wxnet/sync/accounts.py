@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 import time
-from collections.abc import Callable, Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet
@@ -20,6 +24,7 @@ from wxnet.proto.synckey import (
 )
 from wxnet.sync import media
 from wxnet.sync.db import private_dir
+from wxnet.sync.logtail import LogTail
 from wxnet.sync.model import (
     MAX_DEVICE_CHARS,
     MAX_PASSWORD_CHARS,
@@ -38,6 +43,62 @@ from wxnet.sync.store import (
     session_key_hash,
 )
 from wxnet.sync.throttle import LoginThrottle
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedCache(dict[K, V]):
+    """A dict of at most ``cap`` entries, for the engine's caches: storing one more
+    drops the oldest-stored eighth (amortised O(1)). Only for caches whose misses read
+    the store again, so what it drops changes no answer."""
+
+    __slots__ = ("cap", "evicted")
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = max(1, cap)
+        #: entries dropped so far
+        self.evicted = 0
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.cap:
+            old = list(islice(iter(self), max(1, self.cap // 8)))
+            for k in old:
+                del self[k]
+            self.evicted += len(old)
+
+
+class ContactNames:
+    """An account's contact names as the engine caches them: one sorted tuple of
+    interned strings (a name costs 8 bytes here, and its string is the one every other
+    cache of the engine holds; a set costs 216 bytes for up to four names and about 50
+    a name beyond, plus a string of its own for every name)."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self._names = tuple(sorted({sys.intern(n) for n in names}))
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        names = self._names
+        i = bisect_left(names, name)
+        return i < len(names) and names[i] == name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def add(self, name: str) -> None:
+        names = self._names
+        i = bisect_left(names, name)
+        if i == len(names) or names[i] != name:
+            self._names = (*names[:i], sys.intern(name), *names[i:])
 
 
 class EngineBase:
@@ -64,7 +125,12 @@ class EngineBase:
             tail_items=self.config.tail_items,
             tail_bytes=self.config.tail_bytes,
             tail_total_bytes=self.config.tail_total_bytes,
+            page_cache_kib=self.config.page_cache_kib,
         )
+        #: the store's log tail (both stores have one), which a device's commit trims
+        #: (LogTail.committed)
+        tail = getattr(self.store, "tail", None)
+        self._tail: LogTail | None = tail if isinstance(tail, LogTail) else None
         self.clock = clock
         self.on_news = on_news
         #: called just before ``on_news`` with the entries the write appended, (uin, key,
@@ -72,13 +138,17 @@ class EngineBase:
         #: server pushes the small ones, cmd 122)
         self.on_entries: Callable[[list[tuple[int, int, int, bytes]]], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Caches of what rarely changes (filled lazily; updated by our own writes).
-        self._sessions: dict[str, Session] = {}
-        self._uin_by_name: dict[str, int] = {}
-        self._account: dict[int, tuple[str, str]] = {}  # uin -> (user_name, nick)
-        self._contacts: dict[int, set[str]] = {}
-        self._rooms: dict[str, RoomRow] = {}
-        self._committed: dict[tuple[int, str], bytes] = {}
+        # Caches of what rarely changes (filled lazily; updated by our own writes), each
+        # of at most cache_entries entries (a miss reads the store).
+        cap = self.config.cache_entries
+        self._sessions: BoundedCache[str, Session] = BoundedCache(cap)
+        self._uin_by_name: BoundedCache[str, int] = BoundedCache(cap)
+        self._account: BoundedCache[int, tuple[str, str]] = BoundedCache(cap)  # (name, nick)
+        self._contacts: BoundedCache[int, ContactNames] = BoundedCache(cap)
+        self._rooms: BoundedCache[str, RoomRow] = BoundedCache(cap)
+        #: the last committed key written per device (so an unchanged one is not
+        #: written again; a dropped one is written once more)
+        self._committed: BoundedCache[tuple[int, str], bytes] = BoundedCache(cap)
         c = self.config
         self.throttle = LoginThrottle(
             c.login_failures_per_account_address,
@@ -125,7 +195,24 @@ class EngineBase:
                 "",
                 lambda: {"": self.stats["sessions_evicted"]},
             ),
+            (
+                "wxnet_engine_cache_dropped_total",
+                "Entries the engine's in-memory caches dropped at [sync] cache_entries.",
+                "cache",
+                lambda: {name: c.evicted for name, c in self.caches().items()},
+            ),
         ]
+
+    def caches(self) -> dict[str, BoundedCache[object, object]]:
+        """The engine's in-memory caches by name (for /metrics)."""
+        return {
+            "sessions": self._sessions,  # type: ignore[dict-item]
+            "user_names": self._uin_by_name,  # type: ignore[dict-item]
+            "accounts": self._account,  # type: ignore[dict-item]
+            "contacts": self._contacts,  # type: ignore[dict-item]
+            "groups": self._rooms,  # type: ignore[dict-item]
+            "committed_keys": self._committed,  # type: ignore[dict-item]
+        }
 
     def _published(self, ch: Changes) -> None:
         if ch.entries and self.on_entries is not None:
@@ -160,6 +247,7 @@ class EngineBase:
         acc = await self.store.account_by_name(name)
         if acc is None:
             return None
+        name = sys.intern(name)  # the one string of this name (contact lists share it)
         self._uin_by_name[name] = acc.uin
         self._account[acc.uin] = (name, acc.nick_name)
         return acc.uin
@@ -170,8 +258,9 @@ class EngineBase:
             acc = await self.store.account_by_uin(uin)
             if acc is None:
                 raise MMError(MMRet.ERR_NOUSER, f"no account {uin}")
-            cached = self._account[uin] = (acc.user_name, acc.nick_name)
-            self._uin_by_name[acc.user_name] = uin
+            name = sys.intern(acc.user_name)
+            cached = self._account[uin] = (name, acc.nick_name)
+            self._uin_by_name[name] = uin
         return cached
 
     async def user_info(self, uin: int) -> pb.UserInfo:
@@ -310,10 +399,10 @@ class EngineBase:
         self._session_ended(sess.uin, session_key_hash(sess.sid))
 
     # ================================================================ contacts
-    async def _contact_set(self, uin: int) -> set[str]:
+    async def _contact_set(self, uin: int) -> ContactNames:
         s = self._contacts.get(uin)
         if s is None:
-            s = self._contacts[uin] = await self.store.contacts_of(uin)
+            s = self._contacts[uin] = ContactNames(await self.store.contacts_of(uin))
         return s
 
     async def is_contact(self, uin: int, name: str) -> bool:

@@ -107,9 +107,10 @@ def _unused(conn: sqlite3.Connection) -> None:  # a batched job's ``fn``
     raise AssertionError("a batched job runs through its batch")
 
 
-def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+def connect(path: Path, *, synchronous: str = "FULL", cache_kib: int = 65536) -> sqlite3.Connection:
     """Open the store file, creating it 0600 (SQLite gives its -wal and -shm files the
-    same mode); an existing file readable by others is made private."""
+    same mode); an existing file readable by others is made private. ``cache_kib``:
+    the connection's page cache (``[sync] page_cache_kib`` for the server's)."""
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     elif path.stat().st_mode & 0o077:
@@ -119,7 +120,7 @@ def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
-    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache per connection
+    conn.execute(f"PRAGMA cache_size={-int(cache_kib)}")  # negative: in KiB
     conn.execute("PRAGMA wal_autocheckpoint=4000")
     return conn
 
@@ -133,6 +134,8 @@ class Database:
             commit is fsynced, so acknowledged data survives power loss) or ``NORMAL``
             (survives a killed process, not a power cut; faster).
         init: run once on the writer connection before anything else (schema setup).
+        cache_kib: the page cache of each of its connections, in KiB (what it holds
+            stays allocated: with a store much larger than this, memory stays at it).
     """
 
     def __init__(
@@ -141,18 +144,20 @@ class Database:
         *,
         synchronous: str = "FULL",
         init: Callable[[sqlite3.Connection], None] | None = None,
+        cache_kib: int = 65536,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
         self.path = path
-        self._wconn = connect(path, synchronous=synchronous)
+        self._cache_kib = cache_kib
+        self._wconn = connect(path, synchronous=synchronous, cache_kib=cache_kib)
         if init is not None:
             try:
                 init(self._wconn)
             except BaseException:  # e.g. a store from a newer wxnet: leave no handle open
                 self._wconn.close()
                 raise
-        self._rconn = connect(path, synchronous=synchronous)
+        self._rconn = connect(path, synchronous=synchronous, cache_kib=cache_kib)
         self._synchronous = synchronous
         self._lconn: sqlite3.Connection | None = None
         self._wq: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -205,7 +210,9 @@ class Database:
         if self._closed:
             raise DatabaseClosed("database is closed")
         if self._lconn is None:
-            self._lconn = connect(self.path, synchronous=self._synchronous)
+            self._lconn = connect(
+                self.path, synchronous=self._synchronous, cache_kib=self._cache_kib
+            )
         return fn(self._lconn)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -165,6 +165,8 @@ class Engine(Messaging):
         if self._committed.get(ck) != blob:
             self._committed[ck] = blob
             self.store.set_committed_key(sess.uin, sess.device_id, blob, self.now())
+            if self._tail is not None:  # what the device has leaves the log tail
+                self._tail.committed(sess.uin, key.pairs)
 
     async def committed_key(self, uin: int, device_id: str) -> SyncKey | None:
         blob = await self.store.committed_key(uin, device_id)

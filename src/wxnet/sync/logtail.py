@@ -4,33 +4,73 @@ newsync near the head needs no database read (used by :class:`SQLiteStore`).
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from collections.abc import Iterable
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 
-__all__ = ["LogTail"]
+__all__ = ["ENTRY_COST", "RING_COST", "LogTail"]
+
+#: What one held entry costs beyond its body's length: the bytes object's header and
+#: the ring's slot for it (CPython 3.11, 64-bit).
+ENTRY_COST = 33 + 8
+#: What one log's ring costs with no entries: the ring and its list, the (uin, key)
+#: tuple and the ordered dict's entry for it.
+RING_COST = 72 + 56 + 56 + 100
+
+
+class _Ring:
+    """One log's held entries: ``bodies[i]`` is the entry with seq ``first + i`` (the
+    seqs are contiguous, so only the first is kept), ``size`` their bodies' bytes."""
+
+    __slots__ = ("bodies", "first", "size")
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+        self.size = 0
+        self.bodies: list[bytes] = []
+
+    def cost(self) -> int:
+        """Memory counted for the ring's entries (without RING_COST)."""
+        return self.size + ENTRY_COST * len(self.bodies)
 
 
 class LogTail:
     """The recent end of every account's logs, in memory (event-loop side).
 
-    One ring per (uin, key): the last entries appended since the server started,
-    contiguous up to the log's committed head, at most ``max_items`` entries and
-    ``max_bytes`` of bodies per ring; all rings together hold at most ``total_bytes``
-    (the least recently written rings are dropped first). A newsync whose key is at or
-    near the head is answered from here without reading SQLite; older keys fall back to
-    SQLite. ``max_items = 0`` turns it off.
+    One ring per (uin, key): entries appended since the server started that no device
+    of the account has committed yet, contiguous up to the log's committed head, at
+    most ``max_items`` entries and ``max_bytes`` of bodies per ring. All rings together
+    hold at most ``total_bytes`` of memory, counted as the bodies plus
+    :data:`ENTRY_COST` per entry and :data:`RING_COST` per ring (the least recently
+    written rings are dropped first). A newsync whose key is at or near the head is
+    answered from here without reading SQLite; older keys fall back to SQLite.
+
+    A device committing a key (:meth:`committed`) drops the entries up to it, and a
+    ring left empty goes: an account whose devices are in sync (every idle one) holds
+    nothing here. An account's second device that is further behind reads those
+    entries from SQLite, as any key older than the tail does; no answer changes.
+    ``max_items = 0`` turns it off.
     """
 
-    __slots__ = ("_rings", "bytes", "hits", "max_bytes", "max_items", "misses", "total_bytes")
+    __slots__ = (
+        "_rings",
+        "bytes",
+        "hits",
+        "max_bytes",
+        "max_items",
+        "misses",
+        "total_bytes",
+        "trimmed",
+    )
 
     def __init__(self, max_items: int, max_bytes: int, total_bytes: int) -> None:
         self.max_items, self.max_bytes, self.total_bytes = max_items, max_bytes, total_bytes
-        # (uin, key) -> [entries (seq, body), bytes of the bodies]
-        self._rings: OrderedDict[tuple[int, int], list[Any]] = OrderedDict()
+        self._rings: OrderedDict[tuple[int, int], _Ring] = OrderedDict()
+        #: memory held: bodies + ENTRY_COST per entry + RING_COST per ring
         self.bytes = 0
         self.hits = 0
         self.misses = 0
+        #: entries dropped because a device committed past them
+        self.trimmed = 0
 
     def add(self, entries: Iterable[tuple[int, int, int, bytes]]) -> None:
         if self.max_items <= 0:
@@ -40,37 +80,60 @@ class LogTail:
             hk = (uin, key)
             ring = rings.get(hk)
             if ring is None:
-                ring = rings[hk] = [deque(), 0]
+                ring = rings[hk] = _Ring(seq)
+                self.bytes += RING_COST
             else:
                 rings.move_to_end(hk)
-                q = ring[0]
-                if q and q[-1][0] != seq - 1:  # not contiguous (cannot happen): restart
-                    self.bytes -= ring[1]
-                    q.clear()
-                    ring[1] = 0
-            q = ring[0]
-            q.append((seq, body))
-            ring[1] += len(body)
-            self.bytes += len(body)
-            while len(q) > self.max_items or (len(q) > 1 and ring[1] > self.max_bytes):
-                _, old = q.popleft()
-                ring[1] -= len(old)
-                self.bytes -= len(old)
+                if ring.first + len(ring.bodies) != seq:  # not contiguous (a log trimmed
+                    self.bytes -= ring.cost()  # out that grew again): start it over
+                    ring.bodies.clear()
+                    ring.first, ring.size = seq, 0
+            bodies = ring.bodies
+            bodies.append(body)
+            ring.size += len(body)
+            self.bytes += len(body) + ENTRY_COST
+            while len(bodies) > self.max_items or (len(bodies) > 1 and ring.size > self.max_bytes):
+                self._pop_first(ring)
         while self.bytes > self.total_bytes and rings:
-            _, (_, size) = rings.popitem(last=False)
-            self.bytes -= size
+            _, ring = rings.popitem(last=False)
+            self.bytes -= ring.cost() + RING_COST
 
-    def read(self, uin: int, key: int, after: int, head: int) -> deque[tuple[int, bytes]] | None:
-        """Every entry after ``after`` up to ``head`` (the whole ring; the caller skips
-        the ones at or before ``after``), or None when the ring does not reach back that
-        far or does not reach ``head``."""
+    def _pop_first(self, ring: _Ring) -> None:
+        old = ring.bodies.pop(0)
+        ring.first += 1
+        ring.size -= len(old)
+        self.bytes -= len(old) + ENTRY_COST
+
+    def committed(self, uin: int, pairs: Iterable[tuple[int, int]]) -> None:
+        """A device of ``uin`` committed the key ``pairs`` ((key, seq), ...): drop the
+        entries up to it, and every ring left empty."""
+        rings = self._rings
+        for key, seq in pairs:
+            hk = (uin, key)
+            ring = rings.get(hk)
+            if ring is None or ring.first > seq:
+                continue
+            drop = min(len(ring.bodies), seq - ring.first + 1)
+            self.trimmed += drop
+            if drop == len(ring.bodies):
+                del rings[hk]
+                self.bytes -= ring.cost() + RING_COST
+                continue
+            for _ in range(drop):
+                self._pop_first(ring)
+
+    def read(self, uin: int, key: int, after: int, head: int) -> Iterator[tuple[int, bytes]] | None:
+        """The ``(seq, body)`` entries after ``after`` up to ``head``, or None when the
+        ring does not reach back that far or does not reach ``head``."""
         ring = self._rings.get((uin, key))
-        if ring is None:
+        if ring is None or not ring.bodies:
             return None
-        q: deque[tuple[int, bytes]] = ring[0]
-        if not q or q[0][0] > after + 1 or q[-1][0] < head:
+        first = ring.first
+        last = first + len(ring.bodies) - 1
+        if first > after + 1 or last < head:
             return None
-        return q
+        start = max(after + 1, first)
+        return zip(range(start, last + 1), ring.bodies[start - first :], strict=True)
 
     def __len__(self) -> int:
         return len(self._rings)

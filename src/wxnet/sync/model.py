@@ -83,6 +83,11 @@ class EngineConfig:
     tail_items: int = 32
     tail_bytes: int = 16 * 1024
     tail_total_bytes: int = 32 << 20
+    #: SQLite's page cache per connection, KiB (SQLite's own default is 2 MiB)
+    page_cache_kib: int = 2048
+    #: entries each in-memory cache of the engine keeps (sessions, user names, accounts,
+    #: contact lists, groups, committed keys); the oldest go first, misses read the store
+    cache_entries: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)

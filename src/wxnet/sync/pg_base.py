@@ -290,6 +290,8 @@ class PostgresBase:
             "tail_hits": self.tail.hits,
             "tail_misses": self.tail.misses,
             "tail_bytes": self.tail.bytes,
+            "tail_logs": len(self.tail),
+            "tail_trimmed": self.tail.trimmed,
         }
 
     # ---------------------------------------------------------------- plumbing

@@ -79,12 +79,16 @@ class SQLiteBase:
         tail_items: int = 32,
         tail_bytes: int = 16 * 1024,
         tail_total_bytes: int = 32 << 20,
+        page_cache_kib: int = 2048,
     ) -> None:
         check_integrity(path, integrity_check)
         self.tail = LogTail(tail_items, tail_bytes, tail_total_bytes)
         versions: list[int] = []
         self.db = Database(
-            path, synchronous=durability, init=lambda conn: versions.append(init_schema(conn))
+            path,
+            synchronous=durability,
+            init=lambda conn: versions.append(init_schema(conn)),
+            cache_kib=page_cache_kib,
         )
         self._schema_version = versions[0]
         self._profile_item = profile_item
@@ -127,6 +131,8 @@ class SQLiteBase:
             "tail_hits": self.tail.hits,
             "tail_misses": self.tail.misses,
             "tail_bytes": self.tail.bytes,
+            "tail_logs": len(self.tail),
+            "tail_trimmed": self.tail.trimmed,
         }
 
     def schema_version(self) -> int:

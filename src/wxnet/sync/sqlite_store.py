@@ -103,6 +103,7 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
             (``integrity_check``) or ``off``.
         tail_items, tail_bytes, tail_total_bytes: bounds of the in-memory log tail
             (:class:`LogTail`; per log, per log, and in all).
+        page_cache_kib: SQLite's page cache per connection (``[sync] page_cache_kib``).
 
     Raises:
         StoreDamaged: the file failed the check (the message says how to recover).

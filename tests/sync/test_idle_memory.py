@@ -1,0 +1,138 @@
+"""What an idle account costs the engine (issue 11): the log tail lets go of what a
+device committed, contact names are one sorted tuple of shared strings, and SQLite's
+page cache has its configured size. None of it may change an answer."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.synckey import KEY_MSG, SyncKey
+from wxnet.sync.accounts import BoundedCache, ContactNames
+from wxnet.sync.engine import Engine, EngineConfig
+from wxnet.sync.passwords import hash_password
+from wxnet.sync.sqlite_store import SQLiteStore
+
+PW_HASH = hash_password("secret1")
+
+
+def _text(to: str, n: int) -> pb.MicroMsg:
+    return pb.MicroMsg(to_user=to, content=f"m{n}", msg_type=1, client_msg_id=f"c{n}")
+
+
+async def test_a_synced_account_holds_nothing_in_the_tail(tmp_path: Path) -> None:
+    cfg = EngineConfig(durability="NORMAL", contacts="open", page_cache_kib=512)
+    engine = Engine(tmp_path / "var", cfg)
+    await engine.start()
+    try:
+        for name in ("alice", "bob"):
+            await engine.store.create_account(name, PW_HASH, name, engine.now())
+        a = await engine.login("alice", "secret1", "alice-phone", "phone")
+        b = await engine.login("bob", "secret1", "bob-phone", "phone")
+        b2 = await engine.login("bob", "secret1", "bob-pad", "pad")
+        await engine.add_contact(a, "bob")
+        start = (await engine.newinit(b)).key
+        for n in range(3):
+            await engine.send(a, [_text("bob", n)])
+        store = engine.store
+        assert isinstance(store, SQLiteStore)
+        assert store.statistics()["tail_logs"] > 0
+        # bob's phone syncs and commits: his logs leave the tail; alice has not synced
+        res = await engine.newsync(b, start)
+        assert [i[1] for i in res.items if i[0] == KEY_MSG] == [1, 2, 3]
+        engine.commit(b, res.key)
+        bob = store.tail.read(b.uin, KEY_MSG, 0, await store.head(b.uin, KEY_MSG))
+        assert bob is None
+        assert store.statistics()["tail_trimmed"] >= 3
+        # bob's second device, behind, gets the same items: from SQLite now
+        misses = store.statistics()["tail_misses"]
+        again = await engine.newsync(b2, start)
+        assert again.items == res.items
+        assert store.statistics()["tail_misses"] > misses
+        # alice commits too: nothing is held for anyone, not even an empty ring
+        mine = await engine.newsync(a, SyncKey())
+        engine.commit(a, (await engine.newsync(a, mine.key)).key)
+        assert store.statistics()["tail_logs"] == 0 and store.statistics()["tail_bytes"] == 0
+        # the page cache of every connection is the configured one
+        sizes = [store.db.read_now(lambda c: c.execute("PRAGMA cache_size").fetchone()[0])]
+        sizes.append(await store.db.write(lambda c: c.execute("PRAGMA cache_size").fetchone()[0]))
+        assert sizes == [-512, -512]
+    finally:
+        engine.close()
+
+
+@given(st.lists(st.text("abcdef", min_size=1, max_size=4), max_size=30), st.text("abcdef"))
+def test_contact_names_act_as_a_set(names: list[str], probe: str) -> None:
+    got, want = ContactNames(names[: len(names) // 2]), set(names[: len(names) // 2])
+    for n in names[len(names) // 2 :]:
+        got.add(n)
+        want.add(n)
+    assert list(got) == sorted(want) and len(got) == len(want)
+    assert (probe in got) == (probe in want)
+    assert 3 not in got  # not a name: not a contact
+
+
+def test_contact_names_share_their_strings() -> None:
+    name = "".join(["car", "ol"])  # built at run time: not the interned literal
+    names = ContactNames([name])
+    assert next(iter(names)) is sys.intern("carol")
+    small = ContactNames(["alice", "bob", "dave", "erin"])
+    assert sys.getsizeof(small._names) < sys.getsizeof({"alice", "bob", "dave", "erin"}) / 2
+
+
+@pytest.mark.parametrize("kib", [0, -1])
+def test_a_page_cache_too_small_is_refused(kib: int) -> None:
+    from wxnet.server.config import ConfigError, ServerConfig, _validate
+
+    cfg = dataclasses.replace(
+        ServerConfig(), sync=dataclasses.replace(EngineConfig(), page_cache_kib=kib)
+    )
+    with pytest.raises(ConfigError, match="page_cache_kib"):
+        _validate(cfg)
+
+
+def test_a_bounded_cache_drops_its_oldest_entries() -> None:
+    c: BoundedCache[int, int] = BoundedCache(16)
+    for i in range(100):
+        c[i] = i
+        assert len(c) <= 16
+    assert c[99] == 99 and 0 not in c and c.evicted == 100 - len(c)
+
+
+async def test_small_caches_change_no_answer(tmp_path: Path) -> None:
+    cfg = EngineConfig(durability="NORMAL", contacts="open", cache_entries=2)
+    engine = Engine(tmp_path / "var", cfg)
+    await engine.start()
+    try:
+        names = [f"user{i}" for i in range(6)]
+        for name in names:
+            await engine.store.create_account(name, PW_HASH, name, engine.now())
+        sessions = [await engine.login(n, "secret1", f"{n}-phone", "phone") for n in names]
+        for s in sessions[1:]:
+            await engine.add_contact(sessions[0], s.user_name)
+        for s in sessions:  # every session, contact list and name is read again
+            assert await engine.session(s.sid, s.uin) == s
+            assert await engine.lookup(s.user_name) == s.uin
+            assert await engine.account(s.uin) == (s.user_name, s.user_name)
+        assert [c.user_name for c in await engine.contacts(sessions[0])] == names[1:]
+        for s in sessions[1:]:
+            assert await engine.is_contact(s.uin, "user0")
+            assert not await engine.is_contact(s.uin, s.user_name)
+            res = await engine.send(s, [_text("user0", s.uin)])
+            assert res[0].ret == 0
+        key = (await engine.newinit(sessions[0])).key
+        for s in sessions:  # the commit marks of devices dropped from the cache
+            engine.commit(s, key if s is sessions[0] else (await engine.newinit(s)).key)
+        engine.commit(sessions[0], key)
+        await engine.store.flush()
+        assert await engine.committed_key(sessions[0].uin, "user0-phone") == key
+        assert all(len(c) <= 2 for c in engine.caches().values())
+        assert engine.caches()["sessions"].evicted > 0
+    finally:
+        engine.close()
