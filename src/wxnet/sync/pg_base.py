@@ -23,7 +23,6 @@ from wxnet.sync.pg_schema import DDL, ID_BLOCK, SCHEMA_VERSION
 from wxnet.sync.schema import StoreTooNew
 from wxnet.sync.sqlite_store import FIRST_MSG_ID
 from wxnet.sync.store import (
-    KEY_SENT,
     Account,
     Append,
     Changes,
@@ -81,8 +80,6 @@ class _Job:
     now: int = 0
     appends: Sequence[Append] = ()
     ids: list[int] = field(default_factory=list)
-    #: False: the sender's own entry goes to its sent log, not its message log (S17)
-    own: bool = True
 
 
 class _Arrays:
@@ -376,11 +373,7 @@ class PostgresBase:
                 for mid, m in zip(job.ids, job.msgs, strict=True):
                     idx = arr.message(mid, job.sender, m, job.now)
                     body = m.make_body(mid, job.now)
-                    if job.own or job.sender not in m.recipients:
-                        arr.item(KEY_MSG, body, m.recipients, idx)
-                    else:
-                        arr.item(KEY_MSG, body, [u for u in m.recipients if u != job.sender], idx)
-                        arr.item(KEY_SENT, body, [job.sender], idx)
+                    arr.item(KEY_MSG, body, m.recipients, idx)
                 for ap in job.appends:
                     arr.item(ap.key, ap.body, ap.uins)
                 slots.append((job, first, len(job.msgs)))

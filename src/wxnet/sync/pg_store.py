@@ -298,14 +298,15 @@ class PostgresStore(PostgresShared, PostgresBase):
     ) -> list[tuple[int, int, bool]]:
         if not msgs:
             return []
-        # S17, asked before the group commit (not inside it: a device that logs in on
-        # another process while this write is in flight can miss the message; see
-        # docs/protocol.md, "Your own messages")
-        own = not device or await self.has_other_device(sender, device, now)
+        # S17 is not applied here: the sender's own entry always goes to its message
+        # log. Asking has_other_device before the group commit would race a login on
+        # another process (its newinit could run between the question and the commit
+        # and miss the message); docs/protocol.md, "Your own messages".
+        del device
         fut: asyncio.Future[list[tuple[int, int, bool]]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._enqueue(_Job(fut, sender=sender, msgs=msgs, now=now, own=own))
+        self._enqueue(_Job(fut, sender=sender, msgs=msgs, now=now))
         return await fut
 
     async def message(self, msg_id: int) -> MessageRow | None:
