@@ -341,3 +341,29 @@ def test_garbage_after_plausible_heads_never_raises(head: bytes, tail: bytes) ->
     for port in (80, 443, 8080):
         v = CLF.classify(FlowView("tcp", "10.0.0.2", 1, "192.0.2.1", port, head + tail))
         assert isinstance(v, Verdict)
+
+
+def test_value_types_and_the_classifier_pickle() -> None:
+    """The gateway pickles its classifier to its DNS workers, and they pickle flow records
+    back: the hand-written value types must survive it on the compiled path too (a
+    compiled class is not made without its ``__init__``'s arguments)."""
+    import pickle
+
+    from wxnet.analyze.flows import FlowRecord, LonglinkPacket
+    from wxnet.classify.classifier import Classifier, Evidence, FlowView, Verdict
+    from wxnet.proto.sniff import HttpRequestHead
+
+    verdict = Verdict("wechat", "WeChat", (Evidence("dns", "weixin.qq.com"),), True, names=("a",))
+    packet = LonglinkPacket("c2s", 6, "heartbeat", 1, 0)
+    values: list[object] = [
+        verdict,
+        packet,
+        FlowView("tcp", "10.0.0.1", 4000, "10.0.0.2", 443, b"\x16\x03", b""),
+        FlowRecord("tcp", "a", 1, "b", 2, 0.5, 1.5, verdict, 3, 4, 50, 60, (packet,)),
+        HttpRequestHead("GET", "/", "HTTP/1.1", "/", "h", None, (("Host", "h"),)),
+    ]
+    for value in values:
+        assert pickle.loads(pickle.dumps(value)) == value
+    classifier = pickle.loads(pickle.dumps(Classifier()))
+    view = FlowView("udp", "10.0.0.1", 4000, "10.0.0.2", 8000, b"\x00" * 40)
+    assert classifier.classify(view) == Classifier().classify(view)

@@ -63,6 +63,10 @@ class LonglinkPacket:
     def _key(self) -> tuple[str, int, str, int, int]:
         return (self.direction, self.cmd, self.name, self.seq, self.body_len)
 
+    def __reduce__(self) -> tuple[type[LonglinkPacket], tuple[object, ...]]:
+        # by its constructor: a compiled class is not made without __init__'s arguments
+        return (LonglinkPacket, self._key())
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LonglinkPacket):
             return NotImplemented
@@ -145,6 +149,10 @@ class FlowRecord:
             self.server_bytes,
             self.longlink,
         )
+
+    def __reduce__(self) -> tuple[type[FlowRecord], tuple[object, ...]]:
+        # by its constructor: a compiled class is not made without __init__'s arguments
+        return (FlowRecord, self._key())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FlowRecord):

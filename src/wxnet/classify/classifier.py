@@ -112,6 +112,10 @@ class FlowView:
             self.server_bytes,
         )
 
+    def __reduce__(self) -> tuple[type[FlowView], tuple[object, ...]]:
+        # by its constructor: a compiled class is not made without __init__'s arguments
+        return (FlowView, self._key())
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FlowView):
             return NotImplemented
@@ -138,6 +142,10 @@ class Evidence:
     def __init__(self, kind: str, detail: str) -> None:
         self.kind: Final = kind
         self.detail: Final = detail
+
+    def __reduce__(self) -> tuple[type[Evidence], tuple[object, ...]]:
+        # by its constructor: a compiled class is not made without __init__'s arguments
+        return (Evidence, (self.kind, self.detail))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Evidence):
@@ -189,6 +197,10 @@ class Verdict:
             self.final,
             self.names,
         )
+
+    def __reduce__(self) -> tuple[type[Verdict], tuple[object, ...]]:
+        # by its constructor: a compiled class is not made without __init__'s arguments
+        return (Verdict, self._key())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Verdict):
@@ -593,10 +605,11 @@ class _UdpRule:
     """A :class:`PayloadPattern` of signature ``app``, ready to match: the same test as
     ``PayloadPattern.matches``, with the prefixes as one anchored bytes pattern."""
 
-    __slots__ = ("app", "lengths", "min_len", "ports", "prefixes", "suffix", "what")
+    __slots__ = ("app", "lengths", "min_len", "pattern", "ports", "prefixes", "suffix", "what")
 
     def __init__(self, app: str, pattern: PayloadPattern) -> None:
         self.app = app
+        self.pattern = pattern
         self.what = pattern.what
         self.min_len = pattern.min_len
         self.lengths = frozenset(pattern.lengths)
@@ -609,6 +622,11 @@ class _UdpRule:
         # No prefix: PayloadPattern.matches is False; "(?!)" never matches.
         body = b"|".join(b"(?:" + a + b")" for a in alternatives) if alternatives else b"(?!)"
         self.prefixes = re.compile(body, re.DOTALL)
+
+    def __reduce__(self) -> tuple[type[_UdpRule], tuple[str, PayloadPattern]]:
+        """Pickled as its source (the gateway hands its classifier to its DNS workers):
+        a compiled class is not made without its ``__init__``'s arguments."""
+        return (_UdpRule, (self.app, self.pattern))
 
     def matches(self, payload: bytes, server_port: int) -> bool:
         n = len(payload)

@@ -323,6 +323,10 @@ class HttpRequestHead:
             self.body,
         )
 
+    def __reduce__(self) -> tuple[type[HttpRequestHead], tuple[object, ...]]:
+        # by its constructor: a compiled class is not made without __init__'s arguments
+        return (HttpRequestHead, self._key())
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, HttpRequestHead):
             return NotImplemented
