@@ -29,6 +29,7 @@ MODULES = (
     "wxnet.classify.classifier",
     "wxnet.classify.dns",
     "wxnet.proto.sniff",
+    "wxnet.proto.value",
 )
 #: mypyc's shared library for the group (one top-level module).
 LIB = "wxnet_accel__mypyc"

@@ -15,6 +15,7 @@ from wxnet.classify import Verdict
 from wxnet.proto.errors import RemoteProtocolError
 from wxnet.proto.framing import PacketDecoder
 from wxnet.proto.sniff import LonglinkHead, sniff_longlink
+from wxnet.proto.value import Value
 
 __all__ = ["FlowRecord", "LonglinkPacket", "Stats"]
 
@@ -41,17 +42,16 @@ _END = float("inf")
 _LONGLINK_SHOWN = 20
 
 
-# LonglinkPacket and FlowRecord are written out rather than made by
-# ``@dataclass(frozen=True, slots=True)``, for the reason given in
-# ``wxnet/classify/classifier.py`` (the dataclass ``__init__`` is interpreted Python even
-# when this module is compiled): same constructor, attributes, repr, == and hash.
+# LonglinkPacket and FlowRecord are written out on :class:`wxnet.proto.value.Value` rather
+# than made by ``@dataclass(frozen=True, slots=True)`` (why: that module).
 
 
 @final
-class LonglinkPacket:
+class LonglinkPacket(Value):
     """One decoded S32 packet: direction, command, its name where known, seq, body size."""
 
     __slots__ = ("body_len", "cmd", "direction", "name", "seq")
+    FIELDS = ("direction", "cmd", "name", "seq", "body_len")
 
     def __init__(self, direction: str, cmd: int, name: str, seq: int, body_len: int) -> None:
         self.direction: Final = direction
@@ -63,27 +63,9 @@ class LonglinkPacket:
     def _key(self) -> tuple[str, int, str, int, int]:
         return (self.direction, self.cmd, self.name, self.seq, self.body_len)
 
-    def __reduce__(self) -> tuple[type[LonglinkPacket], tuple[object, ...]]:
-        # by its constructor: a compiled class is not made without __init__'s arguments
-        return (LonglinkPacket, self._key())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, LonglinkPacket):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"LonglinkPacket(direction={self.direction!r}, cmd={self.cmd!r}, "
-            f"name={self.name!r}, seq={self.seq!r}, body_len={self.body_len!r})"
-        )
-
 
 @final
-class FlowRecord:
+class FlowRecord(Value):
     """One finished flow: its 5-tuple (client first), first and last packet times, the
     verdict, packets and bytes each way, and the decoded long-link packets, if any."""
 
@@ -101,6 +83,21 @@ class FlowRecord:
         "start",
         "transport",
         "verdict",
+    )
+    FIELDS = (
+        "transport",
+        "client",
+        "client_port",
+        "server",
+        "server_port",
+        "start",
+        "end",
+        "verdict",
+        "client_packets",
+        "server_packets",
+        "client_bytes",
+        "server_bytes",
+        "longlink",
     )
 
     def __init__(
@@ -148,28 +145,6 @@ class FlowRecord:
             self.client_bytes,
             self.server_bytes,
             self.longlink,
-        )
-
-    def __reduce__(self) -> tuple[type[FlowRecord], tuple[object, ...]]:
-        # by its constructor: a compiled class is not made without __init__'s arguments
-        return (FlowRecord, self._key())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, FlowRecord):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"FlowRecord(transport={self.transport!r}, client={self.client!r}, "
-            f"client_port={self.client_port!r}, server={self.server!r}, "
-            f"server_port={self.server_port!r}, start={self.start!r}, end={self.end!r}, "
-            f"verdict={self.verdict!r}, client_packets={self.client_packets!r}, "
-            f"server_packets={self.server_packets!r}, client_bytes={self.client_bytes!r}, "
-            f"server_bytes={self.server_bytes!r}, longlink={self.longlink!r})"
         )
 
     @property

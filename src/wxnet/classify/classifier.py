@@ -45,6 +45,7 @@ from wxnet.proto.sniff import (
     sniff_mmtls,
     sniff_tls_client_hello,
 )
+from wxnet.proto.value import Value
 
 __all__ = ["Classifier", "Evidence", "FlowView", "Verdict"]
 
@@ -60,16 +61,13 @@ _RANK = {
 }
 
 
-# The three value types below are written out rather than made by ``@dataclass(frozen=True,
-# slots=True)``: the same constructor, attributes, ``repr``, ``==`` and hash, but the
-# dataclass ``__init__`` (interpreted Python even in the compiled build, with one
-# ``object.__setattr__`` per field) was ~14% of the analyser's time on real traffic, and
-# making the classes took ~1 ms each at start-up (docs/benchmarks.md). Attributes are
+# The three value types below are written out on :class:`wxnet.proto.value.Value` rather
+# than made by ``@dataclass(frozen=True, slots=True)`` (why: that module). Attributes are
 # ``Final``: mypy refuses assignments, and the compiled build refuses them at run time.
 
 
 @final
-class FlowView:
+class FlowView(Value):
     """What the classifier sees of a flow. For UDP the byte fields hold the first
     datagram of each direction."""
 
@@ -81,6 +79,15 @@ class FlowView:
         "server_bytes",
         "server_port",
         "transport",
+    )
+    FIELDS = (
+        "transport",
+        "client",
+        "client_port",
+        "server",
+        "server_port",
+        "client_bytes",
+        "server_bytes",
     )
 
     def __init__(
@@ -112,60 +119,30 @@ class FlowView:
             self.server_bytes,
         )
 
-    def __reduce__(self) -> tuple[type[FlowView], tuple[object, ...]]:
-        # by its constructor: a compiled class is not made without __init__'s arguments
-        return (FlowView, self._key())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, FlowView):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"FlowView(transport={self.transport!r}, client={self.client!r}, "
-            f"client_port={self.client_port!r}, server={self.server!r}, "
-            f"server_port={self.server_port!r}, client_bytes={self.client_bytes!r}, "
-            f"server_bytes={self.server_bytes!r})"
-        )
-
 
 @final
-class Evidence:
+class Evidence(Value):
     """One reason for a verdict: its kind (``tls-sni``, ``dns``, ...) and the detail."""
 
     __slots__ = ("detail", "kind")
+    FIELDS = ("kind", "detail")
 
     def __init__(self, kind: str, detail: str) -> None:
         self.kind: Final = kind
         self.detail: Final = detail
 
-    def __reduce__(self) -> tuple[type[Evidence], tuple[object, ...]]:
-        # by its constructor: a compiled class is not made without __init__'s arguments
-        return (Evidence, (self.kind, self.detail))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Evidence):
-            return NotImplemented
-        return self.kind == other.kind and self.detail == other.detail
-
-    def __hash__(self) -> int:
-        return hash((self.kind, self.detail))
-
-    def __repr__(self) -> str:
-        return f"Evidence(kind={self.kind!r}, detail={self.detail!r})"
+    def _key(self) -> tuple[str, str]:
+        return (self.kind, self.detail)
 
 
 @final
-class Verdict:
+class Verdict(Value):
     """A flow's label: the app (signature id, ``None``: unknown), its display label, the
     evidence, whether it is confirmed or spoofed, whether more bytes could change it
     (``final``), and the HTTP Host / TLS SNI names the client claimed."""
 
     __slots__ = ("app", "confirmed", "evidence", "final", "label", "names", "spoofed")
+    FIELDS = ("app", "label", "evidence", "confirmed", "spoofed", "final", "names")
 
     def __init__(
         self,
@@ -196,25 +173,6 @@ class Verdict:
             self.spoofed,
             self.final,
             self.names,
-        )
-
-    def __reduce__(self) -> tuple[type[Verdict], tuple[object, ...]]:
-        # by its constructor: a compiled class is not made without __init__'s arguments
-        return (Verdict, self._key())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Verdict):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"Verdict(app={self.app!r}, label={self.label!r}, evidence={self.evidence!r}, "
-            f"confirmed={self.confirmed!r}, spoofed={self.spoofed!r}, final={self.final!r}, "
-            f"names={self.names!r})"
         )
 
 

@@ -36,6 +36,7 @@ from typing import Final, final
 from wxnet.proto.dnswire import DnsMessage, parse_dns
 from wxnet.proto.dnswire import Record as DnsAnswer
 from wxnet.proto.framing import HEADER, HEADER_LEN, MAX_PACKET, PROTOCOL_VERSION
+from wxnet.proto.value import Value
 
 __all__ = [
     "MMTLS_RECORD_TYPES",
@@ -263,7 +264,7 @@ def _parse_alpn(ext: bytes) -> tuple[str, ...]:
 
 
 @final
-class HttpRequestHead:
+class HttpRequestHead(Value):
     """The request line and header fields of an HTTP/1.x request.
 
     ``host`` comes from an absolute-form target when there is one, else from the Host
@@ -271,9 +272,8 @@ class HttpRequestHead:
     (at the sniff limit or end of the bytes seen); the fields read so far are kept.
     ``body`` holds the body bytes that followed a complete head in ``data``.
 
-    Written out rather than a frozen dataclass (same constructor, attributes, repr, ==
-    and hash): one is made for every HTTP flow the analyser sees, and the dataclass
-    ``__init__`` stays interpreted Python in the compiled build (docs/benchmarks.md).
+    Written out on :class:`wxnet.proto.value.Value` rather than a frozen dataclass: one
+    is made for every HTTP flow the analyser sees (why: that module).
     """
 
     __slots__ = (
@@ -286,6 +286,17 @@ class HttpRequestHead:
         "target",
         "user_agent",
         "version",
+    )
+    FIELDS = (
+        "method",
+        "target",
+        "version",
+        "path",
+        "host",
+        "user_agent",
+        "headers",
+        "complete",
+        "body",
     )
 
     def __init__(
@@ -321,26 +332,6 @@ class HttpRequestHead:
             self.headers,
             self.complete,
             self.body,
-        )
-
-    def __reduce__(self) -> tuple[type[HttpRequestHead], tuple[object, ...]]:
-        # by its constructor: a compiled class is not made without __init__'s arguments
-        return (HttpRequestHead, self._key())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, HttpRequestHead):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"HttpRequestHead(method={self.method!r}, target={self.target!r}, "
-            f"version={self.version!r}, path={self.path!r}, host={self.host!r}, "
-            f"user_agent={self.user_agent!r}, headers={self.headers!r}, "
-            f"complete={self.complete!r}, body={self.body!r})"
         )
 
 
