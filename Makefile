@@ -15,7 +15,7 @@ DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark sy
 # the build says so and wxnet runs them as pure Python (same results, slower).
 ACCEL_SRC := src/wxnet/_accel.py src/wxnet/analyze/loop.py src/wxnet/analyze/flows.py \
   src/wxnet/analyze/capture.py src/wxnet/classify/classifier.py src/wxnet/classify/dns.py \
-  src/wxnet/proto/sniff.py packaging/build_accel.py
+  src/wxnet/proto/sniff.py src/wxnet/proto/value.py packaging/build_accel.py
 # Run a second time with WXNET_PURE=1 (the pure-Python path) by `make pytest`.
 PURE_TESTS ?= tests/analyze tests/classify tests/proto/test_sniff.py tests/cli/test_analyze_cmd.py \
   --ignore=tests/analyze/test_wireshark.py

@@ -23,7 +23,8 @@ class Value:
     FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def _key(self) -> tuple[object, ...]:
-        raise NotImplementedError
+        """The fields in constructor order (the types here spell theirs out, typed)."""
+        return tuple(getattr(self, name) for name in self.FIELDS)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
