@@ -108,6 +108,17 @@ def pg_dsn(pg_server: PostgresServer) -> str:
     return pg_server.new_database()
 
 
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A Redis of this test alone, which the test may stop or restart."""
+    srv = RedisServer()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One real Redis for the whole session."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -36,17 +36,6 @@ from wxnet.server.config import load_config
 from wxnet.sync.engine import Engine
 
 WAIT = 60.0
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    """A Redis of this test alone (it is restarted)."""
-    srv = RedisServer()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.close()
 
 
 @pytest.fixture

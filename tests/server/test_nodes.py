@@ -5,7 +5,7 @@ lost bus message (Redis restarted) loses no message: the next sync finds it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,17 +19,6 @@ from wxnet.server.config import BusConfig, ServerConfig, StoreConfig
 from wxnet.sync.engine import EngineConfig
 
 WAIT = 20.0
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    """A Redis of this test alone (it is restarted)."""
-    srv = RedisServer()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.close()
 
 
 @pytest.fixture

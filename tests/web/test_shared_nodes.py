@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -28,17 +28,6 @@ from wxnet.server.web.config import WebConfig
 from wxnet.sync.engine import EngineConfig
 
 BURST = 6  # /jslogin's burst per address in these tests
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    """A Redis of this test alone (one test stops it)."""
-    srv = RedisServer()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.close()
 
 
 @pytest.fixture
