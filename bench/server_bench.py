@@ -337,7 +337,80 @@ def create_users_with(src: str | None, data: Path, names: list[str], password: s
     )
 
 
-async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str, float]:
+#: The server's own latency histograms that a compare run reads at its end (a server
+#: that lacks one, an older checkout, shows "-"): name -> the quantiles printed.
+PROBES = {
+    "wxnet_send_seconds": (50, 99),
+    "wxnet_db_write_wait_seconds": (50, 99),
+    "wxnet_db_commit_seconds": (50, 99),
+    "wxnet_db_wake_seconds": (50, 99),
+    "wxnet_loop_lag_seconds": (99, 100),
+}
+
+
+def histogram_quantiles(
+    text: str, name: str, label: str = ""
+) -> tuple[list[float], list[int]] | None:
+    """The bucket bounds and cumulative counts of one histogram series in a /metrics
+    text (``label``: e.g. 'generation="2"'), as (bounds, counts...) or None if absent."""
+    import re
+
+    sel = f"{label}," if label else ""
+    pat = re.compile(rf'^{re.escape(name)}_bucket\{{{re.escape(sel)}le="([^"]+)"\}} (\S+)$', re.M)
+    found = [(float(b), float(c)) for b, c in pat.findall(text)]
+    if not found:
+        return None
+    found.sort()
+    return [b for b, _ in found], [int(c) for _, c in found]
+
+
+def bucket_quantile(bounds: list[float], cum: list[int], q: float) -> float:
+    """The upper bound of the bucket that holds quantile ``q`` (percent; 100: the
+    highest non-empty bucket)."""
+    total = cum[-1]
+    if not total:
+        return 0.0
+    rank = total if q >= 100 else q / 100 * total
+    for b, c in zip(bounds, cum, strict=True):
+        if c >= rank:
+            return b
+    return bounds[-1]
+
+
+def read_probes(srv: ServerProcess) -> dict[str, str]:
+    """Quantiles (bucket upper bounds, ms) of :data:`PROBES`, and the GC pauses."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, str] = {}
+    for name, qs in PROBES.items():
+        h = histogram_quantiles(text, name)
+        short = name.removeprefix("wxnet_").removesuffix("_seconds")
+        if h is None:
+            out[short] = "-"
+            continue
+        bounds, cum = h
+        out[short] = "/".join(f"{bucket_quantile(bounds, cum, q) * 1000:g}" for q in qs)
+    gcs = []
+    for gen in "012":
+        h = histogram_quantiles(text, "wxnet_gc_pause_seconds", f'generation="{gen}"')
+        if h is not None:
+            import re
+
+            bounds, cum = h
+            m = re.search(
+                rf'^wxnet_gc_cpu_seconds_total\{{generation="{gen}"\}} (\S+)$', text, re.M
+            )
+            cpu_ms = float(m.group(1)) * 1000 if m else float("nan")
+            gcs.append(f"{gen}:{cum[-1]}/{cpu_ms:.0f}/{bucket_quantile(bounds, cum, 100) * 1000:g}")
+    out["gc"] = " ".join(gcs) or "-"
+    return out
+
+
+async def cpu_per_message(
+    src: str | None, args: argparse.Namespace, side: str = "a"
+) -> dict[str, float]:
     """One delivery run (flat out, or ``--paced`` at ``--rate``) on a fresh server from
     ``src`` (None: this tree), the server pinned to CPU 0 and this generator to CPU 1.
 
@@ -359,11 +432,17 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
         # every generator user logs in at once (untimed): room for all of them in the login
         # queue and two hashing workers (on a loaded machine the defaults, 16 and 1, answer
         # ERR_BUSY or take longer than the generator's 30 s, which ends the run)
+        server_keys, sync_keys = (
+            _lines(getattr(args, f"{side}_server", "")),
+            _lines(getattr(args, f"{side}_sync", "")),
+        )
         sync = (
-            f'[sync]\ndurability = "{durability}"\nlogin_queue = {2 * len(names)}\n'
+            f'{server_keys}[sync]\ndurability = "{durability}"\nlogin_queue = {2 * len(names)}\n'
             'login_workers = 2\ncontacts = "open"\n'  # the base may have consent (issue 15)
+            f"{sync_keys}"
         )
         srv = server_proc(data, sync, src).start()
+        probes: dict[str, str] = {}
         try:
             loadgen.pin(srv.pid, {0})
             loadgen.pin(0, {1})
@@ -392,6 +471,7 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
                     server_pid=srv.pid,
                     push=args.push,
                 )
+            probes = read_probes(srv)
         finally:
             srv.stop()
             loadgen.pin(0, set(range(os.cpu_count() or 1)))
@@ -405,27 +485,32 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
         "loadgen_cores": res.cpu_seconds / res.elapsed,
         "p50_ms": loadgen.percentile(lat, 50) * 1000,
         "p99_ms": loadgen.percentile(lat, 99) * 1000,
+        "probes": probes,  # type: ignore[dict-item]
     }
 
 
 async def compare(args: argparse.Namespace) -> None:
     """Server CPU per delivered message, this tree vs ``args.compare``, alternating."""
     runs: dict[str, list[dict[str, float]]] = {"this tree": [], "baseline": []}
+    probe_cols = [*(n.removeprefix("wxnet_").removesuffix("_seconds") for n in PROBES), "gc"]
     print(
         "| round | build | server CPU-s per 10k delivered | delivered msg/s | server / generator"
-        " cores | p50 / p99 ms | load average |"
+        " cores | p50 / p99 ms | load average | " + " | ".join(probe_cols) + " |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * (7 + len(probe_cols)) + "|")
+    baseline = None if args.compare == "self" else args.compare
     for r in range(args.rounds):
-        order = [("this tree", None), ("baseline", args.compare)]
-        for name, src in order if r % 2 == 0 else order[::-1]:
-            got = await cpu_per_message(src, args)
+        order = [("this tree", None, "a"), ("baseline", baseline, "b")]
+        for name, src, side in order if r % 2 == 0 else order[::-1]:
+            got = await cpu_per_message(src, args, side)
             runs[name].append(got)
             load = os.getloadavg()[0]
             print(
                 f"| {r + 1} | {name} | {got['us_per_msg'] / 100:.2f} | {got['msg_per_s']:,.0f} "
                 f"| {got['server_cores']:.2f} / {got['loadgen_cores']:.2f} "
-                f"| {got['p50_ms']:.1f} / {got['p99_ms']:.1f} | {load:.2f} |",
+                f"| {got['p50_ms']:.1f} / {got['p99_ms']:.1f} | {load:.2f} | "
+                + " | ".join(str(got["probes"].get(c, "-")) for c in probe_cols)  # type: ignore[attr-defined]
+                + " |",
                 flush=True,
             )
     med = {k: statistics.median(x["us_per_msg"] for x in v) for k, v in runs.items()}
@@ -435,6 +520,11 @@ async def compare(args: argparse.Namespace) -> None:
         f"{med['baseline']:.1f} us, ratio {med['this tree'] / med['baseline']:.3f}; "
         f"median delivered: {rate['this tree']:,.0f} vs {rate['baseline']:,.0f} msg/s"
     )
+
+
+def _lines(text: str) -> str:
+    """``--a-server 'k = v; k2 = v2'``: TOML lines."""
+    return "".join(f"{ln.strip()}\n" for ln in text.split(";") if ln.strip())
 
 
 def table(title: str, rows: list[tuple[str, str]]) -> None:
@@ -473,10 +563,27 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="echo baseline duration")
     ap.add_argument("--rate", type=float, default=5000.0)
     ap.add_argument("--durability", nargs="+", default=["FULL", "NORMAL"])
-    ap.add_argument("--compare", metavar="DIR", help="A/B server CPU per message vs DIR")
+    ap.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="A/B server CPU per message vs DIR ('self': this tree again, with --b-server/"
+        "--b-sync)",
+    )
+    for side in "ab":
+        which = "this tree" if side == "a" else "the baseline"
+        ap.add_argument(
+            f"--{side}-server",
+            default="",
+            metavar="TOML",
+            help=f"extra [server] lines for {which} (e.g. 'gc_freeze = true')",
+        )
+        ap.add_argument(
+            f"--{side}-sync", default="", metavar="TOML", help=f"extra [sync] lines for {which}"
+        )
     ap.add_argument("--rounds", type=int, default=5, help="A/B rounds for --compare")
     args = ap.parse_args()
     args.window = args.window or (1000 if args.users else 8)
+
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(compare(args) if args.compare else main_async(args))
 

@@ -149,6 +149,10 @@ async def _serve(cfg: ServerConfig, io: IO, worker: bool = False) -> int:
     except MMError as exc:  # the store (or the bus) cannot be reached
         io.error(f"cannot start: {exc.message}")
         return ExitStatus.ERROR
+    from wxnet.server.probes import tune_process
+
+    # once listening: what start-up allocated is frozen out of the collector's walks
+    tune_process(cfg.gc_thresholds, cfg.gc_freeze, cfg.switch_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM,) if worker else (signal.SIGTERM, signal.SIGINT):

@@ -23,6 +23,8 @@ from wxnet.server.limits import ConnectionLimiter, TrustedProxies
 from wxnet.server.longlink import Flusher, LongLink
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
+from wxnet.server.probes import GcPauses, LoopLag
+from wxnet.sync.db import Database
 from wxnet.sync.engine import Engine, profile_item
 from wxnet.sync.sqlitemem import sqlite_memory_used
 from wxnet.sync.store import Store, session_key_hash
@@ -105,6 +107,8 @@ class Server:
             config.max_list_items,
         )
         self.links: set[LongLink] = set()
+        self.loop_lag = LoopLag(self.loop, config.loop_lag_interval)
+        self.gc_pauses = GcPauses()
         self.flusher = Flusher(self.loop)
         self.tasks: set[asyncio.Task[None]] = set()
         self.app = make_app(self)
@@ -117,6 +121,7 @@ class Server:
         self.http_port = 0
         self._register_gauges()
         self._register_counters()
+        self._register_latency()
 
     def _register_gauges(self) -> None:
         """The gauges of /metrics: what is open, pending and committed now."""
@@ -209,6 +214,64 @@ class Server:
             lambda: uploads.expired,
         )
 
+    def _register_latency(self) -> None:
+        """The histograms that say where a request waits inside the process."""
+        m = self.metrics
+        lag, pauses = self.loop_lag.timings, self.gc_pauses.timings
+        m.histogram_fn(
+            "wxnet_loop_lag_seconds",
+            "How late the event loop ran a timer that was due (sampled every loop_lag_interval).",
+            "",
+            lambda: {"": lag},
+        )
+        m.histogram_fn(
+            "wxnet_gc_pause_seconds",
+            "Garbage-collector pauses, by generation.",
+            "generation",
+            lambda: pauses,
+        )
+        cpu = self.gc_pauses.cpu
+        m.counter_fn(
+            "wxnet_gc_cpu_seconds_total",
+            "CPU time of the garbage collector's pauses, by generation.",
+            "generation",
+            lambda: {g: t.sum for g, t in cpu.items()},
+        )
+        db = getattr(self.engine.store, "db", None)
+        if not isinstance(db, Database):
+            return  # PostgreSQL: no writer thread here
+        for name, help_, series in (
+            (
+                "wxnet_db_commit_seconds",
+                "The writer's group transactions, BEGIN to COMMIT (the fsync included).",
+                lambda: {"": db.commit_times},
+            ),
+            (
+                "wxnet_db_write_wait_seconds",
+                "Write jobs (a send's among them), queued to resolved on the event loop.",
+                lambda: {"": db.wait_times},
+            ),
+            (
+                "wxnet_db_wake_seconds",
+                "A group committed on the writer thread to its callback on the event loop.",
+                lambda: {"": db.wake_times},
+            ),
+            (
+                "wxnet_db_checkpoint_seconds",
+                "WAL checkpoints on the reader thread ([sync] checkpoint_interval).",
+                lambda: {"": db.checkpoint_times},
+            ),
+        ):
+            m.histogram_fn(name, help_, "", series)
+        m.gauge(
+            "wxnet_db_checkpoints", "Background WAL checkpoints so far.", lambda: db.checkpoints
+        )
+        m.gauge(
+            "wxnet_db_wal_pages",
+            "Pages in the WAL at the last background checkpoint.",
+            lambda: db.wal_pages,
+        )
+
     def _session_ended(self, uin: int, key_hash: str) -> None:
         """A session was logged out (over any link) or evicted: its long links stop
         getting notifies and are closed."""
@@ -272,6 +335,8 @@ class Server:
         )
         await site.start()
         self.http_port = site.port
+        self.loop_lag.start()
+        self.gc_pauses.start()
         self._sweeper = self.loop.create_task(self._sweep())
         self._upload_sweeper = self.loop.create_task(
             self.dispatcher.uploads.run_sweeper(min(60.0, cfg.sync.upload_ttl / 4))
@@ -305,6 +370,8 @@ class Server:
         """Stop accepting, close every link, let running requests finish, close the store."""
         for srv in self._long_servers:
             srv.close()
+        self.loop_lag.stop()
+        self.gc_pauses.stop()
         if self._upload_sweeper is not None:
             self._upload_sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -139,6 +139,13 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     max_field_chars: int = 1024
     max_list_items: int = 1000
+    #: process set-up of ``wxnet serve`` (server/probes.py): gc.set_threshold (empty:
+    #: Python's), gc.freeze() once listening, sys.setswitchinterval (seconds)
+    gc_thresholds: tuple[int, ...] = ()
+    gc_freeze: bool = False
+    switch_interval: float = 0.005
+    #: how often the event loop's lag is sampled (wxnet_loop_lag_seconds; 0: off)
+    loop_lag_interval: float = 0.1
     log_level: str = "info"
     workers: int = 1
     sync: EngineConfig = field(default_factory=EngineConfig)
@@ -233,6 +240,14 @@ def _validate_limits(cfg: ServerConfig) -> None:
     ):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if len(cfg.gc_thresholds) > 3 or any(
+        not isinstance(t, int) or isinstance(t, bool) or t < 0 for t in cfg.gc_thresholds
+    ):
+        raise ConfigError("gc_thresholds: at most 3 whole numbers >= 0 (gen 0, 1, 2)")
+    if not 0.00001 <= cfg.switch_interval <= 1.0:
+        raise ConfigError("switch_interval must be 0.00001..1.0 (seconds)")
+    if not 0 <= cfg.loop_lag_interval <= 60:
+        raise ConfigError("loop_lag_interval must be 0..60 (seconds; 0: off)")
     try:
         TrustedProxies(cfg.trusted_proxies)
     except (ValueError, TypeError) as exc:
@@ -257,6 +272,8 @@ def _validate_sync(cfg: ServerConfig) -> None:
             raise ConfigError(f"[sync] {name} must be at least 1")
     if cfg.sync.page_cache_kib < 64:
         raise ConfigError("[sync] page_cache_kib must be at least 64 (KiB)")
+    if not 0 <= cfg.sync.checkpoint_interval <= 3600:
+        raise ConfigError("[sync] checkpoint_interval must be 0..3600 (seconds; 0: inline)")
 
 
 def _validate_uploads(cfg: ServerConfig) -> None:

@@ -250,8 +250,10 @@ class Dispatcher:
 
     async def _sendmsg(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None
+        t0 = time.perf_counter()
         before = self.engine.stats["duplicates"]
         results = await self.engine.send(sess, list(req.list))
+        self.metrics.send_latency.observe(time.perf_counter() - t0)
         stored = sum(1 for r in results if r.ret == 0)
         dups = self.engine.stats["duplicates"] - before
         self.metrics.messages.inc(n=max(0, stored - dups))

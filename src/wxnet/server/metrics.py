@@ -11,8 +11,15 @@ from collections.abc import Callable, Iterator
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from wxnet.sync.db import LATENCY_BUCKETS, Timings
 
 __all__ = ["Counter", "Histogram", "Metrics"]
 
@@ -53,14 +60,41 @@ class Counter(Collector):
         yield fam
 
 
-class Histogram:
+def _histogram(
+    name: str, help_: str, series: dict[str, Timings], label: str = ""
+) -> HistogramMetricFamily:
+    fam = HistogramMetricFamily(name, help_, labels=[label] if label else [])
+    for value_label, t in sorted(series.items()):
+        counts, total, cum = list(t.counts), t.sum, 0
+        buckets: list[tuple[str, float]] = []
+        for bound, n in zip((*t.bounds, float("inf")), counts, strict=True):
+            cum += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cum))
+        fam.add_metric([value_label] if label else [], buckets, total)
+    return fam
+
+
+class Histogram(Collector):
+    """A histogram over :class:`wxnet.sync.db.Timings` (a bisect and two adds per
+    sample, no lock: observed from one thread); the exposition is Prometheus's."""
+
     BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-    def __init__(self, registry: CollectorRegistry, name: str, help_: str) -> None:
-        self._h = prometheus_client.Histogram(name, help_, buckets=self.BUCKETS, registry=registry)
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help_: str,
+        buckets: tuple[float, ...] = BUCKETS,
+    ) -> None:
+        self.name = name
+        self.help = help_
+        self.timings = Timings(buckets)
+        self.observe = self.timings.observe
+        registry.register(self)
 
-    def observe(self, v: float) -> None:
-        self._h.observe(v)
+    def collect(self) -> Iterator[Metric]:
+        yield _histogram(self.name, self.help, {"": self.timings})
 
 
 class _Callbacks(Collector):
@@ -69,6 +103,7 @@ class _Callbacks(Collector):
     def __init__(self) -> None:
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
         self.counters: dict[str, tuple[str, str, Callable[[], dict[str, float]]]] = {}
+        self.histograms: dict[str, tuple[str, str, Callable[[], dict[str, Timings]]]] = {}
 
     def collect(self) -> Iterator[Metric]:
         for name, (help_, fn) in sorted(self.gauges.items()):
@@ -78,6 +113,8 @@ class _Callbacks(Collector):
             for value_label, v in sorted(read().items()):
                 fam.add_metric([value_label] if label else [], v)
             yield fam
+        for name, (help_, label, series) in sorted(self.histograms.items()):
+            yield _histogram(name, help_, series(), label)
 
 
 class Metrics:
@@ -99,6 +136,12 @@ class Metrics:
             "kind",
         )
         self.sync_latency = Histogram(r, "wxnet_sync_seconds", "newsync handling time.")
+        self.send_latency = Histogram(
+            r,
+            "wxnet_send_seconds",
+            "newsendmsg handling time, its group commit included.",
+            LATENCY_BUCKETS,
+        )
         self.protocol_errors = Counter(
             r, "wxnet_protocol_errors_total", "Links closed for bad bytes."
         )
@@ -128,6 +171,13 @@ class Metrics:
     ) -> None:
         """A counter kept elsewhere (``{label value: count}``), read at each scrape."""
         self._callbacks.counters[name] = (help_, label, fn)
+
+    def histogram_fn(
+        self, name: str, help_: str, label: str, fn: Callable[[], dict[str, Timings]]
+    ) -> None:
+        """A histogram kept elsewhere (``{label value: Timings}``; label ``""``: one
+        unlabelled series under key ``""``), read at each scrape."""
+        self._callbacks.histograms[name] = (help_, label, fn)
 
     def render(self) -> str:
         """The text exposition format (version 0.0.4)."""

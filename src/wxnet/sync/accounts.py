@@ -126,6 +126,7 @@ class EngineBase:
             tail_bytes=self.config.tail_bytes,
             tail_total_bytes=self.config.tail_total_bytes,
             page_cache_kib=self.config.page_cache_kib,
+            checkpoint_interval=self.config.checkpoint_interval,
         )
         #: the store's log tail (both stores have one), which a device's commit trims
         #: (LogTail.committed)

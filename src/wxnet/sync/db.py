@@ -14,23 +14,75 @@ writer commits. A read issued after a write's future resolved sees that write.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Database", "DatabaseClosed", "StoreDamaged", "check_integrity", "private_dir"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "Database",
+    "DatabaseClosed",
+    "StoreDamaged",
+    "Timings",
+    "check_integrity",
+    "private_dir",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("wxnet.db")
 
 #: Group size cap: a group never holds more than this many write functions.
 MAX_GROUP = 2048
+
+
+#: Upper bounds (seconds) of the latency histograms: fine below 10 ms, where a group
+#: commit and a send's wait for it sit.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01,
+    0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+class Timings:
+    """A histogram of durations: counts per bucket (``bounds`` are the upper bounds, a
+    last bucket takes the rest), their sum and count. Cheap enough for every write job
+    (a bisect and two adds, no lock): each instance is observed from one thread only,
+    and a scrape from another thread reads numbers that are at worst one sample old.
+    ``server/metrics.py`` exposes it as a Prometheus histogram."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float] = LATENCY_BUCKETS) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def quantile(self, q: float) -> float:
+        """The upper bound of the bucket holding quantile ``q`` (0..1); inf past the
+        last bound, 0.0 with no samples."""
+        if not self.count:
+            return 0.0
+        rank = q * self.count
+        seen = 0
+        for i, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank and n:
+                return self.bounds[i] if i < len(self.bounds) else float("inf")
+        return float("inf")
 
 
 class DatabaseClosed(RuntimeError):
@@ -92,6 +144,8 @@ class _Job:
     #: every job of the group with the same ``batch``, at once; ``fn`` is unused
     batch: Callable[[sqlite3.Connection, list[Any]], list[Any]] | None = None
     arg: Any = None
+    #: ``time.perf_counter()`` when it was queued (``wxnet_db_write_wait_seconds``)
+    t0: float = 0.0
 
 
 _STOP = object()
@@ -107,10 +161,26 @@ def _unused(conn: sqlite3.Connection) -> None:  # a batched job's ``fn``
     raise AssertionError("a batched job runs through its batch")
 
 
-def connect(path: Path, *, synchronous: str = "FULL", cache_kib: int = 65536) -> sqlite3.Connection:
+#: SQLite's own checkpoint threshold (pages in the WAL), used by a connection that
+#: checkpoints in its commits (``checkpoint_interval = 0``, and every tool's connection).
+INLINE_CHECKPOINT_PAGES = 4000
+#: With checkpoints in the background, the writer's commits still checkpoint past this
+#: many pages: a backstop if the background checkpoints fall behind (or cannot finish
+#: while a long read holds an old snapshot), so the WAL stays bounded (~80 MiB).
+BACKSTOP_CHECKPOINT_PAGES = 20000
+
+
+def connect(
+    path: Path,
+    *,
+    synchronous: str = "FULL",
+    cache_kib: int = 65536,
+    autocheckpoint: int = INLINE_CHECKPOINT_PAGES,
+) -> sqlite3.Connection:
     """Open the store file, creating it 0600 (SQLite gives its -wal and -shm files the
     same mode); an existing file readable by others is made private. ``cache_kib``:
-    the connection's page cache (``[sync] page_cache_kib`` for the server's)."""
+    the connection's page cache (``[sync] page_cache_kib`` for the server's);
+    ``autocheckpoint``: SQLite's ``wal_autocheckpoint`` (pages)."""
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     elif path.stat().st_mode & 0o077:
@@ -121,7 +191,7 @@ def connect(path: Path, *, synchronous: str = "FULL", cache_kib: int = 65536) ->
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute(f"PRAGMA cache_size={-int(cache_kib)}")  # negative: in KiB
-    conn.execute("PRAGMA wal_autocheckpoint=4000")
+    conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
     return conn
 
 
@@ -136,6 +206,12 @@ class Database:
         init: run once on the writer connection before anything else (schema setup).
         cache_kib: the page cache of each of its connections, in KiB (what it holds
             stays allocated: with a store much larger than this, memory stays at it).
+        checkpoint_interval: seconds between WAL checkpoints run on the reader thread,
+            off the writer's path (a checkpoint copies the WAL into the file and fsyncs
+            it: inside a commit it held up every write queued behind it). 0: SQLite
+            checkpoints inside the writer's commit every 4,000 pages, as it does by
+            default. Background checkpoints start only after a commit, so an idle store
+            runs none.
     """
 
     def __init__(
@@ -145,12 +221,23 @@ class Database:
         synchronous: str = "FULL",
         init: Callable[[sqlite3.Connection], None] | None = None,
         cache_kib: int = 65536,
+        checkpoint_interval: float = 0.25,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
+        if checkpoint_interval < 0:
+            raise ValueError("checkpoint_interval must not be negative")
         self.path = path
         self._cache_kib = cache_kib
-        self._wconn = connect(path, synchronous=synchronous, cache_kib=cache_kib)
+        self.checkpoint_interval = checkpoint_interval
+        self._wconn = connect(
+            path,
+            synchronous=synchronous,
+            cache_kib=cache_kib,
+            autocheckpoint=(
+                BACKSTOP_CHECKPOINT_PAGES if checkpoint_interval else INLINE_CHECKPOINT_PAGES
+            ),
+        )
         if init is not None:
             try:
                 init(self._wconn)
@@ -165,7 +252,22 @@ class Database:
         self._closed = False
         self.groups = 0
         self.writes = 0
+        #: writer thread: a group's transaction, BEGIN to COMMIT (its fsync included)
+        self.commit_times = Timings()
+        #: event loop: a write job queued to its future resolved (its group's wait, its
+        #: transaction, and the loop's wake-up)
+        self.wait_times = Timings()
+        #: event loop: a group committed to the loop running its callback
+        self.wake_times = Timings()
+        #: reader thread: one background checkpoint
+        self.checkpoint_times = Timings()
+        self.checkpoints = 0
+        #: pages in the WAL at the last background checkpoint
+        self.wal_pages = 0
+        self._checkpoint_queued = False
+        self._checkpoint_last = time.perf_counter()
         self._after_commit: list[Callable[[], None]] = []
+        self._on_loop: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
         #: called on the writer thread whenever work is rolled back (a failed job's
         #: savepoint, a failed group), so that state cached by write functions (next ids,
         #: log heads) is dropped and read again
@@ -181,7 +283,7 @@ class Database:
         """Run ``fn`` in the next group transaction; return once the group committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._submit(self._wq, _Job(fn, loop, fut))
+        self._submit(self._wq, _Job(fn, loop, fut, t0=time.perf_counter()))
         return await fut
 
     async def write_batched(
@@ -194,7 +296,7 @@ class Database:
         savepoint, and only the failing ones get the error."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._submit(self._wq, _Job(_unused, loop, fut, batch, arg))
+        self._submit(self._wq, _Job(_unused, loop, fut, batch, arg, time.perf_counter()))
         return await fut
 
     def write_nowait(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
@@ -228,6 +330,14 @@ class Database:
         """From inside a write function: run ``cb`` on the writer thread after the group
         commits (not if it rolls back)."""
         self._after_commit.append(cb)
+
+    def after_commit_on(self, loop: asyncio.AbstractEventLoop, cb: Callable[[], None]) -> None:
+        """From inside a write function: run ``cb`` on ``loop`` after the group commits
+        (not if it rolls back), in the one callback that also resolves the group's
+        futures on that loop: right after them, so before any task that waits for the
+        group runs again. One wake-up of the loop per group carries both (a
+        ``call_soon_threadsafe`` each was one more write to the loop's self-pipe)."""
+        self._on_loop.append((loop, cb))
 
     def close(self) -> None:
         """Finish every queued job, then close both connections. Idempotent."""
@@ -267,6 +377,8 @@ class Database:
                     break
                 group.append(nxt)
             self._after_commit = []
+            self._on_loop = []
+            t_begin = time.perf_counter()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 results = self._run_group(conn, group)
@@ -281,7 +393,10 @@ class Database:
                 self._rolled_back()
                 results = [(job, False, exc) for job in group]
                 self._after_commit = []
+                self._on_loop = []
             else:
+                t_end = time.perf_counter()
+                self.commit_times.observe(t_end - t_begin)
                 self.groups += 1
                 self.writes += len(group)
                 for cb in self._after_commit:
@@ -289,7 +404,30 @@ class Database:
                         cb()
                     except Exception:
                         log.exception("after-commit callback failed")
-            self._resolve_all(results)
+                if (
+                    self.checkpoint_interval
+                    and not self._checkpoint_queued
+                    and t_end - self._checkpoint_last >= self.checkpoint_interval
+                ):
+                    self._checkpoint_queued = True
+                    self._rq.put(_Job(self._checkpoint, None, None))
+            self._resolve_all(results, self._on_loop)
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Reader thread: copy what the WAL holds into the store file (PASSIVE: it never
+        waits for the writer, which goes on appending meanwhile; SQLite restarts the WAL
+        from its start at the next write once all of it is copied)."""
+        t0 = time.perf_counter()
+        try:
+            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            t1 = time.perf_counter()
+            self._checkpoint_last = t1
+            self._checkpoint_queued = False
+        self.checkpoint_times.observe(t1 - t0)
+        self.checkpoints += 1
+        if row is not None:
+            self.wal_pages = int(row[1])
 
     def _run_group(
         self, conn: sqlite3.Connection, group: list[_Job]
@@ -309,13 +447,14 @@ class Database:
             if jobs is None:
                 continue  # ran with the first of its batch
             batch = job.batch
+            marks = self._marks()
             conn.execute("SAVEPOINT job")
             try:
                 values = batch(conn, [j.arg for j in jobs])
             except BaseException:  # find the failing ones: each alone
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
-                self._rolled_back()
+                self._rolled_back(marks)
                 for j in jobs:
                     results.append(self._run_one(conn, j, _alone(batch, j.arg)))
             else:
@@ -326,18 +465,25 @@ class Database:
     def _run_one(
         self, conn: sqlite3.Connection, job: _Job, fn: Callable[[sqlite3.Connection], Any]
     ) -> tuple[_Job, bool, Any]:
+        marks = self._marks()
         conn.execute("SAVEPOINT job")
         try:
             value = fn(conn)
         except BaseException as exc:  # the job's own error, reported to it
             conn.execute("ROLLBACK TO job")
             conn.execute("RELEASE job")
-            self._rolled_back()
+            self._rolled_back(marks)
             return (job, False, exc)
         conn.execute("RELEASE job")
         return (job, True, value)
 
-    def _rolled_back(self) -> None:
+    def _marks(self) -> tuple[int, int]:
+        return len(self._after_commit), len(self._on_loop)
+
+    def _rolled_back(self, marks: tuple[int, int] | None = None) -> None:
+        if marks is not None:  # a savepoint: what its work asked for after commit goes
+            del self._after_commit[marks[0] :]
+            del self._on_loop[marks[1] :]
         if self.on_rollback is not None:
             self.on_rollback()
 
@@ -354,9 +500,13 @@ class Database:
             else:
                 self._resolve(job, True, value)
 
-    @classmethod
-    def _resolve_all(cls, results: list[tuple[_Job, bool, Any]]) -> None:
+    def _resolve_all(
+        self,
+        results: list[tuple[_Job, bool, Any]],
+        on_loop: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]],
+    ) -> None:
         # One wake-up per event loop for the whole group, not one per job.
+        committed = time.perf_counter()
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
         for res in results:
             job = res[0]
@@ -365,22 +515,42 @@ class Database:
                     log.error("background write failed: %r", res[2])
                 continue
             by_loop.setdefault(job.loop, []).append(res)
+        cbs_by_loop: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
+        for loop, cb in on_loop:
+            by_loop.setdefault(loop, [])
+            cbs_by_loop.setdefault(loop, []).append(cb)
         for loop, items in by_loop.items():
-
-            def settle(items: list[tuple[_Job, bool, Any]] = items) -> None:
-                for job, ok, value in items:
-                    fut = job.future
-                    if fut is None or fut.done():
-                        continue
-                    if ok:
-                        fut.set_result(value)
-                    else:
-                        fut.set_exception(value)
-
             try:
-                loop.call_soon_threadsafe(settle)
+                loop.call_soon_threadsafe(self._settle, committed, items, cbs_by_loop.get(loop, ()))
             except RuntimeError:  # loop closed: nobody waits for the answer any more
                 pass
+
+    def _settle(
+        self,
+        committed: float,
+        items: list[tuple[_Job, bool, Any]],
+        cbs: Sequence[Callable[[], None]],
+    ) -> None:
+        """Event loop: a group's outcome for the jobs of this loop, then its callbacks
+        (:meth:`after_commit_on`)."""
+        now = time.perf_counter()
+        self.wake_times.observe(now - committed)
+        observe = self.wait_times.observe
+        for job, ok, value in items:
+            if job.t0:
+                observe(now - job.t0)
+            fut = job.future
+            if fut is None or fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        for cb in cbs:
+            try:
+                cb()
+            except Exception:
+                log.exception("after-commit callback failed")
 
     @staticmethod
     def _resolve(job: _Job, ok: bool, value: Any) -> None:

@@ -85,6 +85,9 @@ class EngineConfig:
     tail_total_bytes: int = 32 << 20
     #: SQLite's page cache per connection, KiB (SQLite's own default is 2 MiB)
     page_cache_kib: int = 2048
+    #: seconds between the SQLite store's WAL checkpoints, run off the writer thread
+    #: (0: SQLite checkpoints inside the writer's commits, every 4,000 pages)
+    checkpoint_interval: float = 0.25
     #: entries each in-memory cache of the engine keeps (sessions, user names, accounts,
     #: contact lists, groups, committed keys); the oldest go first, misses read the store
     cache_entries: int = 100_000

@@ -80,6 +80,7 @@ class SQLiteBase:
         tail_bytes: int = 16 * 1024,
         tail_total_bytes: int = 32 << 20,
         page_cache_kib: int = 2048,
+        checkpoint_interval: float = 0.25,
     ) -> None:
         check_integrity(path, integrity_check)
         self.tail = LogTail(tail_items, tail_bytes, tail_total_bytes)
@@ -89,6 +90,7 @@ class SQLiteBase:
             synchronous=durability,
             init=lambda conn: versions.append(init_schema(conn)),
             cache_kib=page_cache_kib,
+            checkpoint_interval=checkpoint_interval,
         )
         self._schema_version = versions[0]
         self._profile_item = profile_item
@@ -154,17 +156,16 @@ class SQLiteBase:
             ch = Changes()
             value = fn(conn, ch)
             if ch.heads:
-                self.db.after_commit(lambda: self._hand_over(ch))
+                self._hand_over(ch)
             return value
 
         return await self.db.write(job)
 
-    def _hand_over(self, ch: Changes) -> None:  # writer thread, after commit
+    def _hand_over(self, ch: Changes) -> None:  # writer thread, in a write function
+        """Apply ``ch`` on the event loop once its group committed, in the callback that
+        resolves the group's futures (:meth:`Database.after_commit_on`)."""
         if self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._apply, ch)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                pass
+            self.db.after_commit_on(self._loop, lambda: self._apply(ch))
 
     def _apply(self, ch: Changes) -> None:  # event loop
         for hk, seq in ch.heads.items():

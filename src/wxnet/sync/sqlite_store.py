@@ -104,6 +104,8 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
         tail_items, tail_bytes, tail_total_bytes: bounds of the in-memory log tail
             (:class:`LogTail`; per log, per log, and in all).
         page_cache_kib: SQLite's page cache per connection (``[sync] page_cache_kib``).
+        checkpoint_interval: seconds between WAL checkpoints on the reader thread (0:
+            inside the writer's commits; ``[sync] checkpoint_interval``, :class:`Database`).
 
     Raises:
         StoreDamaged: the file failed the check (the message says how to recover).
@@ -344,7 +346,7 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
         ch = Changes()
         conn.executemany(_LOG_SQL, self._w_log_rows(conn, ch, entries))
         if ch.heads:
-            self.db.after_commit(lambda: self._hand_over(ch))
+            self._hand_over(ch)
         return out
 
     @staticmethod

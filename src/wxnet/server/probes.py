@@ -1,0 +1,102 @@
+"""What holds a request up inside the process, measured where it happens: event-loop
+lag and garbage-collector pauses (the writer's own timings are in ``sync/db.py``), and
+the process-wide tuning of the collector and of the GIL hand-off.
+
+A send's latency seen from a client mixes the server's work with the machine's
+scheduling; these numbers are the server's share, and stay comparable on a loaded
+machine (docs/benchmarks.md, "Latency")."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import time
+from typing import Any
+
+from wxnet.sync.db import Timings
+
+__all__ = ["GcPauses", "LoopLag", "tune_process"]
+
+
+class LoopLag:
+    """Every ``interval`` seconds, how late the event loop ran a timer that was due:
+    a callback that holds the loop (a long request, a pause) shows up as lag, and so
+    does a loop that waits for the GIL or for a CPU. ``interval`` 0: off."""
+
+    __slots__ = ("_due", "_handle", "_loop", "interval", "timings")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self._loop = loop
+        self.interval = interval
+        self.timings = Timings()
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    def start(self) -> None:
+        if self.interval > 0 and self._handle is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        self._due = self._loop.time() + self.interval
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        self.timings.observe(max(0.0, self._loop.time() - self._due))
+        self._arm()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class GcPauses:
+    """The collector's pauses, by generation, from ``gc.callbacks`` (a pause stops
+    every thread that wants the GIL, so it delays the loop and the writer alike):
+    ``timings`` by the clock, ``cpu`` by the collecting thread's CPU time (what the
+    pause costs, whatever else the machine runs meanwhile)."""
+
+    __slots__ = ("_c0", "_t0", "cpu", "timings")
+
+    def __init__(self) -> None:
+        self.timings = {str(g): Timings() for g in range(3)}
+        self.cpu = {str(g): Timings() for g in range(3)}
+        self._t0 = self._c0 = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+            self._c0 = time.thread_time()
+        elif self._t0:
+            gen = str(info["generation"])
+            self.timings[gen].observe(time.perf_counter() - self._t0)
+            self.cpu[gen].observe(time.thread_time() - self._c0)
+            self._t0 = 0.0
+
+    def start(self) -> None:
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+
+def tune_process(gc_thresholds: tuple[int, ...], gc_freeze: bool, switch_interval: float) -> None:
+    """Process-wide settings ``wxnet serve`` applies once it listens (not the tests'
+    in-process servers: they share the test runner's process).
+
+    ``gc_freeze``: move what start-up allocated (modules, the config, the listeners)
+    out of the collector's sight, so that no full collection walks it again.
+    ``gc_thresholds``: ``gc.set_threshold`` (empty: Python's own). ``switch_interval``:
+    ``sys.setswitchinterval``, how long a thread that holds the GIL keeps it while
+    another waits for it (the writer thread back from its fsync waits for the loop).
+    """
+    if gc_thresholds:
+        gc.set_threshold(*gc_thresholds)
+    if gc_freeze:
+        gc.collect()
+        gc.freeze()
+    if switch_interval > 0:
+        sys.setswitchinterval(switch_interval)
