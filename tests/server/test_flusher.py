@@ -91,9 +91,9 @@ async def test_a_push_and_the_reply_it_wakes_leave_in_one_write() -> None:
     link.data_received(encode_packet(send.cmd, 7, pb.SendMsgRequest().SerializeToString()))
     await until(lambda: server.dispatcher.waiting)
 
-    def commit() -> None:  # what a commit's callback does: push, then wake the request
-        link.notify(2, [(2, 1, pb.CmdItem().SerializeToString())])
+    def commit() -> None:  # what a commit's callback does: wake the request, then push
         server.dispatcher.waiting[0].set_result(b"")
+        link.notify(2, [(2, 1, pb.CmdItem().SerializeToString())])
 
     loop.call_soon(commit)
     await until(lambda: not server.tasks and tr.writes)

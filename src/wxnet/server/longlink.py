@@ -46,11 +46,13 @@ MAX_WRITE_BUFFER = 4 << 20
 
 class Flusher:
     """Writes the queued output of every long link that has some, once per loop turn,
-    for all links in one callback (not one scheduled callback per link).
+    for all links in one callback (not one scheduled callback per link), in the next
+    turn.
 
-    The write waits one turn more than it must: a commit's callback pushes to the
-    sender's and the recipients' links and resolves the sender's request, whose task
-    runs in the next turn; written after it, the push and the reply leave together."""
+    A commit's callback (``Database.after_commit_on``) first resolves the sender's
+    request, which schedules its task, then pushes to the links: the flush is scheduled
+    after the task, so the push and the reply that task writes leave together, without
+    the push waiting one more turn behind every request that arrived meanwhile."""
 
     __slots__ = ("_dirty", "_loop", "_scheduled")
 
@@ -63,10 +65,7 @@ class Flusher:
         self._dirty.append(link)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._next_turn)
-
-    def _next_turn(self) -> None:
-        self._loop.call_soon(self._flush_all)
+            self._loop.call_soon(self._flush_all)
 
     def _flush_all(self) -> None:
         self._scheduled = False
