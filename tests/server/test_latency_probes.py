@@ -35,8 +35,8 @@ async def test_metrics_say_where_a_send_waited(server: Server) -> None:
         await alice.close()
         await bob.close()
     url = f"http://127.0.0.1:{server.http_port}/metrics"
-    async with aiohttp.ClientSession() as s, s.get(url) as r:
-        text = await r.text()
+    async with aiohttp.ClientSession() as s, s.get(url) as page:
+        text = await page.text()
     assert "wxnet_send_seconds_count 3.0" in text
     for name in (
         "wxnet_db_commit_seconds",
