@@ -152,6 +152,7 @@ async def _serve(cfg: ServerConfig, io: IO, worker: bool = False) -> int:
     from wxnet.server.probes import tune_process
 
     # once listening: what start-up allocated is frozen out of the collector's walks
+    # (docs/server.md, "Latency")
     tune_process(cfg.gc_thresholds, cfg.gc_freeze, cfg.switch_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

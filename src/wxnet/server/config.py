@@ -141,7 +141,7 @@ class ServerConfig:
     max_list_items: int = 1000
     #: process set-up of ``wxnet serve`` (server/probes.py): gc.set_threshold (empty:
     #: Python's), gc.freeze() once listening, sys.setswitchinterval (seconds)
-    gc_thresholds: tuple[int, ...] = (10000, 10, 10)
+    gc_thresholds: tuple[int, ...] = (5000, 10, 10)
     gc_freeze: bool = True
     switch_interval: float = 0.001
     #: how often the event loop's lag is sampled (wxnet_loop_lag_seconds; 0: off)
