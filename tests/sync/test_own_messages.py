@@ -43,9 +43,7 @@ async def test_the_senders_entry_only_for_another_live_device(
     assert await store.head(b, KEY_MSG, fresh=True) == 1
     m1 = await store.message_by_client_id(a, "c1")
     assert m1 is not None
-    assert await store.recent_messages(a, 0, 10) == [
-        (KEY_MSG, 0, f"c1:{m1.msg_id}:{T0}".encode())
-    ]
+    assert await store.recent_messages(a, 0, 10) == [(KEY_MSG, 0, f"c1:{m1.msg_id}:{T0}".encode())]
 
     await store.create_session(SessionRow("s2", a, "alice", "pad", "P", "mobile", T0 + 99), T0)
     assert await store.has_other_device(a, "phone", T0)
@@ -59,7 +57,8 @@ async def test_the_senders_entry_only_for_another_live_device(
     assert head == 2
     got = await store.recent_messages(a, head, 10)
     assert [(k, s, bytes(body).split(b":")[0]) for k, s, body in got] == [
-        (KEY_MSG, seq, cid) for seq, cid in zip((0, 1, 0, 2), (b"c1", b"c2", b"c3", b"c4"), strict=True)
+        (KEY_MSG, seq, cid)
+        for seq, cid in zip((0, 1, 0, 2), (b"c1", b"c2", b"c3", b"c4"), strict=True)
     ]
     assert [x[2][:2] for x in await store.recent_messages(a, head, 2)] == [b"c3", b"c4"]
     assert [x[2][:2] for x in await store.recent_messages(a, 1, 10)] == [b"c1", b"c2", b"c3"]

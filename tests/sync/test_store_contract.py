@@ -15,8 +15,8 @@ import pytest
 from tests.sync.conftest import OpenStore, Published
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import SELECTOR_BITS, SyncKey
-from wxnet.sync.engine import Engine, EngineConfig
 from wxnet.sync import pg_schema, schema
+from wxnet.sync.engine import Engine, EngineConfig
 from wxnet.sync.sqlite_store import FIRST_MSG_ID
 from wxnet.sync.store import (
     Append,

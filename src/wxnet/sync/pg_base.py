@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 from wxnet.proto.errors import MMError, MMRet
-from wxnet.proto.synckey import KEY_MSG, SELECTOR_BITS
+from wxnet.proto.synckey import KEY_MSG
 from wxnet.sync.logtail import LogTail
 from wxnet.sync.pg_commit import COMMIT_SQL, CommitArgs, Job, changes
 from wxnet.sync.pg_schema import DDL, ID_BLOCK, SCHEMA_VERSION
