@@ -1,5 +1,7 @@
 """The plumbing of the shared store (:class:`wxnet.sync.pg_store.PostgresStore`): the pool, its
-start and close, the group commit, accounts, sessions and web sessions.
+start (the schema, ``sync/pg_schema.py``) and close, and the group commit's writer (the
+arguments and answer of its one ``wx_commit`` call are ``sync/pg_commit.py``). Accounts,
+sessions and web sessions are ``sync/pg_accounts.py``.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ async def _keep_session(_conn: asyncpg.Connection[Any]) -> None:
     """The pool's reset of a released connection, which by default is one more round
     trip per use (``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``,
     11 % of a loaded server's samples): this store never changes a session's state (no
-    SET, LISTEN, cursor or session-level advisory lock; its one advisory lock is
+    SET, LISTEN, cursor or session-level advisory lock; its advisory locks are all
     transaction-scoped), so there is nothing to reset. An open transaction is still rolled
     back by asyncpg before this is called."""
 
@@ -107,7 +109,8 @@ class PostgresBase:
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self, publish: Callable[[Changes], None]) -> None:
-        """Connect, create the schema if missing.
+        """Connect; create the schema if missing, or bring an older one to the current
+        version (``pg_schema.DDL``, one transaction).
 
         Raises:
             StoreUnavailable: PostgreSQL cannot be reached or refuses us.
