@@ -23,7 +23,9 @@ or let it start a throw-away server with the accounts it needs::
 ``--users C`` switches to the random-pairs shape of the XMPP/MQTT benchmarks
 (:func:`run_random`): C users, all contacts of each other, each on its own identified
 long link, every message from a random user to a random other one, closed loop with
-``--window`` (default 1000) in flight in total, ``--warmup`` untimed messages first::
+``--window`` (default 1000) in flight in total, ``--warmup`` untimed messages first
+(the phases, pacing and exactly-once count are :class:`bench.pairs.PairsDriver`, which
+the MQTT and XMPP generators, ``bench.mqtt_load`` and ``bench.xmpp_load``, share)::
 
     python -m bench.loadgen --spawn --users 200 --warmup 2000 --messages 100000
 

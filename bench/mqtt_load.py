@@ -8,8 +8,10 @@ client's topic; closed loop with ``--window`` in flight in total (a new send sta
 a message is delivered), ``--warmup`` untimed messages first, then ``--messages`` timed
 ones; ``--rate R`` paces the sends at R/s instead (the window still a cap) for the
 send-to-deliver latency. A message counts as acked on its PUBACK and as delivered when
-the receiving client gets its PUBLISH (which it PUBACKs); duplicates and losses are
-counted as in the wxnet generator.
+the receiving client gets its PUBLISH (which it PUBACKs); the phases, the window, the
+pacing and the count of duplicates and losses are those of the wxnet generator, one
+driver for both (:class:`bench.pairs.PairsDriver`; ejabberd's :mod:`bench.xmpp_load`
+uses it too).
 
 By default the bench starts Debian's ``mosquitto`` itself, on loopback with a temporary
 configuration (in memory, as the broker ships: no persistence), pins it to CPU 0 and the
