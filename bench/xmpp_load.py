@@ -26,7 +26,7 @@ distribution and no ``epmd`` are started), on loopback, with a temporary configu
 its Mnesia spool in ``/dev/shm`` (the session and route tables are RAM tables; the
 ``passwd`` table of the registrations is written under /dev/shm, i.e. memory too), no
 TLS, no shapers, no offline storage, no MAM, no roster; pinned to CPU 0 (it is started
-with that affinity, so the VM sees one CPU and runs one scheduler) and the generator to
+with that affinity and ``+S 1:1``: one scheduler thread) and the generator to
 CPU 1; scheduler busy-waiting is off (``+sbwt none``), so the VM's CPU time is work
 and not spinning. The C registrations go in-band (XEP-0077) over the bench's own
 connections before they authenticate: one round trip each, where ``ejabberdctl
@@ -455,7 +455,9 @@ modules:
 class Ejabberd:
     """Debian's ejabberd on 127.0.0.1, a free port, a temporary configuration and spool
     (see the module docstring), stopped and removed on exit; ``cpus`` is the affinity
-    it starts with (None: no pinning)."""
+    it starts with (None: no pinning). It runs as the calling user: the VM does not
+    refuse root (only ``ejabberdctl`` switches to the ``ejabberd`` user), and it opens
+    no port but its c2s listener (no distribution, no epmd)."""
 
     def __init__(self, domain: str = "localhost", cpus: set[int] | None = None) -> None:
         self.erl = shutil.which("erl") or "/usr/bin/erl"
@@ -494,20 +496,27 @@ class Ejabberd:
             "HOME": self.tmp,  # the VM's .erlang.cookie and history, if any
         }
         cpus = self.cpus
-        self.proc = subprocess.Popen(
-            [
-                self.erl, "-noinput", "-noshell", "+K", "true", "+P", "250000",
-                "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none",
-                "-mnesia", "dir", f'"{self.spool}"', "-s", "ejabberd",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=self.tmp,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-        )  # fmt: skip
+        mine = os.sched_getaffinity(0)
+        if cpus:  # the child inherits this thread's affinity: no preexec_fn (threads)
+            os.sched_setaffinity(0, cpus)
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    self.erl, "-noinput", "-noshell", "+K", "true", "+P", "250000",
+                    "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none",
+                    "-mnesia", "dir", f'"{self.spool}"', "-s", "ejabberd",
+                    *(("+S", f"{len(cpus)}:{len(cpus)}", "+SDcpu", f"{len(cpus)}:{len(cpus)}")
+                      if cpus else ()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                cwd=self.tmp,
+            )  # fmt: skip
+        finally:
+            os.sched_setaffinity(0, mine)
         self._drainer = threading.Thread(target=self._drain, daemon=True)
         self._drainer.start()
         ready = f"Start accepting TCP connections at 127.0.0.1:{self.port} for ejabberd_c2s"
