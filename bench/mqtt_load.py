@@ -407,6 +407,9 @@ def summary(result: LoadResult) -> dict[str, Any]:
     s = result.summary()
     s["server_cpu_s_per_10k"] = per_10k(result)
     s["load_average"] = os.getloadavg()[0]
+    if result.elapsed and result.server_cpu_seconds is not None:
+        s["server_cores"] = round(result.server_cpu_seconds / result.elapsed, 3)
+    s["loadgen_cores"] = round(result.cpu_seconds / result.elapsed, 3) if result.elapsed else 0
     return s
 
 
@@ -457,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (f"; broker CPU {s['server_cpu_s']} s = {cpu:.3f} s per 10k" if cpu else "")
             + f"; load average {s['load_average']:.2f}"
         )
+        if "server_cores" in s:  # which side saturated: the share of a core each used
+            print(f"broker / generator cores: {s['server_cores']} / {s['loadgen_cores']}")
     ok = result.delivered == result.messages == result.acked and not result.duplicates
     return 0 if ok else 1
 

@@ -642,6 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (f"; server CPU {s['server_cpu_s']} s = {cpu:.3f} s per 10k" if cpu else "")
             + f"; load average {s['load_average']:.2f}"
         )
+        if "server_cores" in s:  # which side saturated: the share of a core each used
+            print(f"server / generator cores: {s['server_cores']} / {s['loadgen_cores']}")
     ok = result.delivered == result.messages == result.acked and not result.duplicates
     return 0 if ok else 1
 
