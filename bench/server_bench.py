@@ -24,6 +24,15 @@ the medians and their ratio::
     git archive BASE | tar -x -C /tmp/base
     .venv/bin/python -m bench.server_bench --compare /tmp/base --rounds 5
 
+Each compare run also prints the server's own latency histograms at its end (send,
+write wait, group commit, the loop's wake-up, loop lag, GC pauses: docs/server.md,
+"Latency"; "-" for a server without them). ``--compare self`` runs this tree on both
+sides, the baseline with the extra settings of ``--b-server`` / ``--b-sync``
+(``--a-server`` / ``--a-sync`` for this tree), e.g. what the process settings buy::
+
+    .venv/bin/python -m bench.server_bench --compare self --users 200 --push --paced \
+        --b-server 'gc_thresholds = []; gc_freeze = false' --b-sync 'checkpoint_interval = 0'
+
 ``--baselines C [C ...]`` runs the random-pairs shape (``--users``) on this tree's server
 and on the two outside baselines, Mosquitto with MQTT QoS 1 (:mod:`bench.mqtt_load`) and
 ejabberd with XMPP (:mod:`bench.xmpp_load`), in one session, the order rotated every
