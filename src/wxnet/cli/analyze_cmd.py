@@ -415,7 +415,7 @@ def _run_one(
             if show:
                 _run_with_progress(reader, analyzer, size, io)
             else:
-                analyzer.run(reader)
+                analyzer.run_capture(reader)
         except CaptureError as exc:
             error = exc
         finally:
