@@ -426,7 +426,7 @@ def _run_mapped(
                             rkey = key[half : 2 * half] + key[:half] + key[-2:] + key[-4:-2]
                             self._index = i
                             st.last_ts = ts
-                            flow = _new(self, key, rkey, proto == 6, "", sp, "", dp, ts)
+                            flow = _new(self, key, rkey, proto == 6, "", sp, "", dp, ts, True)
                             hit = (flow, True)
                 if hit is not None:
                     flow, from_client = hit
@@ -623,10 +623,14 @@ def _new(
     server: str,
     sport: int,
     ts: float,
+    settled: bool = False,
 ) -> _Flow:
+    """A new flow in the tables (``settled``: another shard's, known to be so)."""
     flow = _Flow(key, rkey, tcp, client, cport, server, sport, ts)
     flow.index = self._index
-    if self._shards > 1:
+    if settled:
+        _settle(flow)
+    elif self._shards > 1:
         _claim(self, flow, key)
     table = self._tcp_flows if tcp else self._udp_flows
     table[key] = (flow, True)
@@ -643,7 +647,8 @@ def _new(
 
 def _claim(self: _Engine, flow: _Flow, key: bytes) -> None:
     """Sharded runs: a new flow of another shard is settled at once (counted only),
-    except DNS over UDP, which every shard processes to learn the answers."""
+    except DNS over UDP, which every shard processes (unclassified) to learn the
+    answers."""
     half = (len(key) - 4) >> 1
     addrs = int.from_bytes(key[:half], "big") ^ int.from_bytes(key[half : 2 * half], "big")
     ports = _U16(key, 2 * half)[0] ^ _U16(key, 2 * half + 2)[0]
@@ -651,8 +656,16 @@ def _claim(self: _Engine, flow: _Flow, key: bytes) -> None:
         return
     flow.mine = False
     if flow.tcp or (flow.cport != 53 and flow.sport != 53):
-        flow.final = flow.quiet = True
-        flow.c.done = flow.s.done = True
+        _settle(flow)
+    else:
+        flow.final = True  # processed only for the answers it brings: never classified
+
+
+def _settle(flow: _Flow) -> None:
+    """Another shard's flow (not DNS): counted only, never classified or reported."""
+    flow.mine = False
+    flow.final = flow.quiet = True
+    flow.c.done = flow.s.done = True
 
 
 def _tcp(
