@@ -120,6 +120,10 @@ class ActiveCache(Generic[K, V]):
         """Every entry held (a list: safe to change the cache while going through it)."""
         return [*self._young.items(), *self._old.items()]
 
+    def values(self) -> list[V]:
+        """Every value held (a list)."""
+        return [*self._young.values(), *self._old.values()]
+
     def clear(self) -> None:
         self._young = {}
         self._old = {}
