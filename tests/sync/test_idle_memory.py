@@ -217,3 +217,17 @@ async def test_cold_caches_give_the_same_answers(tmp_path: Path) -> None:
     warm = await _story(tmp_path / "warm", cfg)
     cold = await _story(tmp_path / "cold", _cold(cfg))
     assert cold == warm
+
+
+@pytest.mark.parametrize(
+    ("key", "sync"),
+    [
+        ("active_accounts", EngineConfig(active_accounts=0)),
+        ("cache_entries", EngineConfig(cache_entries=0)),
+    ],
+)
+def test_a_cache_bound_below_one_is_refused(key: str, sync: EngineConfig) -> None:
+    from wxnet.server.config import ConfigError, ServerConfig, _validate
+
+    with pytest.raises(ConfigError, match=key):
+        _validate(dataclasses.replace(ServerConfig(), sync=sync))
