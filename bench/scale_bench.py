@@ -19,13 +19,15 @@ PostgreSQL and Redis CPU that of the whole run (their share of the logins includ
 PostgreSQL and Redis are private servers started here from the Debian packages (as the
 tests do); results are printed as Markdown for docs/benchmarks.md. ``--compare DIR``
 adds, in every round, the one-worker PostgreSQL run of the checkout in DIR (its ``src``
-on the server's PYTHONPATH, the same database schema) as the "before" of this tree's.
+on the server's PYTHONPATH; its users created by its own code, so with its own schema
+version) as the "before" of this tree's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -82,6 +84,22 @@ async def pg_users(dsn: str, data: Path, names: list[str]) -> None:
         await eng.aclose()
 
 
+async def pg_users_of(src: str, dsn: str, data: Path, names: list[str]) -> None:
+    """:func:`pg_users` run by checkout ``src``, so that the store is made with its own
+    schema (a store made by this tree may have a schema newer than it reads)."""
+    code = (
+        "import asyncio, json, sys\nfrom pathlib import Path\n"
+        "from bench.scale_bench import pg_users\n"
+        "asyncio.run(pg_users(sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, dsn, str(data), json.dumps(names),
+        cwd=src, env={**os.environ, "PYTHONPATH": f"{src}/src:{src}"},
+    )  # fmt: skip
+    if await proc.wait() != 0:
+        raise RuntimeError(f"creating the users with {src} failed ({proc.returncode})")
+
+
 KINDS = ("sqlite", "pg1", "pg2")
 BASE = "pg1-base"  # --compare: the other checkout's one-worker PostgreSQL server
 LABELS = {
@@ -116,7 +134,10 @@ async def one_run(
             loadgen.create_users(data, names, PW)
         else:
             dsn = pg.new_database()
-            await pg_users(dsn, data, names)
+            if kind == BASE:
+                await pg_users_of(args.compare, dsn, data, names)
+            else:
+                await pg_users(dsn, data, names)
             workers = 2 if kind == "pg2" else 1
             extra = (
                 f"workers = {workers}\n{extra}"
