@@ -29,8 +29,9 @@ long link, every message from a random user to a random other one, closed loop w
 
 ``--push`` asks for push with data (cmd 122) in identify: a message that follows the
 user's key is taken from the push with no newsync, and the key is committed with one
-``syncdone`` per user at most every ``--commit-every`` seconds (a push during a sync,
-or one after a gap, is a notify as before).
+``syncdone`` per user at most every ``--commit-every`` seconds (a push during a sync is
+held and taken when the sync ends, against the key it reached; one after a gap is a
+notify: the shared :class:`~wxnet.proto.syncdriver.PushInbox` rule, as in the SDK).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from wxnet.client.errors import TransportError
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import MsgType
 from wxnet.proto.errors import MMError, WxnetError
-from wxnet.proto.syncdriver import Gap, Page, SyncDriver, apply_push
+from wxnet.proto.syncdriver import Gap, Held, Page, PushInbox, SyncDriver
 
 __all__ = ["LoadResult", "main", "percentile", "run_load"]
 
@@ -104,9 +105,16 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
     server_cpu_seconds: float | None = None
-    #: pushes with data taken / that left a gap (and so a newsync)
+    #: pushes with data taken / held during a sync (then taken) / that left a gap (and
+    #: so a newsync)
     pushes: int = 0
+    pushes_held: int = 0
     push_gaps: int = 0
+    #: over the whole run (warm-up and login items too): the receivers' first deliveries,
+    #: those of them that came in a push, and their newsync and syncdone requests
+    taken: int = 0
+    taken_by_push: int = 0
+    requests: dict[str, int] = field(default_factory=lambda: {"newsync": 0, "syncdone": 0})
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -126,7 +134,13 @@ class LoadResult:
             "latency_ms": ms,
             "loadgen_cpu_s": round(self.cpu_seconds, 3),
             "pushes": self.pushes,
+            "pushes_held": self.pushes_held,
             "push_gaps": self.push_gaps,
+            "push_share": round(self.taken_by_push / self.taken, 4) if self.taken else None,
+            **{
+                f"{name}_per_msg": round(n / self.taken, 4) if self.taken else None
+                for name, n in self.requests.items()
+            },
             "loadgen_cpu_us_per_msg": (
                 round(self.cpu_seconds / self.delivered * 1e6, 1) if self.delivered else None
             ),
@@ -136,14 +150,23 @@ class LoadResult:
         return out
 
 
-async def _sync(u: User, items: list[pb.CmdItem] | None = None) -> None:
+async def _sync(
+    u: User,
+    items: list[pb.CmdItem] | None = None,
+    inbox: PushInbox | None = None,
+    counts: dict[str, int] | None = None,
+) -> None:
     """One run of the shared sync loop from ``u.key`` (newinit from none), committed."""
     driver = SyncDriver(u.key, base=u.base())
     while (call := driver.next_request()) is not None:
+        if counts is not None:
+            counts[call.cgi.name] = counts.get(call.cgi.name, 0) + 1
         try:
             resp = await u.link.call(call.cgi, call.request, call.cgi.response)
         except MMError as exc:
             driver.receive_error(exc)  # a KeyReset, or it raises
+            if inbox is not None:
+                inbox.reset()
             continue
         event = driver.receive(resp)
         if items is not None and isinstance(event, Page):
@@ -311,7 +334,7 @@ class Mailbox:
         self.wanted = asyncio.Event()
         self.need_sync = True
         self.need_commit = False
-        self.syncing = False
+        self.inbox = PushInbox()
         self.commit_every = commit_every
         self._commit_timer: asyncio.TimerHandle | None = None
         self.stopping = False
@@ -325,17 +348,22 @@ class Mailbox:
         self.wanted.set()
 
     def _pushed(self, body: bytes) -> None:
-        if self.syncing:
-            self._kick()  # a pull is under way: it (or one more) brings these items
-            return
-        got = apply_push(self.user.key, pb.NewSyncResponse.FromString(body))
+        got = self.inbox.push(self.user.key, pb.NewSyncResponse.FromString(body), len(body))
+        if isinstance(got, Held):
+            self.result.pushes_held += 1
+        else:
+            self._took(got)
+
+    def _took(self, got: Page | Gap) -> None:
         if isinstance(got, Gap):
             self.result.push_gaps += 1
             self._kick()
             return
         self.result.pushes += 1
+        if not got.items:
+            return
         self.user.key = got.key
-        self._take(got.items, time.monotonic())
+        self._take(got.items, time.monotonic(), by_push=True)
         if self._commit_timer is None:
             self._commit_timer = asyncio.get_running_loop().call_later(
                 self.commit_every, self._commit_due
@@ -366,6 +394,7 @@ class Mailbox:
             try:
                 if self.need_commit and not self.need_sync:
                     self.need_commit = False
+                    self.result.requests["syncdone"] += 1
                     await u.link.call(
                         "syncdone",
                         pb.SyncDoneRequest(base=u.base(), key_buf=u.key),
@@ -373,27 +402,33 @@ class Mailbox:
                     )
                     continue
                 self.need_sync = self.need_commit = False
-                self.syncing = True
+                self.inbox.begin()
                 try:
-                    await _sync(u, items)
-                finally:
-                    self.syncing = False
+                    await _sync(u, items, self.inbox, self.result.requests)
+                except BaseException:
+                    self.inbox.abort()
+                    raise
             except (MMError, TransportError):
                 if self.stopping:
                     return
                 raise
             self._take(items, time.monotonic())
+            for got in self.inbox.end(u.key):
+                self._took(got)
 
-    def _take(self, items: Sequence[pb.CmdItem], now: float) -> None:
+    def _take(self, items: Sequence[pb.CmdItem], now: float, by_push: bool = False) -> None:
         me = self.user.name
+        result = self.result
         for item in items:
             if item.WhichOneof("body") != "add_msg" or item.add_msg.to_user != me:
                 continue
             tag, _, rest = item.add_msg.content.partition("|")
             if tag in self.seen:
-                self.result.duplicates += 1
+                result.duplicates += 1
             else:
                 self.seen.add(tag)
+                result.taken += 1
+                result.taken_by_push += by_push
                 self.done(tag, rest, now)
 
 

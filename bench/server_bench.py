@@ -405,6 +405,9 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
         "loadgen_cores": res.cpu_seconds / res.elapsed,
         "p50_ms": loadgen.percentile(lat, 50) * 1000,
         "p99_ms": loadgen.percentile(lat, 99) * 1000,
+        "newsync_per_msg": res.requests["newsync"] / max(1, res.taken),
+        "syncdone_per_msg": res.requests["syncdone"] / max(1, res.taken),
+        "push_share": res.taken_by_push / max(1, res.taken),
     }
 
 
@@ -413,9 +416,9 @@ async def compare(args: argparse.Namespace) -> None:
     runs: dict[str, list[dict[str, float]]] = {"this tree": [], "baseline": []}
     print(
         "| round | build | server CPU-s per 10k delivered | delivered msg/s | server / generator"
-        " cores | p50 / p99 ms | load average |"
+        " cores | p50 / p99 ms | newsync / syncdone per msg, by push | load average |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in range(args.rounds):
         order = [("this tree", None), ("baseline", args.compare)]
         for name, src in order if r % 2 == 0 else order[::-1]:
@@ -425,7 +428,9 @@ async def compare(args: argparse.Namespace) -> None:
             print(
                 f"| {r + 1} | {name} | {got['us_per_msg'] / 100:.2f} | {got['msg_per_s']:,.0f} "
                 f"| {got['server_cores']:.2f} / {got['loadgen_cores']:.2f} "
-                f"| {got['p50_ms']:.1f} / {got['p99_ms']:.1f} | {load:.2f} |",
+                f"| {got['p50_ms']:.1f} / {got['p99_ms']:.1f} "
+                f"| {got['newsync_per_msg']:.3f} / {got['syncdone_per_msg']:.3f}, "
+                f"{got['push_share']:.1%} | {load:.2f} |",
                 flush=True,
             )
     med = {k: statistics.median(x["us_per_msg"] for x in v) for k, v in runs.items()}
