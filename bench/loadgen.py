@@ -61,7 +61,7 @@ from wxnet.client.errors import TransportError
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import MsgType
 from wxnet.proto.errors import MMError, WxnetError
-from wxnet.proto.syncdriver import Gap, Held, Page, PushInbox, SyncDriver
+from wxnet.proto.syncdriver import MAX_HELD_BYTES, Gap, Held, Page, PushInbox, SyncDriver
 
 __all__ = ["LoadResult", "main", "percentile", "run_load"]
 
@@ -252,6 +252,7 @@ async def run_load(
     server_pid: int | None = None,
     push: bool = False,
     commit_every: float = 1.0,
+    push_hold: int = MAX_HELD_BYTES,
 ) -> LoadResult:
     """Log in 2 x ``pairs`` users, make each pair contacts, send ``messages`` in total
     (spread over the pairs), and wait until every acknowledged message is delivered
@@ -281,7 +282,7 @@ async def run_load(
         with contextlib.suppress(ValueError):
             result.latencies.append(now - float(sent_at))
 
-    recv = [Mailbox(r, result, seen, delivered, push, commit_every) for r in receivers]
+    recv = [Mailbox(r, result, seen, delivered, push, commit_every, push_hold) for r in receivers]
     for rc in recv:
         rc.wanted.set()  # drain the contact items before timing starts
     per_pair = [messages // pairs + (1 if i < messages % pairs else 0) for i in range(pairs)]
@@ -326,6 +327,7 @@ class Mailbox:
         done: Any,
         push: bool = False,
         commit_every: float = 1.0,
+        push_hold: int = MAX_HELD_BYTES,
     ) -> None:
         self.user = user
         self.result = result
@@ -334,7 +336,7 @@ class Mailbox:
         self.wanted = asyncio.Event()
         self.need_sync = True
         self.need_commit = False
-        self.inbox = PushInbox()
+        self.inbox = PushInbox(push_hold)
         self.commit_every = commit_every
         self._commit_timer: asyncio.TimerHandle | None = None
         self.stopping = False
@@ -447,6 +449,7 @@ async def run_random(
     seed: int = 1,
     push: bool = False,
     commit_every: float = 1.0,
+    push_hold: int = MAX_HELD_BYTES,
     login_slice: int = 8,
 ) -> LoadResult:
     """The XMPP/MQTT benchmarks' shape: ``users`` accounts, each on its own identified
@@ -488,7 +491,7 @@ async def run_random(
         if outstanding == 0:
             idle.set()
 
-    boxes = [Mailbox(u, result, seen, delivered, push, commit_every) for u in us]
+    boxes = [Mailbox(u, result, seen, delivered, push, commit_every, push_hold) for u in us]
     for b in boxes:
         b.wanted.set()  # drain the login items first
 
@@ -658,6 +661,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--commit-every", type=float, default=1.0, help="seconds between syncdones (--push)"
     )
+    p.add_argument(
+        "--push-hold",
+        type=int,
+        default=MAX_HELD_BYTES,
+        help="bytes of pushes held during a receiver's own sync (--push); 0: none, a push"
+        " during a sync means one more sync (the rule before PushInbox)",
+    )
     p.add_argument("--uvloop", action="store_true", help="run the generator on uvloop")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
@@ -697,6 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server_pid=spid,
                 push=args.push,
                 commit_every=args.commit_every,
+                push_hold=args.push_hold,
             )
             if args.users
             else run_load(
@@ -711,6 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server_pid=spid,
                 push=args.push,
                 commit_every=args.commit_every,
+                push_hold=args.push_hold,
             )
         )
         if args.uvloop:

@@ -50,6 +50,7 @@ from bench.spawn import ServerProcess, rss_kib
 from wxnet.client.basiclink import BasicLink
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.syncdriver import MAX_HELD_BYTES
 
 
 async def connect(port: int) -> BasicLink:
@@ -378,6 +379,7 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
                     rate=args.rate if args.paced else 0.0,
                     server_pid=srv.pid,
                     push=args.push,
+                    push_hold=args.push_hold,
                     login_slice=64,  # the login queue above holds them all
                 )
             else:
@@ -391,6 +393,7 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
                     prefix="lg",
                     server_pid=srv.pid,
                     push=args.push,
+                    push_hold=args.push_hold,
                 )
         finally:
             srv.stop()
@@ -474,6 +477,13 @@ def main() -> None:
         action="store_true",
         help="the generator's receivers ask for push with data (cmd 122); a server that"
         " does not know it sends notifies",
+    )
+    ap.add_argument(
+        "--push-hold",
+        type=int,
+        default=MAX_HELD_BYTES,
+        help="--push: bytes of pushes a receiver holds during its own sync; 0: none (a push"
+        " during a sync means one more sync, the rule before PushInbox)",
     )
     ap.add_argument("--seconds", type=float, default=10.0, help="echo baseline duration")
     ap.add_argument("--rate", type=float, default=5000.0)
