@@ -6,9 +6,12 @@ DATA   ?= var
 # Debian packages the test suite needs (installed by `make sysdeps` when missing; root):
 # systemd for `systemd-analyze` (the unit tests), curl for the README's commands; gcc and
 # python3-dev to compile the analyser's hot modules (mypyc; pure Python without them).
-# mosquitto: the MQTT broker that bench/mqtt_load.py measures as the baseline (its test in
-# tests/bench runs a small load through it, so the suite needs it too).
-BENCH_DEB_PACKAGES ?= mosquitto
+# mosquitto and ejabberd: the MQTT broker and the XMPP server that bench/mqtt_load.py and
+# bench/xmpp_load.py measure as baselines (their tests in tests/bench run a small load
+# through each, so the suite needs them too). The benches start their own private copies
+# on free loopback ports; a system ejabberd that its package started (on a host with
+# systemd or a runlevel; a container has neither) is stopped and disabled below.
+BENCH_DEB_PACKAGES ?= mosquitto ejabberd
 DEB_PACKAGES ?= nftables iproute2 chromium nodejs conntrack libpcap0.8 tshark systemd curl postgresql redis-server gcc python3-dev $(BENCH_DEB_PACKAGES)
 # The analyser's hot modules, compiled by mypyc (packaging/build_accel.py) into
 # build/accel/lib/; rebuilt only when one of these files changes. Without a C compiler
@@ -55,10 +58,15 @@ sysdeps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    case " $$missing " in *" ejabberd "*) \
+	      if [ -d /run/systemd/system ]; then systemctl disable --now -q ejabberd || true; \
+	      else update-rc.d ejabberd disable >/dev/null 2>&1 || true; \
+	        if [ -s /run/ejabberd/ejabberd.pid ]; then /etc/init.d/ejabberd stop || true; fi; fi;; \
+	    esac; \
 	  else echo "warning: not root; missing Debian packages:$$missing" >&2; fi; fi
 
-# `make bench-deps`: only the Debian packages the benches need (the broker of the MQTT
-# baseline); `make sysdeps` installs them with the rest.
+# `make bench-deps`: only the Debian packages the benches need (the MQTT and XMPP
+# baselines); `make sysdeps` installs them with the rest.
 bench-deps:
 	@$(MAKE) --no-print-directory sysdeps DEB_PACKAGES="$(BENCH_DEB_PACKAGES)"
 

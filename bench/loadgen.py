@@ -23,7 +23,9 @@ or let it start a throw-away server with the accounts it needs::
 ``--users C`` switches to the random-pairs shape of the XMPP/MQTT benchmarks
 (:func:`run_random`): C users, all contacts of each other, each on its own identified
 long link, every message from a random user to a random other one, closed loop with
-``--window`` (default 1000) in flight in total, ``--warmup`` untimed messages first::
+``--window`` (default 1000) in flight in total, ``--warmup`` untimed messages first
+(the phases, pacing and exactly-once count are :class:`bench.pairs.PairsDriver`, which
+the MQTT and XMPP generators, ``bench.mqtt_load`` and ``bench.xmpp_load``, share)::
 
     python -m bench.loadgen --spawn --users 200 --warmup 2000 --messages 100000
 
@@ -49,11 +51,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+from bench.pairs import PairsDriver
 from bench.spawn import ServerProcess, SpawnError, tree_cpu
 from wxnet._compat import wait_for
 from wxnet.client.basiclink import BasicLink
@@ -459,10 +463,8 @@ async def run_random(
     paced at that many sends/s, the window still a cap). ``warmup`` messages run first
     and are not counted; then ``messages`` are timed (server CPU over the same span).
     ``login_slice`` users log in at once (the server's default login queue holds 16)."""
-    import random
-
-    rnd = random.Random(seed)
     result = LoadResult(users, messages)
+    drv = PairsDriver(result, window, rate, drain_timeout, seed)
     names = [f"{prefix}u{i}" for i in range(users)]
     us: list[User] = []
     for k in range(0, users, login_slice):  # logins in slices, within the login queue
@@ -472,48 +474,30 @@ async def run_random(
             )
         )
     seen: set[str] = set()
-    slots = asyncio.Semaphore(window)
-    sent_at: dict[str, float] = {}
-    counting = False
-    idle = asyncio.Event()
-    outstanding = 0
-
-    def delivered(tag: str, _sent_at: str, now: float) -> None:
-        nonlocal outstanding
-        t = sent_at.pop(tag, None)
-        if t is None:
-            return
-        outstanding -= 1
-        slots.release()
-        if tag[0] == "m":
-            result.delivered += 1
-            result.latencies.append(now - t)
-        if outstanding == 0:
-            idle.set()
-
-    boxes = [Mailbox(u, result, seen, delivered, push, commit_every, push_hold) for u in us]
+    boxes = [
+        Mailbox(
+            u,
+            result,
+            seen,
+            lambda tag, _rest, now: drv.first(tag, now),
+            push,
+            commit_every,
+            push_hold,
+        )
+        for u in us
+    ]
     for b in boxes:
         b.wanted.set()  # drain the login items first
 
-    async def send_one(n: int, tag: str) -> None:
-        nonlocal outstanding
-        i = rnd.randrange(users)
-        j = rnd.randrange(users - 1)
-        j += j >= i
-        s, to = us[i], names[j]
-        now = time.monotonic()
+    async def send_one(i: int, j: int, tag: str, now: float) -> None:
+        s = us[i]
         msg = pb.MicroMsg(
-            to_user=to,
+            to_user=names[j],
             content=f"{tag}|{now:.6f}",
             msg_type=MsgType.TEXT,
             client_msg_id=tag,
             create_time=int(time.time()),
         )
-        if counting:
-            result.sent += 1
-        sent_at[tag] = now
-        outstanding += 1
-        idle.clear()
         try:
             resp = await s.link.call(
                 "newsendmsg", pb.SendMsgRequest(base=s.base(), list=[msg]), pb.SendMsgResponse
@@ -521,46 +505,12 @@ async def run_random(
             ok = bool(resp.list) and resp.list[0].ret == 0
         except (MMError, TransportError):
             ok = False
-        if counting and ok:
-            result.acked += 1
-        elif not ok:
-            if counting:
-                result.send_errors += 1
-            if sent_at.pop(tag, None) is not None:
-                outstanding -= 1
-                slots.release()
+        if ok:
+            drv.acked()
+        else:
+            drv.failed(tag)
 
-    async def phase(count: int, kind: str) -> None:
-        tasks: set[asyncio.Task[None]] = set()
-        t0 = time.monotonic()
-        for n in range(count):
-            if rate > 0:
-                delay = t0 + n / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await slots.acquire()
-            t = asyncio.ensure_future(send_one(n, f"{kind}{n}"))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
-        deadline = time.monotonic() + drain_timeout
-        while outstanding and time.monotonic() < deadline:
-            with contextlib.suppress(TimeoutError):
-                await wait_for(idle.wait(), max(0.0, deadline - time.monotonic()))
-
-    if warmup:
-        await phase(warmup, "w")
-    counting = True
-    start = time.monotonic()
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    server_cpu0 = tree_cpu(server_pid) if server_pid is not None else 0.0
-    await phase(messages, "m")
-    result.elapsed = time.monotonic() - start
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    result.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    if server_pid is not None:
-        result.server_cpu_seconds = tree_cpu(server_pid) - server_cpu0
+    await drv.run(send_one, warmup, None if server_pid is None else partial(tree_cpu, server_pid))
     for b in boxes:
         b.stopping = True
     await asyncio.gather(*(b.stop() for b in boxes))

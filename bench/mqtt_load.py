@@ -8,8 +8,10 @@ client's topic; closed loop with ``--window`` in flight in total (a new send sta
 a message is delivered), ``--warmup`` untimed messages first, then ``--messages`` timed
 ones; ``--rate R`` paces the sends at R/s instead (the window still a cap) for the
 send-to-deliver latency. A message counts as acked on its PUBACK and as delivered when
-the receiving client gets its PUBLISH (which it PUBACKs); duplicates and losses are
-counted as in the wxnet generator.
+the receiving client gets its PUBLISH (which it PUBACKs); the phases, the window, the
+pacing and the count of duplicates and losses are those of the wxnet generator, one
+driver for both (:class:`bench.pairs.PairsDriver`; ejabberd's :mod:`bench.xmpp_load`
+uses it too).
 
 By default the bench starts Debian's ``mosquitto`` itself, on loopback with a temporary
 configuration (in memory, as the broker ships: no persistence), pins it to CPU 0 and the
@@ -32,11 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import random
-import resource
 import shutil
 import socket
 import subprocess
@@ -46,10 +45,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 from bench.loadgen import LoadResult, pin
+from bench.pairs import PairsDriver
 from bench.spawn import proc_cpu
 from wxnet._compat import wait_for
 
@@ -269,97 +270,31 @@ async def run_mqtt(
     drain_timeout: float = DRAIN_TIMEOUT,
     seed: int = 1,
 ) -> LoadResult:
-    """The random-pairs shape over MQTT (see the module docstring); the broker's CPU over
-    the timed span in ``server_cpu_seconds`` when ``broker_pid`` is given."""
-    rnd = random.Random(seed)
+    """The random-pairs shape over MQTT (see the module docstring), driven by
+    :class:`bench.pairs.PairsDriver`; the broker's CPU over the timed span in
+    ``server_cpu_seconds`` when ``broker_pid`` is given."""
     result = LoadResult(users, messages)
-    sent_at: dict[bytes, float] = {}
-    seen: set[bytes] = set()
-    slots = asyncio.Semaphore(window)
-    idle = asyncio.Event()
-    settled = asyncio.Event()
-    counting = False
+    drv = PairsDriver(result, window, rate, drain_timeout, seed)
 
     def delivered(payload: bytes, now: float) -> None:
-        tag = payload.partition(b"|")[0]
-        if tag in seen:
-            result.duplicates += 1
-            return
-        seen.add(tag)
-        t = sent_at.pop(tag, None)
-        if t is None:
-            return
-        slots.release()
-        if tag[:1] == b"m":
-            result.delivered += 1
-            result.latencies.append(now - t)
-        if not sent_at:
-            idle.set()
-
-    unacked = 0
-
-    def acked() -> None:
-        nonlocal unacked
-        unacked -= 1
-        if not unacked:
-            settled.set()
+        drv.arrived(payload.partition(b"|")[0].decode(), now)
 
     clients: list[MqttClient] = []
     for k in range(0, users, 50):
         clients.extend(
             await asyncio.gather(
                 *(
-                    MqttClient.open(host, port, f"c{i}", f"u/{i}", delivered, acked)
+                    MqttClient.open(host, port, f"c{i}", f"u/{i}", delivered, drv.acked)
                     for i in range(k, min(users, k + 50))
                 )
             )
         )
     topics = [f"u/{i}".encode() for i in range(users)]
 
-    async def phase(count: int, kind: str) -> None:
-        nonlocal unacked
-        t0 = time.monotonic()
-        for n in range(count):
-            if rate > 0:
-                delay = t0 + n / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await slots.acquire()
-            i = rnd.randrange(users)
-            j = rnd.randrange(users - 1)
-            j += j >= i
-            tag = f"{kind}{n}".encode()
-            now = time.monotonic()
-            sent_at[tag] = now
-            idle.clear()
-            if counting:
-                result.sent += 1
-            unacked += 1
-            clients[i].send(topics[j], b"%s|%.6f" % (tag, now))
-        deadline = time.monotonic() + drain_timeout
-        while sent_at and time.monotonic() < deadline:
-            with contextlib.suppress(TimeoutError):
-                await wait_for(idle.wait(), max(0.0, deadline - time.monotonic()))
+    def send(i: int, j: int, tag: str, now: float) -> None:
+        clients[i].send(topics[j], b"%s|%.6f" % (tag.encode(), now))
 
-    if warmup:
-        await phase(warmup, "w")
-    counting = True
-    start = time.monotonic()
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    broker0 = proc_cpu(broker_pid) if broker_pid is not None else 0.0
-    await phase(messages, "m")
-    # the PUBACKs of the last sends may still be on their way: wait for them too
-    if unacked:
-        settled.clear()
-        with contextlib.suppress(TimeoutError):
-            await wait_for(settled.wait(), 10)
-    result.elapsed = time.monotonic() - start
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    result.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    if broker_pid is not None:
-        result.server_cpu_seconds = proc_cpu(broker_pid) - broker0
-    result.send_errors = sum(len(c.unacked) for c in clients)
-    result.acked = result.sent - result.send_errors
+    await drv.run(send, warmup, None if broker_pid is None else partial(proc_cpu, broker_pid))
     await asyncio.gather(*(c.close() for c in clients))
     return result
 
@@ -472,6 +407,9 @@ def summary(result: LoadResult) -> dict[str, Any]:
     s = result.summary()
     s["server_cpu_s_per_10k"] = per_10k(result)
     s["load_average"] = os.getloadavg()[0]
+    if result.elapsed and result.server_cpu_seconds is not None:
+        s["server_cores"] = round(result.server_cpu_seconds / result.elapsed, 3)
+    s["loadgen_cores"] = round(result.cpu_seconds / result.elapsed, 3) if result.elapsed else 0
     return s
 
 
@@ -522,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (f"; broker CPU {s['server_cpu_s']} s = {cpu:.3f} s per 10k" if cpu else "")
             + f"; load average {s['load_average']:.2f}"
         )
+        if "server_cores" in s:  # which side saturated: the share of a core each used
+            print(f"broker / generator cores: {s['server_cores']} / {s['loadgen_cores']}")
     ok = result.delivered == result.messages == result.acked and not result.duplicates
     return 0 if ok else 1
 

@@ -7,8 +7,9 @@ Durable 1:1 delivery (ack after commit, recipient synced; bench.loadgen) flat ou
 ``wxnet serve`` with the embedded SQLite store (the baseline), with the PostgreSQL store
 and the Redis bus in one worker, and in two workers (``--workers 2``), alternating within
 one run on a fresh store each time; then the same three at a fixed ``--rate`` for the
-send-to-deliver latency. Mosquitto with MQTT QoS 1 (bench.mqtt_load, the same
-random-pairs load) is measured in the same run as the outside baseline. Reports
+send-to-deliver latency. Mosquitto with MQTT QoS 1 (bench.mqtt_load) and ejabberd with
+XMPP (bench.xmpp_load), the same random-pairs load, are measured in the same run as the
+outside baselines. Reports
 delivered messages/s and the CPU seconds per 10,000 deliveries of the wxnet processes
 (the supervisor and its workers), of PostgreSQL (every process of its cluster) and of
 Redis separately, medians over the rounds, and the ratios the issue sets targets for.
@@ -18,13 +19,15 @@ PostgreSQL and Redis CPU that of the whole run (their share of the logins includ
 PostgreSQL and Redis are private servers started here from the Debian packages (as the
 tests do); results are printed as Markdown for docs/benchmarks.md. ``--compare DIR``
 adds, in every round, the one-worker PostgreSQL run of the checkout in DIR (its ``src``
-on the server's PYTHONPATH, the same database schema) as the "before" of this tree's.
+on the server's PYTHONPATH; its users created by its own code, so with its own schema
+version) as the "before" of this tree's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -81,6 +84,22 @@ async def pg_users(dsn: str, data: Path, names: list[str]) -> None:
         await eng.aclose()
 
 
+async def pg_users_of(src: str, dsn: str, data: Path, names: list[str]) -> None:
+    """:func:`pg_users` run by checkout ``src``, so that the store is made with its own
+    schema (a store made by this tree may have a schema newer than it reads)."""
+    code = (
+        "import asyncio, json, sys\nfrom pathlib import Path\n"
+        "from bench.scale_bench import pg_users\n"
+        "asyncio.run(pg_users(sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, dsn, str(data), json.dumps(names),
+        cwd=src, env={**os.environ, "PYTHONPATH": f"{src}/src:{src}"},
+    )  # fmt: skip
+    if await proc.wait() != 0:
+        raise RuntimeError(f"creating the users with {src} failed ({proc.returncode})")
+
+
 KINDS = ("sqlite", "pg1", "pg2")
 BASE = "pg1-base"  # --compare: the other checkout's one-worker PostgreSQL server
 LABELS = {
@@ -89,6 +108,7 @@ LABELS = {
     "pg2": "PostgreSQL + Redis, 2 workers",
     BASE: "PostgreSQL + Redis, 1 worker, before (--compare)",
     "mqtt": "Mosquitto, MQTT QoS 1",
+    "xmpp": "ejabberd, XMPP (XEP-0198 acks)",
 }
 #: seconds for a server's banner: two workers each start Python and connect to both
 #: engines, which took over 30 s on a loaded machine
@@ -114,7 +134,10 @@ async def one_run(
             loadgen.create_users(data, names, PW)
         else:
             dsn = pg.new_database()
-            await pg_users(dsn, data, names)
+            if kind == BASE:
+                await pg_users_of(args.compare, dsn, data, names)
+            else:
+                await pg_users(dsn, data, names)
             workers = 2 if kind == "pg2" else 1
             extra = (
                 f"workers = {workers}\n{extra}"
@@ -165,6 +188,17 @@ async def mqtt_run(args: argparse.Namespace) -> dict[str, float]:
     return _figures(res, res.server_cpu_seconds or 0.0, 0.0, 0.0)
 
 
+async def xmpp_run(args: argparse.Namespace) -> dict[str, float]:
+    from bench import xmpp_load
+
+    with xmpp_load.Ejabberd() as server:
+        res = await xmpp_load.run_xmpp(
+            "127.0.0.1", server.port, 2 * args.pairs, args.messages, window=args.window * 50,
+            server_pid=server.pid,
+        )  # fmt: skip
+    return _figures(res, res.server_cpu_seconds or 0.0, 0.0, 0.0)
+
+
 def _shown(kind: str, r: dict[str, float]) -> dict[str, float]:
     """Print one run's figures at once (stderr), so a later failure loses nothing."""
     print(f"{kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()), file=sys.stderr)
@@ -181,13 +215,14 @@ async def main_async(args: argparse.Namespace) -> None:
     redis = RedisServer()
     redis.start()
     kinds = (*KINDS, BASE) if args.compare else KINDS
-    runs: dict[str, list[dict[str, float]]] = {k: [] for k in (*kinds, "mqtt")}
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in (*kinds, "mqtt", "xmpp")}
     paced: dict[str, dict[str, float]] = {}
     try:
         for _ in range(args.rounds):
             for kind in kinds:  # alternate A/B/C
                 runs[kind].append(_shown(kind, await one_run(kind, pg, redis, args)))
             runs["mqtt"].append(_shown("mqtt", await mqtt_run(args)))
+            runs["xmpp"].append(_shown("xmpp", await xmpp_run(args)))
         for kind in KINDS:
             try:
                 paced[kind] = _shown(kind, await one_run(kind, pg, redis, args, rate=args.rate))
@@ -212,7 +247,7 @@ async def main_async(args: argparse.Namespace) -> None:
         " Redis CPU-s / 10k | lost / dups |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
-    for k in (*kinds, "mqtt"):
+    for k in (*kinds, "mqtt", "xmpp"):
         m = med[k]
         eng = k.startswith("pg")
         pgc, rdc = (f"{m['pg']:.2f}", f"{m['redis']:.2f}") if eng else ("-", "-")
@@ -234,7 +269,8 @@ async def main_async(args: argparse.Namespace) -> None:
     total = p2 + engines
     print(
         f"cores per 10,000 msg/s (2 workers, wxnet + PostgreSQL + Redis): {total:.2f}; "
-        f"the same for Mosquitto: {med['mqtt']['wxnet']:.2f}"
+        f"the same for Mosquitto: {med['mqtt']['wxnet']:.2f}, for ejabberd: "
+        f"{med['xmpp']['wxnet']:.2f}"
     )
     print(f"\nat {args.rate:,.0f} msg/s offered, {args.rate_messages} messages:\n")
     print("| server | delivered msg/s | p50 ms | p99 ms |")

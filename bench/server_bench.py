@@ -23,6 +23,15 @@ the medians and their ratio::
 
     git archive BASE | tar -x -C /tmp/base
     .venv/bin/python -m bench.server_bench --compare /tmp/base --rounds 5
+
+``--baselines C [C ...]`` runs the random-pairs shape (``--users``) on this tree's server
+and on the two outside baselines, Mosquitto with MQTT QoS 1 (:mod:`bench.mqtt_load`) and
+ejabberd with XMPP (:mod:`bench.xmpp_load`), in one session, the order rotated every
+round, each server pinned to CPU 0 and the generator to CPU 1; ``--paced --rate R`` for
+the latency at a fixed rate::
+
+    .venv/bin/python -m bench.server_bench --baselines 200 1000 --push --messages 20000
+    .venv/bin/python -m bench.server_bench --baselines 200 --push --paced --rate 2000
 """
 
 from __future__ import annotations
@@ -398,6 +407,11 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
         finally:
             srv.stop()
             loadgen.pin(0, set(range(os.cpu_count() or 1)))
+    return figures(res)
+
+
+def figures(res: loadgen.LoadResult) -> dict[str, float]:
+    """One run's figures, after checking that every acked message was delivered once."""
     if res.delivered != res.acked or res.send_errors or res.duplicates:
         raise RuntimeError(f"a compare run lost messages: {res.summary()}")
     lat = sorted(res.latencies)
@@ -412,6 +426,79 @@ async def cpu_per_message(src: str | None, args: argparse.Namespace) -> dict[str
         "syncdone_per_msg": res.requests["syncdone"] / max(1, res.taken),
         "push_share": res.taken_by_push / max(1, res.taken),
     }
+
+
+async def outside_run(kind: str, users: int, args: argparse.Namespace) -> dict[str, float]:
+    """One random-pairs run through Mosquitto (``kind`` "mqtt") or ejabberd ("xmpp"),
+    each started here on loopback and pinned to CPU 0, this generator to CPU 1, with the
+    same driver and sizes as :func:`cpu_per_message`."""
+    from bench import mqtt_load, xmpp_load
+
+    rate = args.rate if args.paced else 0.0
+    everything = set(range(os.cpu_count() or 1))
+    try:
+        if kind == "mqtt":
+            with mqtt_load.Broker() as broker:
+                loadgen.pin(broker.pid, {0})
+                loadgen.pin(0, {1})
+                res = await mqtt_load.run_mqtt(
+                    "127.0.0.1", broker.port, users, args.messages, args.window,
+                    args.warmup, rate, broker.pid,
+                )  # fmt: skip
+        else:
+            with xmpp_load.Ejabberd(cpus={0}) as server:
+                loadgen.pin(0, {1})
+                res = await xmpp_load.run_xmpp(
+                    "127.0.0.1", server.port, users, args.messages, args.window,
+                    args.warmup, rate, server.pid,
+                )  # fmt: skip
+    finally:
+        loadgen.pin(0, everything)
+    return figures(res)
+
+
+OUTSIDE = {"wxnet": "wxnet (this tree)", "mqtt": "Mosquitto, MQTT QoS 1", "xmpp": "ejabberd, XMPP"}
+
+
+async def baselines(args: argparse.Namespace) -> None:
+    """``--baselines``: the random-pairs shape on this tree's server, Mosquitto and
+    ejabberd in one session, for each of ``--users`` (C), ``--rounds`` rounds with the
+    order rotated each round; with ``--paced``, at ``--rate`` instead of flat out.
+    Prints one Markdown row per run, then the medians and the ratios to Mosquitto."""
+    print(
+        "| run | server | C | server CPU-s per 10k delivered | delivered msg/s |"
+        " server / generator cores | p50 / p99 ms | load average |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    n = 0
+    kinds = ["wxnet", "mqtt", "xmpp"]
+    for users in args.baselines:
+        for r in range(args.rounds):
+            for kind in kinds[r % 3 :] + kinds[: r % 3]:
+                if kind == "wxnet":
+                    sub = argparse.Namespace(**{**vars(args), "users": users})
+                    got = await cpu_per_message(None, sub)
+                else:
+                    got = await outside_run(kind, users, args)
+                runs.setdefault((kind, users), []).append(got)
+                n += 1
+                print(
+                    f"| {n} | {OUTSIDE[kind]} | {users} | {got['us_per_msg'] / 100:.2f} | "
+                    f"{got['msg_per_s']:,.0f} | {got['server_cores']:.2f} / "
+                    f"{got['loadgen_cores']:.2f} | {got['p50_ms']:.1f} / {got['p99_ms']:.1f} | "
+                    f"{os.getloadavg()[0]:.1f} |",
+                    flush=True,
+                )
+    print()
+    for users in args.baselines:
+        med = {k: statistics.median(x["us_per_msg"] for x in runs[(k, users)]) / 100 for k in kinds}
+        print(
+            f"- C = {users}: median CPU-s per 10k: wxnet {med['wxnet']:.2f}, Mosquitto "
+            f"{med['mqtt']:.2f}, ejabberd {med['xmpp']:.2f}; to Mosquitto: wxnet "
+            f"{med['wxnet'] / med['mqtt']:.1f}x, ejabberd {med['xmpp'] / med['mqtt']:.1f}x; "
+            f"wxnet / ejabberd {med['wxnet'] / med['xmpp']:.2f}"
+        )
 
 
 async def compare(args: argparse.Namespace) -> None:
@@ -490,10 +577,20 @@ def main() -> None:
     ap.add_argument("--durability", nargs="+", default=["FULL", "NORMAL"])
     ap.add_argument("--compare", metavar="DIR", help="A/B server CPU per message vs DIR")
     ap.add_argument("--rounds", type=int, default=5, help="A/B rounds for --compare")
+    ap.add_argument(
+        "--baselines",
+        type=int,
+        nargs="+",
+        metavar="C",
+        help="random pairs with C users on this tree, Mosquitto and ejabberd, rotating",
+    )
     args = ap.parse_args()
-    args.window = args.window or (1000 if args.users else 8)
+    args.window = args.window or (1000 if args.users or args.baselines else 8)
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(compare(args) if args.compare else main_async(args))
+        if args.baselines:
+            uvloop.run(baselines(args))
+        else:
+            uvloop.run(compare(args) if args.compare else main_async(args))
 
 
 if __name__ == "__main__":

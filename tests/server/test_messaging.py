@@ -13,7 +13,6 @@ from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMRet
 from wxnet.proto.synckey import SyncKey
 from wxnet.server.app import Server
-from wxnet.sync.sqlite_store import SQLiteStore
 
 
 async def befriend(a: Device, b_name: str) -> None:
@@ -216,20 +215,15 @@ async def test_newinit_snapshot_for_a_new_device(server: Server) -> None:
 
 async def test_own_messages_only_for_the_accounts_other_devices(server: Server) -> None:
     """S17: one device's send leaves its SyncKey where it was; with a second device both
-    get the message once; a device that comes later gets all of it from newinit. The
-    PostgreSQL store does not apply S17 (docs/protocol.md): there the sender's one device
-    gets its message back in its log."""
-    s17 = isinstance(server.engine.store, SQLiteStore)
+    get the message once; a device that comes later gets all of it from newinit (both
+    stores; tests/server/test_pg.py runs it on PostgreSQL)."""
     a = await Device.login(server.long_port, "alice")
     b = await Device.login(server.long_port, "bob")
     await befriend(a, "bob")
     await a.sync()
     key = a.acc.key
     assert (await a.send("bob", "one device", "s1")).ret == 0
-    if s17:
-        assert await a.messages() == [] and a.acc.key == key  # no new SyncKey for the sender
-    else:
-        assert [m.content for m in await a.messages()] == ["one device"]
+    assert await a.messages() == [] and a.acc.key == key  # no new SyncKey for the sender
     a2 = await Device.login(server.long_port, "alice", device="pad")
     await a2.sync()
     assert (await a.send("bob", "two devices", "s2")).ret == 0
@@ -290,9 +284,8 @@ async def test_group_lifecycle_and_fan_out(server: Server) -> None:
     for d in (a, b):
         msgs = await d.messages()
         assert [(m.content, m.real_from, m.to_user) for m in msgs] == [("hi all", "carol", room)]
-    # carol's one device keeps its own copy (S17, applied by the SQLite store)
-    own = [] if isinstance(server.engine.store, SQLiteStore) else ["hi all"]
-    assert [m.content for m in await c.messages()] == own
+    # carol's one device keeps its own copy (S17)
+    assert [m.content for m in await c.messages()] == []
     leave = await c.call(
         "modchatroom",
         pb.ModChatRoomRequest(chatroom=room, op=2, members=["carol"]),

@@ -33,44 +33,51 @@ from wxnet.sync.store import KEY_SENT, SessionRow, Store
 async def test_the_senders_entry_only_for_another_live_device(
     store: Store, published: Published
 ) -> None:
-    """SQLite applies S17 in its writer; PostgreSQL answers the question the same way but
-    always writes the sender's entry (docs/protocol.md, "Your own messages")."""
-    s17 = isinstance(store, SQLiteStore)
+    """Both stores decide it where the message is written: SQLite in its writer,
+    PostgreSQL inside ``wx_commit``."""
     a, b = await two(store)
     await store.create_session(SessionRow("s1", a, "alice", "phone", "P", "mobile", T0 + 99), T0)
     assert not await store.has_other_device(a, "phone", T0)
     await store.store_messages(a, [new_msg("c1", "bob", [a, b])], T0, "phone")
-    # no new SyncKey for alice on SQLite
-    assert await store.head(a, KEY_MSG, fresh=True) == (0 if s17 else 1)
+    assert await store.head(a, KEY_MSG, fresh=True) == 0  # no new SyncKey for alice
     assert await store.head(b, KEY_MSG, fresh=True) == 1
     m1 = await store.message_by_client_id(a, "c1")
     assert m1 is not None
-    assert await store.recent_messages(a, 0 if s17 else 1, 10) == [
-        (KEY_MSG, 0 if s17 else 1, f"c1:{m1.msg_id}:{T0}".encode())
-    ]
+    assert await store.recent_messages(a, 0, 10) == [(KEY_MSG, 0, f"c1:{m1.msg_id}:{T0}".encode())]
 
     await store.create_session(SessionRow("s2", a, "alice", "pad", "P", "mobile", T0 + 99), T0)
     assert await store.has_other_device(a, "phone", T0)
     assert not await store.has_other_device(a, "phone", T0 + 100)  # the pad's expired
     await store.store_messages(a, [new_msg("c2", "bob", [a, b])], T0, "phone")
-    assert await store.head(a, KEY_MSG, fresh=True) == (1 if s17 else 2)  # the pad needs it
+    assert await store.head(a, KEY_MSG, fresh=True) == 1  # the pad needs it
     await store.store_messages(a, [new_msg("c3", "bob", [a, b])], T0 + 100, "phone")
-    # nobody needs it any more
-    assert await store.head(a, KEY_MSG, fresh=True) == (1 if s17 else 3)
+    assert await store.head(a, KEY_MSG, fresh=True) == 1  # nobody needs it any more
     await store.store_messages(a, [new_msg("c4", "bob", [a, b])], T0)  # no device: logged
     head = await store.head(a, KEY_MSG, fresh=True)
-    assert head == (2 if s17 else 4)
+    assert head == 2
     got = await store.recent_messages(a, head, 10)
-    seqs = [0, 1, 0, 2] if s17 else [1, 2, 3, 4]
     assert [(k, s, bytes(body).split(b":")[0]) for k, s, body in got] == [
-        (KEY_MSG, seq, cid) for seq, cid in zip(seqs, (b"c1", b"c2", b"c3", b"c4"), strict=True)
+        (KEY_MSG, seq, cid)
+        for seq, cid in zip((0, 1, 0, 2), (b"c1", b"c2", b"c3", b"c4"), strict=True)
     ]
     assert [x[2][:2] for x in await store.recent_messages(a, head, 2)] == [b"c3", b"c4"]
-    if s17:
-        assert [x[2][:2] for x in await store.recent_messages(a, 1, 10)] == [b"c1", b"c2", b"c3"]
+    assert [x[2][:2] for x in await store.recent_messages(a, 1, 10)] == [b"c1", b"c2", b"c3"]
+    # webwxhistory's read: both logs, newest first
+    assert [b[:2] for _, b in await store.message_history(a, 0, 10)] == [b"c4", b"c3", b"c2", b"c1"]
     # the sent log is no SyncKey key: never published (no notify, no push, no head)
     assert all(k != KEY_SENT for ch in published.changes for _, k in ch.heads)
     assert all(k != KEY_SENT for ch in published.changes for _, k, _, _ in ch.entries)
+    # sends of one account from several devices queued together: each its own answer,
+    # and a plain recipient's entry is never moved by them
+    outs = await asyncio.gather(
+        *(
+            store.store_messages(a, [new_msg(f"g{i}", "bob", [a, b])], T0 + 100, dev)
+            for i, dev in enumerate(("phone", "pad", "phone", ""))
+        )
+    )
+    assert all(not dup for o in outs for _, _, dup in o)
+    assert await store.head(a, KEY_MSG, fresh=True) == 3  # the one with no device
+    assert await store.head(b, KEY_MSG, fresh=True) == 8
 
 
 async def test_a_duplicate_in_one_group_is_reported_as_such(store: Store) -> None:

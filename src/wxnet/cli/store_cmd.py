@@ -88,6 +88,8 @@ def _init_postgres(dsn: str, timeout: float, io: IO) -> int:
         return ExitStatus.ERROR
     if before is None:
         io.print(f"created store {redact(dsn)} (schema {version})")
+    elif before < version:
+        io.print(f"store {redact(dsn)}: migrated from schema {before} to {version}")
     else:
         io.print(f"store {redact(dsn)} exists (schema {version})")
     return ExitStatus.OK
@@ -126,6 +128,7 @@ def cmd_version(args: argparse.Namespace, io: IO) -> int:
     if pg is not None:
         from wxnet.server.config import redact
         from wxnet.sync.migrate import MigrateError, pg_version
+        from wxnet.sync.pg_schema import SCHEMA_VERSION as PG_VERSION
 
         try:
             found = asyncio.run(pg_version(*pg))
@@ -135,7 +138,8 @@ def cmd_version(args: argparse.Namespace, io: IO) -> int:
         if found is None:
             io.error(f"no store in {redact(pg[0])} (`wxnet store init --config FILE`)")
             return ExitStatus.ERROR
-        io.print(f"store {redact(pg[0])}: schema {found}")
+        note = f" (this wxnet migrates it to {PG_VERSION})" if found < PG_VERSION else ""
+        io.print(f"store {redact(pg[0])}: schema {found}{note}")
         return ExitStatus.OK
     path = store_path(args.data)
     try:

@@ -9,14 +9,34 @@ writers of different accounts never meet.
 ``wx_commit`` is the whole of a group commit in one call (one round trip): it stores the
 group's messages (duplicates by (sender, client_msg_id) skipped and reported), the log
 items whose message was stored, and their fan-out rows with fresh seqs, and returns the
-message outcomes and the new heads.
+message outcomes, the S17 answers and the new heads.
+
+S17 (docs/protocol.md, "Your own messages"): a send's own entry for its sender goes to the
+sender's message log only when another device of the account has a live session, else to
+its sent log (``KEY_SENT``). ``wx_commit`` asks that inside its transaction, after taking
+the account's lock (a transaction-scoped advisory lock, key ``wx_account_lock(uin)``) in
+shared mode; ``wx_add_session`` takes the same lock exclusively to insert a session. So a
+login and a send of one account are ordered whichever processes run them: a session
+committed before the send takes the lock is seen by its question, and a send that took
+the lock first commits (its entry in the sent log) before the session exists, so the new
+device's newinit, which comes after its login, finds it.
+
+Versions: 1 the tables and ``wx_commit``; 2 the shared tables (QR logins, web uploads);
+3 S17 in ``wx_commit`` (four more arguments, the old 12-argument function dropped) and
+``wx_add_session``. ``DDL`` brings any older store to the current version in one
+transaction (run by :meth:`PostgresStore.start` under an advisory lock).
 """
 
 from __future__ import annotations
 
-__all__ = ["DDL", "ID_BLOCK", "SCHEMA_VERSION"]
+from wxnet.sync.store import KEY_SENT
 
-SCHEMA_VERSION = 2
+__all__ = ["ACCOUNT_LOCK_CLASS", "DDL", "ID_BLOCK", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 3
+
+#: The class (first key) of the accounts' advisory locks: "wx".
+ACCOUNT_LOCK_CLASS = 0x7778
 
 #: Message ids are handed out in blocks of this many per process (seqsvr-style steps).
 ID_BLOCK = 1024
@@ -129,72 +149,6 @@ CREATE TABLE IF NOT EXISTS uploads (
     PRIMARY KEY (owner, client_id, kind)
 );
 
-CREATE OR REPLACE FUNCTION wx_commit(
-    m_id bigint[], m_sender bigint[], m_cid text[], m_to text[], m_type int[],
-    m_ctime bigint[], m_media text[],
-    i_key int[], i_body bytea[], i_msg int[],
-    f_item int[], f_uin bigint[]
-) RETURNS TABLE (kind int, a bigint, b bigint, c bigint, d bigint)
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    stored bigint[];
-    item_ids bigint[];
-BEGIN
-    -- the heads of every log this group grows, locked in one order: writers of the
-    -- same account take turns (their seqs commit in order), others never wait
-    INSERT INTO heads (uin, key, seq)
-        SELECT DISTINCT f.u, i_key[f.i], 0 FROM unnest(f_item, f_uin) AS f(i, u)
-        ORDER BY 1, 2 ON CONFLICT DO NOTHING;
-    PERFORM 1 FROM heads h
-        JOIN (SELECT DISTINCT f.u, i_key[f.i] AS k FROM unnest(f_item, f_uin) AS f(i, u)) t
-          ON h.uin = t.u AND h.key = t.k
-        ORDER BY h.uin, h.key FOR UPDATE OF h;
-
-    WITH ins AS (
-        INSERT INTO messages (msg_id, sender, client_msg_id, to_user, msg_type,
-                              create_time, media)
-        SELECT x.id, x.s, x.c, x.t, x.ty, x.ct, x.me
-          FROM unnest(m_id, m_sender, m_cid, m_to, m_type, m_ctime, m_media)
-               WITH ORDINALITY AS x(id, s, c, t, ty, ct, me, o)
-         ORDER BY x.o
-        ON CONFLICT (sender, client_msg_id) DO NOTHING
-        RETURNING msg_id)
-    SELECT coalesce(array_agg(msg_id), '{}') INTO stored FROM ins;
-
-    RETURN QUERY
-        SELECT 0, x.o, coalesce(m.msg_id, x.id), coalesce(m.create_time, x.ct),
-               CASE WHEN x.id = ANY(stored) THEN 0::bigint ELSE 1::bigint END
-          FROM unnest(m_id, m_sender, m_cid, m_ctime) WITH ORDINALITY AS x(id, s, c, ct, o)
-          LEFT JOIN messages m ON NOT (x.id = ANY(stored))
-               AND m.sender = x.s AND m.client_msg_id = x.c;
-
-    item_ids := ARRAY(
-        SELECT CASE WHEN i_msg[g] = 0 OR m_id[i_msg[g]] = ANY(stored)
-                    THEN nextval('item_ids') ELSE 0 END
-          FROM generate_subscripts(i_key, 1) AS g ORDER BY g);
-    INSERT INTO items (id, body)
-        SELECT item_ids[g], i_body[g] FROM generate_subscripts(i_key, 1) AS g
-         WHERE item_ids[g] <> 0;
-
-    RETURN QUERY
-    WITH f AS (
-        SELECT x.o, x.i, x.u, i_key[x.i] AS k
-          FROM unnest(f_item, f_uin) WITH ORDINALITY AS x(i, u, o)
-         WHERE item_ids[x.i] <> 0),
-    numbered AS (
-        SELECT f.*, row_number() OVER (PARTITION BY f.u, f.k ORDER BY f.o) AS rn FROM f),
-    logged AS (
-        INSERT INTO sync_log (uin, key, seq, item)
-        SELECT n.u, n.k, h.seq + n.rn, item_ids[n.i]
-          FROM numbered n JOIN heads h ON h.uin = n.u AND h.key = n.k),
-    grown AS (
-        UPDATE heads h SET seq = h.seq + c.cnt
-          FROM (SELECT f.u, f.k, count(*) AS cnt FROM f GROUP BY f.u, f.k) c
-         WHERE h.uin = c.u AND h.key = c.k
-        RETURNING h.uin, h.key, h.seq)
-    SELECT 1, grown.uin, grown.key::bigint, grown.seq, 0::bigint FROM grown;
-END
-$fn$;
 
 -- Schema 2: QR logins and web uploads' metadata, shared by every worker and node
 -- (sync/shared.py); an older store is labelled 2 once it has them.
@@ -229,4 +183,126 @@ CREATE TABLE IF NOT EXISTS web_uploads (
 CREATE INDEX IF NOT EXISTS web_uploads_uin ON web_uploads(uin, created);
 CREATE INDEX IF NOT EXISTS web_uploads_sid ON web_uploads(sid_key, ident);
 UPDATE meta SET v = '2' WHERE k = 'schema_version' AND v::int < 2;
-"""
+
+-- Schema 3: the S17 question inside wx_commit; a schema-2 process's wx_commit (12
+-- arguments, no S17, no lock) is dropped, so such a process can no longer acknowledge
+-- a send against this store (its sends fail, never acked) and cannot race a login.
+DROP FUNCTION IF EXISTS wx_commit(bigint[], bigint[], text[], text[], int[], bigint[],
+    text[], int[], bytea[], int[], int[], bigint[]);
+
+-- The key of an account's lock (two-int advisory key space, which the one-bigint locks
+-- of the schema and the QR logins do not share); uins 2^31 apart share a lock, which
+-- only makes them take turns.
+CREATE OR REPLACE FUNCTION wx_account_lock(uin bigint) RETURNS int
+LANGUAGE sql IMMUTABLE AS $fn$ SELECT (uin & 2147483647)::int $fn$;
+
+-- A new session, under its account's lock taken exclusively: ordered against every
+-- wx_commit asking S17 for the account.
+CREATE OR REPLACE FUNCTION wx_add_session(
+    p_sid text, p_uin bigint, p_device text, p_name text, p_kind text,
+    p_created bigint, p_expires bigint
+) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(@LOCK_CLASS@, wx_account_lock(p_uin));
+    INSERT INTO sessions VALUES (p_sid, p_uin, p_device, p_name, p_kind, p_created, p_expires);
+END
+$fn$;
+
+-- q_*: the S17 questions (a sending device of an account, and the send's time); f_q: per
+-- fan-out row, 0 or the question whose "no" sends the row to the sent log instead.
+CREATE OR REPLACE FUNCTION wx_commit(
+    m_id bigint[], m_sender bigint[], m_cid text[], m_to text[], m_type int[],
+    m_ctime bigint[], m_media text[],
+    i_key int[], i_body bytea[], i_msg int[],
+    f_item int[], f_uin bigint[], f_q int[],
+    q_uin bigint[], q_dev text[], q_now bigint[]
+) RETURNS TABLE (kind int, a bigint, b bigint, c bigint, d bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    stored bigint[];
+    item_ids bigint[];
+    other boolean[];
+    f_key int[];
+BEGIN
+    -- S17: the senders' locks first (shared: sends do not wait for each other, only for
+    -- a session being created), then each question in a statement of its own, so with a
+    -- snapshot taken after the locks were granted
+    IF cardinality(q_uin) > 0 THEN
+        PERFORM pg_advisory_xact_lock_shared(@LOCK_CLASS@, wx_account_lock(l.u))
+           FROM (SELECT DISTINCT u FROM unnest(q_uin) AS u ORDER BY 1) l;
+        other := ARRAY(
+            SELECT EXISTS (SELECT 1 FROM sessions s WHERE s.uin = q.u
+                              AND s.device_id <> q.d AND s.expires >= q.n)
+              FROM unnest(q_uin, q_dev, q_now) WITH ORDINALITY AS q(u, d, n, o)
+             ORDER BY q.o);
+        f_key := ARRAY(
+            SELECT CASE WHEN x.q <> 0 AND NOT other[x.q] THEN @KEY_SENT@ ELSE i_key[x.i] END
+              FROM unnest(f_item, f_q) WITH ORDINALITY AS x(i, q, o) ORDER BY x.o);
+        RETURN QUERY SELECT 2, g::bigint, CASE WHEN other[g] THEN 1::bigint ELSE 0 END,
+                            0::bigint, 0::bigint
+                       FROM generate_subscripts(q_uin, 1) AS g;
+    ELSE
+        f_key := ARRAY(SELECT i_key[x.i] FROM unnest(f_item) WITH ORDINALITY AS x(i, o)
+                        ORDER BY x.o);
+    END IF;
+
+    -- the heads of every log this group grows, locked in one order: writers of the
+    -- same account take turns (their seqs commit in order), others never wait
+    INSERT INTO heads (uin, key, seq)
+        SELECT DISTINCT f.u, f_key[f.o], 0
+          FROM unnest(f_uin) WITH ORDINALITY AS f(u, o)
+        ORDER BY 1, 2 ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM heads h
+        JOIN (SELECT DISTINCT f.u, f_key[f.o] AS k
+                FROM unnest(f_uin) WITH ORDINALITY AS f(u, o)) t
+          ON h.uin = t.u AND h.key = t.k
+        ORDER BY h.uin, h.key FOR UPDATE OF h;
+
+    WITH ins AS (
+        INSERT INTO messages (msg_id, sender, client_msg_id, to_user, msg_type,
+                              create_time, media)
+        SELECT x.id, x.s, x.c, x.t, x.ty, x.ct, x.me
+          FROM unnest(m_id, m_sender, m_cid, m_to, m_type, m_ctime, m_media)
+               WITH ORDINALITY AS x(id, s, c, t, ty, ct, me, o)
+         ORDER BY x.o
+        ON CONFLICT (sender, client_msg_id) DO NOTHING
+        RETURNING msg_id)
+    SELECT coalesce(array_agg(msg_id), '{}') INTO stored FROM ins;
+
+    RETURN QUERY
+        SELECT 0, x.o, coalesce(m.msg_id, x.id), coalesce(m.create_time, x.ct),
+               CASE WHEN x.id = ANY(stored) THEN 0::bigint ELSE 1::bigint END
+          FROM unnest(m_id, m_sender, m_cid, m_ctime) WITH ORDINALITY AS x(id, s, c, ct, o)
+          LEFT JOIN messages m ON NOT (x.id = ANY(stored))
+               AND m.sender = x.s AND m.client_msg_id = x.c;
+
+    item_ids := ARRAY(
+        SELECT CASE WHEN i_msg[g] = 0 OR m_id[i_msg[g]] = ANY(stored)
+                    THEN nextval('item_ids') ELSE 0 END
+          FROM generate_subscripts(i_key, 1) AS g ORDER BY g);
+    INSERT INTO items (id, body)
+        SELECT item_ids[g], i_body[g] FROM generate_subscripts(i_key, 1) AS g
+         WHERE item_ids[g] <> 0;
+
+    RETURN QUERY
+    WITH f AS (
+        SELECT x.o, x.i, x.u, f_key[x.o] AS k
+          FROM unnest(f_item, f_uin) WITH ORDINALITY AS x(i, u, o)
+         WHERE item_ids[x.i] <> 0),
+    numbered AS (
+        SELECT f.*, row_number() OVER (PARTITION BY f.u, f.k ORDER BY f.o) AS rn FROM f),
+    logged AS (
+        INSERT INTO sync_log (uin, key, seq, item)
+        SELECT n.u, n.k, h.seq + n.rn, item_ids[n.i]
+          FROM numbered n JOIN heads h ON h.uin = n.u AND h.key = n.k),
+    grown AS (
+        UPDATE heads h SET seq = h.seq + c.cnt
+          FROM (SELECT f.u, f.k, count(*) AS cnt FROM f GROUP BY f.u, f.k) c
+         WHERE h.uin = c.u AND h.key = c.k
+        RETURNING h.uin, h.key, h.seq)
+    SELECT 1, grown.uin, grown.key::bigint, grown.seq, 0::bigint FROM grown;
+END
+$fn$;
+UPDATE meta SET v = '3' WHERE k = 'schema_version' AND v::int < 3;
+""".replace("@KEY_SENT@", str(KEY_SENT)).replace("@LOCK_CLASS@", str(ACCOUNT_LOCK_CLASS))

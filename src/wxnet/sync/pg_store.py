@@ -27,15 +27,15 @@ import asyncpg
 
 from wxnet.proto.errors import MMError
 from wxnet.proto.synckey import KEY_MSG
+from wxnet.sync.pg_accounts import PostgresAccounts
 from wxnet.sync.pg_base import (
     _MSG_COLS,
     MAX_GROUP,
-    PostgresBase,
     StoreUnavailable,
-    _Job,
     connect_error,
     log,
 )
+from wxnet.sync.pg_commit import Job
 from wxnet.sync.pg_shared import PostgresShared
 from wxnet.sync.store import (
     KEY_SENT,
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_GROUP", "PostgresStore", "StoreUnavailable", "connect_error"]
 
 
-class PostgresStore(PostgresShared, PostgresBase):
+class PostgresStore(PostgresShared, PostgresAccounts):
     """Args:
     dsn: a libpq connection URI (``postgresql://user@host:port/db``).
     profile_item: builds the first profile log item of a new account from
@@ -185,7 +185,7 @@ class PostgresStore(PostgresShared, PostgresBase):
 
     async def append(self, appends: Sequence[Append]) -> None:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Job(fut, appends=appends))
+        self._enqueue(Job(fut, appends=appends))
         await fut
 
     def set_committed_key(self, uin: int, device_id: str, key: bytes, now: int) -> None:
@@ -298,15 +298,12 @@ class PostgresStore(PostgresShared, PostgresBase):
     ) -> list[tuple[int, int, bool]]:
         if not msgs:
             return []
-        # S17 is not applied here: the sender's own entry always goes to its message
-        # log. Asking has_other_device before the group commit would race a login on
-        # another process (its newinit could run between the question and the commit
-        # and miss the message); docs/protocol.md, "Your own messages".
-        del device
+        # S17: wx_commit asks whether the sender's entry goes to its message log, under
+        # the account's lock that a session creation takes too (sync/pg_schema.py)
         fut: asyncio.Future[list[tuple[int, int, bool]]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._enqueue(_Job(fut, sender=sender, msgs=msgs, now=now))
+        self._enqueue(Job(fut, sender=sender, msgs=msgs, now=now, device=device))
         return await fut
 
     async def message(self, msg_id: int) -> MessageRow | None:
