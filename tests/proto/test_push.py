@@ -280,8 +280,9 @@ def test_push_and_pull_deliver_the_same_items_in_order_exactly_once(
 def test_with_nothing_held_a_push_during_a_pull_costs_one_more_pull(
     script: list[tuple[object, ...]],
 ) -> None:
-    """hold_bytes = 0 is the old rule (a push during a pull is a notify): the model tells
-    the two apart, so the property above is not one that holds whatever the rule."""
+    """hold_bytes = 0 is the old rule (a push during a pull is a notify): still every
+    item, and a dropped push costs a pull of its own, which the held rule never needs
+    (the first property), so that property is not one that holds whatever the rule."""
     server, pushed = _run(script, takes_pushes=True, hold_bytes=0)
     assert _per_log(pushed.got) == _expected(server)
     if pushed.inbox.dropped and not _disturbed(script):
