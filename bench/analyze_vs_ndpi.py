@@ -290,7 +290,7 @@ def wxnet_in_process(path: Path, classifier: Classifier) -> tuple[float, int, li
     t0 = time.process_time()
     with open(path, "rb") as f:
         reader = CaptureReader(f)
-        a.run(reader)
+        a.run_capture(reader)  # what `wxnet analyze FILE` does
         reader.close()
     a.finish()
     return time.process_time() - t0, a.stats.packets, recs

@@ -1,6 +1,7 @@
 """Memory per idle identified long link, with accounts in real use (issue 11), run by hand:
 
     .venv/bin/python -m bench.idle_links [--accounts 2000 10000] [--compare DIR] [--rounds R]
+        [--active-accounts A]
 
 For each N: N accounts, each on its own long link of a real ``wxnet serve`` (uvloop,
 SQLite), logged in over the real protocol the way a phone does it (``manualauth``, a
@@ -8,7 +9,8 @@ SQLite), logged in over the real protocol the way a phone does it (``manualauth`
 then every account adds ``--contacts`` contacts (``verifyuser``, the server in
 ``contacts = "open"`` mode, so each account has twice that many), sends ``--messages``
 messages to them (``newsendmsg``; the recipients get pushes) and syncs and commits its
-key (``newsync``), so every per-account cache of the server is as warm as in use. Then
+key (``newsync``), so every per-account cache of the server is as warm as in use (up to
+its bound, ``[sync] active_accounts``, which ``--active-accounts`` sets). Then
 the links stay idle for ``--settle`` seconds and the server's resident set (VmRSS) is
 read. The result is the RSS growth per link over those N accounts, measured after a
 warm-up of ``--warmup`` accounts that went through the same steps first (so one-off
@@ -93,12 +95,13 @@ def make_accounts(data: Path, prefix: str, n: int, src: str | None = None) -> No
     )
 
 
-def _config(data: Path, n: int) -> Path:
+def _config(data: Path, n: int, active_accounts: int | None = None) -> Path:
     cfg = data / "idle.toml"
     cfg.write_text(
         f'[server]\nhost = "127.0.0.1"\nlong_port = 0\nhttp_port = 0\ndata = "{data}"\n'
         f"max_connections = {n + 2000}\nmax_connections_per_address = {n + 2000}\n"
         f'[sync]\ncontacts = "open"\nlogin_workers = 2\nlogin_queue = {n + 2000}\n'
+        + ("" if active_accounts is None else f"active_accounts = {active_accounts}\n")
     )
     return cfg
 
@@ -172,13 +175,16 @@ async def measure(
     contacts: int = 2,
     messages: int = 3,
     settle: float = 5.0,
+    active_accounts: int | None = None,
 ) -> dict[str, Any]:
     """RSS per idle identified link of N accounts in use, on a fresh server of ``src``
-    (None: this tree); also the growth after each step and the server's /metrics."""
+    (None: this tree); also the growth after each step and the server's /metrics.
+    ``active_accounts`` sets ``[sync] active_accounts`` (None: the server's default)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         make_accounts(data, "il", warmup + n, src)
-        srv = ServerProcess.on_config(_config(data, n), python_path=f"{src}/src" if src else None)
+        cfg = _config(data, n, active_accounts)
+        srv = ServerProcess.on_config(cfg, python_path=f"{src}/src" if src else None)
         await srv.astart()
         links: list[Any] = []
         try:
@@ -199,6 +205,7 @@ async def measure(
                     "wxnet_messages_total",
                     "wxnet_sync_tail_bytes",
                     "wxnet_sqlite_memory_bytes",
+                    "wxnet_engine_cache_entries",
                 )
             }
         finally:
@@ -235,6 +242,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     contacts=args.contacts,
                     messages=args.messages,
                     settle=args.settle,
+                    active_accounts=args.active_accounts if src is None else None,
                 )
                 got.update(round=r + 1, build=name, bare=bare)
                 rows.append(got)
@@ -258,7 +266,8 @@ def _print(row: dict[str, Any]) -> None:
             f", RSS {row['rss_before_kib']} -> {row['rss_after_kib']} KiB, set-up"
             f" {row['setup_s']} s, server CPU {row['server_cpu_s']} s, tail"
             f" {row['wxnet_sync_tail_bytes']:.0f} B, SQLite"
-            f" {row['wxnet_sqlite_memory_bytes']:.0f} B, load {row['load']:.2f}"
+            f" {row['wxnet_sqlite_memory_bytes']:.0f} B, cached entries"
+            f" {row['wxnet_engine_cache_entries']:.0f}, load {row['load']:.2f}"
         )
     print(
         f"N={row['n']} round {row['round']} {row['build']}: {row['bytes_per_link']:,.0f} B"
@@ -278,6 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--contacts", type=int, default=2, help="contacts each account adds")
     ap.add_argument("--messages", type=int, default=3, help="messages each account sends")
     ap.add_argument("--settle", type=float, default=5.0, help="idle seconds before RSS")
+    ap.add_argument(
+        "--active-accounts",
+        type=int,
+        metavar="A",
+        help="[sync] active_accounts of this tree's server (default: the server's own)",
+    )
     ap.add_argument("--compare", metavar="DIR", help="also measure the server of checkout DIR")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write every row to this file")

@@ -367,3 +367,22 @@ def test_value_types_and_the_classifier_pickle() -> None:
     classifier = pickle.loads(pickle.dumps(Classifier()))
     view = FlowView("udp", "10.0.0.1", 4000, "10.0.0.2", 8000, b"\x00" * 40)
     assert classifier.classify(view) == Classifier().classify(view)
+
+
+def test_dns_memory_lookups_never_change_it() -> None:
+    """What the memory holds (and so what it evicts once full) depends only on what it
+    learned: `wxnet analyze --jobs N`'s workers look up different flows, and their
+    memories must stay the one process's."""
+    looked, untouched = DnsMemory(max_entries=2), DnsMemory(max_entries=2)
+    for dns in (looked, untouched):
+        dns.learn("10.0.0.2", "b.wechat.com", ["192.0.2.2"], 600, 0)
+        dns.learn("10.0.0.2", "a.wechat.com", ["192.0.2.1"], 60, 0)
+    assert looked.names_for("10.0.0.2", "192.0.2.1", 100) == []  # expired
+    for dns in (looked, untouched):
+        dns.learn("10.0.0.2", "c.wechat.com", ["192.0.2.3"], 600, 100)  # evicts the oldest
+    for addr in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        assert looked.names_for("10.0.0.2", addr, 101) == untouched.names_for(
+            "10.0.0.2", addr, 101
+        ), addr
+    assert untouched.names_for("10.0.0.2", "192.0.2.2", 101) == []
+    assert len(looked) == len(untouched) == 2

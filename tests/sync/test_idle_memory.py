@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.synckey import KEY_MSG, SyncKey
-from wxnet.sync.accounts import BoundedCache, ContactNames
+from wxnet.sync.accounts import ContactNames
+from wxnet.sync.cache import ActiveCache, BoundedCache
 from wxnet.sync.engine import Engine, EngineConfig
 from wxnet.sync.passwords import hash_password
 from wxnet.sync.sqlite_store import SQLiteStore
@@ -106,7 +107,7 @@ def test_a_bounded_cache_drops_its_oldest_entries() -> None:
 
 
 async def test_small_caches_change_no_answer(tmp_path: Path) -> None:
-    cfg = EngineConfig(durability="NORMAL", contacts="open", cache_entries=2)
+    cfg = EngineConfig(durability="NORMAL", contacts="open", cache_entries=2, active_accounts=1)
     engine = Engine(tmp_path / "var", cfg)
     await engine.start()
     try:
@@ -132,7 +133,101 @@ async def test_small_caches_change_no_answer(tmp_path: Path) -> None:
         engine.commit(sessions[0], key)
         await engine.store.flush()
         assert await engine.committed_key(sessions[0].uin, "user0-phone") == key
-        assert all(len(c) <= 2 for c in engine.caches().values())
-        assert engine.caches()["sessions"].evicted > 0
+        caches = engine.caches()
+        assert len(caches["groups"]) <= 2
+        assert all(len(c) <= 2 * c.cap for c in caches.values())
+        assert caches["sessions"].evicted > 0 and caches["log_heads"].evicted > 0
     finally:
         engine.close()
+
+
+@given(st.lists(st.tuples(st.sampled_from("gsp"), st.integers(0, 12)), max_size=200))
+def test_an_active_cache_acts_as_a_dict_of_what_it_holds(ops: list[tuple[str, int]]) -> None:
+    """Every answer it gives is the dict's; it holds at most twice its cap; and a key
+    is never dropped while fewer than ``cap`` other keys were used since its last use."""
+    cap = 4
+    c: ActiveCache[int, int] = ActiveCache(cap)
+    want: dict[int, int] = {}
+    used: list[int] = []  # keys by last use, the latest last
+    for op, k in ops:
+        if op == "s":
+            c[k] = want[k] = k * 10
+        elif op == "p":
+            assert c.pop(k) == want.pop(k, None) or k not in c
+            want.pop(k, None)
+        held = c.get(k)
+        if k in want:
+            others = set(used[used.index(k) + 1 :]) if k in used else set(range(99))
+            assert held == want[k] or (held is None and len(others) >= cap)
+            if held is None:
+                del want[k]
+        else:
+            assert held is None
+        used = [x for x in used if x != k] + [k]
+        assert len(c) <= 2 * cap
+        assert all(want[x] == v for x, v in c.items())
+
+
+def _cold(cfg: EngineConfig) -> EngineConfig:
+    return dataclasses.replace(cfg, active_accounts=1, cache_entries=1)
+
+
+async def _story(path: Path, cfg: EngineConfig) -> list[object]:
+    """Accounts that add each other, send, sync part-way, log in again and sync from
+    a kept key: everything the engine answers, in order."""
+    engine = Engine(path, cfg, clock=lambda: 1_700_000_000.0)
+    await engine.start()
+    out: list[object] = []
+    try:
+        names = [f"user{i}" for i in range(5)]
+        for name in names:
+            await engine.store.create_account(name, PW_HASH, name, engine.now())
+        sess = [await engine.login(n, "secret1", f"{n}-phone", "phone") for n in names]
+        keys = [(await engine.newinit(s)).key for s in sess]
+        for i, s in enumerate(sess):
+            await engine.add_contact(s, names[(i + 1) % 5])
+        for n in range(12):
+            s = sess[n % 5]
+            res = await engine.send(s, [_text(names[(n * 3 + 1) % 5], n)])
+            out.append([(r.ret, r.msg_id) for r in res])
+            if n % 4 == 3:  # someone syncs and commits part-way
+                r = sess[(n + 2) % 5]
+                got = await engine.newsync(r, keys[(n + 2) % 5])
+                out.append((got.items, got.key.to_bytes()))
+                engine.commit(r, got.key)
+                keys[(n + 2) % 5] = got.key
+        pad = await engine.login("user1", "secret1", "user1-pad", "pad")
+        for s in [*sess, pad]:
+            got = await engine.newsync(s, keys[sess.index(s)] if s in sess else SyncKey())
+            out.append((got.items, got.key.to_bytes()))
+            out.append([c.user_name for c in await engine.contacts(s)])
+            out.append(await engine.user_info(s.uin))
+        await engine.store.flush()
+        for s in sess:
+            out.append(await engine.committed_key(s.uin, s.device_id))
+    finally:
+        engine.close()
+    return out
+
+
+async def test_cold_caches_give_the_same_answers(tmp_path: Path) -> None:
+    """An engine that keeps one account's state (every other one read back from the
+    store at each use) answers exactly as one that keeps everything."""
+    cfg = EngineConfig(durability="NORMAL", contacts="open")
+    warm = await _story(tmp_path / "warm", cfg)
+    cold = await _story(tmp_path / "cold", _cold(cfg))
+    assert cold == warm
+
+
+@pytest.mark.parametrize(
+    ("key", "sync"),
+    [
+        ("active_accounts", EngineConfig(active_accounts=0)),
+        ("cache_entries", EngineConfig(cache_entries=0)),
+    ],
+)
+def test_a_cache_bound_below_one_is_refused(key: str, sync: EngineConfig) -> None:
+    from wxnet.server.config import ConfigError, ServerConfig, _validate
+
+    with pytest.raises(ConfigError, match=key):
+        _validate(dataclasses.replace(ServerConfig(), sync=sync))

@@ -56,6 +56,9 @@ class CaptureError(Exception):
 #: One captured frame: (time in seconds, link type, captured bytes, length on the wire).
 #: A plain tuple, not a NamedTuple: building one per packet is measurably cheaper.
 RawPacket = tuple[float, int, bytes, int]
+#: :meth:`CaptureReader.mapped_pcap`: (mapped file, first record, little-endian, ticks
+#: per second, link type, largest record).
+PcapLayout = tuple["bytes | mmap.mmap", int, bool, float, int, int]
 
 
 class CaptureReader:
@@ -82,6 +85,7 @@ class CaptureReader:
         self._mapped = False
         self.format = ""
         self.offset = 0
+        self._layout: tuple[str, float, int, int] = ("<", 1e6, 1, MAX_RECORD)
         if not self.compressed:
             # A plain file is mapped: packets are sliced straight out of the page cache,
             # with no chunk copies.
@@ -160,17 +164,57 @@ class CaptureReader:
         # generator step per packet costs more than the record parsing itself.
         return itertools.chain.from_iterable(self._pcap_batches(order, nano))
 
-    def _pcap_batches(self, order: str, nano: bool) -> Iterator[list[RawPacket]]:
+    def _pcap_head(self, order: str) -> tuple[int, int]:
+        """Read the pcap file header: (link type, largest record accepted)."""
         if not self._fill(24):
             raise CaptureError("truncated pcap file header", 0)
         _magic, _vmaj, _vmin, _zone, _sig, snaplen, network = struct.unpack_from(
             order + "IHHiIII", self._buf, self._pos
         )
-        linktype = network & 0x0FFFFFFF
         self._pos += 24
+        return network & 0x0FFFFFFF, max(MAX_RECORD, snaplen if snaplen <= (1 << 24) else 0)
+
+    def mapped_pcap(self) -> PcapLayout | None:
+        """For a plain (mapped) pcap file: the file header read, and what a caller needs
+        to cut the records itself (:meth:`wxnet.analyze.engine.Analyzer.run_capture`):
+        the mapped bytes, the position of the first record, whether the file is
+        little-endian, ticks per second, the link type and the largest record accepted.
+        ``None`` for anything else (pcapng, compressed, a pipe): iterate instead. Raises
+        :class:`CaptureError` as iterating would. After cutting records up to ``pos``,
+        the caller continues with :meth:`pcap_from` (at the end of the file too: it
+        sets :attr:`offset`, or raises the error of a damaged record)."""
+        if not self._mapped:
+            return None
+        if not self._fill(4):
+            iter(self)  # raises the empty/short file error
+        magic = self._buf[self._pos : self._pos + 4]
+        if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+            order = "<"
+        elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+            order = ">"
+        else:
+            return None
+        self.format = "pcap"
+        linktype, limit = self._pcap_head(order)
+        div = 1e9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e6
+        self._layout = (order, div, linktype, limit)
+        return (self._buf, self._pos, order == "<", div, linktype, limit)
+
+    def pcap_from(self, pos: int) -> Iterator[RawPacket]:
+        """The records of the pcap file described by :meth:`mapped_pcap` from ``pos``
+        on, as iterating would yield them (and the same errors)."""
+        order, div, linktype, limit = self._layout
+        self._pos = pos
+        return itertools.chain.from_iterable(self._pcap_records(order, div, linktype, limit))
+
+    def _pcap_batches(self, order: str, nano: bool) -> Iterator[list[RawPacket]]:
+        linktype, limit = self._pcap_head(order)
+        yield from self._pcap_records(order, 1e9 if nano else 1e6, linktype, limit)
+
+    def _pcap_records(
+        self, order: str, div: float, linktype: int, limit: int
+    ) -> Iterator[list[RawPacket]]:
         rec = struct.Struct(order + "IIII")
-        div = 1e9 if nano else 1e6
-        limit = max(MAX_RECORD, snaplen if snaplen <= (1 << 24) else 0)
         unpack = rec.unpack_from
         buf, pos = self._buf, self._pos
         nbuf = len(buf)

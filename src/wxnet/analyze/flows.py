@@ -394,9 +394,16 @@ def _decode(linktype: int, data: bytes) -> Decoded | int:
 
 def _shard_hash(addrs: int, ports: int, shards: int) -> int:
     """A flow's shard from its addresses XORed and its ports XORed (the same for both
-    directions), mixed so that neighbouring addresses spread."""
-    x = ((addrs ^ (ports << 7)) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    return (x >> 29) % shards
+    directions), mixed so that neighbouring addresses and ports spread. Every step stays
+    under 2**62 (a machine integer when compiled: this runs at every new flow): IPv6
+    addresses are folded to 32 bits, then two rounds of multiply and shift, and the top
+    bits pick the shard."""
+    if addrs >> 32:
+        addrs ^= addrs >> 64
+        addrs = (addrs ^ (addrs >> 32)) & 0xFFFFFFFF
+    x = ((addrs ^ (ports << 16) ^ ports) * 0x2C9277B5) & 0xFFFFFFFF
+    x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
+    return ((x ^ (x >> 12)) * shards) >> 32
 
 
 def _frame_size(captured: int, wire: int, ip_end: int) -> int:

@@ -11,11 +11,13 @@ the same code runs as pure Python otherwise.
 from __future__ import annotations
 
 import gc
+import mmap
 import struct
 from collections.abc import Callable, Iterable
 
 from mypy_extensions import mypyc_attr
 
+from wxnet.analyze.capture import CaptureReader
 from wxnet.analyze.flows import (
     _END,
     _ETH_IP4,
@@ -108,7 +110,8 @@ class _Engine:
         slow = self.packet
         st = self.stats
         n = size_sum = 0
-        i = self._index  # position of the packet in the capture (sharded runs' order)
+        i = start = self._index  # position of the packet in the capture (sharded runs' order)
+        last = st.last_ts
         sweep_at = self._next_sweep if self._next_sweep is not None else float("-inf")
         # Every packet allocates a few short-lived container objects, so the cyclic GC's
         # youngest generation would run every ~700 packets and its older generations scan
@@ -119,6 +122,7 @@ class _Engine:
         try:
             for ts, link, data, wire in packets:
                 i += 1
+                last = ts
                 if link == 1:
                     # IndexError/struct.error: a frame too short for the fixed offsets
                     # read below (48 bytes); the general path then takes it.
@@ -213,6 +217,25 @@ class _Engine:
             st.packets += n
             st.bytes += size_sum
             self._index = i
+            if i != start:
+                st.last_ts = last
+
+    def run_capture(self, reader: CaptureReader) -> None:
+        """Feed every packet of a capture: the same as :meth:`run` over ``reader``, but
+        the records of a plain (mapped) Ethernet pcap file are cut here, from the mapped
+        bytes (:func:`_run_mapped`): a packet is read at fixed offsets, and its bytes are
+        copied only when its flow still collects them, so the packets of settled flows
+        (and in a sharded run, of other shards' flows) cost a few integer reads."""
+        layout = reader.mapped_pcap()
+        if layout is None:
+            self.run(reader)
+            return
+        buf, pos, little, div, link, limit = layout
+        if link == 1:
+            pos = _run_mapped(self, buf, pos, little, div, limit)
+        # The rest (another link type; the end of the file, or a damaged record, with
+        # the reader's own offsets and errors).
+        self.run(reader.pcap_from(pos))
 
     def run_shard(
         self, packets: Iterable[tuple[float, int, bytes, int]], shard: int, shards: int
@@ -231,7 +254,10 @@ class _Engine:
         """
         self._shard, self._shards = shard, shards
         try:
-            self.run(packets)
+            if isinstance(packets, CaptureReader):
+                self.run_capture(packets)
+            else:
+                self.run(packets)
         finally:
             self._shard, self._shards = 0, 1
 
@@ -275,6 +301,179 @@ class _Engine:
         for f in flows:
             self.emit_tag = (_END, 2, f.first, f.index)
             _emit(self, f)
+
+
+#: Bytes of a record read at fixed offsets by :func:`_run_mapped`: its 16-byte header
+#: and the first 112 of the packet (Ethernet, two VLAN tags, IPv6 or IPv4 and the TCP
+#: header's first 14 bytes fit; anything longer takes the general path).
+_HEAD = 128
+
+
+def _run_mapped(
+    self: _Engine, buf: bytes | mmap.mmap, pos: int, little: bool, div: float, limit: int
+) -> int:
+    """:meth:`_Engine.run_capture`'s loop over the records of a mapped Ethernet pcap
+    file from ``pos``; returns the position of the first record it did not take (the
+    end of the file, or a record that is damaged: the reader reports it).
+
+    The same effect as :meth:`_Engine.run` over the reader's packets, but each record's
+    header and first bytes are read as one short slice; the packet's bytes are sliced
+    only for a flow that still collects them, or for the general path (a flow's first
+    packet, anything unusual). In a sharded run the first packet of another shard's
+    flow (not DNS) makes it settled here without decoding it further, as ``_claim``
+    would. Over 60 lines on purpose (one inlined loop, like :meth:`_Engine.run`)."""
+    tcp_flows = self._tcp_flows
+    udp_flows = self._udp_flows
+    st = self.stats
+    nbuf = len(buf)
+    n = size_sum = 0
+    i = start = self._index
+    last = st.last_ts
+    shard, shards = self._shard, self._shards
+    sweep_at = self._next_sweep if self._next_sweep is not None else float("-inf")
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], 70_000), *thresholds[1:])
+    try:
+        while nbuf - pos >= 16:
+            h: bytes = buf[pos : pos + _HEAD]
+            if little:
+                sec = h[0] | (h[1] << 8) | (h[2] << 16) | (h[3] << 24)
+                frac = h[4] | (h[5] << 8) | (h[6] << 16) | (h[7] << 24)
+                incl = h[8] | (h[9] << 8) | (h[10] << 16) | (h[11] << 24)
+                wire = h[12] | (h[13] << 8) | (h[14] << 16) | (h[15] << 24)
+            else:
+                sec = (h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3]
+                frac = (h[4] << 24) | (h[5] << 16) | (h[6] << 8) | h[7]
+                incl = (h[8] << 24) | (h[9] << 16) | (h[10] << 8) | h[11]
+                wire = (h[12] << 24) | (h[13] << 16) | (h[14] << 8) | h[15]
+            p0 = pos + 16
+            if incl > limit or p0 + incl > nbuf:
+                break  # damaged or cut short: the reader reports it
+            pos = p0 + incl
+            ts = sec + frac / div
+            i += 1
+            last = ts
+            # ---- fixed offsets (relative to the packet: h[16 + x]); proto -1: general path
+            lim = incl if incl < _HEAD - 16 else _HEAD - 16
+            proto = -1
+            off = 14
+            ip_end = l4 = ks = 0
+            if lim >= 34:
+                etype = (h[28] << 8) | h[29]
+                while etype == 0x8100 or etype == 0x88A8 or etype == 0x9100:
+                    if off + 4 > lim:
+                        etype = 0
+                        break
+                    etype = (h[16 + off + 2] << 8) | h[16 + off + 3]
+                    off += 4
+                if etype == 0x0800:
+                    b = 16 + off
+                    if (
+                        off + 20 <= lim
+                        and h[b] == 0x45
+                        and not ((h[b + 6] << 8) | h[b + 7]) & 0x3FFF
+                    ):
+                        total = (h[b + 2] << 8) | h[b + 3]
+                        if total >= 20:
+                            proto = h[b + 9]
+                            ip_end = off + total
+                            l4 = off + 20
+                            ks = off + 12
+                elif etype == 0x86DD and off + 40 <= lim:
+                    b = 16 + off
+                    proto = h[b + 6]
+                    ip_end = off + 40 + ((h[b + 4] << 8) | h[b + 5])
+                    l4 = off + 40
+                    ks = off + 8
+            end = ip_end if ip_end < incl else incl
+            size = ip_end if ip_end < wire else wire
+            if size < incl:
+                size = incl
+            doff = flags = 0
+            if proto == 6:
+                if l4 + 14 <= lim and end - l4 >= 20:
+                    doff = (h[16 + l4 + 12] >> 4) * 4
+                    flags = h[16 + l4 + 13]
+                    if doff < 20 or l4 + doff > end:
+                        proto = -1
+                else:
+                    proto = -1
+            elif proto == 17:
+                if l4 + 4 > lim or end - l4 < 8:
+                    proto = -1
+            else:
+                proto = -1
+            if proto != -1:
+                key = h[16 + ks : 16 + l4 + 4]
+                table = tcp_flows if proto == 6 else udp_flows
+                hit = table.get(key)
+                if hit is None and shards > 1 and st.first_ts is not None:
+                    sp = (h[16 + l4] << 8) | h[16 + l4 + 1]
+                    dp = (h[16 + l4 + 2] << 8) | h[16 + l4 + 3]
+                    if proto == 6 or (sp != 53 and dp != 53):
+                        half = (l4 - ks) >> 1
+                        if half == 4:
+                            b = 16 + ks
+                            addrs = (
+                                (h[b] << 24) | (h[b + 1] << 16) | (h[b + 2] << 8) | h[b + 3]
+                            ) ^ ((h[b + 4] << 24) | (h[b + 5] << 16) | (h[b + 6] << 8) | h[b + 7])
+                        else:
+                            addrs = int.from_bytes(key[:half], "big") ^ int.from_bytes(
+                                key[half : 2 * half], "big"
+                            )
+                        if _shard_hash(addrs, sp ^ dp, shards) != shard:
+                            # Another shard's flow: settled at once (``_claim``), counted only.
+                            rkey = key[half : 2 * half] + key[:half] + key[-2:] + key[-4:-2]
+                            self._index = i
+                            st.last_ts = ts
+                            flow = _new(self, key, rkey, proto == 6, "", sp, "", dp, ts, True)
+                            hit = (flow, True)
+                if hit is not None:
+                    flow, from_client = hit
+                    n += 1
+                    size_sum += size
+                    if proto == 6:
+                        if flow.quiet or (l4 + doff == end and not flags & 0x07):
+                            flow.last = ts
+                            if from_client:
+                                flow.c_pkts += 1
+                                flow.c_bytes += size
+                            else:
+                                flow.s_pkts += 1
+                                flow.s_bytes += size
+                            if flags & 0x05:
+                                _tcp_end(flow, from_client, flags, ts)
+                        else:
+                            data: bytes = buf[p0 : p0 + end]
+                            _tcp(self, flow, from_client, data, l4, doff, end, ts, size)
+                    elif flow.quiet:
+                        flow.last = ts
+                        if from_client:
+                            flow.c_pkts += 1
+                            flow.c_bytes += size
+                        else:
+                            flow.s_pkts += 1
+                            flow.s_bytes += size
+                    else:
+                        payload: bytes = buf[p0 + l4 + 8 : p0 + end]
+                        _udp(self, flow, from_client, payload, ts, size)
+                    if ts >= sweep_at:
+                        self._index = i
+                        sweep_at = _maybe_sweep(self, ts)
+                    continue
+            self._index = i
+            frame: bytes = buf[p0 : p0 + incl]
+            self.packet(ts, 1, frame, wire)
+            if self._next_sweep is not None:
+                sweep_at = self._next_sweep
+    finally:
+        gc.set_threshold(*thresholds)
+        st.packets += n
+        st.bytes += size_sum
+        self._index = i
+        if i != start:
+            st.last_ts = last
+    return pos
 
 
 def _fast_more(self: _Engine, data: bytes, ts: float, wire: int) -> int:
@@ -424,10 +623,14 @@ def _new(
     server: str,
     sport: int,
     ts: float,
+    settled: bool = False,
 ) -> _Flow:
+    """A new flow in the tables (``settled``: another shard's, known to be so)."""
     flow = _Flow(key, rkey, tcp, client, cport, server, sport, ts)
     flow.index = self._index
-    if self._shards > 1:
+    if settled:
+        _settle(flow)
+    elif self._shards > 1:
         _claim(self, flow, key)
     table = self._tcp_flows if tcp else self._udp_flows
     table[key] = (flow, True)
@@ -444,7 +647,8 @@ def _new(
 
 def _claim(self: _Engine, flow: _Flow, key: bytes) -> None:
     """Sharded runs: a new flow of another shard is settled at once (counted only),
-    except DNS over UDP, which every shard processes to learn the answers."""
+    except DNS over UDP, which every shard processes (unclassified) to learn the
+    answers."""
     half = (len(key) - 4) >> 1
     addrs = int.from_bytes(key[:half], "big") ^ int.from_bytes(key[half : 2 * half], "big")
     ports = _U16(key, 2 * half)[0] ^ _U16(key, 2 * half + 2)[0]
@@ -452,8 +656,16 @@ def _claim(self: _Engine, flow: _Flow, key: bytes) -> None:
         return
     flow.mine = False
     if flow.tcp or (flow.cport != 53 and flow.sport != 53):
-        flow.final = flow.quiet = True
-        flow.c.done = flow.s.done = True
+        _settle(flow)
+    else:
+        flow.final = True  # processed only for the answers it brings: never classified
+
+
+def _settle(flow: _Flow) -> None:
+    """Another shard's flow (not DNS): counted only, never classified or reported."""
+    flow.mine = False
+    flow.final = flow.quiet = True
+    flow.c.done = flow.s.done = True
 
 
 def _tcp(

@@ -89,10 +89,7 @@ class DnsMemory:
         names = self._map.get((cl, addr))
         if not names:
             return []
-        live = {n: exp for n, exp in names.items() if exp > now}
-        if not live:
-            del self._map[(cl, addr)]
-            return []
-        if len(live) != len(names):
-            self._map[(cl, addr)] = live
-        return sorted(live)
+        # Read-only: what the memory holds depends only on what it learned, so the
+        # workers of ``wxnet analyze --jobs N`` (which each look up different flows)
+        # keep the same memory, with the same evictions, as one process.
+        return sorted(n for n, exp in names.items() if exp > now)

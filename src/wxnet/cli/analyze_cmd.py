@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 from collections.abc import Iterator
@@ -203,25 +204,33 @@ def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
     stats = analyzer.stats
     error: CaptureError | None = None
     started = time.perf_counter()
-    if jobs > 1:
-        from wxnet.analyze.parallel import ParallelError, fold_parallel, run_parallel
+    # What is loaded by now (modules, signatures) lives until the end: the collector
+    # need not scan it during the run, and forked workers share its pages untouched.
+    gc.freeze()
+    try:
+        if jobs > 1:
+            from wxnet.analyze.parallel import ParallelError, fold_parallel, run_parallel
 
-        f.close()
-        try:
-            if output.totals_only:
-                # Only the summary is printed: each worker sums its own flows and sends
-                # only its sums (no record crosses the pipe).
-                stats, error, parts = fold_parallel(
-                    args.capture, classifier, jobs, lambda: _SummaryFold(wanted), **options
-                )
-                output.summary = _merge_summaries(parts)
-            else:
-                stats, error = run_parallel(args.capture, classifier, jobs, output.emit, **options)
-        except (ParallelError, OSError) as exc:
-            io.error(f"{args.capture}: {exc}")
-            return ExitStatus.ERROR
-    else:
-        error = _run_one(f, analyzer, args, io)
+            f.close()
+            try:
+                if output.totals_only:
+                    # Only the summary is printed: each worker sums its own flows and
+                    # sends only its sums (no record crosses the pipe).
+                    stats, error, parts = fold_parallel(
+                        args.capture, classifier, jobs, lambda: _SummaryFold(wanted), **options
+                    )
+                    output.summary = _merge_summaries(parts)
+                else:
+                    stats, error = run_parallel(
+                        args.capture, classifier, jobs, output.emit, **options
+                    )
+            except (ParallelError, OSError) as exc:
+                io.error(f"{args.capture}: {exc}")
+                return ExitStatus.ERROR
+        else:
+            error = _run_one(f, analyzer, args, io)
+    finally:
+        gc.unfreeze()
     elapsed = time.perf_counter() - started
     output.finish(args.capture.name, stats, elapsed)
     if error is not None:
@@ -415,7 +424,7 @@ def _run_one(
             if show:
                 _run_with_progress(reader, analyzer, size, io)
             else:
-                analyzer.run(reader)
+                analyzer.run_capture(reader)
         except CaptureError as exc:
             error = exc
         finally:

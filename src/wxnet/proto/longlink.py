@@ -219,13 +219,17 @@ class LongLinkConnection:
         "_decoder",
         "_in_flight",
         "_late",
+        "_max_packet",
         "_next_seq",
         "role",
     )
 
     def __init__(self, role: Role, max_packet: int = MAX_PACKET) -> None:
         self.role = role
-        self._decoder = PacketDecoder(max_packet)
+        #: the decoder, only while it holds part of a packet: an idle link (whose reads
+        #: end on packet boundaries) keeps none (a decoder and its buffer: 120 bytes)
+        self._decoder: PacketDecoder | None = None
+        self._max_packet = max_packet
         #: client: our seq -> (request cmd, CGI); server: peer seq -> request cmd
         self._in_flight: dict[int, tuple[int, C.CGI | None]] = {}
         self._cgis = C.BY_CMD
@@ -249,7 +253,7 @@ class LongLinkConnection:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet part of a whole packet."""
-        return self._decoder.buffered
+        return 0 if self._decoder is None else self._decoder.buffered
 
     def _check_open(self) -> None:
         if self._closed is not None:
@@ -272,7 +276,11 @@ class LongLinkConnection:
         if self._closed is not None:
             raise LocalProtocolError(f"the long link is closed: {self._closed}")
         try:
-            packets = self._decoder.receive(data)
+            dec = self._decoder
+            if dec is None:
+                dec = PacketDecoder(self._max_packet)
+            packets = dec.receive(data)
+            self._decoder = dec if dec.buffered else None
             if self.role is SERVER:
                 return self._receive_server(packets)
             return self._receive_client(packets)
@@ -453,7 +461,10 @@ class LongLinkConnection:
         total = HEADER_LEN + len(body)
         if total > MAX_PACKET:  # the seq stays in flight, for reply_error
             raise LocalProtocolError(f"a reply of {total} bytes exceeds the packet limit")
-        del self._in_flight[seq]
+        in_flight = self._in_flight
+        del in_flight[seq]
+        if not in_flight:  # frees the table it grew (160 bytes on every idle link)
+            in_flight.clear()
         return _pack(total, HEADER_LEN, PROTOCOL_VERSION, entry[0] + _REPLY, seq) + body
 
     def reply_error(self, seq: int, code: int, message: str) -> bytes:

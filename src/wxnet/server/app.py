@@ -149,7 +149,7 @@ class Server:
             self.metrics.gauge(f"wxnet_sync_{stat}", what, self._store_stat(stat))
         self.metrics.gauge(
             "wxnet_engine_cache_entries",
-            "Entries in the engine's in-memory caches, all together ([sync] cache_entries each).",
+            "Entries in the engine's and the store's in-memory caches, all together.",
             lambda: float(sum(len(c) for c in self.engine.caches().values())),
         )
         self.metrics.gauge(
@@ -213,11 +213,7 @@ class Server:
         """A session was logged out (over any link) or evicted: its long links stop
         getting notifies and are closed."""
         for sub in self.notifier.subscribers(uin):
-            if (
-                isinstance(sub, LongLink)
-                and sub.session is not None
-                and session_key_hash(sub.session.sid) == key_hash
-            ):
+            if isinstance(sub, LongLink) and sub.uin and session_key_hash(sub.sid) == key_hash:
                 log.info("closing long link from %s: its session ended", sub.peer)
                 sub.unbind()
                 sub.close()

@@ -252,6 +252,7 @@ def _validate_sync(cfg: ServerConfig) -> None:
         "max_sessions_per_account",
         "login_failures_per_address",
         "cache_entries",
+        "active_accounts",
     ):
         if getattr(cfg.sync, name) < 1:
             raise ConfigError(f"[sync] {name} must be at least 1")

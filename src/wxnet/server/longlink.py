@@ -89,15 +89,20 @@ class LongLink(asyncio.Protocol):
         "peer",
         "push_data",
         "server",
-        "session",
+        "sid",
         "transport",
+        "uin",
     )
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self._conn = LongLinkConnection(SERVER, server.config.max_request_bytes)
-        self.session: Session | None = None
+        #: the account and session key this link is bound to (identify); 0 and "" when
+        #: unbound. Not the Session itself: an idle account's session then leaves the
+        #: engine's cache (ActiveCache) and memory; the next request reads it again.
+        self.uin = 0
+        self.sid = ""
         self.peer = ""
         self.last_rx = 0.0
         self._pending = 0
@@ -138,7 +143,7 @@ class LongLink(asyncio.Protocol):
 
     def _identify_expired(self) -> None:
         self._identify_timer = None
-        if self.session is not None or self.closed:
+        if self.uin or self.closed:
             return
         if self._pending:  # a login is still hashing (its pool is bounded): wait for it
             self._arm_identify()
@@ -216,23 +221,23 @@ class LongLink(asyncio.Protocol):
 
     # -- binding to a session (identify) ----------------------------------------------
     def bind(self, sess: Session) -> None:
-        if self.session is not None and self.session.uin == sess.uin:
-            self.session = sess
+        if self.uin and self.uin == sess.uin:
+            self.sid = sess.sid
             return
         self.unbind()
         limit = self.server.config.max_links_per_account
         if self.server.notifier.links(sess.uin) >= limit:
             raise MMError(MMRet.ERR_BUSY, f"at most {limit} long links per account")
-        self.session = sess
+        self.uin, self.sid = sess.uin, sess.sid
         self.server.notifier.add(sess.uin, self)
         if self._identify_timer is not None:
             self._identify_timer.cancel()
             self._identify_timer = None
 
     def unbind(self) -> None:
-        if self.session is not None:
-            self.server.notifier.remove(self.session.uin, self)
-            self.session = None
+        if self.uin:
+            self.server.notifier.remove(self.uin, self)
+            self.uin, self.sid = 0, ""
             self._arm_identify()  # unbound (logout): identify again, soon
 
     def notify(self, selector: int, items: Sequence[Item] | None = None) -> None:

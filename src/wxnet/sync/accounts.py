@@ -10,9 +10,7 @@ import sys
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
 from pathlib import Path
-from typing import TypeVar
 
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import MMError, MMRet
@@ -23,6 +21,7 @@ from wxnet.proto.synckey import (
     SELECTOR_BITS,
 )
 from wxnet.sync import media
+from wxnet.sync.cache import ActiveCache, BoundedCache
 from wxnet.sync.db import private_dir
 from wxnet.sync.logtail import LogTail
 from wxnet.sync.model import (
@@ -43,31 +42,6 @@ from wxnet.sync.store import (
     session_key_hash,
 )
 from wxnet.sync.throttle import LoginThrottle
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class BoundedCache(dict[K, V]):
-    """A dict of at most ``cap`` entries, for the engine's caches: storing one more
-    drops the oldest-stored eighth (amortised O(1)). Only for caches whose misses read
-    the store again, so what it drops changes no answer."""
-
-    __slots__ = ("cap", "evicted")
-
-    def __init__(self, cap: int) -> None:
-        super().__init__()
-        self.cap = max(1, cap)
-        #: entries dropped so far
-        self.evicted = 0
-
-    def __setitem__(self, key: K, value: V) -> None:
-        super().__setitem__(key, value)
-        if len(self) > self.cap:
-            old = list(islice(iter(self), max(1, self.cap // 8)))
-            for k in old:
-                del self[k]
-            self.evicted += len(old)
 
 
 class ContactNames:
@@ -126,6 +100,7 @@ class EngineBase:
             tail_bytes=self.config.tail_bytes,
             tail_total_bytes=self.config.tail_total_bytes,
             page_cache_kib=self.config.page_cache_kib,
+            active_accounts=self.config.active_accounts,
         )
         #: the store's log tail (both stores have one), which a device's commit trims
         #: (LogTail.committed)
@@ -138,17 +113,19 @@ class EngineBase:
         #: server pushes the small ones, cmd 122)
         self.on_entries: Callable[[list[tuple[int, int, int, bytes]]], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Caches of what rarely changes (filled lazily; updated by our own writes), each
-        # of at most cache_entries entries (a miss reads the store).
-        cap = self.config.cache_entries
-        self._sessions: BoundedCache[str, Session] = BoundedCache(cap)
-        self._uin_by_name: BoundedCache[str, int] = BoundedCache(cap)
-        self._account: BoundedCache[int, tuple[str, str]] = BoundedCache(cap)  # (name, nick)
-        self._contacts: BoundedCache[int, ContactNames] = BoundedCache(cap)
-        self._rooms: BoundedCache[str, RoomRow] = BoundedCache(cap)
+        # Caches of what rarely changes (filled lazily; updated by our own writes; a
+        # miss reads the store). The per-account ones keep the accounts in use
+        # ([sync] active_accounts: an idle account's entries go, and are read back when
+        # it is next used); the groups at most cache_entries.
+        act = self.config.active_accounts
+        self._sessions: ActiveCache[str, Session] = ActiveCache(act)
+        self._uin_by_name: ActiveCache[str, int] = ActiveCache(act)
+        self._account: ActiveCache[int, tuple[str, str]] = ActiveCache(act)  # (name, nick)
+        self._contacts: ActiveCache[int, ContactNames] = ActiveCache(act)
+        self._rooms: BoundedCache[str, RoomRow] = BoundedCache(self.config.cache_entries)
         #: the last committed key written per device (so an unchanged one is not
         #: written again; a dropped one is written once more)
-        self._committed: BoundedCache[tuple[int, str], bytes] = BoundedCache(cap)
+        self._committed: ActiveCache[tuple[int, str], bytes] = ActiveCache(act)
         c = self.config
         self.throttle = LoginThrottle(
             c.login_failures_per_account_address,
@@ -197,15 +174,16 @@ class EngineBase:
             ),
             (
                 "wxnet_engine_cache_dropped_total",
-                "Entries the engine's in-memory caches dropped at [sync] cache_entries.",
+                "Entries the engine's and the store's in-memory caches dropped"
+                " ([sync] active_accounts, cache_entries).",
                 "cache",
                 lambda: {name: c.evicted for name, c in self.caches().items()},
             ),
         ]
 
-    def caches(self) -> dict[str, BoundedCache[object, object]]:
-        """The engine's in-memory caches by name (for /metrics)."""
-        return {
+    def caches(self) -> dict[str, ActiveCache[object, object] | BoundedCache[object, object]]:
+        """The engine's in-memory caches by name, and the store's (for /metrics)."""
+        caches: dict[str, ActiveCache[object, object] | BoundedCache[object, object]] = {
             "sessions": self._sessions,  # type: ignore[dict-item]
             "user_names": self._uin_by_name,  # type: ignore[dict-item]
             "accounts": self._account,  # type: ignore[dict-item]
@@ -213,6 +191,10 @@ class EngineBase:
             "groups": self._rooms,  # type: ignore[dict-item]
             "committed_keys": self._committed,  # type: ignore[dict-item]
         }
+        store_caches = getattr(self.store, "caches", None)
+        if callable(store_caches):
+            caches.update(store_caches())
+        return caches
 
     def _published(self, ch: Changes) -> None:
         if ch.entries and self.on_entries is not None:
@@ -328,7 +310,8 @@ class EngineBase:
             uin,
             name,
             device_id,
-            device_name[:MAX_DEVICE_CHARS],
+            # one string per device model ("iPhone"), not one per session
+            sys.intern(device_name[:MAX_DEVICE_CHARS]),
             kind,
             now + (ttl or self.config.session_ttl),
         )

@@ -85,9 +85,13 @@ class EngineConfig:
     tail_total_bytes: int = 32 << 20
     #: SQLite's page cache per connection, KiB (SQLite's own default is 2 MiB)
     page_cache_kib: int = 2048
-    #: entries each in-memory cache of the engine keeps (sessions, user names, accounts,
-    #: contact lists, groups, committed keys); the oldest go first, misses read the store
+    #: entries the in-memory group cache keeps; the oldest go first, misses read the store
     cache_entries: int = 100_000
+    #: accounts whose state stays in memory while they are in use (the SQLite store's
+    #: log heads and device lists, the engine's sessions, names, contact lists and
+    #: committed keys; sync/cache.py ActiveCache): an account not used while this many
+    #: others were has its entries dropped, read back from the store when next used
+    active_accounts: int = 1024
 
 
 @dataclass(frozen=True, slots=True)

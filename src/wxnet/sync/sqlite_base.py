@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import SELECTOR_BITS
+from wxnet.sync.cache import ActiveCache
 from wxnet.sync.db import Database, check_integrity
 from wxnet.sync.logtail import LogTail
 from wxnet.sync.schema import init_schema
@@ -32,6 +34,9 @@ _ITEM_SQL = "INSERT INTO items (body) VALUES (?)"
 _LOG_SQL = "INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,?,?)"
 _HEAD_SQL = "SELECT ?, ?, (SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?)"
 _HEADS_CHUNK = 50
+#: The logs of an account (profile, messages, contacts, chatrooms, own sent messages):
+#: the heads caches hold this many entries per active account.
+HEADS_PER_ACCOUNT = 5
 
 
 def insert_account(
@@ -80,6 +85,7 @@ class SQLiteBase:
         tail_bytes: int = 16 * 1024,
         tail_total_bytes: int = 32 << 20,
         page_cache_kib: int = 2048,
+        active_accounts: int = 1024,
     ) -> None:
         check_integrity(path, integrity_check)
         self.tail = LogTail(tail_items, tail_bytes, tail_total_bytes)
@@ -94,15 +100,19 @@ class SQLiteBase:
         self._profile_item = profile_item
         self._loop: asyncio.AbstractEventLoop | None = None
         self._publish: Callable[[Changes], None] | None = None
-        self._heads: dict[tuple[int, int], int] = {}  # committed heads (loop side)
+        # The per-account caches keep the accounts in use (ActiveCache, [sync]
+        # active_accounts): an idle account's entries go and are read again when needed.
+        heads = max(1, active_accounts) * HEADS_PER_ACCOUNT
+        #: committed heads (loop side)
+        self._heads: ActiveCache[tuple[int, int], int] = ActiveCache(heads)
         self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._commit_lock = threading.Lock()
         # writer-thread state (dropped whenever the writer rolls something back)
-        self._w_heads: dict[tuple[int, int], int] = {}
+        self._w_heads: ActiveCache[tuple[int, int], int] = ActiveCache(heads)
         self._w_next_msg_id: int | None = None
         #: uin -> {device_id: latest session expiry}: the S17 question without a read
         #: per message; filled per sender on first use, kept by the session writes
-        self._w_devices: dict[int, dict[str, int]] = {}
+        self._w_devices: ActiveCache[int, dict[str, int]] = ActiveCache(active_accounts)
         self.db.on_rollback = self._w_reset
 
     def _w_reset(self) -> None:  # writer thread: a rollback undid what these cached
@@ -123,6 +133,14 @@ class SQLiteBase:
 
     async def flush(self) -> None:
         await self.db.write(lambda c: None)  # the queue is FIFO
+
+    def caches(self) -> dict[str, ActiveCache[object, object]]:
+        """The store's per-account caches by name (for /metrics)."""
+        return {
+            "log_heads": self._heads,  # type: ignore[dict-item]
+            "writer_log_heads": self._w_heads,  # type: ignore[dict-item]
+            "writer_devices": self._w_devices,  # type: ignore[dict-item]
+        }
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -188,8 +206,20 @@ class SQLiteBase:
         """The ``sync_log`` rows for (uin, key, item, body) entries: each gets the next
         seq of its log (in the order given); the served keys' new heads, news and entries
         go into ``ch``. Heads not cached yet are read with one statement per 50."""
-        heads = self._w_heads
-        cold = list(dict.fromkeys((u, k) for u, k, _, _ in entries if (u, k) not in heads))
+        cache = self._w_heads
+        # this group's heads in a dict of its own: the cache may drop entries while it
+        # is filled (a group with more logs than it keeps)
+        heads: dict[tuple[int, int], int] = {}
+        cold = []
+        for u, k, _, _ in entries:
+            hk = (u, k)
+            if hk not in heads:
+                h = cache.get(hk)
+                if h is None:
+                    heads[hk] = 0
+                    cold.append(hk)
+                else:
+                    heads[hk] = h
         for i in range(0, len(cold), _HEADS_CHUNK):
             part = cold[i : i + _HEADS_CHUNK]
             sql = " UNION ALL ".join([_HEAD_SQL] * len(part))
@@ -206,6 +236,8 @@ class SQLiteBase:
                 ch.entries.append((uin, key, seq, body))
                 ch.heads[hk] = seq
                 ch.news[uin] = ch.news.get(uin, 0) | bit
+        for hk, seq in heads.items():
+            cache[hk] = seq
         return rows
 
     def _w_other_device(self, conn: sqlite3.Connection, uin: int, device: str, now: int) -> bool:
@@ -274,7 +306,19 @@ class SQLiteBase:
             " FROM sessions s JOIN accounts a ON a.uin=s.uin WHERE s.sid=?",
             (session_key_hash(sid),),
         )
-        return None if r is None else SessionRow(sid, *r)
+        if r is None:
+            return None
+        uin, name, device_id, device_name, kind, expires = r
+        # the names' strings are the ones the engine's other caches hold
+        return SessionRow(
+            sid,
+            uin,
+            sys.intern(name),
+            device_id,
+            sys.intern(device_name),
+            sys.intern(kind),
+            expires,
+        )
 
     async def delete_session(self, sid: str) -> None:
         h = session_key_hash(sid)

@@ -104,6 +104,8 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
         tail_items, tail_bytes, tail_total_bytes: bounds of the in-memory log tail
             (:class:`LogTail`; per log, per log, and in all).
         page_cache_kib: SQLite's page cache per connection (``[sync] page_cache_kib``).
+        active_accounts: accounts whose log heads and device lists stay cached while in
+            use (``[sync] active_accounts``; :class:`~wxnet.sync.cache.ActiveCache`).
 
     Raises:
         StoreDamaged: the file failed the check (the message says how to recover).
@@ -124,8 +126,10 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
         window = SyncWindow(max_items, max_bytes)
         todo: list[tuple[int, int]] = []  # keys the tail cannot serve, in order
         tail = self.tail
+        heads = self._heads
         for key, seq in after:
-            ring = tail.read(uin, key, seq, self._heads.get((uin, key), 0))
+            head = heads.get((uin, key))  # not cached (an idle account's): SQLite
+            ring = None if head is None else tail.read(uin, key, seq, head)
             if ring is None:
                 todo.append((key, seq))
                 continue
