@@ -31,8 +31,9 @@ the MQTT and XMPP generators, ``bench.mqtt_load`` and ``bench.xmpp_load``, share
 
 ``--push`` asks for push with data (cmd 122) in identify: a message that follows the
 user's key is taken from the push with no newsync, and the key is committed with one
-``syncdone`` per user at most every ``--commit-every`` seconds (a push during a sync,
-or one after a gap, is a notify as before).
+``syncdone`` per user at most every ``--commit-every`` seconds (a push during a sync is
+held and taken when the sync ends, against the key it reached; one after a gap is a
+notify: the shared :class:`~wxnet.proto.syncdriver.PushInbox` rule, as in the SDK).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from wxnet.client.errors import TransportError
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import MsgType
 from wxnet.proto.errors import MMError, WxnetError
-from wxnet.proto.syncdriver import Gap, Page, SyncDriver, apply_push
+from wxnet.proto.syncdriver import MAX_HELD_BYTES, Gap, Held, Page, PushInbox, SyncDriver
 
 __all__ = ["LoadResult", "main", "percentile", "run_load"]
 
@@ -108,9 +109,16 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
     server_cpu_seconds: float | None = None
-    #: pushes with data taken / that left a gap (and so a newsync)
+    #: pushes with data taken / held during a sync (then taken) / that left a gap (and
+    #: so a newsync)
     pushes: int = 0
+    pushes_held: int = 0
     push_gaps: int = 0
+    #: over the whole run (warm-up and login items too): the receivers' first deliveries,
+    #: those of them that came in a push, and their newsync and syncdone requests
+    taken: int = 0
+    taken_by_push: int = 0
+    requests: dict[str, int] = field(default_factory=lambda: {"newsync": 0, "syncdone": 0})
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -130,7 +138,13 @@ class LoadResult:
             "latency_ms": ms,
             "loadgen_cpu_s": round(self.cpu_seconds, 3),
             "pushes": self.pushes,
+            "pushes_held": self.pushes_held,
             "push_gaps": self.push_gaps,
+            "push_share": round(self.taken_by_push / self.taken, 4) if self.taken else None,
+            **{
+                f"{name}_per_msg": round(n / self.taken, 4) if self.taken else None
+                for name, n in self.requests.items()
+            },
             "loadgen_cpu_us_per_msg": (
                 round(self.cpu_seconds / self.delivered * 1e6, 1) if self.delivered else None
             ),
@@ -140,14 +154,23 @@ class LoadResult:
         return out
 
 
-async def _sync(u: User, items: list[pb.CmdItem] | None = None) -> None:
+async def _sync(
+    u: User,
+    items: list[pb.CmdItem] | None = None,
+    inbox: PushInbox | None = None,
+    counts: dict[str, int] | None = None,
+) -> None:
     """One run of the shared sync loop from ``u.key`` (newinit from none), committed."""
     driver = SyncDriver(u.key, base=u.base())
     while (call := driver.next_request()) is not None:
+        if counts is not None:
+            counts[call.cgi.name] = counts.get(call.cgi.name, 0) + 1
         try:
             resp = await u.link.call(call.cgi, call.request, call.cgi.response)
         except MMError as exc:
             driver.receive_error(exc)  # a KeyReset, or it raises
+            if inbox is not None:
+                inbox.reset()
             continue
         event = driver.receive(resp)
         if items is not None and isinstance(event, Page):
@@ -233,6 +256,7 @@ async def run_load(
     server_pid: int | None = None,
     push: bool = False,
     commit_every: float = 1.0,
+    push_hold: int = MAX_HELD_BYTES,
 ) -> LoadResult:
     """Log in 2 x ``pairs`` users, make each pair contacts, send ``messages`` in total
     (spread over the pairs), and wait until every acknowledged message is delivered
@@ -262,7 +286,7 @@ async def run_load(
         with contextlib.suppress(ValueError):
             result.latencies.append(now - float(sent_at))
 
-    recv = [Mailbox(r, result, seen, delivered, push, commit_every) for r in receivers]
+    recv = [Mailbox(r, result, seen, delivered, push, commit_every, push_hold) for r in receivers]
     for rc in recv:
         rc.wanted.set()  # drain the contact items before timing starts
     per_pair = [messages // pairs + (1 if i < messages % pairs else 0) for i in range(pairs)]
@@ -307,6 +331,7 @@ class Mailbox:
         done: Any,
         push: bool = False,
         commit_every: float = 1.0,
+        push_hold: int = MAX_HELD_BYTES,
     ) -> None:
         self.user = user
         self.result = result
@@ -315,7 +340,7 @@ class Mailbox:
         self.wanted = asyncio.Event()
         self.need_sync = True
         self.need_commit = False
-        self.syncing = False
+        self.inbox = PushInbox(push_hold)
         self.commit_every = commit_every
         self._commit_timer: asyncio.TimerHandle | None = None
         self.stopping = False
@@ -329,17 +354,22 @@ class Mailbox:
         self.wanted.set()
 
     def _pushed(self, body: bytes) -> None:
-        if self.syncing:
-            self._kick()  # a pull is under way: it (or one more) brings these items
-            return
-        got = apply_push(self.user.key, pb.NewSyncResponse.FromString(body))
+        got = self.inbox.push(self.user.key, pb.NewSyncResponse.FromString(body), len(body))
+        if isinstance(got, Held):
+            self.result.pushes_held += 1
+        else:
+            self._took(got)
+
+    def _took(self, got: Page | Gap) -> None:
         if isinstance(got, Gap):
             self.result.push_gaps += 1
             self._kick()
             return
         self.result.pushes += 1
+        if not got.items:
+            return
         self.user.key = got.key
-        self._take(got.items, time.monotonic())
+        self._take(got.items, time.monotonic(), by_push=True)
         if self._commit_timer is None:
             self._commit_timer = asyncio.get_running_loop().call_later(
                 self.commit_every, self._commit_due
@@ -370,6 +400,7 @@ class Mailbox:
             try:
                 if self.need_commit and not self.need_sync:
                     self.need_commit = False
+                    self.result.requests["syncdone"] += 1
                     await u.link.call(
                         "syncdone",
                         pb.SyncDoneRequest(base=u.base(), key_buf=u.key),
@@ -377,27 +408,33 @@ class Mailbox:
                     )
                     continue
                 self.need_sync = self.need_commit = False
-                self.syncing = True
+                self.inbox.begin()
                 try:
-                    await _sync(u, items)
-                finally:
-                    self.syncing = False
+                    await _sync(u, items, self.inbox, self.result.requests)
+                except BaseException:
+                    self.inbox.abort()
+                    raise
             except (MMError, TransportError):
                 if self.stopping:
                     return
                 raise
             self._take(items, time.monotonic())
+            for got in self.inbox.end(u.key):
+                self._took(got)
 
-    def _take(self, items: Sequence[pb.CmdItem], now: float) -> None:
+    def _take(self, items: Sequence[pb.CmdItem], now: float, by_push: bool = False) -> None:
         me = self.user.name
+        result = self.result
         for item in items:
             if item.WhichOneof("body") != "add_msg" or item.add_msg.to_user != me:
                 continue
             tag, _, rest = item.add_msg.content.partition("|")
             if tag in self.seen:
-                self.result.duplicates += 1
+                result.duplicates += 1
             else:
                 self.seen.add(tag)
+                result.taken += 1
+                result.taken_by_push += by_push
                 self.done(tag, rest, now)
 
 
@@ -416,6 +453,7 @@ async def run_random(
     seed: int = 1,
     push: bool = False,
     commit_every: float = 1.0,
+    push_hold: int = MAX_HELD_BYTES,
     login_slice: int = 8,
 ) -> LoadResult:
     """The XMPP/MQTT benchmarks' shape: ``users`` accounts, each on its own identified
@@ -437,7 +475,15 @@ async def run_random(
         )
     seen: set[str] = set()
     boxes = [
-        Mailbox(u, result, seen, lambda tag, _rest, now: drv.first(tag, now), push, commit_every)
+        Mailbox(
+            u,
+            result,
+            seen,
+            lambda tag, _rest, now: drv.first(tag, now),
+            push,
+            commit_every,
+            push_hold,
+        )
         for u in us
     ]
     for b in boxes:
@@ -565,6 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--commit-every", type=float, default=1.0, help="seconds between syncdones (--push)"
     )
+    p.add_argument(
+        "--push-hold",
+        type=int,
+        default=MAX_HELD_BYTES,
+        help="bytes of pushes held during a receiver's own sync (--push); 0: none, a push"
+        " during a sync means one more sync (the rule before PushInbox)",
+    )
     p.add_argument("--uvloop", action="store_true", help="run the generator on uvloop")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
@@ -604,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server_pid=spid,
                 push=args.push,
                 commit_every=args.commit_every,
+                push_hold=args.push_hold,
             )
             if args.users
             else run_load(
@@ -618,6 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server_pid=spid,
                 push=args.push,
                 commit_every=args.commit_every,
+                push_hold=args.push_hold,
             )
         )
         if args.uvloop:

@@ -68,6 +68,7 @@ from bench.spawn import ServerProcess, rss_kib
 from wxnet.client.basiclink import BasicLink
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.syncdriver import MAX_HELD_BYTES
 
 
 async def connect(port: int) -> BasicLink:
@@ -475,6 +476,7 @@ async def cpu_per_message(
                     rate=args.rate if args.paced else 0.0,
                     server_pid=srv.pid,
                     push=args.push,
+                    push_hold=args.push_hold,
                     login_slice=64,  # the login queue above holds them all
                 )
             else:
@@ -488,6 +490,7 @@ async def cpu_per_message(
                     prefix="lg",
                     server_pid=srv.pid,
                     push=args.push,
+                    push_hold=args.push_hold,
                 )
             probes = read_probes(srv)
         finally:
@@ -508,6 +511,9 @@ def figures(res: loadgen.LoadResult) -> dict[str, float]:
         "loadgen_cores": res.cpu_seconds / res.elapsed,
         "p50_ms": loadgen.percentile(lat, 50) * 1000,
         "p99_ms": loadgen.percentile(lat, 99) * 1000,
+        "newsync_per_msg": res.requests["newsync"] / max(1, res.taken),
+        "syncdone_per_msg": res.requests["syncdone"] / max(1, res.taken),
+        "push_share": res.taken_by_push / max(1, res.taken),
     }
 
 
@@ -590,9 +596,11 @@ async def compare(args: argparse.Namespace) -> None:
     probe_cols = [*(n.removeprefix("wxnet_").removesuffix("_seconds") for n in PROBES), "gc"]
     print(
         "| round | build | server CPU-s per 10k delivered | delivered msg/s | server / generator"
-        " cores | p50 / p99 ms | load average | " + " | ".join(probe_cols) + " |"
+        " cores | p50 / p99 ms | newsync / syncdone per msg, by push | load average | "
+        + " | ".join(probe_cols)
+        + " |"
     )
-    print("| --- " * (7 + len(probe_cols)) + "|")
+    print("| --- " * (8 + len(probe_cols)) + "|")
     baseline = None if args.compare == "self" else args.compare
     for r in range(args.rounds):
         order = [("this tree", None, "a"), ("baseline", baseline, "b")]
@@ -603,7 +611,9 @@ async def compare(args: argparse.Namespace) -> None:
             print(
                 f"| {r + 1} | {name} | {got['us_per_msg'] / 100:.2f} | {got['msg_per_s']:,.0f} "
                 f"| {got['server_cores']:.2f} / {got['loadgen_cores']:.2f} "
-                f"| {got['p50_ms']:.1f} / {got['p99_ms']:.1f} | {load:.2f} | "
+                f"| {got['p50_ms']:.1f} / {got['p99_ms']:.1f} "
+                f"| {got['newsync_per_msg']:.3f} / {got['syncdone_per_msg']:.3f}, "
+                f"{got['push_share']:.1%} | {load:.2f} | "
                 + " | ".join(str(got["probes"].get(c, "-")) for c in probe_cols)  # type: ignore[attr-defined]
                 + " |",
                 flush=True,
@@ -654,6 +664,13 @@ def main() -> None:
         action="store_true",
         help="the generator's receivers ask for push with data (cmd 122); a server that"
         " does not know it sends notifies",
+    )
+    ap.add_argument(
+        "--push-hold",
+        type=int,
+        default=MAX_HELD_BYTES,
+        help="--push: bytes of pushes a receiver holds during its own sync; 0: none (a push"
+        " during a sync means one more sync, the rule before PushInbox)",
     )
     ap.add_argument("--seconds", type=float, default=10.0, help="echo baseline duration")
     ap.add_argument("--rate", type=float, default=5000.0)

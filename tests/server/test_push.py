@@ -9,7 +9,8 @@ import dataclasses
 
 from tests.server.wire import WAIT, Device
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.syncdriver import Page, apply_push
+from wxnet.proto.syncdriver import Committed, Held, Page, PushInbox, SyncDriver, apply_push
+from wxnet.proto.synckey import SyncKey
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import ServerConfig
 
@@ -83,3 +84,46 @@ async def test_a_big_item_goes_by_notify_and_the_pull_brings_it(
             await d.close()
     finally:
         await srv.close()
+
+
+async def test_a_push_during_the_pull_is_taken_when_it_ends_with_no_more_newsync(
+    server: Server,
+) -> None:
+    """The rule every client follows (PushInbox): bob's own pull (newsync, then syncdone)
+    is under way when alice sends twice: the first push comes before the newsync is
+    served (the pull brings that message too), the second between its reply and the
+    syncdone. Held and applied against the key the pull reached, the first is already
+    had and the second is taken: each message once, and one newsync in all."""
+    alice = await Device.login(server.long_port, "alice")
+    bob = await Device.login(server.long_port, "bob")
+    pushes = await _pushing(bob, alice)
+    inbox = PushInbox()
+    syncs = server.engine.stats["syncs"]
+    inbox.begin()
+    driver = SyncDriver(bob.acc.key.to_bytes(), base=bob.acc.base())
+    newsync = driver.next_request()
+    assert newsync is not None and newsync.cgi.name == "newsync"
+    await alice.send("bob", "first", "h1")
+    first = await asyncio.wait_for(pushes.get(), WAIT)
+    assert inbox.push(driver.key, pb.NewSyncResponse.FromString(first)) == Held(1)
+    page = driver.receive(await bob.link.call("newsync", newsync.request, pb.NewSyncResponse))
+    assert isinstance(page, Page)
+    assert [i.add_msg.content for i in page.items if i.WhichOneof("body") == "add_msg"] == ["first"]
+    syncdone = driver.next_request()
+    assert syncdone is not None and syncdone.cgi.name == "syncdone"
+    await alice.send("bob", "second", "h2")
+    second = await asyncio.wait_for(pushes.get(), WAIT)
+    assert inbox.push(page.key, pb.NewSyncResponse.FromString(second)) == Held(2)
+    done = driver.receive(await bob.link.call("syncdone", syncdone.request, pb.SyncDoneResponse))
+    assert isinstance(done, Committed)
+    (took,) = inbox.end(driver.key)
+    assert isinstance(took, Page)
+    assert [i.add_msg.content for i in took.items if i.WhichOneof("body") == "add_msg"] == [
+        "second"
+    ]
+    assert server.engine.stats["syncs"] == syncs + 1  # the pull's own newsync only
+    # the key the held push gave is the server's head: a newsync from it has nothing new
+    bob.acc.key = SyncKey.from_bytes(took.key)
+    assert await bob.messages() == []
+    for d in (alice, bob):
+        await d.close()

@@ -50,6 +50,9 @@ class ClientConfig:
     noop_interval: float = 0.0
     noop_timeout: float = 8.0
     dns_timeout: float = 2.0
+    #: Bytes of pushes (cmd 122) held while a sync of the client's own is under way,
+    #: applied when it ends; past it they are dropped and the sync goes on once more.
+    push_hold_bytes: int = 256 * 1024
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -127,7 +127,14 @@ class Client:
         self.links = LinkManager(
             config, store, self.discovery, clock, rng or random.Random(), self._emit
         )
-        self.syncer = Syncer(self.links, store, lambda: self.me, self._publish, self._note_error)
+        self.syncer = Syncer(
+            self.links,
+            store,
+            lambda: self.me,
+            self._publish,
+            self._note_error,
+            config.push_hold_bytes,
+        )
         self.media = Media(self.links, config)
         self.delivery = Delivery(
             store,
@@ -155,6 +162,7 @@ class Client:
         """A new config applies to every request from now on."""
         self._config = value
         self.discovery.config = self.links.config = self.media.config = value
+        self.syncer.hold_bytes = value.push_hold_bytes
 
     @property
     def session(self) -> SessionInfo | None:
@@ -586,6 +594,7 @@ class Client:
             else {"fetched_at": cached.fetched_at, "fresh": cached.fresh(self.clock.wall())}
         )
         st["outbox"] = {s: len(self.store.outbox((s,))) for s in ("sending", "failed")}
+        st["pushes"] = dict(self.syncer.pushes)
         return st
 
 

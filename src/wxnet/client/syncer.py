@@ -8,8 +8,9 @@ item counts once), the new items are published as events, and kicks (a notify, a
 selector, a poll hit) that arrive during a sync are coalesced into one more round.
 
 A push with data (cmd 122) on the long link is applied the same way when it follows the
-profile's key (:func:`wxnet.proto.syncdriver.apply_push`), with no request at all; one
-that arrives during a sync, or leaves a gap, is a kick instead. The key a push moved is
+profile's key, with no request at all; one that arrives during a sync is held and
+applied when the sync ends, against the key it reached; one that leaves a gap is a kick
+(the rule is :class:`wxnet.proto.syncdriver.PushInbox`'s). The key a push moved is
 committed in one batched ``syncdone`` :data:`COMMIT_DELAY` seconds later, unless a sync
 (whose newsync presents the key, S19) comes first.
 """
@@ -28,7 +29,16 @@ from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import Selector
 from wxnet.proto.errors import MMError, MMRet, RemoteProtocolError
-from wxnet.proto.syncdriver import Gap, KeyReset, Page, SyncDriver, SyncEvent, apply_push
+from wxnet.proto.syncdriver import (
+    MAX_HELD_BYTES,
+    Gap,
+    Held,
+    KeyReset,
+    Page,
+    PushInbox,
+    SyncDriver,
+    SyncEvent,
+)
 
 __all__ = ["SELECTOR_ALL", "Requester", "Syncer"]
 
@@ -63,6 +73,7 @@ class Syncer:
         me: Callable[[], str],
         publish: Callable[[list[AppliedItem]], None],
         note_error: Callable[[str], None],
+        hold_bytes: int = MAX_HELD_BYTES,
     ) -> None:
         self.links = links
         self.store = store
@@ -75,13 +86,24 @@ class Syncer:
         self._kick = asyncio.Event()
         self._commit_wanted = False
         self._commit_timer: asyncio.TimerHandle | None = None
-        #: pushes applied / that came during a sync / that left a gap (both: a sync)
-        self.pushes = {"applied": 0, "busy": 0, "gap": 0}
+        #: pushes taken at once / held during a sync (and taken when it ended) / that
+        #: left a gap (a sync) / times the held ones passed ``hold_bytes`` (a sync)
+        self.pushes = {"applied": 0, "held": 0, "gap": 0, "dropped": 0}
+        self._inbox = PushInbox(hold_bytes)
         #: set by a login that kept the profile's key: the next round first applies a
         #: newinit snapshot's items without taking its key. What the account sent from
         #: another device while this one had no session is only there (the sent log,
         #: S17); the rest comes by newsync from the key, as always.
         self.catch_up = False
+
+    @property
+    def hold_bytes(self) -> int:
+        """The bound on pushes held during a sync (``ClientConfig.push_hold_bytes``)."""
+        return self._inbox.max_bytes
+
+    @hold_bytes.setter
+    def hold_bytes(self, value: int) -> None:
+        self._inbox.max_bytes = max(0, value)
 
     def kick(self) -> None:
         """Something is new on the server: sync soon (once, however many kicks)."""
@@ -94,10 +116,10 @@ class Syncer:
         return self._lock.locked() or self._kick.is_set()
 
     def push(self, body: bytes) -> None:
-        """A push with data (cmd 122) from the long link: apply it, or sync instead."""
-        if self._lock.locked() or self.closing:
-            self.pushes["busy"] += 1
-            self.kick()  # our own sync is under way: its key path stays the only one
+        """A push with data (cmd 122) from the long link: apply it, hold it (a sync is
+        under way), or sync instead (a gap)."""
+        if self.closing:
+            self.kick()
             return
         resp = pb.NewSyncResponse()
         try:
@@ -106,17 +128,25 @@ class Syncer:
             self.note_error("sync: an undecodable push; syncing instead")
             self.kick()
             return
-        got = apply_push(self.store.synckey(), resp)
+        got = self._inbox.push(self.store.synckey(), resp, len(body))
+        if isinstance(got, Held):
+            self.pushes["held"] += 1
+        else:
+            self._took(got)
+
+    def _took(self, got: Page | Gap) -> list[AppliedItem]:
         if isinstance(got, Gap):
             self.pushes["gap"] += 1
             self.kick()
-            return
+            return []
         self.pushes["applied"] += 1
-        if got.items:
-            self._apply(got.items, got.key)
-            if self._commit_timer is None:
-                loop = asyncio.get_running_loop()
-                self._commit_timer = loop.call_later(COMMIT_DELAY, self._commit_due)
+        if not got.items:
+            return []
+        fresh = self._apply(got.items, got.key)
+        if self._commit_timer is None:
+            loop = asyncio.get_running_loop()
+            self._commit_timer = loop.call_later(COMMIT_DELAY, self._commit_due)
+        return fresh
 
     def _commit_due(self) -> None:
         self._commit_timer = None
@@ -157,10 +187,24 @@ class Syncer:
         self._wanted = True
         self._commit_wanted = False  # its newsync presents (commits) the key
         fresh: list[AppliedItem] = []
+        inbox = self._inbox
         async with self._lock:
-            while self._wanted:
-                self._wanted = False
-                fresh += await self._round()
+            try:
+                while self._wanted:
+                    self._wanted = False
+                    if not self._commit_wanted:
+                        self._kick.clear()  # this round serves every kick so far
+                    inbox.begin()  # pushes from now on wait for the round's end
+                    fresh += await self._round()
+                    if self._wanted:
+                        continue  # a kick, or the page bound cut the round: hold on
+                    for got in inbox.end(self.store.synckey()):
+                        fresh += self._took(got)  # a gap: self._wanted, one more round
+            except BaseException:
+                if inbox.abort():
+                    self.kick()  # what it held comes with the next sync
+                raise
+        self.pushes["dropped"] = inbox.dropped
         return fresh
 
     async def _round(self) -> list[AppliedItem]:
@@ -182,6 +226,7 @@ class Syncer:
                 event = driver.receive(resp)
             if isinstance(event, KeyReset):
                 self.store.reset_sync()  # -1001: start over with newinit
+                self._inbox.reset()
             elif isinstance(event, Page):
                 fresh += self._apply(event.items, event.key)
         if driver.more:

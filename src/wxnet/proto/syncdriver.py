@@ -35,10 +35,19 @@ or ``async for event in drive(driver, call): ...`` with ``call(SyncCall) -> resp
 Push with data (cmd 122, ``docs/protocol.md`` "Push with data") is the other way in:
 :func:`apply_push` takes the key a client holds and a pushed ``NewSyncResponse`` and
 returns the :class:`Page` of items that follow that key (store it as a pulled page) or a
-:class:`Gap` (an item is missing between the key and the push: pull with newsync). A
-client applies pushes only while no pull of its own is under way (one that arrives
-during a pull is a notify: sync once more), so the key moves along one path at a time
-and every item counts once, in log order.
+:class:`Gap` (an item is missing between the key and the push: pull with newsync).
+:class:`PushInbox` is the rule for a push that arrives while the client's own pull is
+under way (every client uses it): it is held, and applied when the pull ends against the
+key the pull reached, so the key moves along one path at a time and every item counts
+once, in log order::
+
+    inbox = PushInbox()
+    # a push: inbox.push(key, resp) -> Page (store it) | Gap (pull) | Held (wait)
+    inbox.begin()                       # a pull starts
+    ...run the SyncDriver; on KeyReset: inbox.reset()...
+    for ev in inbox.end(driver.key):    # the pull reached the head
+        ...Page: store it; Gap: pull again (inbox.begin() first)...
+    # a pull that failed: inbox.abort() -> True: pull again
 """
 
 from __future__ import annotations
@@ -56,11 +65,14 @@ from wxnet.proto.errors import LocalProtocolError, MMError, MMRet, RemoteProtoco
 from wxnet.proto.synckey import SyncKey
 
 __all__ = [
+    "MAX_HELD_BYTES",
     "MAX_PAGES",
     "Committed",
     "Gap",
+    "Held",
     "KeyReset",
     "Page",
+    "PushInbox",
     "SyncCall",
     "SyncDriver",
     "SyncEvent",
@@ -73,6 +85,10 @@ __all__ = [
 #: window is ~100 items, so this is ~100,000 items; a caller with a tighter budget per
 #: reply (a web poll) passes its own ``max_pages``.
 MAX_PAGES = 1000
+#: Default bound on the pushes :class:`PushInbox` holds during one pull (bytes of the
+#: pushed bodies; the SDK's ``push_hold_bytes``). A server pushes at most
+#: ``push_max_bytes`` (4 KiB) a commit, so this is 64 big pushes or ~1,000 small ones.
+MAX_HELD_BYTES = 256 << 10
 
 _INIT = C.BY_NAME["newinit"]
 _SYNC = C.BY_NAME["newsync"]
@@ -338,3 +354,123 @@ async def drive(
             yield driver.receive_error(exc)
             continue
         yield driver.receive(response)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A push that came during a pull, kept until the pull ends (``held``: pushes held
+    now; 0 when the bound was passed and they were dropped: the pull goes on once more)."""
+
+    held: int
+
+
+class PushInbox:
+    """Pushes with data and the client's own pulls, for one SyncKey (the module
+    docstring has the use).
+
+    Outside a pull a push is applied at once (:func:`apply_push`). During one it is held:
+    the pull's pages may bring its items first, or may end before them, and only the key
+    the pull ends at says which. :meth:`end` applies the held pushes in the order they
+    came against that key: items at or below it are already had and dropped, contiguous
+    ones are taken (one :class:`Page` for all of them), and the first :class:`Gap` stops
+    it (what follows it is dropped too: the pull it asks for brings it all).
+
+    A pull that fails (:meth:`abort`) or whose key the server refused (:meth:`reset`,
+    at a :class:`KeyReset`: the held pushes belong to the old key's history) drops what
+    it holds and asks for one more pull. So does passing ``max_bytes`` of held bodies
+    (counted in :attr:`dropped`): the server's log has all of it.
+    """
+
+    __slots__ = ("_held", "_lost", "_size", "dropped", "max_bytes", "pulling")
+
+    def __init__(self, max_bytes: int = MAX_HELD_BYTES) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must not be negative")
+        self.max_bytes = max_bytes
+        self.pulling = False
+        #: times the bound was passed (the held pushes dropped, one more pull)
+        self.dropped = 0
+        self._held: list[pb.NewSyncResponse] = []
+        self._size = 0
+        self._lost = False  # something held was dropped: the pull must go on once more
+
+    @property
+    def held(self) -> int:
+        """Pushes held now."""
+        return len(self._held)
+
+    def push(self, key: bytes, push: pb.NewSyncResponse, size: int = -1) -> Page | Gap | Held:
+        """Take one push (``size``: its body's length, if the caller has it) for a client
+        that holds ``key``: a :class:`Page` to store now, a :class:`Gap` (pull from
+        ``key``), or :class:`Held` during a pull."""
+        if not self.pulling:
+            return apply_push(key, push)
+        if self._lost:
+            return Held(0)
+        size = push.ByteSize() if size < 0 else size
+        if self._size + size > self.max_bytes:
+            self.dropped += 1
+            self._drop()
+            self._lost = True
+            return Held(0)
+        self._held.append(push)
+        self._size += size
+        return Held(len(self._held))
+
+    def begin(self) -> None:
+        """A pull starts (pushes are held from now on)."""
+        self.pulling = True
+
+    def reset(self) -> None:
+        """The pull's key was refused (:class:`KeyReset`): drop what is held; the pull
+        goes on (newinit) and :meth:`end` then asks for one more."""
+        self._drop()
+
+    def end(self, key: bytes) -> list[Page | Gap]:
+        """The pull reached the head at ``key``: the held pushes applied against it.
+
+        Returns the events, in order: nothing, a :class:`Page` of the items taken (the
+        key after them), a :class:`Gap` (pull again from the key: :meth:`begin` first),
+        or a Page and then a Gap. ``Gap(0, 0, 0)`` means held pushes were dropped (the
+        bound, or :meth:`reset`).
+        """
+        self.pulling = False
+        held, lost = self._held, self._lost
+        self._drop()
+        self._lost = False
+        items: list[pb.CmdItem] = []
+        out: list[Page | Gap] = []
+        gap: Gap | None = None
+        cur = bytes(key)
+        last: pb.NewSyncResponse | None = None
+        for push in held:
+            got = apply_push(cur, push)
+            if isinstance(got, Gap):
+                gap = got
+                break
+            if got.items:
+                items += got.items
+                cur = got.key
+                last = push
+        if items and last is not None:
+            out.append(Page(items, cur, False, last))
+        if gap is not None:
+            out.append(gap)
+        elif lost:
+            out.append(Gap(0, 0, 0))
+        return out
+
+    def abort(self) -> bool:
+        """The pull failed: drop what is held; True when a push was dropped (pull again;
+        the key is where the pull's last stored page left it)."""
+        self.pulling = False
+        had = bool(self._held) or self._lost
+        self._drop()
+        self._lost = False
+        return had
+
+    def _drop(self) -> None:
+        if self._held:
+            self._lost = True
+        self._held = []
+        self._size = 0
