@@ -155,13 +155,7 @@ class _Engine:
                                         if flow.quiet or (34 + doff == end and not flags & 0x07):
                                             # Only counts (verdict final and nothing left
                                             # to collect, or no payload and no SYN/FIN/RST).
-                                            flow.last = ts
-                                            if from_client:
-                                                flow.c_pkts += 1
-                                                flow.c_bytes += size
-                                            else:
-                                                flow.s_pkts += 1
-                                                flow.s_bytes += size
+                                            _count(flow, from_client, size, ts)
                                             if flags & 0x05:
                                                 _tcp_end(flow, from_client, flags, ts)
                                         else:
@@ -184,13 +178,7 @@ class _Engine:
                                     n += 1
                                     size_sum += size
                                     if flow.quiet:
-                                        flow.last = ts
-                                        if from_client:
-                                            flow.c_pkts += 1
-                                            flow.c_bytes += size
-                                        else:
-                                            flow.s_pkts += 1
-                                            flow.s_bytes += size
+                                        _count(flow, from_client, size, ts)
                                     else:
                                         _udp(self, flow, from_client, data[42:end], ts, size)
                                     if ts >= sweep_at:
@@ -434,26 +422,14 @@ def _run_mapped(
                     size_sum += size
                     if proto == 6:
                         if flow.quiet or (l4 + doff == end and not flags & 0x07):
-                            flow.last = ts
-                            if from_client:
-                                flow.c_pkts += 1
-                                flow.c_bytes += size
-                            else:
-                                flow.s_pkts += 1
-                                flow.s_bytes += size
+                            _count(flow, from_client, size, ts)
                             if flags & 0x05:
                                 _tcp_end(flow, from_client, flags, ts)
                         else:
                             data: bytes = buf[p0 : p0 + end]
                             _tcp(self, flow, from_client, data, l4, doff, end, ts, size)
                     elif flow.quiet:
-                        flow.last = ts
-                        if from_client:
-                            flow.c_pkts += 1
-                            flow.c_bytes += size
-                        else:
-                            flow.s_pkts += 1
-                            flow.s_bytes += size
+                        _count(flow, from_client, size, ts)
                     else:
                         payload: bytes = buf[p0 + l4 + 8 : p0 + end]
                         _udp(self, flow, from_client, payload, ts, size)
@@ -518,13 +494,7 @@ def _fast_more(self: _Engine, data: bytes, ts: float, wire: int) -> int:
             return -1
         flow, from_client = hit
         if flow.quiet:  # what _tcp() does for a flow with nothing left to collect
-            flow.last = ts
-            if from_client:
-                flow.c_pkts += 1
-                flow.c_bytes += size
-            else:
-                flow.s_pkts += 1
-                flow.s_bytes += size
+            _count(flow, from_client, size, ts)
             flags = data[l4 + 13]
             if flags & 0x05:
                 _tcp_end(flow, from_client, flags, ts)
@@ -548,6 +518,18 @@ def _maybe_sweep(self: _Engine, ts: float) -> float:
     if self._next_sweep is not None and ts >= self._next_sweep:
         _sweep(self, ts)
     return self._next_sweep if self._next_sweep is not None else ts
+
+
+def _count(flow: _Flow, from_client: bool, size: int, ts: float) -> None:
+    """A packet that only counts: its direction's packets and bytes, and the flow's
+    last time (the whole work for a flow with nothing left to collect)."""
+    flow.last = ts
+    if from_client:
+        flow.c_pkts += 1
+        flow.c_bytes += size
+    else:
+        flow.s_pkts += 1
+        flow.s_bytes += size
 
 
 def _tcp_end(flow: _Flow, from_client: bool, flags: int, ts: float) -> None:
