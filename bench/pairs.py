@@ -19,20 +19,33 @@ the driver runs it as a task) and reports back through :meth:`PairsDriver.arrive
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
+import os
 import random
 import resource
+import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from wxnet._compat import wait_for
 
 if TYPE_CHECKING:  # bench.loadgen imports this module
     from bench.loadgen import LoadResult
 
-__all__ = ["PairsDriver", "Send"]
+__all__ = [
+    "PairsDriver",
+    "Send",
+    "add_load_arguments",
+    "load_arguments_ok",
+    "per_10k",
+    "report",
+    "run_generator",
+    "summary",
+]
 
 #: ``send(i, j, tag, now)``: start sending message ``tag`` from user ``i`` to user ``j``
 Send = Callable[[int, int, str, float], Awaitable[None] | None]
@@ -166,3 +179,81 @@ class PairsDriver:
         res.send_errors += max(0, self._unacked)
         self.counting = False
         return res
+
+
+# ---- the command line the outside baselines share (bench.mqtt_load, bench.xmpp_load) ----
+
+
+def per_10k(result: LoadResult) -> float | None:
+    """Server (broker) CPU seconds per 10,000 deliveries, or None without a CPU figure."""
+    if result.server_cpu_seconds is None or not result.delivered:
+        return None
+    return result.server_cpu_seconds / result.delivered * 10_000
+
+
+def add_load_arguments(p: argparse.ArgumentParser, server: str) -> None:
+    """The load-shape options of a baseline generator (``server``: what the pinning
+    help calls the other side, e.g. "broker")."""
+    p.add_argument("--users", type=int, default=200, help="clients C")
+    p.add_argument("--warmup", type=int, default=2000, help="untimed messages first")
+    p.add_argument("--messages", type=int, default=100_000, help="timed messages")
+    p.add_argument("--window", type=int, default=1000, help="messages in flight in total")
+    p.add_argument("--rate", type=float, default=0.0, help="messages/s; 0 = closed loop")
+    p.add_argument("--no-pin", action="store_true", help=f"do not pin {server}/generator CPUs")
+    p.add_argument("--uvloop", action="store_true", help="run the generator on uvloop")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def load_arguments_ok(args: argparse.Namespace, prog: str) -> bool:
+    """False (and a message on stderr) when the load-shape options make no run."""
+    if args.users < 2 or args.messages < 1 or args.window < 1 or args.rate < 0:
+        print(f"{prog}: users >= 2, messages and window >= 1, rate >= 0", file=sys.stderr)
+        return False
+    return True
+
+
+def run_generator(coro: Coroutine[Any, Any, LoadResult], use_uvloop: bool) -> LoadResult:
+    """Run a generator's coroutine on asyncio's loop, or on uvloop's (``--uvloop``)."""
+    if use_uvloop:
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def summary(result: LoadResult) -> dict[str, Any]:
+    """``result.summary()`` with the server's CPU per 10k deliveries, the load average
+    and the share of a core each side used (which one saturated)."""
+    s = result.summary()
+    s["server_cpu_s_per_10k"] = per_10k(result)
+    s["load_average"] = os.getloadavg()[0]
+    if result.elapsed and result.server_cpu_seconds is not None:
+        s["server_cores"] = round(result.server_cpu_seconds / result.elapsed, 3)
+    s["loadgen_cores"] = round(result.cpu_seconds / result.elapsed, 3) if result.elapsed else 0
+    return s
+
+
+def report(result: LoadResult, as_json: bool, server: str) -> int:
+    """Print a run's summary (JSON, or lines for people; ``server``: "broker",
+    "server"); 0 if every acked message was delivered exactly once, else 1."""
+    s = summary(result)
+    if as_json:
+        print(json.dumps(s, sort_keys=True))
+    else:
+        lat = s["latency_ms"]
+        print(
+            f"{s['delivered']}/{s['acked']} delivered ({s['duplicates']} duplicates, "
+            f"{s['lost']} lost, {s['send_errors']} unacked) in {s['elapsed_s']} s: "
+            f"{s['delivered_per_s']} msg/s"
+        )
+        print(f"send->deliver latency ms: p50 {lat['p50']}  p99 {lat['p99']}  max {lat['max']}")
+        cpu = s["server_cpu_s_per_10k"]
+        print(
+            f"generator CPU {s['loadgen_cpu_s']} s"
+            + (f"; {server} CPU {s['server_cpu_s']} s = {cpu:.3f} s per 10k" if cpu else "")
+            + f"; load average {s['load_average']:.2f}"
+        )
+        if "server_cores" in s:  # which side saturated: the share of a core each used
+            print(f"{server} / generator cores: {s['server_cores']} / {s['loadgen_cores']}")
+    ok = result.delivered == result.messages == result.acked and not result.duplicates
+    return 0 if ok else 1

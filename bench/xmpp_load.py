@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import os
 import queue
 import shutil
@@ -64,13 +63,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 from xml.sax.saxutils import escape, quoteattr
 
 from bench.loadgen import LoadResult, pin
-from bench.mqtt_load import per_10k
-from bench.pairs import PairsDriver
+from bench.pairs import PairsDriver, add_load_arguments, load_arguments_ok, report, run_generator
 from bench.spawn import proc_cpu
 from wxnet._compat import wait_for
 
@@ -571,25 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5222)
     p.add_argument("--domain", default="localhost", help="its XMPP domain")
     p.add_argument("--server-pid", type=int, default=None, help="its pid, for the CPU figure")
-    p.add_argument("--users", type=int, default=200, help="clients C")
-    p.add_argument("--warmup", type=int, default=2000, help="untimed messages first")
-    p.add_argument("--messages", type=int, default=100_000, help="timed messages")
-    p.add_argument("--window", type=int, default=1000, help="messages in flight in total")
-    p.add_argument("--rate", type=float, default=0.0, help="messages/s; 0 = closed loop")
-    p.add_argument("--no-pin", action="store_true", help="do not pin server/generator CPUs")
-    p.add_argument("--uvloop", action="store_true", help="run the generator on uvloop")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_load_arguments(p, "server")
     return p
-
-
-def summary(result: LoadResult) -> dict[str, Any]:
-    s = result.summary()
-    s["server_cpu_s_per_10k"] = per_10k(result)
-    s["load_average"] = os.getloadavg()[0]
-    if result.elapsed and result.server_cpu_seconds is not None:
-        s["server_cores"] = round(result.server_cpu_seconds / result.elapsed, 3)
-    s["loadgen_cores"] = round(result.cpu_seconds / result.elapsed, 3) if result.elapsed else 0
-    return s
 
 
 def _run(args: argparse.Namespace, host: str, port: int, pid: int | None) -> LoadResult:
@@ -597,17 +578,12 @@ def _run(args: argparse.Namespace, host: str, port: int, pid: int | None) -> Loa
         host, port, args.users, args.messages, args.window, args.warmup, args.rate, pid,
         args.domain,
     )  # fmt: skip
-    if args.uvloop:
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
+    return run_generator(coro, args.uvloop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.users < 2 or args.messages < 1 or args.window < 1 or args.rate < 0:
-        print("xmpp_load: users >= 2, messages and window >= 1, rate >= 0", file=sys.stderr)
+    if not load_arguments_ok(args, "xmpp_load"):
         return 2
     all_cpus = set(range(os.cpu_count() or 1))
     pinning = not args.no_pin and len(all_cpus) > 1
@@ -625,27 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (XmppError, OSError, TimeoutError) as exc:
         print(f"xmpp_load: {exc}", file=sys.stderr)
         return 1
-    s = summary(result)
-    if args.json:
-        print(json.dumps(s, sort_keys=True))
-    else:
-        lat = s["latency_ms"]
-        print(
-            f"{s['delivered']}/{s['acked']} delivered ({s['duplicates']} duplicates, "
-            f"{s['lost']} lost, {s['send_errors']} unacked) in {s['elapsed_s']} s: "
-            f"{s['delivered_per_s']} msg/s"
-        )
-        print(f"send->deliver latency ms: p50 {lat['p50']}  p99 {lat['p99']}  max {lat['max']}")
-        cpu = s["server_cpu_s_per_10k"]
-        print(
-            f"generator CPU {s['loadgen_cpu_s']} s"
-            + (f"; server CPU {s['server_cpu_s']} s = {cpu:.3f} s per 10k" if cpu else "")
-            + f"; load average {s['load_average']:.2f}"
-        )
-        if "server_cores" in s:  # which side saturated: the share of a core each used
-            print(f"server / generator cores: {s['server_cores']} / {s['loadgen_cores']}")
-    ok = result.delivered == result.messages == result.acked and not result.duplicates
-    return 0 if ok else 1
+    return report(result, args.json, "server")
 
 
 if __name__ == "__main__":
