@@ -118,9 +118,14 @@ class Device:
     def shown(self) -> set[int]:
         return self.own | set(self.served)
 
+    def check(self, sent: set[int]) -> None:
+        assert all(n == 1 for n in self.served.values()), self.served  # never twice
+        assert self.shown() == sent  # never missing
 
-async def _new_device(e: Engine, uin: int, n: int) -> Device:
-    sess = await e.create_session(uin, f"dev{n}", f"dev{n}")
+
+async def _login(e: Engine, uin: int, name: str) -> Device:
+    """A new device's login and then (as a client does) its newinit."""
+    sess = await e.create_session(uin, name, name)
     res = await e.newinit(sess)
     dev = Device(sess, res.key)
     dev.take(res.items)
@@ -194,7 +199,7 @@ async def _run_model(e: Engine, ops: list[tuple[object, ...]]) -> None:
     assert a is not None and b is not None
     bob = await e.create_session(b, "bob-phone", "phone")
     await e.add_contact(bob, "alice")
-    devices = [await _new_device(e, a, 0)]
+    devices = [await _login(e, a, "dev0")]
     live = [True]
     sent: list[int] = []  # every message between alice and bob, by id
     logged = 0  # entries alice's message log must hold (S17)
@@ -213,7 +218,7 @@ async def _run_model(e: Engine, ops: list[tuple[object, ...]]) -> None:
     for op in ops:
         alive = [i for i, ok in enumerate(live) if ok]
         if op[0] == "login":
-            devices.append(await _new_device(e, a, n))
+            devices.append(await _login(e, a, f"dev{n}"))
             live.append(True)
             n += 1
         elif op[0] == "send" and alive:

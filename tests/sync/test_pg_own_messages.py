@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -24,9 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.engines import PostgresServer
-from tests.sync.test_engine import PW_HASH, Clock, parse_cmd_item, text
-from wxnet.proto.synckey import KEY_MSG, SyncKey
-from wxnet.sync.engine import Engine, EngineConfig, Session, profile_item
+from tests.sync.test_engine import PW_HASH, Clock, text
+from tests.sync.test_own_messages import _login, _sync
+from wxnet.proto.synckey import KEY_MSG
+from wxnet.sync.engine import Engine, EngineConfig, profile_item
 from wxnet.sync.pg_store import PostgresStore
 
 
@@ -42,43 +42,6 @@ async def _close(*engines: Engine) -> None:
     for e in engines:
         await e.aclose()
         e.close()
-
-
-@dataclass
-class Device:
-    sess: Session
-    key: SyncKey
-    served: dict[int, int] = field(default_factory=dict)  # msg_id -> times served
-    own: set[int] = field(default_factory=set)  # kept from its sends' replies
-
-    def take(self, items: list[tuple[int, int, bytes]]) -> None:
-        for k, s, body in items:
-            item = parse_cmd_item(k, s, body)
-            if item.WhichOneof("body") == "add_msg":
-                mid = item.add_msg.msg_id
-                self.served[mid] = self.served.get(mid, 0) + 1
-
-    def check(self, sent: set[int]) -> None:
-        assert all(n == 1 for n in self.served.values()), self.served  # never twice
-        assert self.own | set(self.served) == sent  # never missing
-
-
-async def _login(e: Engine, uin: int, name: str) -> Device:
-    """A new device's login and then (as a client does) its newinit."""
-    sess = await e.create_session(uin, name, name)
-    init = await e.newinit(sess)
-    dev = Device(sess, init.key)
-    dev.take(init.items)
-    return dev
-
-
-async def _sync(e: Engine, dev: Device) -> None:
-    while True:
-        res = await e.newsync(dev.sess, dev.key)
-        dev.take(res.items)
-        dev.key = res.key
-        if not res.continue_flag:
-            return
 
 
 @pytest.fixture
