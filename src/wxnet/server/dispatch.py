@@ -26,7 +26,7 @@ from wxnet.proto.synckey import SyncKey
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.sync.engine import Engine, Session
-from wxnet.sync.items import join_cmd_list, newsync_response
+from wxnet.sync.items import join_cmd_list, newsync_response, send_msg_response
 from wxnet.sync.uploads import Uploads
 
 __all__ = ["BadRequest", "Context", "Dispatcher", "Handler", "oversized"]
@@ -156,7 +156,10 @@ class Dispatcher:
             sess = None
             if cgi.needs_session:
                 base = req.base  # type: ignore[attr-defined]
-                sess = await self.engine.session(base.session_key, base.uin)
+                sid, uin = base.session_key, base.uin
+                sess = self.engine.session_now(sid, uin)  # a cached one: no coroutine
+                if sess is None:
+                    sess = await self.engine.session(sid, uin)
             out = await handler(req, sess, ctx)
         except MMError as exc:
             self.metrics.errors.inc(str(int(exc.code)))
@@ -248,18 +251,19 @@ class Dispatcher:
         ctx.link.push_data = bool(req.push_data)
         return pb.IdentifyResponse(selector=await self.engine.news(sess.uin, key))
 
-    async def _sendmsg(self, req: Any, sess: Session | None, _c: Context) -> Message:
+    async def _sendmsg(self, req: Any, sess: Session | None, _c: Context) -> bytes:
         assert sess is not None
         t0 = time.perf_counter()
-        before = self.engine.stats["duplicates"]
-        results = await self.engine.send(sess, list(req.list))
+        stats = self.engine.stats
+        before = stats["duplicates"]
+        results = await self.engine.send(sess, req.list)
         self.metrics.send_latency.observe(time.perf_counter() - t0)
         stored = sum(1 for r in results if r.ret == 0)
-        dups = self.engine.stats["duplicates"] - before
+        dups = stats["duplicates"] - before
         self.metrics.messages.inc(n=max(0, stored - dups))
         if dups:
             self.metrics.duplicates.inc(n=dups)
-        return pb.SendMsgResponse(list=results)
+        return send_msg_response(results)
 
     async def _statusnotify(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None
