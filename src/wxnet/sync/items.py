@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from wxnet.proto import wxnet_pb2 as pb
+from wxnet.proto.varint import encode_varint
 
 __all__ = [
     "Item",
@@ -36,24 +37,6 @@ _CMD_LIST_TAG = b"\x12"  # field 2, length-delimited (NewSyncResponse / NewInitR
 _EMPTY_BASE = b"\x0a\x00"  # NewSyncResponse.base (field 1): an empty BaseResponse
 _KEY_BUF_TAG = b"\x1a"  # NewSyncResponse.key_buf (field 3), length-delimited
 _CONTINUE_TAG = b"\x20"  # NewSyncResponse.continue_flag (field 4), varint
-
-
-#: One-byte varints, precomputed: most keys, lengths and flags are below 128.
-_SMALL = [bytes((i,)) for i in range(0x80)]
-
-
-def encode_varint(n: int) -> bytes:
-    """The protobuf varint of ``n`` (0 <= n < 2**64)."""
-    if n < 0x80:
-        return _SMALL[n]
-    if n < 0x4000:
-        return bytes((n & 0x7F | 0x80, n >> 7))
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 _U64 = (1 << 64) - 1
