@@ -171,4 +171,3 @@ class SyncKey:
                 raise RemoteProtocolError(f"SyncKey repeats key type {k}")
             seen.add(k)
         return cls(out)
-
