@@ -447,7 +447,7 @@ def startup_table(reps: int, compare: Path | None) -> None:
     for name, values in cpu.items():
         med = statistics.median(values)
         q1, _, q3 = statistics.quantiles(values, n=4)
-        vs_base = f"{med / base:.2f}" if base else ""
+        vs_base = f"{med / base:.2f}" if base and name != "ndpiReader -i" else ""
         print(
             f"| {name} | {med:.1f} | {q1:.1f}-{q3:.1f} | {min(values):.1f} "
             f"| {ndpi / med:.2f} | {vs_base} |"

@@ -157,3 +157,8 @@ def test_value_types_behave_as_the_frozen_dataclasses_they_replace() -> None:
         assert pickle.loads(pickle.dumps(v)) == v and {v: 1}[type(v)(*v._key())] == 1
     assert r != Record("a.example", QTYPE_A, "192.0.2.1", 31) and r != ("a.example", 1)
     assert Packet(6, 15) != Record("a.example", 6, "", 15)
+    match r:  # positional class patterns, as a dataclass's __match_args__ allowed
+        case Record(owner, rtype, value, ttl):
+            assert (owner, rtype, value, ttl) == ("a.example", QTYPE_A, "192.0.2.1", 30)
+        case _:
+            raise AssertionError(r)

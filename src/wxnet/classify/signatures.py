@@ -75,7 +75,7 @@ class PayloadPattern(Plain):
     """A first-datagram pattern: prefixes (with ``None`` as wildcard bytes) and limits."""
 
     __slots__ = ("lengths", "min_len", "ports", "prefixes", "suffix", "what")
-    FIELDS = ("prefixes", "what", "suffix", "lengths", "min_len", "ports")
+    FIELDS = __match_args__ = ("prefixes", "what", "suffix", "lengths", "min_len", "ports")
 
     def __init__(
         self,
@@ -136,7 +136,7 @@ class AppSignature(Plain):
         "udp_ports",
         "user_agents",
     )
-    FIELDS = (
+    FIELDS = __match_args__ = (
         "id",
         "label",
         "reason",
@@ -222,7 +222,7 @@ class SignatureSet(Plain):
     """A checked set of signatures with the indexes the classifier needs."""
 
     __slots__ = ("apps", "regexes", "suffix_index")
-    FIELDS = ("apps", "suffix_index", "regexes")
+    FIELDS = __match_args__ = ("apps", "suffix_index", "regexes")
 
     def __init__(
         self,

@@ -90,7 +90,7 @@ class Question(Plain):
     question (what a reply echoes)."""
 
     __slots__ = ("end", "flags", "id", "name", "qclass", "qtype")
-    FIELDS = ("id", "flags", "name", "qtype", "qclass", "end")
+    FIELDS = __match_args__ = ("id", "flags", "name", "qtype", "qclass", "end")
 
     def __init__(self, id: int, flags: int, name: str, qtype: int, qclass: int, end: int) -> None:
         self.id: Final = id
@@ -113,7 +113,7 @@ class Record(Plain):
     or the CNAME's target name) and TTL."""
 
     __slots__ = ("owner", "rtype", "ttl", "value")
-    FIELDS = ("owner", "rtype", "value", "ttl")
+    FIELDS = __match_args__ = ("owner", "rtype", "value", "ttl")
 
     def __init__(self, owner: str, rtype: int, value: str, ttl: int) -> None:
         self.owner: Final = owner
@@ -129,7 +129,7 @@ class DnsMessage(Plain):
     """A message's header bits, question names and A/AAAA/CNAME answer records."""
 
     __slots__ = ("answers", "ident", "is_response", "questions", "rcode")
-    FIELDS = ("ident", "is_response", "rcode", "questions", "answers")
+    FIELDS = __match_args__ = ("ident", "is_response", "rcode", "questions", "answers")
 
     def __init__(
         self,

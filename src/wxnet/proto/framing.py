@@ -47,7 +47,7 @@ class Packet(Plain):
     dataclass: making one at import costs start-up; see :mod:`wxnet.proto.plain`.)"""
 
     __slots__ = ("body", "cmd", "seq")
-    FIELDS = ("cmd", "seq", "body")
+    FIELDS = __match_args__ = ("cmd", "seq", "body")
 
     def __init__(self, cmd: int, seq: int, body: bytes = b"") -> None:
         self.cmd: Final = cmd

@@ -17,7 +17,9 @@ __all__ = ["Plain"]
 
 class Plain:
     __slots__ = ()
-    #: the constructor's parameter names, in ``_key()``'s order (for ``repr``)
+    #: the constructor's parameter names, in ``_key()``'s order (for ``repr``); each
+    #: type also names them ``__match_args__`` (positional class patterns, as with a
+    #: dataclass)
     FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def _key(self) -> tuple[object, ...]:
