@@ -63,6 +63,7 @@ async def measure(requests: int, rounds: int) -> float:
     server: Any = SimpleNamespace(
         config=config,
         loop=loop,
+        rx_stamp=loop.time(),
         links=set(),
         tasks=set(),
         dispatcher=_Dispatcher(),

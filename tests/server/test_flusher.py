@@ -57,6 +57,7 @@ def make_link(loop: asyncio.AbstractEventLoop) -> tuple[LongLink, Transport, Any
             push_max_bytes=4096,
         ),
         loop=loop,
+        rx_stamp=loop.time(),
         links=set(),
         tasks=set(),
         dispatcher=Dispatcher(),

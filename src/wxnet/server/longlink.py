@@ -84,7 +84,6 @@ class LongLink(asyncio.Protocol):
     10,000: docs/benchmarks.md, "Idle links")."""
 
     __slots__ = (
-        "_admitted",
         "_conn",
         "_dirty",
         "_identify_timer",
@@ -112,12 +111,13 @@ class LongLink(asyncio.Protocol):
         self.uin = 0
         self.sid = ""
         self.peer = ""
-        self.last_rx = 0.0
+        #: when the link last read, to the idle sweep's granularity: the server's
+        #: ``rx_stamp`` (one float for every link, not one per link and read)
+        self.last_rx = server.rx_stamp
         self._pending = 0
         self._out: list[bytes] | None = None  # queued output, None when none
         self._dirty = False  # output queued, the flusher told
         self._notify_pending = 0
-        self._admitted = False
         self._identify_timer: asyncio.TimerHandle | None = None
         self.closed = False
         #: identify asked for push with data (cmd 122)
@@ -130,15 +130,13 @@ class LongLink(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         # one string per address, not one per link (phones behind a NAT share it)
         self.peer = sys.intern(str(peer[0])) if peer else ""
-        self.last_rx = self.server.loop.time()
         refused = self.server.limiter.admit(self.peer)
         if refused is not None:
             self.server.metrics.connections_refused.inc(refused)
             self.closed = True
             self.transport.abort()
             return
-        self._admitted = True
-        self.server.links.add(self)
+        self.server.links.add(self)  # admitted: in the set until connection_lost
         self._arm_identify()
 
     # -- the identify deadline (issue 12) ----------------------------------------------
@@ -161,8 +159,8 @@ class LongLink(asyncio.Protocol):
         self.close()
 
     def data_received(self, data: bytes) -> None:
-        self.last_rx = self.server.loop.time()
-        if self.closed or not self._admitted:
+        self.last_rx = self.server.rx_stamp
+        if self.closed:  # (a refused link is closed from the start)
             return
         conn = self._conn
         if conn is None:
@@ -196,10 +194,10 @@ class LongLink(asyncio.Protocol):
         if self._identify_timer is not None:
             self._identify_timer.cancel()
             self._identify_timer = None
-        if self._admitted:
-            self._admitted = False
+        links = self.server.links
+        if self in links:  # admitted
+            links.discard(self)
             self.server.limiter.release(self.peer)
-        self.server.links.discard(self)
         self._out = None
 
     # -- requests --------------------------------------------------------------------
