@@ -8,9 +8,10 @@ group commits, the heads and news of its successful jobs are handed to the event
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -301,15 +302,16 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
         self._w_next_msg_id += n
         return mid
 
-    async def store_messages(
+    def store_messages(
         self, sender: int, msgs: Sequence[NewMessage], now: int, device: str = ""
-    ) -> list[tuple[int, int, bool]]:
+    ) -> Awaitable[list[tuple[int, int, bool]]]:
+        # not a coroutine: the future of the group's batch, awaited by the caller
         if not msgs:
-            return []
-        out: list[tuple[int, int, bool]] = await self.db.write_batched(
-            self._w_store_batch, _Send(sender, msgs, now, device)
-        )
-        return out
+            done: asyncio.Future[list[tuple[int, int, bool]]]
+            done = asyncio.get_running_loop().create_future()
+            done.set_result([])
+            return done
+        return self.db.submit_batched(self._w_store_batch, _Send(sender, msgs, now, device))
 
     def _w_store_batch(
         self, conn: sqlite3.Connection, sends: list[_Send]
