@@ -14,7 +14,9 @@ writer's own timings are printed per run, and as medians per variant; the varian
 alternate, so a loaded machine weighs on all of them alike.
 
 Variant keys: ``checkpoint_interval`` (seconds; 0: inside the writer's commits),
-``switch_interval`` (seconds), ``gc_freeze`` (0/1), ``gc_thresholds`` (``a/b/c``).
+``switch_interval`` (seconds), ``gc_freeze`` (0/1), ``gc_thresholds`` (``a/b/c``), and
+``src`` (another checkout: its ``src`` on the child's PYTHONPATH, for a before/after of
+the store's code, e.g. ``--variant this: --variant base:src=/tmp/base``).
 """
 
 from __future__ import annotations
@@ -130,7 +132,11 @@ def run_child(args: argparse.Namespace, opts: dict[str, str]) -> dict[str, Any]:
             str(args.loop_us),
             json.dumps(opts),
         ],
-        env=dict(os.environ),
+        env=(
+            {**os.environ, "PYTHONPATH": f"{opts['src']}/src"}
+            if "src" in opts
+            else dict(os.environ)
+        ),
         check=True,
         capture_output=True,
         text=True,
