@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -49,7 +50,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -119,6 +120,10 @@ class LoadResult:
     taken: int = 0
     taken_by_push: int = 0
     requests: dict[str, int] = field(default_factory=lambda: {"newsync": 0, "syncdone": 0})
+    #: the generator's own collector pauses over the run (a pause of the process that
+    #: measures delays every delivery it would have timed meanwhile: part of the
+    #: latencies above that is not the server's)
+    gc_pauses: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -438,6 +443,25 @@ class Mailbox:
                 self.done(tag, rest, now)
 
 
+@contextlib.contextmanager
+def gc_pauses(into: list[float]) -> Iterator[None]:
+    """Append the duration of every collection of this process to ``into`` while the
+    block runs."""
+    started = [0.0]
+
+    def cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            into.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(cb)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(cb)
+
+
 async def run_random(
     host: str,
     long_port: int,
@@ -510,7 +534,10 @@ async def run_random(
         else:
             drv.failed(tag)
 
-    await drv.run(send_one, warmup, None if server_pid is None else partial(tree_cpu, server_pid))
+    with gc_pauses(result.gc_pauses):
+        await drv.run(
+            send_one, warmup, None if server_pid is None else partial(tree_cpu, server_pid)
+        )
     for b in boxes:
         b.stopping = True
     await asyncio.gather(*(b.stop() for b in boxes))

@@ -539,6 +539,9 @@ def figures(res: loadgen.LoadResult) -> dict[str, float]:
         "newsync_per_msg": res.requests["newsync"] / max(1, res.taken),
         "syncdone_per_msg": res.requests["syncdone"] / max(1, res.taken),
         "push_share": res.taken_by_push / max(1, res.taken),
+        "gen_gc": len(res.gc_pauses),
+        "gen_gc_ms": sum(res.gc_pauses) * 1000,
+        "gen_gc_max_ms": max(res.gc_pauses, default=0.0) * 1000,
     }
 
 
@@ -623,9 +626,9 @@ async def compare(args: argparse.Namespace) -> None:
         "| round | build | server CPU-s per 10k delivered | delivered msg/s | server / generator"
         " cores | p50 / p99 ms | newsync / syncdone per msg, by push | load average | "
         + " | ".join(probe_cols)
-        + " |"
+        + " | generator GC: count/ms/max ms |"
     )
-    print("| --- " * (8 + len(probe_cols)) + "|")
+    print("| --- " * (9 + len(probe_cols)) + "|")
     baseline = None if args.compare == "self" else args.compare
     for r in range(args.rounds):
         order = [("this tree", None, "a"), ("baseline", baseline, "b")]
@@ -641,7 +644,7 @@ async def compare(args: argparse.Namespace) -> None:
                 f"| {got['newsync_per_msg']:.3f} / {got['syncdone_per_msg']:.3f}, "
                 f"{got['push_share']:.1%} | {load:.2f} | "
                 + " | ".join(str(got["probes"].get(c, "-")) for c in probe_cols)  # type: ignore[attr-defined]
-                + " |",
+                + f" | {got['gen_gc']:.0f}/{got['gen_gc_ms']:.0f}/{got['gen_gc_max_ms']:.1f} |",
                 flush=True,
             )
     med = {k: statistics.median(x["us_per_msg"] for x in v) for k, v in runs.items()}
