@@ -35,7 +35,8 @@ sides, the baseline with the extra settings of ``--b-server`` / ``--b-sync``
 
 ``--profile DIR`` records each compare run's server with ``py-spy record --gil -f raw``
 (pinned to the generator's CPU; logins included) into ``DIR/<build>-<round>.txt``; the
-sampling stops the server briefly, so read the CPU figures of those runs as disturbed.
+sampler does not stop the server (``--nonblocking``), but it shares the machine: read
+the CPU figures of those runs as disturbed.
 
 ``--baselines C [C ...]`` runs the random-pairs shape (``--users``) on this tree's server
 and on the two outside baselines, Mosquitto with MQTT QoS 1 (:mod:`bench.mqtt_load`) and
@@ -516,7 +517,7 @@ def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).with_name("py-spy")
     out.parent.mkdir(parents=True, exist_ok=True)
     spy = subprocess.Popen(
-        [str(exe), "record", "--gil", "-f", "raw", "-r", "200", "-o", str(out), "-p", str(pid)],
+        [str(exe), "record", "--gil", "--nonblocking", "-f", "raw", "-o", str(out), "-p", str(pid)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
