@@ -19,7 +19,9 @@ ones repeated with shifted timestamps and ports to ``--real`` packets, both writ
   than wall time because the machine may be shared;
 * for the two large captures, ``wxnet analyze --summary --jobs 2``: wall time against
   ndpiReader's wall time (only meaningful on an otherwise idle machine);
-* start-up: the CPU time of both commands on the smallest capture;
+* start-up: the CPU time of both commands on the smallest capture (``--startup N
+  [--compare DIR]`` measures only that, robustly: N alternating rounds, with the
+  pure-Python path and another checkout, e.g. the round's baseline, side by side);
 
 and prints a side-by-side table of the flows where the two disagree about WeChat, QQ,
 Tencent or push, with the reason. Output is Markdown, for docs/benchmarks.md.
@@ -374,12 +376,15 @@ def measure(
     )
 
 
+def _small_capture() -> Path:
+    small = SHARED / "youtubeupload.pcap"
+    return small if small.exists() else LOCAL / "youtubeupload.pcap"
+
+
 def startup(reps: int) -> tuple[float, float]:
     """Median CPU seconds of ``wxnet analyze --summary`` and of ``ndpiReader -i`` on the
     smallest development capture (137 packets): start-up and set-up."""
-    small = SHARED / "youtubeupload.pcap"
-    if not small.exists():
-        small = LOCAL / "youtubeupload.pcap"
+    small = _small_capture()
     wxnet = str(Path(sys.executable).parent / "wxnet")
     exe = shutil.which("ndpiReader") or "ndpiReader"
     ours, theirs = [], []
@@ -388,6 +393,65 @@ def startup(reps: int) -> tuple[float, float]:
         ours.append(_child([wxnet, "analyze", "--summary", str(small)])[0])
         theirs.append(_child([exe, "-i", str(small)])[0])
     return statistics.median(ours), statistics.median(theirs)
+
+
+#: What the installed ``wxnet`` script runs (pip's console-script wrapper imports re).
+_LAUNCH = "import re, sys; from wxnet.cli.main import main; sys.exit(main())"
+
+
+def startup_table(reps: int, compare: Path | None) -> None:
+    """``--startup N``: the start-up alone, measured robustly: N rounds, each running
+    every command once in turn (ndpiReader, this checkout through its installed script
+    on the compiled and on the pure-Python path, and with ``--compare DIR`` that checkout
+    and this one started the same way, ``python -c`` with ``PYTHONPATH=DIR/src``); CPU
+    (user + sys) of each process; prints medians, quartiles, minimum and the ratios."""
+    small = str(_small_capture())
+    wxnet = str(Path(sys.executable).parent / "wxnet")
+    exe = shutil.which("ndpiReader") or "ndpiReader"
+    summary = ["analyze", "--summary", small]
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {
+        "ndpiReader -i": ([exe, "-i", small], _ENV),
+        "wxnet (installed script)": ([wxnet, *summary], _ENV),
+        "wxnet (installed script, WXNET_PURE=1)": ([wxnet, *summary], _PURE),
+    }
+    if compare is not None:
+        for name, root in (("BASE", compare), ("this checkout", ROOT)):
+            env = {**_ENV, "PYTHONPATH": str(root / "src")}
+            commands[f"{name} (python -c, PYTHONPATH)"] = (
+                [sys.executable, "-c", _LAUNCH, *summary],
+                env,
+            )
+    for cmd, env in commands.values():  # once each first: bytecode and caches written
+        _child(cmd, env)
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    load0 = os.getloadavg()
+    t0 = datetime.now(UTC)
+    for _ in range(reps):
+        for name, (cmd, env) in commands.items():
+            cpu[name].append(_child(cmd, env)[0] * 1000)
+    load1 = os.getloadavg()
+    print(
+        f"## analyze start-up\n\nMachine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}; Python "
+        f"{platform.python_version()}; ndpiReader {ndpi_version()}. {t0:%Y-%m-%d %H:%M} UTC, "
+        f"load average {load0[0]:.1f} -> {load1[0]:.1f}. `wxnet analyze --summary` and "
+        f"`ndpiReader -i` on youtubeupload.pcap (137 packets), {reps} rounds, commands "
+        f"alternated within each round; CPU = user + sys of the process. wxnet's hot "
+        f"modules: {_path()}.\n"
+    )
+    ndpi = statistics.median(cpu["ndpiReader -i"])
+    base_key = "BASE (python -c, PYTHONPATH)"
+    base = statistics.median(cpu[base_key]) if base_key in cpu else None
+    print("| command | median ms | quartiles ms | min ms | ndpiReader / this | this / BASE |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, values in cpu.items():
+        med = statistics.median(values)
+        q1, _, q3 = statistics.quantiles(values, n=4)
+        vs_base = f"{med / base:.2f}" if base and name != "ndpiReader -i" else ""
+        print(
+            f"| {name} | {med:.1f} | {q1:.1f}-{q3:.1f} | {min(values):.1f} "
+            f"| {ndpi / med:.2f} | {vs_base} |"
+        )
 
 
 def ndpi_app(proto: str) -> str | None:
@@ -480,7 +544,19 @@ def main() -> None:
     ap.add_argument(
         "--extra", type=Path, action="append", default=[], help="more real captures to repeat"
     )
+    ap.add_argument(
+        "--startup",
+        type=int,
+        metavar="N",
+        help="only the start-up comparison, N alternating rounds (e.g. 31)",
+    )
+    ap.add_argument(
+        "--compare", type=Path, metavar="DIR", help="with --startup: another checkout (before)"
+    )
     args = ap.parse_args()
+    if args.startup:
+        startup_table(args.startup, args.compare)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     captures = []
     for name in ("quickplay.pcap", "1kxun.pcap", "youtubeupload.pcap"):

@@ -17,7 +17,7 @@ from wxnet.analyze import Analyzer, CaptureError, CaptureReader, FlowRecord
 from wxnet.analyze import synth as S
 from wxnet.analyze.engine import Stats
 
-_STATS = [f for f in Stats.__dataclass_fields__]
+_STATS = list(Stats.FIELDS)
 _PAYLOADS = [
     b"",
     b"POST /cgi-bin/micromsg-bin/newsync HTTP/1.1\r\nHost: hkextshort.weixin.qq.com\r\n\r\n",

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,6 +106,45 @@ def test_unknown_app_and_bad_signature_file_are_usage_errors(tmp_path: Path) -> 
 def test_summary_only() -> None:
     code, out, _ = call("analyze", "--summary", str(CAPTURES / "quickplay.pcap"))
     assert code == 0 and "Flows in" not in out and "WeChat" in out
+
+
+_MODULES = """
+import sys
+from wxnet.cli.main import run
+code = run(["analyze", "--summary", sys.argv[1]])
+print(code, " ".join(sorted(sys.modules)))
+"""
+#: Modules `wxnet analyze --summary` has no use for, which start-up once paid for: the
+#: dataclass machinery (inspect, ast, dis), the TOML parser (the bundled signatures load
+#: from their cache), pathlib (with urllib.parse), rich, json, the protobuf runtime and
+#: the wire enums.
+_NOT_AT_START = (
+    "dataclasses",
+    "inspect",
+    "tomllib",
+    "pathlib",
+    "urllib.parse",
+    "rich",
+    "json",
+    "gzip",
+    "google.protobuf",
+    "wxnet.proto.enums",
+    "datetime",
+)
+
+
+def test_summary_start_up_imports_only_what_it_needs() -> None:
+    # Two runs allowed to write caches (bytecode, the signatures' cache); the second is
+    # what an installed copy runs every time. (What this buys: docs/benchmarks.md.)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    cmd = [sys.executable, "-c", _MODULES, str(CAPTURES / "quickplay.pcap")]
+    for _ in range(2):
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    last = res.stdout.strip().splitlines()[-1]
+    code, _, names = last.partition(" ")
+    loaded = set(names.split())
+    assert code == "0" and "wxnet.classify.signatures" in loaded
+    assert not loaded & set(_NOT_AT_START), sorted(loaded & set(_NOT_AT_START))
 
 
 class _Tty(io.StringIO):

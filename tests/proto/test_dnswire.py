@@ -5,6 +5,7 @@ reading of dnspython-built answers, and robustness (any bytes decode or raise
 from __future__ import annotations
 
 import itertools
+import pickle
 import socket
 
 import dns.message
@@ -19,7 +20,10 @@ from wxnet.proto.dnswire import (
     QTYPE_A,
     QTYPE_AAAA,
     QTYPE_CNAME,
+    DnsMessage,
     DnsWireError,
+    Question,
+    Record,
     addresses_reply,
     answer_chain,
     error_reply,
@@ -28,6 +32,7 @@ from wxnet.proto.dnswire import (
     rcode_of,
 )
 from wxnet.proto.errors import WxnetError
+from wxnet.proto.framing import Packet
 
 LABEL = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
 NAME = st.lists(LABEL, min_size=1, max_size=5).map(".".join)
@@ -129,3 +134,31 @@ def test_mangled_answers_decode_or_raise_the_codecs_error(name: str, noise: byte
 def test_non_ascii_label_bytes_become_replacement_characters() -> None:
     data = b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x02a\xff\x00\x00\x01\x00\x01"
     assert parse_query(data).name == "a\ufffd"
+
+
+def test_value_types_behave_as_the_frozen_dataclasses_they_replace() -> None:
+    """Question, Record, DnsMessage (and framing's Packet) are plain slotted classes
+    (wxnet.proto.plain): the same constructor (positional and keyword), attributes,
+    ==, hash, repr and pickling as ``@dataclass(frozen=True, slots=True)`` gave."""
+    q = Question(id=7, flags=0x0100, name="a.example", qtype=1, qclass=1, end=29)
+    assert q == Question(7, 0x0100, "a.example", 1, 1, 29) and not q.is_response
+    assert repr(q) == "Question(id=7, flags=256, name='a.example', qtype=1, qclass=1, end=29)"
+    r = Record("a.example", QTYPE_A, "192.0.2.1", 30)
+    m = DnsMessage(7, True, 0, ("a.example",), (r,))
+    assert repr(r) == "Record(owner='a.example', rtype=1, value='192.0.2.1', ttl=30)"
+    assert repr(m) == (
+        "DnsMessage(ident=7, is_response=True, rcode=0, questions=('a.example',), "
+        f"answers=({r!r},))"
+    )
+    p = Packet(6, 15)
+    assert p == Packet(cmd=6, seq=15, body=b"") and repr(p) == "Packet(cmd=6, seq=15, body=b'')"
+    for v in (q, r, m, p):
+        assert not hasattr(v, "__dict__")
+        assert pickle.loads(pickle.dumps(v)) == v and {v: 1}[type(v)(*v._key())] == 1
+    assert r != Record("a.example", QTYPE_A, "192.0.2.1", 31) and r != ("a.example", 1)
+    assert Packet(6, 15) != Record("a.example", 6, "", 15)
+    match r:  # positional class patterns, as a dataclass's __match_args__ allowed
+        case Record(owner, rtype, value, ttl):
+            assert (owner, rtype, value, ttl) == ("a.example", QTYPE_A, "192.0.2.1", 30)
+        case _:
+            raise AssertionError(r)

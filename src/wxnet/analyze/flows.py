@@ -8,8 +8,7 @@ from __future__ import annotations
 import struct
 from _socket import AF_INET, AF_INET6, inet_ntop
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Final, final
+from typing import ClassVar, Final, final
 
 from wxnet.classify import Verdict
 from wxnet.proto.errors import RemoteProtocolError
@@ -191,21 +190,83 @@ class FlowRecord(Value):
         return out
 
 
-@dataclass(slots=True)
 class Stats:
-    packets: int = 0
-    bytes: int = 0
-    not_ip: int = 0
-    other_transport: int = 0
-    malformed: int = 0
-    fragments: int = 0
-    flows: int = 0
-    max_live_flows: int = 0
-    first_ts: float | None = None
-    last_ts: float = 0.0
-    dns_answers: int = 0
-    evicted: int = 0  # flows reported early because the flow table was full
-    linktypes: set[int] = field(default_factory=set)
+    """A run's counters (mutable; the engine adds to them). Written out rather than made
+    by ``@dataclass(slots=True)``: making a dataclass at import costs start-up."""
+
+    __slots__ = (
+        "bytes",
+        "dns_answers",
+        "evicted",
+        "first_ts",
+        "flows",
+        "fragments",
+        "last_ts",
+        "linktypes",
+        "malformed",
+        "max_live_flows",
+        "not_ip",
+        "other_transport",
+        "packets",
+    )
+    #: the fields, in constructor order
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "packets",
+        "bytes",
+        "not_ip",
+        "other_transport",
+        "malformed",
+        "fragments",
+        "flows",
+        "max_live_flows",
+        "first_ts",
+        "last_ts",
+        "dns_answers",
+        "evicted",
+        "linktypes",
+    )
+
+    def __init__(
+        self,
+        packets: int = 0,
+        bytes: int = 0,
+        not_ip: int = 0,
+        other_transport: int = 0,
+        malformed: int = 0,
+        fragments: int = 0,
+        flows: int = 0,
+        max_live_flows: int = 0,
+        first_ts: float | None = None,
+        last_ts: float = 0.0,
+        dns_answers: int = 0,
+        evicted: int = 0,  # flows reported early because the flow table was full
+        linktypes: set[int] | None = None,
+    ) -> None:
+        self.packets = packets
+        self.bytes = bytes
+        self.not_ip = not_ip
+        self.other_transport = other_transport
+        self.malformed = malformed
+        self.fragments = fragments
+        self.flows = flows
+        self.max_live_flows = max_live_flows
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+        self.dns_answers = dns_answers
+        self.evicted = evicted
+        self.linktypes: set[int] = set() if linktypes is None else linktypes
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in Stats.FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Stats):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in Stats.FIELDS)
+        return f"Stats({fields})"
 
 
 class _Dir:

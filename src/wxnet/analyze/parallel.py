@@ -27,7 +27,6 @@ import os
 import traceback
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, Protocol
 
 from wxnet.analyze.capture import CaptureError, CaptureReader
@@ -116,7 +115,7 @@ class Fold(Protocol):
 
 
 def _worker(
-    path: Path,
+    path: str | os.PathLike[str],
     classifier: Classifier,
     shard: int,
     shards: int,
@@ -178,7 +177,7 @@ def _stream(conn: Connection, ends: list[End]) -> Iterator[Tagged]:
 
 
 def run_parallel(
-    path: Path,
+    path: str | os.PathLike[str],
     classifier: Classifier,
     jobs: int,
     emit: Callable[[FlowRecord], None],
@@ -192,7 +191,7 @@ def run_parallel(
 
 
 def fold_parallel(
-    path: Path,
+    path: str | os.PathLike[str],
     classifier: Classifier,
     jobs: int,
     make_fold: Callable[[], Fold],
@@ -205,7 +204,7 @@ def fold_parallel(
 
 
 def _run(
-    path: Path,
+    path: str | os.PathLike[str],
     classifier: Classifier,
     jobs: int,
     emit: Callable[[FlowRecord], None] | None,

@@ -561,7 +561,9 @@ class Classifier:
 @final
 class _UdpRule:
     """A :class:`PayloadPattern` of signature ``app``, ready to match: the same test as
-    ``PayloadPattern.matches``, with the prefixes as one anchored bytes pattern."""
+    ``PayloadPattern.matches``, with the prefixes as one anchored bytes pattern (compiled
+    at the first datagram that gets that far: a run without such datagrams, or a
+    command that classifies nothing, does not pay for it)."""
 
     __slots__ = ("app", "lengths", "min_len", "pattern", "ports", "prefixes", "suffix", "what")
 
@@ -573,18 +575,22 @@ class _UdpRule:
         self.lengths = frozenset(pattern.lengths)
         self.ports = frozenset(pattern.ports)
         self.suffix = pattern.suffix
-        alternatives = [
-            b"".join(b"." if b is None else re.escape(bytes((b,))) for b in prefix)
-            for prefix in pattern.prefixes
-        ]
-        # No prefix: PayloadPattern.matches is False; "(?!)" never matches.
-        body = b"|".join(b"(?:" + a + b")" for a in alternatives) if alternatives else b"(?!)"
-        self.prefixes = re.compile(body, re.DOTALL)
+        self.prefixes: re.Pattern[bytes] | None = None
 
     def __reduce__(self) -> tuple[type[_UdpRule], tuple[str, PayloadPattern]]:
         """Pickled as its source (the gateway hands its classifier to its DNS workers):
         a compiled class is not made without its ``__init__``'s arguments."""
         return (_UdpRule, (self.app, self.pattern))
+
+    def _compile(self) -> re.Pattern[bytes]:
+        alternatives = [
+            b"".join(b"." if b is None else re.escape(bytes((b,))) for b in prefix)
+            for prefix in self.pattern.prefixes
+        ]
+        # No prefix: PayloadPattern.matches is False; "(?!)" never matches.
+        body = b"|".join(b"(?:" + a + b")" for a in alternatives) if alternatives else b"(?!)"
+        rx = self.prefixes = re.compile(body, re.DOTALL)
+        return rx
 
     def matches(self, payload: bytes, server_port: int) -> bool:
         n = len(payload)
@@ -594,7 +600,10 @@ class _UdpRule:
             return False
         if self.suffix and not payload.endswith(self.suffix):
             return False
-        return self.prefixes.match(payload) is not None
+        rx = self.prefixes
+        if rx is None:
+            rx = self._compile()
+        return rx.match(payload) is not None
 
 
 @functools.lru_cache(maxsize=65536)

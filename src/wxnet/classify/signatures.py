@@ -37,12 +37,18 @@ Unknown keys are errors (a typo would otherwise silently disable a rule).
 from __future__ import annotations
 
 import ipaddress
+import marshal
+import os
 import re
-import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+import sys
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from wxnet.proto.plain import Plain
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "AppSignature",
@@ -53,22 +59,42 @@ __all__ = [
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Prefixes = tuple[tuple[int | None, ...], ...]
 
 
 class SignatureError(ValueError):
     """A signature file is malformed; the message names the file and the field."""
 
 
-@dataclass(frozen=True, slots=True)
-class PayloadPattern:
+# The three value types are written out on :class:`wxnet.proto.plain.Plain` (same
+# constructor, attributes, ==, hash and repr as the frozen dataclasses they were): making
+# a dataclass at import costs start-up (that module says why).
+
+
+class PayloadPattern(Plain):
     """A first-datagram pattern: prefixes (with ``None`` as wildcard bytes) and limits."""
 
-    prefixes: tuple[tuple[int | None, ...], ...]
-    what: str
-    suffix: bytes = b""
-    lengths: tuple[int, ...] = ()
-    min_len: int = 0
-    ports: tuple[int, ...] = ()
+    __slots__ = ("lengths", "min_len", "ports", "prefixes", "suffix", "what")
+    FIELDS = __match_args__ = ("prefixes", "what", "suffix", "lengths", "min_len", "ports")
+
+    def __init__(
+        self,
+        prefixes: Prefixes,
+        what: str,
+        suffix: bytes = b"",
+        lengths: tuple[int, ...] = (),
+        min_len: int = 0,
+        ports: tuple[int, ...] = (),
+    ) -> None:
+        self.prefixes: Final = prefixes
+        self.what: Final = what
+        self.suffix: Final = suffix
+        self.lengths: Final = lengths
+        self.min_len: Final = min_len
+        self.ports: Final = ports
+
+    def _key(self) -> tuple[Prefixes, str, bytes, tuple[int, ...], int, tuple[int, ...]]:
+        return (self.prefixes, self.what, self.suffix, self.lengths, self.min_len, self.ports)
 
     def matches(self, payload: bytes, server_port: int) -> bool:
         n = len(payload)
@@ -84,29 +110,101 @@ class PayloadPattern:
         return False
 
 
-@dataclass(frozen=True, slots=True)
-class AppSignature:
-    id: str
-    label: str
-    reason: str
-    dependencies: tuple[str, ...] = ()
-    domains: tuple[str, ...] = ()
-    host_regex: tuple[str, ...] = ()
-    http_paths: tuple[str, ...] = ()
-    user_agents: tuple[str, ...] = ()
-    mmtls: bool = False
-    longlink_2014: bool = False
-    payload_ports: tuple[int, ...] = ()
-    tcp_ports: tuple[int, ...] = ()
-    udp_ports: tuple[int, ...] = ()
-    ranges: tuple[IPNetwork, ...] = ()
-    trusted_ranges_from: tuple[str, ...] = ()
-    operator_ranges: tuple[IPNetwork, ...] = ()
-    operator_sources: tuple[str, ...] = ()  # one per operator range
-    newgetdns_ports: tuple[int, ...] = ()
-    newgetdns_paths: tuple[str, ...] = ()
-    udp_payload: tuple[PayloadPattern, ...] = ()
-    source: str = ""
+class AppSignature(Plain):
+    """One application's signature (one file); fields as in the module's doc."""
+
+    __slots__ = (
+        "dependencies",
+        "domains",
+        "host_regex",
+        "http_paths",
+        "id",
+        "label",
+        "longlink_2014",
+        "mmtls",
+        "newgetdns_paths",
+        "newgetdns_ports",
+        "operator_ranges",
+        "operator_sources",
+        "payload_ports",
+        "ranges",
+        "reason",
+        "source",
+        "tcp_ports",
+        "trusted_ranges_from",
+        "udp_payload",
+        "udp_ports",
+        "user_agents",
+    )
+    FIELDS = __match_args__ = (
+        "id",
+        "label",
+        "reason",
+        "dependencies",
+        "domains",
+        "host_regex",
+        "http_paths",
+        "user_agents",
+        "mmtls",
+        "longlink_2014",
+        "payload_ports",
+        "tcp_ports",
+        "udp_ports",
+        "ranges",
+        "trusted_ranges_from",
+        "operator_ranges",
+        "operator_sources",
+        "newgetdns_ports",
+        "newgetdns_paths",
+        "udp_payload",
+        "source",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        label: str,
+        reason: str,
+        dependencies: tuple[str, ...] = (),
+        domains: tuple[str, ...] = (),
+        host_regex: tuple[str, ...] = (),
+        http_paths: tuple[str, ...] = (),
+        user_agents: tuple[str, ...] = (),
+        mmtls: bool = False,
+        longlink_2014: bool = False,
+        payload_ports: tuple[int, ...] = (),
+        tcp_ports: tuple[int, ...] = (),
+        udp_ports: tuple[int, ...] = (),
+        ranges: tuple[IPNetwork, ...] = (),
+        trusted_ranges_from: tuple[str, ...] = (),
+        operator_ranges: tuple[IPNetwork, ...] = (),
+        operator_sources: tuple[str, ...] = (),  # one per operator range
+        newgetdns_ports: tuple[int, ...] = (),
+        newgetdns_paths: tuple[str, ...] = (),
+        udp_payload: tuple[PayloadPattern, ...] = (),
+        source: str = "",
+    ) -> None:
+        self.id: Final = id
+        self.label: Final = label
+        self.reason: Final = reason
+        self.dependencies: Final = dependencies
+        self.domains: Final = domains
+        self.host_regex: Final = host_regex
+        self.http_paths: Final = http_paths
+        self.user_agents: Final = user_agents
+        self.mmtls: Final = mmtls
+        self.longlink_2014: Final = longlink_2014
+        self.payload_ports: Final = payload_ports
+        self.tcp_ports: Final = tcp_ports
+        self.udp_ports: Final = udp_ports
+        self.ranges: Final = ranges
+        self.trusted_ranges_from: Final = trusted_ranges_from
+        self.operator_ranges: Final = operator_ranges
+        self.operator_sources: Final = operator_sources
+        self.newgetdns_ports: Final = newgetdns_ports
+        self.newgetdns_paths: Final = newgetdns_paths
+        self.udp_payload: Final = udp_payload
+        self.source: Final = source
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -120,15 +218,23 @@ class AppSignature:
         return {"tcp": tcp, "udp": tuple(sorted(set(self.udp_ports)))}
 
 
-@dataclass(frozen=True, slots=True)
-class SignatureSet:
+class SignatureSet(Plain):
     """A checked set of signatures with the indexes the classifier needs."""
 
-    apps: Mapping[str, AppSignature]
-    suffix_index: Mapping[str, str] = field(default_factory=dict)
-    regexes: tuple[tuple[re.Pattern[str], str], ...] = ()
+    __slots__ = ("apps", "regexes", "suffix_index")
+    FIELDS = __match_args__ = ("apps", "suffix_index", "regexes")
 
-    def __iter__(self) -> Any:
+    def __init__(
+        self,
+        apps: Mapping[str, AppSignature],
+        suffix_index: Mapping[str, str] | None = None,
+        regexes: tuple[tuple[re.Pattern[str], str], ...] = (),
+    ) -> None:
+        self.apps: Final = apps
+        self.suffix_index: Final[Mapping[str, str]] = {} if suffix_index is None else suffix_index
+        self.regexes: Final = regexes
+
+    def __iter__(self) -> Iterator[AppSignature]:
         return iter(self.apps.values())
 
     def __len__(self) -> int:
@@ -158,42 +264,206 @@ _KEYS = {
 }
 _OPERATOR_KEYS = {"range", "source"}
 _PATTERN_KEYS = {"prefix", "suffix", "lengths", "min_len", "ports", "what"}
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9-]+$")
+# Checked only when a file is parsed (re caches the compiled form): not at import.
+_ID = r"^[a-z0-9][a-z0-9-]*$"
+_DOMAIN = r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9-]+$"
+#: The directory of the bundled signature files.
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "signatures")
 
 
 def bundled_paths() -> list[Path]:
     """The signature files shipped in this package, sorted by name."""
     # A plain path, not importlib.resources: the files are always on disk (the paths are
     # returned), and importlib.resources costs ~15 ms of start-up (zipfile, tempfile).
-    root = Path(__file__).with_name("signatures")
-    return sorted(p for p in root.iterdir() if p.name.endswith(".toml"))
+    from pathlib import Path
+
+    return [Path(BUNDLED_DIR, name) for name in _bundled_names(BUNDLED_DIR)]
 
 
-def load_signatures(paths: Iterable[Path] | None = None) -> SignatureSet:
+def _bundled_names(root: str) -> list[str]:
+    return sorted(n for n in os.listdir(root) if n.endswith(".toml"))
+
+
+def load_signatures(paths: Iterable[str | os.PathLike[str]] | None = None) -> SignatureSet:
     """Load and check signature files (``None``: the bundled set).
+
+    The bundled set loads from its cache when there is a current one (see
+    :func:`load_bundled`); files given here are always parsed and checked.
 
     Raises:
         SignatureError: a file cannot be read or parsed, a field is missing, unknown or
             of the wrong type, two files share an id or a domain, or a reference
             (dependency, trusted range set) names no loaded signature.
     """
-    files = bundled_paths() if paths is None else [Path(p) for p in paths]
-    apps: dict[str, AppSignature] = {}
-    for path in files:
+    if paths is None:
+        return load_bundled()
+    texts: list[tuple[str, str]] = []
+    for p in paths:
+        from pathlib import Path
+
+        path = Path(p)
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            texts.append((str(path), path.read_text(encoding="utf-8")))
         except OSError as exc:
             raise SignatureError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
             raise SignatureError(f"{path}: not valid TOML: {exc}") from None
-        sig = _build(path, raw)
+    return _parse(texts)
+
+
+def _parse(texts: Iterable[tuple[str, str]]) -> SignatureSet:
+    """Parse and check (file name, TOML text) pairs, in order."""
+    import tomllib  # here: the bundled set's cache needs no TOML parser (~10 ms to import)
+
+    apps: dict[str, AppSignature] = {}
+    for where, text in texts:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SignatureError(f"{where}: not valid TOML: {exc}") from None
+        sig = _build(where, raw)
         if sig.id in apps:
             raise SignatureError(
-                f"{path}: id {sig.id!r} is already defined in {apps[sig.id].source}"
+                f"{where}: id {sig.id!r} is already defined in {apps[sig.id].source}"
             )
         apps[sig.id] = sig
     return _index(apps)
+
+
+# ------------------------------------------------------------------ bundled set's cache
+#
+# Parsing the bundled TOML files (tomllib and the checks) was ~25 ms of every
+# `wxnet analyze` start. The first load writes what it built, as plain values in
+# Python's `marshal` format, to `signatures/__pycache__/` (where Python caches bytecode,
+# and only when it may: not under PYTHONDONTWRITEBYTECODE); later loads use it if it
+# was made from exactly the same files (names and bytes, compared in full), by this
+# module's code (size and CRC-32 of signatures.py) and this marshal version. Anything
+# else (no cache, stale, unreadable, damaged) parses the files as before.
+
+#: Bump when the cached form changes shape.
+_CACHE_FORMAT = 1
+
+
+def cache_path(root: str = BUNDLED_DIR) -> str | None:
+    """Where the cache of the signature files in ``root`` lives (``None``: this Python
+    has no cache tag, so no cache)."""
+    tag = sys.implementation.cache_tag
+    if tag is None:
+        return None
+    return os.path.join(root, "__pycache__", f"signatures.{tag}.marshal")
+
+
+def load_bundled(
+    root: str = BUNDLED_DIR, cache: str | None = "", write: bool | None = None
+) -> SignatureSet:
+    """The signature files in ``root`` (default: the bundled set), from the cache at
+    ``cache`` (``""``: :func:`cache_path`; ``None``: none) when it is current, else
+    parsed and checked, and then cached when ``write`` (``None``: unless Python was told
+    not to write bytecode). Raises :class:`SignatureError` as :func:`load_signatures`."""
+    if cache == "":
+        cache = cache_path(root)
+    files: list[tuple[str, bytes]] = []
+    for name in _bundled_names(root):
+        where = os.path.join(root, name)
+        try:
+            with open(where, "rb") as f:
+                files.append((name, f.read()))
+        except OSError as exc:
+            raise SignatureError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    key = (_CACHE_FORMAT, marshal.version, _code_digest(), tuple(files))
+    if cache is not None:
+        found = _read_cache(cache, key, root)
+        if found is not None:
+            return found
+    texts = []
+    for name, data in files:
+        where = os.path.join(root, name)
+        try:
+            # Newlines as a text-mode read gives them (what load_signatures parses).
+            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        except UnicodeDecodeError as exc:
+            raise SignatureError(f"{where}: not valid TOML: {exc}") from None
+        texts.append((where, text))
+    sigs = _parse(texts)
+    if cache is not None and (not sys.dont_write_bytecode if write is None else write):
+        _write_cache(cache, key, sigs)
+    return sigs
+
+
+def _code_digest() -> str:
+    """Size and CRC-32 of this module's source: a cache made by other code is stale."""
+    try:
+        with open(__file__, "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    return f"{len(data)}:{zlib.crc32(data):08x}"
+
+
+def _read_cache(cache: str, key: tuple[Any, ...], root: str) -> SignatureSet | None:
+    try:
+        with open(cache, "rb") as f:
+            stored = marshal.loads(f.read())
+        if not isinstance(stored, tuple) or len(stored) != 2 or stored[0] != key:
+            return None
+        apps: dict[str, AppSignature] = {}
+        for name, fields in stored[1]:
+            sig = _from_plain(os.path.join(root, name), fields)
+            apps[sig.id] = sig
+        return _index(apps)
+    except (OSError, EOFError, ValueError, TypeError, IndexError, SignatureError):
+        return None  # missing, unreadable or damaged: parse the files
+
+
+def _write_cache(cache: str, key: tuple[Any, ...], sigs: SignatureSet) -> None:
+    entries = tuple((os.path.basename(s.source), _to_plain(s)) for s in sigs)
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(marshal.dumps((key, entries)))
+        os.replace(tmp, cache)  # whole or not at all, also with concurrent writers
+    except OSError:  # a read-only install: every start parses, as before
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _net_plain(net: IPNetwork) -> tuple[int, int, int]:
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def _net(value: tuple[int, int, int]) -> IPNetwork:
+    version, address, prefix = value
+    if version == 4:
+        return ipaddress.IPv4Network((address, prefix))
+    return ipaddress.IPv6Network((address, prefix))
+
+
+def _to_plain(s: AppSignature) -> tuple[Any, ...]:
+    """A signature as values marshal can store (fields in constructor order, without
+    ``source``; networks as (version, address, prefix length))."""
+    out: list[Any] = []
+    for name in AppSignature.FIELDS[:-1]:
+        value = getattr(s, name)
+        if name in ("ranges", "operator_ranges"):
+            value = tuple(_net_plain(n) for n in value)
+        elif name == "udp_payload":
+            value = tuple(p._key() for p in value)
+        out.append(value)
+    return tuple(out)
+
+
+def _from_plain(source: str, fields: tuple[Any, ...]) -> AppSignature:
+    f = list(fields)
+    names = AppSignature.FIELDS
+    for i in (names.index("ranges"), names.index("operator_ranges")):
+        f[i] = tuple(_net(n) for n in f[i])
+    at = names.index("udp_payload")
+    f[at] = tuple(PayloadPattern(*p) for p in f[at])
+    f.append(source)
+    return AppSignature(*f)
 
 
 def _index(apps: dict[str, AppSignature]) -> SignatureSet:
@@ -214,17 +484,16 @@ def _index(apps: dict[str, AppSignature]) -> SignatureSet:
     return SignatureSet(dict(apps), suffixes, tuple(regexes))
 
 
-def _build(path: Path, raw: dict[str, Any]) -> AppSignature:
-    where = str(path)
+def _build(where: str, raw: dict[str, Any]) -> AppSignature:
     unknown = set(raw) - _KEYS
     if unknown:
         raise SignatureError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     ident = _str(raw, "id", where)
-    if not _ID.match(ident):
+    if not re.match(_ID, ident):
         raise SignatureError(f"{where}: id {ident!r} must be lower-case letters, digits, '-'")
     domains = tuple(d.lower().rstrip(".") for d in _strs(raw, "domains", where))
     for d in domains:
-        if not _DOMAIN.match(d):
+        if not re.match(_DOMAIN, d):
             raise SignatureError(f"{where}: domains: {d!r} is not a domain name")
     regex = _strs(raw, "host_regex", where)
     for rx in regex:

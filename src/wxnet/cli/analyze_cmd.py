@@ -7,13 +7,14 @@ import gc
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from wxnet.analyze import Analyzer, CaptureError, CaptureReader, FlowRecord, RawPacket, Stats
 from wxnet.classify import Classifier, SignatureError, load_signatures
 from wxnet.cli.common import IO, ExitStatus, HelpFormatter, UsageError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: Files at least this large get a progress bar (when stderr is a terminal).
 PROGRESS_MIN_BYTES = 8 << 20
@@ -30,15 +31,15 @@ def register(sub: Any) -> None:
         ),
         formatter_class=HelpFormatter,
     )
-    p.add_argument(
-        "capture", type=Path, nargs="?", help="capture file (.pcap, .pcapng, optionally .gz)"
-    )
+    # The capture's name stays a string: `pathlib` (with `urllib.parse`) costs ~5 ms of
+    # start-up; the optional files below become paths only when given.
+    p.add_argument("capture", nargs="?", help="capture file (.pcap, .pcapng, optionally .gz)")
     p.add_argument(
         "--live", metavar="IFACE", help="capture on a network interface instead (root); Ctrl-C ends"
     )
     p.add_argument("--bpf", metavar="FILTER", help="with --live: tcpdump-style capture filter")
     p.add_argument(
-        "--write", type=Path, metavar="FILE.pcapng", help="with --live: save the packets seen"
+        "--write", type=_path, metavar="FILE.pcapng", help="with --live: save the packets seen"
     )
     _output_options(p)
     _engine_options(p)
@@ -53,7 +54,7 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=_positive, metavar="N", help="only the N flows with most bytes")
     p.add_argument(
         "--report",
-        type=Path,
+        type=_path,
         metavar="FILE.html",
         help="also write a self-contained HTML report (chart by app over time, flow table)",
     )
@@ -75,7 +76,7 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--signatures",
-        type=Path,
+        type=_path,
         action="append",
         metavar="FILE",
         help="signature TOML file to use instead of the bundled set (repeatable)",
@@ -115,6 +116,12 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _path(text: str) -> Path:
+    from pathlib import Path
+
+    return Path(text)
+
+
 def _positive(text: str) -> int:
     try:
         n = int(text)
@@ -145,12 +152,16 @@ def _jobs(text: str) -> int:
     return n
 
 
-@dataclass
 class _Summary:
-    flows: int = 0
-    packets: int = 0
-    bytes: int = 0
-    evidence: dict[str, int] = field(default_factory=dict)
+    """One row of the summary (not a dataclass: making one at import costs start-up)."""
+
+    __slots__ = ("bytes", "evidence", "flows", "packets")
+
+    def __init__(self) -> None:
+        self.flows = 0
+        self.packets = 0
+        self.bytes = 0
+        self.evidence: dict[str, int] = {}
 
 
 def _checked(args: argparse.Namespace) -> tuple[Classifier, set[str] | None]:
@@ -232,7 +243,7 @@ def cmd_analyze(args: argparse.Namespace, io: IO) -> int:
     finally:
         gc.unfreeze()
     elapsed = time.perf_counter() - started
-    output.finish(args.capture.name, stats, elapsed)
+    output.finish(os.path.basename(args.capture), stats, elapsed)
     if error is not None:
         io.error(
             f"{args.capture}: capture is truncated or corrupt: {error.reason} at byte offset "

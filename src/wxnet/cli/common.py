@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TextIO
 
@@ -24,10 +23,19 @@ class UsageError(Exception):
     """Bad arguments or input: printed as ``wxnet: error: ...`` with exit status 2."""
 
 
-@dataclass
 class IO:
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    err: TextIO = field(default_factory=lambda: sys.stderr)
+    """Where a command writes: ``out`` and ``err`` (default: the process's stdout and
+    stderr at construction). A plain class, not a dataclass: making one at import costs
+    every command's start-up (``exec`` per method and ``inspect``)."""
+
+    __slots__ = ("err", "out")
+
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.out: TextIO = sys.stdout if out is None else out
+        self.err: TextIO = sys.stderr if err is None else err
+
+    def __repr__(self) -> str:
+        return f"IO(out={self.out!r}, err={self.err!r})"
 
     def print(self, text: str = "") -> None:
         self.out.write(text + "\n")

@@ -3,7 +3,6 @@ forms, message bodies, the command table, wire enums and the error tree."""
 
 from typing import TYPE_CHECKING, Any
 
-from wxnet.proto.enums import CmdId, LinkCmd, LinkSeq, MsgType, Selector
 from wxnet.proto.errors import (
     LocalProtocolError,
     MMError,
@@ -16,7 +15,10 @@ from wxnet.proto.errors import (
 from wxnet.proto.framing import MAX_PACKET, Packet, PacketDecoder, encode_packet
 
 if TYPE_CHECKING:
+    from wxnet.proto.enums import CmdId, LinkCmd, LinkSeq, MsgType, Selector
     from wxnet.proto.synckey import SyncKey
+
+_ENUMS = ("CmdId", "LinkCmd", "LinkSeq", "MsgType", "Selector")
 
 __all__ = [
     "MAX_PACKET",
@@ -46,4 +48,10 @@ def __getattr__(name: str) -> Any:
         from wxnet.proto.synckey import SyncKey
 
         return SyncKey
+    if name in _ENUMS:
+        # The wire enums (~3 ms to import): loaded on first use as well; every module
+        # below that needs them imports wxnet.proto.enums itself.
+        from wxnet.proto import enums
+
+        return getattr(enums, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

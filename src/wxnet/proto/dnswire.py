@@ -33,9 +33,10 @@ from __future__ import annotations
 import ipaddress
 import struct
 from _socket import AF_INET, AF_INET6, inet_ntop  # not `socket`: ~5 ms of start-up
-from dataclasses import dataclass
+from typing import Final
 
 from wxnet.proto.errors import RemoteProtocolError
+from wxnet.proto.plain import Plain
 
 __all__ = [
     "NOERROR",
@@ -79,43 +80,73 @@ class DnsWireError(RemoteProtocolError):
     """The bytes are not a DNS message of the expected shape."""
 
 
-@dataclass(frozen=True, slots=True)
-class Question:
+# The three value types are written out on :class:`~wxnet.proto.plain.Plain` (same
+# constructor, attributes, ==, hash and repr as the frozen dataclasses they were): making
+# a dataclass at import costs every command's start-up (that module says why).
+
+
+class Question(Plain):
     """The header and question of a query; ``end`` is the offset just after the
     question (what a reply echoes)."""
 
-    id: int
-    flags: int
-    name: str
-    qtype: int
-    qclass: int
-    end: int
+    __slots__ = ("end", "flags", "id", "name", "qclass", "qtype")
+    FIELDS = __match_args__ = ("id", "flags", "name", "qtype", "qclass", "end")
+
+    def __init__(self, id: int, flags: int, name: str, qtype: int, qclass: int, end: int) -> None:
+        self.id: Final = id
+        self.flags: Final = flags
+        self.name: Final = name
+        self.qtype: Final = qtype
+        self.qclass: Final = qclass
+        self.end: Final = end
+
+    def _key(self) -> tuple[int, int, str, int, int, int]:
+        return (self.id, self.flags, self.name, self.qtype, self.qclass, self.end)
 
     @property
     def is_response(self) -> bool:
         return bool(self.flags & 0x8000)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(Plain):
     """One answer record: owner name, type (1 A, 28 AAAA, 5 CNAME), value (the address
     or the CNAME's target name) and TTL."""
 
-    owner: str
-    rtype: int
-    value: str
-    ttl: int
+    __slots__ = ("owner", "rtype", "ttl", "value")
+    FIELDS = __match_args__ = ("owner", "rtype", "value", "ttl")
+
+    def __init__(self, owner: str, rtype: int, value: str, ttl: int) -> None:
+        self.owner: Final = owner
+        self.rtype: Final = rtype
+        self.value: Final = value
+        self.ttl: Final = ttl
+
+    def _key(self) -> tuple[str, int, str, int]:
+        return (self.owner, self.rtype, self.value, self.ttl)
 
 
-@dataclass(frozen=True, slots=True)
-class DnsMessage:
+class DnsMessage(Plain):
     """A message's header bits, question names and A/AAAA/CNAME answer records."""
 
-    ident: int
-    is_response: bool
-    rcode: int
-    questions: tuple[str, ...]
-    answers: tuple[Record, ...]
+    __slots__ = ("answers", "ident", "is_response", "questions", "rcode")
+    FIELDS = __match_args__ = ("ident", "is_response", "rcode", "questions", "answers")
+
+    def __init__(
+        self,
+        ident: int,
+        is_response: bool,
+        rcode: int,
+        questions: tuple[str, ...],
+        answers: tuple[Record, ...],
+    ) -> None:
+        self.ident: Final = ident
+        self.is_response: Final = is_response
+        self.rcode: Final = rcode
+        self.questions: Final = questions
+        self.answers: Final = answers
+
+    def _key(self) -> tuple[int, bool, int, tuple[str, ...], tuple[Record, ...]]:
+        return (self.ident, self.is_response, self.rcode, self.questions, self.answers)
 
     def addresses_for(self, name: str) -> list[tuple[str, int]]:
         """Addresses (with TTL) that answer ``name``, following CNAMEs in the answer."""

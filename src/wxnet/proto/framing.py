@@ -19,9 +19,10 @@ This module does no I/O.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import Final
 
 from wxnet.proto.errors import RemoteProtocolError
+from wxnet.proto.plain import Plain
 
 __all__ = [
     "HEADER",
@@ -41,13 +42,20 @@ MAX_PACKET = 1 << 20
 _U32 = 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One long-link packet: command, sequence number and (opaque) body."""
+class Packet(Plain):
+    """One long-link packet: command, sequence number and (opaque) body. (Not a frozen
+    dataclass: making one at import costs start-up; see :mod:`wxnet.proto.plain`.)"""
 
-    cmd: int
-    seq: int
-    body: bytes = b""
+    __slots__ = ("body", "cmd", "seq")
+    FIELDS = __match_args__ = ("cmd", "seq", "body")
+
+    def __init__(self, cmd: int, seq: int, body: bytes = b"") -> None:
+        self.cmd: Final = cmd
+        self.seq: Final = seq
+        self.body: Final = body
+
+    def _key(self) -> tuple[int, int, bytes]:
+        return (self.cmd, self.seq, self.body)
 
     def encode(self) -> bytes:
         return encode_packet(self.cmd, self.seq, self.body)

@@ -30,7 +30,6 @@ classifier and the analyser.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Final, final
 
 from wxnet.proto.dnswire import DnsMessage, parse_dns
@@ -91,13 +90,28 @@ _HTTP_STARTS = tuple(m + b" " for m in _HTTP_METHODS)
 # --------------------------------------------------------------------------- TLS
 
 
-@dataclass(frozen=True, slots=True)
-class TlsClientHello:
+# TlsClientHello, MmtlsRecordHead and LonglinkHead, like HttpRequestHead below, are
+# written out on :class:`wxnet.proto.value.Value` rather than made by a frozen dataclass
+# (same constructor, attributes, ==, hash and repr): making a dataclass at import costs
+# start-up (`exec` per method, `inspect`), and its ``__init__`` stays interpreted.
+
+
+@final
+class TlsClientHello(Value):
     """What a ClientHello tells a middlebox: the name asked for and the ALPN offer."""
 
-    sni: str | None
-    alpn: tuple[str, ...] = ()
-    legacy_version: int = 0x0303
+    __slots__ = ("alpn", "legacy_version", "sni")
+    FIELDS = ("sni", "alpn", "legacy_version")
+
+    def __init__(
+        self, sni: str | None, alpn: tuple[str, ...] = (), legacy_version: int = 0x0303
+    ) -> None:
+        self.sni: Final = sni
+        self.alpn: Final = alpn
+        self.legacy_version: Final = legacy_version
+
+    def _key(self) -> tuple[str | None, tuple[str, ...], int]:
+        return (self.sni, self.alpn, self.legacy_version)
 
 
 class _Short(Exception):
@@ -420,13 +434,20 @@ def _host_only(value: str) -> str | None:
 # ------------------------------------------------------------------------- MMTLS
 
 
-@dataclass(frozen=True, slots=True)
-class MmtlsRecordHead:
+@final
+class MmtlsRecordHead(Value):
     """The 5-byte head of an MMTLS record: type, version (0xf103/0xf104), length."""
 
-    record_type: int
-    version: int
-    length: int
+    __slots__ = ("length", "record_type", "version")
+    FIELDS = ("record_type", "version", "length")
+
+    def __init__(self, record_type: int, version: int, length: int) -> None:
+        self.record_type: Final = record_type
+        self.version: Final = version
+        self.length: Final = length
+
+    def _key(self) -> tuple[int, int, int]:
+        return (self.record_type, self.version, self.length)
 
     def describe(self) -> str:
         return f"{self.record_type:02x} {self.version >> 8:02x} {self.version & 0xFF:02x}"
@@ -452,13 +473,20 @@ def sniff_mmtls(data: bytes) -> MmtlsRecordHead | NeedData | None:
 # ------------------------------------------------------------------ 2014 long link
 
 
-@dataclass(frozen=True, slots=True)
-class LonglinkHead:
+@final
+class LonglinkHead(Value):
     """A 2014 long-link packet head (S32)."""
 
-    total_len: int
-    cmd: int
-    seq: int
+    __slots__ = ("cmd", "seq", "total_len")
+    FIELDS = ("total_len", "cmd", "seq")
+
+    def __init__(self, total_len: int, cmd: int, seq: int) -> None:
+        self.total_len: Final = total_len
+        self.cmd: Final = cmd
+        self.seq: Final = seq
+
+    def _key(self) -> tuple[int, int, int]:
+        return (self.total_len, self.cmd, self.seq)
 
 
 def sniff_longlink(data: bytes) -> LonglinkHead | NeedData | None:
