@@ -479,6 +479,7 @@ async def run_random(
     commit_every: float = 1.0,
     push_hold: int = MAX_HELD_BYTES,
     login_slice: int = 8,
+    freeze_gc: bool = True,
 ) -> LoadResult:
     """The XMPP/MQTT benchmarks' shape: ``users`` accounts, each on its own identified
     long link, all contacts of each other (:func:`create_users` with ``mesh=True``).
@@ -486,7 +487,10 @@ async def run_random(
     send starts when a message is delivered, ``window`` in flight (or, with ``rate``,
     paced at that many sends/s, the window still a cap). ``warmup`` messages run first
     and are not counted; then ``messages`` are timed (server CPU over the same span).
-    ``login_slice`` users log in at once (the server's default login queue holds 16)."""
+    ``login_slice`` users log in at once (the server's default login queue holds 16).
+    ``freeze_gc``: after the logins, ``gc.freeze()`` this process (undone at the end), so
+    that its own full collections, which pause every delivery it times, do not walk the
+    links and modules (``LoadResult.gc_pauses`` has what is left)."""
     result = LoadResult(users, messages)
     drv = PairsDriver(result, window, rate, drain_timeout, seed)
     names = [f"{prefix}u{i}" for i in range(users)]
@@ -534,10 +538,17 @@ async def run_random(
         else:
             drv.failed(tag)
 
-    with gc_pauses(result.gc_pauses):
-        await drv.run(
-            send_one, warmup, None if server_pid is None else partial(tree_cpu, server_pid)
-        )
+    if freeze_gc:  # what the logins left is never walked again by our collections
+        gc.collect()
+        gc.freeze()
+    try:
+        with gc_pauses(result.gc_pauses):
+            await drv.run(
+                send_one, warmup, None if server_pid is None else partial(tree_cpu, server_pid)
+            )
+    finally:
+        if freeze_gc:
+            gc.unfreeze()
     for b in boxes:
         b.stopping = True
     await asyncio.gather(*(b.stop() for b in boxes))
