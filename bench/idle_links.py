@@ -95,13 +95,16 @@ def make_accounts(data: Path, prefix: str, n: int, src: str | None = None) -> No
     )
 
 
-def _config(data: Path, n: int, active_accounts: int | None = None) -> Path:
+def _config(
+    data: Path, n: int, active_accounts: int | None = None, tail_total_bytes: int | None = None
+) -> Path:
     cfg = data / "idle.toml"
     cfg.write_text(
         f'[server]\nhost = "127.0.0.1"\nlong_port = 0\nhttp_port = 0\ndata = "{data}"\n'
         f"max_connections = {n + 2000}\nmax_connections_per_address = {n + 2000}\n"
         f'[sync]\ncontacts = "open"\nlogin_workers = 2\nlogin_queue = {n + 2000}\n'
         + ("" if active_accounts is None else f"active_accounts = {active_accounts}\n")
+        + ("" if tail_total_bytes is None else f"tail_total_bytes = {tail_total_bytes}\n")
     )
     return cfg
 
@@ -176,14 +179,16 @@ async def measure(
     messages: int = 3,
     settle: float = 5.0,
     active_accounts: int | None = None,
+    tail_total_bytes: int | None = None,
 ) -> dict[str, Any]:
     """RSS per idle identified link of N accounts in use, on a fresh server of ``src``
     (None: this tree); also the growth after each step and the server's /metrics.
-    ``active_accounts`` sets ``[sync] active_accounts`` (None: the server's default)."""
+    ``active_accounts`` sets ``[sync] active_accounts`` and ``tail_total_bytes``
+    ``[sync] tail_total_bytes`` (None: the server's defaults)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         make_accounts(data, "il", warmup + n, src)
-        cfg = _config(data, n, active_accounts)
+        cfg = _config(data, n, active_accounts, tail_total_bytes)
         srv = ServerProcess.on_config(cfg, python_path=f"{src}/src" if src else None)
         await srv.astart()
         links: list[Any] = []
@@ -243,6 +248,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     messages=args.messages,
                     settle=args.settle,
                     active_accounts=args.active_accounts if src is None else None,
+                    tail_total_bytes=args.tail_total_bytes if src is None else None,
                 )
                 got.update(round=r + 1, build=name, bare=bare)
                 rows.append(got)
@@ -292,6 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         metavar="A",
         help="[sync] active_accounts of this tree's server (default: the server's own)",
+    )
+    ap.add_argument(
+        "--tail-total-bytes",
+        type=int,
+        metavar="B",
+        help="[sync] tail_total_bytes of this tree's server (default: the server's own)",
     )
     ap.add_argument("--compare", metavar="DIR", help="also measure the server of checkout DIR")
     ap.add_argument("--rounds", type=int, default=1)

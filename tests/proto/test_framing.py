@@ -5,7 +5,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wxnet.proto.errors import RemoteProtocolError
-from wxnet.proto.framing import HEADER_LEN, MAX_PACKET, Packet, PacketDecoder, encode_packet
+from wxnet.proto.framing import (
+    HEADER_LEN,
+    MAX_PACKET,
+    Packet,
+    PacketDecoder,
+    encode_packet,
+    split_packets,
+)
 
 SEED_NOOP = bytes.fromhex("00000010 00100001 00000006 0000000f".replace(" ", ""))
 
@@ -145,3 +152,50 @@ def test_receive_and_packets_agree_on_garbage(garbage: bytes, cut: int) -> None:
         except RemoteProtocolError as exc:
             results.append(("error", str(exc)))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\0\0\0\x10\0\x0f\0\1" + bytes(8), "header length 15"),
+        (b"\0\0\0\x10\0\x10\0\2" + bytes(8), "protocol version 2"),
+        (b"\0\0\0\x08\0\x10\0\1" + bytes(8), "shorter than its header"),
+        (b"\0\0\0\x12\0\x14\0\1" + bytes(8), "shorter than its header"),
+        ((MAX_PACKET + 1).to_bytes(4, "big") + b"\0\x10\0\1" + bytes(8), "limit"),
+    ],
+)
+def test_split_packets_refuses_what_the_decoder_refuses(raw: bytes, message: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=message):
+        split_packets(SEED_NOOP + raw)
+    dec = PacketDecoder()  # the decoder's fast path (nothing buffered) is split_packets
+    with pytest.raises(RemoteProtocolError, match=message):
+        dec.receive(raw)
+    with pytest.raises(RemoteProtocolError):
+        dec.receive(SEED_NOOP)
+
+
+def test_split_packets_stops_at_a_part_packet() -> None:
+    first = encode_packet(121, 1, b"abc")
+    second = encode_packet(122, 2, b"defg")
+    assert split_packets(first + second[:7]) == ([(121, 1, b"abc")], len(first))
+    assert split_packets(second[:7]) == ([], 0)
+    assert split_packets(b"") == ([], 0)
+    raw = (24).to_bytes(4, "big") + (20).to_bytes(2, "big") + b"\0\1" + b"\0\0\0\x07" * 2
+    assert split_packets(bytearray(raw + b"XXXXbody")) == ([(7, 7, b"body")], 24)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2**32 - 1), st.binary(max_size=40)), max_size=6), st.data()
+)
+def test_receive_at_any_split_gives_the_packets(
+    packets: list[tuple[int, bytes]], data: st.DataObject
+) -> None:
+    wire = b"".join(encode_packet(cmd, i, body) for i, (cmd, body) in enumerate(packets))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=5)))
+    dec, got, last = PacketDecoder(), [], 0
+    for cut in [*cuts, len(wire)]:
+        got += dec.receive(wire[last:cut])
+        last = cut
+    assert got == [(cmd, i, body) for i, (cmd, body) in enumerate(packets)]
+    assert dec.buffered == 0

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import LocalProtocolError, MMRet, RemoteProtocolError, WxnetError
-from wxnet.proto.framing import encode_packet
+from wxnet.proto.framing import MAX_PACKET, encode_packet
 from wxnet.proto.longlink import (
     CLIENT,
     SERVER,
@@ -25,6 +25,8 @@ from wxnet.proto.longlink import (
     SignalKeep,
     SyncPush,
     UnknownCommand,
+    notify_packet,
+    push_packet,
 )
 
 SYNC = C.BY_NAME["newsync"]
@@ -273,3 +275,30 @@ def test_garbage_decodes_or_raises_remote_protocol_error(data: bytes, cuts: list
             assert conn.closed
         except LocalProtocolError:  # fed again after a RemoteError event closed it
             assert conn.closed
+
+
+def test_a_server_connection_is_idle_only_with_nothing_in_flight_or_buffered() -> None:
+    client, server = pair()
+    assert server.idle
+    seq, req = client.send_request(SEND, pb.SendMsgRequest())
+    server.receive_data(req[:5])  # part of a packet: the decoder holds it
+    assert not server.idle and server.buffered == 5
+    assert server.receive_data(req[5:]) == [Request(SEND, seq, b"")]
+    assert not server.idle and server.buffered == 0 and server.in_flight == 1
+    server.reply(seq, b"")
+    assert server.idle
+    server.receive_data(client.send_noop())  # a noop leaves nothing in flight
+    assert server.idle
+    server.protocol_error(MMRet.ERR_BAD_REQUEST, "bye")
+    assert not server.idle  # closed: a new connection would not be the same
+
+
+def test_server_packets_without_a_connection_match_the_connection_s() -> None:
+    _client, server = pair()
+    assert notify_packet(0x42) == server.notify(0x42)
+    assert push_packet(b"items") == server.push_data(b"items")
+    for bad in (0, 1 << 32):
+        with pytest.raises(LocalProtocolError):
+            notify_packet(bad)
+    with pytest.raises(LocalProtocolError):
+        push_packet(bytes(MAX_PACKET))

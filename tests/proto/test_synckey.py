@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.errors import RemoteProtocolError
 from wxnet.proto.synckey import SyncKey
 
@@ -91,3 +92,20 @@ def test_binary_garbage_decodes_or_raises(data: bytes) -> None:
         SyncKey.from_bytes(data)
     except RemoteProtocolError:
         pass
+
+
+@given(st.dictionaries(st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1), max_size=8))
+def test_binary_form_is_protobufs(d: dict[int, int]) -> None:
+    # to_bytes writes the message itself: protobuf's bytes, byte for byte, every time
+    pairs = list(d.items())
+    key = SyncKey(tuple(pairs))
+    expect = pb.SyncKey(list=[pb.KeyVal(key=k, val=v) for k, v in pairs]).SerializeToString()
+    assert key.to_bytes() == expect
+    assert key.to_bytes() == expect  # the kept copy
+    assert SyncKey.from_bytes(expect).pairs == key.pairs
+
+
+@pytest.mark.parametrize("pair", [(-1, 0), (0, -1), (2**32, 0), (0, 2**64)])
+def test_binary_form_of_an_out_of_range_pair_raises(pair: tuple[int, int]) -> None:
+    with pytest.raises(ValueError):
+        SyncKey((pair,)).to_bytes()

@@ -57,6 +57,7 @@ def make_link(loop: asyncio.AbstractEventLoop) -> tuple[LongLink, Transport, Any
             push_max_bytes=4096,
         ),
         loop=loop,
+        rx_stamp=loop.time(),
         links=set(),
         tasks=set(),
         dispatcher=Dispatcher(),
@@ -124,3 +125,24 @@ async def test_close_writes_what_is_queued_first() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
     assert len(tr.writes) == 1  # the flusher's turn finds the link closed
+
+
+async def test_an_idle_link_holds_no_connection_and_no_output_list() -> None:
+    loop = asyncio.get_running_loop()
+    link, tr, server = make_link(loop)
+    assert link._conn is None and link._out is None
+    send = C.BY_NAME["newsendmsg"]
+    req = encode_packet(send.cmd, 7, pb.SendMsgRequest().SerializeToString())
+    link.data_received(req[:10])  # part of a packet: kept until the rest comes
+    assert link._conn is not None and link._conn.buffered == 10
+    link.data_received(req[10:])
+    await until(lambda: server.dispatcher.waiting)
+    assert link._conn is not None and link._conn.in_flight == 1
+    server.dispatcher.waiting[0].set_result(b"")
+    await until(lambda: tr.writes)
+    assert packets(tr) == [(send.cmd + 1_000_000_000, 7)]
+    assert link._conn is None and link._out is None  # answered and written: idle again
+    link.data_received(encode_packet(6, 0xFFFFFFFF))  # a noop: answered at once
+    assert link._conn is None
+    await until(lambda: len(tr.writes) == 2)
+    assert packets(tr)[-1] == (1_000_000_006, 0xFFFFFFFF) and link._out is None

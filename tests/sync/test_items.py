@@ -8,11 +8,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.sync.items import encode_varint, item_bytes, join_cmd_list, newsync_response, stored
+from wxnet.sync.items import (
+    SendResult,
+    TextBody,
+    encode_varint,
+    item_bytes,
+    join_cmd_list,
+    newsync_response,
+    send_msg_response,
+    stored,
+)
 
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 text = st.text(max_size=40)
+i32 = st.integers(-(2**31), 2**31 - 1)
+i64 = st.integers(-(2**63), 2**63 - 1)
 
 
 @st.composite
@@ -86,3 +97,62 @@ def test_newinit_response_with_joined_items(items: list[pb.CmdItem], key: bytes,
     expect.CopyFrom(head)
     expect.cmd_list.extend(items)
     assert pb.NewInitResponse.FromString(raw) == expect
+
+
+@given(u64, text, text, u32, text, u32, i64, text, text)
+def test_text_body_is_protobufs(
+    msg_id: int,
+    from_user: str,
+    to_user: str,
+    msg_type: int,
+    content: str,
+    status: int,
+    create_time: int,
+    client_msg_id: str,
+    real_from: str,
+) -> None:
+    # the bytes the engine stored for a text before TextBody: protobuf's, byte for byte
+    expect = stored(
+        pb.CmdItem(
+            cmd_id=5,
+            add_msg=pb.AddMsg(
+                msg_id=msg_id,
+                from_user=from_user,
+                to_user=to_user,
+                msg_type=msg_type,
+                content=content,
+                status=status,
+                create_time=create_time,
+                client_msg_id=client_msg_id,
+                real_from=real_from,
+            ),
+        )
+    )
+    body = TextBody(from_user, to_user, msg_type, content, status, client_msg_id, real_from)
+    assert body(msg_id, create_time) == expect
+
+
+@st.composite
+def send_results(draw: st.DrawFn) -> SendResult:
+    r = SendResult(draw(text), draw(text))
+    r.ret, r.err_msg = draw(i32), draw(text)
+    r.msg_id, r.create_time = draw(u64), draw(i64)
+    return r
+
+
+@given(st.lists(send_results(), max_size=10))
+def test_send_msg_response_is_protobufs(results: list[SendResult]) -> None:
+    expect = pb.SendMsgResponse(
+        list=[
+            pb.SendMsgResult(
+                ret=r.ret,
+                client_msg_id=r.client_msg_id,
+                msg_id=r.msg_id,
+                create_time=r.create_time,
+                to_user=r.to_user,
+                err_msg=r.err_msg,
+            )
+            for r in results
+        ]
+    )
+    assert send_msg_response(results) == expect.SerializeToString()

@@ -32,6 +32,7 @@ __all__ = [
     "Packet",
     "PacketDecoder",
     "encode_packet",
+    "split_packets",
 ]
 
 HEADER = struct.Struct(">IHHII")
@@ -73,6 +74,53 @@ def encode_packet(cmd: int, seq: int, body: bytes = b"") -> bytes:
     if total > MAX_PACKET:
         raise ValueError(f"packet of {total} bytes exceeds the {MAX_PACKET}-byte limit")
     return HEADER.pack(total, HEADER_LEN, PROTOCOL_VERSION, cmd, seq) + body
+
+
+def _bad_header(total: int, header_len: int, version: int, max_packet: int) -> str:
+    """What is wrong with a packet head ("" when nothing is)."""
+    if header_len < HEADER_LEN:
+        return f"header length {header_len} is below {HEADER_LEN}"
+    if version != PROTOCOL_VERSION:
+        return f"unsupported protocol version {version}"
+    if total < header_len:
+        return f"packet length {total} is shorter than its header ({header_len})"
+    if total > max_packet:
+        return f"packet length {total} exceeds the {max_packet}-byte limit"
+    return ""
+
+
+def split_packets(
+    data: bytes | bytearray, max_packet: int = MAX_PACKET
+) -> tuple[list[tuple[int, int, bytes]], int]:
+    """The whole packets at the start of ``data`` as ``(cmd, seq, body)``, and how many
+    bytes they take (the rest is the start of a packet still to come).
+
+    The stateless fast path of :class:`PacketDecoder` for a read that starts on a
+    packet boundary: a caller that buffers nothing between reads (the server's long
+    link, while idle) needs no decoder object until a read ends inside a packet.
+
+    Raises:
+        RemoteProtocolError: a malformed packet head.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)  # bodies are bytes, not views of the caller's buffer
+    out: list[tuple[int, int, bytes]] = []
+    pos, end, unpack = 0, len(data), HEADER.unpack_from
+    while end - pos >= HEADER_LEN:
+        total, header_len, version, cmd, seq = unpack(data, pos)
+        if (
+            header_len != HEADER_LEN
+            or version != PROTOCOL_VERSION
+            or not HEADER_LEN <= total <= max_packet
+        ):
+            problem = _bad_header(total, header_len, version, max_packet)
+            if problem:  # (a longer header is allowed: its extra bytes are skipped)
+                raise RemoteProtocolError(problem)
+        if end - pos < total:
+            break
+        out.append((cmd, seq, data[pos + header_len : pos + total]))
+        pos += total
+    return out, pos
 
 
 class PacketDecoder:
@@ -131,8 +179,8 @@ class PacketDecoder:
 
         The same as :meth:`feed` then :meth:`next_fields` until None, but when nothing is
         buffered (the usual case: a read ends on a packet boundary) it reads the packets
-        straight out of ``data``, with one copy per body instead of two. This is the long
-        link's hot path (:class:`wxnet.proto.longlink.LongLinkConnection`).
+        straight out of ``data`` (:func:`split_packets`), with one copy per body instead
+        of two.
         """
         if self._error is not None:
             raise self._error
@@ -142,30 +190,21 @@ class PacketDecoder:
             while (fields := self.next_fields()) is not None:
                 out.append(fields)
             return out
-        if type(data) is not bytes:
-            data = bytes(data)
-        out = []
-        pos, end, unpack = 0, len(data), HEADER.unpack_from
-        while end - pos >= HEADER_LEN:
-            total, header_len, version, cmd, seq = unpack(data, pos)
-            self._check(total, header_len, version)
-            if end - pos < total:
-                break
-            out.append((cmd, seq, data[pos + header_len : pos + total]))
-            pos += total
-        if pos != end:
-            self.feed(data[pos:])
+        try:
+            out, used = split_packets(data, self.max_packet)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._buf.clear()
+            self._pos = 0
+            raise
+        if used != len(data):
+            self.feed(data[used:])
         return out
 
     def _check(self, total: int, header_len: int, version: int) -> None:
-        if header_len < HEADER_LEN:
-            self._fail(f"header length {header_len} is below {HEADER_LEN}")
-        if version != PROTOCOL_VERSION:
-            self._fail(f"unsupported protocol version {version}")
-        if total < header_len:
-            self._fail(f"packet length {total} is shorter than its header ({header_len})")
-        if total > self.max_packet:
-            self._fail(f"packet length {total} exceeds the {self.max_packet}-byte limit")
+        problem = _bad_header(total, header_len, version, self.max_packet)
+        if problem:
+            self._fail(problem)
 
     def packets(self, data: bytes = b"") -> list[Packet]:
         """Feed ``data`` and return every whole packet now available."""

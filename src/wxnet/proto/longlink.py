@@ -45,7 +45,14 @@ from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.commands import error_body
 from wxnet.proto.enums import LinkCmd, LinkSeq
 from wxnet.proto.errors import LocalProtocolError, MMRet, RemoteProtocolError
-from wxnet.proto.framing import HEADER, HEADER_LEN, MAX_PACKET, PROTOCOL_VERSION, PacketDecoder
+from wxnet.proto.framing import (
+    HEADER,
+    HEADER_LEN,
+    MAX_PACKET,
+    PROTOCOL_VERSION,
+    PacketDecoder,
+    split_packets,
+)
 
 __all__ = [
     "CLIENT",
@@ -64,6 +71,8 @@ __all__ = [
     "SyncPush",
     "UnknownCommand",
     "error_body",
+    "notify_packet",
+    "push_packet",
 ]
 
 _REPLY = C.REPLY_OFFSET
@@ -202,6 +211,32 @@ def _packet(cmd: int, seq: int, body: bytes) -> bytes:
     return HEADER.pack(total, HEADER_LEN, PROTOCOL_VERSION, cmd, seq) + body
 
 
+def notify_packet(selector: int) -> bytes:
+    """(server) cmd 24, seq 0, body = u32 big-endian ``selector`` ("go sync").
+
+    A server packet that depends on no state of the link: a server adapter that keeps
+    no :class:`LongLinkConnection` while its link is idle sends it without one
+    (:meth:`LongLinkConnection.notify` is the same with the connection's checks).
+
+    Raises:
+        LocalProtocolError: no selector bits, or more than 32.
+    """
+    if not 0 < selector <= _ALL_SELECTORS:
+        raise LocalProtocolError(f"a notify needs selector bits, not {selector}")
+    return _packet(_NOTIFY, _SEQ_PUSH, selector.to_bytes(4, "big"))
+
+
+def push_packet(body: bytes) -> bytes:
+    """(server) cmd 122, seq 0: push with data, ``body`` a ``NewSyncResponse`` of items
+    that each carry their key and seq; like :func:`notify_packet`, it needs no
+    connection (:meth:`LongLinkConnection.push_data` is the same with its checks).
+
+    Raises:
+        LocalProtocolError: a body over the packet limit (send a notify instead).
+    """
+    return _packet(_PUSH_DATA, _SEQ_PUSH, body)
+
+
 # ---- the connection -----------------------------------------------------------------------
 
 
@@ -251,6 +286,13 @@ class LongLinkConnection:
         return len(self._in_flight)
 
     @property
+    def idle(self) -> bool:
+        """Nothing in flight, nothing buffered, not closed: the connection holds no
+        state a new one would not have (a server adapter may drop it until the next
+        read; a client's next seq is state, so this is for the server side)."""
+        return not self._in_flight and self._decoder is None and self._closed is None
+
+    @property
     def buffered(self) -> int:
         """Bytes received but not yet part of a whole packet."""
         return 0 if self._decoder is None else self._decoder.buffered
@@ -277,10 +319,15 @@ class LongLinkConnection:
             raise LocalProtocolError(f"the long link is closed: {self._closed}")
         try:
             dec = self._decoder
-            if dec is None:
-                dec = PacketDecoder(self._max_packet)
-            packets = dec.receive(data)
-            self._decoder = dec if dec.buffered else None
+            if dec is None:  # a read that starts on a packet boundary: no decoder
+                packets, used = split_packets(data, self._max_packet)
+                if used != len(data):
+                    dec = self._decoder = PacketDecoder(self._max_packet)
+                    dec.feed(data[used:])
+            else:
+                packets = dec.receive(data)
+                if not dec.buffered:
+                    self._decoder = None
             if self.role is SERVER:
                 return self._receive_server(packets)
             return self._receive_client(packets)
@@ -481,9 +528,7 @@ class LongLinkConnection:
         """(server) cmd 24, seq 0, body = u32 big-endian ``selector`` ("go sync")."""
         self._check_role(SERVER, "notify")
         self._check_open()
-        if not 0 < selector <= _ALL_SELECTORS:
-            raise LocalProtocolError(f"a notify needs selector bits, not {selector}")
-        return _packet(_NOTIFY, _SEQ_PUSH, selector.to_bytes(4, "big"))
+        return notify_packet(selector)
 
     def push_data(self, body: bytes) -> bytes:
         """(server) cmd 122, seq 0: push with data, ``body`` a ``NewSyncResponse`` of items
@@ -495,7 +540,7 @@ class LongLinkConnection:
         """
         self._check_role(SERVER, "push_data")
         self._check_open()
-        return _packet(_PUSH_DATA, _SEQ_PUSH, body)
+        return push_packet(body)
 
     def protocol_error(self, code: int, message: str) -> bytes:
         """(server) cmd 1_000_000_000, seq 0, ``base`` {code, message}; the link is done after it

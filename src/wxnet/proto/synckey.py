@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import Selector
 from wxnet.proto.errors import RemoteProtocolError
+from wxnet.proto.varint import encode_varint
 
 __all__ = [
     "KEY_CHATROOM",
@@ -67,6 +68,8 @@ class SyncKey:
     """An ordered, immutable list of ``(key type, value)`` pairs."""
 
     pairs: tuple[tuple[int, int], ...] = ()
+    #: the binary form, once made (not part of the value)
+    _blob: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, mapping: Mapping[int, int]) -> SyncKey:
@@ -92,8 +95,21 @@ class SyncKey:
 
     # -- binary form ---------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        msg = pb.SyncKey(list=[pb.KeyVal(key=k, val=v) for k, v in self.pairs])
-        return msg.SerializeToString()
+        """The binary form: protobuf's bytes for ``wxnet.SyncKey``, written here (an
+        entry per pair, zero fields left out, as protobuf does) and kept."""
+        blob = self._blob
+        if blob is None:
+            parts = []
+            for k, v in self.pairs:
+                if not (0 <= k <= 0xFFFFFFFF and 0 <= v <= _U64):  # protobuf says why
+                    pb.KeyVal(key=k, val=v)
+                kv = (b"\x08" + encode_varint(k) if k else b"") + (
+                    b"\x10" + encode_varint(v) if v else b""
+                )
+                parts.append(b"\x0a" + encode_varint(len(kv)) + kv)
+            blob = b"".join(parts)
+            object.__setattr__(self, "_blob", blob)
+        return blob
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SyncKey:

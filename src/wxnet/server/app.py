@@ -107,6 +107,10 @@ class Server:
             config.max_list_items,
         )
         self.links: set[LongLink] = set()
+        #: the time of the last idle sweep (start-up before the first): what a long link
+        #: records as the time of its last read, one float shared by every link
+        #: instead of one per link (``_sweep`` allows for the granularity)
+        self.rx_stamp = self.loop.time()
         self.loop_lag = LoopLag(self.loop, config.loop_lag_interval)
         self.gc_pauses = GcPauses()
         self.flusher = Flusher(self.loop)
@@ -355,9 +359,15 @@ class Server:
         """Close long links silent for longer than idle_timeout (longer than the longest
         heartbeat, 580 s, plus the 8 s noop timeout and slack: docs/server.md, "Limits")."""
         timeout = self.config.idle_timeout
+        interval = min(timeout / 4, 30.0)
         while True:
-            await asyncio.sleep(min(timeout / 4, 30.0))
-            cutoff = self.loop.time() - timeout
+            await asyncio.sleep(interval)
+            now = self.loop.time()
+            # a link's last_rx is the stamp of the sweep before its last read (or of
+            # start-up): it has been silent for longer than timeout only if it was
+            # before now - timeout - interval (so never early; late by one interval)
+            cutoff = now - timeout - interval
+            self.rx_stamp = now
             for link in [lk for lk in self.links if lk.last_rx < cutoff]:
                 log.info("closing idle long link from %s", link.peer)
                 link.close()

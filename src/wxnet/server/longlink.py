@@ -27,6 +27,8 @@ from wxnet.proto.longlink import (
     Request,
     UnknownCommand,
     error_body,
+    notify_packet,
+    push_packet,
 )
 from wxnet.server.dispatch import BadRequest, Context
 from wxnet.server.notify import Item
@@ -75,8 +77,13 @@ class Flusher:
 
 
 class LongLink(asyncio.Protocol):
+    """One long link: while it is idle (nothing in flight, nothing buffered, nothing
+    queued), this object is all it holds beyond the transport: the sans-IO
+    connection exists only while a request is in flight or a packet is part read,
+    the output list only while output is queued (an idle identified link at N =
+    10,000: docs/benchmarks.md, "Idle links")."""
+
     __slots__ = (
-        "_admitted",
         "_conn",
         "_dirty",
         "_identify_timer",
@@ -96,19 +103,21 @@ class LongLink(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self._conn = LongLinkConnection(SERVER, server.config.max_request_bytes)
+        #: the sans-IO connection, None while the link is idle (made by the next read)
+        self._conn: LongLinkConnection | None = None
         #: the account and session key this link is bound to (identify); 0 and "" when
         #: unbound. Not the Session itself: an idle account's session then leaves the
         #: engine's cache (ActiveCache) and memory; the next request reads it again.
         self.uin = 0
         self.sid = ""
         self.peer = ""
-        self.last_rx = 0.0
+        #: when the link last read, to the idle sweep's granularity: the server's
+        #: ``rx_stamp`` (one float for every link, not one per link and read)
+        self.last_rx = server.rx_stamp
         self._pending = 0
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None  # queued output, None when none
         self._dirty = False  # output queued, the flusher told
         self._notify_pending = 0
-        self._admitted = False
         self._identify_timer: asyncio.TimerHandle | None = None
         self.closed = False
         #: identify asked for push with data (cmd 122)
@@ -121,15 +130,13 @@ class LongLink(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         # one string per address, not one per link (phones behind a NAT share it)
         self.peer = sys.intern(str(peer[0])) if peer else ""
-        self.last_rx = self.server.loop.time()
         refused = self.server.limiter.admit(self.peer)
         if refused is not None:
             self.server.metrics.connections_refused.inc(refused)
             self.closed = True
             self.transport.abort()
             return
-        self._admitted = True
-        self.server.links.add(self)
+        self.server.links.add(self)  # admitted: in the set until connection_lost
         self._arm_identify()
 
     # -- the identify deadline (issue 12) ----------------------------------------------
@@ -152,26 +159,31 @@ class LongLink(asyncio.Protocol):
         self.close()
 
     def data_received(self, data: bytes) -> None:
-        self.last_rx = self.server.loop.time()
-        if self.closed or not self._admitted:
+        self.last_rx = self.server.rx_stamp
+        if self.closed:  # (a refused link is closed from the start)
             return
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = LongLinkConnection(SERVER, self.server.config.max_request_bytes)
         try:
-            events = self._conn.receive_data(data)
+            events = conn.receive_data(data)
         except RemoteProtocolError as exc:
             self.server.metrics.protocol_errors.inc()
             log.info("closing long link from %s: %s", self.peer, exc)
-            self._write(self._conn.protocol_error(MMRet.ERR_BAD_REQUEST, str(exc)))
+            self._write(conn.protocol_error(MMRet.ERR_BAD_REQUEST, str(exc)))
             self.close()
             return
         for ev in events:
             if type(ev) is Request:
-                self._on_request(ev.cgi, ev.seq, ev.body)
+                self._on_request(conn, ev.cgi, ev.seq, ev.body)
             elif type(ev) is Noop:
-                self._write(self._conn.noop_reply(ev.seq))
+                self._write(conn.noop_reply(ev.seq))
             elif type(ev) is UnknownCommand:
                 msg = f"unknown cmd {ev.cmd}"
-                self._write(self._conn.reply_error(ev.seq, MMRet.ERR_UNKNOWN_CMD, msg))
+                self._write(conn.reply_error(ev.seq, MMRet.ERR_UNKNOWN_CMD, msg))
             # SignalKeep needs no answer
+        if conn.idle:  # noops only, or every request answered at once
+            self._conn = None
 
     def eof_received(self) -> bool:
         return False
@@ -182,16 +194,16 @@ class LongLink(asyncio.Protocol):
         if self._identify_timer is not None:
             self._identify_timer.cancel()
             self._identify_timer = None
-        if self._admitted:
-            self._admitted = False
+        links = self.server.links
+        if self in links:  # admitted
+            links.discard(self)
             self.server.limiter.release(self.peer)
-        self.server.links.discard(self)
-        self._out.clear()
+        self._out = None
 
     # -- requests --------------------------------------------------------------------
-    def _on_request(self, cgi: C.CGI, seq: int, body: bytes) -> None:
+    def _on_request(self, conn: LongLinkConnection, cgi: C.CGI, seq: int, body: bytes) -> None:
         if self._pending >= self.server.config.max_pending_per_link:
-            self._write(self._conn.reply_error(seq, MMRet.ERR_BUSY, "too many requests in flight"))
+            self._write(conn.reply_error(seq, MMRet.ERR_BUSY, "too many requests in flight"))
             return
         self._pending += 1
         # the task leaves server.tasks itself when it ends (_run, told its task through
@@ -210,12 +222,15 @@ class LongLink(asyncio.Protocol):
         finally:
             self._pending -= 1
             self.server.tasks.discard(me[0])
-        if self.closed:
+        conn = self._conn
+        if self.closed or conn is None:
             return
         try:
-            data = self._conn.reply(seq, out)
+            data = conn.reply(seq, out)
         except LocalProtocolError as exc:  # a reply over the packet limit
-            data = self._conn.reply_error(seq, MMRet.ERR_TOO_LARGE, str(exc))
+            data = conn.reply_error(seq, MMRet.ERR_TOO_LARGE, str(exc))
+        if conn.idle:  # the link's last request: it holds no connection until its next read
+            self._conn = None
         self._write(data)
 
     # -- binding to a session (identify) ----------------------------------------------
@@ -249,7 +264,7 @@ class LongLink(asyncio.Protocol):
             for _k, _s, body in items:
                 size += len(body)
             if size <= limit:
-                self._write(self._conn.push_data(newsync_response(items, b"", 0)))
+                self._write(push_packet(newsync_response(items, b"", 0)))
                 self.server.metrics.pushes.inc("data")
                 return
         if self._notify_pending:
@@ -262,7 +277,11 @@ class LongLink(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self.closed:
             return
-        self._out.append(data)
+        out = self._out
+        if out is None:
+            self._out = [data]
+        else:
+            out.append(data)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -274,15 +293,17 @@ class LongLink(asyncio.Protocol):
         self._dirty = False
         if self.closed or self.transport is None:
             return
+        out = self._out
         if self._notify_pending:
             sel, self._notify_pending = self._notify_pending, 0
-            self._out.append(self._conn.notify(sel))
+            if out is None:
+                out = []
+            out.append(notify_packet(sel))
             self.server.metrics.pushes.inc("notify")
-        if not self._out:
+        if not out:
             return
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out.clear()
-        self.transport.write(data)
+        self._out = None
+        self.transport.write(b"".join(out) if len(out) > 1 else out[0])
         if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.info("closing long link from %s: peer does not read", self.peer)
             self.transport.abort()

@@ -353,6 +353,24 @@ class EngineBase:
             return None
         return sess
 
+    def session_now(self, sid: str, uin: int) -> Session | None:
+        """:meth:`session` when ``sid`` is cached (no coroutine), else None: then
+        :meth:`session` reads the store. The same answers and errors.
+
+        Raises:
+            MMError: ERR_SESSIONTIMEOUT when expired or of another account.
+        """
+        sess = self._sessions.get(sid)
+        return None if sess is None else self._live(sid, uin, sess)
+
+    def _live(self, sid: str, uin: int, sess: Session | None) -> Session:
+        if sess is None or sess.uin != uin:
+            raise MMError(MMRet.ERR_SESSIONTIMEOUT, "unknown session: log in again")
+        if sess.expires < self.clock():
+            self._sessions.pop(sid, None)
+            raise MMError(MMRet.ERR_SESSIONTIMEOUT, "session expired: log in again")
+        return sess
+
     async def session(self, sid: str, uin: int) -> Session:
         """The live session ``sid`` of account ``uin``.
 
@@ -364,12 +382,7 @@ class EngineBase:
             sess = await self.store.session(sid)
             if sess is not None:
                 self._sessions[sid] = sess
-        if sess is None or sess.uin != uin:
-            raise MMError(MMRet.ERR_SESSIONTIMEOUT, "unknown session: log in again")
-        if sess.expires < self.clock():
-            self._sessions.pop(sid, None)
-            raise MMError(MMRet.ERR_SESSIONTIMEOUT, "session expired: log in again")
-        return sess
+        return self._live(sid, uin, sess)
 
     def drop_session(self, key_hash: str) -> None:
         """Another process ended the session with this :func:`session_key_hash`: forget

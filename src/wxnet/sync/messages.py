@@ -13,6 +13,7 @@ from wxnet.proto.synckey import (
     KEY_MSG,
 )
 from wxnet.sync.accounts import EngineBase
+from wxnet.sync.items import SendResult, TextBody
 from wxnet.sync.model import (
     MEDIA_TYPES,
     ROOM_SUFFIX,
@@ -26,17 +27,52 @@ from wxnet.sync.store import (
     NewMessage,
 )
 
+#: msg_type values a text send refuses (media have their own upload CGIs; friend
+#: requests are verifyuser's)
+_NOT_TEXT = frozenset({*MEDIA_TYPES, 0, MsgType.VERIFY})
+
 
 class Messaging(EngineBase):
     """Messages: recipients, sending, read receipts and revokes."""
 
     # ================================================================ messages
+    def _recipients_now(self, sess: Session, to_user: str) -> list[int] | None:
+        """:meth:`recipients` from the engine's caches alone, without a coroutine:
+        None when the answer needs the store (a name, contact list or group not
+        cached), and then :meth:`recipients` reads it. The same answers and errors."""
+        if to_user.endswith(ROOM_SUFFIX):
+            room = self._rooms.get(to_user)
+            if room is None:
+                return None
+            if sess.user_name not in room.members:
+                raise MMError(MMRet.ERR_NOT_FOUND, f"no group {to_user!r} that you are in")
+            uin_of = self._uin_by_name.get
+            uins = []
+            for n in room.members:
+                u = uin_of(n)
+                if u is None:
+                    return None
+                uins.append(u)
+            return uins
+        if to_user == sess.user_name:
+            return [sess.uin]
+        peer = self._uin_by_name.get(to_user)
+        contacts = self._contacts.get(sess.uin)
+        if peer is None or contacts is None:
+            return None
+        if to_user not in contacts:
+            raise MMError(MMRet.ERR_NOT_FRIEND, f"{to_user!r} is not your contact")
+        return [sess.uin, peer]
+
     async def recipients(self, sess: Session, to_user: str) -> list[int]:
         """Accounts whose message log receives a message from ``sess`` to ``to_user``.
 
         Raises:
             MMError: ERR_NOUSER / ERR_NOT_FRIEND / ERR_NOT_FOUND.
         """
+        cached = self._recipients_now(sess, to_user)
+        if cached is not None:
+            return cached
         if to_user.endswith(ROOM_SUFFIX):
             room = await self._room(to_user)
             if room is None or sess.user_name not in room.members:
@@ -51,7 +87,7 @@ class Messaging(EngineBase):
             raise MMError(MMRet.ERR_NOT_FRIEND, f"{to_user!r} is not your contact")
         return [sess.uin, peer]
 
-    async def send(self, sess: Session, msgs: Sequence[pb.MicroMsg]) -> list[pb.SendMsgResult]:
+    async def send(self, sess: Session, msgs: Sequence[pb.MicroMsg]) -> list[SendResult]:
         """Store a batch of messages; one result per message, in order.
 
         Returns only after every stored message is durable (the ack of S16). A message
@@ -60,35 +96,37 @@ class Messaging(EngineBase):
         """
         if len(msgs) > self.config.max_send_batch:
             raise MMError(MMRet.ERR_TOO_LARGE, f"at most {self.config.max_send_batch} messages")
-        results: list[pb.SendMsgResult] = []
-        todo: list[tuple[int, NewMessage]] = []
-        for i, m in enumerate(msgs):
-            res = pb.SendMsgResult(client_msg_id=m.client_msg_id, to_user=m.to_user)
+        results: list[SendResult] = []
+        todo: list[NewMessage] = []
+        stored_at: list[SendResult] = []
+        max_bytes = self.config.max_content_bytes
+        for m in msgs:
+            # each field read once: a protobuf field read makes a new object each time
+            cid, to_user, msg_type = m.client_msg_id, m.to_user, m.msg_type
+            res = SendResult(cid, to_user)
             results.append(res)
             try:
-                if not m.client_msg_id or len(m.client_msg_id) > 64:
+                if not cid or len(cid) > 64:
                     raise MMError(MMRet.ERR_ARG, "client_msg_id must be 1-64 characters")
-                if m.msg_type in MEDIA_TYPES or m.msg_type in (0, MsgType.VERIFY):
-                    raise MMError(MMRet.ERR_ARG, f"msg_type {m.msg_type} cannot be sent as text")
-                if len(m.content.encode()) > self.config.max_content_bytes:
+                if msg_type in _NOT_TEXT:
+                    raise MMError(MMRet.ERR_ARG, f"msg_type {msg_type} cannot be sent as text")
+                content = m.content
+                # a character is 1-4 bytes of UTF-8: encode only when it may be too long
+                if len(content) * 4 > max_bytes and len(content.encode()) > max_bytes:
                     raise MMError(MMRet.ERR_TOO_LARGE, "message content is too long")
-                rcpts = await self.recipients(sess, m.to_user)
-                todo.append(
-                    (
-                        i,
-                        self.new_message(
-                            sess, m.client_msg_id, m.to_user, m.msg_type, m.content, rcpts
-                        ),
-                    )
-                )
+                rcpts = self._recipients_now(sess, to_user)
+                if rcpts is None:
+                    rcpts = await self.recipients(sess, to_user)
+                todo.append(self.new_message(sess, cid, to_user, msg_type, content, rcpts))
+                stored_at.append(res)
             except MMError as exc:
-                res.ret, res.err_msg = exc.code, exc.message
+                res.ret, res.err_msg = int(exc.code), exc.message
         if todo:
             # S17: the sending device keeps its own copy (the SDK stores it from this
             # reply), so the sender's log gets the message only for its other devices
-            done = await self.store_messages(sess, [nm for _, nm in todo], own_device=True)
-            for (i, _), (mid, ctime) in zip(todo, done, strict=True):
-                results[i].msg_id, results[i].create_time = mid, ctime
+            done = await self.store_messages(sess, todo, own_device=True)
+            for res, (mid, ctime) in zip(stored_at, done, strict=True):
+                res.msg_id, res.create_time = mid, ctime
         return results
 
     def new_message(
@@ -104,11 +142,22 @@ class Messaging(EngineBase):
     ) -> NewMessage:
         """A message ready for :meth:`store_messages`; ``template`` carries media fields."""
         sender_name = sess.user_name
+        room = to_user.endswith(ROOM_SUFFIX)
+        if template is None:  # a text: its item encoded without protobuf objects
+            body = TextBody(
+                sender_name,
+                to_user,
+                msg_type,
+                content,
+                STATUS_SENT,
+                client_msg_id,
+                sender_name if room else "",
+            )
+            return NewMessage(client_msg_id, to_user, msg_type, media_ref, recipients, body)
 
         def make_body(msg_id: int, create_time: int) -> bytes:
             add = pb.AddMsg()
-            if template is not None:
-                add.CopyFrom(template)
+            add.CopyFrom(template)
             add.msg_id = msg_id
             add.from_user = sender_name
             add.to_user = to_user
@@ -117,7 +166,7 @@ class Messaging(EngineBase):
             add.status = STATUS_SENT
             add.create_time = create_time
             add.client_msg_id = client_msg_id
-            if to_user.endswith(ROOM_SUFFIX):
+            if room:
                 add.real_from = sender_name
             return _item(cmd_id=CmdId.ADD_MSG, add_msg=add)
 
