@@ -76,24 +76,31 @@ class LogTail:
         if self.max_items <= 0:
             return
         rings = self._rings
+        max_items, max_bytes = self.max_items, self.max_bytes
+        held = self.bytes  # kept in a local while the loop runs (no call below reads it)
         for uin, key, seq, body in entries:
             hk = (uin, key)
             ring = rings.get(hk)
             if ring is None:
                 ring = rings[hk] = _Ring(seq)
-                self.bytes += RING_COST
+                held += RING_COST
             else:
                 rings.move_to_end(hk)
                 if ring.first + len(ring.bodies) != seq:  # not contiguous (a log trimmed
-                    self.bytes -= ring.cost()  # out that grew again): start it over
+                    held -= ring.cost()  # out that grew again): start it over
                     ring.bodies.clear()
                     ring.first, ring.size = seq, 0
             bodies = ring.bodies
             bodies.append(body)
-            ring.size += len(body)
-            self.bytes += len(body) + ENTRY_COST
-            while len(bodies) > self.max_items or (len(bodies) > 1 and ring.size > self.max_bytes):
-                self._pop_first(ring)
+            n = len(body)
+            ring.size += n
+            held += n + ENTRY_COST
+            while len(bodies) > max_items or (len(bodies) > 1 and ring.size > max_bytes):
+                old = bodies.pop(0)
+                ring.first += 1
+                ring.size -= len(old)
+                held -= len(old) + ENTRY_COST
+        self.bytes = held
         while self.bytes > self.total_bytes and rings:
             _, ring = rings.popitem(last=False)
             self.bytes -= ring.cost() + RING_COST
