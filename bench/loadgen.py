@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -49,7 +50,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -119,6 +120,10 @@ class LoadResult:
     taken: int = 0
     taken_by_push: int = 0
     requests: dict[str, int] = field(default_factory=lambda: {"newsync": 0, "syncdone": 0})
+    #: the generator's own collector pauses over the run (a pause of the process that
+    #: measures delays every delivery it would have timed meanwhile: part of the
+    #: latencies above that is not the server's)
+    gc_pauses: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -438,6 +443,25 @@ class Mailbox:
                 self.done(tag, rest, now)
 
 
+@contextlib.contextmanager
+def gc_pauses(into: list[float]) -> Iterator[None]:
+    """Append the duration of every collection of this process to ``into`` while the
+    block runs."""
+    started = [0.0]
+
+    def cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            into.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(cb)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(cb)
+
+
 async def run_random(
     host: str,
     long_port: int,
@@ -455,6 +479,7 @@ async def run_random(
     commit_every: float = 1.0,
     push_hold: int = MAX_HELD_BYTES,
     login_slice: int = 8,
+    freeze_gc: bool = True,
 ) -> LoadResult:
     """The XMPP/MQTT benchmarks' shape: ``users`` accounts, each on its own identified
     long link, all contacts of each other (:func:`create_users` with ``mesh=True``).
@@ -462,7 +487,10 @@ async def run_random(
     send starts when a message is delivered, ``window`` in flight (or, with ``rate``,
     paced at that many sends/s, the window still a cap). ``warmup`` messages run first
     and are not counted; then ``messages`` are timed (server CPU over the same span).
-    ``login_slice`` users log in at once (the server's default login queue holds 16)."""
+    ``login_slice`` users log in at once (the server's default login queue holds 16).
+    ``freeze_gc``: after the logins, ``gc.freeze()`` this process (undone at the end), so
+    that its own full collections, which pause every delivery it times, do not walk the
+    links and modules (``LoadResult.gc_pauses`` has what is left)."""
     result = LoadResult(users, messages)
     drv = PairsDriver(result, window, rate, drain_timeout, seed)
     names = [f"{prefix}u{i}" for i in range(users)]
@@ -510,7 +538,17 @@ async def run_random(
         else:
             drv.failed(tag)
 
-    await drv.run(send_one, warmup, None if server_pid is None else partial(tree_cpu, server_pid))
+    if freeze_gc:  # what the logins left is never walked again by our collections
+        gc.collect()
+        gc.freeze()
+    try:
+        with gc_pauses(result.gc_pauses):
+            await drv.run(
+                send_one, warmup, None if server_pid is None else partial(tree_cpu, server_pid)
+            )
+    finally:
+        if freeze_gc:
+            gc.unfreeze()
     for b in boxes:
         b.stopping = True
     await asyncio.gather(*(b.stop() for b in boxes))

@@ -33,6 +33,11 @@ sides, the baseline with the extra settings of ``--b-server`` / ``--b-sync``
     .venv/bin/python -m bench.server_bench --compare self --users 200 --push --paced \
         --b-server 'gc_thresholds = []; gc_freeze = false' --b-sync 'checkpoint_interval = 0'
 
+``--profile DIR`` records each compare run's server with ``py-spy record --gil -f raw``
+(pinned to the generator's CPU; logins included) into ``DIR/<build>-<round>.txt``; the
+sampler does not stop the server (``--nonblocking``), but it shares the machine: read
+the CPU figures of those runs as disturbed.
+
 ``--baselines C [C ...]`` runs the random-pairs shape (``--users``) on this tree's server
 and on the two outside baselines, Mosquitto with MQTT QoS 1 (:mod:`bench.mqtt_load`) and
 ejabberd with XMPP (:mod:`bench.xmpp_load`), in one session, the order rotated every
@@ -51,6 +56,7 @@ import contextlib
 import os
 import platform
 import resource
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -462,9 +468,12 @@ async def cpu_per_message(
         )
         srv = server_proc(data, sync, src).start()
         probes: dict[str, str] = {}
+        spy: subprocess.Popen[bytes] | None = None
         try:
             loadgen.pin(srv.pid, {0})
             loadgen.pin(0, {1})
+            if getattr(args, "profile", None):
+                spy = start_profile(srv.pid, Path(args.profile) / f"{args.profile_name}.txt")
             if args.users:
                 res = await loadgen.run_random(
                     "127.0.0.1",
@@ -494,9 +503,26 @@ async def cpu_per_message(
                 )
             probes = read_probes(srv)
         finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
             srv.stop()
             loadgen.pin(0, set(range(os.cpu_count() or 1)))
     return {**figures(res), "probes": probes}  # type: ignore[dict-item]
+
+
+def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """``py-spy record --gil -f raw`` of ``pid`` into ``out`` until SIGINT, pinned to CPU 1
+    (the generator's), so that the server's core is not shared with the sampler."""
+    exe = Path(sys.executable).with_name("py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [str(exe), "record", "--gil", "--nonblocking", "-f", "raw", "-o", str(out), "-p", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    loadgen.pin(spy.pid, {1})
+    return spy
 
 
 def figures(res: loadgen.LoadResult) -> dict[str, float]:
@@ -514,6 +540,9 @@ def figures(res: loadgen.LoadResult) -> dict[str, float]:
         "newsync_per_msg": res.requests["newsync"] / max(1, res.taken),
         "syncdone_per_msg": res.requests["syncdone"] / max(1, res.taken),
         "push_share": res.taken_by_push / max(1, res.taken),
+        "gen_gc": len(res.gc_pauses),
+        "gen_gc_ms": sum(res.gc_pauses) * 1000,
+        "gen_gc_max_ms": max(res.gc_pauses, default=0.0) * 1000,
     }
 
 
@@ -598,13 +627,14 @@ async def compare(args: argparse.Namespace) -> None:
         "| round | build | server CPU-s per 10k delivered | delivered msg/s | server / generator"
         " cores | p50 / p99 ms | newsync / syncdone per msg, by push | load average | "
         + " | ".join(probe_cols)
-        + " |"
+        + " | generator GC: count/ms/max ms |"
     )
-    print("| --- " * (8 + len(probe_cols)) + "|")
+    print("| --- " * (9 + len(probe_cols)) + "|")
     baseline = None if args.compare == "self" else args.compare
     for r in range(args.rounds):
         order = [("this tree", None, "a"), ("baseline", baseline, "b")]
         for name, src, side in order if r % 2 == 0 else order[::-1]:
+            args.profile_name = f"{'this' if side == 'a' else 'base'}-{r + 1}"
             got = await cpu_per_message(src, args, side)
             runs[name].append(got)
             load = os.getloadavg()[0]
@@ -615,7 +645,7 @@ async def compare(args: argparse.Namespace) -> None:
                 f"| {got['newsync_per_msg']:.3f} / {got['syncdone_per_msg']:.3f}, "
                 f"{got['push_share']:.1%} | {load:.2f} | "
                 + " | ".join(str(got["probes"].get(c, "-")) for c in probe_cols)  # type: ignore[attr-defined]
-                + " |",
+                + f" | {got['gen_gc']:.0f}/{got['gen_gc_ms']:.0f}/{got['gen_gc_max_ms']:.1f} |",
                 flush=True,
             )
     med = {k: statistics.median(x["us_per_msg"] for x in v) for k, v in runs.items()}
@@ -693,6 +723,9 @@ def main() -> None:
             f"--{side}-sync", default="", metavar="TOML", help=f"extra [sync] lines for {which}"
         )
     ap.add_argument("--rounds", type=int, default=5, help="A/B rounds for --compare")
+    ap.add_argument(
+        "--profile", metavar="DIR", help="--compare: py-spy --gil raw profiles of each run here"
+    )
     ap.add_argument(
         "--baselines",
         type=int,

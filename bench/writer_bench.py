@@ -9,8 +9,10 @@ durability, a fresh file per run) from a random user to a random other user, bot
 its recipients, as ``Engine.send`` stores them. Each run is a child process
 (``PYTHONPATH=DIR/src`` for the baseline), so the process CPU over the timed messages
 (event loop and writer thread together; warm-up excluded) is the write path's. Prints
-CPU-s per 10,000 messages, messages per group commit and the load average, per run and
-as medians, alternating which build goes first.
+CPU-s per 10,000 messages, messages per group commit, the writer thread's context
+switches per group (each time it blocked: on the queue, an fsync, or a wait to get the
+GIL back after a SQLite step) and the load average, per run and as medians, alternating
+which build goes first.
 
 ``--rate R`` stores instead at a fixed R messages/s (open loop, each message its own
 task, as requests reach the engine), which is what the group size depends on in the
@@ -35,7 +37,7 @@ import subprocess
 import sys
 
 _CHILD = r"""
-import asyncio, inspect, json, os, random, sys, tempfile, time
+import asyncio, inspect, json, os, random, sys, tempfile, threading, time
 from pathlib import Path
 from wxnet.sync.engine import profile_item
 from wxnet.sync.sqlite_store import SQLiteStore
@@ -46,6 +48,11 @@ users, messages, warmup, inflight, wait_ms, s17, rate = (
     float(sys.argv[5]), sys.argv[6] == "1", float(sys.argv[7]),
 )
 lat = []
+
+def switches():  # the writer thread's context switches so far (it blocks: GIL, queue, I/O)
+    tid = next(t.native_id for t in threading.enumerate() if t.name == "wxnet-db-writer")
+    with open(f"/proc/self/task/{tid}/status") as fh:
+        return sum(int(ln.split()[1]) for ln in fh if "ctxt_switches" in ln)
 
 async def main():
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,14 +115,16 @@ async def main():
         await run(warmup)
         lat.clear()
         c0, t0, g0 = time.process_time(), time.perf_counter(), st.statistics()["commits"]
+        s0 = switches()
         await run(messages)
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
         groups = st.statistics()["commits"] - g0
+        sw = switches() - s0
         await st.aclose()
     lat.sort()
     p50, p99 = (lat[int(len(lat) * q)] * 1000 if lat else 0.0 for q in (0.5, 0.99))
     print(json.dumps({"cpu": cpu, "wall": wall, "groups": groups, "messages": messages,
-                      "p50": p50, "p99": p99}))
+                      "p50": p50, "p99": p99, "switches": sw}))
 
 asyncio.run(main())
 """
@@ -169,9 +178,9 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in builds}
     print(
         "| round | build | CPU-s per 10k messages | messages per commit | msg/s"
-        " | p50 / p99 ms | load average |"
+        " | p50 / p99 ms | writer thread's context switches per group | load average |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     rng = random.Random(7)
     for r in range(args.rounds):
         order = builds[:] if r % 2 == 0 else builds[::-1]
@@ -184,6 +193,7 @@ def main() -> None:
                 f"| {r + 1} | {name} | {got['cpu'] / got['messages'] * 1e4:.2f} "
                 f"| {got['messages'] / max(got['groups'], 1):.1f} "
                 f"| {got['messages'] / got['wall']:,.0f} | {got['p50']:.1f} / {got['p99']:.1f} "
+                f"| {got.get('switches', 0) / max(got['groups'], 1):.1f} "
                 f"| {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )

@@ -14,7 +14,9 @@ writer's own timings are printed per run, and as medians per variant; the varian
 alternate, so a loaded machine weighs on all of them alike.
 
 Variant keys: ``checkpoint_interval`` (seconds; 0: inside the writer's commits),
-``switch_interval`` (seconds), ``gc_freeze`` (0/1), ``gc_thresholds`` (``a/b/c``).
+``switch_interval`` (seconds), ``gc_freeze`` (0/1), ``gc_thresholds`` (``a/b/c``), and
+``src`` (another checkout: its ``src`` on the child's PYTHONPATH, for a before/after of
+the store's code, e.g. ``--variant this: --variant base:src=/tmp/base``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import sys
 from typing import Any
 
 _CHILD = r"""
-import asyncio, gc, json, os, random, sys, tempfile, time
+import asyncio, gc, json, os, random, sys, tempfile, threading, time
 from pathlib import Path
 from wxnet.server.probes import GcPauses, tune_process
 from wxnet.sync.engine import profile_item
@@ -40,6 +42,11 @@ users, messages, warmup, rate, loop_us = (
 )
 opts = json.loads(sys.argv[6])
 lat = []
+
+def switches():  # the writer thread's context switches so far (it blocks: GIL, queue, I/O)
+    tid = next(t.native_id for t in threading.enumerate() if t.name == "wxnet-db-writer")
+    with open(f"/proc/self/task/{tid}/status") as fh:
+        return sum(int(ln.split()[1]) for ln in fh if "ctxt_switches" in ln)
 
 def burn(us):
     end = time.perf_counter() + us / 1e6
@@ -93,15 +100,17 @@ async def main():
                   *pauses.timings.values(), *pauses.cpu.values()):
             t.counts = [0] * len(t.counts); t.count = 0; t.sum = 0.0
         c0, t0, g0 = time.process_time(), time.perf_counter(), st.statistics()["commits"]
+        s0 = switches()
         await paced(messages)
         cpu, wall = time.process_time() - c0, time.perf_counter() - t0
         groups = st.statistics()["commits"] - g0
+        sw = switches() - s0
         await st.aclose()
     lat.sort()
     q = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] * 1000
     ms = lambda t, p: t.quantile(p) * 1000
     print(json.dumps({
-        "cpu": cpu, "wall": wall, "groups": groups, "messages": messages,
+        "cpu": cpu, "wall": wall, "groups": groups, "messages": messages, "switches": sw,
         "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": lat[-1] * 1000,
         "commit_p50": ms(db.commit_times, 0.5), "commit_p99": ms(db.commit_times, 0.99),
         "commit_max": ms(db.commit_times, 1.0), "checkpoints": db.checkpoint_times.count,
@@ -130,7 +139,11 @@ def run_child(args: argparse.Namespace, opts: dict[str, str]) -> dict[str, Any]:
             str(args.loop_us),
             json.dumps(opts),
         ],
-        env=dict(os.environ),
+        env=(
+            {**os.environ, "PYTHONPATH": f"{opts['src']}/src"}
+            if "src" in opts
+            else dict(os.environ)
+        ),
         check=True,
         capture_output=True,
         text=True,
@@ -163,9 +176,9 @@ def main() -> None:
     print(
         "| round | variant | p50 / p99 / p99.9 / max ms | commit p50 / p99 / max ms"
         " | checkpoints (max ms) | GC by generation: count/CPU ms/max CPU ms | CPU-s per 10k"
-        " | load average |"
+        " | messages per group, writer context switches per group | load average |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in range(args.rounds):
         for name, opts in variants if r % 2 == 0 else variants[::-1]:
             got = run_child(args, opts)
@@ -179,6 +192,8 @@ def main() -> None:
                 f" / {got['commit_max']:g} | {got['checkpoints']} ({got['ckpt_max']:g},"
                 f" {got['ckpt_ms']:.0f} ms, {got['wal_pages']} pages)"
                 f" | {gcs} | {float(got['cpu']) / int(got['messages']) * 1e4:.2f}"
+                f" | {got['messages'] / max(1, got['groups']):.1f},"
+                f" {got['switches'] / max(1, got['groups']):.1f}"
                 f" | {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )

@@ -71,3 +71,18 @@ def test_loadgen_reports_an_unreachable_server(capsys: object) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert main(["--long-port", str(port), "--pairs", "1", "--messages", "1"]) == 1
+
+
+def test_gc_pauses_records_each_collection_of_the_block_only() -> None:
+    import gc
+
+    from bench.loadgen import gc_pauses
+
+    got: list[float] = []
+    with gc_pauses(got):
+        gc.collect()
+        gc.collect(0)
+    assert len(got) >= 2 and all(p >= 0 for p in got)
+    n = len(got)
+    gc.collect()
+    assert len(got) == n

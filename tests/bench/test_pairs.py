@@ -4,6 +4,7 @@ against an in-process "server" that delivers on the next loop turns."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from pathlib import Path
 
@@ -84,3 +85,4 @@ async def test_the_wxnet_generator_runs_on_the_driver(tmp_path: Path, push: bool
     assert s["sent"] == s["acked"] == s["delivered"] == 80
     assert s["duplicates"] == 0 and s["lost"] == 0 and s["send_errors"] == 0
     assert len(res.latencies) == 80 and "server_cpu_s" in s
+    assert gc.get_freeze_count() == 0  # frozen for the run only (freeze_gc)

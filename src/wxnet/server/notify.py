@@ -134,15 +134,20 @@ class Notifier:
 
     def _wake(self, news: dict[int, int]) -> None:
         staged = self._staged
+        links = self._links
+        polls = self._waiters
         for uin, sel in news.items():
-            items = staged.get(uin)
-            for sub in self._links.get(uin, ()):
-                sub.notify(sel, items)
-            waiters = self._waiters.pop(uin, None)
-            if waiters:
-                for fut in waiters:
-                    if not fut.done():
-                        fut.set_result(sel)
+            subs = links.get(uin)
+            if subs is not None:
+                items = staged.get(uin)
+                for sub in subs:
+                    sub.notify(sel, items)
+            if polls:  # long polls are rare beside long links: no lookup per account
+                waiters = polls.pop(uin, None)
+                if waiters:
+                    for fut in waiters:
+                        if not fut.done():
+                            fut.set_result(sel)
 
     async def wait(self, uin: int, timeout: float, session: str = "") -> int:
         """Wait until ``uin``'s logs grow (returns the selector bits) or ``timeout``

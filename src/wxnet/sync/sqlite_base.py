@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import SELECTOR_BITS
 from wxnet.sync.cache import ActiveCache
-from wxnet.sync.db import Database, check_integrity
+from wxnet.sync.db import Database, check_integrity, insert_rows
 from wxnet.sync.logtail import LogTail
 from wxnet.sync.schema import init_schema
 from wxnet.sync.store import (
@@ -31,7 +31,7 @@ T = TypeVar("T")
 FIRST_MSG_ID = 1_000_000_000
 _MSG_COLS = "msg_id, sender, client_msg_id, to_user, msg_type, create_time, revoked, media"
 _ITEM_SQL = "INSERT INTO items (body) VALUES (?)"
-_LOG_SQL = "INSERT INTO sync_log (uin, key, seq, item) VALUES (?,?,?,?)"
+_LOG_HEAD = "INSERT INTO sync_log (uin, key, seq, item)"
 _HEAD_SQL = "SELECT ?, ?, (SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?)"
 _HEADS_CHUNK = 50
 #: The logs of an account (profile, messages, contacts, chatrooms, own sent messages):
@@ -199,14 +199,15 @@ class SQLiteBase:
         for ap in appends:
             item = int(conn.execute(_ITEM_SQL, (ap.body,)).lastrowid or 0)
             entries += [(uin, ap.key, item, ap.body) for uin in ap.uins]
-        conn.executemany(_LOG_SQL, self._w_log_rows(conn, ch, entries))
+        insert_rows(conn, _LOG_HEAD, 4, self._w_log_rows(conn, ch, entries))
 
     def _w_log_rows(
         self, conn: sqlite3.Connection, ch: Changes, entries: list[tuple[int, int, int, bytes]]
-    ) -> list[tuple[int, int, int, int]]:
-        """The ``sync_log`` rows for (uin, key, item, body) entries: each gets the next
-        seq of its log (in the order given); the served keys' new heads, news and entries
-        go into ``ch``. Heads not cached yet are read with one statement per 50."""
+    ) -> list[int]:
+        """The ``sync_log`` rows for (uin, key, item, body) entries, as the values of
+        :func:`insert_rows` (uin, key, seq, item, one after the other): each gets the
+        next seq of its log (in the order given); the served keys' new heads, news and
+        entries go into ``ch``. Heads not cached yet are read with one statement per 50."""
         cache = self._w_heads
         # this group's heads in a dict of its own: the cache may drop entries while it
         # is filled (a group with more logs than it keeps)
@@ -226,17 +227,21 @@ class SQLiteBase:
             sql = " UNION ALL ".join([_HEAD_SQL] * len(part))
             for u, k, seq in conn.execute(sql, [x for hk in part for x in (*hk, *hk)]):
                 heads[(u, k)] = int(seq or 0)
-        rows = []
+        rows: list[int] = []
+        served = ch.entries
+        new_heads = ch.heads
+        news = ch.news
+        bits = SELECTOR_BITS
         for uin, key, item, body in entries:
             hk = (uin, key)
             seq = heads[hk] + 1
             heads[hk] = seq
-            rows.append((uin, key, seq, item))
-            bit = SELECTOR_BITS.get(key)
+            rows += (uin, key, seq, item)
+            bit = bits.get(key)
             if bit is not None:
-                ch.entries.append((uin, key, seq, body))
-                ch.heads[hk] = seq
-                ch.news[uin] = ch.news.get(uin, 0) | bit
+                served.append((uin, key, seq, body))
+                new_heads[hk] = seq
+                news[uin] = news.get(uin, 0) | bit
         for hk, seq in heads.items():
             cache[hk] = seq
         return rows

@@ -8,16 +8,18 @@ group commits, the heads and news of its successful jobs are handed to the event
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from wxnet.proto.synckey import KEY_MSG
+from wxnet.sync.db import insert_rows
 from wxnet.sync.logtail import LogTail
 from wxnet.sync.sqlite_base import (
-    _LOG_SQL,
+    _LOG_HEAD,
     _MSG_COLS,
     FIRST_MSG_ID,
     SQLiteBase,
@@ -39,10 +41,12 @@ from wxnet.sync.store import (
 
 __all__ = ["FIRST_MSG_ID", "LogTail", "SQLiteStore", "insert_account"]
 
-_MSG_SQL = (
+_MSG_HEAD = (
     "INSERT OR IGNORE INTO messages (msg_id, sender, client_msg_id, to_user, msg_type,"
-    " create_time, media) VALUES (?,?,?,?,?,?,?)"
+    " create_time, media)"
 )
+_MSG_WIDTH = 7
+_ITEMS_HEAD = "INSERT INTO items (id, body)"
 _RECENT_LOG = (
     "SELECT * FROM (SELECT l.key, l.seq, i.body, l.item FROM sync_log l JOIN items i"
     " ON i.id = l.item WHERE l.uin=? AND l.key=? AND l.seq<=? ORDER BY l.seq DESC LIMIT ?)"
@@ -53,6 +57,11 @@ _RECENT_SQL = (
     f" {_RECENT_LOG.replace(' AND l.seq<=?', '')}) ORDER BY item DESC LIMIT ?"
 )
 
+
+_COMMIT_UPSERT = (
+    " ON CONFLICT(uin, device_id)"
+    " DO UPDATE SET committed_key=excluded.committed_key, updated=excluded.updated"
+)
 
 _HISTORY_SQL = (
     "SELECT l.item, i.body FROM sync_log l JOIN items i ON i.id = l.item"
@@ -197,11 +206,10 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
     def _w_flush_commits(self, conn: sqlite3.Connection) -> None:
         with self._commit_lock:
             queued, self._commit_queue = self._commit_queue, {}
-        conn.executemany(
-            "INSERT INTO devices VALUES (?,?,?,?) ON CONFLICT(uin, device_id)"
-            " DO UPDATE SET committed_key=excluded.committed_key, updated=excluded.updated",
-            [(u, d, key, t) for (u, d), (key, t) in queued.items()],
-        )
+        values: list[Any] = []
+        for (u, d), (key, t) in queued.items():
+            values += (u, d, key, t)
+        insert_rows(conn, "INSERT INTO devices", 4, values, _COMMIT_UPSERT)
 
     async def committed_key(self, uin: int, device_id: str) -> bytes | None:
         r = await self._one(
@@ -285,94 +293,100 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
         await self._write(w)
 
     # ---------------------------------------------------------------- messages
-    def _w_msg_id(self, conn: sqlite3.Connection) -> int:
+    def _w_msg_ids(self, conn: sqlite3.Connection, n: int) -> int:
+        """Take ``n`` message ids: the first of them (the rest follow it)."""
         if self._w_next_msg_id is None:
             row = conn.execute("SELECT MAX(msg_id) FROM messages").fetchone()
             self._w_next_msg_id = max(int(row[0] or 0) + 1, FIRST_MSG_ID)
         mid = self._w_next_msg_id
-        self._w_next_msg_id += 1
+        self._w_next_msg_id += n
         return mid
 
-    async def store_messages(
+    def store_messages(
         self, sender: int, msgs: Sequence[NewMessage], now: int, device: str = ""
-    ) -> list[tuple[int, int, bool]]:
+    ) -> Awaitable[list[tuple[int, int, bool]]]:
+        # not a coroutine: the future of the group's batch, awaited by the caller
         if not msgs:
-            return []
-        out: list[tuple[int, int, bool]] = await self.db.write_batched(
-            self._w_store_batch, _Send(sender, msgs, now, device)
-        )
-        return out
+            done: asyncio.Future[list[tuple[int, int, bool]]]
+            done = asyncio.get_running_loop().create_future()
+            done.set_result([])
+            return done
+        return self.db.submit_batched(self._w_store_batch, _Send(sender, msgs, now, device))
 
     def _w_store_batch(
         self, conn: sqlite3.Connection, sends: list[_Send]
     ) -> list[list[tuple[int, int, bool]]]:
-        """Every send of one group at once: one INSERT per table (messages, items, log
-        rows), whatever the number of messages (``Database.write_batched``)."""
-        rows: list[tuple[Any, ...]] = []
+        """Every send of one group at once: one multi-row INSERT per table (messages,
+        items, log rows; :func:`insert_rows`), whatever the number of messages
+        (``Database.write_batched``)."""
+        count = 0
         for sd in sends:
+            count += len(sd.msgs)
+        first = mid = self._w_msg_ids(conn, count)
+        rows: list[Any] = []  # the messages' values, _MSG_WIDTH each
+        for sd in sends:
+            sender, now = sd.sender, sd.now
             for m in sd.msgs:
-                mid = self._w_msg_id(conn)
-                rows.append(
-                    (mid, sd.sender, m.client_msg_id, m.to_user, m.msg_type, sd.now, m.media)
-                )
-        stored = conn.executemany(_MSG_SQL, rows).rowcount
-        dups = self._w_dups(conn, rows) if stored != len(rows) else {}
+                rows += (mid, sender, m.client_msg_id, m.to_user, m.msg_type, now, m.media)
+                mid += 1
+        stored = insert_rows(conn, _MSG_HEAD, _MSG_WIDTH, rows)
+        dups = self._w_dups(conn, rows) if stored != count else {}
         item = int(conn.execute("SELECT MAX(id) FROM items").fetchone()[0] or 0)
-        items: list[tuple[int, bytes]] = []
+        items: list[Any] = []  # (id, body) values
         entries: list[tuple[int, int, int, bytes]] = []
         out: list[list[tuple[int, int, bool]]] = []
         own: dict[tuple[int, str], bool] = {}
-        it = iter(rows)
+        mid = first
         for sd in sends:
             res = []
+            sender, now, device = sd.sender, sd.now, sd.device
             for m in sd.msgs:
-                mid = next(it)[0]
-                dup = dups.get(mid)
+                dup = dups.get(mid) if dups else None
                 if dup is not None:
                     res.append((dup[0], dup[1], True))
+                    mid += 1
                     continue
                 item += 1
-                body = m.make_body(mid, sd.now)
-                items.append((item, body))
+                body = m.make_body(mid, now)
+                items += (item, body)
                 for uin in m.recipients:
                     key = KEY_MSG
-                    if uin == sd.sender and sd.device:
-                        ok = own.get((uin, sd.device))
+                    if uin == sender and device:
+                        ok = own.get((uin, device))
                         if ok is None:
-                            ok = own[(uin, sd.device)] = self._w_other_device(
-                                conn, uin, sd.device, sd.now
-                            )
+                            ok = own[(uin, device)] = self._w_other_device(conn, uin, device, now)
                         key = KEY_MSG if ok else KEY_SENT
                     entries.append((uin, key, item, body))
-                res.append((mid, sd.now, False))
+                res.append((mid, now, False))
+                mid += 1
             out.append(res)
-        conn.executemany("INSERT INTO items (id, body) VALUES (?,?)", items)
+        insert_rows(conn, _ITEMS_HEAD, 2, items)
         ch = Changes()
-        conn.executemany(_LOG_SQL, self._w_log_rows(conn, ch, entries))
+        insert_rows(conn, _LOG_HEAD, 4, self._w_log_rows(conn, ch, entries))
         if ch.heads:
             self._hand_over(ch)
         return out
 
     @staticmethod
-    def _w_dups(
-        conn: sqlite3.Connection, rows: list[tuple[Any, ...]]
-    ) -> dict[int, tuple[int, int]]:
-        """The rows the INSERT OR IGNORE left out: msg_id asked -> (msg_id, create_time)
-        of the message stored before with the same (sender, client_msg_id).
+    def _w_dups(conn: sqlite3.Connection, rows: list[Any]) -> dict[int, tuple[int, int]]:
+        """The rows the INSERT OR IGNORE left out (``rows``: the messages' values,
+        :data:`_MSG_WIDTH` each): msg_id asked -> (msg_id, create_time) of the message
+        stored before with the same (sender, client_msg_id).
 
         Raises:
             sqlite3.IntegrityError: a row was left out for another reason.
         """
         dups: dict[int, tuple[int, int]] = {}
-        for r in rows:
+        for i in range(0, len(rows), _MSG_WIDTH):
+            mid, sender, cid = rows[i], rows[i + 1], rows[i + 2]
             found = conn.execute(
                 "SELECT msg_id, create_time FROM messages WHERE sender=? AND client_msg_id=?",
-                (r[1], r[2]),
+                (sender, cid),
             ).fetchone()
             if found is None:  # another constraint failed: a write error, not a dup
-                raise sqlite3.IntegrityError(f"message {r[2]!r} was not stored")
-            if int(found[0]) != r[0]:
-                dups[r[0]] = (int(found[0]), int(found[1]))
+                raise sqlite3.IntegrityError(f"message {cid!r} was not stored")
+            if int(found[0]) != mid:
+                dups[mid] = (int(found[0]), int(found[1]))
         return dups
 
     async def message(self, msg_id: int) -> MessageRow | None:

@@ -17,7 +17,7 @@ Both pass the same contract tests (``tests/sync/test_store_contract.py``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import astuple, dataclass, field
 from typing import Any, Protocol
 
@@ -352,10 +352,14 @@ class Store(SharedState, Protocol):
     async def save_room(self, save: RoomSave) -> None: ...
 
     # messages
-    async def store_messages(
+    def store_messages(
         self, sender: int, msgs: Sequence[NewMessage], now: int, device: str = ""
-    ) -> list[tuple[int, int, bool]]:
+    ) -> Awaitable[list[tuple[int, int, bool]]]:
         """(msg_id, create_time, duplicate) per message, in order, once durable.
+
+        An awaitable, not necessarily a coroutine: the write is queued when the method
+        is called (the SQLite store returns its group's future; an ``async def`` is
+        fine too), so call it only where its result is awaited.
 
         ``device``: the sending device (its session's ``device_id``), for S17: the
         sender's own entry (``sender`` among a message's recipients) then goes to its
