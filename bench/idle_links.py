@@ -1,7 +1,7 @@
 """Memory per idle identified long link, with accounts in real use (issue 11), run by hand:
 
     .venv/bin/python -m bench.idle_links [--accounts 2000 10000] [--compare DIR] [--rounds R]
-        [--active-accounts A]
+        [--active-accounts A] [--tail-total-bytes B] [--page-cache-kib K]
 
 For each N: N accounts, each on its own long link of a real ``wxnet serve`` (uvloop,
 SQLite), logged in over the real protocol the way a phone does it (``manualauth``, a
@@ -96,7 +96,11 @@ def make_accounts(data: Path, prefix: str, n: int, src: str | None = None) -> No
 
 
 def _config(
-    data: Path, n: int, active_accounts: int | None = None, tail_total_bytes: int | None = None
+    data: Path,
+    n: int,
+    active_accounts: int | None = None,
+    tail_total_bytes: int | None = None,
+    page_cache_kib: int | None = None,
 ) -> Path:
     cfg = data / "idle.toml"
     cfg.write_text(
@@ -105,6 +109,7 @@ def _config(
         f'[sync]\ncontacts = "open"\nlogin_workers = 2\nlogin_queue = {n + 2000}\n'
         + ("" if active_accounts is None else f"active_accounts = {active_accounts}\n")
         + ("" if tail_total_bytes is None else f"tail_total_bytes = {tail_total_bytes}\n")
+        + ("" if page_cache_kib is None else f"page_cache_kib = {page_cache_kib}\n")
     )
     return cfg
 
@@ -180,15 +185,17 @@ async def measure(
     settle: float = 5.0,
     active_accounts: int | None = None,
     tail_total_bytes: int | None = None,
+    page_cache_kib: int | None = None,
 ) -> dict[str, Any]:
     """RSS per idle identified link of N accounts in use, on a fresh server of ``src``
     (None: this tree); also the growth after each step and the server's /metrics.
     ``active_accounts`` sets ``[sync] active_accounts`` and ``tail_total_bytes``
-    ``[sync] tail_total_bytes`` (None: the server's defaults)."""
+    ``[sync] tail_total_bytes``, ``page_cache_kib`` ``[sync] page_cache_kib`` (None:
+    the server's defaults)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         make_accounts(data, "il", warmup + n, src)
-        cfg = _config(data, n, active_accounts, tail_total_bytes)
+        cfg = _config(data, n, active_accounts, tail_total_bytes, page_cache_kib)
         srv = ServerProcess.on_config(cfg, python_path=f"{src}/src" if src else None)
         await srv.astart()
         links: list[Any] = []
@@ -249,6 +256,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     settle=args.settle,
                     active_accounts=args.active_accounts if src is None else None,
                     tail_total_bytes=args.tail_total_bytes if src is None else None,
+                    page_cache_kib=args.page_cache_kib if src is None else None,
                 )
                 got.update(round=r + 1, build=name, bare=bare)
                 rows.append(got)
@@ -304,6 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         metavar="B",
         help="[sync] tail_total_bytes of this tree's server (default: the server's own)",
+    )
+    ap.add_argument(
+        "--page-cache-kib",
+        type=int,
+        metavar="K",
+        help="[sync] page_cache_kib of this tree's server (default: the server's own)",
     )
     ap.add_argument("--compare", metavar="DIR", help="also measure the server of checkout DIR")
     ap.add_argument("--rounds", type=int, default=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -109,13 +110,19 @@ def test_tail_serves_a_read_at_the_head_without_the_database() -> None:
         asyncio.run(run(Path(tmp)))
 
 
+def _held(tail: LogTail) -> int:
+    """What the tail's rings hold, counted as LogTail.bytes counts it."""
+    return sum(RING_COST + ring.__alloc__() for ring in tail._rings.values())
+
+
 def test_tail_bounds() -> None:
     entry = 10 + ENTRY_COST
     tail = LogTail(max_items=4, max_bytes=100, total_bytes=3 * RING_COST + 6 * entry)
     tail.add((1, 2, s, b"x" * 10) for s in range(1, 11))
     ring = tail.read(1, 2, 6, 10)
     assert ring is not None and [s for s, _ in ring] == [7, 8, 9, 10]
-    assert tail.bytes == RING_COST + 4 * entry  # what it holds, counted as memory
+    assert tail.bytes == _held(tail)  # what it holds, counted as memory
+    assert tail.bytes >= RING_COST + 4 * entry
     assert tail.read(1, 2, 5, 10) is None  # seq 6 is no longer held
     assert tail.read(1, 2, 9, 11) is None  # does not reach the head
     tail.add((1, 2, s, b"y" * 60) for s in range(11, 13))  # 120 bytes > 100 per log
@@ -147,4 +154,146 @@ def test_a_commit_drops_what_the_device_has() -> None:
     ring = tail.read(7, 2, 5, 6)
     assert ring is not None and list(ring) == [(6, b"m6")]
     tail.committed(7, [(2, 5)])  # an older key than the ring: nothing to drop
-    assert tail.bytes == RING_COST + 2 + ENTRY_COST
+    assert tail.bytes == _held(tail) >= RING_COST + 2 + ENTRY_COST
+
+
+class _ListModel:
+    """The log tail's rules on plain lists: one ``[first, bodies]`` per (uin, key), in
+    the order they were last written."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self.rings: dict[tuple[int, int], tuple[int, list[bytes]]] = {}
+        self.trimmed = 0
+
+    def add(self, entries: list[tuple[int, int, int, bytes]]) -> None:
+        for uin, key, seq, body in entries:
+            first, bodies = self.rings.pop((uin, key), (seq, []))
+            if first + len(bodies) != seq:
+                first, bodies = seq, []
+            bodies.append(body)
+            while len(bodies) > self.max_items or (
+                len(bodies) > 1 and sum(map(len, bodies)) > self.max_bytes
+            ):
+                del bodies[0]
+                first += 1
+            self.rings[(uin, key)] = (first, bodies)
+
+    def committed(self, uin: int, pairs: list[tuple[int, int]]) -> None:
+        for key, seq in pairs:
+            ring = self.rings.get((uin, key))
+            if ring is None or ring[0] > seq:
+                continue
+            first, bodies = ring
+            drop = min(len(bodies), seq - first + 1)
+            self.trimmed += drop
+            if drop == len(bodies):
+                del self.rings[(uin, key)]
+            else:
+                self.rings[(uin, key)] = (first + drop, bodies[drop:])
+
+    def read(self, uin: int, key: int, after: int, head: int) -> list[tuple[int, bytes]] | None:
+        ring = self.rings.get((uin, key))
+        if ring is None:
+            return None
+        first, bodies = ring
+        last = first + len(bodies) - 1
+        if first > after + 1 or last < head:
+            return None
+        return [(first + i, b) for i, b in enumerate(bodies) if first + i > after]
+
+
+MODEL_KEYS = (1, 2, 11, 0xFFFFFFFF)
+tail_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"),
+            st.lists(
+                st.tuples(
+                    st.integers(1, 3),
+                    st.sampled_from(MODEL_KEYS),
+                    st.one_of(st.just(0), st.integers(1, 40)),  # 0: the log's next seq
+                    st.binary(max_size=120),
+                ),
+                min_size=1,
+                max_size=6,
+            ),
+        ),
+        st.tuples(
+            st.just("commit"),
+            st.integers(1, 3),
+            st.lists(st.tuples(st.sampled_from(MODEL_KEYS), st.integers(0, 45)), max_size=3),
+        ),
+        st.tuples(
+            st.just("read"),
+            st.integers(1, 3),
+            st.sampled_from(MODEL_KEYS),
+            st.integers(0, 45),
+            st.integers(0, 45),
+        ),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 400), st.integers(0, 4000), tail_ops)
+def test_tail_equals_a_list_model(
+    max_items: int, max_bytes: int, total_bytes: int, ops: list[tuple[object, ...]]
+) -> None:
+    """Same answers as the plain-list model, the same rings (the least recently written
+    dropped first when the memory bound is reached), and ``bytes`` counts exactly
+    what the rings hold, within ``total_bytes``."""
+    tail = LogTail(max_items, max_bytes, total_bytes)
+    model = _ListModel(max_items, max_bytes)
+    nxt: dict[tuple[int, int], int] = {}
+    for op in ops:
+        if op[0] == "add":
+            entries = []
+            for uin, key, seq, body in op[1]:  # type: ignore[attr-defined]
+                if seq == 0:
+                    seq = nxt.get((uin, key), 0) + 1
+                nxt[(uin, key)] = seq
+                entries.append((uin, key, seq, body))
+            tail.add(entries)
+            model.add(entries)
+            held = [(hk >> 32, hk & 0xFFFFFFFF) for hk in tail._rings]
+            order = list(model.rings)
+            assert held == order[len(order) - len(held) :]  # the oldest ones went
+            for hk in order[: len(order) - len(held)]:
+                del model.rings[hk]
+            assert tail.bytes <= total_bytes
+        elif op[0] == "commit":
+            uin, pairs = op[1], op[2]
+            tail.committed(uin, pairs)  # type: ignore[arg-type]
+            model.committed(uin, pairs)  # type: ignore[arg-type]
+        else:
+            _, uin, key, after, head = op
+            ring = tail.read(uin, key, after, head)  # type: ignore[arg-type]
+            got = None if ring is None else list(ring)
+            assert got == model.read(uin, key, after, head)  # type: ignore[arg-type]
+            assert all(type(b) is bytes for _, b in got or [])
+        assert len(tail) == len(model.rings) and tail.trimmed == model.trimmed
+        assert tail.bytes == _held(tail)
+        for uin, key in model.rings:
+            first, bodies = model.rings[(uin, key)]
+            held_ring = tail.read(uin, key, first - 1, first + len(bodies) - 1)
+            assert held_ring is not None and list(held_ring) == list(
+                zip(range(first, first + len(bodies)), bodies, strict=True)
+            )
+
+
+def test_costs_are_what_the_rings_hold() -> None:
+    """RING_COST and the buffers' allocated size are what tracemalloc sees the tail
+    allocate (within a quarter: the dict's table grows in steps)."""
+    tail = LogTail(max_items=32, max_bytes=1 << 20, total_bytes=1 << 30)
+    bodies = [bytes([i]) * (40 + i) for i in range(64)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for rnd in range(3):
+            tail.add((uin, 2, rnd + 1, bodies[(uin + rnd) % 64]) for uin in range(1, 3001))
+        traced = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 0.75 * tail.bytes <= traced <= 1.25 * tail.bytes, (traced, tail.bytes)
