@@ -1,4 +1,4 @@
-"""The bundled signatures' cache (classify/signatures.py): what loads from it is exactly
+"""The bundled signatures' cache (classify/sigcache.py): what loads from it is exactly
 what parsing the TOML files gives, and a cache that no longer matches the files, the
 code or its own bytes is never used."""
 
@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from wxnet.classify import Classifier, FlowView, bundled_paths, load_signatures
+from wxnet.classify import Classifier, FlowView, bundled_paths, load_signatures, sigcache
 from wxnet.classify import signatures as sigmod
-from wxnet.classify.signatures import BUNDLED_DIR, SignatureSet, load_bundled
+from wxnet.classify.sigcache import load_bundled
+from wxnet.classify.signatures import BUNDLED_DIR, SignatureSet
 
 
 def _no_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(texts: object) -> SignatureSet:
         raise AssertionError("parsed the files: the cache was not used")
 
-    monkeypatch.setattr(sigmod, "_parse", refuse)
+    monkeypatch.setattr(sigcache, "parse", refuse)
 
 
 def _copy(tmp_path: Path) -> tuple[Path, str]:
@@ -78,7 +79,7 @@ def test_a_stale_or_damaged_cache_is_not_used(
     elif change == "rename":
         (root / "google-push.toml").rename(root / "google-push2.toml")
     elif change == "code":  # another signatures.py made the cache
-        monkeypatch.setattr(sigmod, "_code_digest", lambda: "0:00000000")
+        monkeypatch.setattr(sigcache, "_code_digest", lambda: "0:00000000")
     elif change == "damage":
         data = Path(cache).read_bytes()
         Path(cache).write_bytes(data[: len(data) // 2])

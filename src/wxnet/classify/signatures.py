@@ -37,11 +37,8 @@ Unknown keys are errors (a typo would otherwise silently disable a rule).
 from __future__ import annotations
 
 import ipaddress
-import marshal
 import os
 import re
-import sys
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -241,27 +238,9 @@ class SignatureSet(Plain):
         return len(self.apps)
 
 
-_KEYS = {
-    "id",
-    "label",
-    "reason",
-    "dependencies",
-    "domains",
-    "host_regex",
-    "http_paths",
-    "user_agents",
-    "mmtls",
-    "longlink_2014",
-    "payload_ports",
-    "tcp_ports",
-    "udp_ports",
-    "ranges",
-    "trusted_ranges_from",
-    "operator_ranges",
-    "newgetdns_ports",
-    "newgetdns_paths",
-    "udp_payload",
-}
+#: The keys a signature file may have: the constructor's fields but the two it fills in
+#: itself (the operator ranges' sources come from the ranges' own entries).
+_KEYS = frozenset(AppSignature.FIELDS) - {"operator_sources", "source"}
 _OPERATOR_KEYS = {"range", "source"}
 _PATTERN_KEYS = {"prefix", "suffix", "lengths", "min_len", "ports", "what"}
 # Checked only when a file is parsed (re caches the compiled form): not at import.
@@ -277,10 +256,10 @@ def bundled_paths() -> list[Path]:
     # returned), and importlib.resources costs ~15 ms of start-up (zipfile, tempfile).
     from pathlib import Path
 
-    return [Path(BUNDLED_DIR, name) for name in _bundled_names(BUNDLED_DIR)]
+    return [Path(BUNDLED_DIR, name) for name in bundled_names(BUNDLED_DIR)]
 
 
-def _bundled_names(root: str) -> list[str]:
+def bundled_names(root: str) -> list[str]:
     return sorted(n for n in os.listdir(root) if n.endswith(".toml"))
 
 
@@ -288,7 +267,7 @@ def load_signatures(paths: Iterable[str | os.PathLike[str]] | None = None) -> Si
     """Load and check signature files (``None``: the bundled set).
 
     The bundled set loads from its cache when there is a current one (see
-    :func:`load_bundled`); files given here are always parsed and checked.
+    :func:`wxnet.classify.sigcache.load_bundled`); files given here are always parsed and checked.
 
     Raises:
         SignatureError: a file cannot be read or parsed, a field is missing, unknown or
@@ -296,6 +275,8 @@ def load_signatures(paths: Iterable[str | os.PathLike[str]] | None = None) -> Si
             (dependency, trusted range set) names no loaded signature.
     """
     if paths is None:
+        from wxnet.classify.sigcache import load_bundled
+
         return load_bundled()
     texts: list[tuple[str, str]] = []
     for p in paths:
@@ -308,10 +289,10 @@ def load_signatures(paths: Iterable[str | os.PathLike[str]] | None = None) -> Si
             raise SignatureError(f"{path}: cannot read: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:
             raise SignatureError(f"{path}: not valid TOML: {exc}") from None
-    return _parse(texts)
+    return parse(texts)
 
 
-def _parse(texts: Iterable[tuple[str, str]]) -> SignatureSet:
+def parse(texts: Iterable[tuple[str, str]]) -> SignatureSet:
     """Parse and check (file name, TOML text) pairs, in order."""
     import tomllib  # here: the bundled set's cache needs no TOML parser (~10 ms to import)
 
@@ -327,146 +308,10 @@ def _parse(texts: Iterable[tuple[str, str]]) -> SignatureSet:
                 f"{where}: id {sig.id!r} is already defined in {apps[sig.id].source}"
             )
         apps[sig.id] = sig
-    return _index(apps)
+    return index(apps)
 
 
-# ------------------------------------------------------------------ bundled set's cache
-#
-# Parsing the bundled TOML files (tomllib and the checks) was ~25 ms of every
-# `wxnet analyze` start. The first load writes what it built, as plain values in
-# Python's `marshal` format, to `signatures/__pycache__/` (where Python caches bytecode,
-# and only when it may: not under PYTHONDONTWRITEBYTECODE); later loads use it if it
-# was made from exactly the same files (names and bytes, compared in full), by this
-# module's code (size and CRC-32 of signatures.py) and this marshal version. Anything
-# else (no cache, stale, unreadable, damaged) parses the files as before.
-
-#: Bump when the cached form changes shape.
-_CACHE_FORMAT = 1
-
-
-def cache_path(root: str = BUNDLED_DIR) -> str | None:
-    """Where the cache of the signature files in ``root`` lives (``None``: this Python
-    has no cache tag, so no cache)."""
-    tag = sys.implementation.cache_tag
-    if tag is None:
-        return None
-    return os.path.join(root, "__pycache__", f"signatures.{tag}.marshal")
-
-
-def load_bundled(
-    root: str = BUNDLED_DIR, cache: str | None = "", write: bool | None = None
-) -> SignatureSet:
-    """The signature files in ``root`` (default: the bundled set), from the cache at
-    ``cache`` (``""``: :func:`cache_path`; ``None``: none) when it is current, else
-    parsed and checked, and then cached when ``write`` (``None``: unless Python was told
-    not to write bytecode). Raises :class:`SignatureError` as :func:`load_signatures`."""
-    if cache == "":
-        cache = cache_path(root)
-    files: list[tuple[str, bytes]] = []
-    for name in _bundled_names(root):
-        where = os.path.join(root, name)
-        try:
-            with open(where, "rb") as f:
-                files.append((name, f.read()))
-        except OSError as exc:
-            raise SignatureError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    key = (_CACHE_FORMAT, marshal.version, _code_digest(), tuple(files))
-    if cache is not None:
-        found = _read_cache(cache, key, root)
-        if found is not None:
-            return found
-    texts = []
-    for name, data in files:
-        where = os.path.join(root, name)
-        try:
-            # Newlines as a text-mode read gives them (what load_signatures parses).
-            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-        except UnicodeDecodeError as exc:
-            raise SignatureError(f"{where}: not valid TOML: {exc}") from None
-        texts.append((where, text))
-    sigs = _parse(texts)
-    if cache is not None and (not sys.dont_write_bytecode if write is None else write):
-        _write_cache(cache, key, sigs)
-    return sigs
-
-
-def _code_digest() -> str:
-    """Size and CRC-32 of this module's source: a cache made by other code is stale."""
-    try:
-        with open(__file__, "rb") as f:
-            data = f.read()
-    except OSError:
-        return ""
-    return f"{len(data)}:{zlib.crc32(data):08x}"
-
-
-def _read_cache(cache: str, key: tuple[Any, ...], root: str) -> SignatureSet | None:
-    try:
-        with open(cache, "rb") as f:
-            stored = marshal.loads(f.read())
-        if not isinstance(stored, tuple) or len(stored) != 2 or stored[0] != key:
-            return None
-        apps: dict[str, AppSignature] = {}
-        for name, fields in stored[1]:
-            sig = _from_plain(os.path.join(root, name), fields)
-            apps[sig.id] = sig
-        return _index(apps)
-    except (OSError, EOFError, ValueError, TypeError, IndexError, SignatureError):
-        return None  # missing, unreadable or damaged: parse the files
-
-
-def _write_cache(cache: str, key: tuple[Any, ...], sigs: SignatureSet) -> None:
-    entries = tuple((os.path.basename(s.source), _to_plain(s)) for s in sigs)
-    tmp = f"{cache}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(cache), exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(marshal.dumps((key, entries)))
-        os.replace(tmp, cache)  # whole or not at all, also with concurrent writers
-    except OSError:  # a read-only install: every start parses, as before
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-
-
-def _net_plain(net: IPNetwork) -> tuple[int, int, int]:
-    return (net.version, int(net.network_address), net.prefixlen)
-
-
-def _net(value: tuple[int, int, int]) -> IPNetwork:
-    version, address, prefix = value
-    if version == 4:
-        return ipaddress.IPv4Network((address, prefix))
-    return ipaddress.IPv6Network((address, prefix))
-
-
-def _to_plain(s: AppSignature) -> tuple[Any, ...]:
-    """A signature as values marshal can store (fields in constructor order, without
-    ``source``; networks as (version, address, prefix length))."""
-    out: list[Any] = []
-    for name in AppSignature.FIELDS[:-1]:
-        value = getattr(s, name)
-        if name in ("ranges", "operator_ranges"):
-            value = tuple(_net_plain(n) for n in value)
-        elif name == "udp_payload":
-            value = tuple(p._key() for p in value)
-        out.append(value)
-    return tuple(out)
-
-
-def _from_plain(source: str, fields: tuple[Any, ...]) -> AppSignature:
-    f = list(fields)
-    names = AppSignature.FIELDS
-    for i in (names.index("ranges"), names.index("operator_ranges")):
-        f[i] = tuple(_net(n) for n in f[i])
-    at = names.index("udp_payload")
-    f[at] = tuple(PayloadPattern(*p) for p in f[at])
-    f.append(source)
-    return AppSignature(*f)
-
-
-def _index(apps: dict[str, AppSignature]) -> SignatureSet:
+def index(apps: dict[str, AppSignature]) -> SignatureSet:
     suffixes: dict[str, str] = {}
     regexes: list[tuple[re.Pattern[str], str]] = []
     for sig in apps.values():
