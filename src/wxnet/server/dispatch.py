@@ -147,12 +147,7 @@ class Dispatcher:
         except DecodeError as exc:
             self.metrics.errors.inc(str(int(MMRet.ERR_BAD_REQUEST)))
             raise BadRequest(f"{cgi.name}: body is not a {cgi.request.__name__}: {exc}") from None
-        n = len(body)  # oversized()'s own short cut, without the call (most requests)
-        too_long = (
-            ""
-            if n <= self.max_field_chars and n <= self.max_list_items
-            else oversized(req, self.max_field_chars, self.max_list_items, n)
-        )
+        too_long = oversized(req, self.max_field_chars, self.max_list_items, len(body))
         if too_long:
             self.metrics.errors.inc(str(int(MMRet.ERR_TOO_LARGE)))
             return C.error_body(MMRet.ERR_TOO_LARGE, f"{cgi.name}: {too_long}")
