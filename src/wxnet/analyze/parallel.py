@@ -42,20 +42,8 @@ Tag = tuple[float, int, float, int]
 Tagged = tuple[Tag, FlowRecord]
 #: A record as it travels from a worker (:func:`_pack`).
 Packed = tuple[Any, ...]
-_STATS = (
-    "packets",
-    "bytes",
-    "not_ip",
-    "other_transport",
-    "malformed",
-    "fragments",
-    "flows",
-    "dns_answers",
-    "evicted",
-    "max_live_flows",
-    "first_ts",
-    "last_ts",
-)
+#: The statistics a worker sends back as plain values (``linktypes``, a set, goes apart).
+_STATS = tuple(name for name in Stats.FIELDS if name != "linktypes")
 
 
 def _pack(tag: tuple[float, int, float, int], r: FlowRecord) -> Packed:
