@@ -73,6 +73,11 @@ class Messaging(EngineBase):
         cached = self._recipients_now(sess, to_user)
         if cached is not None:
             return cached
+        return await self._recipients_stored(sess, to_user)
+
+    async def _recipients_stored(self, sess: Session, to_user: str) -> list[int]:
+        """:meth:`recipients` when :meth:`_recipients_now` could not answer: the names,
+        contact list and group read (and cached) through the store."""
         if to_user.endswith(ROOM_SUFFIX):
             room = await self._room(to_user)
             if room is None or sess.user_name not in room.members:
@@ -115,8 +120,8 @@ class Messaging(EngineBase):
                 if len(content) * 4 > max_bytes and len(content.encode()) > max_bytes:
                     raise MMError(MMRet.ERR_TOO_LARGE, "message content is too long")
                 rcpts = self._recipients_now(sess, to_user)
-                if rcpts is None:
-                    rcpts = await self.recipients(sess, to_user)
+                if rcpts is None:  # not all cached: read what is missing
+                    rcpts = await self._recipients_stored(sess, to_user)
                 todo.append(self.new_message(sess, cid, to_user, msg_type, content, rcpts))
                 stored_at.append(res)
             except MMError as exc:
