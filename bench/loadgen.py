@@ -50,9 +50,8 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -480,6 +479,7 @@ async def run_random(
     push_hold: int = MAX_HELD_BYTES,
     login_slice: int = 8,
     freeze_gc: bool = True,
+    on_span: Callable[[], object] | None = None,
 ) -> LoadResult:
     """The XMPP/MQTT benchmarks' shape: ``users`` accounts, each on its own identified
     long link, all contacts of each other (:func:`create_users` with ``mesh=True``).
@@ -488,9 +488,13 @@ async def run_random(
     paced at that many sends/s, the window still a cap). ``warmup`` messages run first
     and are not counted; then ``messages`` are timed (server CPU over the same span).
     ``login_slice`` users log in at once (the server's default login queue holds 16).
-    ``freeze_gc``: after the logins, ``gc.freeze()`` this process (undone at the end), so
-    that its own full collections, which pause every delivery it times, do not walk the
-    links and modules (``LoadResult.gc_pauses`` has what is left)."""
+    ``freeze_gc``: after the logins, ``gc.freeze()`` this process and turn its collector
+    off for the warm-up and the timed phase (both undone at the end, then one
+    ``gc.collect()`` frees the cyclic garbage the run left): a collection here pauses
+    every delivery it would time meanwhile, a delay that is not the server's
+    (``LoadResult.gc_pauses`` has any that still ran). ``on_span``: called at the start
+    and at the end of the timed phase, before the server's CPU is read (e.g. to take
+    the server's /metrics and the processes' run-queue waits over that span only)."""
     result = LoadResult(users, messages)
     drv = PairsDriver(result, window, rate, drain_timeout, seed)
     names = [f"{prefix}u{i}" for i in range(users)]
@@ -538,17 +542,27 @@ async def run_random(
         else:
             drv.failed(tag)
 
-    if freeze_gc:  # what the logins left is never walked again by our collections
+    def span_clock() -> float:
+        if on_span is not None:
+            on_span()
+        return tree_cpu(server_pid) if server_pid is not None else 0.0
+
+    if freeze_gc:  # what the logins left is never walked again, and nothing collects
         gc.collect()
         gc.freeze()
+        gc.disable()
     try:
         with gc_pauses(result.gc_pauses):
             await drv.run(
-                send_one, warmup, None if server_pid is None else partial(tree_cpu, server_pid)
+                send_one,
+                warmup,
+                span_clock if server_pid is not None or on_span is not None else None,
             )
     finally:
         if freeze_gc:
+            gc.enable()
             gc.unfreeze()
+            gc.collect()
     for b in boxes:
         b.stopping = True
     await asyncio.gather(*(b.stop() for b in boxes))

@@ -24,9 +24,11 @@ the medians and their ratio::
     git archive BASE | tar -x -C /tmp/base
     .venv/bin/python -m bench.server_bench --compare /tmp/base --rounds 5
 
-Each compare run also prints the server's own latency histograms at its end (send,
-write wait, group commit, the loop's wake-up, loop lag, GC pauses: docs/server.md,
-"Latency"; "-" for a server without them). ``--compare self`` runs this tree on both
+Each compare run also prints the server's own latency histograms over its timed
+messages (send, write wait, group commit, the loop's wake-up, loop lag, GC pauses:
+docs/server.md, "Latency"; "-" for a server without them; start-up and the log-ins
+left out, :class:`TimedSpan`) and how long each side's threads waited for a CPU per
+second of that span (``runq``, server / generator). ``--compare self`` runs this tree on both
 sides, the baseline with the extra settings of ``--b-server`` / ``--b-sync``
 (``--a-server`` / ``--a-sync`` for this tree), e.g. what the process settings buy::
 
@@ -402,15 +404,44 @@ def bucket_quantile(bounds: list[float], cum: list[int], q: float) -> float:
     return bounds[-1]
 
 
-def read_probes(srv: ServerProcess) -> dict[str, str]:
-    """Quantiles (bucket upper bounds, ms) of :data:`PROBES`, and the GC pauses."""
+def metrics_text(srv: ServerProcess) -> str:
+    """The server's /metrics, as text."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{srv.http_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
+        body: bytes = r.read()
+    return body.decode()
+
+
+def histogram_since(
+    text: str, before: str | None, name: str, label: str = ""
+) -> tuple[list[float], list[int]] | None:
+    """One histogram series of ``text`` less what it already held in ``before`` (an
+    earlier scrape of the same server; None: all of it): its samples in between."""
+    h = histogram_quantiles(text, name, label)
+    b = histogram_quantiles(before, name, label) if before is not None else None
+    if h is None or b is None or b[0] != h[0]:
+        return h
+    return h[0], [n - m for n, m in zip(h[1], b[1], strict=True)]
+
+
+def counter_since(text: str, before: str | None, sample: str) -> float:
+    """One counter sample (``name{labels}``) of ``text`` less its value in ``before``."""
+    import re
+
+    def value(t: str) -> float:
+        m = re.search(rf"^{re.escape(sample)} (\S+)$", t, re.M)
+        return float(m.group(1)) if m else float("nan")
+
+    return value(text) - (value(before) if before is not None else 0.0)
+
+
+def read_probes(text: str, before: str | None = None) -> dict[str, str]:
+    """Quantiles (bucket upper bounds, ms) of :data:`PROBES`, and the GC pauses, in the
+    /metrics ``text``, over what happened since ``before`` (see :class:`TimedSpan`)."""
     out: dict[str, str] = {}
     for name, qs in PROBES.items():
-        h = histogram_quantiles(text, name)
+        h = histogram_since(text, before, name)
         short = name.removeprefix("wxnet_").removesuffix("_seconds")
         if h is None:
             out[short] = "-"
@@ -419,18 +450,52 @@ def read_probes(srv: ServerProcess) -> dict[str, str]:
         out[short] = "/".join(f"{bucket_quantile(bounds, cum, q) * 1000:g}" for q in qs)
     gcs = []
     for gen in "012":
-        h = histogram_quantiles(text, "wxnet_gc_pause_seconds", f'generation="{gen}"')
+        h = histogram_since(text, before, "wxnet_gc_pause_seconds", f'generation="{gen}"')
         if h is not None:
-            import re
-
             bounds, cum = h
-            m = re.search(
-                rf'^wxnet_gc_cpu_seconds_total\{{generation="{gen}"\}} (\S+)$', text, re.M
-            )
-            cpu_ms = float(m.group(1)) * 1000 if m else float("nan")
+            sample = f'wxnet_gc_cpu_seconds_total{{generation="{gen}"}}'
+            cpu_ms = counter_since(text, before, sample) * 1000
             gcs.append(f"{gen}:{cum[-1]}/{cpu_ms:.0f}/{bucket_quantile(bounds, cum, 100) * 1000:g}")
     out["gc"] = " ".join(gcs) or "-"
     return out
+
+
+def runq_wait(pid: int) -> float:
+    """Seconds the threads of process ``pid`` have spent runnable but waiting for a CPU
+    (``/proc/PID/task/*/schedstat``, second field): time other work held the CPU."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+            total += int(fh.read().split()[1])
+    return total / 1e9
+
+
+class TimedSpan:
+    """What a compare run reads at the start and the end of its timed phase (the
+    generator calls :meth:`mark` at both, :func:`loadgen.run_random`'s ``on_span``):
+    the server's /metrics at the start, so that the probe columns cover the timed
+    messages only (not start-up, whose ``gc.collect()`` before ``gc.freeze()`` is the
+    one generation-2 collection of a run, nor the log-ins), and the run-queue waits of
+    the server and of this generator (:func:`runq_wait`): a run whose processes waited
+    for a CPU measured the machine's other work as much as the server."""
+
+    def __init__(self, srv: ServerProcess) -> None:
+        self.srv = srv
+        self.before: str | None = None
+        self.waits: list[tuple[float, float, float]] = []  # (time, server, generator)
+
+    def mark(self) -> None:
+        if self.before is None:
+            self.before = metrics_text(self.srv)
+        self.waits.append((time.monotonic(), runq_wait(self.srv.pid), runq_wait(os.getpid())))
+
+    def runq_ms_per_s(self) -> str:
+        """The waits over the span, ms per second of it: "server / generator"."""
+        if len(self.waits) < 2:
+            return "-"
+        (t0, s0, g0), (t1, s1, g1) = self.waits[0], self.waits[-1]
+        span = max(t1 - t0, 1e-9)
+        return f"{(s1 - s0) / span * 1000:.0f} / {(g1 - g0) / span * 1000:.0f}"
 
 
 async def cpu_per_message(
@@ -467,6 +532,7 @@ async def cpu_per_message(
             f"{sync_keys}"
         )
         srv = server_proc(data, sync, src).start()
+        span = TimedSpan(srv)
         probes: dict[str, str] = {}
         spy: subprocess.Popen[bytes] | None = None
         try:
@@ -487,6 +553,7 @@ async def cpu_per_message(
                     push=args.push,
                     push_hold=args.push_hold,
                     login_slice=64,  # the login queue above holds them all
+                    on_span=span.mark,
                 )
             else:
                 res = await loadgen.run_load(
@@ -501,7 +568,8 @@ async def cpu_per_message(
                     push=args.push,
                     push_hold=args.push_hold,
                 )
-            probes = read_probes(srv)
+            probes = read_probes(metrics_text(srv), span.before)  # fixed pairs: whole run
+            probes["runq"] = span.runq_ms_per_s()
         finally:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
@@ -622,7 +690,11 @@ async def baselines(args: argparse.Namespace) -> None:
 async def compare(args: argparse.Namespace) -> None:
     """Server CPU per delivered message, this tree vs ``args.compare``, alternating."""
     runs: dict[str, list[dict[str, float]]] = {"this tree": [], "baseline": []}
-    probe_cols = [*(n.removeprefix("wxnet_").removesuffix("_seconds") for n in PROBES), "gc"]
+    probe_cols = [
+        *(n.removeprefix("wxnet_").removesuffix("_seconds") for n in PROBES),
+        "gc",
+        "runq",
+    ]
     print(
         "| round | build | server CPU-s per 10k delivered | delivered msg/s | server / generator"
         " cores | p50 / p99 ms | newsync / syncdone per msg, by push | load average | "

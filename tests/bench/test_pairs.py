@@ -74,10 +74,12 @@ async def test_the_wxnet_generator_runs_on_the_driver(tmp_path: Path, push: bool
     cfg = server_config(tmp_path)
     create_users(cfg.data, [f"tu{i}" for i in range(4)], "loadgen-pw", mesh=True)
     srv = await start_server(cfg)
+    marks: list[int] = []
     try:
         res = await run_random(
             "127.0.0.1", srv.long_port, 4, 80, window=6, warmup=10, prefix="t",
             server_pid=os.getpid(), push=push,
+            on_span=lambda: marks.append(len(marks)),
         )  # fmt: skip
     finally:
         await srv.close()
@@ -85,4 +87,6 @@ async def test_the_wxnet_generator_runs_on_the_driver(tmp_path: Path, push: bool
     assert s["sent"] == s["acked"] == s["delivered"] == 80
     assert s["duplicates"] == 0 and s["lost"] == 0 and s["send_errors"] == 0
     assert len(res.latencies) == 80 and "server_cpu_s" in s
-    assert gc.get_freeze_count() == 0  # frozen for the run only (freeze_gc)
+    assert marks == [0, 1]  # the timed phase's start and end
+    # frozen and not collecting for the run only (freeze_gc)
+    assert res.gc_pauses == [] and gc.isenabled() and gc.get_freeze_count() == 0
