@@ -77,6 +77,7 @@ from wxnet.client.basiclink import BasicLink
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.syncdriver import MAX_HELD_BYTES
+from wxnet.server.probes import thread_cpu_waits
 
 
 async def connect(port: int) -> BasicLink:
@@ -461,13 +462,9 @@ def read_probes(text: str, before: str | None = None) -> dict[str, str]:
 
 
 def runq_wait(pid: int) -> float:
-    """Seconds the threads of process ``pid`` have spent runnable but waiting for a CPU
-    (``/proc/PID/task/*/schedstat``, second field): time other work held the CPU."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-            total += int(fh.read().split()[1])
-    return total / 1e9
+    """Seconds the threads of process ``pid`` have spent ready to run but waiting for a
+    CPU (:func:`wxnet.server.probes.thread_cpu_waits`): time other work held the CPU."""
+    return sum(thread_cpu_waits(pid).values())
 
 
 class TimedSpan:

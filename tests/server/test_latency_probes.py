@@ -16,7 +16,7 @@ from tests.server.wire import Device
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.server.app import Server
 from wxnet.server.config import ConfigError, load_config
-from wxnet.server.probes import GcPauses, LoopLag, tune_process
+from wxnet.server.probes import CpuWaits, GcPauses, LoopLag, thread_cpu_waits, tune_process
 
 
 async def test_metrics_say_where_a_send_waited(server: Server) -> None:
@@ -50,6 +50,23 @@ async def test_metrics_say_where_a_send_waited(server: Server) -> None:
     assert 'wxnet_gc_cpu_seconds_total{generation="0"}' in text
     assert "wxnet_loop_lag_seconds_count" in text
     assert "wxnet_db_checkpoints " in text and "wxnet_db_wal_pages " in text
+    assert 'wxnet_cpu_wait_seconds_total{thread="loop"}' in text
+    assert 'wxnet_cpu_wait_seconds_total{thread="other"}' in text
+
+
+def test_cpu_waits_split_the_loop_thread_from_the_others() -> None:
+    import threading
+
+    waits = CpuWaits().seconds()
+    assert set(waits) == {"loop", "other"}
+    per_thread = thread_cpu_waits()
+    if not per_thread:  # a kernel without schedstat: the metric says it does not know
+        assert all(v != v for v in waits.values())
+        return
+    assert threading.get_native_id() in per_thread
+    assert all(v >= 0 for v in per_thread.values())
+    assert all(v >= 0 for v in waits.values())
+    assert thread_cpu_waits(2**22 + 12345) == {}  # no such process
 
 
 async def test_loop_lag_measures_how_late_a_due_timer_ran() -> None:

@@ -23,7 +23,7 @@ from wxnet.server.limits import ConnectionLimiter, TrustedProxies
 from wxnet.server.longlink import Flusher, LongLink
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
-from wxnet.server.probes import GcPauses, LoopLag
+from wxnet.server.probes import CpuWaits, GcPauses, LoopLag
 from wxnet.sync.db import Database
 from wxnet.sync.engine import Engine, profile_item
 from wxnet.sync.sqlitemem import sqlite_memory_used
@@ -113,6 +113,7 @@ class Server:
         self.rx_stamp = self.loop.time()
         self.loop_lag = LoopLag(self.loop, config.loop_lag_interval)
         self.gc_pauses = GcPauses()
+        self.cpu_waits = CpuWaits()
         self.flusher = Flusher(self.loop)
         self.tasks: set[asyncio.Task[None]] = set()
         self.app = make_app(self)
@@ -240,6 +241,13 @@ class Server:
             "CPU time of the garbage collector's pauses, by generation.",
             "generation",
             lambda: {g: t.sum for g, t in cpu.items()},
+        )
+        m.counter_fn(
+            "wxnet_cpu_wait_seconds_total",
+            "Time this process's threads were ready to run but waited for a CPU (Linux),"
+            " the event loop's thread apart from the others.",
+            "thread",
+            self.cpu_waits.seconds,
         )
         db = getattr(self.engine.store, "db", None)
         if not isinstance(db, Database):

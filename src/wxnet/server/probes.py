@@ -9,15 +9,18 @@ machine (docs/benchmarks.md, "Latency")."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from wxnet.sync.db import Timings
 
-__all__ = ["GcPauses", "LoopLag", "tune_process"]
+__all__ = ["CpuWaits", "GcPauses", "LoopLag", "thread_cpu_waits", "tune_process"]
 
 
 class LoopLag:
@@ -100,6 +103,42 @@ class GcPauses:
     def stop(self) -> None:
         if self._callback in gc.callbacks:
             gc.callbacks.remove(self._callback)
+
+
+def thread_cpu_waits(pid: int | str = "self") -> dict[int, float]:
+    """Seconds each thread of process ``pid`` has waited for a CPU while ready to run
+    (Linux's ``/proc/PID/task/TID/schedstat``, its second field), by thread id; empty
+    where the kernel does not say."""
+    out: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
+                    out[int(tid)] = int(fh.read().split()[1]) / 1e9
+            except (OSError, IndexError, ValueError):
+                continue  # the thread ended meanwhile
+    return out
+
+
+class CpuWaits:
+    """How long this process's threads have waited for a CPU while ready to run
+    (:func:`thread_cpu_waits`), read at each scrape: the event loop's thread (the one
+    that made this object) apart from the others (the writer, the reader, the log-in
+    workers). Loop lag that comes with as much of this wait is the machine's other
+    work (or this process's other threads on the same CPU), not a long callback
+    (docs/benchmarks.md, "Latency"). NaN where the kernel does not say."""
+
+    __slots__ = ("_loop_tid",)
+
+    def __init__(self) -> None:
+        self._loop_tid = threading.get_native_id()
+
+    def seconds(self) -> dict[str, float]:
+        waits = thread_cpu_waits()
+        if not waits:
+            return {"loop": float("nan"), "other": float("nan")}
+        loop = waits.pop(self._loop_tid, 0.0)
+        return {"loop": loop, "other": sum(waits.values())}
 
 
 def tune_process(gc_thresholds: tuple[int, ...], gc_freeze: bool, switch_interval: float) -> None:
