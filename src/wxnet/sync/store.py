@@ -214,10 +214,12 @@ class RoomSave:
         return [(self.room.name, n) for n in self.removed]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewMessage:
     """A message to store unless (sender, client_msg_id) exists. ``make_body(msg_id,
-    create_time)`` builds the log item once the store has assigned the id."""
+    create_time)`` builds the log item once the store has assigned the id. (Not frozen:
+    one is made per message sent, and a frozen dataclass's ``__init__`` sets each field
+    through ``object.__setattr__``; nothing changes one after it is made.)"""
 
     client_msg_id: str
     to_user: str
