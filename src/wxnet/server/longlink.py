@@ -55,8 +55,9 @@ class Flusher:
     turn.
 
     A commit's callback (``Database.after_commit_on``) first resolves the sender's
-    request, which schedules its task, then pushes to the links: the flush is scheduled
-    after the task, so the push and the reply that task writes leave together, without
+    request, which schedules its task (or its write's done callback: a send served from
+    the caches), then pushes to the links: the flush is scheduled after them, so the
+    push and the reply they write leave together, without
     the push waiting one more turn behind every request that arrived meanwhile."""
 
     __slots__ = ("_dirty", "_loop", "_scheduled")
