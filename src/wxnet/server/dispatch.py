@@ -137,7 +137,10 @@ class Dispatcher:
         #: handlers that serve a request without a coroutine when the engine's caches
         #: hold what it needs (:meth:`begin`); each falls back to its entry of
         #: :attr:`handlers` (returns False) otherwise
-        self.now_handlers: dict[str, NowHandler] = {"newsendmsg": self._sendmsg_now}
+        self.now_handlers: dict[str, NowHandler] = {
+            "newsendmsg": self._sendmsg_now,
+            "syncdone": self._syncdone_now,
+        }
 
     def register(self, name: str, handler: Handler) -> None:
         """Add or replace the handler of a CGI that is in :data:`commands.CGIS`."""
@@ -288,6 +291,17 @@ class Dispatcher:
         await self.engine.check_key(sess.uin, key)
         self.engine.commit(sess, key)
         return _EMPTY  # a SyncDoneResponse has nothing to say: no fields, no bytes
+
+    def _syncdone_now(
+        self, req: Any, sess: Session, _c: Context, _d: Callable[[bytes], None]
+    ) -> bytes | bool:
+        """:meth:`_syncdone` when the cached log heads vouch for the key
+        (:meth:`Engine.check_key_now`)."""
+        key = self.engine.parse_key(req.key_buf)
+        if not self.engine.check_key_now(sess.uin, key):
+            return False
+        self.engine.commit(sess, key)
+        return _EMPTY
 
     async def _synccheck(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None

@@ -292,6 +292,10 @@ class Store(SharedState, Protocol):
         returned; ``fresh`` reads it from the storage instead of a cache."""
         ...
 
+    def head_now(self, uin: int, key: int) -> int | None:
+        """:meth:`head` when it is cached (no coroutine), else None."""
+        ...
+
     async def read_log(
         self, uin: int, after: Sequence[tuple[int, int]], max_items: int, max_bytes: int
     ) -> tuple[list[Item], list[int]]:
