@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import CmdId, MsgType, revoke_text
@@ -31,6 +31,30 @@ from wxnet.sync.store import (
 #: msg_type values a text send refuses (media have their own upload CGIs; friend
 #: requests are verifyuser's)
 _NOT_TEXT = frozenset({*MEDIA_TYPES, 0, MsgType.VERIFY})
+
+
+def _media_body(
+    template: pb.AddMsg, sender_name: str, to_user: str, msg_type: int, content: str, cid: str
+) -> Callable[[int, int], bytes]:
+    """The ``make_body`` of a message with media fields (``template``)."""
+    room = to_user.endswith(ROOM_SUFFIX)
+
+    def make_body(msg_id: int, create_time: int) -> bytes:
+        add = pb.AddMsg()
+        add.CopyFrom(template)
+        add.msg_id = msg_id
+        add.from_user = sender_name
+        add.to_user = to_user
+        add.msg_type = msg_type
+        add.content = content
+        add.status = STATUS_SENT
+        add.create_time = create_time
+        add.client_msg_id = cid
+        if room:
+            add.real_from = sender_name
+        return _item(cmd_id=CmdId.ADD_MSG, add_msg=add)
+
+    return make_body
 
 
 class SendWrite:
@@ -225,35 +249,14 @@ class Messaging(EngineBase):
     ) -> NewMessage:
         """A message ready for :meth:`store_messages`; ``template`` carries media fields."""
         sender_name = sess.user_name
-        room = to_user.endswith(ROOM_SUFFIX)
+        real_from = sender_name if to_user.endswith(ROOM_SUFFIX) else ""
         if template is None:  # a text: its item encoded without protobuf objects
-            body = TextBody(
-                sender_name,
-                to_user,
-                msg_type,
-                content,
-                STATUS_SENT,
-                client_msg_id,
-                sender_name if room else "",
+            body: Callable[[int, int], bytes] = TextBody(
+                sender_name, to_user, msg_type, content, STATUS_SENT, client_msg_id, real_from
             )
-            return NewMessage(client_msg_id, to_user, msg_type, media_ref, recipients, body)
-
-        def make_body(msg_id: int, create_time: int) -> bytes:
-            add = pb.AddMsg()
-            add.CopyFrom(template)
-            add.msg_id = msg_id
-            add.from_user = sender_name
-            add.to_user = to_user
-            add.msg_type = msg_type
-            add.content = content
-            add.status = STATUS_SENT
-            add.create_time = create_time
-            add.client_msg_id = client_msg_id
-            if room:
-                add.real_from = sender_name
-            return _item(cmd_id=CmdId.ADD_MSG, add_msg=add)
-
-        return NewMessage(client_msg_id, to_user, msg_type, media_ref, recipients, make_body)
+        else:  # (the closure's cells in a function of its own: a text makes none)
+            body = _media_body(template, sender_name, to_user, msg_type, content, client_msg_id)
+        return NewMessage(client_msg_id, to_user, msg_type, media_ref, recipients, body)
 
     async def store_messages(
         self, sess: Session, msgs: Sequence[NewMessage], *, own_device: bool = False
@@ -276,7 +279,10 @@ class Messaging(EngineBase):
 
     def _count_stored(self, out: Sequence[tuple[int, int, bool]]) -> None:
         """A write's outcome into the engine's counters."""
-        dups = sum(1 for _, _, dup in out if dup)
+        dups = 0
+        for _, _, dup in out:
+            if dup:
+                dups += 1
         self.stats["duplicates"] += dups
         self.stats["messages"] += len(out) - dups
 
