@@ -1,11 +1,15 @@
 """The long link's output: one write per link per loop turn, and a commit's push leaves
-with the reply its request task writes in the next turn."""
+with the reply its request's task (or its write's done callback) writes in the next
+turn."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from wxnet.proto import commands as C
 from wxnet.proto import wxnet_pb2 as pb
@@ -37,18 +41,33 @@ class Transport:
 
 
 class Dispatcher:
-    """Answers a request when the test resolves its future (as a commit would)."""
+    """Answers a request when the test resolves its future (as a commit would): from
+    the request's task (``now`` False) or from the future's done callback, as a send
+    the engine's caches serve is answered (``now`` True)."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: bool) -> None:
+        self.now = now
         self.waiting: list[asyncio.Future[bytes]] = []
 
-    async def handle(self, cgi: object, body: bytes, ctx: object) -> bytes:
+    def begin(
+        self, cgi: object, body: bytes, ctx: object, done: Callable[[bytes], None]
+    ) -> Coroutine[Any, Any, bytes] | None:
+        if not self.now:
+            return self.handle()
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.waiting.append(fut)
+        fut.add_done_callback(lambda f: done(f.result()))
+        return None
+
+    async def handle(self) -> bytes:
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.waiting.append(fut)
         return await fut
 
 
-def make_link(loop: asyncio.AbstractEventLoop) -> tuple[LongLink, Transport, Any]:
+def make_link(
+    loop: asyncio.AbstractEventLoop, now: bool = False
+) -> tuple[LongLink, Transport, Any]:
     server: Any = SimpleNamespace(
         config=SimpleNamespace(
             max_request_bytes=1 << 20,
@@ -60,7 +79,7 @@ def make_link(loop: asyncio.AbstractEventLoop) -> tuple[LongLink, Transport, Any
         rx_stamp=loop.time(),
         links=set(),
         tasks=set(),
-        dispatcher=Dispatcher(),
+        dispatcher=Dispatcher(now),
         limiter=ConnectionLimiter(10, 10),
         metrics=Metrics(),
         flusher=Flusher(loop),
@@ -85,9 +104,10 @@ async def until(cond: Any) -> None:
     raise AssertionError("not within 100 loop turns")
 
 
-async def test_a_push_and_the_reply_it_wakes_leave_in_one_write() -> None:
+@pytest.mark.parametrize("now", [False, True], ids=["task", "done-callback"])
+async def test_a_push_and_the_reply_it_wakes_leave_in_one_write(now: bool) -> None:
     loop = asyncio.get_running_loop()
-    link, tr, server = make_link(loop)
+    link, tr, server = make_link(loop, now)
     send = C.BY_NAME["newsendmsg"]
     link.data_received(encode_packet(send.cmd, 7, pb.SendMsgRequest().SerializeToString()))
     await until(lambda: server.dispatcher.waiting)
@@ -127,9 +147,10 @@ async def test_close_writes_what_is_queued_first() -> None:
     assert len(tr.writes) == 1  # the flusher's turn finds the link closed
 
 
-async def test_an_idle_link_holds_no_connection_and_no_output_list() -> None:
+@pytest.mark.parametrize("now", [False, True], ids=["task", "done-callback"])
+async def test_an_idle_link_holds_no_connection_and_no_output_list(now: bool) -> None:
     loop = asyncio.get_running_loop()
-    link, tr, server = make_link(loop)
+    link, tr, server = make_link(loop, now)
     assert link._conn is None and link._out is None
     send = C.BY_NAME["newsendmsg"]
     req = encode_packet(send.cmd, 7, pb.SendMsgRequest().SerializeToString())

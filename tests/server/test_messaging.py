@@ -197,6 +197,15 @@ async def test_key_the_server_cannot_serve(server: Server) -> None:
     assert init.cmd_list[0].user_info.nick_name == "Alice"
     a.acc.key = SyncKey.from_bytes(init.current_synckey)
     assert await a.sync() == []
+    # syncdone, served from the cached heads when they vouch for the key, gives the
+    # store's errors for the others
+    for bad in (future.to_bytes(), b"\xff\xff"):
+        r2 = await a.call("syncdone", pb.SyncDoneRequest(key_buf=bad), pb.SyncDoneResponse)
+        assert r2.base.ret == MMRet.ERR_SYNCKEY_INVALID
+    ok = await a.call(
+        "syncdone", pb.SyncDoneRequest(key_buf=a.acc.key.to_bytes()), pb.SyncDoneResponse
+    )
+    assert ok.base.ret == 0
     await a.close()
 
 

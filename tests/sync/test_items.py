@@ -69,6 +69,13 @@ def test_varint_is_protobufs(n: int) -> None:
     assert (b"\x18" + encode_varint(n) if n else b"") == expect
 
 
+def test_varint_is_protobufs_at_every_length_boundary() -> None:
+    for bits in range(0, 64, 7):
+        for n in (2**bits - 1, 2**bits, 2**bits + 1):
+            if 0 < n < 2**64:
+                assert encode_varint(n) == pb.CmdItem(seq=n).SerializeToString()[1:], n
+
+
 @given(cmd_items())
 def test_item_bytes_parse_to_the_item(item: pb.CmdItem) -> None:
     key, seq, body = split(item)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 from google.protobuf.message import DecodeError, Message
 
@@ -53,6 +54,7 @@ from wxnet.proto.framing import (
     PacketDecoder,
     split_packets,
 )
+from wxnet.proto.plain import Plain
 
 __all__ = [
     "CLIENT",
@@ -105,13 +107,22 @@ SERVER = Role.SERVER
 # ---- events -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """(server) A request for a CGI of the command table. Answer with ``reply(seq, ...)``."""
+class Request(Plain):
+    """(server) A request for a CGI of the command table. Answer with ``reply(seq, ...)``.
+    (A :class:`~wxnet.proto.plain.Plain`, not a frozen dataclass: one is made per
+    request the server gets, and a frozen dataclass's ``__init__`` sets each field
+    through ``object.__setattr__``.)"""
 
-    cgi: C.CGI
-    seq: int
-    body: bytes
+    __slots__ = ("body", "cgi", "seq")
+    FIELDS = __match_args__ = ("cgi", "seq", "body")
+
+    def __init__(self, cgi: C.CGI, seq: int, body: bytes) -> None:
+        self.cgi: Final = cgi
+        self.seq: Final = seq
+        self.body: Final = body
+
+    def _key(self) -> tuple[C.CGI, int, bytes]:
+        return (self.cgi, self.seq, self.body)
 
 
 @dataclass(frozen=True, slots=True)

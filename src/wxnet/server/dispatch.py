@@ -9,9 +9,10 @@ long link).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,15 +27,17 @@ from wxnet.proto.synckey import SyncKey
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.sync.engine import Engine, Session
-from wxnet.sync.items import join_cmd_list, newsync_response, send_msg_response
+from wxnet.sync.items import SendResult, join_cmd_list, newsync_response, send_msg_response
 from wxnet.sync.uploads import Uploads
 
-__all__ = ["BadRequest", "Context", "Dispatcher", "Handler", "oversized"]
+__all__ = ["BadRequest", "Context", "Dispatcher", "Handler", "NowHandler", "oversized"]
 
 log = logging.getLogger("wxnet.server")
 
 #: String fields bounded by their own, larger caps instead of ``max_field_chars``.
 _LONG_TEXT = frozenset({"content"})
+#: The CGI of a send (named in the errors of its done callback).
+_SENDMSG = C.BY_NAME["newsendmsg"]
 #: A response message with no field set, serialised (SyncDoneResponse's).
 _EMPTY = b""
 
@@ -82,6 +85,10 @@ class Context:
 
 
 Handler = Callable[[Any, Session | None, Context], Awaitable[Message | bytes]]
+#: A handler of :attr:`Dispatcher.now_handlers`: (request, session, context, done) ->
+#: the response now, True when ``done(response)`` will be called, or False when the
+#: request needs the coroutine handler.
+NowHandler = Callable[[Any, Session, Context, Callable[[bytes], None]], bytes | bool]
 
 
 class Dispatcher:
@@ -127,15 +134,63 @@ class Dispatcher:
             "uploadvideo": self._uploadvideo,
             "downloadvideo": self._downloadvideo,
         }
+        #: handlers that serve a request without a coroutine when the engine's caches
+        #: hold what it needs (:meth:`begin`); each falls back to its entry of
+        #: :attr:`handlers` (returns False) otherwise
+        self.now_handlers: dict[str, NowHandler] = {
+            "newsendmsg": self._sendmsg_now,
+            "syncdone": self._syncdone_now,
+        }
 
     def register(self, name: str, handler: Handler) -> None:
         """Add or replace the handler of a CGI that is in :data:`commands.CGIS`."""
         if name not in C.BY_NAME:
             raise KeyError(f"{name!r} is not in the command table")
         self.handlers[name] = handler
+        self.now_handlers.pop(name, None)  # its coroutine-free twin served the old one
 
     async def handle(self, cgi: C.CGI, body: bytes, ctx: Context) -> bytes:
         """Run one request; returns the serialised response.
+
+        Raises:
+            BadRequest: the body does not decode as ``cgi.request``.
+        """
+        req = self._parse(cgi, body)
+        if isinstance(req, bytes):
+            return req
+        return await self._serve(cgi, req, ctx)
+
+    def begin(
+        self, cgi: C.CGI, body: bytes, ctx: Context, done: Callable[[bytes], None]
+    ) -> bytes | Coroutine[Any, Any, bytes] | None:
+        """:meth:`handle` as far as it goes without a coroutine, for the long link:
+        the response when it is known at once; None when a handler of
+        :attr:`now_handlers` took the request (``done(response)`` is called later,
+        from a callback of the loop, never from inside this call); else the coroutine
+        of the rest, which returns the response (the caller runs it as a task). The
+        same responses, errors and metrics as :meth:`handle`.
+
+        Raises:
+            BadRequest: the body does not decode as ``cgi.request``.
+        """
+        req = self._parse(cgi, body)
+        if isinstance(req, bytes):
+            return req
+        now = self.now_handlers.get(cgi.name)
+        if now is not None:
+            base = req.base  # type: ignore[attr-defined]
+            try:
+                sess = self.engine.session_now(base.session_key, base.uin)
+                if sess is not None:
+                    out = now(req, sess, ctx, done)
+                    if out is not False:
+                        return None if out is True else out
+            except Exception as exc:
+                return self._failed(cgi, exc)
+        return self._serve(cgi, req, ctx)
+
+    def _parse(self, cgi: C.CGI, body: bytes) -> Message | bytes:
+        """The request message, or the error response of one over a bound.
 
         Raises:
             BadRequest: the body does not decode as ``cgi.request``.
@@ -151,6 +206,9 @@ class Dispatcher:
         if too_long:
             self.metrics.errors.inc(str(int(MMRet.ERR_TOO_LARGE)))
             return C.error_body(MMRet.ERR_TOO_LARGE, f"{cgi.name}: {too_long}")
+        return req
+
+    async def _serve(self, cgi: C.CGI, req: Message, ctx: Context) -> bytes:
         handler = self.handlers.get(cgi.name)
         if handler is None:
             return C.error_body(MMRet.ERR_UNKNOWN_CMD, f"{cgi.name} is not served here")
@@ -163,14 +221,19 @@ class Dispatcher:
                 if sess is None:
                     sess = await self.engine.session(sid, uin)
             out = await handler(req, sess, ctx)
-        except MMError as exc:
+        except Exception as exc:
+            return self._failed(cgi, exc)
+        return out if isinstance(out, bytes) else out.SerializeToString()
+
+    def _failed(self, cgi: C.CGI, exc: Exception) -> bytes:
+        """The response to a request whose handler raised ``exc``: an MM error carries
+        its code; anything else is logged and answered ERR_SYS."""
+        if isinstance(exc, MMError):
             self.metrics.errors.inc(str(int(exc.code)))
             return C.error_body(int(exc.code), exc.message)
-        except Exception:
-            log.exception("%s failed", cgi.name)
-            self.metrics.errors.inc(str(int(MMRet.ERR_SYS)))
-            return C.error_body(MMRet.ERR_SYS, "internal server error")
-        return out if isinstance(out, bytes) else out.SerializeToString()
+        log.error("%s failed", cgi.name, exc_info=exc)
+        self.metrics.errors.inc(str(int(MMRet.ERR_SYS)))
+        return C.error_body(MMRet.ERR_SYS, "internal server error")
 
     # ------------------------------------------------------------------ handlers
     async def _manualauth(self, req: Any, _s: Session | None, ctx: Context) -> Message:
@@ -229,6 +292,17 @@ class Dispatcher:
         self.engine.commit(sess, key)
         return _EMPTY  # a SyncDoneResponse has nothing to say: no fields, no bytes
 
+    def _syncdone_now(
+        self, req: Any, sess: Session, _c: Context, _d: Callable[[bytes], None]
+    ) -> bytes | bool:
+        """:meth:`_syncdone` when the cached log heads vouch for the key
+        (:meth:`Engine.check_key_now`)."""
+        key = self.engine.parse_key(req.key_buf)
+        if not self.engine.check_key_now(sess.uin, key):
+            return False
+        self.engine.commit(sess, key)
+        return _EMPTY
+
     async def _synccheck(self, req: Any, sess: Session | None, _c: Context) -> Message:
         assert sess is not None
         key = self.engine.parse_key(req.key_buf)
@@ -256,13 +330,41 @@ class Dispatcher:
     async def _sendmsg(self, req: Any, sess: Session | None, _c: Context) -> bytes:
         assert sess is not None
         t0 = time.perf_counter()
-        stats = self.engine.stats
-        before = stats["duplicates"]
-        results = await self.engine.send(sess, req.list)
+        return self._sent(await self.engine.send(sess, req.list), t0)
+
+    def _sendmsg_now(
+        self, req: Any, sess: Session, _c: Context, done: Callable[[bytes], None]
+    ) -> bytes | bool:
+        """:meth:`_sendmsg` when the engine's caches know every recipient
+        (:meth:`Engine.send_now`): the reply is built by the write's done callback."""
+        t0 = time.perf_counter()
+        w = self.engine.send_now(sess, req.list)
+        if w is None:
+            return False
+        if w.write is None:  # every message refused
+            return self._sent(w.results, t0)
+
+        def written(fut: asyncio.Future[list[tuple[int, int, bool]]]) -> None:
+            try:
+                out = self._sent(self.engine.sent(w, fut.result()), t0)
+            except Exception as exc:
+                out = self._failed(_SENDMSG, exc)
+            done(out)
+
+        w.write.add_done_callback(written)
+        return True
+
+    def _sent(self, results: list[SendResult], t0: float) -> bytes:
+        """A send's response and metrics, from its results."""
         self.metrics.send_latency.observe(time.perf_counter() - t0)
-        stored = sum(1 for r in results if r.ret == 0)
-        dups = stats["duplicates"] - before
-        self.metrics.messages.inc(n=max(0, stored - dups))
+        stored = dups = 0
+        for r in results:
+            if r.ret == 0:
+                if r.duplicate:
+                    dups += 1
+                else:
+                    stored += 1
+        self.metrics.messages.inc(n=stored)
         if dups:
             self.metrics.duplicates.inc(n=dups)
         return send_msg_response(results)

@@ -1,8 +1,10 @@
 """The long link (S12, S18, S32, S33): a thin asyncio adapter over the sans-IO
 :class:`~wxnet.proto.longlink.LongLinkConnection` (server role).
 
-Bytes in -> connection events -> one task per request (replies matched by seq, in
-whatever order they finish) -> packets queued per link and written by the server's
+Bytes in -> connection events -> the dispatcher's :meth:`~wxnet.server.dispatch.Dispatcher.begin`
+per request: a reply known at once, a send the engine's caches can serve answered from
+its write's done callback, anything else one task (replies matched by seq, in whatever
+order they finish) -> packets queued per link and written by the server's
 :class:`Flusher`, one write per link per loop turn, so every reply, push and notify
 ready at the same moment leaves in one write (S20, S33). The
 seq rules and every packet's shape are the connection's; this module owns the caps
@@ -15,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 from wxnet.proto import commands as C
 from wxnet.proto.errors import LocalProtocolError, MMError, MMRet, RemoteProtocolError
@@ -52,8 +55,9 @@ class Flusher:
     turn.
 
     A commit's callback (``Database.after_commit_on``) first resolves the sender's
-    request, which schedules its task, then pushes to the links: the flush is scheduled
-    after the task, so the push and the reply that task writes leave together, without
+    request, which schedules its task (or its write's done callback: a send served from
+    the caches), then pushes to the links: the flush is scheduled after them, so the
+    push and the reply they write leave together, without
     the push waiting one more turn behind every request that arrived meanwhile."""
 
     __slots__ = ("_dirty", "_loop", "_scheduled")
@@ -206,32 +210,55 @@ class LongLink(asyncio.Protocol):
             self._write(conn.reply_error(seq, MMRet.ERR_BUSY, "too many requests in flight"))
             return
         self._pending += 1
+        try:
+            out = self.server.dispatcher.begin(
+                cgi, body, Context(self.peer, self), partial(self._answer, seq)
+            )
+        except BadRequest as exc:
+            out = error_body(MMRet.ERR_BAD_REQUEST, str(exc))
+        if out is None:  # the dispatcher calls _answer when the reply is ready
+            return
+        if isinstance(out, bytes):  # answered at once (data_received drops an idle conn)
+            self._pending -= 1
+            self._write(self._reply(conn, seq, out))
+            return
         # the task leaves server.tasks itself when it ends (_run, told its task through
         # ``me``), not by a done callback, which costs one more scheduled callback per
         # request (and asyncio.current_task is Python code on 3.11)
         me: list[asyncio.Task[None]] = []
-        task = self.server.loop.create_task(self._run(cgi, seq, body, me))
+        task = self.server.loop.create_task(self._run(seq, out, me))
         me.append(task)
         self.server.tasks.add(task)
 
-    async def _run(self, cgi: C.CGI, seq: int, body: bytes, me: list[asyncio.Task[None]]) -> None:
+    async def _run(
+        self, seq: int, rest: Coroutine[Any, Any, bytes], me: list[asyncio.Task[None]]
+    ) -> None:
         try:
-            out = await self.server.dispatcher.handle(cgi, body, Context(self.peer, self))
-        except BadRequest as exc:
-            out = error_body(MMRet.ERR_BAD_REQUEST, str(exc))
-        finally:
+            out = await rest
+        except BaseException:
             self._pending -= 1
+            raise
+        finally:
             self.server.tasks.discard(me[0])
+        self._answer(seq, out)
+
+    def _answer(self, seq: int, out: bytes) -> None:
+        """The response ``out`` to request ``seq`` is ready: queue its reply."""
+        self._pending -= 1
         conn = self._conn
         if self.closed or conn is None:
             return
-        try:
-            data = conn.reply(seq, out)
-        except LocalProtocolError as exc:  # a reply over the packet limit
-            data = conn.reply_error(seq, MMRet.ERR_TOO_LARGE, str(exc))
+        data = self._reply(conn, seq, out)
         if conn.idle:  # the link's last request: it holds no connection until its next read
             self._conn = None
         self._write(data)
+
+    @staticmethod
+    def _reply(conn: LongLinkConnection, seq: int, out: bytes) -> bytes:
+        try:
+            return conn.reply(seq, out)
+        except LocalProtocolError as exc:  # a reply over the packet limit
+            return conn.reply_error(seq, MMRet.ERR_TOO_LARGE, str(exc))
 
     # -- binding to a session (identify) ----------------------------------------------
     def bind(self, sess: Session) -> None:

@@ -95,7 +95,23 @@ class Engine(Messaging):
         except RemoteProtocolError as exc:
             raise MMError(MMRet.ERR_SYNCKEY_INVALID, f"{exc}: call newinit") from None
 
+    def check_key_now(self, uin: int, key: SyncKey) -> bool:
+        """:meth:`check_key` from the cached log heads alone, without a coroutine: True
+        when they show ``key`` is not ahead of this server; False when a head it needs
+        is not cached or is behind the key (then :meth:`check_key` asks the store,
+        which alone says a key is invalid)."""
+        head_now = self.store.head_now
+        for k in SERVED_KEYS:
+            val = key.get(k)
+            if val:
+                h = head_now(uin, k)
+                if h is None or val > h:
+                    return False
+        return True
+
     async def check_key(self, uin: int, key: SyncKey) -> None:
+        if self.check_key_now(uin, key):
+            return
         for k in SERVED_KEYS:
             val = key.get(k)
             # The cached head may lag a read that already returned newer items: ask the

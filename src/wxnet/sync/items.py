@@ -138,7 +138,7 @@ class SendResult:
     """One message's outcome in a send (the fields of ``SendMsgResult``), a plain
     object: :func:`send_msg_response` encodes a list of them."""
 
-    __slots__ = ("client_msg_id", "create_time", "err_msg", "msg_id", "ret", "to_user")
+    __slots__ = ("client_msg_id", "create_time", "duplicate", "err_msg", "msg_id", "ret", "to_user")
 
     def __init__(self, client_msg_id: str, to_user: str) -> None:
         self.client_msg_id = client_msg_id
@@ -147,6 +147,8 @@ class SendResult:
         self.err_msg = ""
         self.msg_id = 0
         self.create_time = 0
+        #: stored before (S23): msg_id and create_time are the first send's; not on the wire
+        self.duplicate = False
 
     def __repr__(self) -> str:
         return (

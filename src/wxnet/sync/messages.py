@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.enums import CmdId, MsgType, revoke_text
@@ -30,6 +31,48 @@ from wxnet.sync.store import (
 #: msg_type values a text send refuses (media have their own upload CGIs; friend
 #: requests are verifyuser's)
 _NOT_TEXT = frozenset({*MEDIA_TYPES, 0, MsgType.VERIFY})
+
+
+def _media_body(
+    template: pb.AddMsg, sender_name: str, to_user: str, msg_type: int, content: str, cid: str
+) -> Callable[[int, int], bytes]:
+    """The ``make_body`` of a message with media fields (``template``)."""
+    room = to_user.endswith(ROOM_SUFFIX)
+
+    def make_body(msg_id: int, create_time: int) -> bytes:
+        add = pb.AddMsg()
+        add.CopyFrom(template)
+        add.msg_id = msg_id
+        add.from_user = sender_name
+        add.to_user = to_user
+        add.msg_type = msg_type
+        add.content = content
+        add.status = STATUS_SENT
+        add.create_time = create_time
+        add.client_msg_id = cid
+        if room:
+            add.real_from = sender_name
+        return _item(cmd_id=CmdId.ADD_MSG, add_msg=add)
+
+    return make_body
+
+
+class SendWrite:
+    """A checked send whose write is queued (:meth:`Messaging.send_now`): every
+    message's result, in order, those whose messages are written, and the write (None
+    when it stores nothing)."""
+
+    __slots__ = ("results", "stored_at", "write")
+
+    def __init__(
+        self,
+        results: list[SendResult],
+        stored_at: list[SendResult],
+        write: asyncio.Future[list[tuple[int, int, bool]]] | None,
+    ) -> None:
+        self.results = results
+        self.stored_at = stored_at
+        self.write = write
 
 
 class Messaging(EngineBase):
@@ -92,18 +135,22 @@ class Messaging(EngineBase):
             raise MMError(MMRet.ERR_NOT_FRIEND, f"{to_user!r} is not your contact")
         return [sess.uin, peer]
 
-    async def send(self, sess: Session, msgs: Sequence[pb.MicroMsg]) -> list[SendResult]:
-        """Store a batch of messages; one result per message, in order.
+    def _check_send(
+        self, sess: Session, msgs: Sequence[pb.MicroMsg]
+    ) -> tuple[list[SendResult], list[tuple[SendResult, str, str, int, str, list[int] | None]]]:
+        """The checks of a send, one owner for :meth:`send_now` and :meth:`send`: one
+        result per message, in order (a refused one carries its error), and for each
+        message that passed, (result, client_msg_id, to_user, msg_type, content,
+        recipients), the recipients None when the caches cannot answer
+        (:meth:`_recipients_now`; then :meth:`_recipients_stored` reads them).
 
-        Returns only after every stored message is durable (the ack of S16). A message
-        whose (sender, client_msg_id) was seen before is not stored again: its result
-        carries the original msg_id and create_time (S23).
+        Raises:
+            MMError: ERR_TOO_LARGE for a batch over ``max_send_batch``.
         """
         if len(msgs) > self.config.max_send_batch:
             raise MMError(MMRet.ERR_TOO_LARGE, f"at most {self.config.max_send_batch} messages")
         results: list[SendResult] = []
-        todo: list[NewMessage] = []
-        stored_at: list[SendResult] = []
+        passed: list[tuple[SendResult, str, str, int, str, list[int] | None]] = []
         max_bytes = self.config.max_content_bytes
         for m in msgs:
             # each field read once: a protobuf field read makes a new object each time
@@ -120,19 +167,74 @@ class Messaging(EngineBase):
                 if len(content) * 4 > max_bytes and len(content.encode()) > max_bytes:
                     raise MMError(MMRet.ERR_TOO_LARGE, "message content is too long")
                 rcpts = self._recipients_now(sess, to_user)
-                if rcpts is None:  # not all cached: read what is missing
-                    rcpts = await self._recipients_stored(sess, to_user)
-                todo.append(self.new_message(sess, cid, to_user, msg_type, content, rcpts))
-                stored_at.append(res)
             except MMError as exc:
                 res.ret, res.err_msg = int(exc.code), exc.message
-        if todo:
-            # S17: the sending device keeps its own copy (the SDK stores it from this
-            # reply), so the sender's log gets the message only for its other devices
-            done = await self.store_messages(sess, todo, own_device=True)
-            for res, (mid, ctime) in zip(stored_at, done, strict=True):
-                res.msg_id, res.create_time = mid, ctime
-        return results
+                continue
+            passed.append((res, cid, to_user, msg_type, content, rcpts))
+        return results, passed
+
+    def _write_send(
+        self,
+        sess: Session,
+        results: list[SendResult],
+        passed: Sequence[tuple[SendResult, str, str, int, str, list[int] | None]],
+    ) -> SendWrite:
+        """Queue the write of the messages of ``passed`` whose recipients are known."""
+        todo: list[NewMessage] = []
+        stored_at: list[SendResult] = []
+        for res, cid, to_user, msg_type, content, rcpts in passed:
+            if rcpts is not None:
+                todo.append(self.new_message(sess, cid, to_user, msg_type, content, rcpts))
+                stored_at.append(res)
+        # S17: the sending device keeps its own copy (the SDK stores it from this
+        # reply), so the sender's log gets the message only for its other devices
+        if not todo:
+            return SendWrite(results, stored_at, None)
+        write = asyncio.ensure_future(self._store_now(sess, todo, own_device=True))
+        return SendWrite(results, stored_at, write)
+
+    def send_now(self, sess: Session, msgs: Sequence[pb.MicroMsg]) -> SendWrite | None:
+        """:meth:`send` without a coroutine when the caches know every recipient: the
+        write queued now, its future in the returned :class:`SendWrite` (None when it
+        stored nothing), its results once :meth:`sent` had the outcome. None when some
+        recipients need the store: then :meth:`send` serves the batch. The same
+        checks, answers and errors as :meth:`send` (:meth:`_check_send`).
+
+        Raises:
+            MMError: ERR_TOO_LARGE for a batch over ``max_send_batch``.
+        """
+        results, passed = self._check_send(sess, msgs)
+        for p in passed:
+            if p[5] is None:
+                return None
+        return self._write_send(sess, results, passed)
+
+    async def send(self, sess: Session, msgs: Sequence[pb.MicroMsg]) -> list[SendResult]:
+        """Store a batch of messages; one result per message, in order.
+
+        Returns only after every stored message is durable (the ack of S16). A message
+        whose (sender, client_msg_id) was seen before is not stored again: its result
+        carries the original msg_id and create_time (S23) and ``duplicate``.
+        """
+        results, passed = self._check_send(sess, msgs)
+        for i, (res, cid, to_user, msg_type, content, rcpts) in enumerate(passed):
+            if rcpts is None:  # not all cached: read what is missing
+                try:
+                    rcpts = await self._recipients_stored(sess, to_user)
+                except MMError as exc:
+                    res.ret, res.err_msg = int(exc.code), exc.message
+                    continue
+                passed[i] = (res, cid, to_user, msg_type, content, rcpts)
+        w = self._write_send(sess, results, passed)
+        return self.sent(w, [] if w.write is None else await w.write)
+
+    def sent(self, w: SendWrite, out: Sequence[tuple[int, int, bool]]) -> list[SendResult]:
+        """The results of ``w`` given its write's outcome ``out`` (what
+        :meth:`Store.store_messages` returned)."""
+        self._count_stored(out)
+        for res, (mid, ctime, dup) in zip(w.stored_at, out, strict=True):
+            res.msg_id, res.create_time, res.duplicate = mid, ctime, dup
+        return w.results
 
     def new_message(
         self,
@@ -147,35 +249,14 @@ class Messaging(EngineBase):
     ) -> NewMessage:
         """A message ready for :meth:`store_messages`; ``template`` carries media fields."""
         sender_name = sess.user_name
-        room = to_user.endswith(ROOM_SUFFIX)
+        real_from = sender_name if to_user.endswith(ROOM_SUFFIX) else ""
         if template is None:  # a text: its item encoded without protobuf objects
-            body = TextBody(
-                sender_name,
-                to_user,
-                msg_type,
-                content,
-                STATUS_SENT,
-                client_msg_id,
-                sender_name if room else "",
+            body: Callable[[int, int], bytes] = TextBody(
+                sender_name, to_user, msg_type, content, STATUS_SENT, client_msg_id, real_from
             )
-            return NewMessage(client_msg_id, to_user, msg_type, media_ref, recipients, body)
-
-        def make_body(msg_id: int, create_time: int) -> bytes:
-            add = pb.AddMsg()
-            add.CopyFrom(template)
-            add.msg_id = msg_id
-            add.from_user = sender_name
-            add.to_user = to_user
-            add.msg_type = msg_type
-            add.content = content
-            add.status = STATUS_SENT
-            add.create_time = create_time
-            add.client_msg_id = client_msg_id
-            if room:
-                add.real_from = sender_name
-            return _item(cmd_id=CmdId.ADD_MSG, add_msg=add)
-
-        return NewMessage(client_msg_id, to_user, msg_type, media_ref, recipients, make_body)
+        else:  # (the closure's cells in a function of its own: a text makes none)
+            body = _media_body(template, sender_name, to_user, msg_type, content, client_msg_id)
+        return NewMessage(client_msg_id, to_user, msg_type, media_ref, recipients, body)
 
     async def store_messages(
         self, sess: Session, msgs: Sequence[NewMessage], *, own_device: bool = False
@@ -184,12 +265,26 @@ class Messaging(EngineBase):
         device keeps its own copy, so the sender's message log gets the messages only
         when another device of the account needs them (S17; :meth:`Store.store_messages`
         with ``device``)."""
+        out = await self._store_now(sess, msgs, own_device=own_device)
+        self._count_stored(out)
+        return [(mid, ctime) for mid, ctime, _ in out]
+
+    def _store_now(
+        self, sess: Session, msgs: Sequence[NewMessage], *, own_device: bool
+    ) -> Awaitable[list[tuple[int, int, bool]]]:
+        """Queue the write of :meth:`store_messages`; its outcome goes through
+        :meth:`_count_stored`."""
         device = sess.device_id if own_device else ""
-        out = await self.store.store_messages(sess.uin, msgs, self.now(), device)
-        dups = sum(1 for _, _, dup in out if dup)
+        return self.store.store_messages(sess.uin, msgs, self.now(), device)
+
+    def _count_stored(self, out: Sequence[tuple[int, int, bool]]) -> None:
+        """A write's outcome into the engine's counters."""
+        dups = 0
+        for _, _, dup in out:
+            if dup:
+                dups += 1
         self.stats["duplicates"] += dups
         self.stats["messages"] += len(out) - dups
-        return [(mid, ctime) for mid, ctime, _ in out]
 
     async def can_see(self, sess: Session, sender: int, to_user: str) -> bool:
         if sender == sess.uin or to_user == sess.user_name:

@@ -79,6 +79,10 @@ class PostgresStore(PostgresShared, PostgresAccounts):
                 asyncio.get_running_loop().call_soon(self._clear_heads)
         return hs.get(key, 0)
 
+    def head_now(self, uin: int, key: int) -> int | None:
+        hs = self._heads.get(uin)
+        return None if hs is None else hs.get(key, 0)
+
     def _clear_heads(self) -> None:
         self._heads.clear()
         self._heads_clear = False

@@ -131,6 +131,9 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
             self._heads[(uin, key)] = h
         return h
 
+    def head_now(self, uin: int, key: int) -> int | None:
+        return self._heads.get((uin, key))
+
     async def read_log(
         self, uin: int, after: Sequence[tuple[int, int]], max_items: int, max_bytes: int
     ) -> tuple[list[Item], list[int]]:

@@ -214,10 +214,12 @@ class RoomSave:
         return [(self.room.name, n) for n in self.removed]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewMessage:
     """A message to store unless (sender, client_msg_id) exists. ``make_body(msg_id,
-    create_time)`` builds the log item once the store has assigned the id."""
+    create_time)`` builds the log item once the store has assigned the id. (Not frozen:
+    one is made per message sent, and a frozen dataclass's ``__init__`` sets each field
+    through ``object.__setattr__``; nothing changes one after it is made.)"""
 
     client_msg_id: str
     to_user: str
@@ -288,6 +290,10 @@ class Store(SharedState, Protocol):
     async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:
         """The last committed seq of a log. May lag behind what a concurrent read already
         returned; ``fresh`` reads it from the storage instead of a cache."""
+        ...
+
+    def head_now(self, uin: int, key: int) -> int | None:
+        """:meth:`head` when it is cached (no coroutine), else None."""
         ...
 
     async def read_log(
