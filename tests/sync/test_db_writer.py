@@ -114,3 +114,31 @@ async def test_checkpoint_interval_zero_leaves_it_to_the_commits(tmp_path: Path)
         db.close()
     with pytest.raises(ValueError, match="negative"):
         Database(tmp_path / "x.db", checkpoint_interval=-1)
+
+
+async def test_statement_journals_stay_in_memory(tmp_path: Path) -> None:
+    """A group's multi-row INSERTs and savepoints journal every page they change; past
+    64 KiB SQLite spilled that to a temporary file unless temp_store is MEMORY (2). A
+    savepoint rolled back from such a journal still undoes exactly its own rows."""
+    db = Database(tmp_path / "w.db", synchronous="NORMAL")
+    try:
+        for conn in (db._wconn, db._rconn):
+            assert conn.execute("PRAGMA temp_store").fetchone()[0] == 2
+        await db.write(lambda c: c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)"))
+        await db.write(
+            lambda c: c.executemany(
+                "INSERT INTO t VALUES (?, zeroblob(3000))", [(i,) for i in range(200)]
+            )
+        )
+
+        def rewrite_then_fail(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE t SET v = zeroblob(3001)")  # every page: > 64 KiB journalled
+            raise RuntimeError("undo it")
+
+        with pytest.raises(RuntimeError, match="undo it"):
+            await db.write(rewrite_then_fail)
+        assert db.read_now(lambda c: c.execute("SELECT DISTINCT length(v) FROM t").fetchall()) == [
+            (3000,)
+        ]
+    finally:
+        db.close()

@@ -225,7 +225,8 @@ def connect(
     """Open the store file, creating it 0600 (SQLite gives its -wal and -shm files the
     same mode); an existing file readable by others is made private. ``cache_kib``:
     the connection's page cache (``[sync] page_cache_kib`` for the server's);
-    ``autocheckpoint``: SQLite's ``wal_autocheckpoint`` (pages)."""
+    ``autocheckpoint``: SQLite's ``wal_autocheckpoint`` (pages). Temporary storage
+    (statement journals, sorts) stays in memory."""
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     elif path.stat().st_mode & 0o077:
@@ -237,6 +238,11 @@ def connect(
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute(f"PRAGMA cache_size={-int(cache_kib)}")  # negative: in KiB
     conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
+    # The statement journal of a multi-row INSERT (and a job's savepoint) holds the old
+    # image of every page it changes; past 64 KiB SQLite spilled it to a temporary file
+    # (opened, written page by page, unlinked: a dozen system calls per group commit
+    # and more per page). In memory it is a copy per page, freed at the statement's end.
+    conn.execute("PRAGMA temp_store=MEMORY")
     return conn
 
 
