@@ -18,7 +18,6 @@ import asyncio
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from wxnet.proto import commands as C
@@ -78,6 +77,23 @@ class Flusher:
         dirty, self._dirty = self._dirty, []
         for link in dirty:
             link._flush()
+
+
+class _Origin(Context):
+    """A long-link request's context and its ``done`` for
+    :meth:`~wxnet.server.dispatch.Dispatcher.begin` (``done(response)`` queues the
+    reply): one object per request, where a Context and a ``partial`` of
+    :meth:`LongLink._answer` were four (the partial, its bound method, its tuple)."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self, link: LongLink, seq: int) -> None:
+        self.peer = link.peer
+        self.link = link
+        self.seq = seq
+
+    def __call__(self, out: bytes) -> None:
+        self.link._answer(self.seq, out)
 
 
 class LongLink(asyncio.Protocol):
@@ -211,9 +227,8 @@ class LongLink(asyncio.Protocol):
             return
         self._pending += 1
         try:
-            out = self.server.dispatcher.begin(
-                cgi, body, Context(self.peer, self), partial(self._answer, seq)
-            )
+            origin = _Origin(self, seq)
+            out = self.server.dispatcher.begin(cgi, body, origin, origin)
         except BadRequest as exc:
             out = error_body(MMRet.ERR_BAD_REQUEST, str(exc))
         if out is None:  # the dispatcher calls _answer when the reply is ready
