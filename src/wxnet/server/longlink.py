@@ -135,7 +135,9 @@ class LongLink(asyncio.Protocol):
         #: ``rx_stamp`` (one float for every link, not one per link and read)
         self.last_rx = server.rx_stamp
         self._pending = 0
-        self._out: list[bytes] | None = None  # queued output, None when none
+        #: queued output: None when none, one packet alone (no list for the common
+        #: case: a reply or a push per loop turn), else a list of them
+        self._out: bytes | list[bytes] | None = None
         self._dirty = False  # output queued, the flusher told
         self._notify_pending = 0
         self._identify_timer: asyncio.TimerHandle | None = None
@@ -321,7 +323,9 @@ class LongLink(asyncio.Protocol):
             return
         out = self._out
         if out is None:
-            self._out = [data]
+            self._out = data
+        elif isinstance(out, bytes):
+            self._out = [out, data]
         else:
             out.append(data)
         self._schedule_flush()
@@ -338,14 +342,18 @@ class LongLink(asyncio.Protocol):
         out = self._out
         if self._notify_pending:
             sel, self._notify_pending = self._notify_pending, 0
+            pkt = notify_packet(sel)
             if out is None:
-                out = []
-            out.append(notify_packet(sel))
+                out = pkt
+            elif isinstance(out, bytes):
+                out = [out, pkt]
+            else:
+                out.append(pkt)
             self.server.metrics.pushes.inc("notify")
-        if not out:
+        if out is None:
             return
         self._out = None
-        self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        self.transport.write(out if isinstance(out, bytes) else b"".join(out))
         if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.info("closing long link from %s: peer does not read", self.peer)
             self.transport.abort()

@@ -181,11 +181,13 @@ class Messaging(EngineBase):
     ) -> SendWrite:
         """Queue the write of the messages of ``passed`` whose recipients are known."""
         todo: list[NewMessage] = []
-        stored_at: list[SendResult] = []
-        for res, cid, to_user, msg_type, content, rcpts in passed:
+        for _res, cid, to_user, msg_type, content, rcpts in passed:
             if rcpts is not None:
                 todo.append(self.new_message(sess, cid, to_user, msg_type, content, rcpts))
-                stored_at.append(res)
+        # every message written (the common case): they are the results, in order
+        stored_at = (
+            results if len(todo) == len(results) else [p[0] for p in passed if p[5] is not None]
+        )
         # S17: the sending device keeps its own copy (the SDK stores it from this
         # reply), so the sender's log gets the message only for its other devices
         if not todo:
