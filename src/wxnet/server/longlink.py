@@ -100,7 +100,7 @@ class LongLink(asyncio.Protocol):
     """One long link: while it is idle (nothing in flight, nothing buffered, nothing
     queued), this object is all it holds beyond the transport: the sans-IO
     connection exists only while a request is in flight or a packet is part read,
-    the output list only while output is queued (an idle identified link at N =
+    the queued output only while there is some (an idle identified link at N =
     10,000: docs/benchmarks.md, "Idle links")."""
 
     __slots__ = (
