@@ -28,6 +28,7 @@ from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.sync.engine import Engine, Session
 from wxnet.sync.items import SendResult, join_cmd_list, newsync_response, send_msg_response
+from wxnet.sync.messages import SendWrite
 from wxnet.sync.uploads import Uploads
 
 __all__ = ["BadRequest", "Context", "Dispatcher", "Handler", "NowHandler", "oversized"]
@@ -89,6 +90,27 @@ Handler = Callable[[Any, Session | None, Context], Awaitable[Message | bytes]]
 #: the response now, True when ``done(response)`` will be called, or False when the
 #: request needs the coroutine handler.
 NowHandler = Callable[[Any, Session, Context, Callable[[bytes], None]], bytes | bool]
+
+
+class _Written:
+    """The done callback of a send's write (:meth:`Dispatcher._sendmsg_now`): builds
+    the reply and hands it to ``done``. One object with slots, not a closure, which
+    cost a function, its tuple of cells and a cell per variable, per send."""
+
+    __slots__ = ("d", "done", "t0", "w")
+
+    def __init__(
+        self, d: Dispatcher, w: SendWrite, t0: float, done: Callable[[bytes], None]
+    ) -> None:
+        self.d, self.w, self.t0, self.done = d, w, t0, done
+
+    def __call__(self, fut: asyncio.Future[list[tuple[int, int, bool]]]) -> None:
+        d = self.d
+        try:
+            out = d._sent(d.engine.sent(self.w, fut.result()), self.t0)
+        except Exception as exc:
+            out = d._failed(_SENDMSG, exc)
+        self.done(out)
 
 
 class Dispatcher:
@@ -343,15 +365,7 @@ class Dispatcher:
             return False
         if w.write is None:  # every message refused
             return self._sent(w.results, t0)
-
-        def written(fut: asyncio.Future[list[tuple[int, int, bool]]]) -> None:
-            try:
-                out = self._sent(self.engine.sent(w, fut.result()), t0)
-            except Exception as exc:
-                out = self._failed(_SENDMSG, exc)
-            done(out)
-
-        w.write.add_done_callback(written)
+        w.write.add_done_callback(_Written(self, w, t0, done))
         return True
 
     def _sent(self, results: list[SendResult], t0: float) -> bytes:

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from wxnet.proto import commands as C
@@ -80,11 +79,28 @@ class Flusher:
             link._flush()
 
 
+class _Origin(Context):
+    """A long-link request's context and its ``done`` for
+    :meth:`~wxnet.server.dispatch.Dispatcher.begin` (``done(response)`` queues the
+    reply): one object per request, where a Context and a ``partial`` of
+    :meth:`LongLink._answer` were four (the partial, its bound method, its tuple)."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self, link: LongLink, seq: int) -> None:
+        self.peer = link.peer
+        self.link = link
+        self.seq = seq
+
+    def __call__(self, out: bytes) -> None:
+        self.link._answer(self.seq, out)
+
+
 class LongLink(asyncio.Protocol):
     """One long link: while it is idle (nothing in flight, nothing buffered, nothing
     queued), this object is all it holds beyond the transport: the sans-IO
     connection exists only while a request is in flight or a packet is part read,
-    the output list only while output is queued (an idle identified link at N =
+    the queued output only while there is some (an idle identified link at N =
     10,000: docs/benchmarks.md, "Idle links")."""
 
     __slots__ = (
@@ -119,7 +135,9 @@ class LongLink(asyncio.Protocol):
         #: ``rx_stamp`` (one float for every link, not one per link and read)
         self.last_rx = server.rx_stamp
         self._pending = 0
-        self._out: list[bytes] | None = None  # queued output, None when none
+        #: queued output: None when none, one packet alone (no list for the common
+        #: case: a reply or a push per loop turn), else a list of them
+        self._out: bytes | list[bytes] | None = None
         self._dirty = False  # output queued, the flusher told
         self._notify_pending = 0
         self._identify_timer: asyncio.TimerHandle | None = None
@@ -211,9 +229,8 @@ class LongLink(asyncio.Protocol):
             return
         self._pending += 1
         try:
-            out = self.server.dispatcher.begin(
-                cgi, body, Context(self.peer, self), partial(self._answer, seq)
-            )
+            origin = _Origin(self, seq)
+            out = self.server.dispatcher.begin(cgi, body, origin, origin)
         except BadRequest as exc:
             out = error_body(MMRet.ERR_BAD_REQUEST, str(exc))
         if out is None:  # the dispatcher calls _answer when the reply is ready
@@ -306,7 +323,9 @@ class LongLink(asyncio.Protocol):
             return
         out = self._out
         if out is None:
-            self._out = [data]
+            self._out = data
+        elif isinstance(out, bytes):
+            self._out = [out, data]
         else:
             out.append(data)
         self._schedule_flush()
@@ -323,14 +342,18 @@ class LongLink(asyncio.Protocol):
         out = self._out
         if self._notify_pending:
             sel, self._notify_pending = self._notify_pending, 0
+            pkt = notify_packet(sel)
             if out is None:
-                out = []
-            out.append(notify_packet(sel))
+                out = pkt
+            elif isinstance(out, bytes):
+                out = [out, pkt]
+            else:
+                out.append(pkt)
             self.server.metrics.pushes.inc("notify")
-        if not out:
+        if out is None:
             return
         self._out = None
-        self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        self.transport.write(out if isinstance(out, bytes) else b"".join(out))
         if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.info("closing long link from %s: peer does not read", self.peer)
             self.transport.abort()

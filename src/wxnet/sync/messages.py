@@ -79,10 +79,12 @@ class Messaging(EngineBase):
     """Messages: recipients, sending, read receipts and revokes."""
 
     # ================================================================ messages
-    def _recipients_now(self, sess: Session, to_user: str) -> list[int] | None:
+    def _recipients_now(self, sess: Session, to_user: str) -> Sequence[int] | None:
         """:meth:`recipients` from the engine's caches alone, without a coroutine:
         None when the answer needs the store (a name, contact list or group not
-        cached), and then :meth:`recipients` reads it. The same answers and errors."""
+        cached), and then :meth:`recipients` reads it. The same answers and errors.
+        A 1:1 chat's are a tuple (from the tuple free list: unlike a list, no count
+        toward the next young collection)."""
         if to_user.endswith(ROOM_SUFFIX):
             room = self._rooms.get(to_user)
             if room is None:
@@ -98,16 +100,16 @@ class Messaging(EngineBase):
                 uins.append(u)
             return uins
         if to_user == sess.user_name:
-            return [sess.uin]
+            return (sess.uin,)
         peer = self._uin_by_name.get(to_user)
         contacts = self._contacts.get(sess.uin)
         if peer is None or contacts is None:
             return None
         if to_user not in contacts:
             raise MMError(MMRet.ERR_NOT_FRIEND, f"{to_user!r} is not your contact")
-        return [sess.uin, peer]
+        return (sess.uin, peer)
 
-    async def recipients(self, sess: Session, to_user: str) -> list[int]:
+    async def recipients(self, sess: Session, to_user: str) -> Sequence[int]:
         """Accounts whose message log receives a message from ``sess`` to ``to_user``.
 
         Raises:
@@ -118,7 +120,7 @@ class Messaging(EngineBase):
             return cached
         return await self._recipients_stored(sess, to_user)
 
-    async def _recipients_stored(self, sess: Session, to_user: str) -> list[int]:
+    async def _recipients_stored(self, sess: Session, to_user: str) -> Sequence[int]:
         """:meth:`recipients` when :meth:`_recipients_now` could not answer: the names,
         contact list and group read (and cached) through the store."""
         if to_user.endswith(ROOM_SUFFIX):
@@ -127,17 +129,17 @@ class Messaging(EngineBase):
                 raise MMError(MMRet.ERR_NOT_FOUND, f"no group {to_user!r} that you are in")
             return await self._member_uins(room.members)
         if to_user == sess.user_name:
-            return [sess.uin]
+            return (sess.uin,)
         peer = await self.lookup(to_user)
         if peer is None:
             raise MMError(MMRet.ERR_NOUSER, f"no user {to_user!r}")
         if not await self.is_contact(sess.uin, to_user):
             raise MMError(MMRet.ERR_NOT_FRIEND, f"{to_user!r} is not your contact")
-        return [sess.uin, peer]
+        return (sess.uin, peer)
 
     def _check_send(
         self, sess: Session, msgs: Sequence[pb.MicroMsg]
-    ) -> tuple[list[SendResult], list[tuple[SendResult, str, str, int, str, list[int] | None]]]:
+    ) -> tuple[list[SendResult], list[tuple[SendResult, str, str, int, str, Sequence[int] | None]]]:
         """The checks of a send, one owner for :meth:`send_now` and :meth:`send`: one
         result per message, in order (a refused one carries its error), and for each
         message that passed, (result, client_msg_id, to_user, msg_type, content,
@@ -150,7 +152,7 @@ class Messaging(EngineBase):
         if len(msgs) > self.config.max_send_batch:
             raise MMError(MMRet.ERR_TOO_LARGE, f"at most {self.config.max_send_batch} messages")
         results: list[SendResult] = []
-        passed: list[tuple[SendResult, str, str, int, str, list[int] | None]] = []
+        passed: list[tuple[SendResult, str, str, int, str, Sequence[int] | None]] = []
         max_bytes = self.config.max_content_bytes
         for m in msgs:
             # each field read once: a protobuf field read makes a new object each time
@@ -177,15 +179,17 @@ class Messaging(EngineBase):
         self,
         sess: Session,
         results: list[SendResult],
-        passed: Sequence[tuple[SendResult, str, str, int, str, list[int] | None]],
+        passed: Sequence[tuple[SendResult, str, str, int, str, Sequence[int] | None]],
     ) -> SendWrite:
         """Queue the write of the messages of ``passed`` whose recipients are known."""
         todo: list[NewMessage] = []
-        stored_at: list[SendResult] = []
-        for res, cid, to_user, msg_type, content, rcpts in passed:
+        for _res, cid, to_user, msg_type, content, rcpts in passed:
             if rcpts is not None:
                 todo.append(self.new_message(sess, cid, to_user, msg_type, content, rcpts))
-                stored_at.append(res)
+        # every message written (the common case): they are the results, in order
+        stored_at = (
+            results if len(todo) == len(results) else [p[0] for p in passed if p[5] is not None]
+        )
         # S17: the sending device keeps its own copy (the SDK stores it from this
         # reply), so the sender's log gets the message only for its other devices
         if not todo:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wxnet.proto import mediaxml
@@ -246,7 +246,7 @@ class Uploads:
         to_user: str,
         msg_type: int,
         content: str,
-        rcpts: list[int],
+        rcpts: Sequence[int],
         template: pb.AddMsg,
         resp: pb.UploadMsgImgResponse | pb.UploadMediaResponse,
     ) -> None:
