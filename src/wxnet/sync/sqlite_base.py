@@ -153,6 +153,7 @@ class SQLiteBase:
             "tail_bytes": self.tail.bytes,
             "tail_logs": len(self.tail),
             "tail_trimmed": self.tail.trimmed,
+            "tail_releases": self.tail.releases,
         }
 
     def schema_version(self) -> int:
