@@ -19,6 +19,8 @@ _HEAD = Struct("<QII")
 _HEAD_SIZE = _HEAD.size
 _pack_head = _HEAD.pack
 _unpack_head = _HEAD.unpack_from
+#: a new ring's header and its first entry's length
+_pack_first = Struct("<QIII").pack
 
 #: What one held entry costs beyond its body's length: its 4-byte length header in the
 #: ring (the ring's padding is counted too, see :class:`LogTail`).
@@ -38,8 +40,8 @@ RING_COST = 32 + 40 + 16
 #: C allocator's free pages are given back to the system (glibc's ``malloc_trim``; a
 #: no-op elsewhere): the memory of a burst's rings is freed, not kept resident.
 RELEASE_BYTES = 1 << 20
-_ZEROS = memoryview(bytes(MIN_RING))
-_size_of = sys.getsizeof
+#: a ring object's size beyond its length (``sys.getsizeof(b"")``)
+_BYTES_OBJECT = sys.getsizeof(b"")
 
 
 def _malloc_trim() -> Callable[[], object] | None:
@@ -55,14 +57,6 @@ def _malloc_trim() -> Callable[[], object] | None:
 
 
 _TRIM = _malloc_trim()
-
-
-def _ring(first: int, count: int, *parts: bytes | memoryview) -> bytes:
-    """A ring of ``count`` entries from seq ``first``: its header, then ``parts`` (the
-    entries, each body after its length), padded with zeros to MIN_RING."""
-    used = _HEAD_SIZE + sum(map(len, parts))
-    pad = _ZEROS[: max(0, MIN_RING - used)]
-    return b"".join((_pack_head(first, count, used), *parts, pad))
 
 
 class LogTail:
@@ -128,36 +122,45 @@ class LogTail:
         held = self.bytes
         for uin, key, seq, body in entries:
             hk = uin << 32 | key
+            size = len(body)
             ring = rings.pop(hk, None)
-            if ring is None:
-                first, count, used = seq, 0, _HEAD_SIZE
-                held += RING_COST
-                ring = b""
-            else:
-                held -= _size_of(ring)
+            if ring is not None:
                 first, count, used = _unpack_head(ring)
-                if first + count != seq:  # not contiguous (a log trimmed out that
-                    first, count, used = seq, 0, _HEAD_SIZE  # grew again): start over
-            count += 1
-            off = _HEAD_SIZE  # the old entries kept: ring[off:used]
-            bodies = used - _HEAD_SIZE - ENTRY_COST * (count - 1) + len(body)
-            while count > 1 and (count > max_items or bodies > max_bytes):
-                size = _unpack_len(ring, off)[0]
-                off += ENTRY_COST + size
-                bodies -= size
-                count -= 1
-                first += 1
-            ring = rings[hk] = _ring(  # the most recently written last
-                first, count, memoryview(ring)[off:used], _pack_len(len(body)), body
-            )
-            held += _size_of(ring)
+                if first + count == seq:  # contiguous: append
+                    held -= len(ring)
+                    off = _HEAD_SIZE  # the old entries kept: ring[off:used]
+                    bodies = used - _HEAD_SIZE - ENTRY_COST * count + size
+                    count += 1
+                    while count > 1 and (count > max_items or bodies > max_bytes):
+                        cut = _unpack_len(ring, off)[0]
+                        off += ENTRY_COST + cut
+                        bodies -= cut
+                        count -= 1
+                        first += 1
+                    end = used + _HEAD_SIZE + ENTRY_COST + size - off
+                    ring = b"".join(
+                        (_pack_head(first, count, end), ring[off:used], _pack_len(size), body)
+                    )
+                    if end < MIN_RING:
+                        ring = ring.ljust(MIN_RING, b"\0")
+                    rings[hk] = ring  # the most recently written last
+                    held += len(ring)
+                    continue
+                # not contiguous (a log trimmed out that grew again): start over
+                held -= len(ring) + _BYTES_OBJECT + RING_COST
+            used = _HEAD_SIZE + ENTRY_COST + size
+            ring = _pack_first(seq, 1, used, size) + body
+            if used < MIN_RING:
+                ring = ring.ljust(MIN_RING, b"\0")
+            rings[hk] = ring
+            held += len(ring) + _BYTES_OBJECT + RING_COST
         total = self.total_bytes
         if held > total:  # the least recently written go first
             gone = []
             for hk, ring in rings.items():
                 if held <= total:
                     break
-                held -= _size_of(ring) + RING_COST
+                held -= len(ring) + _BYTES_OBJECT + RING_COST
                 gone.append(hk)
             for hk in gone:
                 del rings[hk]
@@ -182,13 +185,17 @@ class LogTail:
             self.trimmed += drop
             if drop == count:
                 del rings[hk]
-                self.bytes -= _size_of(ring) + RING_COST
+                self.bytes -= len(ring) + _BYTES_OBJECT + RING_COST
                 continue
             off = _HEAD_SIZE
             for _ in range(drop):
                 off += ENTRY_COST + _unpack_len(ring, off)[0]
-            new = rings[hk] = _ring(first + drop, count - drop, memoryview(ring)[off:used])
-            self.bytes += _size_of(new) - _size_of(ring)
+            end = used - off + _HEAD_SIZE
+            new = _pack_head(first + drop, count - drop, end) + ring[off:used]
+            if end < MIN_RING:
+                new = new.ljust(MIN_RING, b"\0")
+            rings[hk] = new
+            self.bytes += len(new) - len(ring)
         if len(rings) * 8 < self._high_logs:  # a table sized for far more: rebuild it
             self._rings = dict(rings)
             self._high_logs = len(rings)
