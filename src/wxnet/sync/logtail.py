@@ -39,7 +39,7 @@ RING_COST = 32 + 40 + 16
 #: After the tail held this many bytes more than it holds now, and twice as many, the
 #: C allocator's free pages are given back to the system (glibc's ``malloc_trim``; a
 #: no-op elsewhere): the memory of a burst's rings is freed, not kept resident.
-RELEASE_BYTES = 1 << 20
+RELEASE_BYTES = 1 << 18
 #: a ring object's size beyond its length (``sys.getsizeof(b"")``)
 _BYTES_OBJECT = sys.getsizeof(b"")
 
