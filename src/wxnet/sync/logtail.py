@@ -22,6 +22,9 @@ _unpack_head = _HEAD.unpack_from
 #: a new ring's header and its first entry's length
 _pack_first = Struct("<QIII").pack
 
+#: a ring object's size beyond its length (``sys.getsizeof(b"")``)
+_BYTES_OBJECT = sys.getsizeof(b"")
+
 #: What one held entry costs beyond its body's length: its 4-byte length header in the
 #: ring (the ring's padding is counted too, see :class:`LogTail`).
 ENTRY_COST = _LEN.size
@@ -31,17 +34,15 @@ ENTRY_COST = _LEN.size
 #: allocator, whose free pages go back to the system (:data:`RELEASE_BYTES`), and
 #: never from pymalloc's pools, which the rings of a tail's peak would leave resident
 #: between the objects allocated meanwhile.
-MIN_RING = 513 - sys.getsizeof(b"")
+MIN_RING = 513 - _BYTES_OBJECT
 #: What one log's ring costs besides the ring object (``sys.getsizeof``; CPython 3.11,
 #: 64-bit): its key (an int of ``uin << 32 | key``, 32 B), the dict's entry and index
 #: (~40 B at the dict's load) and the C allocator's chunk header (~16 B).
 RING_COST = 32 + 40 + 16
-#: After the tail held this many bytes more than it holds now, and twice as many, the
-#: C allocator's free pages are given back to the system (glibc's ``malloc_trim``; a
-#: no-op elsewhere): the memory of a burst's rings is freed, not kept resident.
+#: Once the tail holds this many bytes less than its high since the last release, and
+#: at most half of it, the C allocator's free pages go back to the system (glibc's
+#: ``malloc_trim``; none elsewhere): the memory of a burst's rings is not kept resident.
 RELEASE_BYTES = 1 << 18
-#: a ring object's size beyond its length (``sys.getsizeof(b"")``)
-_BYTES_OBJECT = sys.getsizeof(b"")
 
 
 def _malloc_trim() -> Callable[[], object] | None:
