@@ -38,7 +38,6 @@ def test_defaults_file_then_flags(tmp_path: Path) -> None:
         ("[server]\nlong_port = 70000\n", "not a port"),
         ("[server]\ntls_cert = 'a.pem'\n", "go together"),
         ("[sync]\ndurability = 'SOMETIMES'\n", "durability"),
-        ("[sync]\ncache_idle_seconds = 0\n", "cache_idle_seconds"),
         ("[nope]\n", "unknown section"),
         ("[server\n", "line 1"),
         ("[server]\nidle_timeout = true\n", "expected float"),

@@ -10,10 +10,9 @@ import dataclasses
 from tests.server.wire import WAIT, Device
 from wxnet.proto import wxnet_pb2 as pb
 from wxnet.proto.syncdriver import Committed, Held, Page, PushInbox, SyncDriver, apply_push
-from wxnet.proto.synckey import KEY_MSG, SyncKey
+from wxnet.proto.synckey import SyncKey
 from wxnet.server.app import Server, start_server
 from wxnet.server.config import ServerConfig
-from wxnet.sync.cache import ActiveCache
 
 
 async def _pushing(dev: Device, sender: Device) -> asyncio.Queue[bytes]:
@@ -126,40 +125,5 @@ async def test_a_push_during_the_pull_is_taken_when_it_ends_with_no_more_newsync
     # the key the held push gave is the server's head: a newsync from it has nothing new
     bob.acc.key = SyncKey.from_bytes(took.key)
     assert await bob.messages() == []
-    for d in (alice, bob):
-        await d.close()
-
-
-async def test_an_account_idle_past_the_caches_aging_still_gets_its_push(
-    server: Server,
-) -> None:
-    """Two turns of the caches' generations ([sync] cache_idle_seconds; called here
-    instead of waited for) drop every cached per-account entry of the idle accounts;
-    a message to bob's idle link still comes by push, and what the send and bob's next
-    request need is read back from the store into the caches."""
-    alice = await Device.login(server.long_port, "alice")
-    bob = await Device.login(server.long_port, "bob")
-    pushes = await _pushing(bob, alice)
-    caches = {
-        name: c
-        for name, c in server.engine.caches().items()
-        if isinstance(c, ActiveCache) and c.ages
-    }
-    assert "sessions" in caches and "log_heads" in caches
-    server.age_caches()
-    assert all(len(c) for name, c in caches.items() if name in ("sessions", "log_heads"))
-    server.age_caches()
-    assert {name: len(c) for name, c in caches.items()} == dict.fromkeys(caches, 0)
-    await alice.send("bob", "after the aging", "a1")
-    body = await asyncio.wait_for(pushes.get(), WAIT)
-    page = apply_push(bob.acc.key.to_bytes(), pb.NewSyncResponse.FromString(body))
-    assert isinstance(page, Page)
-    assert [i.add_msg.content for i in page.items if i.WhichOneof("body") == "add_msg"] == [
-        "after the aging"
-    ]
-    bob.acc.key = SyncKey.from_bytes(page.key)
-    assert await bob.messages() == []  # bob's session is read back for his newsync
-    assert (bob.acc.uin, KEY_MSG) in caches["log_heads"]
-    assert len(caches["sessions"]) == 2  # alice's (her send) and bob's
     for d in (alice, bob):
         await d.close()

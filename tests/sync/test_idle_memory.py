@@ -141,25 +141,6 @@ async def test_small_caches_change_no_answer(tmp_path: Path) -> None:
         engine.close()
 
 
-def test_an_active_cache_drops_what_two_agings_found_unused() -> None:
-    c: ActiveCache[int, int] = ActiveCache(100)
-    for k in range(4):
-        c[k] = k
-    c.age()
-    assert c.get(0) == 0  # used since: it stays for another two agings
-    c[4] = 4  # new since
-    c.age()
-    assert sorted(c) == [0, 4] and c.evicted == 3
-    c.age()
-    c.age()
-    assert len(c) == 0 and c.evicted == 5
-    mine: ActiveCache[int, int] = ActiveCache(100, ages=False)  # another thread's
-    mine[1] = 1
-    mine.age()
-    mine.age()
-    assert mine.get(1) == 1 and mine.evicted == 0
-
-
 @given(st.lists(st.tuples(st.sampled_from("gsp"), st.integers(0, 12)), max_size=200))
 def test_an_active_cache_acts_as_a_dict_of_what_it_holds(ops: list[tuple[str, int]]) -> None:
     """Every answer it gives is the dict's; it holds at most twice its cap; and a key

@@ -24,7 +24,6 @@ from wxnet.server.longlink import Flusher, LongLink
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.server.probes import GcPauses, LoopLag
-from wxnet.sync.cache import ActiveCache
 from wxnet.sync.db import Database
 from wxnet.sync.engine import Engine, profile_item
 from wxnet.sync.sqlitemem import sqlite_memory_used
@@ -120,7 +119,6 @@ class Server:
         self._long_servers: list[asyncio.Server] = []
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._ager: asyncio.Task[None] | None = None
         self._upload_sweeper: asyncio.Task[None] | None = None
         self.long_port = 0
         self.extra_long_ports: tuple[int, ...] = ()
@@ -341,7 +339,6 @@ class Server:
         self.loop_lag.start()
         self.gc_pauses.start()
         self._sweeper = self.loop.create_task(self._sweep())
-        self._ager = self.loop.create_task(self._age())
         self._upload_sweeper = self.loop.create_task(
             self.dispatcher.uploads.run_sweeper(min(60.0, cfg.sync.upload_ttl / 4))
         )
@@ -376,20 +373,6 @@ class Server:
                 log.info("closing idle long link from %s", link.peer)
                 link.close()
 
-    async def _age(self) -> None:
-        """Every ``[sync] cache_idle_seconds``, :meth:`age_caches`."""
-        while True:
-            await asyncio.sleep(self.config.sync.cache_idle_seconds)
-            self.age_caches()
-
-    def age_caches(self) -> None:
-        """Drop the cached per-account entries not used since the previous call
-        (:meth:`ActiveCache.age`): an idle account's state leaves memory, to be read
-        back from the store when it is next used (a push to its link needs none of it)."""
-        for cache in self.engine.caches().values():
-            if isinstance(cache, ActiveCache):
-                cache.age()
-
     async def close(self) -> None:
         """Stop accepting, close every link, let running requests finish, close the store."""
         for srv in self._long_servers:
@@ -400,11 +383,10 @@ class Server:
             self._upload_sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._upload_sweeper
-        for task in (self._sweeper, self._ager):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         for link in list(self.links):
             link.close()
         self.notifier.close()  # pending long polls answer now instead of at their timeout

@@ -271,8 +271,6 @@ def _validate_sync(cfg: ServerConfig) -> None:
     ):
         if getattr(cfg.sync, name) < 1:
             raise ConfigError(f"[sync] {name} must be at least 1")
-    if not 0 < cfg.sync.cache_idle_seconds <= 86400:
-        raise ConfigError("[sync] cache_idle_seconds must be above 0 and at most 86400")
     if cfg.sync.page_cache_kib < 64:
         raise ConfigError("[sync] page_cache_kib must be at least 64 (KiB)")
     if not 0 <= cfg.sync.checkpoint_interval <= 3600:

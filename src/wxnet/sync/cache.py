@@ -11,10 +11,6 @@ state whose miss reads the store again, so what a cache drops changes no answer.
   and at most ``2 * cap`` entries are held. A hit in the young generation costs one
   dict lookup; one in the old generation moves the entry (no per-hit bookkeeping, as
   an LRU's linked list would need, and no per-entry overhead beyond the dicts').
-  :meth:`ActiveCache.age` turns the generations over by time as well (the server calls
-  it every ``[sync] cache_idle_seconds``): an entry not used between two calls goes, so
-  an idle server does not keep the last ``active_accounts`` accounts' state for ever.
-  A cache made with ``ages=False`` (the SQLite writer thread's own) is left alone.
 """
 
 from __future__ import annotations
@@ -57,27 +53,16 @@ class ActiveCache(Generic[K, V]):
 
     Args:
         cap: entries per generation (at least 1); at most twice this many are held.
-        ages: whether :meth:`age` drops anything (False for a cache that another
-            thread than the caller of :meth:`age` uses).
     """
 
-    __slots__ = ("_old", "_young", "ages", "cap", "evicted")
+    __slots__ = ("_old", "_young", "cap", "evicted")
 
-    def __init__(self, cap: int, ages: bool = True) -> None:
+    def __init__(self, cap: int) -> None:
         self.cap = max(1, cap)
-        self.ages = ages
         self._young: dict[K, V] = {}
         self._old: dict[K, V] = {}
         #: entries dropped so far (with an old generation)
         self.evicted = 0
-
-    def age(self) -> None:
-        """Drop the entries not used since the previous call (the old generation; the
-        young one becomes the old one): an entry unused for two calls is gone."""
-        if self.ages and (self._young or self._old):
-            self.evicted += len(self._old)
-            self._old = self._young
-            self._young = {}
 
     def _store(self, key: K, value: V) -> None:
         young = self._young

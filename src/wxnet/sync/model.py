@@ -95,11 +95,6 @@ class EngineConfig:
     #: committed keys; sync/cache.py ActiveCache): an account not used while this many
     #: others were has its entries dropped, read back from the store when next used
     active_accounts: int = 1024
-    #: seconds between the server's turns of those caches' generations
-    #: (ActiveCache.age): an account's entries not used for one to two of these go,
-    #: read back from the store when next used (the SQLite writer's own caches only
-    #: go by active_accounts)
-    cache_idle_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,11 +110,11 @@ class SQLiteBase:
         self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._commit_lock = threading.Lock()
         # writer-thread state (dropped whenever the writer rolls something back)
-        self._w_heads: ActiveCache[tuple[int, int], int] = ActiveCache(heads, ages=False)
+        self._w_heads: ActiveCache[tuple[int, int], int] = ActiveCache(heads)
         self._w_next_msg_id: int | None = None
         #: uin -> {device_id: latest session expiry}: the S17 question without a read
         #: per message; filled per sender on first use, kept by the session writes
-        self._w_devices: ActiveCache[int, dict[str, int]] = ActiveCache(active_accounts, ages=False)
+        self._w_devices: ActiveCache[int, dict[str, int]] = ActiveCache(active_accounts)
         self.db.on_rollback = self._w_reset
 
     def _w_reset(self) -> None:  # writer thread: a rollback undid what these cached
