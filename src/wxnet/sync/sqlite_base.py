@@ -316,11 +316,12 @@ class SQLiteBase:
         if r is None:
             return None
         uin, name, device_id, device_name, kind, expires = r
-        # the names' strings are the ones the engine's other caches hold
+        # the device name's and kind's strings are shared (few values; an account's
+        # name is not interned: see ContactNames)
         return SessionRow(
             sid,
             uin,
-            sys.intern(name),
+            name,
             device_id,
             sys.intern(device_name),
             sys.intern(kind),
