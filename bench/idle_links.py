@@ -216,6 +216,7 @@ async def measure(
                     "wxnet_identified_links",
                     "wxnet_messages_total",
                     "wxnet_sync_tail_bytes",
+                    "wxnet_sync_tail_releases",
                     "wxnet_sqlite_memory_bytes",
                     "wxnet_engine_cache_entries",
                 )
@@ -279,7 +280,8 @@ def _print(row: dict[str, Any]) -> None:
         extra = (
             f", RSS {row['rss_before_kib']} -> {row['rss_after_kib']} KiB, set-up"
             f" {row['setup_s']} s, server CPU {row['server_cpu_s']} s, tail"
-            f" {row['wxnet_sync_tail_bytes']:.0f} B, SQLite"
+            f" {row['wxnet_sync_tail_bytes']:.0f} B (released"
+            f" {row['wxnet_sync_tail_releases']:.0f} times), SQLite"
             f" {row['wxnet_sqlite_memory_bytes']:.0f} B, cached entries"
             f" {row['wxnet_engine_cache_entries']:.0f}, load {row['load']:.2f}"
         )

@@ -11,6 +11,7 @@ async def test_idle_links_runs_the_whole_use_of_each_account() -> None:
     assert got["n"] == 12 and got["wxnet_identified_links"] == 16
     assert got["wxnet_messages_total"] == 16 * 2  # every send of every account was stored
     assert got["wxnet_sync_tail_bytes"] == 0  # all synced and committed: nothing held
+    assert got["wxnet_sync_tail_releases"] == 0  # a tail this small gives nothing back
     assert got["wxnet_sqlite_memory_bytes"] > 0 and got["wxnet_engine_cache_entries"] > 0
     assert got["rss_after_kib"] > 0 and got["bytes_per_link"] == (
         (got["rss_after_kib"] - got["rss_before_kib"]) * 1024 / 12

@@ -6,6 +6,8 @@ sequence of appends, commits and any keys and windows; and it stays inside its b
 from __future__ import annotations
 
 import asyncio
+import platform
+import sys
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -13,7 +15,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wxnet.sync.logtail import ENTRY_COST, RING_COST
+from wxnet.sync import logtail
+from wxnet.sync.logtail import ENTRY_COST, MIN_RING, RELEASE_BYTES, RING_COST
 from wxnet.sync.sqlite_store import LogTail, SQLiteStore
 from wxnet.sync.store import Append
 
@@ -112,12 +115,13 @@ def test_tail_serves_a_read_at_the_head_without_the_database() -> None:
 
 def _held(tail: LogTail) -> int:
     """What the tail's rings hold, counted as LogTail.bytes counts it."""
-    return sum(RING_COST + ring.__alloc__() for ring in tail._rings.values())
+    return sum(RING_COST + sys.getsizeof(ring) for ring in tail._rings.values())
 
 
 def test_tail_bounds() -> None:
     entry = 10 + ENTRY_COST
-    tail = LogTail(max_items=4, max_bytes=100, total_bytes=3 * RING_COST + 6 * entry)
+    ring_cost = RING_COST + sys.getsizeof(bytes(MIN_RING))  # a ring's least size
+    tail = LogTail(max_items=4, max_bytes=100, total_bytes=3 * ring_cost)
     tail.add((1, 2, s, b"x" * 10) for s in range(1, 11))
     ring = tail.read(1, 2, 6, 10)
     assert ring is not None and [s for s, _ in ring] == [7, 8, 9, 10]
@@ -237,7 +241,7 @@ tail_ops = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(1, 6), st.integers(0, 400), st.integers(0, 4000), tail_ops)
+@given(st.integers(1, 6), st.integers(0, 400), st.integers(0, 6000), tail_ops)
 def test_tail_equals_a_list_model(
     max_items: int, max_bytes: int, total_bytes: int, ops: list[tuple[object, ...]]
 ) -> None:
@@ -297,3 +301,32 @@ def test_costs_are_what_the_rings_hold() -> None:
     finally:
         tracemalloc.stop()
     assert 0.75 * tail.bytes <= traced <= 1.25 * tail.bytes, (traced, tail.bytes)
+
+
+def test_rings_are_outside_pymalloc_and_a_shrunk_tail_lets_go() -> None:
+    """Every ring is one object above pymalloc's 512-byte limit (the C allocator's,
+    whose free pages can go back); a tail that shrank by RELEASE_BYTES and by half
+    gives the C allocator's free pages back (once, glibc only), and a dict left with an
+    eighth of its rings gets a table of its size."""
+    tail = LogTail(max_items=32, max_bytes=1 << 20, total_bytes=1 << 30)
+    logs = 2 * RELEASE_BYTES // MIN_RING + 100  # more than RELEASE_BYTES in all, twice
+    tail.add((uin, 2, 1, b"x" * (uin % 50)) for uin in range(1, logs + 1))
+    assert all(sys.getsizeof(ring) > 512 for ring in tail._rings.values())
+    assert tail.bytes >= 2 * RELEASE_BYTES and tail.releases == 0
+    big_table = sys.getsizeof(tail._rings)
+    tail.committed(1, [(2, 1)])  # a little less: nothing to give back yet
+    assert tail.releases == 0
+    for uin in range(2, logs + 1):
+        tail.committed(uin, [(2, 1)])
+    assert len(tail) == 0 and tail.bytes == 0 and tail.trimmed == logs
+    assert tail.releases == (0 if logtail._TRIM is None else 2)  # at half, and at empty
+    assert sys.getsizeof(tail._rings) < big_table // 8
+    tail.add([(1, 2, 2, b"y")])  # the tail works on as before
+    ring = tail.read(1, 2, 1, 2)
+    assert ring is not None and list(ring) == [(2, b"y")]
+
+
+def test_release_is_glibc_malloc_trim() -> None:
+    """On glibc the release is ``malloc_trim``; elsewhere there is none."""
+    libc = platform.libc_ver()[0]
+    assert (logtail._TRIM is not None) == (libc == "glibc")

@@ -155,6 +155,7 @@ class Server:
             ),
             ("tail_logs", "Logs with entries in the in-memory log tail."),
             ("tail_trimmed", "Log-tail entries dropped because a device committed them."),
+            ("tail_releases", "Times the log tail shrank and gave free memory back."),
         ):
             self.metrics.gauge(f"wxnet_sync_{stat}", what, self._store_stat(stat))
         self.metrics.gauge(

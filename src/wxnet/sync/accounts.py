@@ -46,14 +46,14 @@ from wxnet.sync.throttle import LoginThrottle
 
 class ContactNames:
     """An account's contact names as the engine caches them: one sorted tuple of
-    interned strings (a name costs 8 bytes here, and its string is the one every other
-    cache of the engine holds; a set costs 216 bytes for up to four names and about 50
-    a name beyond, plus a string of its own for every name)."""
+    strings (a set costs 216 bytes for up to four names and about 50 a name beyond).
+    The names are not interned: interning every account's name grew the interpreter's
+    table of interned strings for good (~100 bytes per idle link at 10,000 links)."""
 
     __slots__ = ("_names",)
 
     def __init__(self, names: Iterable[str] = ()) -> None:
-        self._names = tuple(sorted({sys.intern(n) for n in names}))
+        self._names = tuple(sorted(set(names)))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -72,7 +72,7 @@ class ContactNames:
         names = self._names
         i = bisect_left(names, name)
         if i == len(names) or names[i] != name:
-            self._names = (*names[:i], sys.intern(name), *names[i:])
+            self._names = (*names[:i], name, *names[i:])
 
 
 class EngineBase:
@@ -230,7 +230,6 @@ class EngineBase:
         acc = await self.store.account_by_name(name)
         if acc is None:
             return None
-        name = sys.intern(name)  # the one string of this name (contact lists share it)
         self._uin_by_name[name] = acc.uin
         self._account[acc.uin] = (name, acc.nick_name)
         return acc.uin
@@ -241,7 +240,7 @@ class EngineBase:
             acc = await self.store.account_by_uin(uin)
             if acc is None:
                 raise MMError(MMRet.ERR_NOUSER, f"no account {uin}")
-            name = sys.intern(acc.user_name)
+            name = acc.user_name
             cached = self._account[uin] = (name, acc.nick_name)
             self._uin_by_name[name] = uin
         return cached

@@ -204,6 +204,7 @@ class PostgresBase:
             "tail_bytes": self.tail.bytes,
             "tail_logs": len(self.tail),
             "tail_trimmed": self.tail.trimmed,
+            "tail_releases": self.tail.releases,
         }
 
     # ---------------------------------------------------------------- plumbing

@@ -153,6 +153,7 @@ class SQLiteBase:
             "tail_bytes": self.tail.bytes,
             "tail_logs": len(self.tail),
             "tail_trimmed": self.tail.trimmed,
+            "tail_releases": self.tail.releases,
         }
 
     def schema_version(self) -> int:
@@ -315,11 +316,12 @@ class SQLiteBase:
         if r is None:
             return None
         uin, name, device_id, device_name, kind, expires = r
-        # the names' strings are the ones the engine's other caches hold
+        # the device name's and kind's strings are shared (few values; an account's
+        # name is not interned: see ContactNames)
         return SessionRow(
             sid,
             uin,
-            sys.intern(name),
+            name,
             device_id,
             sys.intern(device_name),
             sys.intern(kind),
