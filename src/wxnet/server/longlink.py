@@ -79,6 +79,18 @@ class Flusher:
             link._flush()
 
 
+def _queued(out: bytes | list[bytes] | None, data: bytes) -> bytes | list[bytes]:
+    """A link's queued output ``out`` with the packet ``data`` after it: one packet
+    alone (no list for the common case: a reply or a push per loop turn), else a
+    list of them."""
+    if out is None:
+        return data
+    if isinstance(out, bytes):
+        return [out, data]
+    out.append(data)
+    return out
+
+
 class _Origin(Context):
     """A long-link request's context and its ``done`` for
     :meth:`~wxnet.server.dispatch.Dispatcher.begin` (``done(response)`` queues the
@@ -135,8 +147,7 @@ class LongLink(asyncio.Protocol):
         #: ``rx_stamp`` (one float for every link, not one per link and read)
         self.last_rx = server.rx_stamp
         self._pending = 0
-        #: queued output: None when none, one packet alone (no list for the common
-        #: case: a reply or a push per loop turn), else a list of them
+        #: queued output: None when none, else as :func:`_queued` builds it
         self._out: bytes | list[bytes] | None = None
         self._dirty = False  # output queued, the flusher told
         self._notify_pending = 0
@@ -321,13 +332,7 @@ class LongLink(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self.closed:
             return
-        out = self._out
-        if out is None:
-            self._out = data
-        elif isinstance(out, bytes):
-            self._out = [out, data]
-        else:
-            out.append(data)
+        self._out = _queued(self._out, data)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -342,13 +347,7 @@ class LongLink(asyncio.Protocol):
         out = self._out
         if self._notify_pending:
             sel, self._notify_pending = self._notify_pending, 0
-            pkt = notify_packet(sel)
-            if out is None:
-                out = pkt
-            elif isinstance(out, bytes):
-                out = [out, pkt]
-            else:
-                out.append(pkt)
+            out = _queued(out, notify_packet(sel))
             self.server.metrics.pushes.inc("notify")
         if out is None:
             return
