@@ -237,7 +237,7 @@ class ServerThread:
         async def go() -> None:
             for s in srv._long_servers:
                 s.close()
-            for link in list(srv.links):
+            for link in srv.long_links():
                 link.close()
             assert srv._runner is not None
             for site in list(srv._runner.sites):

@@ -103,7 +103,7 @@ async def test_long_listener_closed_mid_session_short_link_then_back(
     listener = server._long_servers[0]
     listener.close()
     await listener.wait_closed()
-    for link in list(server.links):
+    for link in server.long_links():
         link.close()
     await next_event(events, is_link("short"), "alice to fall back to the short link")
     # Both directions still work: alice's requests go over HTTP, news by the long poll.

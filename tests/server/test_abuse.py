@@ -368,11 +368,17 @@ async def test_oversized_strings_are_refused(real: RealServer) -> None:
 # ------------------------------------------------------------------ sessions, files
 async def test_logout_over_http_closes_the_long_link(real: RealServer) -> None:
     dev = await login(real.long_port, "frank", device="laptop")
+    other = await login(real.long_port, "frank", device="tablet")  # another session
     out = await short_call(real, "logout", pb.LogoutRequest(base=dev.acc.base()))
     assert out.base.ret == 0
     await asyncio.wait_for(dev.link.closed.wait(), WAIT)
     assert dev.link.notifies.empty()
+    # only the link of the session that ended: the account's other one still serves
+    # (a link knows its session by a tag of the key's hash, not the key)
+    await other.sync()
+    assert not other.link.closed.is_set()
     await dev.close()
+    await other.close()
     await normal_user_works(real)
 
 

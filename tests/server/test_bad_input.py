@@ -11,6 +11,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.server.test_flusher import until
 from tests.server.test_messaging import befriend
 from tests.server.wire import Device, LongClient
 from wxnet.proto import commands as C
@@ -113,6 +114,26 @@ async def test_idle_links_are_closed(config: ServerConfig) -> None:
         link = await LongClient.connect(srv.long_port)
         await asyncio.wait_for(link.closed.wait(), 10)
         await link.close()
+    finally:
+        await srv.close()
+
+
+async def test_idle_identified_links_are_closed_and_counted(config: ServerConfig) -> None:
+    # An identified link is the notifier's, not in the server's set of unbound links:
+    # the sweep, the gauges and shutdown still find it.
+    srv = await start_server(dataclasses.replace(config, idle_timeout=1.0))
+    try:
+        await srv.engine.add_user("alice", "secret1", "Alice")
+        dev = await Device.login(srv.long_port, "alice")
+        unbound = await LongClient.connect(srv.long_port)
+        await until(lambda: len(srv.long_links()) == 2)  # (the server accepts it)
+        assert srv.notifier.total_links == 1 and len(srv.unbound) == 1
+        await asyncio.wait_for(dev.link.closed.wait(), 10)
+        await asyncio.wait_for(unbound.closed.wait(), 10)
+        await dev.link.close()
+        await unbound.close()
+        await until(lambda: not srv.long_links())
+        assert srv.notifier.total_links == 0 and not srv.unbound
     finally:
         await srv.close()
 

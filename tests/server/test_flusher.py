@@ -77,7 +77,7 @@ def make_link(
         ),
         loop=loop,
         rx_stamp=loop.time(),
-        links=set(),
+        unbound=set(),
         tasks=set(),
         dispatcher=Dispatcher(now),
         limiter=ConnectionLimiter(10, 10),

@@ -1,4 +1,4 @@
-"""The notifier's per-account links (a tuple per account since issue 11): every link of
+"""The notifier's per-account links (one link bare, several in a tuple: issue 11): every link of
 an account is told once, a link added twice counts once, and a link that goes away
 while the notifier walks the account's links neither stops the walk nor is told again."""
 
@@ -51,3 +51,22 @@ def test_each_link_of_an_account_is_told_once() -> None:
     n.remove(1, b)  # not there any more: nothing happens
     assert n.links(1) == 0 and n.subscribers(1) == () and bus.held == {1: 0, 2: 1}
     assert n.total_links == 1
+
+
+def test_one_link_is_held_bare_and_several_in_a_tuple() -> None:
+    n = Notifier()
+    a, b, c = Sub(n, 1), Sub(n, 1), Sub(n, 1)
+    n.add(1, a)
+    assert n._links[1] is a and n.subscribers(1) == (a,)  # no tuple for the usual case
+    n.add(1, b)
+    n.add(1, c)
+    held = n._links[1]
+    assert isinstance(held, tuple) and held == (a, b, c) and n.every_link() == [a, b, c]
+    n.remove(1, b)
+    assert n.subscribers(1) == (a, c) and isinstance(n._links[1], tuple)
+    n.remove(1, a)
+    assert n._links[1] is c and n.total_links == 1
+    n.publish({1: 2})
+    assert c.got == [2] and a.got == b.got == []
+    n.remove(1, c)
+    assert 1 not in n._links and n.every_link() == [] and n.total_links == 0

@@ -20,14 +20,14 @@ from wxnet.server.dispatch import Dispatcher
 from wxnet.server.http import make_app
 from wxnet.server.httpguard import GuardedSite, HttpGuards
 from wxnet.server.limits import ConnectionLimiter, TrustedProxies
-from wxnet.server.longlink import Flusher, LongLink
+from wxnet.server.longlink import Flusher, LongLink, session_tag
 from wxnet.server.metrics import Metrics
 from wxnet.server.notify import Notifier
 from wxnet.server.probes import CpuWaits, GcPauses, LoopLag
 from wxnet.sync.db import Database
 from wxnet.sync.engine import Engine, profile_item
 from wxnet.sync.sqlitemem import sqlite_memory_used
-from wxnet.sync.store import Store, session_key_hash
+from wxnet.sync.store import Store
 
 if TYPE_CHECKING:
     from wxnet.server.bus import RedisBus
@@ -106,7 +106,9 @@ class Server:
             config.max_field_chars,
             config.max_list_items,
         )
-        self.links: set[LongLink] = set()
+        #: admitted long links not bound to an account (not identified yet, or logged
+        #: out); a bound one is the notifier's instead (one container per idle link)
+        self.unbound: set[LongLink] = set()
         #: the time of the last idle sweep (start-up before the first): what a long link
         #: records as the time of its last read, one float shared by every link
         #: instead of one per link (``_sweep`` allows for the granularity)
@@ -130,7 +132,11 @@ class Server:
 
     def _register_gauges(self) -> None:
         """The gauges of /metrics: what is open, pending and committed now."""
-        self.metrics.gauge("wxnet_long_links", "Open long links.", lambda: len(self.links))
+        self.metrics.gauge(
+            "wxnet_long_links",
+            "Open long links.",
+            lambda: len(self.unbound) + self.notifier.total_links,
+        )
         self.metrics.gauge(
             "wxnet_identified_links",
             "Long links bound to a session.",
@@ -288,8 +294,9 @@ class Server:
     def _session_ended(self, uin: int, key_hash: str) -> None:
         """A session was logged out (over any link) or evicted: its long links stop
         getting notifies and are closed."""
+        tag = session_tag(key_hash)
         for sub in self.notifier.subscribers(uin):
-            if isinstance(sub, LongLink) and sub.uin and session_key_hash(sub.sid) == key_hash:
+            if isinstance(sub, LongLink) and sub.uin and sub.session_tag == tag:
                 log.info("closing long link from %s: its session ended", sub.peer)
                 sub.unbind()
                 sub.close()
@@ -364,6 +371,11 @@ class Server:
             },
         )
 
+    def long_links(self) -> list[LongLink]:
+        """Every admitted long link: the unbound ones and the notifier's."""
+        bound = [lk for lk in self.notifier.every_link() if isinstance(lk, LongLink)]
+        return [*self.unbound, *bound]
+
     async def _sweep(self) -> None:
         """Close long links silent for longer than idle_timeout (longer than the longest
         heartbeat, 580 s, plus the 8 s noop timeout and slack: docs/server.md, "Limits")."""
@@ -377,7 +389,7 @@ class Server:
             # before now - timeout - interval (so never early; late by one interval)
             cutoff = now - timeout - interval
             self.rx_stamp = now
-            for link in [lk for lk in self.links if lk.last_rx < cutoff]:
+            for link in [lk for lk in self.long_links() if lk.last_rx < cutoff]:
                 log.info("closing idle long link from %s", link.peer)
                 link.close()
 
@@ -395,7 +407,7 @@ class Server:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        for link in list(self.links):
+        for link in self.long_links():
             link.close()
         self.notifier.close()  # pending long polls answer now instead of at their timeout
         if self._runner is not None:

@@ -36,11 +36,12 @@ from wxnet.server.dispatch import BadRequest, Context
 from wxnet.server.notify import Item
 from wxnet.sync.engine import Session
 from wxnet.sync.items import newsync_response
+from wxnet.sync.store import session_key_hash
 
 if TYPE_CHECKING:
     from wxnet.server.app import Server
 
-__all__ = ["Flusher", "LongLink"]
+__all__ = ["Flusher", "LongLink", "session_tag"]
 
 log = logging.getLogger("wxnet.longlink")
 
@@ -77,6 +78,13 @@ class Flusher:
         dirty, self._dirty = self._dirty, []
         for link in dirty:
             link._flush()
+
+
+def session_tag(key_hash: str) -> int:
+    """What a long link keeps of its session: the first 64 bits of the session key's
+    hash (``session_key_hash``), enough to tell which of an account's links a session
+    that ended was on (two sessions of one account share it with odds of 2**-64)."""
+    return int(key_hash[:16], 16)
 
 
 def _queued(out: bytes | list[bytes] | None, data: bytes) -> bytes | list[bytes]:
@@ -127,7 +135,7 @@ class LongLink(asyncio.Protocol):
         "peer",
         "push_data",
         "server",
-        "sid",
+        "session_tag",
         "transport",
         "uin",
     )
@@ -137,11 +145,14 @@ class LongLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         #: the sans-IO connection, None while the link is idle (made by the next read)
         self._conn: LongLinkConnection | None = None
-        #: the account and session key this link is bound to (identify); 0 and "" when
-        #: unbound. Not the Session itself: an idle account's session then leaves the
-        #: engine's cache (ActiveCache) and memory; the next request reads it again.
+        #: the account this link is bound to (identify), 0 when unbound, and its
+        #: session's :func:`session_tag` (0 when unbound). Not the Session, nor its
+        #: key: an idle account's session then leaves the engine's cache (ActiveCache)
+        #: and memory, and the next request reads it again; the tag is what the link
+        #: needs to hear that its session ended (a 40-byte int, where the key's string
+        #: took 96)
         self.uin = 0
-        self.sid = ""
+        self.session_tag = 0
         self.peer = ""
         #: when the link last read, to the idle sweep's granularity: the server's
         #: ``rx_stamp`` (one float for every link, not one per link and read)
@@ -169,7 +180,7 @@ class LongLink(asyncio.Protocol):
             self.closed = True
             self.transport.abort()
             return
-        self.server.links.add(self)  # admitted: in the set until connection_lost
+        self.server.unbound.add(self)  # admitted: unbound or bound until connection_lost
         self._arm_identify()
 
     # -- the identify deadline (issue 12) ----------------------------------------------
@@ -227,9 +238,9 @@ class LongLink(asyncio.Protocol):
         if self._identify_timer is not None:
             self._identify_timer.cancel()
             self._identify_timer = None
-        links = self.server.links
-        if self in links:  # admitted
-            links.discard(self)
+        unbound = self.server.unbound
+        if self in unbound:  # admitted (unbind put a bound link back)
+            unbound.discard(self)
             self.server.limiter.release(self.peer)
         self._out = None
 
@@ -290,14 +301,16 @@ class LongLink(asyncio.Protocol):
 
     # -- binding to a session (identify) ----------------------------------------------
     def bind(self, sess: Session) -> None:
+        tag = session_tag(session_key_hash(sess.sid))
         if self.uin and self.uin == sess.uin:
-            self.sid = sess.sid
+            self.session_tag = tag
             return
         self.unbind()
         limit = self.server.config.max_links_per_account
         if self.server.notifier.links(sess.uin) >= limit:
             raise MMError(MMRet.ERR_BUSY, f"at most {limit} long links per account")
-        self.uin, self.sid = sess.uin, sess.sid
+        self.uin, self.session_tag = sess.uin, tag
+        self.server.unbound.discard(self)  # the notifier holds it now
         self.server.notifier.add(sess.uin, self)
         if self._identify_timer is not None:
             self._identify_timer.cancel()
@@ -306,7 +319,8 @@ class LongLink(asyncio.Protocol):
     def unbind(self) -> None:
         if self.uin:
             self.server.notifier.remove(self.uin, self)
-            self.uin, self.sid = 0, ""
+            self.server.unbound.add(self)
+            self.uin, self.session_tag = 0, 0
             self._arm_identify()  # unbound (logout): identify again, soon
 
     def notify(self, selector: int, items: Sequence[Item] | None = None) -> None:

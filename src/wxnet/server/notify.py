@@ -44,10 +44,13 @@ class Notifier:
     """
 
     def __init__(self, max_polls_per_session: int = 2, max_polls_per_account: int = 20) -> None:
-        # uin -> its links, as a tuple (one link, the usual case, costs 48 bytes in a
-        # tuple and 216 in a set; a notify walks it with no copy, since adding or
-        # removing a link puts a new tuple in place)
-        self._links: dict[int, tuple[Subscriber, ...]] = {}
+        # uin -> its link, or a tuple of them when it has several: one link (the usual
+        # case) is the dict's value itself (a tuple of one would cost 48 bytes per idle
+        # link, a set 216); a notify walks a tuple with no copy, since adding or
+        # removing a link puts a new value in place
+        self._links: dict[int, Subscriber | tuple[Subscriber, ...]] = {}
+        #: links registered, over all accounts
+        self.total_links = 0
         self._waiters: dict[int, set[asyncio.Future[int]]] = {}
         self._by_session: dict[str, list[asyncio.Future[int]]] = {}
         self.max_polls_per_session = max_polls_per_session
@@ -72,32 +75,45 @@ class Notifier:
         self._waiters.clear()
 
     def add(self, uin: int, sub: Subscriber) -> None:
-        subs = self._links.get(uin, ())
+        subs = self.subscribers(uin)
         if sub not in subs:
-            self._links[uin] = (*subs, sub)
+            self._links[uin] = (*subs, sub) if subs else sub
+            self.total_links += 1
             if self.bus is not None:
                 self.bus.hold(uin)
 
     def remove(self, uin: int, sub: Subscriber) -> None:
-        subs = self._links.get(uin)
-        if subs is not None and sub in subs:
+        subs = self.subscribers(uin)
+        if sub in subs:
             rest = tuple(s for s in subs if s is not sub)
-            if rest:
+            if len(rest) > 1:
                 self._links[uin] = rest
+            elif rest:
+                self._links[uin] = rest[0]
             else:
                 del self._links[uin]
+            self.total_links -= 1
             if self.bus is not None:
                 self.bus.release(uin)
 
     def subscribers(self, uin: int) -> tuple[Subscriber, ...]:
-        return self._links.get(uin, ())
+        subs = self._links.get(uin)
+        if subs is None:
+            return ()
+        return subs if isinstance(subs, tuple) else (subs,)
 
     def links(self, uin: int) -> int:
-        return len(self._links.get(uin, ()))
+        return len(self.subscribers(uin))
 
-    @property
-    def total_links(self) -> int:
-        return sum(len(s) for s in self._links.values())
+    def every_link(self) -> list[Subscriber]:
+        """Every registered link, over all accounts (a copy: the caller may close them)."""
+        out: list[Subscriber] = []
+        for subs in self._links.values():
+            if isinstance(subs, tuple):
+                out += subs
+            else:
+                out.append(subs)
+        return out
 
     @property
     def total_waiters(self) -> int:
@@ -140,8 +156,11 @@ class Notifier:
             subs = links.get(uin)
             if subs is not None:
                 items = staged.get(uin)
-                for sub in subs:
-                    sub.notify(sel, items)
+                if isinstance(subs, tuple):
+                    for sub in subs:
+                        sub.notify(sel, items)
+                else:
+                    subs.notify(sel, items)
             if polls:  # long polls are rare beside long links: no lookup per account
                 waiters = polls.pop(uin, None)
                 if waiters:
