@@ -276,6 +276,28 @@ async def test_durable_across_reopen(open_store: OpenStore) -> None:
     assert await st2.head(b, 2) == 2
 
 
+async def test_one_append_to_many_logs_not_cached_continues_each(open_store: OpenStore) -> None:
+    # A reopened store has no log head cached: one write to 1, 5, 32, 33 and then all
+    # 80 logs (9 of them still not cached) reads the heads it lacks in chunks (SQLite:
+    # one statement for a power of two of logs, a shorter chunk padded with its last
+    # log again) and continues every log's seqs.
+    st = await open_store()
+    uins = [await st.create_account(f"u{i:02d}", "h", "U", T0) for i in range(80)]
+    for i, uin in enumerate(uins):  # heads 1..7, different per log
+        await st.append([Append([uin], 2, body(f"{i}-{j}")) for j in range(i % 7 + 1)])
+    await st.aclose()
+    st = await open_store()
+    want = {uin: i % 7 + 1 for i, uin in enumerate(uins)}
+    for part in (uins[:1], uins[1:6], uins[6:38], uins[38:71], uins):
+        await st.append([Append(part, 2, body(f"to {len(part)}"))])
+        for uin in part:
+            want[uin] += 1
+    for uin in uins:
+        assert await st.head(uin, 2, fresh=True) == want[uin]
+        items, _ = await st.read_log(uin, [(2, want[uin] - 2)], 10, 1 << 16)
+        assert [s for _, s, _ in items] == [want[uin] - 1, want[uin]]
+
+
 async def test_engine_revoke_window_over_the_store(store: Store, tmp_path: object) -> None:
     """The domain rules on top of either store: send, dedup, revoke within the window."""
     from pathlib import Path
