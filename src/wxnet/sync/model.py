@@ -83,8 +83,10 @@ class EngineConfig:
     tail_items: int = 32
     tail_bytes: int = 16 * 1024
     tail_total_bytes: int = 32 << 20
-    #: SQLite's page cache per connection, KiB (SQLite's own default is 2 MiB)
-    page_cache_kib: int = 2048
+    #: SQLite's page cache per connection, KiB (SQLite's own default is 2 MiB; half of
+    #: it cost no CPU on the benches and saves ~100 bytes per idle link at 10,000:
+    #: docs/benchmarks.md, "Idle links")
+    page_cache_kib: int = 1024
     #: seconds between the SQLite store's WAL checkpoints, run off the writer thread
     #: (0: SQLite checkpoints inside the writer's commits, every 4,000 pages)
     checkpoint_interval: float = 0.25
