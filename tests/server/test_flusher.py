@@ -77,7 +77,7 @@ def make_link(
         ),
         loop=loop,
         rx_stamp=loop.time(),
-        unbound=set(),
+        unbound={},
         tasks=set(),
         dispatcher=Dispatcher(now),
         limiter=ConnectionLimiter(10, 10),

@@ -107,8 +107,9 @@ class Server:
             config.max_list_items,
         )
         #: admitted long links not bound to an account (not identified yet, or logged
-        #: out); a bound one is the notifier's instead (one container per idle link)
-        self.unbound: set[LongLink] = set()
+        #: out), each with its identify deadline (None while not armed); a bound one is
+        #: the notifier's instead (one container per idle link)
+        self.unbound: dict[LongLink, asyncio.TimerHandle | None] = {}
         #: the time of the last idle sweep (start-up before the first): what a long link
         #: records as the time of its last read, one float shared by every link
         #: instead of one per link (``_sweep`` allows for the granularity)

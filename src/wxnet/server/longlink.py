@@ -58,24 +58,26 @@ class Flusher:
     request, which schedules its task (or its write's done callback: a send served from
     the caches), then pushes to the links: the flush is scheduled after them, so the
     push and the reply they write leave together, without
-    the push waiting one more turn behind every request that arrived meanwhile."""
+    the push waiting one more turn behind every request that arrived meanwhile.
+    A link added twice in a turn is flushed once (the links are a dict's keys: no flag
+    on every idle link)."""
 
     __slots__ = ("_dirty", "_loop", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._dirty: list[LongLink] = []
+        self._dirty: dict[LongLink, None] = {}
         self._scheduled = False
 
     def add(self, link: LongLink) -> None:
-        self._dirty.append(link)
+        self._dirty[link] = None
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush_all)
 
     def _flush_all(self) -> None:
         self._scheduled = False
-        dirty, self._dirty = self._dirty, []
+        dirty, self._dirty = self._dirty, {}
         for link in dirty:
             link._flush()
 
@@ -125,8 +127,6 @@ class LongLink(asyncio.Protocol):
 
     __slots__ = (
         "_conn",
-        "_dirty",
-        "_identify_timer",
         "_notify_pending",
         "_out",
         "_pending",
@@ -160,9 +160,7 @@ class LongLink(asyncio.Protocol):
         self._pending = 0
         #: queued output: None when none, else as :func:`_queued` builds it
         self._out: bytes | list[bytes] | None = None
-        self._dirty = False  # output queued, the flusher told
         self._notify_pending = 0
-        self._identify_timer: asyncio.TimerHandle | None = None
         self.closed = False
         #: identify asked for push with data (cmd 122)
         self.push_data = False
@@ -180,21 +178,24 @@ class LongLink(asyncio.Protocol):
             self.closed = True
             self.transport.abort()
             return
-        self.server.unbound.add(self)  # admitted: unbound or bound until connection_lost
+        self.server.unbound[self] = None  # admitted: unbound or bound until connection_lost
         self._arm_identify()
 
     # -- the identify deadline (issue 12) ----------------------------------------------
     def _arm_identify(self) -> None:
-        """A link must identify soon; noops before that do not keep it."""
-        if self._identify_timer is None and not self.closed:
-            self._identify_timer = self.server.loop.call_later(
+        """A link must identify soon; noops before that do not keep it. The deadline
+        is the server's ``unbound`` entry of the link, not a slot of every link."""
+        unbound = self.server.unbound
+        if unbound.get(self) is None and not self.closed:
+            unbound[self] = self.server.loop.call_later(
                 self.server.config.identify_timeout, self._identify_expired
             )
 
     def _identify_expired(self) -> None:
-        self._identify_timer = None
-        if self.uin or self.closed:
+        unbound = self.server.unbound
+        if self.uin or self.closed or self not in unbound:
             return
+        unbound[self] = None  # (fired)
         if self._pending:  # a login is still hashing (its pool is bounded): wait for it
             self._arm_identify()
             return
@@ -235,12 +236,11 @@ class LongLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.unbind()
-        if self._identify_timer is not None:
-            self._identify_timer.cancel()
-            self._identify_timer = None
         unbound = self.server.unbound
         if self in unbound:  # admitted (unbind put a bound link back)
-            unbound.discard(self)
+            timer = unbound.pop(self)
+            if timer is not None:
+                timer.cancel()
             self.server.limiter.release(self.peer)
         self._out = None
 
@@ -310,16 +310,15 @@ class LongLink(asyncio.Protocol):
         if self.server.notifier.links(sess.uin) >= limit:
             raise MMError(MMRet.ERR_BUSY, f"at most {limit} long links per account")
         self.uin, self.session_tag = sess.uin, tag
-        self.server.unbound.discard(self)  # the notifier holds it now
+        timer = self.server.unbound.pop(self, None)  # the notifier holds it now
+        if timer is not None:
+            timer.cancel()
         self.server.notifier.add(sess.uin, self)
-        if self._identify_timer is not None:
-            self._identify_timer.cancel()
-            self._identify_timer = None
 
     def unbind(self) -> None:
         if self.uin:
             self.server.notifier.remove(self.uin, self)
-            self.server.unbound.add(self)
+            self.server.unbound[self] = None
             self.uin, self.session_tag = 0, 0
             self._arm_identify()  # unbound (logout): identify again, soon
 
@@ -350,12 +349,10 @@ class LongLink(asyncio.Protocol):
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if not self._dirty and not self.closed:
-            self._dirty = True
+        if not self.closed:
             self.server.flusher.add(self)
 
     def _flush(self) -> None:
-        self._dirty = False
         if self.closed or self.transport is None:
             return
         out = self._out
@@ -373,7 +370,6 @@ class LongLink(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
-            if self._dirty:
-                self._flush()
+            self._flush()  # what is queued goes first (a flush of nothing writes nothing)
             self.closed = True
             self.transport.close()
