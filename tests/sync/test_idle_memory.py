@@ -5,6 +5,7 @@ page cache has its configured size. None of it may change an answer."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from wxnet.proto.synckey import KEY_MSG, SyncKey
 from wxnet.sync.accounts import ContactNames
 from wxnet.sync.cache import ActiveCache, BoundedCache
 from wxnet.sync.engine import Engine, EngineConfig
+from wxnet.sync.logtail import log_id
 from wxnet.sync.passwords import hash_password
 from wxnet.sync.sqlite_store import SQLiteStore
+from wxnet.sync.store import KEY_SENT, Append
 
 PW_HASH = hash_password("secret1")
 
@@ -229,3 +232,50 @@ def test_a_cache_bound_below_one_is_refused(key: str, sync: EngineConfig) -> Non
 
     with pytest.raises(ConfigError, match=key):
         _validate(dataclasses.replace(ServerConfig(), sync=sync))
+
+
+@given(
+    st.tuples(st.integers(0, (1 << 63) - 1), st.integers(0, (1 << 32) - 1)),
+    st.tuples(st.integers(0, (1 << 63) - 1), st.integers(0, (1 << 32) - 1)),
+)
+def test_a_log_id_is_its_logs_alone(a: tuple[int, int], b: tuple[int, int]) -> None:
+    """Every uin SQLite gives (a signed 64-bit rowid) and every key type (uint32)."""
+    assert (log_id(*a) == log_id(*b)) == (a == b)
+
+
+async def test_the_cached_heads_of_large_uins_and_keys_are_their_own(tmp_path: Path) -> None:
+    """Accounts whose uins differ by 2**32 or in their high bits, and keys beyond
+    16 bits: each log keeps its own head, in the writer's and the loop's caches, from
+    one group to the next and once dropped from both."""
+    store = SQLiteStore(tmp_path / "wxnet.db", "NORMAL", profile_item=lambda *_: b"p")
+    await store.start(lambda ch: None)
+    try:
+        uins = [1, (1 << 32) - 1, 1 << 32, (1 << 32) + 1, (1 << 62) + 1, (1 << 63) - 1]
+        keys = [KEY_MSG, KEY_SENT, (1 << 16) + 1, (1 << 32) - 1]
+
+        def add(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO accounts VALUES (?,?,?,?,0)",
+                [(u, f"u{u}", "n", PW_HASH) for u in uins],
+            )
+
+        await store.db.write(add)
+        want: dict[tuple[int, int], int] = {}
+        for rnd in range(3):
+            if rnd == 2:  # both caches dropped: the heads come from SQLite
+                store._heads.clear()
+                await store.db.write(lambda c: store._w_heads.clear())
+            appends = []
+            for i, u in enumerate(uins):
+                for j, k in enumerate(keys):
+                    n = 1 + (i + j + rnd) % 3
+                    appends += [Append([u], k, b"x%d" % n)] * n
+                    want[(u, k)] = want.get((u, k), 0) + n
+            await store.append(appends)
+            for (u, k), head in want.items():
+                assert await store.head(u, k, fresh=True) == head
+                assert store.head_now(u, k) == head
+                items, _ = await store.read_log(u, [(k, 0)], 100, 1 << 20)
+                assert [s for _, s, _ in items] == list(range(1, head + 1))
+    finally:
+        store.close()

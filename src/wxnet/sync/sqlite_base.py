@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wxnet.proto.errors import MMError, MMRet
-from wxnet.proto.synckey import SELECTOR_BITS
+from wxnet.proto.synckey import KEY_PROFILE, SELECTOR_BITS
 from wxnet.sync.cache import ActiveCache
 from wxnet.sync.db import Database, check_integrity, insert_rows
-from wxnet.sync.logtail import LogTail
+from wxnet.sync.logtail import LogTail, log_id
 from wxnet.sync.schema import init_schema
 from wxnet.sync.store import (
     Account,
@@ -35,7 +35,8 @@ _LOG_HEAD = "INSERT INTO sync_log (uin, key, seq, item)"
 _HEAD_SQL = "SELECT ?, ?, (SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?)"
 _HEADS_CHUNK = 50
 #: The logs of an account (profile, messages, contacts, chatrooms, own sent messages):
-#: the heads caches hold this many entries per active account.
+#: the heads caches hold this many entries (one per log, by
+#: :func:`~wxnet.sync.logtail.log_id`) per active account.
 HEADS_PER_ACCOUNT = 5
 
 
@@ -105,12 +106,12 @@ class SQLiteBase:
         # The per-account caches keep the accounts in use (ActiveCache, [sync]
         # active_accounts): an idle account's entries go and are read again when needed.
         heads = max(1, active_accounts) * HEADS_PER_ACCOUNT
-        #: committed heads (loop side)
-        self._heads: ActiveCache[tuple[int, int], int] = ActiveCache(heads)
+        #: committed heads (loop side), by log_id
+        self._heads: ActiveCache[int, int] = ActiveCache(heads)
         self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._commit_lock = threading.Lock()
         # writer-thread state (dropped whenever the writer rolls something back)
-        self._w_heads: ActiveCache[tuple[int, int], int] = ActiveCache(heads)
+        self._w_heads: ActiveCache[int, int] = ActiveCache(heads)
         self._w_next_msg_id: int | None = None
         #: uin -> {device_id: latest session expiry}: the S17 question without a read
         #: per message; filled per sender on first use, kept by the session writes
@@ -187,9 +188,11 @@ class SQLiteBase:
             self.db.after_commit_on(self._loop, lambda: self._apply(ch))
 
     def _apply(self, ch: Changes) -> None:  # event loop
-        for hk, seq in ch.heads.items():
-            if seq > self._heads.get(hk, 0):
-                self._heads[hk] = seq
+        heads = self._heads
+        for (uin, key), seq in ch.heads.items():
+            hk = log_id(uin, key)
+            if seq > heads.get(hk, 0):
+                heads[hk] = seq
         if ch.entries:
             self.tail.add(ch.entries)
         if self._publish is not None:
@@ -210,38 +213,39 @@ class SQLiteBase:
         next seq of its log (in the order given); the served keys' new heads, news and
         entries go into ``ch``. Heads not cached yet are read with one statement per 50."""
         cache = self._w_heads
-        # this group's heads in a dict of its own: the cache may drop entries while it
-        # is filled (a group with more logs than it keeps)
-        heads: dict[tuple[int, int], int] = {}
-        cold = []
+        # this group's heads (by log_id) in a dict of its own: the cache may drop
+        # entries while it is filled (a group with more logs than it keeps)
+        heads: dict[int, int] = {}
+        cold: list[tuple[int, int]] = []
         for u, k, _, _ in entries:
-            hk = (u, k)
+            hk = log_id(u, k)
             if hk not in heads:
                 h = cache.get(hk)
                 if h is None:
                     heads[hk] = 0
-                    cold.append(hk)
+                    cold.append((u, k))
                 else:
                     heads[hk] = h
         for i in range(0, len(cold), _HEADS_CHUNK):
             part = cold[i : i + _HEADS_CHUNK]
             sql = " UNION ALL ".join([_HEAD_SQL] * len(part))
-            for u, k, seq in conn.execute(sql, [x for hk in part for x in (*hk, *hk)]):
-                heads[(u, k)] = int(seq or 0)
+            args = [x for uk in part for x in (*uk, *uk)]
+            for u, k, seq in conn.execute(sql, args):
+                heads[log_id(u, k)] = int(seq or 0)
         rows: list[int] = []
         served = ch.entries
         new_heads = ch.heads
         news = ch.news
         bits = SELECTOR_BITS
         for uin, key, item, body in entries:
-            hk = (uin, key)
+            hk = log_id(uin, key)
             seq = heads[hk] + 1
             heads[hk] = seq
             rows += (uin, key, seq, item)
             bit = bits.get(key)
             if bit is not None:
                 served.append((uin, key, seq, body))
-                new_heads[hk] = seq
+                new_heads[(uin, key)] = seq
                 news[uin] = news.get(uin, 0) | bit
         for hk, seq in heads.items():
             cache[hk] = seq
@@ -275,7 +279,7 @@ class SQLiteBase:
                 " WHERE uin=? AND key=1 AND seq=1)",
                 (self._profile_item(uin, name, nick), uin),
             )
-            self._w_heads[(uin, 1)] = 1
+            self._w_heads[log_id(uin, KEY_PROFILE)] = 1
             return uin
 
         uin: int = await self.db.write(w)

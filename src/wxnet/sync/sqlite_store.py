@@ -16,7 +16,7 @@ from typing import Any
 
 from wxnet.proto.synckey import KEY_MSG
 from wxnet.sync.db import insert_rows
-from wxnet.sync.logtail import LogTail
+from wxnet.sync.logtail import LogTail, log_id
 from wxnet.sync.sqlite_base import (
     _LOG_HEAD,
     _MSG_COLS,
@@ -119,15 +119,16 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
 
     # ---------------------------------------------------------------- logs
     async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:
-        h = self._heads.get((uin, key))
+        hk = log_id(uin, key)
+        h = self._heads.get(hk)
         if h is None or fresh:
             r = await self._one("SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", (uin, key))
-            h = max(int(r[0] or 0), self._heads.get((uin, key), 0))
-            self._heads[(uin, key)] = h
+            h = max(int(r[0] or 0), self._heads.get(hk, 0))
+            self._heads[hk] = h
         return h
 
     def head_now(self, uin: int, key: int) -> int | None:
-        return self._heads.get((uin, key))
+        return self._heads.get(log_id(uin, key))
 
     async def read_log(
         self, uin: int, after: Sequence[tuple[int, int]], max_items: int, max_bytes: int
@@ -137,7 +138,7 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
         tail = self.tail
         heads = self._heads
         for key, seq in after:
-            head = heads.get((uin, key))  # not cached (an idle account's): SQLite
+            head = heads.get(log_id(uin, key))  # not cached (an idle account's): SQLite
             ring = None if head is None else tail.read(uin, key, seq, head)
             if ring is None:
                 todo.append((key, seq))
