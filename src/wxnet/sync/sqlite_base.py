@@ -34,10 +34,17 @@ _ITEM_SQL = "INSERT INTO items (body) VALUES (?)"
 _LOG_HEAD = "INSERT INTO sync_log (uin, key, seq, item)"
 _HEAD_SQL = "SELECT ?, ?, (SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?)"
 _HEADS_CHUNK = 50
-#: The logs of an account (profile, messages, contacts, chatrooms, own sent messages):
-#: the heads caches hold this many entries (one per log, by
-#: :func:`~wxnet.sync.logtail.log_id`) per active account.
-HEADS_PER_ACCOUNT = 5
+#: Entries per account in use of the heads caches (one per log, keyed by
+#: :func:`~wxnet.sync.logtail.log_id`), so that they keep as many accounts as the
+#: other per-account caches (``active_accounts`` per generation; with 5 for both, at
+#: 10,000 idle accounts they held twice as many as those). On the event loop, every
+#: served key's head (those with a selector bit): newsync and news read them all, and
+#: the sent log's is never asked for there. In the writer, the logs that an account
+#: in use keeps writing, those of a send: its message log and (one device alone, S17)
+#: its sent log; contact, group and profile writes are rare, and a head not cached is
+#: read again (one statement per 50 in a group).
+LOOP_HEADS_PER_ACCOUNT = len(SELECTOR_BITS)
+WRITER_HEADS_PER_ACCOUNT = 2
 
 
 def insert_account(
@@ -105,13 +112,13 @@ class SQLiteBase:
         self._publish: Callable[[Changes], None] | None = None
         # The per-account caches keep the accounts in use (ActiveCache, [sync]
         # active_accounts): an idle account's entries go and are read again when needed.
-        heads = max(1, active_accounts) * HEADS_PER_ACCOUNT
+        active = max(1, active_accounts)
         #: committed heads (loop side), by log_id
-        self._heads: ActiveCache[int, int] = ActiveCache(heads)
+        self._heads: ActiveCache[int, int] = ActiveCache(active * LOOP_HEADS_PER_ACCOUNT)
         self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._commit_lock = threading.Lock()
         # writer-thread state (dropped whenever the writer rolls something back)
-        self._w_heads: ActiveCache[int, int] = ActiveCache(heads)
+        self._w_heads: ActiveCache[int, int] = ActiveCache(active * WRITER_HEADS_PER_ACCOUNT)
         self._w_next_msg_id: int | None = None
         #: uin -> {device_id: latest session expiry}: the S17 question without a read
         #: per message; filled per sender on first use, kept by the session writes
