@@ -7,10 +7,11 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wxnet.proto import wxnet_pb2 as pb
@@ -21,7 +22,7 @@ from wxnet.sync.engine import Engine, EngineConfig
 from wxnet.sync.logtail import log_id
 from wxnet.sync.passwords import hash_password
 from wxnet.sync.sqlite_store import SQLiteStore
-from wxnet.sync.store import KEY_SENT, Append
+from wxnet.sync.store import KEY_SENT, Append, SessionRow, session_key_hash
 
 PW_HASH = hash_password("secret1")
 
@@ -279,3 +280,45 @@ async def test_the_cached_heads_of_large_uins_and_keys_are_their_own(tmp_path: P
                 assert [s for _, s, _ in items] == list(range(1, head + 1))
     finally:
         store.close()
+
+
+_DEVICE_OPS = st.lists(
+    st.tuples(st.sampled_from("cde"), st.sampled_from(["phone", "pad", "web"]), st.integers(0, 3)),
+    max_size=12,
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(ops=_DEVICE_OPS)
+async def test_the_writers_devices_answer_as_the_sessions_table(
+    ops: list[tuple[str, str, int]],
+) -> None:
+    """The writer's cached devices of an account (one pair, or a dict for several),
+    kept by session creates, logouts and evictions, give the S17 answer that the
+    sessions table gives, for every device and time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "wxnet.db", "NORMAL", profile_item=lambda *_: b"p")
+        await store.start(lambda ch: None)
+        try:
+            uin = await store.create_account("alice", PW_HASH, "alice", 100)
+            sids: list[str] = []
+            for i, (op, dev, t) in enumerate(ops):
+                if op == "c":
+                    sids.append(f"s{i}")
+                    row = SessionRow(sids[-1], uin, "alice", dev, "D", "mobile", 100 + t)
+                    await store.create_session(row, 100)
+                elif op == "d" and sids:
+                    await store.delete_session(sids.pop(t % len(sids)))
+                elif op == "e":
+                    gone = set(await store.evict_sessions(uin, t))
+                    sids = [s for s in sids if session_key_hash(s) not in gone]
+                for asked in ("phone", "pad"):
+                    for now in (100, 102):
+
+                        def other(c: sqlite3.Connection, a: str = asked, n: int = now) -> bool:
+                            return store._w_other_device(c, uin, a, n)
+
+                        got = await store.db.write(other)
+                        assert got == await store.has_other_device(uin, asked, now)
+        finally:
+            store.close()

@@ -78,6 +78,17 @@ def _hash_plain_session_keys(conn: sqlite3.Connection) -> None:
     )
 
 
+#: An account's devices as the writer caches them: device id -> its sessions' latest
+#: expiry, as a dict, or as one (device id, expiry) pair when there is one device (56
+#: bytes, where a dict of one entry is 184).
+_Devices = tuple[str, int] | dict[str, int]
+
+
+def _devices(devs: dict[str, int]) -> _Devices:
+    """``devs`` as the writer caches it (:data:`_Devices`)."""
+    return next(iter(devs.items())) if len(devs) == 1 else devs
+
+
 class SQLiteBase:
     """The set-up, plumbing, accounts and sessions of :class:`SQLiteStore` (its arguments
     are documented there)."""
@@ -120,9 +131,9 @@ class SQLiteBase:
         # writer-thread state (dropped whenever the writer rolls something back)
         self._w_heads: ActiveCache[int, int] = ActiveCache(active * WRITER_HEADS_PER_ACCOUNT)
         self._w_next_msg_id: int | None = None
-        #: uin -> {device_id: latest session expiry}: the S17 question without a read
-        #: per message; filled per sender on first use, kept by the session writes
-        self._w_devices: ActiveCache[int, dict[str, int]] = ActiveCache(active_accounts)
+        #: uin -> its devices (:data:`_Devices`): the S17 question without a read per
+        #: message; filled per sender on first use, kept by the session writes
+        self._w_devices: ActiveCache[int, _Devices] = ActiveCache(active_accounts)
         self.db.on_rollback = self._w_reset
 
     def _w_reset(self) -> None:  # writer thread: a rollback undid what these cached
@@ -261,13 +272,18 @@ class SQLiteBase:
     def _w_other_device(self, conn: sqlite3.Connection, uin: int, device: str, now: int) -> bool:
         devs = self._w_devices.get(uin)
         if devs is None:
-            devs = self._w_devices[uin] = {
-                str(d): int(e)
-                for d, e in conn.execute(
-                    "SELECT device_id, MAX(expires) FROM sessions WHERE uin=? GROUP BY device_id",
-                    (uin,),
-                )
-            }
+            devs = self._w_devices[uin] = _devices(
+                {
+                    str(d): int(e)
+                    for d, e in conn.execute(
+                        "SELECT device_id, MAX(expires) FROM sessions WHERE uin=?"
+                        " GROUP BY device_id",
+                        (uin,),
+                    )
+                }
+            )
+        if isinstance(devs, tuple):  # one device, nearly every account
+            return devs[1] >= now and devs[0] != device
         return any(e >= now and d != device for d, e in devs.items())
 
     async def has_other_device(self, uin: int, device_id: str, now: int) -> bool:
@@ -314,7 +330,9 @@ class SQLiteBase:
             )
             devs = self._w_devices.get(row.uin)
             if devs is not None:  # in the writer's order: sends after it see the device
-                devs[row.device_id] = max(devs.get(row.device_id, 0), row.expires)
+                known = dict([devs]) if isinstance(devs, tuple) else devs
+                known[row.device_id] = max(known.get(row.device_id, 0), row.expires)
+                self._w_devices[row.uin] = _devices(known)
 
         await self.db.write(w)
 
