@@ -34,16 +34,19 @@ _ITEM_SQL = "INSERT INTO items (body) VALUES (?)"
 _LOG_HEAD = "INSERT INTO sync_log (uin, key, seq, item)"
 _HEAD_SQL = "SELECT ?, ?, (SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?)"
 _HEADS_CHUNK = 50
-#: Entries per account in use of the heads caches (one per log, keyed by
-#: :func:`~wxnet.sync.logtail.log_id`), so that they keep as many accounts as the
-#: other per-account caches (``active_accounts`` per generation; with 5 for both, at
-#: 10,000 idle accounts they held twice as many as those). On the event loop, every
-#: served key's head (those with a selector bit): newsync and news read them all, and
-#: the sent log's is never asked for there. In the writer, the logs that an account
-#: in use keeps writing, those of a send: its message log and (one device alone, S17)
-#: its sent log; contact, group and profile writes are rare, and a head not cached is
-#: read again (one statement per 50 in a group).
-LOOP_HEADS_PER_ACCOUNT = len(SELECTOR_BITS)
+#: The event loop's cached heads of an account: one list per account, the head of
+#: each served key (those with a selector bit, in this order; None: not cached), as
+#: newsync and news read them all, for one cache lookup (a list of 4 is 88 bytes,
+#: where one entry per log cost 4 times 70); the sent log's head is never asked for
+#: there, nor cached.
+_SERVED_SLOT: dict[int, int] = {k: i for i, k in enumerate(SELECTOR_BITS)}
+#: The writer's cached heads: one entry per log (keyed by
+#: :func:`~wxnet.sync.logtail.log_id`), this many per account in use, so that it keeps
+#: as many accounts as the other per-account caches (``active_accounts`` per
+#: generation; with 5, at 10,000 idle accounts it held twice as many as those): the
+#: logs an account in use keeps writing, those of a send, its message log and (one
+#: device alone, S17) its sent log. Contact, group and profile writes are rare, and a
+#: head not cached is read again (one statement per 50 in a group).
 WRITER_HEADS_PER_ACCOUNT = 2
 
 
@@ -124,8 +127,8 @@ class SQLiteBase:
         # The per-account caches keep the accounts in use (ActiveCache, [sync]
         # active_accounts): an idle account's entries go and are read again when needed.
         active = max(1, active_accounts)
-        #: committed heads (loop side), by log_id
-        self._heads: ActiveCache[int, int] = ActiveCache(active * LOOP_HEADS_PER_ACCOUNT)
+        #: committed heads (loop side): uin -> its served keys' (_SERVED_SLOT)
+        self._heads: ActiveCache[int, list[int | None]] = ActiveCache(active)
         self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._commit_lock = threading.Lock()
         # writer-thread state (dropped whenever the writer rolls something back)
@@ -207,10 +210,15 @@ class SQLiteBase:
 
     def _apply(self, ch: Changes) -> None:  # event loop
         heads = self._heads
-        for (uin, key), seq in ch.heads.items():
-            hk = log_id(uin, key)
-            if seq > heads.get(hk, 0):
-                heads[hk] = seq
+        slot = _SERVED_SLOT
+        for (uin, key), seq in ch.heads.items():  # served keys' alone (_w_log_rows)
+            hs = heads.get(uin)
+            if hs is None:
+                hs = heads[uin] = [None] * len(slot)
+            i = slot[key]
+            h = hs[i]
+            if h is None or seq > h:
+                hs[i] = seq
         if ch.entries:
             self.tail.add(ch.entries)
         if self._publish is not None:
@@ -235,8 +243,8 @@ class SQLiteBase:
         # entries while it is filled (a group with more logs than it keeps)
         heads: dict[int, int] = {}
         cold: list[tuple[int, int]] = []
-        for u, k, _, _ in entries:
-            hk = log_id(u, k)
+        ids = [log_id(u, k) for u, k, _, _ in entries]
+        for hk, (u, k, _, _) in zip(ids, entries, strict=True):
             if hk not in heads:
                 h = cache.get(hk)
                 if h is None:
@@ -255,8 +263,7 @@ class SQLiteBase:
         new_heads = ch.heads
         news = ch.news
         bits = SELECTOR_BITS
-        for uin, key, item, body in entries:
-            hk = log_id(uin, key)
+        for hk, (uin, key, item, body) in zip(ids, entries, strict=True):
             seq = heads[hk] + 1
             heads[hk] = seq
             rows += (uin, key, seq, item)
