@@ -323,3 +323,21 @@ async def test_the_writers_devices_answer_as_the_sessions_table(
                         assert got == await store.has_other_device(uin, asked, now)
         finally:
             store.close()
+
+
+async def test_a_default_nick_is_the_names_string(tmp_path: Path) -> None:
+    engine = Engine(tmp_path / "var", EngineConfig(durability="NORMAL"))
+    await engine.start()
+    try:
+        # as add_user stores them (check_new_user: no nick given, the name)
+        plain = await engine.store.create_account("plain", PW_HASH, "plain", engine.now())
+        named = await engine.store.create_account("named", PW_HASH, "Named One", engine.now())
+        name, nick = await engine.account(plain)
+        assert (name, nick) == ("plain", "plain") and nick is name
+        assert await engine.account(named) == ("named", "Named One")
+        engine._account.clear()
+        assert await engine.lookup("plain") == plain
+        name, nick = await engine.account(plain)
+        assert nick is name
+    finally:
+        engine.close()
