@@ -15,7 +15,7 @@ __all__ = ["ENTRY_COST", "MIN_RING", "RELEASE_BYTES", "RING_COST", "LogTail", "l
 def log_id(uin: int, key: int) -> int:
     """One int for the log ``key`` of account ``uin``: ``uin << 32 | key``, the key of
     the in-memory maps that hold something per log (the tail's rings, the SQLite
-    store's cached heads). Key types are uint32 (:class:`~wxnet.proto.synckey.SyncKey`
+    writer's cached heads). Key types are uint32 (:class:`~wxnet.proto.synckey.SyncKey`
     checks; the store's own logs are small constants), so it is one-to-one for every
     uin. An int below 2**60 is 32 bytes, a ``(uin, key)`` tuple 56 plus, often, an
     int of its own for the uin."""

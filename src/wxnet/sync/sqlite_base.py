@@ -34,11 +34,10 @@ _ITEM_SQL = "INSERT INTO items (body) VALUES (?)"
 _LOG_HEAD = "INSERT INTO sync_log (uin, key, seq, item)"
 _HEAD_SQL = "SELECT ?, ?, (SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?)"
 _HEADS_CHUNK = 50
-#: The event loop's cached heads of an account: one list per account, the head of
-#: each served key (those with a selector bit, in this order; None: not cached), as
-#: newsync and news read them all, for one cache lookup (a list of 4 is 88 bytes,
-#: where one entry per log cost 4 times 70); the sent log's head is never asked for
-#: there, nor cached.
+#: The event loop's cached heads: one list per account, the head of each served key
+#: (those with a selector bit, at these positions; None: not cached), which newsync
+#: and news read all of, in one cache lookup (a list of 4 is 88 bytes, where an entry
+#: per log cost ~70 each); the sent log's head is never asked for there, nor cached.
 _SERVED_SLOT: dict[int, int] = {k: i for i, k in enumerate(SELECTOR_BITS)}
 #: The writer's cached heads: one entry per log (keyed by
 #: :func:`~wxnet.sync.logtail.log_id`), this many per account in use, so that it keeps
