@@ -19,7 +19,6 @@ from wxnet.proto.synckey import KEY_CONTACT, KEY_MSG, SELECTOR_BITS, SyncKey
 from wxnet.sync.accounts import ContactNames
 from wxnet.sync.cache import ActiveCache, BoundedCache
 from wxnet.sync.engine import Engine, EngineConfig
-from wxnet.sync.logtail import log_id
 from wxnet.sync.passwords import hash_password
 from wxnet.sync.sqlite_store import SQLiteStore
 from wxnet.sync.store import KEY_SENT, Append, SessionRow, session_key_hash
@@ -235,19 +234,11 @@ def test_a_cache_bound_below_one_is_refused(key: str, sync: EngineConfig) -> Non
         _validate(dataclasses.replace(ServerConfig(), sync=sync))
 
 
-@given(
-    st.tuples(st.integers(0, (1 << 63) - 1), st.integers(0, (1 << 32) - 1)),
-    st.tuples(st.integers(0, (1 << 63) - 1), st.integers(0, (1 << 32) - 1)),
-)
-def test_a_log_id_is_its_logs_alone(a: tuple[int, int], b: tuple[int, int]) -> None:
-    """Every uin SQLite gives (a signed 64-bit rowid) and every key type (uint32)."""
-    assert (log_id(*a) == log_id(*b)) == (a == b)
-
-
 async def test_the_cached_heads_of_large_uins_and_keys_are_their_own(tmp_path: Path) -> None:
     """Accounts whose uins differ by 2**32 or in their high bits, and keys beyond
-    16 bits: each log keeps its own head, in the writer's cache (by log_id) and the
-    loop's, from one group to the next and once dropped from both."""
+    16 bits (the log tail keys its rings by ``uin << 32 | key``): each log keeps its
+    own head, in the writer's cache and the loop's, from one group to the next and
+    once dropped from both."""
     store = SQLiteStore(tmp_path / "wxnet.db", "NORMAL", profile_item=lambda *_: b"p")
     await store.start(lambda ch: None)
     try:

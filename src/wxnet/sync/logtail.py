@@ -9,18 +9,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from struct import Struct
 
-__all__ = ["ENTRY_COST", "MIN_RING", "RELEASE_BYTES", "RING_COST", "LogTail", "log_id"]
-
-
-def log_id(uin: int, key: int) -> int:
-    """One int for the log ``key`` of account ``uin``: ``uin << 32 | key``, the key of
-    the in-memory maps that hold something per log (the tail's rings, the SQLite
-    writer's cached heads). Key types are uint32 (:class:`~wxnet.proto.synckey.SyncKey`
-    checks; the store's own logs are small constants), so it is one-to-one for every
-    uin. An int below 2**60 is 32 bytes, a ``(uin, key)`` tuple 56 plus, often, an
-    int of its own for the uin."""
-    return uin << 32 | key
-
+__all__ = ["ENTRY_COST", "MIN_RING", "RELEASE_BYTES", "RING_COST", "LogTail"]
 
 _LEN = Struct("<I")
 _pack_len = _LEN.pack
@@ -47,7 +36,7 @@ ENTRY_COST = _LEN.size
 #: between the objects allocated meanwhile.
 MIN_RING = 513 - _BYTES_OBJECT
 #: What one log's ring costs besides the ring object (``sys.getsizeof``; CPython 3.11,
-#: 64-bit): its key (:func:`log_id`, 32 B), the dict's entry and index
+#: 64-bit): its key (an int of ``uin << 32 | key``, 32 B), the dict's entry and index
 #: (~40 B at the dict's load) and the C allocator's chunk header (~16 B).
 RING_COST = 32 + 40 + 16
 #: Once the tail holds this many bytes less than its high since the last release, and
@@ -133,7 +122,7 @@ class LogTail:
         rings = self._rings
         held = self.bytes
         for uin, key, seq, body in entries:
-            hk = log_id(uin, key)
+            hk = uin << 32 | key
             size = len(body)
             ring = rings.pop(hk, None)
             if ring is not None:
@@ -184,8 +173,9 @@ class LogTail:
         """A device of ``uin`` committed the key ``pairs`` ((key, seq), ...): drop the
         entries up to it, and every ring left empty."""
         rings = self._rings
+        base = uin << 32
         for key, seq in pairs:
-            hk = log_id(uin, key)
+            hk = base | key
             ring = rings.get(hk)
             if ring is None:
                 continue
@@ -220,7 +210,7 @@ class LogTail:
     def read(self, uin: int, key: int, after: int, head: int) -> Iterator[tuple[int, bytes]] | None:
         """The ``(seq, body)`` entries after ``after`` up to ``head``, or None when the
         ring does not reach back that far or does not reach ``head``."""
-        ring = self._rings.get(log_id(uin, key))
+        ring = self._rings.get(uin << 32 | key)
         if ring is None:
             return None
         first, count, _used = _unpack_head(ring)

@@ -16,9 +16,10 @@ from wxnet.proto.errors import MMError, MMRet
 from wxnet.proto.synckey import KEY_PROFILE, SELECTOR_BITS
 from wxnet.sync.cache import ActiveCache
 from wxnet.sync.db import Database, check_integrity, insert_rows
-from wxnet.sync.logtail import LogTail, log_id
+from wxnet.sync.logtail import LogTail
 from wxnet.sync.schema import init_schema
 from wxnet.sync.store import (
+    KEY_SENT,
     Account,
     Append,
     Changes,
@@ -39,14 +40,12 @@ _HEADS_CHUNK = 50
 #: and news read all of, in one cache lookup (a list of 4 is 88 bytes, where an entry
 #: per log cost ~70 each); the sent log's head is never asked for there, nor cached.
 _SERVED_SLOT: dict[int, int] = {k: i for i, k in enumerate(SELECTOR_BITS)}
-#: The writer's cached heads: one entry per log (keyed by
-#: :func:`~wxnet.sync.logtail.log_id`), this many per account in use, so that it keeps
-#: as many accounts as the other per-account caches (``active_accounts`` per
-#: generation; with 5, at 10,000 idle accounts it held twice as many as those): the
-#: logs an account in use keeps writing, those of a send, its message log and (one
-#: device alone, S17) its sent log. Contact, group and profile writes are rare, and a
-#: head not cached is read again (one statement per 50 in a group).
-WRITER_HEADS_PER_ACCOUNT = 2
+#: The writer's cached heads: one list per account too, the head of each log the
+#: store writes (the served keys', then the sent log's, at these positions; None: not
+#: cached), so that it keeps as many accounts as the other per-account caches (with an
+#: entry per log, 5 per account, it kept twice as many), and faster than an entry per
+#: log keyed by (uin, key) or by ``uin << 32 | key``.
+_W_SLOT: dict[int, int] = {**_SERVED_SLOT, KEY_SENT: len(_SERVED_SLOT)}
 
 
 def insert_account(
@@ -131,7 +130,7 @@ class SQLiteBase:
         self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._commit_lock = threading.Lock()
         # writer-thread state (dropped whenever the writer rolls something back)
-        self._w_heads: ActiveCache[int, int] = ActiveCache(active * WRITER_HEADS_PER_ACCOUNT)
+        self._w_heads: ActiveCache[int, list[int | None]] = ActiveCache(active)
         self._w_next_msg_id: int | None = None
         #: uin -> its devices (:data:`_Devices`): the S17 question without a read per
         #: message; filled per sender on first use, kept by the session writes
@@ -238,41 +237,49 @@ class SQLiteBase:
         next seq of its log (in the order given); the served keys' new heads, news and
         entries go into ``ch``. Heads not cached yet are read with one statement per 50."""
         cache = self._w_heads
-        # this group's heads (by log_id) in a dict of its own: the cache may drop
-        # entries while it is filled (a group with more logs than it keeps)
-        heads: dict[int, int] = {}
-        cold: list[tuple[int, int]] = []
-        ids = [log_id(u, k) for u, k, _, _ in entries]
-        for hk, (u, k, _, _) in zip(ids, entries, strict=True):
+        slot = _W_SLOT
+        # this group's heads in a dict of its own: the cache may drop entries while it
+        # is filled (a group with more accounts than it keeps)
+        heads: dict[tuple[int, int], int] = {}
+        cold = []
+        for u, k, _, _ in entries:
+            hk = (u, k)
             if hk not in heads:
-                h = cache.get(hk)
+                hs = cache.get(u)
+                i = slot.get(k)
+                h = None if hs is None or i is None else hs[i]
                 if h is None:
                     heads[hk] = 0
-                    cold.append((u, k))
+                    cold.append(hk)
                 else:
                     heads[hk] = h
         for i in range(0, len(cold), _HEADS_CHUNK):
             part = cold[i : i + _HEADS_CHUNK]
             sql = " UNION ALL ".join([_HEAD_SQL] * len(part))
-            args = [x for uk in part for x in (*uk, *uk)]
-            for u, k, seq in conn.execute(sql, args):
-                heads[log_id(u, k)] = int(seq or 0)
+            for u, k, seq in conn.execute(sql, [x for hk in part for x in (*hk, *hk)]):
+                heads[(u, k)] = int(seq or 0)
         rows: list[int] = []
         served = ch.entries
         new_heads = ch.heads
         news = ch.news
         bits = SELECTOR_BITS
-        for hk, (uin, key, item, body) in zip(ids, entries, strict=True):
+        for uin, key, item, body in entries:
+            hk = (uin, key)
             seq = heads[hk] + 1
             heads[hk] = seq
             rows += (uin, key, seq, item)
             bit = bits.get(key)
             if bit is not None:
                 served.append((uin, key, seq, body))
-                new_heads[(uin, key)] = seq
+                new_heads[hk] = seq
                 news[uin] = news.get(uin, 0) | bit
-        for hk, seq in heads.items():
-            cache[hk] = seq
+        for (u, k), seq in heads.items():
+            i = slot.get(k)
+            if i is not None:  # (every key type the store writes has one)
+                hs = cache.get(u)
+                if hs is None:
+                    hs = cache[u] = [None] * len(slot)
+                hs[i] = seq
         return rows
 
     def _w_other_device(self, conn: sqlite3.Connection, uin: int, device: str, now: int) -> bool:
@@ -308,7 +315,9 @@ class SQLiteBase:
                 " WHERE uin=? AND key=1 AND seq=1)",
                 (self._profile_item(uin, name, nick), uin),
             )
-            self._w_heads[log_id(uin, KEY_PROFILE)] = 1
+            hs: list[int | None] = [None] * len(_W_SLOT)
+            hs[_W_SLOT[KEY_PROFILE]] = 1
+            self._w_heads[uin] = hs
             return uin
 
         uin: int = await self.db.write(w)
