@@ -5,20 +5,23 @@ page cache has its configured size. None of it may change an answer."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wxnet.proto import wxnet_pb2 as pb
-from wxnet.proto.synckey import KEY_MSG, SyncKey
+from wxnet.proto.synckey import KEY_CONTACT, KEY_MSG, SELECTOR_BITS, SyncKey
 from wxnet.sync.accounts import ContactNames
 from wxnet.sync.cache import ActiveCache, BoundedCache
 from wxnet.sync.engine import Engine, EngineConfig
 from wxnet.sync.passwords import hash_password
 from wxnet.sync.sqlite_store import SQLiteStore
+from wxnet.sync.store import KEY_SENT, Append, SessionRow, session_key_hash
 
 PW_HASH = hash_password("secret1")
 
@@ -229,3 +232,103 @@ def test_a_cache_bound_below_one_is_refused(key: str, sync: EngineConfig) -> Non
 
     with pytest.raises(ConfigError, match=key):
         _validate(dataclasses.replace(ServerConfig(), sync=sync))
+
+
+async def test_the_cached_heads_of_large_uins_and_keys_are_their_own(tmp_path: Path) -> None:
+    """Accounts whose uins differ by 2**32 or in their high bits, and keys beyond
+    16 bits (the log tail keys its rings by ``uin << 32 | key``): each log keeps its
+    own head, in the writer's cache and the loop's, from one group to the next and
+    once dropped from both."""
+    store = SQLiteStore(tmp_path / "wxnet.db", "NORMAL", profile_item=lambda *_: b"p")
+    await store.start(lambda ch: None)
+    try:
+        uins = [1, (1 << 32) - 1, 1 << 32, (1 << 32) + 1, (1 << 62) + 1, (1 << 63) - 1]
+        keys = [KEY_MSG, KEY_CONTACT, KEY_SENT, (1 << 16) + 1, (1 << 32) - 1]
+
+        def add(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO accounts VALUES (?,?,?,?,0)",
+                [(u, f"u{u}", "n", PW_HASH) for u in uins],
+            )
+
+        await store.db.write(add)
+        want: dict[tuple[int, int], int] = {}
+        for rnd in range(3):
+            if rnd == 2:  # both caches dropped: the heads come from SQLite
+                store._heads.clear()
+                await store.db.write(lambda c: store._w_heads.clear())
+            appends = []
+            for i, u in enumerate(uins):
+                for j, k in enumerate(keys):
+                    n = 1 + (i + j + rnd) % 3
+                    appends += [Append([u], k, b"x%d" % n)] * n
+                    want[(u, k)] = want.get((u, k), 0) + n
+            await store.append(appends)
+            for (u, k), head in want.items():
+                assert await store.head(u, k, fresh=True) == head
+                # the loop caches the served keys' heads alone (None: ask the store)
+                assert store.head_now(u, k) == (head if k in SELECTOR_BITS else None)
+                items, _ = await store.read_log(u, [(k, 0)], 100, 1 << 20)
+                assert [s for _, s, _ in items] == list(range(1, head + 1))
+    finally:
+        store.close()
+
+
+_DEVICE_OPS = st.lists(
+    st.tuples(st.sampled_from("cde"), st.sampled_from(["phone", "pad", "web"]), st.integers(0, 3)),
+    max_size=12,
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(ops=_DEVICE_OPS)
+async def test_the_writers_devices_answer_as_the_sessions_table(
+    ops: list[tuple[str, str, int]],
+) -> None:
+    """The writer's cached devices of an account (one pair, or a dict for several),
+    kept by session creates, logouts and evictions, give the S17 answer that the
+    sessions table gives, for every device and time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "wxnet.db", "NORMAL", profile_item=lambda *_: b"p")
+        await store.start(lambda ch: None)
+        try:
+            uin = await store.create_account("alice", PW_HASH, "alice", 100)
+            sids: list[str] = []
+            for i, (op, dev, t) in enumerate(ops):
+                if op == "c":
+                    sids.append(f"s{i}")
+                    row = SessionRow(sids[-1], uin, "alice", dev, "D", "mobile", 100 + t)
+                    await store.create_session(row, 100)
+                elif op == "d" and sids:
+                    await store.delete_session(sids.pop(t % len(sids)))
+                elif op == "e":
+                    gone = set(await store.evict_sessions(uin, t))
+                    sids = [s for s in sids if session_key_hash(s) not in gone]
+                for asked in ("phone", "pad"):
+                    for now in (100, 102):
+
+                        def other(c: sqlite3.Connection, a: str = asked, n: int = now) -> bool:
+                            return store._w_other_device(c, uin, a, n)
+
+                        got = await store.db.write(other)
+                        assert got == await store.has_other_device(uin, asked, now)
+        finally:
+            store.close()
+
+
+async def test_a_default_nick_is_the_names_string(tmp_path: Path) -> None:
+    engine = Engine(tmp_path / "var", EngineConfig(durability="NORMAL"))
+    await engine.start()
+    try:
+        # as add_user stores them (check_new_user: no nick given, the name)
+        plain = await engine.store.create_account("plain", PW_HASH, "plain", engine.now())
+        named = await engine.store.create_account("named", PW_HASH, "Named One", engine.now())
+        name, nick = await engine.account(plain)
+        assert (name, nick) == ("plain", "plain") and nick is name
+        assert await engine.account(named) == ("named", "Named One")
+        engine._account.clear()
+        assert await engine.lookup("plain") == plain
+        name, nick = await engine.account(plain)
+        assert nick is name
+    finally:
+        engine.close()

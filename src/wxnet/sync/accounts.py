@@ -75,6 +75,12 @@ class ContactNames:
             self._names = (*names[:i], name, *names[i:])
 
 
+def _names(name: str, nick: str) -> tuple[str, str]:
+    """An account's (name, nick) as the engine caches them: a nick equal to the name
+    (the default, when none was given) is the name's string, not a second one."""
+    return (name, name if nick == name else nick)
+
+
 class EngineBase:
     """The messaging domain's state, accounts and sessions; the arguments are
     :class:`~wxnet.sync.engine.Engine`'s."""
@@ -231,7 +237,7 @@ class EngineBase:
         if acc is None:
             return None
         self._uin_by_name[name] = acc.uin
-        self._account[acc.uin] = (name, acc.nick_name)
+        self._account[acc.uin] = _names(name, acc.nick_name)
         return acc.uin
 
     async def account(self, uin: int) -> tuple[str, str]:
@@ -241,7 +247,7 @@ class EngineBase:
             if acc is None:
                 raise MMError(MMRet.ERR_NOUSER, f"no account {uin}")
             name = acc.user_name
-            cached = self._account[uin] = (name, acc.nick_name)
+            cached = self._account[uin] = _names(name, acc.nick_name)
             self._uin_by_name[name] = uin
         return cached
 

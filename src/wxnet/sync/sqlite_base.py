@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wxnet.proto.errors import MMError, MMRet
-from wxnet.proto.synckey import SELECTOR_BITS
+from wxnet.proto.synckey import KEY_PROFILE, SELECTOR_BITS
 from wxnet.sync.cache import ActiveCache
 from wxnet.sync.db import Database, check_integrity, insert_rows
 from wxnet.sync.logtail import LogTail
 from wxnet.sync.schema import init_schema
 from wxnet.sync.store import (
+    KEY_SENT,
     Account,
     Append,
     Changes,
@@ -49,9 +50,17 @@ def _heads_sql(n: int) -> str:
     return " UNION ALL ".join([_HEAD_SQL] * n)
 
 
-#: The logs of an account (profile, messages, contacts, chatrooms, own sent messages):
-#: the heads caches hold this many entries per active account.
-HEADS_PER_ACCOUNT = 5
+#: The event loop's cached heads: one list per account, the head of each served key
+#: (those with a selector bit, at these positions; None: not cached), which newsync
+#: and news read all of, in one cache lookup (a list of 4 is 88 bytes, where an entry
+#: per log cost ~70 each); the sent log's head is never asked for there, nor cached.
+_SERVED_SLOT: dict[int, int] = {k: i for i, k in enumerate(SELECTOR_BITS)}
+#: The writer's cached heads: one list per account too, the head of each log the
+#: store writes (the served keys', then the sent log's, at these positions; None: not
+#: cached), so that it keeps as many accounts as the other per-account caches (with an
+#: entry per log, 5 per account, it kept twice as many), and faster than an entry per
+#: log keyed by (uin, key) or by ``uin << 32 | key``.
+_W_SLOT: dict[int, int] = {**_SERVED_SLOT, KEY_SENT: len(_SERVED_SLOT)}
 
 
 def insert_account(
@@ -83,6 +92,17 @@ def _hash_plain_session_keys(conn: sqlite3.Connection) -> None:
     conn.executemany(
         "UPDATE sessions SET sid=? WHERE sid=?", [(session_key_hash(r[0]), r[0]) for r in rows]
     )
+
+
+#: An account's devices as the writer caches them: device id -> its sessions' latest
+#: expiry, as a dict, or as one (device id, expiry) pair when there is one device (56
+#: bytes, where a dict of one entry is 184).
+_Devices = tuple[str, int] | dict[str, int]
+
+
+def _devices(devs: dict[str, int]) -> _Devices:
+    """``devs`` as the writer caches it (:data:`_Devices`)."""
+    return next(iter(devs.items())) if len(devs) == 1 else devs
 
 
 class SQLiteBase:
@@ -119,17 +139,17 @@ class SQLiteBase:
         self._publish: Callable[[Changes], None] | None = None
         # The per-account caches keep the accounts in use (ActiveCache, [sync]
         # active_accounts): an idle account's entries go and are read again when needed.
-        heads = max(1, active_accounts) * HEADS_PER_ACCOUNT
-        #: committed heads (loop side)
-        self._heads: ActiveCache[tuple[int, int], int] = ActiveCache(heads)
+        active = max(1, active_accounts)
+        #: committed heads (loop side): uin -> its served keys' (_SERVED_SLOT)
+        self._heads: ActiveCache[int, list[int | None]] = ActiveCache(active)
         self._commit_queue: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._commit_lock = threading.Lock()
         # writer-thread state (dropped whenever the writer rolls something back)
-        self._w_heads: ActiveCache[tuple[int, int], int] = ActiveCache(heads)
+        self._w_heads: ActiveCache[int, list[int | None]] = ActiveCache(active)
         self._w_next_msg_id: int | None = None
-        #: uin -> {device_id: latest session expiry}: the S17 question without a read
-        #: per message; filled per sender on first use, kept by the session writes
-        self._w_devices: ActiveCache[int, dict[str, int]] = ActiveCache(active_accounts)
+        #: uin -> its devices (:data:`_Devices`): the S17 question without a read per
+        #: message; filled per sender on first use, kept by the session writes
+        self._w_devices: ActiveCache[int, _Devices] = ActiveCache(active_accounts)
         self.db.on_rollback = self._w_reset
 
     def _w_reset(self) -> None:  # writer thread: a rollback undid what these cached
@@ -202,9 +222,16 @@ class SQLiteBase:
             self.db.after_commit_on(self._loop, lambda: self._apply(ch))
 
     def _apply(self, ch: Changes) -> None:  # event loop
-        for hk, seq in ch.heads.items():
-            if seq > self._heads.get(hk, 0):
-                self._heads[hk] = seq
+        heads = self._heads
+        slot = _SERVED_SLOT
+        for (uin, key), seq in ch.heads.items():  # served keys' alone (_w_log_rows)
+            hs = heads.get(uin)
+            if hs is None:
+                hs = heads[uin] = [None] * len(slot)
+            i = slot[key]
+            h = hs[i]
+            if h is None or seq > h:
+                hs[i] = seq
         if ch.entries:
             self.tail.add(ch.entries)
         if self._publish is not None:
@@ -225,14 +252,17 @@ class SQLiteBase:
         next seq of its log (in the order given); the served keys' new heads, news and
         entries go into ``ch``. Heads not cached yet are read with one statement per 32."""
         cache = self._w_heads
+        slot = _W_SLOT
         # this group's heads in a dict of its own: the cache may drop entries while it
-        # is filled (a group with more logs than it keeps)
+        # is filled (a group with more accounts than it keeps)
         heads: dict[tuple[int, int], int] = {}
         cold = []
         for u, k, _, _ in entries:
             hk = (u, k)
             if hk not in heads:
-                h = cache.get(hk)
+                hs = cache.get(u)
+                i = slot.get(k)
+                h = None if hs is None or i is None else hs[i]
                 if h is None:
                     heads[hk] = 0
                     cold.append(hk)
@@ -259,20 +289,30 @@ class SQLiteBase:
                 served.append((uin, key, seq, body))
                 new_heads[hk] = seq
                 news[uin] = news.get(uin, 0) | bit
-        for hk, seq in heads.items():
-            cache[hk] = seq
+        for (u, k), seq in heads.items():
+            i = slot.get(k)
+            if i is not None:  # (every key type the store writes has one)
+                hs = cache.get(u)
+                if hs is None:
+                    hs = cache[u] = [None] * len(slot)
+                hs[i] = seq
         return rows
 
     def _w_other_device(self, conn: sqlite3.Connection, uin: int, device: str, now: int) -> bool:
         devs = self._w_devices.get(uin)
         if devs is None:
-            devs = self._w_devices[uin] = {
-                str(d): int(e)
-                for d, e in conn.execute(
-                    "SELECT device_id, MAX(expires) FROM sessions WHERE uin=? GROUP BY device_id",
-                    (uin,),
-                )
-            }
+            devs = self._w_devices[uin] = _devices(
+                {
+                    str(d): int(e)
+                    for d, e in conn.execute(
+                        "SELECT device_id, MAX(expires) FROM sessions WHERE uin=?"
+                        " GROUP BY device_id",
+                        (uin,),
+                    )
+                }
+            )
+        if isinstance(devs, tuple):  # one device, nearly every account
+            return devs[1] >= now and devs[0] != device
         return any(e >= now and d != device for d, e in devs.items())
 
     async def has_other_device(self, uin: int, device_id: str, now: int) -> bool:
@@ -291,7 +331,9 @@ class SQLiteBase:
                 " WHERE uin=? AND key=1 AND seq=1)",
                 (self._profile_item(uin, name, nick), uin),
             )
-            self._w_heads[(uin, 1)] = 1
+            hs: list[int | None] = [None] * len(_W_SLOT)
+            hs[_W_SLOT[KEY_PROFILE]] = 1
+            self._w_heads[uin] = hs
             return uin
 
         uin: int = await self.db.write(w)
@@ -319,7 +361,9 @@ class SQLiteBase:
             )
             devs = self._w_devices.get(row.uin)
             if devs is not None:  # in the writer's order: sends after it see the device
-                devs[row.device_id] = max(devs.get(row.device_id, 0), row.expires)
+                known = dict([devs]) if isinstance(devs, tuple) else devs
+                known[row.device_id] = max(known.get(row.device_id, 0), row.expires)
+                self._w_devices[row.uin] = _devices(known)
 
         await self.db.write(w)
 

@@ -20,6 +20,7 @@ from wxnet.sync.logtail import LogTail
 from wxnet.sync.sqlite_base import (
     _LOG_HEAD,
     _MSG_COLS,
+    _SERVED_SLOT,
     FIRST_MSG_ID,
     SQLiteBase,
     insert_account,
@@ -119,15 +120,24 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
 
     # ---------------------------------------------------------------- logs
     async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:
-        h = self._heads.get((uin, key))
+        i = _SERVED_SLOT.get(key)
+        hs = self._heads.get(uin)
+        h = None if hs is None or i is None else hs[i]
         if h is None or fresh:
             r = await self._one("SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", (uin, key))
-            h = max(int(r[0] or 0), self._heads.get((uin, key), 0))
-            self._heads[(uin, key)] = h
+            h = int(r[0] or 0)
+            if i is not None:  # a served key's: cached
+                hs = self._heads.get(uin)
+                if hs is None:
+                    hs = self._heads[uin] = [None] * len(_SERVED_SLOT)
+                h = max(h, hs[i] or 0)
+                hs[i] = h
         return h
 
     def head_now(self, uin: int, key: int) -> int | None:
-        return self._heads.get((uin, key))
+        hs = self._heads.get(uin)
+        i = _SERVED_SLOT.get(key)
+        return None if hs is None or i is None else hs[i]
 
     async def read_log(
         self, uin: int, after: Sequence[tuple[int, int]], max_items: int, max_bytes: int
@@ -135,9 +145,12 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
         window = SyncWindow(max_items, max_bytes)
         todo: list[tuple[int, int]] = []  # keys the tail cannot serve, in order
         tail = self.tail
-        heads = self._heads
+        hs = self._heads.get(uin)
+        slot = _SERVED_SLOT
         for key, seq in after:
-            head = heads.get((uin, key))  # not cached (an idle account's): SQLite
+            i = slot.get(key)
+            # not cached (an idle account's, or not a served key): SQLite
+            head = None if hs is None or i is None else hs[i]
             ring = None if head is None else tail.read(uin, key, seq, head)
             if ring is None:
                 todo.append((key, seq))
