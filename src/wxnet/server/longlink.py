@@ -149,8 +149,8 @@ class LongLink(asyncio.Protocol):
         #: session's :func:`session_tag` (0 when unbound). Not the Session, nor its
         #: key: an idle account's session then leaves the engine's cache (ActiveCache)
         #: and memory, and the next request reads it again; the tag is what the link
-        #: needs to hear that its session ended (a 40-byte int, where the key's string
-        #: took 96)
+        #: needs to hear that its session ended (an int in a 48-byte block, where the
+        #: key's string took 96)
         self.uin = 0
         self.session_tag = 0
         self.peer = ""
