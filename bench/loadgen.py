@@ -18,7 +18,9 @@ or let it start a throw-away server with the accounts it needs::
 
     python -m bench.loadgen --spawn --pairs 50 --messages 5000 [--rate 2000] [--json]
 
-``--rate 0`` (default) sends flat out with ``--window`` requests in flight per sender.
+``--rate 0`` (default) sends flat out with ``--window`` requests in flight per sender;
+``--rate R`` paces the sends at R per second in all, the pairs taking turns
+(:func:`pair_send_time`).
 
 ``--users C`` switches to the random-pairs shape of the XMPP/MQTT benchmarks
 (:func:`run_random`): C users, all contacts of each other, each on its own identified
@@ -229,15 +231,32 @@ async def _send_one(result: LoadResult, s: User, to: str, tag: str) -> None:
         result.send_errors += 1
 
 
+def pair_send_time(start: float, pair: int, n: int, pairs: int, rate: float) -> float:
+    """When pair ``pair`` (of ``pairs``) sends its ``n``-th message, paced at ``rate``
+    per second in total: the pairs take turns, one send every ``1 / rate`` s, so the
+    load is even (each pair from the same start would send all at once, a burst of
+    ``pairs`` messages every ``pairs / rate`` s)."""
+    return start + (n * pairs + pair) / rate
+
+
 async def _send_pair(
-    result: LoadResult, s: User, to: str, count: int, rate: float, window: int, start: float
+    result: LoadResult,
+    s: User,
+    to: str,
+    count: int,
+    rate: float,
+    window: int,
+    start: float,
+    pair: int = 0,
+    pairs: int = 1,
 ) -> None:
-    """``count`` sends from ``s`` to ``to``, ``window`` in flight, paced at ``rate``/s."""
+    """``count`` sends from ``s`` to ``to``, ``window`` in flight; with ``rate`` (per
+    second, all pairs together) each send at :func:`pair_send_time`."""
     sem = asyncio.Semaphore(max(1, window))
     tasks = []
     for n in range(count):
         if rate:
-            delay = start + n / rate - time.monotonic()
+            delay = pair_send_time(start, pair, n, pairs, rate) - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
         await sem.acquire()
@@ -298,11 +317,10 @@ async def run_load(
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     server_cpu0 = tree_cpu(server_pid) if server_pid is not None else 0.0
 
-    per_pair_rate = rate / pairs if rate > 0 else 0.0
     await asyncio.gather(
         *(
             _send_pair(
-                result, senders[i], receivers[i].name, per_pair[i], per_pair_rate, window, start
+                result, senders[i], receivers[i].name, per_pair[i], rate, window, start, i, pairs
             )
             for i in range(pairs)
         )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.loadgen import main, percentile, run_load
+from bench.loadgen import main, pair_send_time, percentile, run_load
 from tests.client.conftest import server_config
 from wxnet.server.app import start_server
 
@@ -58,6 +59,20 @@ async def test_loadgen_delivers_everything_once_against_the_server(
         assert res.requests["newsync"] == 3, s
         assert res.taken == 61 and 0 <= res.taken_by_push <= 61
     assert s["push_gaps"] == 0
+
+
+@given(st.integers(1, 50), st.integers(1, 20), st.floats(10, 10_000))
+def test_paced_pairs_take_turns_evenly(pairs: int, each: int, rate: float) -> None:
+    # every pair's sends, together, one every 1 / rate s from the start: no burst of
+    # all pairs at once
+    times = sorted(
+        pair_send_time(5.0, i, n, pairs, rate) for i in range(pairs) for n in range(each)
+    )
+    assert times[0] == 5.0
+    assert all(abs((b - a) - 1 / rate) < 1e-9 for a, b in itertools.pairwise(times))
+    # and each pair at rate / pairs
+    mine = [pair_send_time(5.0, 1 % pairs, n, pairs, rate) for n in range(each)]
+    assert all(abs((b - a) - pairs / rate) < 1e-9 for a, b in itertools.pairwise(mine))
 
 
 def test_loadgen_rejects_bad_arguments() -> None:
