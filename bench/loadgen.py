@@ -69,7 +69,7 @@ from wxnet.proto.enums import MsgType
 from wxnet.proto.errors import MMError, WxnetError
 from wxnet.proto.syncdriver import MAX_HELD_BYTES, Gap, Held, Page, PushInbox, SyncDriver
 
-__all__ = ["LoadResult", "main", "percentile", "run_load"]
+__all__ = ["LoadResult", "main", "pair_send_time", "percentile", "run_load"]
 
 M = TypeVar("M", bound=Message)
 
