@@ -120,12 +120,11 @@ class SQLiteStore(SQLiteShared, SQLiteBase):
 
     # ---------------------------------------------------------------- logs
     async def head(self, uin: int, key: int, *, fresh: bool = False) -> int:
-        i = _SERVED_SLOT.get(key)
-        hs = self._heads.get(uin)
-        h = None if hs is None or i is None else hs[i]
+        h = self.head_now(uin, key)
         if h is None or fresh:
             r = await self._one("SELECT MAX(seq) FROM sync_log WHERE uin=? AND key=?", (uin, key))
             h = int(r[0] or 0)
+            i = _SERVED_SLOT.get(key)
             if i is not None:  # a served key's: cached
                 hs = self._heads.get(uin)
                 if hs is None:
